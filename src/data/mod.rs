@@ -1,0 +1,1 @@
+//! The era store (memory-mapped, zero-copy), Numerai import, synthetic data, era preprocessing.

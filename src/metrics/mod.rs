@@ -1,0 +1,1 @@
+//! Scoring as Numerai does it (SPEC §5), and SVG charts.

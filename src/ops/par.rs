@@ -1,0 +1,1 @@
+//! Work splitting over rows with `std::thread::scope`.
