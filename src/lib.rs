@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod metrics;
 pub mod ops;

@@ -1,0 +1,308 @@
+//! The CPU backend: buffers are `Vec<f32>`, ops are the reference functions of `crate::ops`.
+
+use super::Backend;
+use crate::ops::elementwise::DropoutKey;
+use crate::ops::gate::GateSelect;
+use crate::ops::loss::LossParts;
+use crate::ops::optim::AdamArgs;
+use crate::ops::{attention, elementwise, gate, layer_norm, linear, loss, optim};
+use crate::Result;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpu;
+
+#[allow(clippy::too_many_arguments)]
+impl Backend for Cpu {
+    type Buf = Vec<f32>;
+
+    fn name(&self) -> String {
+        "cpu".into()
+    }
+    fn len(&self, buf: &Vec<f32>) -> usize {
+        buf.len()
+    }
+    fn zeros(&self, len: usize) -> Result<Vec<f32>> {
+        Ok(vec![0.0; len])
+    }
+    fn upload(&self, host: &[f32]) -> Result<Vec<f32>> {
+        Ok(host.to_vec())
+    }
+    fn download(&self, buf: &Vec<f32>) -> Result<Vec<f32>> {
+        Ok(buf.clone())
+    }
+    fn fill_zero(&self, buf: &mut Vec<f32>) -> Result<()> {
+        buf.fill(0.0);
+        Ok(())
+    }
+    fn copy(&self, dst: &mut Vec<f32>, src: &Vec<f32>) -> Result<()> {
+        dst.copy_from_slice(src);
+        Ok(())
+    }
+    fn linear_fwd(
+        &self,
+        out: &mut Vec<f32>,
+        inp: &Vec<f32>,
+        w: &Vec<f32>,
+        b: Option<&Vec<f32>>,
+        n: usize,
+        k: usize,
+        m: usize,
+    ) -> Result<()> {
+        linear::linear_fwd(out, inp, w, b.map(|x| x.as_slice()), n, k, m);
+        Ok(())
+    }
+    fn linear_bwd(
+        &self,
+        dinp: Option<&mut Vec<f32>>,
+        dw: &mut Vec<f32>,
+        db: Option<&mut Vec<f32>>,
+        dout: &Vec<f32>,
+        inp: &Vec<f32>,
+        w: &Vec<f32>,
+        n: usize,
+        k: usize,
+        m: usize,
+    ) -> Result<()> {
+        linear::linear_bwd(
+            dinp.map(|x| x.as_mut_slice()),
+            dw,
+            db.map(|x| x.as_mut_slice()),
+            dout,
+            inp,
+            w,
+            n,
+            k,
+            m,
+        );
+        Ok(())
+    }
+    fn layer_norm_fwd(
+        &self,
+        out: &mut Vec<f32>,
+        mean: &mut Vec<f32>,
+        rstd: &mut Vec<f32>,
+        inp: &Vec<f32>,
+        gamma: &Vec<f32>,
+        beta: &Vec<f32>,
+        n: usize,
+        d: usize,
+    ) -> Result<()> {
+        layer_norm::layer_norm_fwd(out, mean, rstd, inp, gamma, beta, n, d);
+        Ok(())
+    }
+    fn layer_norm_bwd(
+        &self,
+        dinp: &mut Vec<f32>,
+        dgamma: &mut Vec<f32>,
+        dbeta: &mut Vec<f32>,
+        dout: &Vec<f32>,
+        inp: &Vec<f32>,
+        mean: &Vec<f32>,
+        rstd: &Vec<f32>,
+        gamma: &Vec<f32>,
+        n: usize,
+        d: usize,
+    ) -> Result<()> {
+        layer_norm::layer_norm_bwd(dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma, n, d);
+        Ok(())
+    }
+    fn gelu_fwd(&self, out: &mut Vec<f32>, inp: &Vec<f32>) -> Result<()> {
+        elementwise::gelu_fwd(out, inp);
+        Ok(())
+    }
+    fn gelu_bwd(&self, dinp: &mut Vec<f32>, dout: &Vec<f32>, inp: &Vec<f32>) -> Result<()> {
+        elementwise::gelu_bwd(dinp, dout, inp);
+        Ok(())
+    }
+    fn elu1_fwd(&self, out: &mut Vec<f32>, inp: &Vec<f32>) -> Result<()> {
+        elementwise::elu1_fwd(out, inp);
+        Ok(())
+    }
+    fn elu1_bwd(&self, dinp: &mut Vec<f32>, dout: &Vec<f32>, inp: &Vec<f32>) -> Result<()> {
+        elementwise::elu1_bwd(dinp, dout, inp);
+        Ok(())
+    }
+    fn add_fwd(&self, out: &mut Vec<f32>, a: &Vec<f32>, b: &Vec<f32>) -> Result<()> {
+        elementwise::add_fwd(out, a, b);
+        Ok(())
+    }
+    fn accumulate(&self, dst: &mut Vec<f32>, src: &Vec<f32>) -> Result<()> {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d += s;
+        }
+        Ok(())
+    }
+    fn dropout_fwd(
+        &self,
+        out: &mut Vec<f32>,
+        inp: &Vec<f32>,
+        p: f32,
+        key: DropoutKey,
+    ) -> Result<()> {
+        elementwise::dropout_fwd(out, inp, p, key);
+        Ok(())
+    }
+    fn dropout_bwd(
+        &self,
+        dinp: &mut Vec<f32>,
+        dout: &Vec<f32>,
+        p: f32,
+        key: DropoutKey,
+    ) -> Result<()> {
+        elementwise::dropout_bwd(dinp, dout, p, key);
+        Ok(())
+    }
+    fn pos_enc_add(&self, h: &mut Vec<f32>, n: usize, d: usize) -> Result<()> {
+        elementwise::pos_enc_add(h, n, d);
+        Ok(())
+    }
+    fn linear_attention_fwd(
+        &self,
+        out: &mut Vec<f32>,
+        s: &mut Vec<f32>,
+        z: &mut Vec<f32>,
+        q: &Vec<f32>,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+        mask: &Vec<f32>,
+        n: usize,
+        d: usize,
+        h: usize,
+    ) -> Result<()> {
+        attention::linear_attention_fwd(out, s, z, q, k, v, mask, n, d, h);
+        Ok(())
+    }
+    fn linear_attention_bwd(
+        &self,
+        dq: &mut Vec<f32>,
+        dk: &mut Vec<f32>,
+        dv: &mut Vec<f32>,
+        dout: &Vec<f32>,
+        q: &Vec<f32>,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+        mask: &Vec<f32>,
+        s: &Vec<f32>,
+        z: &Vec<f32>,
+        n: usize,
+        d: usize,
+        h: usize,
+    ) -> Result<()> {
+        attention::linear_attention_bwd(dq, dk, dv, dout, q, k, v, mask, s, z, n, d, h);
+        Ok(())
+    }
+    fn softmax_attention_fwd(
+        &self,
+        out: &mut Vec<f32>,
+        lse: &mut Vec<f32>,
+        q: &Vec<f32>,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+        mask: &Vec<f32>,
+        n: usize,
+        d: usize,
+        h: usize,
+    ) -> Result<()> {
+        attention::softmax_attention_fwd(out, lse, q, k, v, mask, n, d, h);
+        Ok(())
+    }
+    fn softmax_attention_bwd(
+        &self,
+        dq: &mut Vec<f32>,
+        dk: &mut Vec<f32>,
+        dv: &mut Vec<f32>,
+        dout: &Vec<f32>,
+        out: &Vec<f32>,
+        lse: &Vec<f32>,
+        q: &Vec<f32>,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+        mask: &Vec<f32>,
+        n: usize,
+        d: usize,
+        h: usize,
+    ) -> Result<()> {
+        attention::softmax_attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, mask, n, d, h);
+        Ok(())
+    }
+    fn gate_fwd(
+        &self,
+        xt: &mut Vec<f32>,
+        g: &mut Vec<f32>,
+        keep: &mut Vec<f32>,
+        xbar: &mut Vec<f32>,
+        u: &mut Vec<f32>,
+        x: &Vec<f32>,
+        mask: &Vec<f32>,
+        w: &Vec<f32>,
+        a: &Vec<f32>,
+        b: &Vec<f32>,
+        select: GateSelect,
+        n: usize,
+        f: usize,
+        r: usize,
+    ) -> Result<()> {
+        gate::gate_fwd(xt, g, keep, xbar, u, x, mask, w, a, b, select, n, f, r);
+        Ok(())
+    }
+    fn gate_bwd(
+        &self,
+        dw: &mut Vec<f32>,
+        da: &mut Vec<f32>,
+        db: &mut Vec<f32>,
+        dg: &mut Vec<f32>,
+        dxt: &Vec<f32>,
+        x: &Vec<f32>,
+        xbar: &Vec<f32>,
+        u: &Vec<f32>,
+        g: &Vec<f32>,
+        keep: &Vec<f32>,
+        b: &Vec<f32>,
+        n: usize,
+        f: usize,
+        r: usize,
+    ) -> Result<()> {
+        gate::gate_bwd(dw, da, db, dg, dxt, x, xbar, u, g, keep, b, n, f, r);
+        Ok(())
+    }
+    fn mse_sparsity_fwd(
+        &self,
+        yhat: &Vec<f32>,
+        y: &Vec<f32>,
+        mask: &Vec<f32>,
+        g: &Vec<f32>,
+        lambda: f32,
+        n: usize,
+        t: usize,
+    ) -> Result<LossParts> {
+        Ok(loss::mse_sparsity_fwd(yhat, y, mask, g, lambda, n, t))
+    }
+    fn mse_sparsity_bwd(
+        &self,
+        dyhat: &mut Vec<f32>,
+        dg: &mut Vec<f32>,
+        yhat: &Vec<f32>,
+        y: &Vec<f32>,
+        mask: &Vec<f32>,
+        lambda: f32,
+        n: usize,
+        t: usize,
+    ) -> Result<()> {
+        loss::mse_sparsity_bwd(dyhat, dg, yhat, y, mask, lambda, n, t);
+        Ok(())
+    }
+    fn sum_squares(&self, g: &Vec<f32>) -> Result<f64> {
+        Ok(optim::sum_squares(g))
+    }
+    fn adam_step(
+        &self,
+        p: &mut Vec<f32>,
+        g: &Vec<f32>,
+        m: &mut Vec<f32>,
+        v: &mut Vec<f32>,
+        args: &AdamArgs,
+    ) -> Result<()> {
+        optim::adam_step(p, g, m, v, args);
+        Ok(())
+    }
+}
