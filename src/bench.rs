@@ -1,0 +1,170 @@
+//! Timing of each op and of a whole training step (forward + loss + backward + Adam) on a device.
+//! Used by `eraengine bench` and `benches/train_step.rs`.
+
+use crate::device::Backend;
+use crate::model::{Config, EraTransformer};
+use crate::ops::elementwise::DropoutKey;
+use crate::ops::gate::GateSelect;
+use crate::params::{Adam, Params};
+use crate::rng::Rng;
+use crate::train::era::EraBatch;
+use crate::train::{train_step, TrainOptions, Trained};
+use crate::Result;
+use serde_json::{json, Value};
+use std::time::Instant;
+
+pub struct BenchReport {
+    pub device: String,
+    pub cfg: Config,
+    pub rows: usize,
+    pub step_ms: f64,
+    pub ops: Vec<(String, f64)>,
+    pub flops_per_step: f64,
+}
+
+impl BenchReport {
+    pub fn rows_per_s(&self) -> f64 {
+        self.rows as f64 / (self.step_ms / 1e3)
+    }
+    pub fn gflops(&self) -> f64 {
+        self.flops_per_step / (self.step_ms / 1e3) / 1e9
+    }
+    pub fn to_json(&self) -> Value {
+        json!({
+            "device": self.device,
+            "config": {"rows": self.rows, "features": self.cfg.n_features, "d_model": self.cfg.d_model,
+                       "heads": self.cfg.heads, "layers": self.cfg.layers, "d_ff": self.cfg.d_ff,
+                       "attention": self.cfg.attention.as_str()},
+            "step_ms": self.step_ms,
+            "rows_per_s": self.rows_per_s(),
+            "gflops": self.gflops(),
+            "ops": self.ops.iter().map(|(n, ms)| json!({"name": n, "ms": ms})).collect::<Vec<_>>(),
+        })
+    }
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "device {}  rows {}  features {}  d_model {}  heads {}  layers {}\n",
+            self.device, self.rows, self.cfg.n_features, self.cfg.d_model, self.cfg.heads, self.cfg.layers
+        );
+        s += &format!("{:<28} {:>10}\n", "op", "ms");
+        for (n, ms) in &self.ops {
+            s += &format!("{n:<28} {ms:>10.3}\n");
+        }
+        s += &format!(
+            "{:<28} {:>10.3}   ({:.0} rows/s, {:.2} GFLOP/s)\n",
+            "train step (fwd+bwd+adam)",
+            self.step_ms,
+            self.rows_per_s(),
+            self.gflops()
+        );
+        s
+    }
+}
+
+/// Matmul flops of one training step (forward 2nkm, backward 4nkm per linear map).
+pub fn step_flops(cfg: &Config, n: usize) -> f64 {
+    let (f, d, dff, t) = (cfg.n_features as f64, cfg.d_model as f64, cfg.d_ff as f64, cfg.n_targets as f64);
+    let n = n as f64;
+    let dh = d / cfg.heads as f64;
+    let per_layer = 4.0 * d * d + 2.0 * d * dff;
+    let lin = f * d + d * d + cfg.layers as f64 * per_layer + d * d + d * t;
+    let attn = cfg.layers as f64 * 4.0 * d * dh; // S and φ(Q)S per row
+    6.0 * n * (lin + attn)
+}
+
+/// Median wall time in ms of `reps` runs of `f` after one warm-up run.
+pub fn time_ms(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut v = Vec::with_capacity(reps);
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        f()?;
+        v.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    Ok(v[v.len() / 2])
+}
+
+/// A random era of `n` rows and `f` features with one target, all rows real.
+pub fn random_era(n: usize, f: usize, seed: u64) -> EraBatch {
+    let mut rng = Rng::new(seed, 77);
+    let x = (0..n * f).map(|_| ((rng.next_u32() % 5) as f32 - 2.0) / 2.0).collect();
+    let y = (0..n).map(|_| (rng.next_u32() % 5) as f32 / 4.0).collect();
+    EraBatch {
+        name: "bench".into(),
+        n,
+        f,
+        t: 1,
+        x,
+        y,
+        mask: vec![1.0; n],
+    }
+}
+
+/// Times each op at the model's shapes and a full training step.
+pub fn run<B: Backend>(dev: &B, cfg: Config, n: usize, reps: usize) -> Result<BenchReport> {
+    let (f, d, h, r, dff) = (cfg.n_features, cfg.d_model, cfg.heads, cfg.gate_rank, cfg.d_ff);
+    let mut rng = Rng::new(1, 2);
+    let mut rand = |len: usize| -> Result<B::Buf> {
+        let v: Vec<f32> = (0..len).map(|_| rng.uniform(-1.0, 1.0)).collect();
+        dev.upload(&v)
+    };
+    let (x, w_dd, b_d, h1, h2) = (rand(n * f)?, rand(d * d)?, rand(d)?, rand(n * d)?, rand(n * d)?);
+    let (gw, ga, gb) = (rand(f)?, rand(f * r.max(1))?, rand(f * r.max(1))?);
+    let mask = dev.upload(&vec![1.0; n])?;
+    let mut out = dev.zeros(n * d)?;
+    let mut dinp = dev.zeros(n * d)?;
+    let mut dw = dev.zeros(d * d)?;
+    let mut db = dev.zeros(d)?;
+    let mut ops = Vec::new();
+    ops.push(("linear_fwd [n,d]x[d,d]".to_string(), time_ms(reps, || dev.linear_fwd(&mut out, &h1, &w_dd, Some(&b_d), n, d, d))?));
+    ops.push(("linear_bwd [n,d]x[d,d]".to_string(), time_ms(reps, || dev.linear_bwd(Some(&mut dinp), &mut dw, Some(&mut db), &h2, &h1, &w_dd, n, d, d))?));
+    let (mut s, mut z) = (dev.zeros(h * (d / h) * (d / h))?, dev.zeros(d)?);
+    ops.push(("linear_attention_fwd".to_string(), time_ms(reps, || dev.linear_attention_fwd(&mut out, &mut s, &mut z, &h1, &h2, &h1, &mask, n, d, h))?));
+    let (mut dq, mut dk, mut dv) = (dev.zeros(n * d)?, dev.zeros(n * d)?, dev.zeros(n * d)?);
+    ops.push(("linear_attention_bwd".to_string(), time_ms(reps, || dev.linear_attention_bwd(&mut dq, &mut dk, &mut dv, &h2, &h1, &h2, &h1, &mask, &s, &z, n, d, h))?));
+    let (mut mean, mut rstd) = (dev.zeros(n)?, dev.zeros(n)?);
+    ops.push(("layer_norm_fwd".to_string(), time_ms(reps, || dev.layer_norm_fwd(&mut out, &mut mean, &mut rstd, &h1, &b_d, &b_d, n, d))?));
+    let (mut dg_, mut db_) = (dev.zeros(d)?, dev.zeros(d)?);
+    ops.push(("layer_norm_bwd".to_string(), time_ms(reps, || dev.layer_norm_bwd(&mut dinp, &mut dg_, &mut db_, &h2, &h1, &mean, &rstd, &b_d, n, d))?));
+    let mut ff = dev.zeros(n * dff)?;
+    let ffin = rand(n * dff)?;
+    ops.push(("gelu_fwd [n,d_ff]".to_string(), time_ms(reps, || dev.gelu_fwd(&mut ff, &ffin))?));
+    let key = DropoutKey { seed: 1, step: 1, tensor: 0 };
+    ops.push(("dropout_fwd [n,d]".to_string(), time_ms(reps, || dev.dropout_fwd(&mut out, &h1, 0.1, key))?));
+    let (mut xt, mut g, mut keep, mut xbar, mut u) = (dev.zeros(n * f)?, dev.zeros(f)?, dev.zeros(f)?, dev.zeros(f)?, dev.zeros(r.max(1))?);
+    ops.push(("gate_fwd".to_string(), time_ms(reps, || dev.gate_fwd(&mut xt, &mut g, &mut keep, &mut xbar, &mut u, &x, &mask, &gw, &ga, &gb, GateSelect::Threshold(0.0), n, f, r))?));
+    // A whole step on the real model.
+    let tensors = crate::model::init_params(&cfg, 0);
+    let params = Params::from_host(dev, &tensors)?;
+    let model = EraTransformer::new(cfg.clone(), &params)?;
+    let mut m = Trained { model, params, features: vec![], targets: vec![] };
+    let mut adam = Adam::new(dev, &m.params, 1e-3, 0.0)?;
+    let batch = random_era(n, f, 3);
+    let opts = TrainOptions {
+        epochs: 1,
+        seed: 0,
+        lr: 1e-3,
+        weight_decay: 0.0,
+        clip: 1.0,
+        max_steps: None,
+        patience: 0,
+        threshold_warmup: 0,
+        out: None,
+        grads_out: None,
+        quiet: true,
+    };
+    let mut step = 0u64;
+    let step_ms = time_ms(reps, || {
+        step += 1;
+        train_step(dev, &mut m, &mut adam, &batch, &opts, step).map(|_| ())
+    })?;
+    Ok(BenchReport {
+        device: dev.name(),
+        flops_per_step: step_flops(&cfg, n),
+        cfg,
+        rows: n,
+        step_ms,
+        ops,
+    })
+}

@@ -1,0 +1,265 @@
+//! Checkpoints: safetensors (SPEC §4), written by hand. Layout: u64 little-endian header length N,
+//! N bytes of JSON header (padded with spaces to a multiple of 8), then the raw little-endian f32
+//! data of every tensor back to back. `__metadata__` holds format, format_version, config,
+//! features and targets (all strings, as safetensors requires).
+
+use crate::io::write_atomic;
+use crate::model::Config;
+use crate::{Error, Result};
+use serde_json::{json, Map, Value};
+use std::path::Path;
+
+pub type HostTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+/// A model checkpoint held on the host.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub config: Config,
+    pub features: Vec<String>,
+    pub targets: Vec<String>,
+    pub tensors: HostTensors,
+}
+
+/// Serialises tensors with string metadata as safetensors bytes.
+pub fn to_bytes(tensors: &[(String, Vec<usize>, Vec<f32>)], metadata: &Map<String, Value>) -> Vec<u8> {
+    let mut header = Map::new();
+    if !metadata.is_empty() {
+        header.insert("__metadata__".into(), Value::Object(metadata.clone()));
+    }
+    let mut offset = 0usize;
+    for (name, shape, data) in tensors {
+        let end = offset + data.len() * 4;
+        header.insert(
+            name.clone(),
+            json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, end]}),
+        );
+        offset = end;
+    }
+    let mut h = Value::Object(header).to_string().into_bytes();
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + h.len() + offset);
+    out.extend_from_slice(&(h.len() as u64).to_le_bytes());
+    out.extend_from_slice(&h);
+    for (_, _, data) in tensors {
+        for x in data {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// Parses safetensors bytes into (metadata, tensors in file order). Every offset is checked.
+pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Map<String, Value>, HostTensors)> {
+    let err = |place: &str, m: String| Error::format(path, place, m);
+    if bytes.len() < 8 {
+        return Err(err("header", format!("file is {} bytes, too short for a safetensors header", bytes.len())));
+    }
+    let mut lenb = [0u8; 8];
+    lenb.copy_from_slice(&bytes[..8]);
+    let hlen = u64::from_le_bytes(lenb);
+    if hlen > (bytes.len() - 8) as u64 || hlen > 100_000_000 {
+        return Err(err("header", format!("header length {hlen} exceeds the file size {}", bytes.len())));
+    }
+    let hlen = hlen as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + hlen])
+        .map_err(|e| err("header", format!("header is not valid JSON: {e}")))?;
+    let obj = header
+        .as_object()
+        .ok_or_else(|| err("header", "header is not a JSON object".into()))?;
+    let data = &bytes[8 + hlen..];
+    let mut metadata = Map::new();
+    let mut entries = Vec::new();
+    for (name, v) in obj {
+        if name == "__metadata__" {
+            metadata = v
+                .as_object()
+                .cloned()
+                .ok_or_else(|| err("__metadata__", "is not an object".into()))?;
+            continue;
+        }
+        let place = format!("tensor '{name}'");
+        let dtype = v.get("dtype").and_then(Value::as_str).unwrap_or("");
+        if dtype != "F32" {
+            return Err(err(&place, format!("dtype is '{dtype}', expected F32")));
+        }
+        let shape: Vec<usize> = v
+            .get("shape")
+            .and_then(Value::as_array)
+            .ok_or_else(|| err(&place, "shape missing".into()))?
+            .iter()
+            .map(|x| x.as_u64().map(|x| x as usize))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| err(&place, "shape must be a list of non-negative integers".into()))?;
+        let offs = v
+            .get("data_offsets")
+            .and_then(Value::as_array)
+            .filter(|a| a.len() == 2)
+            .and_then(|a| Some((a[0].as_u64()? as usize, a[1].as_u64()? as usize)))
+            .ok_or_else(|| err(&place, "data_offsets must be [start, end]".into()))?;
+        let numel = shape.iter().try_fold(1usize, |a, &b| a.checked_mul(b));
+        let nbytes = numel.and_then(|n| n.checked_mul(4));
+        if offs.0 > offs.1 || offs.1 > data.len() || Some(offs.1 - offs.0) != nbytes {
+            return Err(err(
+                &place,
+                format!(
+                    "data_offsets {:?} do not fit shape {:?} within {} data bytes",
+                    offs,
+                    shape,
+                    data.len()
+                ),
+            ));
+        }
+        entries.push((offs, name.clone(), shape));
+    }
+    entries.sort();
+    let mut expect = 0usize;
+    let mut tensors = Vec::new();
+    for ((start, end), name, shape) in entries {
+        if start != expect {
+            return Err(err(&format!("tensor '{name}'"), "tensors overlap or leave a gap".into()));
+        }
+        expect = end;
+        let vals = data[start..end]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        tensors.push((name, shape, vals));
+    }
+    if expect != data.len() {
+        return Err(err("data", format!("{} trailing bytes after the last tensor", data.len() - expect)));
+    }
+    Ok((metadata, tensors))
+}
+
+impl Checkpoint {
+    pub fn metadata(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("format".into(), Value::String("eraengine".into()));
+        m.insert("format_version".into(), Value::String("1".into()));
+        m.insert("config".into(), Value::String(self.config.to_json().to_string()));
+        m.insert("features".into(), Value::String(json!(self.features).to_string()));
+        m.insert("targets".into(), Value::String(json!(self.targets).to_string()));
+        m
+    }
+
+    /// Atomic write: temp file, then rename.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        write_atomic(path, &to_bytes(&self.tensors, &self.metadata()))
+    }
+
+    pub fn load(path: &Path) -> Result<Checkpoint> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let (meta, tensors) = from_bytes(&bytes, path)?;
+        let get = |k: &str| -> Result<&str> {
+            meta.get(k).and_then(Value::as_str).ok_or_else(|| {
+                Error::format(path, "__metadata__", format!("key '{k}' is missing: not an eraengine checkpoint"))
+            })
+        };
+        if get("format")? != "eraengine" {
+            return Err(Error::format(path, "__metadata__.format", "expected \"eraengine\""));
+        }
+        let ver = get("format_version")?;
+        if ver != "1" {
+            return Err(Error::format(path, "__metadata__.format_version", format!("version {ver} is not supported (this build reads 1)")));
+        }
+        let cfg_v: Value = serde_json::from_str(get("config")?)
+            .map_err(|e| Error::format(path, "__metadata__.config", format!("not JSON: {e}")))?;
+        let config = Config::from_json(&cfg_v, path)?;
+        let names = |k: &str| -> Result<Vec<String>> {
+            let v: Value = serde_json::from_str(get(k)?)
+                .map_err(|e| Error::format(path, format!("__metadata__.{k}"), format!("not JSON: {e}")))?;
+            v.as_array()
+                .and_then(|a| a.iter().map(|x| x.as_str().map(String::from)).collect::<Option<Vec<_>>>())
+                .ok_or_else(|| Error::format(path, format!("__metadata__.{k}"), "expected a JSON array of strings"))
+        };
+        let features = names("features")?;
+        let targets = names("targets")?;
+        if features.len() != config.n_features || targets.len() != config.n_targets {
+            return Err(Error::format(
+                path,
+                "__metadata__",
+                format!(
+                    "{} feature and {} target names, but the config says {} and {}",
+                    features.len(),
+                    targets.len(),
+                    config.n_features,
+                    config.n_targets
+                ),
+            ));
+        }
+        // Put tensors in model order and check each one's shape and values.
+        let specs = crate::model::param_specs(&config);
+        let mut ordered = Vec::with_capacity(specs.len());
+        for (name, shape) in &specs {
+            let t = tensors.iter().find(|(n, _, _)| n == name).ok_or_else(|| {
+                Error::format(path, format!("tensor '{name}'"), "is missing")
+            })?;
+            if &t.1 != shape {
+                return Err(Error::format(path, format!("tensor '{name}'"), format!("shape {:?}, the config needs {:?}", t.1, shape)));
+            }
+            if let Some(i) = t.2.iter().position(|x| !x.is_finite()) {
+                return Err(Error::format(path, format!("tensor '{name}'"), format!("element {i} is not finite")));
+            }
+            ordered.push(t.clone());
+        }
+        if let Some((extra, _, _)) = tensors.iter().find(|(n, _, _)| !specs.iter().any(|(s, _)| s == n)) {
+            return Err(Error::format(path, format!("tensor '{extra}'"), "is not a parameter of this config"));
+        }
+        Ok(Checkpoint {
+            config,
+            features,
+            targets,
+            tensors: ordered,
+        })
+    }
+}
+
+impl Checkpoint {
+    /// `eraengine info CKPT --json`.
+    pub fn info_json(&self) -> Value {
+        let params: usize = self.tensors.iter().map(|(_, _, d)| d.len()).sum();
+        json!({
+            "format": "eraengine",
+            "format_version": "1",
+            "config": self.config.to_json(),
+            "features": self.features,
+            "targets": self.targets,
+            "parameters": params,
+            "tensors": self.tensors.iter().map(|(n, s, _)| json!({"name": n, "shape": s})).collect::<Vec<_>>(),
+        })
+    }
+
+    /// `eraengine info CKPT`, for people.
+    pub fn info_text(&self) -> String {
+        let c = &self.config;
+        let params: usize = self.tensors.iter().map(|(_, _, d)| d.len()).sum();
+        let mut s = String::new();
+        s += "eraengine checkpoint, format version 1\n";
+        s += &format!(
+            "model: {} features -> d_model {}, {} heads, {} layers, d_ff {}, {} attention, gate rank {}\n",
+            c.n_features, c.d_model, c.heads, c.layers, c.d_ff, c.attention.as_str(), c.gate_rank
+        );
+        s += &format!(
+            "gate: {}, lambda {}, dropout {}, positional encoding {}\n",
+            match c.top_k {
+                Some(k) => format!("top-{k}"),
+                None => format!("threshold {}", c.threshold),
+            },
+            c.lambda_sparsity,
+            c.dropout,
+            if c.pos_enc { "on" } else { "off" }
+        );
+        s += &format!("targets ({}): {}\n", self.targets.len(), self.targets.join(", "));
+        let shown: Vec<&str> = self.features.iter().take(5).map(String::as_str).collect();
+        s += &format!(
+            "features ({}): {}{}\n",
+            self.features.len(),
+            shown.join(", "),
+            if self.features.len() > 5 { ", ..." } else { "" }
+        );
+        s += &format!("parameters: {params} in {} tensors\n", self.tensors.len());
+        s
+    }
+}

@@ -1,0 +1,195 @@
+//! Model configuration (SPEC §3 defaults) and its JSON form in checkpoints (SPEC §4).
+
+use crate::{Error, Result};
+use serde_json::{json, Value};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attention {
+    Linear,
+    Softmax,
+}
+
+impl Attention {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Attention::Linear => "linear",
+            Attention::Softmax => "softmax",
+        }
+    }
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "linear" => Ok(Attention::Linear),
+            "softmax" => Ok(Attention::Softmax),
+            other => Err(Error::usage(format!(
+                "attention must be 'linear' or 'softmax', got '{other}'"
+            ))),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub n_features: usize,
+    pub n_targets: usize,
+    pub d_model: usize,
+    pub heads: usize,
+    pub layers: usize,
+    pub d_ff: usize,
+    pub gate_rank: usize,
+    pub threshold: f32,
+    pub top_k: Option<usize>,
+    pub dropout: f32,
+    pub pos_enc: bool,
+    pub attention: Attention,
+    pub lambda_sparsity: f32,
+    pub eps_attention: f32,
+    pub eps_layer_norm: f32,
+}
+
+/// An f32 as the f64 with the same shortest decimal form (0.1, not 0.10000000149011612).
+fn short(x: f32) -> f64 {
+    format!("{x}").parse().unwrap_or(x as f64)
+}
+
+impl Config {
+    /// SPEC §3 defaults for a store with `n_features` features and `n_targets` targets.
+    pub fn new(n_features: usize, n_targets: usize) -> Self {
+        Config {
+            n_features,
+            n_targets,
+            d_model: 64,
+            heads: 4,
+            layers: 2,
+            d_ff: 128,
+            gate_rank: 8,
+            threshold: 0.0,
+            top_k: None,
+            dropout: 0.1,
+            pos_enc: false,
+            attention: Attention::Linear,
+            lambda_sparsity: 1e-3,
+            eps_attention: crate::ops::attention::ATTN_EPS,
+            eps_layer_norm: crate::ops::layer_norm::LN_EPS,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::usage(m));
+        if self.n_features == 0 {
+            return bad("the model needs at least one feature".into());
+        }
+        if self.n_targets == 0 {
+            return bad("the model needs at least one target".into());
+        }
+        if self.d_model == 0 || self.heads == 0 || self.d_model % self.heads != 0 {
+            return bad(format!(
+                "d_model ({}) must be a positive multiple of heads ({})",
+                self.d_model, self.heads
+            ));
+        }
+        if self.d_ff == 0 {
+            return bad("d_ff must be positive".into());
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
+        }
+        if !(0.0..=1.0).contains(&self.threshold) {
+            return bad(format!("threshold must be in [0, 1], got {}", self.threshold));
+        }
+        if let Some(k) = self.top_k {
+            if k == 0 || k > self.n_features {
+                return bad(format!(
+                    "top-k must be in 1..={} (the feature count), got {k}",
+                    self.n_features
+                ));
+            }
+        }
+        if !self.lambda_sparsity.is_finite() || self.lambda_sparsity < 0.0 {
+            return bad(format!("lambda must be >= 0, got {}", self.lambda_sparsity));
+        }
+        if (self.eps_attention - crate::ops::attention::ATTN_EPS).abs() > 0.0
+            || (self.eps_layer_norm - crate::ops::layer_norm::LN_EPS).abs() > 0.0
+        {
+            return bad(format!(
+                "this build supports eps_attention {} and eps_layer_norm {} only",
+                crate::ops::attention::ATTN_EPS,
+                crate::ops::layer_norm::LN_EPS
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "n_features": self.n_features,
+            "n_targets": self.n_targets,
+            "d_model": self.d_model,
+            "heads": self.heads,
+            "layers": self.layers,
+            "d_ff": self.d_ff,
+            "gate_rank": self.gate_rank,
+            "threshold": short(self.threshold),
+            "top_k": self.top_k,
+            "dropout": short(self.dropout),
+            "pos_enc": self.pos_enc,
+            "attention": self.attention.as_str(),
+            "lambda_sparsity": short(self.lambda_sparsity),
+            "eps_attention": short(self.eps_attention),
+            "eps_layer_norm": short(self.eps_layer_norm),
+        })
+    }
+
+    /// Parse the checkpoint's `config` object; `ctx` names the file for errors.
+    pub fn from_json(v: &Value, ctx: &std::path::Path) -> Result<Self> {
+        let place = "__metadata__.config";
+        let err = |m: String| Error::format(ctx, place, m);
+        let obj = v.as_object().ok_or_else(|| err("is not a JSON object".into()))?;
+        let uint = |k: &str| -> Result<usize> {
+            obj.get(k)
+                .and_then(Value::as_u64)
+                .map(|x| x as usize)
+                .ok_or_else(|| err(format!("key '{k}' missing or not a non-negative integer")))
+        };
+        let float = |k: &str| -> Result<f32> {
+            obj.get(k)
+                .and_then(Value::as_f64)
+                .map(|x| x as f32)
+                .ok_or_else(|| err(format!("key '{k}' missing or not a number")))
+        };
+        let top_k = match obj.get("top_k") {
+            None | Some(Value::Null) => None,
+            Some(x) => Some(
+                x.as_u64()
+                    .ok_or_else(|| err("key 'top_k' must be null or an integer".into()))?
+                    as usize,
+            ),
+        };
+        let pos_enc = obj
+            .get("pos_enc")
+            .and_then(Value::as_bool)
+            .ok_or_else(|| err("key 'pos_enc' missing or not a bool".into()))?;
+        let attention = obj
+            .get("attention")
+            .and_then(Value::as_str)
+            .ok_or_else(|| err("key 'attention' missing or not a string".into()))?;
+        let cfg = Config {
+            n_features: uint("n_features")?,
+            n_targets: uint("n_targets")?,
+            d_model: uint("d_model")?,
+            heads: uint("heads")?,
+            layers: uint("layers")?,
+            d_ff: uint("d_ff")?,
+            gate_rank: uint("gate_rank")?,
+            threshold: float("threshold")?,
+            top_k,
+            dropout: float("dropout")?,
+            pos_enc,
+            attention: Attention::parse(attention).map_err(|e| err(e.to_string()))?,
+            lambda_sparsity: float("lambda_sparsity")?,
+            eps_attention: float("eps_attention")?,
+            eps_layer_norm: float("eps_layer_norm")?,
+        };
+        cfg.validate().map_err(|e| err(e.to_string()))?;
+        Ok(cfg)
+    }
+}

@@ -1,0 +1,239 @@
+//! The EraTransformer of SPEC §3, built from ops on the tape. Reads like the spec:
+//! gate → mapper → (pos enc) → L × [MHLA, add, LN, dropout, FFN, add, LN, dropout] → head.
+
+pub mod config;
+
+pub use config::{Attention, Config};
+
+use crate::device::Backend;
+use crate::ops::elementwise::DropoutKey;
+use crate::ops::gate::GateSelect;
+use crate::params::{ParamId, Params};
+use crate::rng::Rng;
+use crate::tape::{Tape, T};
+use crate::{Error, Result};
+
+/// Parameter names and shapes in checkpoint order (SPEC §4).
+pub fn param_specs(cfg: &Config) -> Vec<(String, Vec<usize>)> {
+    let (f, d, dff, r, t) = (cfg.n_features, cfg.d_model, cfg.d_ff, cfg.gate_rank, cfg.n_targets);
+    let mut v: Vec<(String, Vec<usize>)> = vec![("gate.w".into(), vec![f])];
+    if r > 0 {
+        v.push(("gate.a".into(), vec![f, r]));
+        v.push(("gate.b".into(), vec![f, r]));
+    }
+    let mut lin = |v: &mut Vec<(String, Vec<usize>)>, name: String, out: usize, inp: usize| {
+        v.push((format!("{name}.weight"), vec![out, inp]));
+        v.push((format!("{name}.bias"), vec![out]));
+    };
+    lin(&mut v, "mapper.0".into(), d, f);
+    lin(&mut v, "mapper.1".into(), d, d);
+    for l in 0..cfg.layers {
+        for x in ["q", "k", "v", "o"] {
+            lin(&mut v, format!("layers.{l}.attn.{x}"), d, d);
+        }
+        v.push((format!("layers.{l}.norm1.weight"), vec![d]));
+        v.push((format!("layers.{l}.norm1.bias"), vec![d]));
+        lin(&mut v, format!("layers.{l}.ffn.0"), dff, d);
+        lin(&mut v, format!("layers.{l}.ffn.1"), d, dff);
+        v.push((format!("layers.{l}.norm2.weight"), vec![d]));
+        v.push((format!("layers.{l}.norm2.bias"), vec![d]));
+    }
+    lin(&mut v, "head.0".into(), d, d);
+    lin(&mut v, "head.1".into(), t, d);
+    v
+}
+
+/// Deterministic initialisation from the seed (SPEC §3): linear weights and biases
+/// U(−1/√fan_in, 1/√fan_in), LN γ = 1, β = 0, gate w = 2, A ~ N(0, 0.01²), B = 0. Parameter i
+/// draws from its own Philox stream i.
+pub fn init_params(cfg: &Config, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let specs = param_specs(cfg);
+    specs
+        .iter()
+        .enumerate()
+        .map(|(i, (name, shape))| {
+            let len: usize = shape.iter().product();
+            let mut rng = Rng::new(seed, i as u32);
+            let data: Vec<f32> = if name == "gate.w" {
+                vec![2.0; len]
+            } else if name == "gate.a" {
+                (0..len).map(|_| 0.01 * rng.normal()).collect()
+            } else if name == "gate.b" || (name.contains("norm") && name.ends_with(".bias")) {
+                vec![0.0; len]
+            } else if name.contains("norm") {
+                vec![1.0; len]
+            } else {
+                // Linear weight [out, in] or bias [out]: fan_in is the weight's input width.
+                let fan_in = if name.ends_with(".weight") {
+                    shape[1]
+                } else {
+                    let wname = name.trim_end_matches(".bias").to_string() + ".weight";
+                    specs
+                        .iter()
+                        .find(|(n, _)| *n == wname)
+                        .map(|(_, s)| s[1])
+                        .unwrap_or(1)
+                };
+                let bound = 1.0 / (fan_in as f32).sqrt();
+                (0..len).map(|_| rng.uniform(-bound, bound)).collect()
+            };
+            (name.clone(), shape.clone(), data)
+        })
+        .collect()
+}
+
+struct Lin {
+    w: ParamId,
+    b: ParamId,
+}
+
+struct Layer {
+    q: Lin,
+    k: Lin,
+    v: Lin,
+    o: Lin,
+    norm1: Lin,
+    ffn0: Lin,
+    ffn1: Lin,
+    norm2: Lin,
+}
+
+/// The model: its config and the ids of its parameters in a [`Params`] store.
+pub struct EraTransformer {
+    pub cfg: Config,
+    gate_w: ParamId,
+    gate_ab: Option<(ParamId, ParamId)>,
+    mapper0: Lin,
+    mapper1: Lin,
+    layers: Vec<Layer>,
+    head0: Lin,
+    head1: Lin,
+}
+
+/// The era as tape tensors: preprocessed features [n, F], row mask [n], targets [n, T] (NaN = missing).
+pub struct EraInputs {
+    pub x: T,
+    pub mask: T,
+    pub y: T,
+    pub n: usize,
+}
+
+/// What a forward pass produced.
+pub struct Outputs {
+    /// [n, T] predictions, one column per target
+    pub yhat: T,
+    /// [F] gate values
+    pub g: T,
+    /// [F] 1.0 where the feature was selected
+    pub keep: T,
+}
+
+/// Dropout is on when this is given: the seed and step key the Philox masks.
+#[derive(Clone, Copy, Debug)]
+pub struct TrainCtx {
+    pub seed: u64,
+    pub step: u32,
+}
+
+impl EraTransformer {
+    /// Binds a config to a parameter store, checking that every tensor exists with its shape.
+    pub fn new<B: Backend>(cfg: Config, params: &Params<B>) -> Result<Self> {
+        cfg.validate()?;
+        for (name, shape) in param_specs(&cfg) {
+            let id = params
+                .id(&name)
+                .ok_or_else(|| Error::shape(format!("parameter '{name}' is missing")))?;
+            if params.shapes[id.0] != shape {
+                return Err(Error::shape(format!(
+                    "parameter '{name}' has shape {:?}, the config needs {:?}",
+                    params.shapes[id.0], shape
+                )));
+            }
+        }
+        let id = |n: &str| params.id(n).ok_or_else(|| Error::shape(format!("parameter '{n}' is missing")));
+        let lin = |n: &str| -> Result<Lin> {
+            Ok(Lin {
+                w: id(&format!("{n}.weight"))?,
+                b: id(&format!("{n}.bias"))?,
+            })
+        };
+        let mut layers = Vec::new();
+        for l in 0..cfg.layers {
+            layers.push(Layer {
+                q: lin(&format!("layers.{l}.attn.q"))?,
+                k: lin(&format!("layers.{l}.attn.k"))?,
+                v: lin(&format!("layers.{l}.attn.v"))?,
+                o: lin(&format!("layers.{l}.attn.o"))?,
+                norm1: lin(&format!("layers.{l}.norm1"))?,
+                ffn0: lin(&format!("layers.{l}.ffn.0"))?,
+                ffn1: lin(&format!("layers.{l}.ffn.1"))?,
+                norm2: lin(&format!("layers.{l}.norm2"))?,
+            });
+        }
+        let gate_ab = if cfg.gate_rank > 0 {
+            Some((id("gate.a")?, id("gate.b")?))
+        } else {
+            None
+        };
+        Ok(EraTransformer {
+            gate_w: id("gate.w")?,
+            gate_ab,
+            mapper0: lin("mapper.0")?,
+            mapper1: lin("mapper.1")?,
+            layers,
+            head0: lin("head.0")?,
+            head1: lin("head.1")?,
+            cfg,
+        })
+    }
+
+    pub fn select(&self) -> GateSelect {
+        match self.cfg.top_k {
+            Some(k) => GateSelect::TopK(k),
+            None => GateSelect::Threshold(self.cfg.threshold),
+        }
+    }
+
+    /// Records the forward pass of one era (or a padded batch slot) on the tape.
+    pub fn forward<B: Backend>(&self, dev: &B, tape: &mut Tape<B>, p: &Params<B>, era: &EraInputs, train: Option<TrainCtx>) -> Result<Outputs> {
+        let c = &self.cfg;
+        let (n, f, d, h) = (era.n, c.n_features, c.d_model, c.heads);
+        // Feature gate: x̃ = x ⊙ s.
+        let (xt, g, keep) = tape.gate(dev, p, era.x, era.mask, self.gate_w, self.gate_ab, self.select(), n, f, c.gate_rank)?;
+        // Mapper: two linear maps, no activation between them.
+        let h0 = tape.linear(dev, p, xt, self.mapper0.w, self.mapper0.b, n, f, d)?;
+        let mut hs = tape.linear(dev, p, h0, self.mapper1.w, self.mapper1.b, n, d, d)?;
+        if c.pos_enc {
+            tape.pos_enc_add(dev, hs, n, d)?;
+        }
+        let drop = |tape: &mut Tape<B>, x: T, tensor: u32| -> Result<T> {
+            match train {
+                Some(ctx) if c.dropout > 0.0 => tape.dropout(dev, x, c.dropout, DropoutKey { seed: ctx.seed, step: ctx.step, tensor }),
+                _ => Ok(x),
+            }
+        };
+        for (l, ly) in self.layers.iter().enumerate() {
+            let q = tape.linear(dev, p, hs, ly.q.w, ly.q.b, n, d, d)?;
+            let k = tape.linear(dev, p, hs, ly.k.w, ly.k.b, n, d, d)?;
+            let v = tape.linear(dev, p, hs, ly.v.w, ly.v.b, n, d, d)?;
+            let att = match c.attention {
+                Attention::Linear => tape.linear_attention(dev, q, k, v, era.mask, n, d, h)?,
+                Attention::Softmax => tape.softmax_attention(dev, q, k, v, era.mask, n, d, h)?,
+            };
+            let a = tape.linear(dev, p, att, ly.o.w, ly.o.b, n, d, d)?;
+            let r1 = tape.add(dev, hs, a)?;
+            let n1 = tape.layer_norm(dev, p, r1, ly.norm1.w, ly.norm1.b, n, d)?;
+            let h1 = drop(tape, n1, 2 * l as u32)?;
+            let f0 = tape.linear(dev, p, h1, ly.ffn0.w, ly.ffn0.b, n, d, c.d_ff)?;
+            let f1 = tape.gelu(dev, f0)?;
+            let f2 = tape.linear(dev, p, f1, ly.ffn1.w, ly.ffn1.b, n, c.d_ff, d)?;
+            let r2 = tape.add(dev, h1, f2)?;
+            let n2 = tape.layer_norm(dev, p, r2, ly.norm2.w, ly.norm2.b, n, d)?;
+            hs = drop(tape, n2, 2 * l as u32 + 1)?;
+        }
+        let o0 = tape.linear(dev, p, hs, self.head0.w, self.head0.b, n, d, d)?;
+        let o1 = tape.gelu(dev, o0)?;
+        let yhat = tape.linear(dev, p, o1, self.head1.w, self.head1.b, n, d, c.n_targets)?;
+        Ok(Outputs { yhat, g, keep })
+    }
+}

@@ -1,0 +1,141 @@
+//! The named parameter store: values, gradients and Adam moments, one buffer per named tensor,
+//! in a fixed order (so zeroing, Adam, clipping and checkpointing are each one loop).
+
+use crate::device::Backend;
+use crate::ops::optim::AdamArgs;
+use crate::Result;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ParamId(pub usize);
+
+pub struct Params<B: Backend> {
+    pub names: Vec<String>,
+    pub shapes: Vec<Vec<usize>>,
+    pub values: Vec<B::Buf>,
+    pub grads: Vec<B::Buf>,
+}
+
+impl<B: Backend> Params<B> {
+    /// Upload host tensors (name, shape, values) in order.
+    pub fn from_host(dev: &B, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<Self> {
+        let mut p = Params {
+            names: Vec::new(),
+            shapes: Vec::new(),
+            values: Vec::new(),
+            grads: Vec::new(),
+        };
+        for (name, shape, data) in tensors {
+            p.names.push(name.clone());
+            p.shapes.push(shape.clone());
+            p.values.push(dev.upload(data)?);
+            p.grads.push(dev.zeros(data.len())?);
+        }
+        Ok(p)
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    pub fn id(&self, name: &str) -> Option<ParamId> {
+        self.names.iter().position(|n| n == name).map(ParamId)
+    }
+
+    /// Total number of scalars.
+    pub fn numel(&self) -> usize {
+        self.shapes.iter().map(|s| s.iter().product::<usize>()).sum()
+    }
+
+    pub fn zero_grads(&mut self, dev: &B) -> Result<()> {
+        for g in &mut self.grads {
+            dev.fill_zero(g)?;
+        }
+        Ok(())
+    }
+
+    pub fn to_host(&self, dev: &B) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+        self.grads_or_values(dev, false)
+    }
+
+    pub fn grads_to_host(&self, dev: &B) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+        self.grads_or_values(dev, true)
+    }
+
+    fn grads_or_values(&self, dev: &B, grads: bool) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+        let src = if grads { &self.grads } else { &self.values };
+        self.names
+            .iter()
+            .zip(&self.shapes)
+            .zip(src)
+            .map(|((n, s), b)| Ok((n.clone(), s.clone(), dev.download(b)?)))
+            .collect()
+    }
+
+    /// Global L2 norm of all gradients; `Err` names the first non-finite gradient tensor.
+    pub fn grad_norm(&self, dev: &B) -> Result<(f64, Option<String>)> {
+        let mut total = 0.0f64;
+        for (name, g) in self.names.iter().zip(&self.grads) {
+            let s = dev.sum_squares(g)?;
+            if !s.is_finite() {
+                return Ok((f64::NAN, Some(name.clone())));
+            }
+            total += s;
+        }
+        Ok((total.sqrt(), None))
+    }
+}
+
+/// Adam / AdamW moments for every parameter, and the step count.
+pub struct Adam<B: Backend> {
+    pub m: Vec<B::Buf>,
+    pub v: Vec<B::Buf>,
+    pub step: u32,
+    pub lr: f32,
+    pub weight_decay: f32,
+}
+
+impl<B: Backend> Adam<B> {
+    pub fn new(dev: &B, params: &Params<B>, lr: f32, weight_decay: f32) -> Result<Self> {
+        let mut m = Vec::new();
+        let mut v = Vec::new();
+        for p in &params.values {
+            m.push(dev.zeros(dev.len(p))?);
+            v.push(dev.zeros(dev.len(p))?);
+        }
+        Ok(Adam {
+            m,
+            v,
+            step: 0,
+            lr,
+            weight_decay,
+        })
+    }
+
+    /// One update of every parameter with gradients multiplied by `grad_scale`.
+    pub fn update(&mut self, dev: &B, params: &mut Params<B>, grad_scale: f32) -> Result<()> {
+        self.step += 1;
+        let args = AdamArgs {
+            lr: self.lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: self.weight_decay,
+            step: self.step,
+            grad_scale,
+        };
+        for i in 0..params.values.len() {
+            dev.adam_step(
+                &mut params.values[i],
+                &params.grads[i],
+                &mut self.m[i],
+                &mut self.v[i],
+                &args,
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,131 @@
+//! One era as model inputs: preprocessed features in the model's feature order, targets in the
+//! model's target order, and a row mask.
+
+use crate::data::store::Store;
+use crate::device::Backend;
+use crate::model::EraInputs;
+use crate::tape::Tape;
+use crate::{Error, Result};
+
+/// Which store column feeds each model feature / target.
+#[derive(Clone, Debug)]
+pub struct ColumnMap {
+    pub features: Option<Vec<usize>>,
+    pub targets: Vec<Option<usize>>,
+    pub n_store_features: usize,
+    pub n_store_targets: usize,
+}
+
+impl ColumnMap {
+    pub fn identity(store: &Store) -> Self {
+        ColumnMap {
+            features: None,
+            targets: (0..store.n_targets()).map(Some).collect(),
+            n_store_features: store.n_features(),
+            n_store_targets: store.n_targets(),
+        }
+    }
+
+    /// Maps a model's features and targets onto a store's columns by name. Every model feature
+    /// must be in the store; a model target missing from the store reads as NaN (e.g. live data).
+    pub fn for_model(store: &Store, features: &[String], targets: &[String]) -> Result<Self> {
+        let sf = store.feature_names();
+        let mut idx = Vec::with_capacity(features.len());
+        let mut missing = Vec::new();
+        for f in features {
+            match sf.iter().position(|s| s == f) {
+                Some(i) => idx.push(i),
+                None => missing.push(f.as_str()),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(Error::format(
+                store.path(),
+                "features",
+                format!(
+                    "the model needs {} features; {} of them are not in this store (first: {}); the store has {} features",
+                    features.len(),
+                    missing.len(),
+                    missing.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+                    sf.len()
+                ),
+            ));
+        }
+        let identity = idx.len() == sf.len() && idx.iter().enumerate().all(|(i, &j)| i == j);
+        let st = store.target_names();
+        Ok(ColumnMap {
+            features: if identity { None } else { Some(idx) },
+            targets: targets.iter().map(|t| st.iter().position(|s| s == t)).collect(),
+            n_store_features: sf.len(),
+            n_store_targets: st.len(),
+        })
+    }
+}
+
+/// A loaded era on the host.
+pub struct EraBatch {
+    pub name: String,
+    pub n: usize,
+    pub f: usize,
+    pub t: usize,
+    /// [n, f] preprocessed features
+    pub x: Vec<f32>,
+    /// [n, t] targets, NaN = missing
+    pub y: Vec<f32>,
+    /// [n] 1.0 for real rows
+    pub mask: Vec<f32>,
+}
+
+impl EraBatch {
+    pub fn load(store: &Store, i: usize, map: &ColumnMap) -> Result<Self> {
+        let era = store.era(i);
+        let n = era.n_rows;
+        let mut x_all = Vec::new();
+        crate::data::batch::preprocess_features(&era, &mut x_all);
+        let fs = map.n_store_features;
+        let x = match &map.features {
+            None => x_all,
+            Some(idx) => {
+                let mut x = Vec::with_capacity(n * idx.len());
+                for r in 0..n {
+                    let row = &x_all[r * fs..(r + 1) * fs];
+                    x.extend(idx.iter().map(|&j| row[j]));
+                }
+                x
+            }
+        };
+        let ts = map.n_store_targets;
+        let t = map.targets.len();
+        let mut y = vec![f32::NAN; n * t];
+        for r in 0..n {
+            for (k, src) in map.targets.iter().enumerate() {
+                if let Some(j) = src {
+                    y[r * t + k] = era.targets[r * ts + j];
+                }
+            }
+        }
+        Ok(EraBatch {
+            name: era.name.to_string(),
+            n,
+            f: map.features.as_ref().map_or(fs, |v| v.len()),
+            t,
+            x,
+            y,
+            mask: vec![1.0; n],
+        })
+    }
+
+    /// Targets present on real rows.
+    pub fn present_targets(&self) -> usize {
+        self.y.iter().filter(|v| !v.is_nan()).count()
+    }
+
+    pub fn to_tape<B: Backend>(&self, dev: &B, tape: &mut Tape<B>) -> Result<EraInputs> {
+        Ok(EraInputs {
+            x: tape.input(dev, &self.x)?,
+            mask: tape.input(dev, &self.mask)?,
+            y: tape.input(dev, &self.y)?,
+            n: self.n,
+        })
+    }
+}

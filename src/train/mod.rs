@@ -1,0 +1,377 @@
+//! The training loop: one era per optimizer step, validation corr per epoch, early stopping that
+//! keeps the best checkpoint. Generic over the device; it never branches on which one it runs on.
+
+pub mod era;
+
+use crate::checkpoint::Checkpoint;
+use crate::data::store::Store;
+use crate::device::Backend;
+use crate::model::{Config, EraTransformer, TrainCtx};
+use crate::params::{Adam, Params};
+use crate::rng::Rng;
+use crate::tape::Tape;
+use crate::{Error, Result};
+use era::{ColumnMap, EraBatch};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    pub epochs: usize,
+    pub seed: u64,
+    pub lr: f32,
+    pub weight_decay: f32,
+    /// global-norm clip; 0 = off
+    pub clip: f32,
+    pub max_steps: Option<u64>,
+    /// epochs without a better validation corr before stopping
+    pub patience: usize,
+    /// epochs over which the gate threshold ramps from 0 to its configured value
+    pub threshold_warmup: usize,
+    pub out: Option<PathBuf>,
+    pub grads_out: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+/// Validation summary over eras with a score.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ValidScore {
+    pub mean: f64,
+    pub std: f64,
+    pub sharpe: f64,
+    pub eras: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct EpochReport {
+    pub epoch: usize,
+    pub steps: u64,
+    pub train_loss: f64,
+    pub train_mse: f64,
+    pub valid: Option<ValidScore>,
+    pub eras_per_s: f64,
+    pub mean_gate: f64,
+    pub features_kept: usize,
+}
+
+pub struct TrainResult {
+    pub epochs: Vec<EpochReport>,
+    pub best_epoch: Option<usize>,
+    pub best: Option<ValidScore>,
+    pub checkpoint: Checkpoint,
+}
+
+/// A model with its parameters on a device.
+pub struct Trained<B: Backend> {
+    pub model: EraTransformer,
+    pub params: Params<B>,
+    pub features: Vec<String>,
+    pub targets: Vec<String>,
+}
+
+impl<B: Backend> Trained<B> {
+    pub fn from_checkpoint(dev: &B, ck: &Checkpoint) -> Result<Self> {
+        let params = Params::from_host(dev, &ck.tensors)?;
+        let model = EraTransformer::new(ck.config.clone(), &params)?;
+        Ok(Trained {
+            model,
+            params,
+            features: ck.features.clone(),
+            targets: ck.targets.clone(),
+        })
+    }
+
+    pub fn to_checkpoint(&self, dev: &B) -> Result<Checkpoint> {
+        Ok(Checkpoint {
+            config: self.model.cfg.clone(),
+            features: self.features.clone(),
+            targets: self.targets.clone(),
+            tensors: self.params.to_host(dev)?,
+        })
+    }
+
+    /// Model outputs [n, T] for one era, no dropout, plus the gate values [F].
+    pub fn predict_era(&self, dev: &B, batch: &EraBatch) -> Result<(Vec<f32>, Vec<f32>)> {
+        let mut tape = Tape::new();
+        let inputs = batch.to_tape(dev, &mut tape)?;
+        let out = self.model.forward(dev, &mut tape, &self.params, &inputs, None)?;
+        Ok((tape.download(dev, out.yhat)?, tape.download(dev, out.g)?))
+    }
+
+    /// Mean/std/sharpe of per-era numerai_corr of output 0 against target 0 over a store.
+    pub fn validate(&self, dev: &B, store: &Store, map: &ColumnMap) -> Result<ValidScore> {
+        let t = self.model.cfg.n_targets;
+        let mut corrs = Vec::new();
+        for i in 0..store.n_eras() {
+            let batch = EraBatch::load(store, i, map)?;
+            if batch.n == 0 {
+                continue;
+            }
+            let target: Vec<f64> = (0..batch.n).map(|r| batch.y[r * t] as f64).collect();
+            if target.iter().all(|x| x.is_nan()) {
+                continue;
+            }
+            let (yhat, _) = self.predict_era(dev, &batch)?;
+            let pred: Vec<f64> = (0..batch.n).map(|r| yhat[r * t] as f64).collect();
+            if let Some(c) = crate::metrics::numerai_corr(&pred, &target) {
+                corrs.push(c);
+            }
+        }
+        Ok(summarize(&corrs))
+    }
+}
+
+pub fn summarize(corrs: &[f64]) -> ValidScore {
+    if corrs.is_empty() {
+        return ValidScore::default();
+    }
+    let n = corrs.len() as f64;
+    let mean = corrs.iter().sum::<f64>() / n;
+    let std = (corrs.iter().map(|c| (c - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let sharpe = if std > 0.0 { mean / std } else { 0.0 };
+    ValidScore {
+        mean,
+        std,
+        sharpe,
+        eras: corrs.len(),
+    }
+}
+
+/// Trains on `train` (every era, shuffled each epoch), validating on `valid` after each epoch.
+/// Returns the best checkpoint (by validation mean corr; the last one without validation).
+pub fn train<B: Backend>(
+    dev: &B,
+    cfg: Config,
+    init: Option<&Checkpoint>,
+    train: &Store,
+    valid: Option<&Store>,
+    opts: &TrainOptions,
+) -> Result<TrainResult> {
+    let features = train.feature_names().to_vec();
+    let targets = train.target_names().to_vec();
+    let tensors = match init {
+        Some(ck) => {
+            if ck.config != cfg {
+                return Err(Error::usage(
+                    "--init: the checkpoint's config differs from the requested model flags; drop the model flags to fine-tune it as it is",
+                ));
+            }
+            if ck.features != features || ck.targets != targets {
+                return Err(Error::usage(format!(
+                    "--init: the checkpoint was trained on {} features / targets {:?}, the store {} has {} / {:?}",
+                    ck.features.len(),
+                    ck.targets,
+                    train.path().display(),
+                    features.len(),
+                    targets
+                )));
+            }
+            ck.tensors.clone()
+        }
+        None => crate::model::init_params(&cfg, opts.seed),
+    };
+    let params = Params::from_host(dev, &tensors)?;
+    let model = EraTransformer::new(cfg.clone(), &params)?;
+    let mut m = Trained {
+        model,
+        params,
+        features: features.clone(),
+        targets: targets.clone(),
+    };
+    let mut adam = Adam::new(dev, &m.params, opts.lr, opts.weight_decay)?;
+    let train_map = ColumnMap::identity(train);
+    let valid_map = match valid {
+        Some(v) => Some(ColumnMap::for_model(v, &features, &targets)?),
+        None => None,
+    };
+    let target_tau = cfg.threshold;
+    let mut reports = Vec::new();
+    let mut best: Option<(usize, ValidScore, Checkpoint)> = None;
+    let mut since_best = 0usize;
+    let mut step: u64 = 0;
+    let mut order: Vec<usize> = (0..train.n_eras()).collect();
+    let mut rng = Rng::new(opts.seed, 0x5EED);
+    let tty = std::io::stderr().is_terminal();
+    'epochs: for epoch in 1..=opts.epochs {
+        if opts.threshold_warmup > 0 {
+            let frac = (epoch as f32 / opts.threshold_warmup as f32).min(1.0);
+            m.model.cfg.threshold = target_tau * frac;
+        }
+        // Fisher–Yates shuffle of the era order, seeded.
+        for i in (1..order.len()).rev() {
+            let j = (rng.next_u32() as usize) % (i + 1);
+            order.swap(i, j);
+        }
+        let t0 = Instant::now();
+        let (mut loss_sum, mut mse_sum, mut counted) = (0.0f64, 0.0f64, 0usize);
+        let mut last_print = Instant::now();
+        let mut g_last: Vec<f32> = Vec::new();
+        let mut done_eras = 0usize;
+        for (k, &ei) in order.iter().enumerate() {
+            if opts.max_steps.is_some_and(|ms| step >= ms) {
+                break;
+            }
+            let batch = EraBatch::load(train, ei, &train_map)?;
+            if batch.n == 0 || batch.present_targets() == 0 {
+                continue;
+            }
+            step += 1;
+            let (parts, g) = train_step(dev, &mut m, &mut adam, &batch, opts, step)?;
+            g_last = g;
+            loss_sum += parts.loss as f64;
+            mse_sum += parts.mse as f64;
+            counted += 1;
+            done_eras += 1;
+            if !opts.quiet && tty && last_print.elapsed().as_millis() > 300 {
+                let rate = done_eras as f64 / t0.elapsed().as_secs_f64();
+                eprint!(
+                    "\repoch {epoch}/{} era {}/{}  loss {:.5}  {:.1} eras/s   ",
+                    opts.epochs,
+                    k + 1,
+                    order.len(),
+                    loss_sum / counted as f64,
+                    rate
+                );
+                let _ = std::io::stderr().flush();
+                last_print = Instant::now();
+            }
+        }
+        if done_eras == 0 {
+            break 'epochs;
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let vscore = match (valid, &valid_map) {
+            (Some(v), Some(map)) => Some(m.validate(dev, v, map)?),
+            _ => None,
+        };
+        let features_kept = if g_last.is_empty() {
+            0
+        } else {
+            let tau = m.model.cfg.threshold;
+            match m.model.cfg.top_k {
+                Some(k) => k,
+                None => g_last.iter().filter(|&&g| g >= tau).count(),
+            }
+        };
+        let report = EpochReport {
+            epoch,
+            steps: step,
+            train_loss: loss_sum / counted.max(1) as f64,
+            train_mse: mse_sum / counted.max(1) as f64,
+            valid: vscore,
+            eras_per_s: done_eras as f64 / secs.max(1e-9),
+            mean_gate: g_last.iter().map(|&g| g as f64).sum::<f64>() / g_last.len().max(1) as f64,
+            features_kept,
+        };
+        if !opts.quiet {
+            if tty {
+                eprint!("\r{:70}\r", "");
+            }
+            eprintln!("{}", format_report(&report, opts.epochs, m.model.cfg.n_features));
+        }
+        reports.push(report);
+        let improved = match (vscore, &best) {
+            (Some(v), Some((_, b, _))) => v.mean > b.mean,
+            (Some(_), None) => true,
+            (None, _) => true,
+        };
+        if improved {
+            let ck = m.to_checkpoint(dev)?;
+            if let Some(path) = &opts.out {
+                ck.save(path)?;
+            }
+            best = Some((epoch, vscore.unwrap_or_default(), ck));
+            since_best = 0;
+        } else {
+            since_best += 1;
+            if valid.is_some() && opts.patience > 0 && since_best >= opts.patience {
+                if !opts.quiet {
+                    eprintln!("early stop: no better validation corr for {} epochs", opts.patience);
+                }
+                break;
+            }
+        }
+        if opts.max_steps.is_some_and(|ms| step >= ms) {
+            break;
+        }
+    }
+    if let Some(path) = &opts.grads_out {
+        let grads = m.params.grads_to_host(dev)?;
+        let mut meta = serde_json::Map::new();
+        meta.insert("step".into(), serde_json::Value::String(step.to_string()));
+        crate::io::write_atomic(path, &crate::checkpoint::to_bytes(&grads, &meta))?;
+    }
+    let (best_epoch, best_score, checkpoint) = match best {
+        Some((e, s, ck)) => (Some(e), valid.map(|_| s), ck),
+        None => {
+            let ck = m.to_checkpoint(dev)?;
+            if let Some(path) = &opts.out {
+                ck.save(path)?;
+            }
+            (None, None, ck)
+        }
+    };
+    Ok(TrainResult {
+        epochs: reports,
+        best_epoch,
+        best: best_score,
+        checkpoint,
+    })
+}
+
+fn format_report(r: &EpochReport, epochs: usize, n_features: usize) -> String {
+    let v = match r.valid {
+        Some(v) => format!("valid corr {:+.4} sharpe {:+.2} ({} eras)", v.mean, v.sharpe, v.eras),
+        None => "no validation data".to_string(),
+    };
+    format!(
+        "epoch {:>3}/{epochs}  loss {:.5}  mse {:.5}  {v}  gate {:.3} ({}/{} kept)  {:.1} eras/s",
+        r.epoch, r.train_loss, r.train_mse, r.mean_gate, r.features_kept, n_features, r.eras_per_s
+    )
+}
+
+/// Forward + loss + backward + clipped Adam for one era. Returns the loss parts and the gate values.
+pub fn train_step<B: Backend>(
+    dev: &B,
+    m: &mut Trained<B>,
+    adam: &mut Adam<B>,
+    batch: &EraBatch,
+    opts: &TrainOptions,
+    step: u64,
+) -> Result<(crate::ops::loss::LossParts, Vec<f32>)> {
+    let mut tape = Tape::new();
+    let inputs = batch.to_tape(dev, &mut tape)?;
+    let ctx = TrainCtx {
+        seed: opts.seed,
+        step: step as u32,
+    };
+    let out = m.model.forward(dev, &mut tape, &m.params, &inputs, Some(ctx))?;
+    let cfg = &m.model.cfg;
+    let parts = tape.loss(dev, out.yhat, inputs.y, inputs.mask, out.g, cfg.lambda_sparsity, batch.n, cfg.n_targets)?;
+    if !parts.loss.is_finite() {
+        return Err(Error::Numeric {
+            step,
+            tensor: "loss".into(),
+            msg: format!("loss is {} (mse {}, sparsity {})", parts.loss, parts.mse, parts.sparsity),
+        });
+    }
+    let g = tape.download(dev, out.g)?;
+    m.params.zero_grads(dev)?;
+    tape.backward(dev, &mut m.params)?;
+    let (norm, bad) = m.params.grad_norm(dev)?;
+    if let Some(name) = bad {
+        return Err(Error::Numeric {
+            step,
+            tensor: format!("{name} (gradient)"),
+            msg: "gradient has NaN or Inf values".into(),
+        });
+    }
+    let scale = if opts.clip > 0.0 && norm > opts.clip as f64 {
+        (opts.clip as f64 / norm) as f32
+    } else {
+        1.0
+    };
+    adam.update(dev, &mut m.params, scale)?;
+    Ok((parts, g))
+}
