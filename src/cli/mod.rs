@@ -11,6 +11,7 @@ pub mod info;
 pub mod predict;
 pub mod synth;
 pub mod train;
+pub mod walk;
 
 #[derive(Parser, Debug)]
 #[command(
