@@ -21,7 +21,7 @@ pub fn param_specs(cfg: &Config) -> Vec<(String, Vec<usize>)> {
         v.push(("gate.a".into(), vec![f, r]));
         v.push(("gate.b".into(), vec![f, r]));
     }
-    let mut lin = |v: &mut Vec<(String, Vec<usize>)>, name: String, out: usize, inp: usize| {
+    let lin = |v: &mut Vec<(String, Vec<usize>)>, name: String, out: usize, inp: usize| {
         v.push((format!("{name}.weight"), vec![out, inp]));
         v.push((format!("{name}.bias"), vec![out]));
     };
