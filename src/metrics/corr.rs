@@ -1,0 +1,497 @@
+//! Per-era scores as numerai-tools computes them (SPEC §5), in f64.
+//!
+//! `numerai_corr`: predictions tie-kept ranked, `(rank - 0.5) / count`, gaussianized with `norm_ppf`,
+//! raised to `sign(x)·|x|^1.5`; target centred on its era mean, raised the same way; Pearson of the two.
+//! `feature_neutral_corr`: predictions ranked and gaussianized, neutralized against the features plus a
+//! ones column by least squares (`lstsq`, rcond 1e-6, minimum-norm like numpy), divided by their std,
+//! then `numerai_corr` again.
+
+/// Relative cut-off under which singular values count as zero in neutralization (numerai-tools).
+pub const NEUTRALIZE_RCOND: f64 = 1e-6;
+
+/// Normal quantile function Φ⁻¹(p): Wichura's AS241 (PPND16), accurate to about 1e-16 relative.
+/// Returns -inf at 0, +inf at 1 and NaN outside [0, 1] (as scipy's `norm.ppf`).
+pub fn norm_ppf(p: f64) -> f64 {
+    if p.is_nan() || !(0.0..=1.0).contains(&p) {
+        return f64::NAN;
+    }
+    if p == 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if p == 1.0 {
+        return f64::INFINITY;
+    }
+    let q = p - 0.5;
+    if q.abs() <= 0.425 {
+        let r = 0.180625 - q * q;
+        let num = ((((((r * 2509.080_928_730_122_7 + 33430.575_583_588_13) * r
+            + 67265.770_927_008_7)
+            * r
+            + 45921.953_931_549_87)
+            * r
+            + 13731.693_765_509_461)
+            * r
+            + 1971.590_950_306_551_4)
+            * r
+            + 133.141_667_891_784_38)
+            * r
+            + 3.387_132_872_796_366_6;
+        let den = ((((((r * 5226.495_278_852_854 + 28729.085_735_721_943) * r
+            + 39307.895_800_092_71)
+            * r
+            + 21213.794_301_586_597)
+            * r
+            + 5394.196_021_424_751)
+            * r
+            + 687.187_007_492_057_9)
+            * r
+            + 42.313_330_701_600_91)
+            * r
+            + 1.0;
+        return q * num / den;
+    }
+    // r = min(p, 1 - p); 1 - p is exact for p > 0.5
+    let r = if q < 0.0 { p } else { 1.0 - p };
+    let mut r = (-r.ln()).sqrt();
+    let val = if r <= 5.0 {
+        r -= 1.6;
+        let num = ((((((r * 7.745_450_142_783_414e-4 + 0.022_723_844_989_269_184) * r
+            + 0.241_780_725_177_450_6)
+            * r
+            + 1.270_458_252_452_368_4)
+            * r
+            + 3.647_848_324_763_204_5)
+            * r
+            + 5.769_497_221_460_691)
+            * r
+            + 4.630_337_846_156_545)
+            * r
+            + 1.423_437_110_749_683_5;
+        let den = ((((((r * 1.050_750_071_644_416_8e-9 + 5.475_938_084_995_345e-4) * r
+            + 0.015_198_666_563_616_457)
+            * r
+            + 0.148_103_976_427_480_07)
+            * r
+            + 0.689_767_334_985_1)
+            * r
+            + 1.676_384_830_183_803_8)
+            * r
+            + 2.053_191_626_637_759)
+            * r
+            + 1.0;
+        num / den
+    } else {
+        r -= 5.0;
+        let num = ((((((r * 2.010_334_399_292_288e-7 + 2.711_555_568_743_487_6e-5) * r
+            + 0.001_242_660_947_388_078_4)
+            * r
+            + 0.026_532_189_526_576_124)
+            * r
+            + 0.296_560_571_828_504_9)
+            * r
+            + 1.784_826_539_917_291_3)
+            * r
+            + 5.463_784_911_164_114)
+            * r
+            + 6.657_904_643_501_103;
+        let den = ((((((r * 2.044_263_103_389_939_8e-15 + 1.421_511_758_316_446e-7) * r
+            + 1.846_318_317_510_054_8e-5)
+            * r
+            + 7.868_691_311_456_133e-4)
+            * r
+            + 0.014_875_361_290_850_615)
+            * r
+            + 0.136_929_880_922_735_8)
+            * r
+            + 0.599_832_206_555_887_9)
+            * r
+            + 1.0;
+        num / den
+    };
+    if q < 0.0 {
+        -val
+    } else {
+        val
+    }
+}
+
+/// Tie-kept (average) ranks, 1-based, like pandas/scipy `rank(method="average")`. NaN entries get
+/// rank NaN and are not counted; `-0.0` and `0.0` tie.
+pub fn rank_average(x: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..x.len()).filter(|&i| !x[i].is_nan()).collect();
+    // NaN-free, so partial_cmp is a total order here
+    idx.sort_by(|&a, &b| x[a].partial_cmp(&x[b]).unwrap_or(std::cmp::Ordering::Equal));
+    let mut out = vec![f64::NAN; x.len()];
+    let mut start = 0;
+    while start < idx.len() {
+        let mut end = start + 1;
+        while end < idx.len() && x[idx[end]] == x[idx[start]] {
+            end += 1;
+        }
+        // positions start..end (0-based) hold one value: average of 1-based ranks start+1..=end
+        let avg = (start + 1 + end) as f64 / 2.0;
+        for &i in &idx[start..end] {
+            out[i] = avg;
+        }
+        start = end;
+    }
+    out
+}
+
+/// Tie-kept percentile ranks `(rank - 0.5) / count`, strictly inside (0, 1); NaN stays NaN and is
+/// not counted (numerai-tools `tie_kept_rank`).
+pub fn rank_percentile(x: &[f64]) -> Vec<f64> {
+    let mut r = rank_average(x);
+    let count = r.iter().filter(|v| !v.is_nan()).count() as f64;
+    for v in r.iter_mut() {
+        *v = (*v - 0.5) / count;
+    }
+    r
+}
+
+/// Ranks one era's predictions into (0, 1) (what `predict` writes): `rank_percentile`.
+pub fn rank_predictions(era_preds: &[f64]) -> Vec<f64> {
+    rank_percentile(era_preds)
+}
+
+/// Ranks predictions era by era; `era_rows[k]` is the row count of era k, eras contiguous in order.
+pub fn rank_predictions_per_era(preds: &[f64], era_rows: &[usize]) -> crate::Result<Vec<f64>> {
+    let total: usize = era_rows.iter().sum();
+    if total != preds.len() {
+        return Err(crate::Error::shape(format!(
+            "rank_predictions_per_era: {} predictions but the eras hold {} rows",
+            preds.len(),
+            total
+        )));
+    }
+    let mut out = Vec::with_capacity(preds.len());
+    let mut at = 0;
+    for &n in era_rows {
+        out.extend(rank_percentile(&preds[at..at + n]));
+        at += n;
+    }
+    Ok(out)
+}
+
+/// Tie-kept rank then normal quantile (numerai-tools `gaussian(tie_kept_rank(x))`); NaN stays NaN.
+pub fn gaussianize(x: &[f64]) -> Vec<f64> {
+    rank_percentile(x).into_iter().map(norm_ppf).collect()
+}
+
+/// `sign(x)·|x|^1.5`.
+#[inline]
+pub fn pow15(x: f64) -> f64 {
+    x.signum() * x.abs().powf(1.5)
+}
+
+/// Pearson correlation over all entries; None for fewer than 2 entries, a zero-variance input or a
+/// non-finite result. Callers drop missing rows first.
+pub fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
+    let n = a.len().min(b.len());
+    if n < 2 {
+        return None;
+    }
+    let ma = a[..n].iter().sum::<f64>() / n as f64;
+    let mb = b[..n].iter().sum::<f64>() / n as f64;
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for i in 0..n {
+        let da = a[i] - ma;
+        let db = b[i] - mb;
+        sab += da * db;
+        saa += da * da;
+        sbb += db * db;
+    }
+    if saa <= 0.0 || sbb <= 0.0 {
+        return None;
+    }
+    let r = sab / (saa.sqrt() * sbb.sqrt());
+    r.is_finite().then_some(r.clamp(-1.0, 1.0))
+}
+
+/// Pearson over the rows where both are present (not NaN), like pandas `Series.corr`.
+pub fn pearson_present(a: &[f64], b: &[f64]) -> Option<f64> {
+    let (x, y) = both_present(a, b);
+    pearson(&x, &y)
+}
+
+fn both_present(a: &[f64], b: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    a.iter()
+        .zip(b)
+        .filter(|(x, y)| !x.is_nan() && !y.is_nan())
+        .map(|(x, y)| (*x, *y))
+        .unzip()
+}
+
+fn is_constant(x: &[f64]) -> bool {
+    x.iter().all(|v| *v == x[0])
+}
+
+/// numerai-tools `numerai_corr` for one era. As there, the target is centred on the mean of all its
+/// present values *before* rows missing a prediction are dropped; then rows where either is NaN are
+/// dropped and predictions are ranked over the rows kept. None for fewer than 2 rows kept or
+/// constant predictions or targets.
+pub fn numerai_corr(preds: &[f64], target: &[f64]) -> Option<f64> {
+    let n = preds.len().min(target.len());
+    let (sum, count) = target[..n]
+        .iter()
+        .filter(|t| !t.is_nan())
+        .fold((0.0, 0usize), |(s, c), t| (s + t, c + 1));
+    if count == 0 {
+        return None;
+    }
+    let tmean = sum / count as f64;
+    let (p, t) = both_present(&preds[..n], &target[..n]);
+    if p.len() < 2 || is_constant(&p) || is_constant(&t) {
+        return None;
+    }
+    let x: Vec<f64> = gaussianize(&p).into_iter().map(pow15).collect();
+    let y: Vec<f64> = t.iter().map(|v| pow15(v - tmean)).collect();
+    pearson(&x, &y)
+}
+
+/// Feature exposure of one era: max over features of |Pearson(tie-kept-ranked predictions, feature)|
+/// over rows with a prediction; constant features are skipped. `features` is row-major `[rows, nf]`.
+pub fn feature_exposure(preds: &[f64], features: &[u8], nf: usize) -> Option<f64> {
+    let rows: Vec<usize> = (0..preds.len()).filter(|&i| !preds[i].is_nan()).collect();
+    if rows.len() < 2 || nf == 0 || features.len() < preds.len() * nf {
+        return None;
+    }
+    let kept: Vec<f64> = rows.iter().map(|&i| preds[i]).collect();
+    let ranked = rank_percentile(&kept);
+    let mut best: Option<f64> = None;
+    let mut col = vec![0.0; rows.len()];
+    for f in 0..nf {
+        for (k, &i) in rows.iter().enumerate() {
+            col[k] = features[i * nf + f] as f64;
+        }
+        if let Some(c) = pearson(&ranked, &col) {
+            best = Some(best.map_or(c.abs(), |b: f64| b.max(c.abs())));
+        }
+    }
+    best
+}
+
+/// numerai-tools `feature_neutral_corr` for one era: over rows with a prediction, tie-kept rank and
+/// gaussianize, neutralize against `[features, 1]` by least squares (rcond 1e-6), divide by the std
+/// (ddof 0), then `numerai_corr` against the target. None where `numerai_corr` is, for constant
+/// predictions, or when the features explain the predictions exactly (nothing left to score).
+pub fn feature_neutral_corr(
+    preds: &[f64],
+    target: &[f64],
+    features: &[u8],
+    nf: usize,
+) -> Option<f64> {
+    let rows: Vec<usize> = (0..preds.len()).filter(|&i| !preds[i].is_nan()).collect();
+    if rows.len() < 2 || features.len() < preds.len() * nf {
+        return None;
+    }
+    let kept: Vec<f64> = rows.iter().map(|&i| preds[i]).collect();
+    if is_constant(&kept) {
+        return None;
+    }
+    let g = gaussianize(&kept);
+    let m = rows.len();
+    let n = nf + 1;
+    // design matrix [features, 1], row-major [m, n]
+    let mut a = vec![1.0; m * n];
+    for (k, &i) in rows.iter().enumerate() {
+        for f in 0..nf {
+            a[k * n + f] = features[i * nf + f] as f64;
+        }
+    }
+    let neutral = neutralize(&a, m, n, &g, NEUTRALIZE_RCOND);
+    let mean = neutral.iter().sum::<f64>() / m as f64;
+    let std = (neutral.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / m as f64).sqrt();
+    // g has std ≈ 1; a residual this small is rounding noise, not a signal
+    if !(std > 1e-10) {
+        return None;
+    }
+    let mut full = vec![f64::NAN; preds.len()];
+    for (k, &i) in rows.iter().enumerate() {
+        full[i] = neutral[k] / std;
+    }
+    numerai_corr(&full, target)
+}
+
+/// `b - A·lstsq(A, b, rcond)`: the part of `b` that the columns of `A` (row-major `[m, n]`) do not
+/// explain (numerai-tools `neutralize` with proportion 1).
+pub fn neutralize(a: &[f64], m: usize, n: usize, b: &[f64], rcond: f64) -> Vec<f64> {
+    let x = lstsq(a, m, n, b, rcond);
+    (0..m)
+        .map(|i| {
+            // seek to row i of A
+            let row = &a[i * n..(i + 1) * n];
+            b[i] - row.iter().zip(&x).map(|(r, c)| r * c).sum::<f64>()
+        })
+        .collect()
+}
+
+/// Minimum-norm least-squares solution of `A x ≈ b` (A row-major `[m, n]`), singular values at or
+/// below `rcond · σ_max` treated as zero, like `numpy.linalg.lstsq(A, b, rcond)`.
+///
+/// Method: Householder QR reduces A to its `n × n` triangle R when `m > n`; a one-sided (Hestenes)
+/// Jacobi SVD of R (or of A itself when `m <= n`) gives `R = U Σ Vᵀ`; then `x = V Σ⁺ Uᵀ Qᵀ b`.
+/// Works for any rank, including zero columns, duplicate columns and `m < n`.
+pub fn lstsq(a: &[f64], m: usize, n: usize, b: &[f64], rcond: f64) -> Vec<f64> {
+    if m == 0 || n == 0 || a.len() < m * n || b.len() < m {
+        return vec![0.0; n];
+    }
+    // column-major copy: col j is w[j*m .. (j+1)*m]
+    let mut w = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            w[j * m + i] = a[i * n + j];
+        }
+    }
+    let mut c: Vec<f64> = b[..m].to_vec();
+    let r_rows = if m > n {
+        householder_qr(&mut w, m, n, &mut c);
+        // keep the n × n upper triangle, column-major with n rows
+        let mut r = vec![0.0; n * n];
+        for j in 0..n {
+            for i in 0..=j {
+                r[j * n + i] = w[j * m + i];
+            }
+        }
+        w = r;
+        c.truncate(n);
+        n
+    } else {
+        m
+    };
+    let (sigma, v) = jacobi_svd(&mut w, r_rows, n);
+    let smax = sigma.iter().cloned().fold(0.0, f64::max);
+    let mut x = vec![0.0; n];
+    if smax <= 0.0 {
+        return x;
+    }
+    for j in 0..n {
+        let s = sigma[j];
+        if s <= rcond * smax {
+            continue;
+        }
+        // u_j = w_j / σ_j; coefficient (u_j · c) / σ_j
+        let col = &w[j * r_rows..(j + 1) * r_rows];
+        let coef = col.iter().zip(&c).map(|(u, c)| u * c).sum::<f64>() / (s * s);
+        let vj = &v[j * n..(j + 1) * n];
+        for (xi, vi) in x.iter_mut().zip(vj) {
+            *xi += coef * vi;
+        }
+    }
+    x
+}
+
+/// In-place Householder QR of the column-major `[m, n]` matrix `w` (m > n), applying the same
+/// reflections to `c`. Afterwards the upper triangle of `w` is R and `c[..n]` is `(Qᵀ b)[..n]`.
+fn householder_qr(w: &mut [f64], m: usize, n: usize, c: &mut [f64]) {
+    let mut v = vec![0.0; m];
+    for k in 0..n {
+        let col = &w[k * m..(k + 1) * m];
+        let norm = col[k..].iter().map(|x| x * x).sum::<f64>().sqrt();
+        if norm == 0.0 {
+            continue;
+        }
+        let alpha = if col[k] > 0.0 { -norm } else { norm };
+        // v = x - alpha e_k, over rows k..m
+        v[k..m].copy_from_slice(&col[k..m]);
+        v[k] -= alpha;
+        let vnorm2 = v[k..m].iter().map(|x| x * x).sum::<f64>();
+        if vnorm2 == 0.0 {
+            continue;
+        }
+        // column k becomes alpha e_k
+        w[k * m + k] = alpha;
+        for x in &mut w[k * m + k + 1..(k + 1) * m] {
+            *x = 0.0;
+        }
+        for j in k + 1..n {
+            let colj = &mut w[j * m..(j + 1) * m];
+            let d = v[k..m]
+                .iter()
+                .zip(&colj[k..m])
+                .map(|(a, b)| a * b)
+                .sum::<f64>();
+            let f = 2.0 * d / vnorm2;
+            for (x, vi) in colj[k..m].iter_mut().zip(&v[k..m]) {
+                *x -= f * vi;
+            }
+        }
+        let d = v[k..m]
+            .iter()
+            .zip(&c[k..m])
+            .map(|(a, b)| a * b)
+            .sum::<f64>();
+        let f = 2.0 * d / vnorm2;
+        for (x, vi) in c[k..m].iter_mut().zip(&v[k..m]) {
+            *x -= f * vi;
+        }
+    }
+}
+
+/// One-sided Jacobi SVD of the column-major `[rows, n]` matrix `w`: rotates column pairs until all
+/// are orthogonal. Afterwards column j of `w` is `σ_j u_j`; returns `(σ, V)` with V column-major
+/// `[n, n]`, so that the input equals `w_final · Vᵀ`.
+fn jacobi_svd(w: &mut [f64], rows: usize, n: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut v = vec![0.0; n * n];
+    for j in 0..n {
+        v[j * n + j] = 1.0;
+    }
+    let eps = f64::EPSILON;
+    for _sweep in 0..80 {
+        let mut rotated = false;
+        for i in 0..n {
+            for j in i + 1..n {
+                let (ci, cj) = two_cols(w, rows, i, j);
+                let mut alpha = 0.0;
+                let mut beta = 0.0;
+                let mut gamma = 0.0;
+                for (x, y) in ci.iter().zip(cj.iter()) {
+                    alpha += x * x;
+                    beta += y * y;
+                    gamma += x * y;
+                }
+                if gamma == 0.0 || alpha == 0.0 || beta == 0.0 {
+                    continue;
+                }
+                if gamma.abs() <= eps * (alpha * beta).sqrt() {
+                    continue;
+                }
+                rotated = true;
+                let zeta = (beta - alpha) / (2.0 * gamma);
+                let t = zeta.signum() / (zeta.abs() + (1.0 + zeta * zeta).sqrt());
+                let cs = 1.0 / (1.0 + t * t).sqrt();
+                let sn = cs * t;
+                for (x, y) in ci.iter_mut().zip(cj.iter_mut()) {
+                    let (a, b) = (*x, *y);
+                    *x = cs * a - sn * b;
+                    *y = sn * a + cs * b;
+                }
+                let (vi, vj) = two_cols(&mut v, n, i, j);
+                for (x, y) in vi.iter_mut().zip(vj.iter_mut()) {
+                    let (a, b) = (*x, *y);
+                    *x = cs * a - sn * b;
+                    *y = sn * a + cs * b;
+                }
+            }
+        }
+        if !rotated {
+            break;
+        }
+    }
+    let sigma = (0..n)
+        .map(|j| {
+            w[j * rows..(j + 1) * rows]
+                .iter()
+                .map(|x| x * x)
+                .sum::<f64>()
+                .sqrt()
+        })
+        .collect();
+    (sigma, v)
+}
+
+/// Mutable views of columns i < j of a column-major matrix with `rows` rows.
+fn two_cols(w: &mut [f64], rows: usize, i: usize, j: usize) -> (&mut [f64], &mut [f64]) {
+    let (lo, hi) = w.split_at_mut(j * rows);
+    (&mut lo[i * rows..(i + 1) * rows], &mut hi[..rows])
+}
