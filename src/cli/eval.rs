@@ -1,5 +1,102 @@
-use crate::Result;
+//! `eraengine eval`: predictions CSV + era store → per-era table, JSON summary, SVG chart (SPEC §5).
 
-pub fn run(_args: &super::EvalArgs) -> Result<()> {
-    Err(crate::Error::usage("'eraengine eval' is not built yet"))
+use super::EvalArgs;
+use crate::data::batch::imputed_features;
+use crate::data::store::Store;
+use crate::io::write_atomic;
+use crate::metrics::{corr_chart, evaluate, read_meta_model, read_predictions, EraInput};
+use crate::{Error, Result};
+use std::collections::HashMap;
+
+pub fn run(a: &EvalArgs) -> Result<()> {
+    let preds = read_predictions(&a.predictions)?;
+    let store = Store::open(&a.data)?;
+    let target = match &a.target {
+        None => 0,
+        Some(name) => store.target_names().iter().position(|t| t == name).ok_or_else(|| {
+            Error::usage(format!(
+                "--target {name}: {} has targets {}",
+                a.data.display(),
+                store.target_names().join(", ")
+            ))
+        })?,
+    };
+    if store.n_targets() == 0 {
+        return Err(Error::format(&a.data, "targets", "the store has no targets to score against"));
+    }
+    let by_id: HashMap<&str, f64> = preds.iter().map(|(id, p)| (id.as_str(), *p)).collect();
+    let meta = match &a.meta_model {
+        Some(p) => Some(read_meta_model(p)?),
+        None => None,
+    };
+    let t = store.n_targets();
+    let nf = store.n_features();
+    let mut matched = 0usize;
+    let mut eras: Vec<(String, Vec<f64>, Vec<f64>, Vec<u8>, Option<Vec<f64>>)> = Vec::new();
+    for i in 0..store.n_eras() {
+        let era = store.era(i);
+        let mut p = Vec::with_capacity(era.n_rows);
+        let mut y = Vec::with_capacity(era.n_rows);
+        let mut m = meta.as_ref().map(|_| Vec::with_capacity(era.n_rows));
+        for r in 0..era.n_rows {
+            let id = era.id(r);
+            let v = by_id.get(id).copied();
+            matched += v.is_some() as usize;
+            p.push(v.unwrap_or(f64::NAN));
+            y.push(era.targets[r * t + target] as f64);
+            if let (Some(mv), Some(meta)) = (m.as_mut(), meta.as_ref()) {
+                mv.push(meta.get(id).copied().unwrap_or(f64::NAN));
+            }
+        }
+        let mut feats = Vec::new();
+        imputed_features(&era, &mut feats);
+        eras.push((era.name.to_string(), p, y, feats, m));
+    }
+    if matched == 0 {
+        return Err(Error::format(
+            &a.predictions,
+            "id",
+            format!("none of its {} ids is in {}", preds.len(), a.data.display()),
+        ));
+    }
+    let inputs: Vec<EraInput> = eras
+        .iter()
+        .map(|(era, p, y, f, m)| EraInput {
+            era,
+            preds: p,
+            target: y,
+            features: Some((f.as_slice(), nf)),
+            meta: m.as_deref(),
+        })
+        .collect();
+    let ev = evaluate(&inputs)?;
+    if !a.quiet {
+        if matched < store.n_rows() {
+            eprintln!(
+                "warning: {} of {} rows in {} have no prediction",
+                store.n_rows() - matched,
+                store.n_rows(),
+                a.data.display()
+            );
+        }
+        if matched < preds.len() {
+            eprintln!(
+                "warning: {} predictions have ids that are not in {}",
+                preds.len() - matched,
+                a.data.display()
+            );
+        }
+        for w in &ev.warnings {
+            eprintln!("warning: {w}");
+        }
+    }
+    println!("{}", ev.table());
+    if let Some(p) = &a.json {
+        let s = serde_json::to_string_pretty(&ev.to_json()).map_err(|e| Error::usage(e.to_string()))?;
+        write_atomic(p, s.as_bytes())?;
+    }
+    if let Some(p) = &a.svg {
+        write_atomic(p, corr_chart(&ev).as_bytes())?;
+    }
+    Ok(())
 }

@@ -148,7 +148,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             meta: None,
         })
         .collect();
-    let ev = evaluate(&inputs);
+    let ev = evaluate(&inputs)?;
     println!("{}", ev.table());
     if let Some(dir) = &a.report_dir {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
