@@ -938,7 +938,27 @@ impl StoreWriter {
 
     /// Append one era: `ids` [n], `features` [n, F] (0..4 or `MISSING`), `targets` [n, T]
     /// (NaN = missing, ±Inf rejected). Era names must be unique (an era in two runs is an error).
+    /// After an error the writer refuses further eras and `finish`: drop it (which removes its
+    /// temporary files).
     pub fn push_era<S: AsRef<str>>(
+        &mut self,
+        name: &str,
+        ids: &[S],
+        features: &[i8],
+        targets: &[f32],
+    ) -> Result<()> {
+        if self.poisoned {
+            return Err(self.err(
+                String::new(),
+                "an earlier era failed; the store cannot be continued".into(),
+            ));
+        }
+        let r = self.push_era_inner(name, ids, features, targets);
+        self.poisoned = r.is_err();
+        r
+    }
+
+    fn push_era_inner<S: AsRef<str>>(
         &mut self,
         name: &str,
         ids: &[S],
@@ -995,15 +1015,7 @@ impl StoreWriter {
                 ));
             }
         }
-        if self.poisoned {
-            return Err(self.err(
-                String::new(),
-                "an earlier era failed; the store cannot be continued".into(),
-            ));
-        }
         let first = self.n_rows;
-        // from here on a failure leaves the writer half-updated: poison it
-        self.poisoned = true;
         for (r, id) in ids.iter().enumerate() {
             self.add_id(id.as_ref(), first + r as u64, name)?;
         }
@@ -1012,7 +1024,6 @@ impl StoreWriter {
         self.tgt
             .write_all(tb)
             .map_err(|e| Error::io(&self.tgt_tmp, e))?;
-        self.poisoned = false;
         self.era_seen.insert(name.to_string(), self.eras.len());
         self.eras.push(EraEntry {
             name: name.to_string(),
