@@ -373,11 +373,14 @@ impl EraSink {
         self.writer
             .push_era(&c.name, &c.ids, &c.features, &c.targets)
             .map_err(|e| match e {
-                Error::Format { place, msg, .. } => Error::format(
-                    &c.file,
-                    format!("era {} starting at {} ({place})", c.name, c.start),
-                    msg,
-                ),
+                Error::Format { place, msg, .. } => {
+                    let place = if place == format!("era {}", c.name) || place.is_empty() {
+                        format!("era {} starting at {}", c.name, c.start)
+                    } else {
+                        format!("{place} (the era starts at {})", c.start)
+                    };
+                    Error::format(&c.file, place, msg)
+                }
                 other => other,
             })?;
         if self.progress && self.last_report.elapsed().as_secs_f64() > 1.0 {

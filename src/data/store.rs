@@ -916,7 +916,7 @@ impl StoreWriter {
                 .map(|e| e.name.clone())
                 .unwrap_or_else(|| era.to_string());
             return Err(self.err(
-                format!("era {era}, row {}", row - self.n_rows),
+                format!("row {} of era {era}", row - self.n_rows),
                 format!(
                     "duplicate id {id:?} (already used by row {} of era {first_era})",
                     r - self.first_row_of(&first_era)
@@ -992,7 +992,7 @@ impl StoreWriter {
             } else if !(0..=4).contains(&v) {
                 return Err(self.err(
                     format!(
-                        "era {name}, row {}, column {}",
+                        "row {} of era {name}, column {}",
                         k / f,
                         self.feature_names[k % f]
                     ),
@@ -1007,7 +1007,7 @@ impl StoreWriter {
             } else if v.is_infinite() {
                 return Err(self.err(
                     format!(
-                        "era {name}, row {}, column {}",
+                        "row {} of era {name}, column {}",
                         k / t,
                         self.target_names[k % t]
                     ),
