@@ -1,5 +1,119 @@
-use crate::Result;
+//! `eraengine info [STORE | CKPT] [--json]`: an era store's contents, a checkpoint's config, or
+//! (with no path) the build and the devices.
 
-pub fn run(_args: &super::InfoArgs) -> Result<()> {
-    Err(crate::Error::usage("'eraengine info' is not built yet"))
+use crate::data::store::{is_store, Store};
+use crate::{Error, Result};
+use std::path::Path;
+
+pub fn run(args: &super::InfoArgs) -> Result<()> {
+    match &args.path {
+        None => build_info(args.json),
+        Some(p) if is_store(p) => store_info(p, args.json),
+        Some(p) => {
+            if !p.exists() {
+                return Err(Error::io(
+                    p,
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+                ));
+            }
+            // CHECKPOINT BRANCH: becomes `crate::checkpoint_info(p, args.json)` once checkpoints exist.
+            Err(Error::usage("checkpoint info not built yet"))
+        }
+    }
+}
+
+fn features_built() -> Vec<&'static str> {
+    let mut f = Vec::new();
+    if cfg!(feature = "parquet") {
+        f.push("parquet");
+    }
+    f
+}
+
+fn build_info(json: bool) -> Result<()> {
+    let version = env!("CARGO_PKG_VERSION");
+    let devices = ["cpu"];
+    if json {
+        let v = serde_json::json!({
+            "version": version,
+            "features": features_built(),
+            "devices": devices,
+            "store_format_version": crate::data::store::FORMAT_VERSION,
+        });
+        println!("{v:#}");
+    } else {
+        println!("eraengine {version}");
+        println!("build features: {}", features_built().join(", "));
+        println!("devices: {}", devices.join(", "));
+        println!(
+            "era store format version: {}",
+            crate::data::store::FORMAT_VERSION
+        );
+    }
+    Ok(())
+}
+
+fn store_info(path: &Path, json: bool) -> Result<()> {
+    let s = Store::open(path)?;
+    if json {
+        println!("{:#}", s.info_json());
+        return Ok(());
+    }
+    println!("{}", path.display());
+    println!("  format version  {}", s.format_version());
+    println!("  rows            {}", s.n_rows());
+    println!("  eras            {}", s.n_eras());
+    if s.n_eras() > 0 {
+        let (a, b) = (s.era(0), s.era(s.n_eras() - 1));
+        println!("    first         {} ({} rows)", a.name, a.n_rows);
+        println!("    last          {} ({} rows)", b.name, b.n_rows);
+        let (mn, mx) = s.eras().fold((usize::MAX, 0), |(mn, mx), e| {
+            (mn.min(e.n_rows), mx.max(e.n_rows))
+        });
+        println!("    rows per era  {mn}..{mx}");
+    }
+    let names = |v: &[String]| {
+        if v.len() <= 8 {
+            v.join(", ")
+        } else {
+            format!("{}, ... {}", v[..4].join(", "), v[v.len() - 2..].join(", "))
+        }
+    };
+    println!(
+        "  features        {} ({})",
+        s.n_features(),
+        names(s.feature_names())
+    );
+    println!(
+        "  targets         {} ({})",
+        s.n_targets(),
+        names(s.target_names())
+    );
+    let cells = s.n_rows() as f64 * s.n_features() as f64;
+    let mf = s.missing_features();
+    println!(
+        "  missing features {mf} ({:.3}% of values)",
+        if cells > 0.0 {
+            100.0 * mf as f64 / cells
+        } else {
+            0.0
+        }
+    );
+    for (t, m) in s.target_names().iter().zip(s.missing_targets()) {
+        println!("  missing {t:<16} {m}");
+    }
+    let all: Vec<String> = s
+        .eras()
+        .filter(|e| e.all_targets_missing())
+        .map(|e| e.name.to_string())
+        .collect();
+    if !all.is_empty() {
+        println!("  eras with all targets missing: {}", all.join(", "));
+    }
+    println!(
+        "  data checksum   {:016x} (check with `eraengine import {} --verify`)",
+        s.data_checksum(),
+        path.display()
+    );
+    Ok(())
 }

@@ -47,9 +47,9 @@ pub struct ImportArgs {
     /// Numerai parquet or CSV files (rows of one era must be contiguous; eras in order)
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
-    /// The era store to write
-    #[arg(long)]
-    pub out: PathBuf,
+    /// The era store to write (not needed with --verify and a store as the only input)
+    #[arg(long, required_unless_present = "verify")]
+    pub out: Option<PathBuf>,
     /// Numerai features.json, to pick a feature set
     #[arg(long = "features-json")]
     pub features_json: Option<PathBuf>,

@@ -1,0 +1,466 @@
+//! Numerai parquet through the `parquet` crate's low-level column API (no arrow).
+//!
+//! Reading: every needed column of a row group gets its own column reader, and rows are pulled in
+//! batches of a few thousand across all of them, so memory is one page per column plus a batch,
+//! whatever the row-group size. Writing (for `synth --parquet`): the Numerai schema, int8 features
+//! (INT32 with the INT(8, signed) annotation, as pyarrow writes them), float targets.
+
+use super::import::{feature_from_float, feature_from_int, map_columns, target_value, EraSink};
+use super::store::MISSING;
+use crate::{Error, Result};
+use parquet::basic::{Compression, Type as Physical};
+use parquet::column::reader::{ColumnReader, ColumnReaderImpl};
+use parquet::data_type::{
+    ByteArray, ByteArrayType, DataType, DoubleType, FloatType, Int32Type, Int64Type,
+};
+use parquet::file::properties::WriterProperties;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::writer::SerializedFileWriter;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+fn pq_err(path: &Path, place: impl Into<String>, e: parquet::errors::ParquetError) -> Error {
+    Error::format(path, place, format!("parquet: {e}"))
+}
+
+fn open(path: &Path) -> Result<SerializedFileReader<File>> {
+    let f = File::open(path).map_err(|e| Error::io(path, e))?;
+    SerializedFileReader::new(f).map_err(|e| pq_err(path, "footer", e))
+}
+
+/// Run `f`, turning a panic inside the parquet crate (it has a few on malformed files) into an
+/// error naming the file.
+fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(Error::format(
+                path,
+                "",
+                format!("the parquet reader failed on this file (corrupt?): {msg}"),
+            ))
+        }
+    }
+}
+
+/// Leaf column names, in schema order.
+pub fn columns(path: &Path) -> Result<Vec<String>> {
+    guarded(path, || {
+        let r = open(path)?;
+        let schema = r.metadata().file_metadata().schema_descr();
+        Ok((0..schema.num_columns())
+            .map(|i| schema.column(i).name().to_string())
+            .collect())
+    })
+}
+
+/// A typed reader for one column of one row group.
+enum Col {
+    I32(ColumnReaderImpl<Int32Type>),
+    I64(ColumnReaderImpl<Int64Type>),
+    F32(ColumnReaderImpl<FloatType>),
+    F64(ColumnReaderImpl<DoubleType>),
+    Bytes(ColumnReaderImpl<ByteArrayType>),
+}
+
+/// One batch of one column, nulls as `None`.
+enum Vals {
+    Int(Vec<Option<i64>>),
+    Float(Vec<Option<f64>>),
+    Str(Vec<Option<ByteArray>>),
+}
+
+/// Read `n` records of a typed column; values expanded with `None` for nulls.
+fn read_typed<T: DataType>(
+    r: &mut ColumnReaderImpl<T>,
+    n: usize,
+    max_def: i16,
+    out: &mut Vec<Option<T::T>>,
+) -> parquet::errors::Result<()> {
+    out.clear();
+    let mut def = Vec::new();
+    let mut vals: Vec<T::T> = Vec::new();
+    while out.len() < n {
+        def.clear();
+        vals.clear();
+        let want = n - out.len();
+        let (recs, _, _) = if max_def > 0 {
+            r.read_records(want, Some(&mut def), None, &mut vals)?
+        } else {
+            r.read_records(want, None, None, &mut vals)?
+        };
+        if recs == 0 {
+            break;
+        }
+        if max_def > 0 {
+            let mut it = vals.drain(..);
+            for &d in &def {
+                if d == max_def {
+                    out.push(it.next());
+                } else {
+                    out.push(None);
+                }
+            }
+        } else {
+            out.extend(vals.drain(..).map(Some));
+        }
+    }
+    Ok(())
+}
+
+impl Col {
+    fn new(r: ColumnReader) -> Option<Col> {
+        Some(match r {
+            ColumnReader::Int32ColumnReader(r) => Col::I32(r),
+            ColumnReader::Int64ColumnReader(r) => Col::I64(r),
+            ColumnReader::FloatColumnReader(r) => Col::F32(r),
+            ColumnReader::DoubleColumnReader(r) => Col::F64(r),
+            ColumnReader::ByteArrayColumnReader(r) => Col::Bytes(r),
+            _ => return None,
+        })
+    }
+
+    fn read(&mut self, n: usize, max_def: i16) -> parquet::errors::Result<Vals> {
+        Ok(match self {
+            Col::I32(r) => {
+                let mut v = Vec::with_capacity(n);
+                read_typed(r, n, max_def, &mut v)?;
+                Vals::Int(v.into_iter().map(|x| x.map(i64::from)).collect())
+            }
+            Col::I64(r) => {
+                let mut v = Vec::with_capacity(n);
+                read_typed(r, n, max_def, &mut v)?;
+                Vals::Int(v)
+            }
+            Col::F32(r) => {
+                let mut v = Vec::with_capacity(n);
+                read_typed(r, n, max_def, &mut v)?;
+                Vals::Float(v.into_iter().map(|x| x.map(f64::from)).collect())
+            }
+            Col::F64(r) => {
+                let mut v = Vec::with_capacity(n);
+                read_typed(r, n, max_def, &mut v)?;
+                Vals::Float(v)
+            }
+            Col::Bytes(r) => {
+                let mut v = Vec::with_capacity(n);
+                read_typed(r, n, max_def, &mut v)?;
+                Vals::Str(v)
+            }
+        })
+    }
+}
+
+impl Vals {
+    fn len(&self) -> usize {
+        match self {
+            Vals::Int(v) => v.len(),
+            Vals::Float(v) => v.len(),
+            Vals::Str(v) => v.len(),
+        }
+    }
+}
+
+/// A string-ish column value (id, era, data_type): UTF-8 bytes, or an integer printed.
+fn text(v: &Vals, i: usize, era_pad: bool) -> std::result::Result<Option<String>, String> {
+    match v {
+        Vals::Str(s) => match &s[i] {
+            None => Ok(None),
+            Some(b) => std::str::from_utf8(b.data())
+                .map(|x| Some(x.to_string()))
+                .map_err(|_| "not valid UTF-8".to_string()),
+        },
+        Vals::Int(s) => Ok(s[i].map(|x| {
+            if era_pad {
+                format!("{x:04}")
+            } else {
+                x.to_string()
+            }
+        })),
+        Vals::Float(_) => Err("a float column where text was expected".to_string()),
+    }
+}
+
+/// Stream the rows of a Numerai parquet file into `sink`.
+pub fn read(
+    path: &Path,
+    features: &[String],
+    targets: &[String],
+    data_type: Option<&str>,
+    sink: &mut EraSink,
+) -> Result<()> {
+    guarded(path, || {
+        read_inner(path, features, targets, data_type, sink)
+    })
+}
+
+fn read_inner(
+    path: &Path,
+    features: &[String],
+    targets: &[String],
+    data_type: Option<&str>,
+    sink: &mut EraSink,
+) -> Result<()> {
+    let reader = open(path)?;
+    let schema = reader.metadata().file_metadata().schema_descr_ptr();
+    let names: Vec<String> = (0..schema.num_columns())
+        .map(|i| schema.column(i).name().to_string())
+        .collect();
+    let map = map_columns(path, &names, features, targets, data_type.is_some())?;
+    // every column we read, in one list: id, era, [data_type], features..., targets...
+    let mut needed = vec![map.id, map.era];
+    if let Some(c) = map.data_type {
+        needed.push(c);
+    }
+    needed.extend(&map.features);
+    needed.extend(map.targets.iter().flatten());
+    for &c in &needed {
+        let d = schema.column(c);
+        if d.max_rep_level() > 0 {
+            return Err(Error::format(
+                path,
+                format!("column {}", d.name()),
+                "a repeated (list) column; expected one value per row",
+            ));
+        }
+        let ok = match d.physical_type() {
+            Physical::INT32 | Physical::INT64 | Physical::FLOAT | Physical::DOUBLE => true,
+            Physical::BYTE_ARRAY => c == map.id || c == map.era || Some(c) == map.data_type,
+            _ => false,
+        };
+        if !ok {
+            return Err(Error::format(
+                path,
+                format!("column {}", d.name()),
+                format!("unsupported physical type {:?}", d.physical_type()),
+            ));
+        }
+    }
+    let (nf, nt) = (features.len(), targets.len());
+    // rows per batch: about 16 MiB of decoded values
+    let batch = (1usize << 21)
+        .checked_div(nf + nt + 3)
+        .unwrap_or(4096)
+        .clamp(256, 65536);
+    let mut fv = vec![0i8; nf];
+    let mut tv = vec![0f32; nt];
+    let mut file_row = 0u64;
+    for g in 0..reader.num_row_groups() {
+        let rg = reader
+            .get_row_group(g)
+            .map_err(|e| pq_err(path, format!("row group {g}"), e))?;
+        let rows = rg.metadata().num_rows().max(0) as usize;
+        let mut cols = Vec::with_capacity(needed.len());
+        for &c in &needed {
+            let r = rg
+                .get_column_reader(c)
+                .map_err(|e| pq_err(path, format!("row group {g}, column {}", names[c]), e))?;
+            let col = Col::new(r).ok_or_else(|| {
+                Error::format(path, format!("column {}", names[c]), "unsupported type")
+            })?;
+            cols.push((c, schema.column(c).max_def_level(), col));
+        }
+        let mut done = 0usize;
+        while done < rows {
+            let n = batch.min(rows - done);
+            let mut vals = Vec::with_capacity(cols.len());
+            for (c, max_def, col) in cols.iter_mut() {
+                let v = col
+                    .read(n, *max_def)
+                    .map_err(|e| pq_err(path, format!("row group {g}, column {}", names[*c]), e))?;
+                if v.len() != n {
+                    return Err(Error::format(
+                        path,
+                        format!("row group {g}, column {}", names[*c]),
+                        format!(
+                            "{} values where the row group promises {n} more rows",
+                            v.len()
+                        ),
+                    ));
+                }
+                vals.push(v);
+            }
+            let (id_v, era_v) = (&vals[0], &vals[1]);
+            let dt_v = map.data_type.map(|_| &vals[2]);
+            let f0 = if map.data_type.is_some() { 3 } else { 2 };
+            for i in 0..n {
+                let row = file_row + (done + i) as u64;
+                let at = |c: usize| format!("row {row}, column {}", names[c]);
+                sink.rows_read += 1;
+                if let (Some(want), Some(dv)) = (data_type, dt_v) {
+                    let c = map.data_type.unwrap_or(0);
+                    let got = text(dv, i, false).map_err(|m| Error::format(path, at(c), m))?;
+                    if got.as_deref() != Some(want) {
+                        continue;
+                    }
+                }
+                let id = text(id_v, i, false)
+                    .map_err(|m| Error::format(path, at(map.id), m))?
+                    .ok_or_else(|| Error::format(path, at(map.id), "missing id"))?;
+                let era = text(era_v, i, true)
+                    .map_err(|m| Error::format(path, at(map.era), m))?
+                    .filter(|e| !e.is_empty())
+                    .ok_or_else(|| Error::format(path, at(map.era), "missing era"))?;
+                for (j, v) in fv.iter_mut().enumerate() {
+                    let c = map.features[j];
+                    *v = match &vals[f0 + j] {
+                        Vals::Int(x) => match x[i] {
+                            Some(x) => feature_from_int(x, path, || at(c))?,
+                            None => MISSING,
+                        },
+                        Vals::Float(x) => match x[i] {
+                            Some(x) => feature_from_float(x, path, || at(c))?,
+                            None => MISSING,
+                        },
+                        Vals::Str(_) => {
+                            return Err(Error::format(path, at(c), "a text feature column"))
+                        }
+                    };
+                }
+                let mut k = f0 + nf;
+                for (j, v) in tv.iter_mut().enumerate() {
+                    *v = match map.targets[j] {
+                        None => f32::NAN,
+                        Some(c) => {
+                            let val = &vals[k];
+                            k += 1;
+                            match val {
+                                Vals::Int(x) => match x[i] {
+                                    Some(x) => x as f32,
+                                    None => f32::NAN,
+                                },
+                                Vals::Float(x) => match x[i] {
+                                    Some(x) => target_value(x, path, || at(c))?,
+                                    None => f32::NAN,
+                                },
+                                Vals::Str(_) => {
+                                    return Err(Error::format(path, at(c), "a text target column"))
+                                }
+                            }
+                        }
+                    };
+                }
+                sink.push_row(path, || format!("row {row}"), &id, &era, &fv, &tv)?;
+            }
+            done += n;
+        }
+        file_row += rows as u64;
+    }
+    Ok(())
+}
+
+/// Rows for a Numerai-schema parquet file.
+pub struct NumeraiRows<'a> {
+    pub ids: &'a [String],
+    pub eras: &'a [String],
+    pub data_type: &'a str,
+    pub feature_names: &'a [String],
+    /// [rows, F], `MISSING` written as null.
+    pub features: &'a [i8],
+    pub target_names: &'a [String],
+    /// [rows, T], NaN written as NaN (as pandas does).
+    pub targets: &'a [f32],
+}
+
+/// Write a Numerai-schema parquet file (temp file + rename): `id`, `era`, `data_type`,
+/// `feature_*` as nullable int8, targets as float.
+pub fn write_numerai(path: &Path, rows: &NumeraiRows) -> Result<()> {
+    let tmp = super::store::temp_path(path, "part");
+    let r = write_inner(&tmp, rows)
+        .and_then(|_| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+fn write_inner(path: &Path, rows: &NumeraiRows) -> Result<()> {
+    let perr = |e: parquet::errors::ParquetError| Error::format(path, "", format!("parquet: {e}"));
+    let n = rows.ids.len();
+    let (nf, nt) = (rows.feature_names.len(), rows.target_names.len());
+    let mut msg = String::from("message schema {\n  required binary id (STRING);\n  required binary era (STRING);\n  required binary data_type (STRING);\n");
+    for f in rows.feature_names {
+        msg.push_str(&format!("  optional int32 {f} (INTEGER(8,true));\n"));
+    }
+    for t in rows.target_names {
+        msg.push_str(&format!("  optional float {t};\n"));
+    }
+    msg.push_str("}\n");
+    let schema = Arc::new(parquet::schema::parser::parse_message_type(&msg).map_err(perr)?);
+    let props = Arc::new(
+        WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .build(),
+    );
+    let file = File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut w = SerializedFileWriter::new(file, schema, props).map_err(perr)?;
+    // row groups of whole eras, about 50k rows each
+    let mut start = 0;
+    while start < n {
+        let mut end = (start + 50_000).min(n);
+        while end < n && rows.eras[end] == rows.eras[end - 1] {
+            end += 1;
+        }
+        let mut rg = w.next_row_group().map_err(perr)?;
+        let mut col_i = 0usize;
+        while let Some(mut col) = rg.next_column().map_err(perr)? {
+            match col_i {
+                0..=2 => {
+                    let v: Vec<ByteArray> = (start..end)
+                        .map(|r| {
+                            let s: &str = match col_i {
+                                0 => &rows.ids[r],
+                                1 => &rows.eras[r],
+                                _ => rows.data_type,
+                            };
+                            ByteArray::from(s.as_bytes().to_vec())
+                        })
+                        .collect();
+                    col.typed::<ByteArrayType>()
+                        .write_batch(&v, None, None)
+                        .map_err(perr)?;
+                }
+                c if c < 3 + nf => {
+                    let j = c - 3;
+                    let mut vals = Vec::with_capacity(end - start);
+                    let mut def = Vec::with_capacity(end - start);
+                    for r in start..end {
+                        let x = rows.features[r * nf + j];
+                        if x == MISSING {
+                            def.push(0i16);
+                        } else {
+                            def.push(1);
+                            vals.push(i32::from(x));
+                        }
+                    }
+                    col.typed::<Int32Type>()
+                        .write_batch(&vals, Some(&def), None)
+                        .map_err(perr)?;
+                }
+                c => {
+                    let j = c - 3 - nf;
+                    let vals: Vec<f32> = (start..end).map(|r| rows.targets[r * nt + j]).collect();
+                    let def = vec![1i16; vals.len()];
+                    col.typed::<FloatType>()
+                        .write_batch(&vals, Some(&def), None)
+                        .map_err(perr)?;
+                }
+            }
+            col.close().map_err(perr)?;
+            col_i += 1;
+        }
+        rg.close().map_err(perr)?;
+        start = end;
+    }
+    if n == 0 {
+        // an empty file still has its schema; nothing to write
+    }
+    w.close().map_err(perr)?;
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! SPEC §3 preprocessing of an era: lower-median imputation, all-missing → 2, x = (X − 2)/2.
+
+use eraengine::data::batch::{feature_medians, targets_and_mask};
+use eraengine::data::store::{Store, StoreWriter, MISSING};
+use eraengine::data::{imputed_features, preprocess_features};
+use proptest::prelude::*;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static N: AtomicUsize = AtomicUsize::new(0);
+
+/// Write a one-era store with `features` [rows, F] and open it.
+fn one_era(f: usize, features: &[i8]) -> (Store, PathBuf) {
+    let d = std::env::temp_dir().join(format!(
+        "eraengine-pre-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    let p = d.join("e.store");
+    let n = features.len() / f;
+    let fnames: Vec<String> = (0..f).map(|i| format!("feature_{i}")).collect();
+    let ids: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+    let targets: Vec<f32> = (0..n).map(|i| if i % 2 == 0 { 0.5 } else { f32::NAN }).collect();
+    let mut w = StoreWriter::create(&p, &fnames, &["target".to_string()]).unwrap();
+    w.push_era("0001", &ids, features, &targets).unwrap();
+    w.finish().unwrap();
+    (Store::open(&p).unwrap(), d)
+}
+
+const M: i8 = MISSING;
+
+#[test]
+fn lower_median_examples() {
+    // columns: [1,3,M,4] → present 1,3,4 → median 3;  [0,1,M,M] → even count → lower of 0,1 = 0;
+    // [4,4,0,0] → lower of 0,4 = 0;  [M,M,M,M] → 2;  [2,M,3,1] → 1,2,3 → 2
+    let rows: Vec<i8> = vec![
+        1, 0, 4, M, 2, //
+        3, 1, 4, M, M, //
+        M, M, 0, M, 3, //
+        4, M, 0, M, 1, //
+    ];
+    let (s, d) = one_era(5, &rows);
+    let era = s.era(0);
+    assert_eq!(feature_medians(&era), vec![3, 0, 0, 2, 2]);
+    let mut imp = Vec::new();
+    imputed_features(&era, &mut imp);
+    assert_eq!(
+        imp,
+        vec![1, 0, 4, 2, 2, 3, 1, 4, 2, 2, 3, 0, 0, 2, 3, 4, 0, 0, 2, 1]
+    );
+    let mut x = Vec::new();
+    preprocess_features(&era, &mut x);
+    let want: Vec<f32> = imp.iter().map(|&v| (v as f32 - 2.0) / 2.0).collect();
+    assert_eq!(x, want);
+    assert_eq!(x[0], -0.5);
+    assert_eq!(x[2], 1.0);
+    let (mut y, mut m) = (Vec::new(), Vec::new());
+    targets_and_mask(&era, &mut y, &mut m);
+    assert_eq!(y, vec![0.5, 0.0, 0.5, 0.0]);
+    assert_eq!(m, vec![1.0, 0.0, 1.0, 0.0]);
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+#[test]
+fn all_missing_column_becomes_two_and_scales_to_zero() {
+    let (s, d) = one_era(2, &[M, 4, M, 0, M, 1]);
+    let mut x = Vec::new();
+    preprocess_features(&s.era(0), &mut x);
+    assert_eq!(x, vec![0.0, 1.0, 0.0, -1.0, 0.0, -0.5]);
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The imputed value is the sorted present values' element (c − 1)/2, computed here by sorting.
+    #[test]
+    fn imputation_matches_sorting(col in prop::collection::vec(-1i8..5, 1..40)) {
+        let (s, d) = one_era(1, &col);
+        let mut present: Vec<i8> = col.iter().copied().filter(|&v| v != M).collect();
+        present.sort();
+        let med = if present.is_empty() { 2 } else { present[(present.len() - 1) / 2] };
+        let mut imp = Vec::new();
+        imputed_features(&s.era(0), &mut imp);
+        for (a, &b) in imp.iter().zip(&col) {
+            prop_assert_eq!(*a as i8, if b == M { med } else { b });
+        }
+        let mut x = Vec::new();
+        preprocess_features(&s.era(0), &mut x);
+        prop_assert!(x.iter().all(|v| (-1.0..=1.0).contains(v)));
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
