@@ -28,7 +28,18 @@ fn case(n: usize, h: usize, dh: usize, mask_kind: u8, seed: u64) -> (Case, Gen) 
     let k = g.vec(n * d, -1.5, 1.5);
     let v = g.vec(n * d, -1.5, 1.5);
     let mask = mask(mask_kind, n, &mut g);
-    (Case { n, d, h, q, k, v, mask }, g)
+    (
+        Case {
+            n,
+            d,
+            h,
+            q,
+            k,
+            v,
+            mask,
+        },
+        g,
+    )
 }
 
 type Fwd = fn(&[f64], &[f64], &[f64], &[f32], usize, usize, usize) -> Vec<f64>;
@@ -50,7 +61,9 @@ fn run_linear(cs: &Case) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let mut out = vec![7.0; n * d];
     let mut s = vec![7.0; h * dh * dh];
     let mut z = vec![7.0; h * dh];
-    linear_attention_fwd(&mut out, &mut s, &mut z, &cs.q, &cs.k, &cs.v, &cs.mask, n, d, h);
+    linear_attention_fwd(
+        &mut out, &mut s, &mut z, &cs.q, &cs.k, &cs.v, &cs.mask, n, d, h,
+    );
     (out, s, z)
 }
 
@@ -76,7 +89,13 @@ fn repad(cs: &Case, g: &mut Gen) -> Case {
             }
         }
     }
-    Case { q, k, v, mask: cs.mask.clone(), ..*cs }
+    Case {
+        q,
+        k,
+        v,
+        mask: cs.mask.clone(),
+        ..*cs
+    }
 }
 
 fn real_rows(x: &[f32], mask: &[f32], d: usize) -> Vec<f32> {
@@ -153,9 +172,23 @@ fn attention_agrees_with_oracle_when_threaded() {
     let (n, d, h) = (cs.n, cs.d, cs.h);
     let (q, k, v) = (f64s(&cs.q), f64s(&cs.k), f64s(&cs.v));
     let (out, s, z) = run_linear(&cs);
-    close("linear out", &out, &linear_attention(&q, &k, &v, &cs.mask, n, d, h), FWD_RTOL, FWD_ATOL).unwrap();
+    close(
+        "linear out",
+        &out,
+        &linear_attention(&q, &k, &v, &cs.mask, n, d, h),
+        FWD_RTOL,
+        FWD_ATOL,
+    )
+    .unwrap();
     let (sout, lse) = run_softmax(&cs);
-    close("softmax out", &sout, &softmax_attention(&q, &k, &v, &cs.mask, n, d, h), FWD_RTOL, FWD_ATOL).unwrap();
+    close(
+        "softmax out",
+        &sout,
+        &softmax_attention(&q, &k, &v, &cs.mask, n, d, h),
+        FWD_RTOL,
+        FWD_ATOL,
+    )
+    .unwrap();
 
     // backward: a few finite-difference probes per input (the full gradient costs too much here)
     let c = g.vec(n * d, -1.0, 1.0);
@@ -164,12 +197,17 @@ fn attention_agrees_with_oracle_when_threaded() {
     linear_attention_bwd(a, b, cc, &c, &cs.q, &cs.k, &cs.v, &cs.mask, &s, &z, n, d, h);
     let mut smx = [vec![0.0; n * d], vec![0.0; n * d], vec![0.0; n * d]];
     let [a, b, cc] = &mut smx;
-    softmax_attention_bwd(a, b, cc, &c, &sout, &lse, &cs.q, &cs.k, &cs.v, &cs.mask, n, d, h);
+    softmax_attention_bwd(
+        a, b, cc, &c, &sout, &lse, &cs.q, &cs.k, &cs.v, &cs.mask, n, d, h,
+    );
     let eps = 1e-6;
     for probe in 0..6 {
         let which = probe % 3;
         // a real row so k and v probes have a gradient
-        let row = (0..n).filter(|&i| cs.mask[i] != 0.0).nth(probe * 7).unwrap();
+        let row = (0..n)
+            .filter(|&i| cs.mask[i] != 0.0)
+            .nth(probe * 7)
+            .unwrap();
         let e = row * d + g.below(d);
         for (f, got, name) in [
             (linear_attention as Fwd, &lin, "linear"),

@@ -4,8 +4,8 @@
 mod oracle;
 
 use eraengine::ops::elementwise::{
-    add_bwd, add_fwd, dropout_bwd, dropout_fwd, elu1_bwd, elu1_fwd, gelu_bwd, gelu_fwd, pos_enc_add,
-    DropoutKey,
+    add_bwd, add_fwd, dropout_bwd, dropout_fwd, elu1_bwd, elu1_fwd, gelu_bwd, gelu_fwd,
+    pos_enc_add, DropoutKey,
 };
 use eraengine::rng::dropout_uniform;
 use oracle::*;
@@ -114,13 +114,20 @@ fn mask_of(len: usize, p: f32, key: DropoutKey) -> Vec<bool> {
 fn dropout_mask_is_deterministic_per_key_and_differs_across_steps_and_tensors() {
     // large enough to be split over threads
     let len = 100_003;
-    let key = DropoutKey { seed: 0x1234_5678_9ABC, step: 5, tensor: 2 };
+    let key = DropoutKey {
+        seed: 0x1234_5678_9ABC,
+        step: 5,
+        tensor: 2,
+    };
     let a = mask_of(len, 0.3, key);
     assert_eq!(a, mask_of(len, 0.3, key));
     for other in [
         DropoutKey { step: 6, ..key },
         DropoutKey { tensor: 3, ..key },
-        DropoutKey { seed: key.seed + 1, ..key },
+        DropoutKey {
+            seed: key.seed + 1,
+            ..key
+        },
     ] {
         let b = mask_of(len, 0.3, other);
         let same = a.iter().zip(&b).filter(|(x, y)| x == y).count() as f64 / len as f64;
@@ -135,20 +142,38 @@ fn dropout_mask_is_deterministic_per_key_and_differs_across_steps_and_tensors() 
 fn dropout_keep_rate_is_one_minus_p_and_scale_keeps_the_mean() {
     let len = 200_000;
     for p in [0.1f32, 0.5, 0.9] {
-        let key = DropoutKey { seed: 99, step: 1, tensor: 7 };
+        let key = DropoutKey {
+            seed: 99,
+            step: 1,
+            tensor: 7,
+        };
         let x = vec![1.0f32; len];
         let mut y = vec![0.0; len];
         dropout_fwd(&mut y, &x, p, key);
         let kept = y.iter().filter(|&&v| v != 0.0).count() as f64 / len as f64;
         // binomial standard error ≤ 0.0012
-        assert!((kept - (1.0 - p as f64)).abs() < 0.006, "p = {p}: kept {kept}");
+        assert!(
+            (kept - (1.0 - p as f64)).abs() < 0.006,
+            "p = {p}: kept {kept}"
+        );
         let mean = y.iter().map(|&v| v as f64).sum::<f64>() / len as f64;
         assert!((mean - 1.0).abs() < 0.06, "p = {p}: mean {mean}");
-        assert!(y.iter().all(|&v| v == 0.0 || (v as f64 - 1.0 / (1.0 - p as f64)).abs() < 1e-5));
+        assert!(y
+            .iter()
+            .all(|&v| v == 0.0 || (v as f64 - 1.0 / (1.0 - p as f64)).abs() < 1e-5));
     }
     // p = 1 drops everything without producing NaN
     let mut y = vec![5.0; 16];
-    dropout_fwd(&mut y, &[1.0; 16], 1.0, DropoutKey { seed: 1, step: 1, tensor: 1 });
+    dropout_fwd(
+        &mut y,
+        &[1.0; 16],
+        1.0,
+        DropoutKey {
+            seed: 1,
+            step: 1,
+            tensor: 1,
+        },
+    );
     assert!(y.iter().all(|&v| v == 0.0));
 }
 

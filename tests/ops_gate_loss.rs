@@ -51,8 +51,20 @@ fn run_gate(c: &GateCase, select: GateSelect) -> GateRun {
         u: vec![7.0; r],
     };
     gate_fwd(
-        &mut o.xt, &mut o.g, &mut o.keep, &mut o.xbar, &mut o.u, &c.x, &c.mask, &c.w, &c.a, &c.b,
-        select, n, f, r,
+        &mut o.xt,
+        &mut o.g,
+        &mut o.keep,
+        &mut o.xbar,
+        &mut o.u,
+        &c.x,
+        &c.mask,
+        &c.w,
+        &c.a,
+        &c.b,
+        select,
+        n,
+        f,
+        r,
     );
     o
 }

@@ -93,12 +93,29 @@ fn linear_and_layer_norm_agree_with_oracle_when_threaded() {
     let mut out = vec![0.0; n * m];
     linear_fwd(&mut out, &inp, &w, Some(&b), n, k, m);
     let (inp64, w64) = (f64s(&inp), f64s(&w));
-    close("out", &out, &linear(&inp64, &w64, Some(&f64s(&b)), n, k, m), FWD_RTOL, FWD_ATOL).unwrap();
+    close(
+        "out",
+        &out,
+        &linear(&inp64, &w64, Some(&f64s(&b)), n, k, m),
+        FWD_RTOL,
+        FWD_ATOL,
+    )
+    .unwrap();
 
     // analytic gradients of Σ c·out: dinp = c·w, dw = cᵀ·inp, db = Σ_rows c
     let c = g.vec(n * m, -1.0, 1.0);
     let (mut dinp, mut dw, mut db) = (vec![0.0; n * k], vec![0.0; m * k], vec![0.0; m]);
-    linear_bwd(Some(&mut dinp), &mut dw, Some(&mut db), &c, &inp, &w, n, k, m);
+    linear_bwd(
+        Some(&mut dinp),
+        &mut dw,
+        Some(&mut db),
+        &c,
+        &inp,
+        &w,
+        n,
+        k,
+        m,
+    );
     let c64 = f64s(&c);
     let mut want_dinp = vec![0.0; n * k];
     let mut want_dw = vec![0.0; m * k];

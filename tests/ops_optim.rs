@@ -45,7 +45,15 @@ fn first_adam_step_moves_each_weight_by_about_lr_against_its_gradient() {
     let mut p = vec![0.5f32, -0.5, 0.25];
     let grad = [0.3f32, -2.0, 1e-3];
     let (mut m, mut v) = (vec![0.0; 3], vec![0.0; 3]);
-    let args = AdamArgs { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, step: 1, grad_scale: 1.0 };
+    let args = AdamArgs {
+        lr: 0.01,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        step: 1,
+        grad_scale: 1.0,
+    };
     adam_step(&mut p, &grad, &mut m, &mut v, &args);
     for (got, want) in p.iter().zip([0.49f32, -0.49, 0.24]) {
         assert!((got - want).abs() < 1e-5, "{got} vs {want}");
@@ -53,7 +61,16 @@ fn first_adam_step_moves_each_weight_by_about_lr_against_its_gradient() {
     // AdamW shrinks weights with a zero gradient by lr · wd · p
     let mut p = vec![2.0f32];
     let (mut m, mut v) = (vec![0.0], vec![0.0]);
-    adam_step(&mut p, &[0.0], &mut m, &mut v, &AdamArgs { weight_decay: 0.1, ..args });
+    adam_step(
+        &mut p,
+        &[0.0],
+        &mut m,
+        &mut v,
+        &AdamArgs {
+            weight_decay: 0.1,
+            ..args
+        },
+    );
     assert!((p[0] - (2.0 - 0.01 * 0.1 * 2.0)).abs() < 1e-6, "{}", p[0]);
 }
 
@@ -63,14 +80,30 @@ fn adam_agrees_with_oracle_when_threaded() {
     let mut g = Gen::new(9);
     let p0 = g.vec(len, -1.0, 1.0);
     let grad = g.vec(len, -1.0, 1.0);
-    let args = AdamArgs { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, step: 3, grad_scale: 0.5 };
+    let args = AdamArgs {
+        lr: 1e-2,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+        step: 3,
+        grad_scale: 0.5,
+    };
     let (mut p, mut m, mut v) = (p0.clone(), vec![0.0; len], vec![0.0; len]);
     adam_step(&mut p, &grad, &mut m, &mut v, &args);
     let z = vec![0.0; len];
     let (wp, ..) = adam(
-        &f64s(&p0), &f64s(&grad), &z, &z,
-        args.lr as f64, args.beta1 as f64, args.beta2 as f64, args.eps as f64,
-        args.weight_decay as f64, 3, 0.5,
+        &f64s(&p0),
+        &f64s(&grad),
+        &z,
+        &z,
+        args.lr as f64,
+        args.beta1 as f64,
+        args.beta2 as f64,
+        args.eps as f64,
+        args.weight_decay as f64,
+        3,
+        0.5,
     );
     close("p", &p, &wp, 0.0, 3e-7).unwrap();
 }

@@ -70,22 +70,25 @@ pub fn linear_bwd(
     if let Some(dinp) = dinp {
         if k > 0 {
             let chunk = par::chunk_rows(n, 2 * k * m);
-            par::run(dinp[..n * k].chunks_mut(chunk * k).enumerate(), |(c, di)| {
-                let r0 = c * chunk;
-                for (ii, drow) in di.chunks_mut(k).enumerate() {
-                    let i = r0 + ii;
-                    let g = &dout[i * m..(i + 1) * m];
-                    for (j, &gv) in g.iter().enumerate() {
-                        if gv == 0.0 {
-                            continue;
-                        }
-                        let wr = &w[j * k..(j + 1) * k];
-                        for (dv, &wv) in drow.iter_mut().zip(wr) {
-                            *dv += gv * wv;
+            par::run(
+                dinp[..n * k].chunks_mut(chunk * k).enumerate(),
+                |(c, di)| {
+                    let r0 = c * chunk;
+                    for (ii, drow) in di.chunks_mut(k).enumerate() {
+                        let i = r0 + ii;
+                        let g = &dout[i * m..(i + 1) * m];
+                        for (j, &gv) in g.iter().enumerate() {
+                            if gv == 0.0 {
+                                continue;
+                            }
+                            let wr = &w[j * k..(j + 1) * k];
+                            for (dv, &wv) in drow.iter_mut().zip(wr) {
+                                *dv += gv * wv;
+                            }
                         }
                     }
-                }
-            });
+                },
+            );
         }
     }
     if k > 0 {
