@@ -180,10 +180,13 @@ pub fn linear_bwd(
         if k > 0 {
             // dinp[n,k] += dout[n,m] · w[m,k]
             let chunk = par::chunk_rows(n, 2 * k * m);
-            par::run(dinp[..n * k].chunks_mut(chunk * k).enumerate(), |(c, di)| {
-                let r0 = c * chunk;
-                gemm_acc(di, &dout[r0 * m..], m, w, di.len() / k, m, k);
-            });
+            par::run(
+                dinp[..n * k].chunks_mut(chunk * k).enumerate(),
+                |(c, di)| {
+                    let r0 = c * chunk;
+                    gemm_acc(di, &dout[r0 * m..], m, w, di.len() / k, m, k);
+                },
+            );
         }
     }
     if k > 0 {
