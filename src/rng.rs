@@ -91,7 +91,10 @@ impl Rng {
     pub fn next_u32(&mut self) -> u32 {
         if self.used == 4 {
             let c = self.counter;
-            self.buf = philox4x32_10([c as u32, (c >> 32) as u32, self.stream, INIT_TAG], self.key);
+            self.buf = philox4x32_10(
+                [c as u32, (c >> 32) as u32, self.stream, INIT_TAG],
+                self.key,
+            );
             self.counter = self.counter.wrapping_add(1);
             self.used = 0;
         }

@@ -133,13 +133,7 @@ pub fn add_bwd(da: &mut [f32], db: &mut [f32], dout: &[f32]) {
 
 /// Calls f(e, scale_or_zero) for every element of `out`'s chunk, one Philox call per 4 elements:
 /// the multiplier is 1/(1 − p) where element e is kept (u ≥ p) and 0 where it is dropped.
-fn dropout_apply(
-    out: &mut [f32],
-    src: &[f32],
-    p: f32,
-    key: DropoutKey,
-    accumulate: bool,
-) {
+fn dropout_apply(out: &mut [f32], src: &[f32], p: f32, key: DropoutKey, accumulate: bool) {
     let len = out.len().min(src.len());
     if len == 0 {
         return;
@@ -200,7 +194,7 @@ fn inv_freq(c: usize, d: usize) -> f64 {
 /// PE(i, c) of SPEC §3: sin(i / 10000^(2j/d)) for c = 2j, cos(...) for c = 2j + 1 (computed in f64).
 pub fn pos_enc(i: usize, c: usize, d: usize) -> f32 {
     let angle = i as f64 * inv_freq(c, d);
-    if c % 2 == 0 {
+    if c.is_multiple_of(2) {
         angle.sin() as f32
     } else {
         angle.cos() as f32
@@ -222,7 +216,11 @@ pub fn pos_enc_add(h: &mut [f32], n: usize, d: usize) {
             let i = (r0 + ii) as f64;
             for (c, v) in row.iter_mut().enumerate() {
                 let angle = i * freqs[c];
-                *v += if c % 2 == 0 { angle.sin() } else { angle.cos() } as f32;
+                *v += if c.is_multiple_of(2) {
+                    angle.sin()
+                } else {
+                    angle.cos()
+                } as f32;
             }
         }
     });

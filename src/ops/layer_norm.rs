@@ -70,34 +70,37 @@ pub fn layer_norm_bwd(
     }
     let chunk = par::chunk_rows(n, 12 * d);
     // each chunk returns its partial [dγ | dβ] in f64
-    let partials = par::run(dinp[..n * d].chunks_mut(chunk * d).enumerate(), |(c, di)| {
-        let r0 = c * chunk;
-        let mut acc = vec![0f64; 2 * d];
-        for (ii, drow) in di.chunks_mut(d).enumerate() {
-            let i = r0 + ii;
-            let x = &inp[i * d..(i + 1) * d];
-            let g = &dout[i * d..(i + 1) * d];
-            let (mu, rs) = (mean[i], rstd[i]);
-            let mut sum_dxh = 0f64;
-            let mut sum_dxh_xh = 0f64;
-            for kk in 0..d {
-                let xh = (x[kk] - mu) * rs;
-                let dxh = g[kk] * gamma[kk];
-                sum_dxh += dxh as f64;
-                sum_dxh_xh += (dxh * xh) as f64;
-                acc[kk] += (g[kk] * xh) as f64;
-                acc[d + kk] += g[kk] as f64;
+    let partials = par::run(
+        dinp[..n * d].chunks_mut(chunk * d).enumerate(),
+        |(c, di)| {
+            let r0 = c * chunk;
+            let mut acc = vec![0f64; 2 * d];
+            for (ii, drow) in di.chunks_mut(d).enumerate() {
+                let i = r0 + ii;
+                let x = &inp[i * d..(i + 1) * d];
+                let g = &dout[i * d..(i + 1) * d];
+                let (mu, rs) = (mean[i], rstd[i]);
+                let mut sum_dxh = 0f64;
+                let mut sum_dxh_xh = 0f64;
+                for kk in 0..d {
+                    let xh = (x[kk] - mu) * rs;
+                    let dxh = g[kk] * gamma[kk];
+                    sum_dxh += dxh as f64;
+                    sum_dxh_xh += (dxh * xh) as f64;
+                    acc[kk] += (g[kk] * xh) as f64;
+                    acc[d + kk] += g[kk] as f64;
+                }
+                let mean_dxh = (sum_dxh / d as f64) as f32;
+                let mean_dxh_xh = (sum_dxh_xh / d as f64) as f32;
+                for kk in 0..d {
+                    let xh = (x[kk] - mu) * rs;
+                    let dxh = g[kk] * gamma[kk];
+                    drow[kk] += rs * (dxh - mean_dxh - xh * mean_dxh_xh);
+                }
             }
-            let mean_dxh = (sum_dxh / d as f64) as f32;
-            let mean_dxh_xh = (sum_dxh_xh / d as f64) as f32;
-            for kk in 0..d {
-                let xh = (x[kk] - mu) * rs;
-                let dxh = g[kk] * gamma[kk];
-                drow[kk] += rs * (dxh - mean_dxh - xh * mean_dxh_xh);
-            }
-        }
-        acc
-    });
+            acc
+        },
+    );
     let mut total = vec![0f64; 2 * d];
     for p in partials {
         for (t, v) in total.iter_mut().zip(p) {

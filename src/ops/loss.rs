@@ -46,10 +46,10 @@ pub fn mse_sparsity_fwd(
 ) -> LossParts {
     let mut sse = 0f64;
     let mut count = 0f64;
-    for i in 0..n {
+    for (i, &mi) in mask[..n].iter().enumerate() {
         for kk in 0..t {
             let e = i * t + kk;
-            let wt = weight(mask[i], y[e]);
+            let wt = weight(mi, y[e]);
             if wt == 0.0 {
                 continue;
             }
@@ -85,10 +85,10 @@ pub fn mse_sparsity_bwd(
 ) {
     let count = target_count(y, mask, n, t);
     if count > 0.0 {
-        for i in 0..n {
+        for (i, &mi) in mask[..n].iter().enumerate() {
             for kk in 0..t {
                 let e = i * t + kk;
-                let wt = weight(mask[i], y[e]);
+                let wt = weight(mi, y[e]);
                 if wt == 0.0 {
                     continue;
                 }
