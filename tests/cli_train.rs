@@ -41,7 +41,7 @@ fn trained() -> &'static Trained {
     T.get_or_init(|| {
         let dir = scratch("train");
         let ckpt = dir.join("model.safetensors");
-        let o = run(bin().env("ERAENGINE_CACHE", dir.join("cache")).args(["train", "--epochs", "6", "--out"]).arg(&ckpt));
+        let o = run(bin().env("ERAENGINE_CACHE", dir.join("cache")).args(["train", "--epochs", "8", "--out"]).arg(&ckpt));
         let log = text(&o);
         assert!(o.status.success(), "train failed:\n{log}");
         Trained { dir, ckpt, log }
@@ -129,11 +129,11 @@ fn training_on_builtin_data_learns_and_beats_a_linear_model() {
     let t = trained();
     let line = t.log.lines().find(|l| l.starts_with("best epoch")).unwrap_or_else(|| panic!("no summary line:\n{}", t.log));
     let corr: f64 = line.split("validation mean corr ").nth(1).unwrap().split(',').next().unwrap().trim().parse().unwrap();
-    assert!(t.log.contains("epoch   1/6"), "per-epoch lines missing:\n{}", t.log);
+    assert!(t.log.contains("epoch   1/8"), "per-epoch lines missing:\n{}", t.log);
     assert!(corr > 0.02, "validation corr {corr} is not clearly above zero:\n{}", t.log);
     let dir = builtin_dir();
-    let train = Store::open(&find_store(&dir, "train")).unwrap();
-    let valid = Store::open(&find_store(&dir, "valid")).unwrap();
+    let train = Store::open(&find_store(&dir, "builtin-train")).unwrap();
+    let valid = Store::open(&find_store(&dir, "builtin-validation")).unwrap();
     let lin = linear_baseline(&train, &valid);
     assert!(corr > lin + 0.01, "EraTransformer corr {corr} does not beat the linear model's {lin}");
     assert!(t.ckpt.exists());
@@ -143,7 +143,7 @@ fn training_on_builtin_data_learns_and_beats_a_linear_model() {
 fn predict_writes_a_valid_submission_and_eval_scores_it() {
     let t = trained();
     let dir = scratch("predict");
-    let valid = find_store(&builtin_dir(), "valid");
+    let valid = find_store(&builtin_dir(), "builtin-validation");
     let out = dir.join("preds.csv");
     let o = run(bin().args(["predict", "--model"]).arg(&t.ckpt).arg("--data").arg(&valid).arg("--out").arg(&out));
     assert!(o.status.success(), "{}", text(&o));

@@ -16,8 +16,13 @@ pub fn run(args: &super::InfoArgs) -> Result<()> {
                     std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
                 ));
             }
-            // CHECKPOINT BRANCH: becomes `crate::checkpoint_info(p, args.json)` once checkpoints exist.
-            Err(Error::usage("checkpoint info not built yet"))
+            let ck = crate::checkpoint::Checkpoint::load(p)?;
+            if args.json {
+                println!("{}", ck.info_json());
+            } else {
+                print!("{}", ck.info_text());
+            }
+            Ok(())
         }
     }
 }

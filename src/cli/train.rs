@@ -131,13 +131,13 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     });
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("model.safetensors"));
     let opts = TrainOptions {
-        epochs: a.epochs.unwrap_or(if builtin { 8 } else { 10 }),
+        epochs: a.epochs.unwrap_or(if builtin { 12 } else { 20 }),
         seed: a.seed,
         lr: a.lr.unwrap_or(1e-3),
         weight_decay: a.weight_decay.unwrap_or(0.0),
         clip: a.clip.unwrap_or(1.0),
         max_steps: a.max_steps,
-        patience: a.patience.unwrap_or(3),
+        patience: a.patience.unwrap_or(6),
         threshold_warmup: 0,
         out: Some(out.clone()),
         grads_out: a.grads_out.clone(),
