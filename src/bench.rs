@@ -44,7 +44,12 @@ impl BenchReport {
     pub fn table(&self) -> String {
         let mut s = format!(
             "device {}  rows {}  features {}  d_model {}  heads {}  layers {}\n",
-            self.device, self.rows, self.cfg.n_features, self.cfg.d_model, self.cfg.heads, self.cfg.layers
+            self.device,
+            self.rows,
+            self.cfg.n_features,
+            self.cfg.d_model,
+            self.cfg.heads,
+            self.cfg.layers
         );
         s += &format!("{:<28} {:>10}\n", "op", "ms");
         for (n, ms) in &self.ops {
@@ -63,7 +68,12 @@ impl BenchReport {
 
 /// Matmul flops of one training step (forward 2nkm, backward 4nkm per linear map).
 pub fn step_flops(cfg: &Config, n: usize) -> f64 {
-    let (f, d, dff, t) = (cfg.n_features as f64, cfg.d_model as f64, cfg.d_ff as f64, cfg.n_targets as f64);
+    let (f, d, dff, t) = (
+        cfg.n_features as f64,
+        cfg.d_model as f64,
+        cfg.d_ff as f64,
+        cfg.n_targets as f64,
+    );
     let n = n as f64;
     let dh = d / cfg.heads as f64;
     let per_layer = 4.0 * d * d + 2.0 * d * dff;
@@ -88,7 +98,9 @@ pub fn time_ms(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 /// A random era of `n` rows and `f` features with one target, all rows real.
 pub fn random_era(n: usize, f: usize, seed: u64) -> EraBatch {
     let mut rng = Rng::new(seed, 77);
-    let x = (0..n * f).map(|_| ((rng.next_u32() % 5) as f32 - 2.0) / 2.0).collect();
+    let x = (0..n * f)
+        .map(|_| ((rng.next_u32() % 5) as f32 - 2.0) / 2.0)
+        .collect();
     let y = (0..n).map(|_| (rng.next_u32() % 5) as f32 / 4.0).collect();
     EraBatch {
         name: "bench".into(),
@@ -103,13 +115,25 @@ pub fn random_era(n: usize, f: usize, seed: u64) -> EraBatch {
 
 /// Times each op at the model's shapes and a full training step.
 pub fn run<B: Backend>(dev: &B, cfg: Config, n: usize, reps: usize) -> Result<BenchReport> {
-    let (f, d, h, r, dff) = (cfg.n_features, cfg.d_model, cfg.heads, cfg.gate_rank, cfg.d_ff);
+    let (f, d, h, r, dff) = (
+        cfg.n_features,
+        cfg.d_model,
+        cfg.heads,
+        cfg.gate_rank,
+        cfg.d_ff,
+    );
     let mut rng = Rng::new(1, 2);
     let mut rand = |len: usize| -> Result<B::Buf> {
         let v: Vec<f32> = (0..len).map(|_| rng.uniform(-1.0, 1.0)).collect();
         dev.upload(&v)
     };
-    let (x, w_dd, b_d, h1, h2) = (rand(n * f)?, rand(d * d)?, rand(d)?, rand(n * d)?, rand(n * d)?);
+    let (x, w_dd, b_d, h1, h2) = (
+        rand(n * f)?,
+        rand(d * d)?,
+        rand(d)?,
+        rand(n * d)?,
+        rand(n * d)?,
+    );
     let (gw, ga, gb) = (rand(f)?, rand(f * r.max(1))?, rand(f * r.max(1))?);
     let mask = dev.upload(&vec![1.0; n])?;
     let mut out = dev.zeros(n * d)?;
@@ -117,28 +141,113 @@ pub fn run<B: Backend>(dev: &B, cfg: Config, n: usize, reps: usize) -> Result<Be
     let mut dw = dev.zeros(d * d)?;
     let mut db = dev.zeros(d)?;
     let mut ops = Vec::new();
-    ops.push(("linear_fwd [n,d]x[d,d]".to_string(), time_ms(reps, || dev.linear_fwd(&mut out, &h1, &w_dd, Some(&b_d), n, d, d))?));
-    ops.push(("linear_bwd [n,d]x[d,d]".to_string(), time_ms(reps, || dev.linear_bwd(Some(&mut dinp), &mut dw, Some(&mut db), &h2, &h1, &w_dd, n, d, d))?));
+    ops.push((
+        "linear_fwd [n,d]x[d,d]".to_string(),
+        time_ms(reps, || {
+            dev.linear_fwd(&mut out, &h1, &w_dd, Some(&b_d), n, d, d)
+        })?,
+    ));
+    ops.push((
+        "linear_bwd [n,d]x[d,d]".to_string(),
+        time_ms(reps, || {
+            dev.linear_bwd(
+                Some(&mut dinp),
+                &mut dw,
+                Some(&mut db),
+                &h2,
+                &h1,
+                &w_dd,
+                n,
+                d,
+                d,
+            )
+        })?,
+    ));
     let (mut s, mut z) = (dev.zeros(h * (d / h) * (d / h))?, dev.zeros(d)?);
-    ops.push(("linear_attention_fwd".to_string(), time_ms(reps, || dev.linear_attention_fwd(&mut out, &mut s, &mut z, &h1, &h2, &h1, &mask, n, d, h))?));
+    ops.push((
+        "linear_attention_fwd".to_string(),
+        time_ms(reps, || {
+            dev.linear_attention_fwd(&mut out, &mut s, &mut z, &h1, &h2, &h1, &mask, n, d, h)
+        })?,
+    ));
     let (mut dq, mut dk, mut dv) = (dev.zeros(n * d)?, dev.zeros(n * d)?, dev.zeros(n * d)?);
-    ops.push(("linear_attention_bwd".to_string(), time_ms(reps, || dev.linear_attention_bwd(&mut dq, &mut dk, &mut dv, &h2, &h1, &h2, &h1, &mask, &s, &z, n, d, h))?));
+    ops.push((
+        "linear_attention_bwd".to_string(),
+        time_ms(reps, || {
+            dev.linear_attention_bwd(
+                &mut dq, &mut dk, &mut dv, &h2, &h1, &h2, &h1, &mask, &s, &z, n, d, h,
+            )
+        })?,
+    ));
     let (mut mean, mut rstd) = (dev.zeros(n)?, dev.zeros(n)?);
-    ops.push(("layer_norm_fwd".to_string(), time_ms(reps, || dev.layer_norm_fwd(&mut out, &mut mean, &mut rstd, &h1, &b_d, &b_d, n, d))?));
+    ops.push((
+        "layer_norm_fwd".to_string(),
+        time_ms(reps, || {
+            dev.layer_norm_fwd(&mut out, &mut mean, &mut rstd, &h1, &b_d, &b_d, n, d)
+        })?,
+    ));
     let (mut dg_, mut db_) = (dev.zeros(d)?, dev.zeros(d)?);
-    ops.push(("layer_norm_bwd".to_string(), time_ms(reps, || dev.layer_norm_bwd(&mut dinp, &mut dg_, &mut db_, &h2, &h1, &mean, &rstd, &b_d, n, d))?));
+    ops.push((
+        "layer_norm_bwd".to_string(),
+        time_ms(reps, || {
+            dev.layer_norm_bwd(
+                &mut dinp, &mut dg_, &mut db_, &h2, &h1, &mean, &rstd, &b_d, n, d,
+            )
+        })?,
+    ));
     let mut ff = dev.zeros(n * dff)?;
     let ffin = rand(n * dff)?;
-    ops.push(("gelu_fwd [n,d_ff]".to_string(), time_ms(reps, || dev.gelu_fwd(&mut ff, &ffin))?));
-    let key = DropoutKey { seed: 1, step: 1, tensor: 0 };
-    ops.push(("dropout_fwd [n,d]".to_string(), time_ms(reps, || dev.dropout_fwd(&mut out, &h1, 0.1, key))?));
-    let (mut xt, mut g, mut keep, mut xbar, mut u) = (dev.zeros(n * f)?, dev.zeros(f)?, dev.zeros(f)?, dev.zeros(f)?, dev.zeros(r.max(1))?);
-    ops.push(("gate_fwd".to_string(), time_ms(reps, || dev.gate_fwd(&mut xt, &mut g, &mut keep, &mut xbar, &mut u, &x, &mask, &gw, &ga, &gb, GateSelect::Threshold(0.0), n, f, r))?));
+    ops.push((
+        "gelu_fwd [n,d_ff]".to_string(),
+        time_ms(reps, || dev.gelu_fwd(&mut ff, &ffin))?,
+    ));
+    let key = DropoutKey {
+        seed: 1,
+        step: 1,
+        tensor: 0,
+    };
+    ops.push((
+        "dropout_fwd [n,d]".to_string(),
+        time_ms(reps, || dev.dropout_fwd(&mut out, &h1, 0.1, key))?,
+    ));
+    let (mut xt, mut g, mut keep, mut xbar, mut u) = (
+        dev.zeros(n * f)?,
+        dev.zeros(f)?,
+        dev.zeros(f)?,
+        dev.zeros(f)?,
+        dev.zeros(r.max(1))?,
+    );
+    ops.push((
+        "gate_fwd".to_string(),
+        time_ms(reps, || {
+            dev.gate_fwd(
+                &mut xt,
+                &mut g,
+                &mut keep,
+                &mut xbar,
+                &mut u,
+                &x,
+                &mask,
+                &gw,
+                &ga,
+                &gb,
+                GateSelect::Threshold(0.0),
+                n,
+                f,
+                r,
+            )
+        })?,
+    ));
     // A whole step on the real model.
     let tensors = crate::model::init_params(&cfg, 0);
     let params = Params::from_host(dev, &tensors)?;
     let model = EraTransformer::new(cfg.clone(), &params)?;
-    let mut m = Trained { model, params, features: vec![], targets: vec![] };
+    let mut m = Trained {
+        model,
+        params,
+        features: vec![],
+        targets: vec![],
+    };
     let mut adam = Adam::new(dev, &m.params, 1e-3, 0.0)?;
     let batch = random_era(n, f, 3);
     let opts = TrainOptions {

@@ -21,7 +21,10 @@ pub struct Checkpoint {
 }
 
 /// Serialises tensors with string metadata as safetensors bytes.
-pub fn to_bytes(tensors: &[(String, Vec<usize>, Vec<f32>)], metadata: &Map<String, Value>) -> Vec<u8> {
+pub fn to_bytes(
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    metadata: &Map<String, Value>,
+) -> Vec<u8> {
     let mut header = Map::new();
     if !metadata.is_empty() {
         header.insert("__metadata__".into(), Value::Object(metadata.clone()));
@@ -54,13 +57,22 @@ pub fn to_bytes(tensors: &[(String, Vec<usize>, Vec<f32>)], metadata: &Map<Strin
 pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Map<String, Value>, HostTensors)> {
     let err = |place: &str, m: String| Error::format(path, place, m);
     if bytes.len() < 8 {
-        return Err(err("header", format!("file is {} bytes, too short for a safetensors header", bytes.len())));
+        return Err(err(
+            "header",
+            format!(
+                "file is {} bytes, too short for a safetensors header",
+                bytes.len()
+            ),
+        ));
     }
     let mut lenb = [0u8; 8];
     lenb.copy_from_slice(&bytes[..8]);
     let hlen = u64::from_le_bytes(lenb);
     if hlen > (bytes.len() - 8) as u64 || hlen > 100_000_000 {
-        return Err(err("header", format!("header length {hlen} exceeds the file size {}", bytes.len())));
+        return Err(err(
+            "header",
+            format!("header length {hlen} exceeds the file size {}", bytes.len()),
+        ));
     }
     let hlen = hlen as usize;
     let header: Value = serde_json::from_slice(&bytes[8..8 + hlen])
@@ -91,7 +103,12 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Map<String, Value>, Host
             .iter()
             .map(|x| x.as_u64().map(|x| x as usize))
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| err(&place, "shape must be a list of non-negative integers".into()))?;
+            .ok_or_else(|| {
+                err(
+                    &place,
+                    "shape must be a list of non-negative integers".into(),
+                )
+            })?;
         let offs = v
             .get("data_offsets")
             .and_then(Value::as_array)
@@ -118,7 +135,10 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Map<String, Value>, Host
     let mut tensors = Vec::new();
     for ((start, end), name, shape) in entries {
         if start != expect {
-            return Err(err(&format!("tensor '{name}'"), "tensors overlap or leave a gap".into()));
+            return Err(err(
+                &format!("tensor '{name}'"),
+                "tensors overlap or leave a gap".into(),
+            ));
         }
         expect = end;
         let vals = data[start..end]
@@ -128,7 +148,13 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Map<String, Value>, Host
         tensors.push((name, shape, vals));
     }
     if expect != data.len() {
-        return Err(err("data", format!("{} trailing bytes after the last tensor", data.len() - expect)));
+        return Err(err(
+            "data",
+            format!(
+                "{} trailing bytes after the last tensor",
+                data.len() - expect
+            ),
+        ));
     }
     Ok((metadata, tensors))
 }
@@ -138,9 +164,18 @@ impl Checkpoint {
         let mut m = Map::new();
         m.insert("format".into(), Value::String("eraengine".into()));
         m.insert("format_version".into(), Value::String("1".into()));
-        m.insert("config".into(), Value::String(self.config.to_json().to_string()));
-        m.insert("features".into(), Value::String(json!(self.features).to_string()));
-        m.insert("targets".into(), Value::String(json!(self.targets).to_string()));
+        m.insert(
+            "config".into(),
+            Value::String(self.config.to_json().to_string()),
+        );
+        m.insert(
+            "features".into(),
+            Value::String(json!(self.features).to_string()),
+        );
+        m.insert(
+            "targets".into(),
+            Value::String(json!(self.targets).to_string()),
+        );
         m
     }
 
@@ -154,25 +189,48 @@ impl Checkpoint {
         let (meta, tensors) = from_bytes(&bytes, path)?;
         let get = |k: &str| -> Result<&str> {
             meta.get(k).and_then(Value::as_str).ok_or_else(|| {
-                Error::format(path, "__metadata__", format!("key '{k}' is missing: not an eraengine checkpoint"))
+                Error::format(
+                    path,
+                    "__metadata__",
+                    format!("key '{k}' is missing: not an eraengine checkpoint"),
+                )
             })
         };
         if get("format")? != "eraengine" {
-            return Err(Error::format(path, "__metadata__.format", "expected \"eraengine\""));
+            return Err(Error::format(
+                path,
+                "__metadata__.format",
+                "expected \"eraengine\"",
+            ));
         }
         let ver = get("format_version")?;
         if ver != "1" {
-            return Err(Error::format(path, "__metadata__.format_version", format!("version {ver} is not supported (this build reads 1)")));
+            return Err(Error::format(
+                path,
+                "__metadata__.format_version",
+                format!("version {ver} is not supported (this build reads 1)"),
+            ));
         }
         let cfg_v: Value = serde_json::from_str(get("config")?)
             .map_err(|e| Error::format(path, "__metadata__.config", format!("not JSON: {e}")))?;
         let config = Config::from_json(&cfg_v, path)?;
         let names = |k: &str| -> Result<Vec<String>> {
-            let v: Value = serde_json::from_str(get(k)?)
-                .map_err(|e| Error::format(path, format!("__metadata__.{k}"), format!("not JSON: {e}")))?;
+            let v: Value = serde_json::from_str(get(k)?).map_err(|e| {
+                Error::format(path, format!("__metadata__.{k}"), format!("not JSON: {e}"))
+            })?;
             v.as_array()
-                .and_then(|a| a.iter().map(|x| x.as_str().map(String::from)).collect::<Option<Vec<_>>>())
-                .ok_or_else(|| Error::format(path, format!("__metadata__.{k}"), "expected a JSON array of strings"))
+                .and_then(|a| {
+                    a.iter()
+                        .map(|x| x.as_str().map(String::from))
+                        .collect::<Option<Vec<_>>>()
+                })
+                .ok_or_else(|| {
+                    Error::format(
+                        path,
+                        format!("__metadata__.{k}"),
+                        "expected a JSON array of strings",
+                    )
+                })
         };
         let features = names("features")?;
         let targets = names("targets")?;
@@ -193,19 +251,35 @@ impl Checkpoint {
         let specs = crate::model::param_specs(&config);
         let mut ordered = Vec::with_capacity(specs.len());
         for (name, shape) in &specs {
-            let t = tensors.iter().find(|(n, _, _)| n == name).ok_or_else(|| {
-                Error::format(path, format!("tensor '{name}'"), "is missing")
-            })?;
+            let t = tensors
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .ok_or_else(|| Error::format(path, format!("tensor '{name}'"), "is missing"))?;
             if &t.1 != shape {
-                return Err(Error::format(path, format!("tensor '{name}'"), format!("shape {:?}, the config needs {:?}", t.1, shape)));
+                return Err(Error::format(
+                    path,
+                    format!("tensor '{name}'"),
+                    format!("shape {:?}, the config needs {:?}", t.1, shape),
+                ));
             }
             if let Some(i) = t.2.iter().position(|x| !x.is_finite()) {
-                return Err(Error::format(path, format!("tensor '{name}'"), format!("element {i} is not finite")));
+                return Err(Error::format(
+                    path,
+                    format!("tensor '{name}'"),
+                    format!("element {i} is not finite"),
+                ));
             }
             ordered.push(t.clone());
         }
-        if let Some((extra, _, _)) = tensors.iter().find(|(n, _, _)| !specs.iter().any(|(s, _)| s == n)) {
-            return Err(Error::format(path, format!("tensor '{extra}'"), "is not a parameter of this config"));
+        if let Some((extra, _, _)) = tensors
+            .iter()
+            .find(|(n, _, _)| !specs.iter().any(|(s, _)| s == n))
+        {
+            return Err(Error::format(
+                path,
+                format!("tensor '{extra}'"),
+                "is not a parameter of this config",
+            ));
         }
         Ok(Checkpoint {
             config,
@@ -251,7 +325,11 @@ impl Checkpoint {
             c.dropout,
             if c.pos_enc { "on" } else { "off" }
         );
-        s += &format!("targets ({}): {}\n", self.targets.len(), self.targets.join(", "));
+        s += &format!(
+            "targets ({}): {}\n",
+            self.targets.len(),
+            self.targets.join(", ")
+        );
         let shown: Vec<&str> = self.features.iter().take(5).map(String::as_str).collect();
         s += &format!(
             "features ({}): {}{}\n",

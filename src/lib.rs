@@ -13,10 +13,10 @@ pub mod ops;
 pub mod rng;
 
 pub use error::{Error, Result};
+pub mod bench;
+pub mod checkpoint;
+pub mod io;
 pub mod model;
 pub mod params;
 pub mod tape;
-pub mod checkpoint;
-pub mod io;
 pub mod train;
-pub mod bench;

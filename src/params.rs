@@ -47,7 +47,10 @@ impl<B: Backend> Params<B> {
 
     /// Total number of scalars.
     pub fn numel(&self) -> usize {
-        self.shapes.iter().map(|s| s.iter().product::<usize>()).sum()
+        self.shapes
+            .iter()
+            .map(|s| s.iter().product::<usize>())
+            .sum()
     }
 
     pub fn zero_grads(&mut self, dev: &B) -> Result<()> {

@@ -18,15 +18,87 @@ pub struct T(pub usize);
 /// One recorded op: enough to run its backward.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Node {
-    Linear { out: T, inp: T, w: ParamId, b: ParamId, n: usize, k: usize, m: usize },
-    LayerNorm { out: T, mean: T, rstd: T, inp: T, gamma: ParamId, beta: ParamId, n: usize, d: usize },
-    Gelu { out: T, inp: T },
-    Add { out: T, a: T, b: T },
-    Dropout { out: T, inp: T, p: f32, key: DropoutKey },
-    LinearAttention { out: T, s: T, z: T, q: T, k: T, v: T, mask: T, n: usize, d: usize, h: usize },
-    SoftmaxAttention { out: T, lse: T, q: T, k: T, v: T, mask: T, n: usize, d: usize, h: usize },
-    Gate { xt: T, g: T, keep: T, xbar: T, u: T, x: T, mask: T, w: ParamId, a: Option<ParamId>, b: Option<ParamId>, n: usize, f: usize, r: usize },
-    Loss { yhat: T, y: T, mask: T, g: T, lambda: f32, n: usize, t: usize },
+    Linear {
+        out: T,
+        inp: T,
+        w: ParamId,
+        b: ParamId,
+        n: usize,
+        k: usize,
+        m: usize,
+    },
+    LayerNorm {
+        out: T,
+        mean: T,
+        rstd: T,
+        inp: T,
+        gamma: ParamId,
+        beta: ParamId,
+        n: usize,
+        d: usize,
+    },
+    Gelu {
+        out: T,
+        inp: T,
+    },
+    Add {
+        out: T,
+        a: T,
+        b: T,
+    },
+    Dropout {
+        out: T,
+        inp: T,
+        p: f32,
+        key: DropoutKey,
+    },
+    LinearAttention {
+        out: T,
+        s: T,
+        z: T,
+        q: T,
+        k: T,
+        v: T,
+        mask: T,
+        n: usize,
+        d: usize,
+        h: usize,
+    },
+    SoftmaxAttention {
+        out: T,
+        lse: T,
+        q: T,
+        k: T,
+        v: T,
+        mask: T,
+        n: usize,
+        d: usize,
+        h: usize,
+    },
+    Gate {
+        xt: T,
+        g: T,
+        keep: T,
+        xbar: T,
+        u: T,
+        x: T,
+        mask: T,
+        w: ParamId,
+        a: Option<ParamId>,
+        b: Option<ParamId>,
+        n: usize,
+        f: usize,
+        r: usize,
+    },
+    Loss {
+        yhat: T,
+        y: T,
+        mask: T,
+        g: T,
+        lambda: f32,
+        n: usize,
+        t: usize,
+    },
 }
 
 pub struct Tape<B: Backend> {
@@ -114,28 +186,81 @@ impl<B: Backend> Tape<B> {
     // ---- forward ops -------------------------------------------------------------------------
 
     #[allow(clippy::too_many_arguments)]
-    pub fn linear(&mut self, dev: &B, p: &Params<B>, inp: T, w: ParamId, b: ParamId, n: usize, k: usize, m: usize) -> Result<T> {
+    pub fn linear(
+        &mut self,
+        dev: &B,
+        p: &Params<B>,
+        inp: T,
+        w: ParamId,
+        b: ParamId,
+        n: usize,
+        k: usize,
+        m: usize,
+    ) -> Result<T> {
         let out = self.new_tensor(dev, n * m)?;
         let mut o = self.take(out)?;
-        let r = dev.linear_fwd(&mut o, self.buf(inp)?, &p.values[w.0], Some(&p.values[b.0]), n, k, m);
+        let r = dev.linear_fwd(
+            &mut o,
+            self.buf(inp)?,
+            &p.values[w.0],
+            Some(&p.values[b.0]),
+            n,
+            k,
+            m,
+        );
         self.put(out, o);
         r?;
-        self.nodes.push(Node::Linear { out, inp, w, b, n, k, m });
+        self.nodes.push(Node::Linear {
+            out,
+            inp,
+            w,
+            b,
+            n,
+            k,
+            m,
+        });
         Ok(out)
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn layer_norm(&mut self, dev: &B, p: &Params<B>, inp: T, gamma: ParamId, beta: ParamId, n: usize, d: usize) -> Result<T> {
+    pub fn layer_norm(
+        &mut self,
+        dev: &B,
+        p: &Params<B>,
+        inp: T,
+        gamma: ParamId,
+        beta: ParamId,
+        n: usize,
+        d: usize,
+    ) -> Result<T> {
         let out = self.new_tensor(dev, n * d)?;
         let mean = self.new_tensor(dev, n)?;
         let rstd = self.new_tensor(dev, n)?;
         let (mut o, mut mu, mut rs) = (self.take(out)?, self.take(mean)?, self.take(rstd)?);
-        let r = dev.layer_norm_fwd(&mut o, &mut mu, &mut rs, self.buf(inp)?, &p.values[gamma.0], &p.values[beta.0], n, d);
+        let r = dev.layer_norm_fwd(
+            &mut o,
+            &mut mu,
+            &mut rs,
+            self.buf(inp)?,
+            &p.values[gamma.0],
+            &p.values[beta.0],
+            n,
+            d,
+        );
         self.put(out, o);
         self.put(mean, mu);
         self.put(rstd, rs);
         r?;
-        self.nodes.push(Node::LayerNorm { out, mean, rstd, inp, gamma, beta, n, d });
+        self.nodes.push(Node::LayerNorm {
+            out,
+            mean,
+            rstd,
+            inp,
+            gamma,
+            beta,
+            n,
+            d,
+        });
         Ok(out)
     }
 
@@ -151,7 +276,11 @@ impl<B: Backend> Tape<B> {
 
     pub fn add(&mut self, dev: &B, a: T, b: T) -> Result<T> {
         if self.len_of(a) != self.len_of(b) {
-            return Err(Error::shape(format!("add of {} and {} elements", self.len_of(a), self.len_of(b))));
+            return Err(Error::shape(format!(
+                "add of {} and {} elements",
+                self.len_of(a),
+                self.len_of(b)
+            )));
         }
         let out = self.new_tensor(dev, self.len_of(a))?;
         let mut o = self.take(out)?;
@@ -183,37 +312,111 @@ impl<B: Backend> Tape<B> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn linear_attention(&mut self, dev: &B, q: T, k: T, v: T, mask: T, n: usize, d: usize, h: usize) -> Result<T> {
+    pub fn linear_attention(
+        &mut self,
+        dev: &B,
+        q: T,
+        k: T,
+        v: T,
+        mask: T,
+        n: usize,
+        d: usize,
+        h: usize,
+    ) -> Result<T> {
         let dh = d / h;
         let out = self.new_tensor(dev, n * d)?;
         let s = self.new_tensor(dev, h * dh * dh)?;
         let z = self.new_tensor(dev, h * dh)?;
         let (mut o, mut sb, mut zb) = (self.take(out)?, self.take(s)?, self.take(z)?);
-        let r = dev.linear_attention_fwd(&mut o, &mut sb, &mut zb, self.buf(q)?, self.buf(k)?, self.buf(v)?, self.buf(mask)?, n, d, h);
+        let r = dev.linear_attention_fwd(
+            &mut o,
+            &mut sb,
+            &mut zb,
+            self.buf(q)?,
+            self.buf(k)?,
+            self.buf(v)?,
+            self.buf(mask)?,
+            n,
+            d,
+            h,
+        );
         self.put(out, o);
         self.put(s, sb);
         self.put(z, zb);
         r?;
-        self.nodes.push(Node::LinearAttention { out, s, z, q, k, v, mask, n, d, h });
+        self.nodes.push(Node::LinearAttention {
+            out,
+            s,
+            z,
+            q,
+            k,
+            v,
+            mask,
+            n,
+            d,
+            h,
+        });
         Ok(out)
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn softmax_attention(&mut self, dev: &B, q: T, k: T, v: T, mask: T, n: usize, d: usize, h: usize) -> Result<T> {
+    pub fn softmax_attention(
+        &mut self,
+        dev: &B,
+        q: T,
+        k: T,
+        v: T,
+        mask: T,
+        n: usize,
+        d: usize,
+        h: usize,
+    ) -> Result<T> {
         let out = self.new_tensor(dev, n * d)?;
         let lse = self.new_tensor(dev, h * n)?;
         let (mut o, mut l) = (self.take(out)?, self.take(lse)?);
-        let r = dev.softmax_attention_fwd(&mut o, &mut l, self.buf(q)?, self.buf(k)?, self.buf(v)?, self.buf(mask)?, n, d, h);
+        let r = dev.softmax_attention_fwd(
+            &mut o,
+            &mut l,
+            self.buf(q)?,
+            self.buf(k)?,
+            self.buf(v)?,
+            self.buf(mask)?,
+            n,
+            d,
+            h,
+        );
         self.put(out, o);
         self.put(lse, l);
         r?;
-        self.nodes.push(Node::SoftmaxAttention { out, lse, q, k, v, mask, n, d, h });
+        self.nodes.push(Node::SoftmaxAttention {
+            out,
+            lse,
+            q,
+            k,
+            v,
+            mask,
+            n,
+            d,
+            h,
+        });
         Ok(out)
     }
 
     /// The feature gate; returns (x̃, g, keep). With rank 0 (`a`, `b` None) the gate is static.
     #[allow(clippy::too_many_arguments)]
-    pub fn gate(&mut self, dev: &B, p: &Params<B>, x: T, mask: T, w: ParamId, ab: Option<(ParamId, ParamId)>, select: GateSelect, n: usize, f: usize, r: usize) -> Result<(T, T, T)> {
+    pub fn gate(
+        &mut self,
+        dev: &B,
+        p: &Params<B>,
+        x: T,
+        mask: T,
+        w: ParamId,
+        ab: Option<(ParamId, ParamId)>,
+        select: GateSelect,
+        n: usize,
+        f: usize,
+        r: usize,
+    ) -> Result<(T, T, T)> {
         let xt = self.new_tensor(dev, n * f)?;
         let g = self.new_tensor(dev, f)?;
         let keep = self.new_tensor(dev, f)?;
@@ -224,23 +427,84 @@ impl<B: Backend> Tape<B> {
             Some((a, b)) => (&p.values[a.0], &p.values[b.0]),
             None => (&empty, &empty),
         };
-        let (mut xtb, mut gb, mut kb, mut xb, mut ub) = (self.take(xt)?, self.take(g)?, self.take(keep)?, self.take(xbar)?, self.take(u)?);
-        let res = dev.gate_fwd(&mut xtb, &mut gb, &mut kb, &mut xb, &mut ub, self.buf(x)?, self.buf(mask)?, &p.values[w.0], av, bv, select, n, f, r);
+        let (mut xtb, mut gb, mut kb, mut xb, mut ub) = (
+            self.take(xt)?,
+            self.take(g)?,
+            self.take(keep)?,
+            self.take(xbar)?,
+            self.take(u)?,
+        );
+        let res = dev.gate_fwd(
+            &mut xtb,
+            &mut gb,
+            &mut kb,
+            &mut xb,
+            &mut ub,
+            self.buf(x)?,
+            self.buf(mask)?,
+            &p.values[w.0],
+            av,
+            bv,
+            select,
+            n,
+            f,
+            r,
+        );
         self.put(xt, xtb);
         self.put(g, gb);
         self.put(keep, kb);
         self.put(xbar, xb);
         self.put(u, ub);
         res?;
-        self.nodes.push(Node::Gate { xt, g, keep, xbar, u, x, mask, w, a: ab.map(|x| x.0), b: ab.map(|x| x.1), n, f, r });
+        self.nodes.push(Node::Gate {
+            xt,
+            g,
+            keep,
+            xbar,
+            u,
+            x,
+            mask,
+            w,
+            a: ab.map(|x| x.0),
+            b: ab.map(|x| x.1),
+            n,
+            f,
+            r,
+        });
         Ok((xt, g, keep))
     }
 
     /// MSE over present targets + λ·mean(g): the root of the graph.
     #[allow(clippy::too_many_arguments)]
-    pub fn loss(&mut self, dev: &B, yhat: T, y: T, mask: T, g: T, lambda: f32, n: usize, t: usize) -> Result<LossParts> {
-        let parts = dev.mse_sparsity_fwd(self.buf(yhat)?, self.buf(y)?, self.buf(mask)?, self.buf(g)?, lambda, n, t)?;
-        self.nodes.push(Node::Loss { yhat, y, mask, g, lambda, n, t });
+    pub fn loss(
+        &mut self,
+        dev: &B,
+        yhat: T,
+        y: T,
+        mask: T,
+        g: T,
+        lambda: f32,
+        n: usize,
+        t: usize,
+    ) -> Result<LossParts> {
+        let parts = dev.mse_sparsity_fwd(
+            self.buf(yhat)?,
+            self.buf(y)?,
+            self.buf(mask)?,
+            self.buf(g)?,
+            lambda,
+            n,
+            t,
+        )?;
+        self.nodes.push(Node::Loss {
+            yhat,
+            y,
+            mask,
+            g,
+            lambda,
+            n,
+            t,
+        });
         Ok(parts)
     }
 
@@ -284,7 +548,11 @@ impl<B: Backend> Tape<B> {
         }
         match self.nodes.last() {
             Some(Node::Loss { .. }) => {}
-            _ => return Err(Error::device("backward needs a tape that ends with a loss".to_string())),
+            _ => {
+                return Err(Error::device(
+                    "backward needs a tape that ends with a loss".to_string(),
+                ))
+            }
         }
         self.backward_done = true;
         let nodes = std::mem::take(&mut self.nodes);
@@ -297,31 +565,90 @@ impl<B: Backend> Tape<B> {
 
     fn backward_node(&mut self, dev: &B, p: &mut Params<B>, node: &Node) -> Result<()> {
         match *node {
-            Node::Loss { yhat, y, mask, g, lambda, n, t } => {
+            Node::Loss {
+                yhat,
+                y,
+                mask,
+                g,
+                lambda,
+                n,
+                t,
+            } => {
                 let mut dy = self.take_grad(dev, yhat)?;
                 let mut dg = self.take_grad(dev, g)?;
-                dev.mse_sparsity_bwd(&mut dy, &mut dg, self.buf(yhat)?, self.buf(y)?, self.buf(mask)?, lambda, n, t)?;
+                dev.mse_sparsity_bwd(
+                    &mut dy,
+                    &mut dg,
+                    self.buf(yhat)?,
+                    self.buf(y)?,
+                    self.buf(mask)?,
+                    lambda,
+                    n,
+                    t,
+                )?;
                 self.put_grad(yhat, dy);
                 self.put_grad(g, dg);
             }
-            Node::Linear { out, inp, w, b, n, k, m } => {
+            Node::Linear {
+                out,
+                inp,
+                w,
+                b,
+                n,
+                k,
+                m,
+            } => {
                 if let Some(dout) = self.grads[out.0].take() {
-                    let mut dinp = if self.requires_grad[inp.0] { Some(self.take_grad(dev, inp)?) } else { None };
+                    let mut dinp = if self.requires_grad[inp.0] {
+                        Some(self.take_grad(dev, inp)?)
+                    } else {
+                        None
+                    };
                     let (pw, pg) = (&p.values, &mut p.grads);
                     let (dw, db) = two_mut(pg, w.0, b.0)?;
-                    dev.linear_bwd(dinp.as_mut(), dw, Some(db), &dout, self.buf(inp)?, &pw[w.0], n, k, m)?;
+                    dev.linear_bwd(
+                        dinp.as_mut(),
+                        dw,
+                        Some(db),
+                        &dout,
+                        self.buf(inp)?,
+                        &pw[w.0],
+                        n,
+                        k,
+                        m,
+                    )?;
                     if let Some(d) = dinp {
                         self.put_grad(inp, d);
                     }
                 }
                 self.free(out);
             }
-            Node::LayerNorm { out, mean, rstd, inp, gamma, beta, n, d } => {
+            Node::LayerNorm {
+                out,
+                mean,
+                rstd,
+                inp,
+                gamma,
+                beta,
+                n,
+                d,
+            } => {
                 if let Some(dout) = self.grads[out.0].take() {
                     let mut dinp = self.take_grad(dev, inp)?;
                     let (pw, pg) = (&p.values, &mut p.grads);
                     let (dgamma, dbeta) = two_mut(pg, gamma.0, beta.0)?;
-                    dev.layer_norm_bwd(&mut dinp, dgamma, dbeta, &dout, self.buf(inp)?, self.buf(mean)?, self.buf(rstd)?, &pw[gamma.0], n, d)?;
+                    dev.layer_norm_bwd(
+                        &mut dinp,
+                        dgamma,
+                        dbeta,
+                        &dout,
+                        self.buf(inp)?,
+                        self.buf(mean)?,
+                        self.buf(rstd)?,
+                        &pw[gamma.0],
+                        n,
+                        d,
+                    )?;
                     self.put_grad(inp, dinp);
                 }
                 self.free(out);
@@ -348,7 +675,12 @@ impl<B: Backend> Tape<B> {
                 }
                 self.free(out);
             }
-            Node::Dropout { out, inp, p: prob, key } => {
+            Node::Dropout {
+                out,
+                inp,
+                p: prob,
+                key,
+            } => {
                 if let Some(dout) = self.grads[out.0].take() {
                     let mut dinp = self.take_grad(dev, inp)?;
                     dev.dropout_bwd(&mut dinp, &dout, prob, key)?;
@@ -356,10 +688,39 @@ impl<B: Backend> Tape<B> {
                 }
                 self.free(out);
             }
-            Node::LinearAttention { out, s, z, q, k, v, mask, n, d, h } => {
+            Node::LinearAttention {
+                out,
+                s,
+                z,
+                q,
+                k,
+                v,
+                mask,
+                n,
+                d,
+                h,
+            } => {
                 if let Some(dout) = self.grads[out.0].take() {
-                    let (mut dq, mut dk, mut dv) = (self.take_grad(dev, q)?, self.take_grad(dev, k)?, self.take_grad(dev, v)?);
-                    dev.linear_attention_bwd(&mut dq, &mut dk, &mut dv, &dout, self.buf(q)?, self.buf(k)?, self.buf(v)?, self.buf(mask)?, self.buf(s)?, self.buf(z)?, n, d, h)?;
+                    let (mut dq, mut dk, mut dv) = (
+                        self.take_grad(dev, q)?,
+                        self.take_grad(dev, k)?,
+                        self.take_grad(dev, v)?,
+                    );
+                    dev.linear_attention_bwd(
+                        &mut dq,
+                        &mut dk,
+                        &mut dv,
+                        &dout,
+                        self.buf(q)?,
+                        self.buf(k)?,
+                        self.buf(v)?,
+                        self.buf(mask)?,
+                        self.buf(s)?,
+                        self.buf(z)?,
+                        n,
+                        d,
+                        h,
+                    )?;
                     self.put_grad(q, dq);
                     self.put_grad(k, dk);
                     self.put_grad(v, dv);
@@ -368,10 +729,38 @@ impl<B: Backend> Tape<B> {
                 self.free(s);
                 self.free(z);
             }
-            Node::SoftmaxAttention { out, lse, q, k, v, mask, n, d, h } => {
+            Node::SoftmaxAttention {
+                out,
+                lse,
+                q,
+                k,
+                v,
+                mask,
+                n,
+                d,
+                h,
+            } => {
                 if let Some(dout) = self.grads[out.0].take() {
-                    let (mut dq, mut dk, mut dv) = (self.take_grad(dev, q)?, self.take_grad(dev, k)?, self.take_grad(dev, v)?);
-                    dev.softmax_attention_bwd(&mut dq, &mut dk, &mut dv, &dout, self.buf(out)?, self.buf(lse)?, self.buf(q)?, self.buf(k)?, self.buf(v)?, self.buf(mask)?, n, d, h)?;
+                    let (mut dq, mut dk, mut dv) = (
+                        self.take_grad(dev, q)?,
+                        self.take_grad(dev, k)?,
+                        self.take_grad(dev, v)?,
+                    );
+                    dev.softmax_attention_bwd(
+                        &mut dq,
+                        &mut dk,
+                        &mut dv,
+                        &dout,
+                        self.buf(out)?,
+                        self.buf(lse)?,
+                        self.buf(q)?,
+                        self.buf(k)?,
+                        self.buf(v)?,
+                        self.buf(mask)?,
+                        n,
+                        d,
+                        h,
+                    )?;
                     self.put_grad(q, dq);
                     self.put_grad(k, dk);
                     self.put_grad(v, dv);
@@ -379,7 +768,21 @@ impl<B: Backend> Tape<B> {
                 self.free(out);
                 self.free(lse);
             }
-            Node::Gate { xt, g, keep, xbar, u, x, mask: _, w, a, b, n, f, r } => {
+            Node::Gate {
+                xt,
+                g,
+                keep,
+                xbar,
+                u,
+                x,
+                mask: _,
+                w,
+                a,
+                b,
+                n,
+                f,
+                r,
+            } => {
                 let dxt = match self.grads[xt.0].take() {
                     Some(d) => d,
                     None => dev.zeros(n * f)?,
@@ -397,7 +800,22 @@ impl<B: Backend> Tape<B> {
                     }
                     _ => (&mut grads[w.0], &mut empty_a, &mut empty_b, &empty_bv),
                 };
-                dev.gate_bwd(dw, da, db, &mut dg, &dxt, self.buf(x)?, self.buf(xbar)?, self.buf(u)?, self.buf(g)?, self.buf(keep)?, bval, n, f, r)?;
+                dev.gate_bwd(
+                    dw,
+                    da,
+                    db,
+                    &mut dg,
+                    &dxt,
+                    self.buf(x)?,
+                    self.buf(xbar)?,
+                    self.buf(u)?,
+                    self.buf(g)?,
+                    self.buf(keep)?,
+                    bval,
+                    n,
+                    f,
+                    r,
+                )?;
                 for t in [xt, g, keep, xbar, u] {
                     self.free(t);
                 }
@@ -409,7 +827,9 @@ impl<B: Backend> Tape<B> {
 
 fn two_mut<X>(v: &mut [X], i: usize, j: usize) -> Result<(&mut X, &mut X)> {
     if i == j || i >= v.len() || j >= v.len() {
-        return Err(Error::device(format!("parameter ids {i} and {j} must differ and exist")));
+        return Err(Error::device(format!(
+            "parameter ids {i} and {j} must differ and exist"
+        )));
     }
     if i < j {
         let (lo, hi) = v.split_at_mut(j);
@@ -422,7 +842,9 @@ fn two_mut<X>(v: &mut [X], i: usize, j: usize) -> Result<(&mut X, &mut X)> {
 
 fn three_mut<X>(v: &mut [X], i: usize, j: usize, k: usize) -> Result<(&mut X, &mut X, &mut X)> {
     if i == j || j == k || i == k || i.max(j).max(k) >= v.len() {
-        return Err(Error::device(format!("parameter ids {i}, {j}, {k} must differ and exist")));
+        return Err(Error::device(format!(
+            "parameter ids {i}, {j}, {k} must differ and exist"
+        )));
     }
     let mut refs: Vec<Option<&mut X>> = v.iter_mut().map(Some).collect();
     let a = refs[i].take();

@@ -14,8 +14,18 @@ fn tmpdir(tag: &str) -> PathBuf {
 fn sample(cfg: Config) -> Checkpoint {
     let tensors = init_params(&cfg, 3);
     Checkpoint {
-        features: (0..cfg.n_features).map(|i| format!("feature_{i}")).collect(),
-        targets: (0..cfg.n_targets).map(|i| if i == 0 { "target".into() } else { format!("target_aux{i}") }).collect(),
+        features: (0..cfg.n_features)
+            .map(|i| format!("feature_{i}"))
+            .collect(),
+        targets: (0..cfg.n_targets)
+            .map(|i| {
+                if i == 0 {
+                    "target".into()
+                } else {
+                    format!("target_aux{i}")
+                }
+            })
+            .collect(),
         config: cfg,
         tensors,
     }
@@ -27,11 +37,31 @@ fn names_and_shapes_follow_spec_section_4() {
     cfg.layers = 1;
     let names: Vec<String> = param_specs(&cfg).into_iter().map(|(n, _)| n).collect();
     for expect in [
-        "gate.w", "gate.a", "gate.b", "mapper.0.weight", "mapper.0.bias", "mapper.1.weight", "mapper.1.bias",
-        "layers.0.attn.q.weight", "layers.0.attn.q.bias", "layers.0.attn.k.weight", "layers.0.attn.v.weight",
-        "layers.0.attn.o.weight", "layers.0.attn.o.bias", "layers.0.norm1.weight", "layers.0.norm1.bias",
-        "layers.0.ffn.0.weight", "layers.0.ffn.0.bias", "layers.0.ffn.1.weight", "layers.0.ffn.1.bias",
-        "layers.0.norm2.weight", "layers.0.norm2.bias", "head.0.weight", "head.0.bias", "head.1.weight", "head.1.bias",
+        "gate.w",
+        "gate.a",
+        "gate.b",
+        "mapper.0.weight",
+        "mapper.0.bias",
+        "mapper.1.weight",
+        "mapper.1.bias",
+        "layers.0.attn.q.weight",
+        "layers.0.attn.q.bias",
+        "layers.0.attn.k.weight",
+        "layers.0.attn.v.weight",
+        "layers.0.attn.o.weight",
+        "layers.0.attn.o.bias",
+        "layers.0.norm1.weight",
+        "layers.0.norm1.bias",
+        "layers.0.ffn.0.weight",
+        "layers.0.ffn.0.bias",
+        "layers.0.ffn.1.weight",
+        "layers.0.ffn.1.bias",
+        "layers.0.norm2.weight",
+        "layers.0.norm2.bias",
+        "head.0.weight",
+        "head.0.bias",
+        "head.1.weight",
+        "head.1.bias",
     ] {
         assert!(names.iter().any(|n| n == expect), "missing {expect}");
     }
@@ -42,7 +72,9 @@ fn names_and_shapes_follow_spec_section_4() {
     assert_eq!(shapes["head.1.weight"], vec![2, 64]);
     assert_eq!(shapes["gate.a"], vec![7, 8]);
     cfg.gate_rank = 0;
-    assert!(!param_specs(&cfg).iter().any(|(n, _)| n == "gate.a" || n == "gate.b"));
+    assert!(!param_specs(&cfg)
+        .iter()
+        .any(|(n, _)| n == "gate.a" || n == "gate.b"));
 }
 
 proptest! {
@@ -78,9 +110,28 @@ fn metadata_holds_exactly_the_spec_keys() {
     let (meta, tensors) = from_bytes(&bytes, Path::new("x")).unwrap();
     let mut keys: Vec<&String> = meta.keys().collect();
     keys.sort();
-    assert_eq!(keys, ["config", "features", "format", "format_version", "targets"]);
+    assert_eq!(
+        keys,
+        ["config", "features", "format", "format_version", "targets"]
+    );
     let cfg: serde_json::Value = serde_json::from_str(meta["config"].as_str().unwrap()).unwrap();
-    for k in ["n_features", "n_targets", "d_model", "heads", "layers", "d_ff", "gate_rank", "threshold", "top_k", "dropout", "pos_enc", "attention", "lambda_sparsity", "eps_attention", "eps_layer_norm"] {
+    for k in [
+        "n_features",
+        "n_targets",
+        "d_model",
+        "heads",
+        "layers",
+        "d_ff",
+        "gate_rank",
+        "threshold",
+        "top_k",
+        "dropout",
+        "pos_enc",
+        "attention",
+        "lambda_sparsity",
+        "eps_attention",
+        "eps_layer_norm",
+    ] {
         assert!(cfg.get(k).is_some(), "config lacks {k}");
     }
     assert_eq!(cfg["top_k"], serde_json::Value::Null);
@@ -98,7 +149,10 @@ fn load_err(bytes: &[u8], tag: &str) -> String {
     let p = dir.join("bad.safetensors");
     std::fs::write(&p, bytes).unwrap();
     let e = Checkpoint::load(&p).unwrap_err().to_string();
-    assert!(e.contains("bad.safetensors"), "error does not name the file: {e}");
+    assert!(
+        e.contains("bad.safetensors"),
+        "error does not name the file: {e}"
+    );
     e
 }
 
@@ -132,7 +186,10 @@ fn corrupt_checkpoints_are_clear_errors() {
     t[3].2[0] = f32::NAN;
     assert!(load_err(&to_bytes(&t, &ck.metadata()), "nan").contains("not finite"));
     // Not an eraengine checkpoint (no metadata).
-    assert!(load_err(&to_bytes(&ck.tensors, &serde_json::Map::new()), "meta").contains("not an eraengine checkpoint"));
+    assert!(
+        load_err(&to_bytes(&ck.tensors, &serde_json::Map::new()), "meta")
+            .contains("not an eraengine checkpoint")
+    );
     // Unsupported format version.
     let mut m = ck.metadata();
     m.insert("format_version".into(), "9".into());

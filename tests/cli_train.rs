@@ -26,7 +26,11 @@ fn run(cmd: &mut Command) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 struct Trained {
@@ -41,7 +45,10 @@ fn trained() -> &'static Trained {
     T.get_or_init(|| {
         let dir = scratch("train");
         let ckpt = dir.join("model.safetensors");
-        let o = run(bin().env("ERAENGINE_CACHE", dir.join("cache")).args(["train", "--epochs", "8", "--out"]).arg(&ckpt));
+        let o = run(bin()
+            .env("ERAENGINE_CACHE", dir.join("cache"))
+            .args(["train", "--epochs", "8", "--out"])
+            .arg(&ckpt));
         let log = text(&o);
         assert!(o.status.success(), "train failed:\n{log}");
         Trained { dir, ckpt, log }
@@ -77,7 +84,11 @@ fn linear_baseline(train: &Store, valid: &Store) -> f64 {
             if y.is_nan() {
                 continue;
             }
-            let row: Vec<f64> = x[r * f..(r + 1) * f].iter().map(|&v| v as f64).chain([1.0]).collect();
+            let row: Vec<f64> = x[r * f..(r + 1) * f]
+                .iter()
+                .map(|&v| v as f64)
+                .chain([1.0])
+                .collect();
             for a in 0..k {
                 xty[a] += row[a] * y;
                 for b in 0..k {
@@ -93,7 +104,9 @@ fn linear_baseline(train: &Store, valid: &Store) -> f64 {
     let mut m = xtx.clone();
     let mut w = xty.clone();
     for c in 0..k {
-        let p = (c..k).max_by(|&i, &j| m[i * k + c].abs().total_cmp(&m[j * k + c].abs())).unwrap();
+        let p = (c..k)
+            .max_by(|&i, &j| m[i * k + c].abs().total_cmp(&m[j * k + c].abs()))
+            .unwrap();
         for j in 0..k {
             m.swap(c * k + j, p * k + j);
         }
@@ -116,7 +129,9 @@ fn linear_baseline(train: &Store, valid: &Store) -> f64 {
         let preds: Vec<f64> = (0..era.n_rows)
             .map(|r| beta[f] + (0..f).map(|j| beta[j] * x[r * f + j] as f64).sum::<f64>())
             .collect();
-        let t: Vec<f64> = (0..era.n_rows).map(|r| era.targets[r * era.n_targets] as f64).collect();
+        let t: Vec<f64> = (0..era.n_rows)
+            .map(|r| era.targets[r * era.n_targets] as f64)
+            .collect();
         if let Some(c) = numerai_corr(&preds, &t) {
             corrs.push(c);
         }
@@ -127,15 +142,39 @@ fn linear_baseline(train: &Store, valid: &Store) -> f64 {
 #[test]
 fn training_on_builtin_data_learns_and_beats_a_linear_model() {
     let t = trained();
-    let line = t.log.lines().find(|l| l.starts_with("best epoch")).unwrap_or_else(|| panic!("no summary line:\n{}", t.log));
-    let corr: f64 = line.split("validation mean corr ").nth(1).unwrap().split(',').next().unwrap().trim().parse().unwrap();
-    assert!(t.log.contains("epoch   1/8"), "per-epoch lines missing:\n{}", t.log);
-    assert!(corr > 0.02, "validation corr {corr} is not clearly above zero:\n{}", t.log);
+    let line = t
+        .log
+        .lines()
+        .find(|l| l.starts_with("best epoch"))
+        .unwrap_or_else(|| panic!("no summary line:\n{}", t.log));
+    let corr: f64 = line
+        .split("validation mean corr ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        t.log.contains("epoch   1/8"),
+        "per-epoch lines missing:\n{}",
+        t.log
+    );
+    assert!(
+        corr > 0.02,
+        "validation corr {corr} is not clearly above zero:\n{}",
+        t.log
+    );
     let dir = builtin_dir();
     let train = Store::open(&find_store(&dir, "builtin-train")).unwrap();
     let valid = Store::open(&find_store(&dir, "builtin-validation")).unwrap();
     let lin = linear_baseline(&train, &valid);
-    assert!(corr > lin + 0.01, "EraTransformer corr {corr} does not beat the linear model's {lin}");
+    assert!(
+        corr > lin + 0.01,
+        "EraTransformer corr {corr} does not beat the linear model's {lin}"
+    );
     assert!(t.ckpt.exists());
 }
 
@@ -145,7 +184,13 @@ fn predict_writes_a_valid_submission_and_eval_scores_it() {
     let dir = scratch("predict");
     let valid = find_store(&builtin_dir(), "builtin-validation");
     let out = dir.join("preds.csv");
-    let o = run(bin().args(["predict", "--model"]).arg(&t.ckpt).arg("--data").arg(&valid).arg("--out").arg(&out));
+    let o = run(bin()
+        .args(["predict", "--model"])
+        .arg(&t.ckpt)
+        .arg("--data")
+        .arg(&valid)
+        .arg("--out")
+        .arg(&out));
     assert!(o.status.success(), "{}", text(&o));
     let csv = std::fs::read_to_string(&out).unwrap();
     let mut lines = csv.lines();
@@ -156,7 +201,10 @@ fn predict_writes_a_valid_submission_and_eval_scores_it() {
     for l in lines {
         let (id, v) = l.split_once(',').unwrap();
         let v: f64 = v.parse().unwrap();
-        assert!(v > 0.0 && v < 1.0 && v.is_finite(), "prediction {v} outside (0,1)");
+        assert!(
+            v > 0.0 && v < 1.0 && v.is_finite(),
+            "prediction {v} outside (0,1)"
+        );
         assert!(ids.insert(id.to_string()), "id {id} twice");
         n += 1;
     }
@@ -164,17 +212,41 @@ fn predict_writes_a_valid_submission_and_eval_scores_it() {
     // eval
     let js = dir.join("scores.json");
     let svg = dir.join("corr.svg");
-    let o = run(bin().args(["eval", "--predictions"]).arg(&out).arg("--data").arg(&valid).arg("--json").arg(&js).arg("--svg").arg(&svg));
+    let o = run(bin()
+        .args(["eval", "--predictions"])
+        .arg(&out)
+        .arg("--data")
+        .arg(&valid)
+        .arg("--json")
+        .arg(&js)
+        .arg("--svg")
+        .arg(&svg));
     assert!(o.status.success(), "{}", text(&o));
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&js).unwrap()).unwrap();
-    for k in ["eras", "mean", "std", "sharpe", "max_drawdown", "hit_rate", "feature_exposure", "fnc_mean"] {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&js).unwrap()).unwrap();
+    for k in [
+        "eras",
+        "mean",
+        "std",
+        "sharpe",
+        "max_drawdown",
+        "hit_rate",
+        "feature_exposure",
+        "fnc_mean",
+    ] {
         assert!(v.get(k).is_some(), "eval JSON lacks {k}");
     }
     assert!(v["mean"].as_f64().unwrap() > 0.0);
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
     // raw output is the model output, not ranks
     let raw = dir.join("raw.csv");
-    let o = run(bin().args(["predict", "--raw", "--model"]).arg(&t.ckpt).arg("--data").arg(&valid).arg("--out").arg(&raw));
+    let o = run(bin()
+        .args(["predict", "--raw", "--model"])
+        .arg(&t.ckpt)
+        .arg("--data")
+        .arg(&valid)
+        .arg("--out")
+        .arg(&raw));
     assert!(o.status.success(), "{}", text(&o));
     assert_ne!(std::fs::read_to_string(&raw).unwrap(), csv);
 }
@@ -206,7 +278,10 @@ fn fine_tuning_from_a_checkpoint_with_max_steps_and_grads_out() {
     assert!(o.status.success(), "{}", text(&o));
     let g = eraengine::checkpoint::from_bytes(&std::fs::read(&grads).unwrap(), &grads).unwrap();
     assert!(g.1.iter().any(|(n, _, _)| n == "layers.0.attn.q.weight"));
-    assert!(g.1.iter().any(|(_, _, v)| v.iter().any(|&x| x != 0.0)), "gradients are all zero");
+    assert!(
+        g.1.iter().any(|(_, _, v)| v.iter().any(|&x| x != 0.0)),
+        "gradients are all zero"
+    );
 }
 
 #[test]
@@ -214,10 +289,27 @@ fn bad_inputs_are_clear_errors() {
     let t = trained();
     let dir = scratch("bad");
     // A store with a different feature set than the checkpoint.
-    let o = run(bin().args(["synth", "--features", "9", "--eras", "3", "--rows", "40", "--out"]).arg(dir.join("other")));
+    let o = run(bin()
+        .args([
+            "synth",
+            "--features",
+            "9",
+            "--eras",
+            "3",
+            "--rows",
+            "40",
+            "--out",
+        ])
+        .arg(dir.join("other")));
     assert!(o.status.success(), "{}", text(&o));
     let other = find_store(&dir.join("other"), "live");
-    let o = run(bin().args(["predict", "--model"]).arg(&t.ckpt).arg("--data").arg(&other).arg("--out").arg(dir.join("p.csv")));
+    let o = run(bin()
+        .args(["predict", "--model"])
+        .arg(&t.ckpt)
+        .arg("--data")
+        .arg(&other)
+        .arg("--out")
+        .arg(dir.join("p.csv")));
     assert!(!o.status.success());
     assert!(text(&o).contains("features"), "{}", text(&o));
     assert!(!dir.join("p.csv").exists());
@@ -226,24 +318,41 @@ fn bad_inputs_are_clear_errors() {
     let mut bytes = std::fs::read(&t.ckpt).unwrap();
     bytes.truncate(bytes.len() / 2);
     std::fs::write(&bad, &bytes).unwrap();
-    let o = run(bin().args(["predict", "--model"]).arg(&bad).arg("--data").arg(&other).arg("--out").arg(dir.join("p.csv")));
+    let o = run(bin()
+        .args(["predict", "--model"])
+        .arg(&bad)
+        .arg("--data")
+        .arg(&other)
+        .arg("--out")
+        .arg(dir.join("p.csv")));
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("bad.safetensors"), "{}", text(&o));
     // Training that diverges stops with the step and tensor.
     let o = run(bin()
         .env("ERAENGINE_CACHE", t.dir.join("cache"))
-        .args(["train", "--quiet", "--lr", "1e30", "--clip", "0", "--epochs", "1", "--out"])
+        .args([
+            "train", "--quiet", "--lr", "1e30", "--clip", "0", "--epochs", "1", "--out",
+        ])
         .arg(dir.join("div.safetensors")));
     assert!(!o.status.success());
     let msg = text(&o);
-    assert!(msg.contains("step") && (msg.contains("loss") || msg.contains("gradient")), "{msg}");
+    assert!(
+        msg.contains("step") && (msg.contains("loss") || msg.contains("gradient")),
+        "{msg}"
+    );
     // Unknown flags and bad values.
     let o = run(bin().args(["train", "--no-such-flag"]));
     assert_eq!(o.status.code(), Some(2));
     let o = run(bin().args(["train", "--device", "tpu"]));
     assert!(!o.status.success() && text(&o).contains("--device"));
-    let o = run(bin().args(["train", "--d-model", "10", "--heads", "4"]).env("ERAENGINE_CACHE", t.dir.join("cache")));
-    assert!(!o.status.success() && text(&o).contains("multiple of heads"), "{}", text(&o));
+    let o = run(bin()
+        .args(["train", "--d-model", "10", "--heads", "4"])
+        .env("ERAENGINE_CACHE", t.dir.join("cache")));
+    assert!(
+        !o.status.success() && text(&o).contains("multiple of heads"),
+        "{}",
+        text(&o)
+    );
     // No panics anywhere above.
     assert!(!msg.contains("panicked"));
 }

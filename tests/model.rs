@@ -57,7 +57,16 @@ fn phi(x: f64) -> f64 {
     }
 }
 
-fn attention(q: &[f64], k: &[f64], v: &[f64], mask: &[f64], n: usize, d: usize, h: usize, kind: Attention) -> Vec<f64> {
+fn attention(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    mask: &[f64],
+    n: usize,
+    d: usize,
+    h: usize,
+    kind: Attention,
+) -> Vec<f64> {
     let dh = d / h;
     let mut out = vec![0.0; n * d];
     for hd in 0..h {
@@ -83,13 +92,22 @@ fn attention(q: &[f64], k: &[f64], v: &[f64], mask: &[f64], n: usize, d: usize, 
                 }
                 Attention::Softmax => {
                     let scores: Vec<f64> = (0..n)
-                        .map(|jr| (0..dh).map(|a| q[c(i, a)] * k[c(jr, a)]).sum::<f64>() / (dh as f64).sqrt())
+                        .map(|jr| {
+                            (0..dh).map(|a| q[c(i, a)] * k[c(jr, a)]).sum::<f64>()
+                                / (dh as f64).sqrt()
+                        })
                         .collect();
-                    let mx = (0..n).filter(|&jr| mask[jr] > 0.0).map(|jr| scores[jr]).fold(f64::NEG_INFINITY, f64::max);
+                    let mx = (0..n)
+                        .filter(|&jr| mask[jr] > 0.0)
+                        .map(|jr| scores[jr])
+                        .fold(f64::NEG_INFINITY, f64::max);
                     if mx == f64::NEG_INFINITY {
                         continue;
                     }
-                    let z: f64 = (0..n).filter(|&jr| mask[jr] > 0.0).map(|jr| (scores[jr] - mx).exp()).sum();
+                    let z: f64 = (0..n)
+                        .filter(|&jr| mask[jr] > 0.0)
+                        .map(|jr| (scores[jr] - mx).exp())
+                        .sum();
                     for jr in (0..n).filter(|&jr| mask[jr] > 0.0) {
                         let wgt = (scores[jr] - mx).exp() / z;
                         for b in 0..dh {
@@ -113,11 +131,25 @@ fn dropout(x: &mut [f64], p: f64, key: Option<DropoutKey>) {
 }
 
 /// The f64 oracle: returns (yhat [n,T], g [F], loss).
-fn oracle(cfg: &Config, p: &P, x: &[f64], y: &[f64], mask: &[f64], n: usize, train: Option<TrainCtx>) -> (Vec<f64>, Vec<f64>, f64) {
+fn oracle(
+    cfg: &Config,
+    p: &P,
+    x: &[f64],
+    y: &[f64],
+    mask: &[f64],
+    n: usize,
+    train: Option<TrainCtx>,
+) -> (Vec<f64>, Vec<f64>, f64) {
     let (f, d, r, t) = (cfg.n_features, cfg.d_model, cfg.gate_rank, cfg.n_targets);
     let msum: f64 = mask.iter().sum();
     let xbar: Vec<f64> = (0..f)
-        .map(|j| if msum > 0.0 { (0..n).map(|i| mask[i] * x[i * f + j]).sum::<f64>() / msum } else { 0.0 })
+        .map(|j| {
+            if msum > 0.0 {
+                (0..n).map(|i| mask[i] * x[i * f + j]).sum::<f64>() / msum
+            } else {
+                0.0
+            }
+        })
         .collect();
     let w = &p["gate.w"].1;
     let mut g = vec![0.0; f];
@@ -132,7 +164,10 @@ fn oracle(cfg: &Config, p: &P, x: &[f64], y: &[f64], mask: &[f64], n: usize, tra
         }
         g[j] = 1.0 / (1.0 + (-l).exp());
     }
-    let s: Vec<f64> = g.iter().map(|&gv| if gv >= cfg.threshold as f64 { gv } else { 0.0 }).collect();
+    let s: Vec<f64> = g
+        .iter()
+        .map(|&gv| if gv >= cfg.threshold as f64 { gv } else { 0.0 })
+        .collect();
     let xt: Vec<f64> = (0..n * f).map(|e| x[e] * s[e % f]).collect();
     let mut h = lin(&lin(&xt, n, f, p, "mapper.0"), n, d, p, "mapper.1");
     if cfg.pos_enc {
@@ -144,7 +179,13 @@ fn oracle(cfg: &Config, p: &P, x: &[f64], y: &[f64], mask: &[f64], n: usize, tra
             }
         }
     }
-    let key = |tensor: u32| train.filter(|_| cfg.dropout > 0.0).map(|c| DropoutKey { seed: c.seed, step: c.step, tensor });
+    let key = |tensor: u32| {
+        train.filter(|_| cfg.dropout > 0.0).map(|c| DropoutKey {
+            seed: c.seed,
+            step: c.step,
+            tensor,
+        })
+    };
     for l in 0..cfg.layers {
         let q = lin(&h, n, d, p, &format!("layers.{l}.attn.q"));
         let k = lin(&h, n, d, p, &format!("layers.{l}.attn.k"));
@@ -154,7 +195,10 @@ fn oracle(cfg: &Config, p: &P, x: &[f64], y: &[f64], mask: &[f64], n: usize, tra
         let r1: Vec<f64> = h.iter().zip(&a).map(|(x, y)| x + y).collect();
         let mut h1 = layer_norm(&r1, n, d, p, &format!("layers.{l}.norm1"));
         dropout(&mut h1, cfg.dropout as f64, key(2 * l as u32));
-        let f0: Vec<f64> = lin(&h1, n, d, p, &format!("layers.{l}.ffn.0")).into_iter().map(gelu).collect();
+        let f0: Vec<f64> = lin(&h1, n, d, p, &format!("layers.{l}.ffn.0"))
+            .into_iter()
+            .map(gelu)
+            .collect();
         let f1 = lin(&f0, n, cfg.d_ff, p, &format!("layers.{l}.ffn.1"));
         let r2: Vec<f64> = h1.iter().zip(&f1).map(|(x, y)| x + y).collect();
         h = layer_norm(&r2, n, d, p, &format!("layers.{l}.norm2"));
@@ -186,7 +230,16 @@ struct Case {
     tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
 }
 
-fn case(seed: u64, n: usize, pad: usize, attention: Attention, heads: usize, rank: usize, dropout: f32, pos_enc: bool) -> Case {
+fn case(
+    seed: u64,
+    n: usize,
+    pad: usize,
+    attention: Attention,
+    heads: usize,
+    rank: usize,
+    dropout: f32,
+    pos_enc: bool,
+) -> Case {
     let mut cfg = Config::new(5, 2);
     cfg.d_model = 8;
     cfg.heads = heads;
@@ -199,9 +252,17 @@ fn case(seed: u64, n: usize, pad: usize, attention: Attention, heads: usize, ran
     cfg.lambda_sparsity = 0.05;
     let mut rng = Rng::new(seed, 9);
     let total = n + pad;
-    let x: Vec<f32> = (0..total * 5).map(|_| ((rng.next_u32() % 5) as f32 - 2.0) / 2.0).collect();
+    let x: Vec<f32> = (0..total * 5)
+        .map(|_| ((rng.next_u32() % 5) as f32 - 2.0) / 2.0)
+        .collect();
     let y: Vec<f32> = (0..total * 2)
-        .map(|e| if e % 7 == 3 { f32::NAN } else { (rng.next_u32() % 5) as f32 / 4.0 })
+        .map(|e| {
+            if e % 7 == 3 {
+                f32::NAN
+            } else {
+                (rng.next_u32() % 5) as f32 / 4.0
+            }
+        })
         .collect();
     let mask: Vec<f32> = (0..total).map(|i| if i < n { 1.0 } else { 0.0 }).collect();
     let mut tensors = init_params(&cfg, seed);
@@ -218,11 +279,25 @@ fn case(seed: u64, n: usize, pad: usize, attention: Attention, heads: usize, ran
             }
         }
     }
-    Case { cfg, n: total, x, y, mask, tensors }
+    Case {
+        cfg,
+        n: total,
+        x,
+        y,
+        mask,
+        tensors,
+    }
 }
 
 fn to_p(t: &[(String, Vec<usize>, Vec<f32>)]) -> P {
-    t.iter().map(|(n, s, v)| (n.clone(), (s.clone(), v.iter().map(|&x| x as f64).collect()))).collect()
+    t.iter()
+        .map(|(n, s, v)| {
+            (
+                n.clone(),
+                (s.clone(), v.iter().map(|&x| x as f64).collect()),
+            )
+        })
+        .collect()
 }
 
 fn f64s(v: &[f32]) -> Vec<f64> {
@@ -230,7 +305,10 @@ fn f64s(v: &[f32]) -> Vec<f64> {
 }
 
 /// Runs the f32 model on the tape: (yhat, g, loss, grads by name).
-fn run_model(c: &Case, train: Option<TrainCtx>) -> (Vec<f32>, Vec<f32>, f32, Vec<(String, Vec<f32>)>) {
+fn run_model(
+    c: &Case,
+    train: Option<TrainCtx>,
+) -> (Vec<f32>, Vec<f32>, f32, Vec<(String, Vec<f32>)>) {
     let dev = Cpu;
     let mut params = Params::from_host(&dev, &c.tensors).unwrap();
     let model = EraTransformer::new(c.cfg.clone(), &params).unwrap();
@@ -241,12 +319,30 @@ fn run_model(c: &Case, train: Option<TrainCtx>) -> (Vec<f32>, Vec<f32>, f32, Vec
         y: tape.input(&dev, &c.y).unwrap(),
         n: c.n,
     };
-    let out = model.forward(&dev, &mut tape, &params, &inputs, train).unwrap();
+    let out = model
+        .forward(&dev, &mut tape, &params, &inputs, train)
+        .unwrap();
     let yhat = tape.download(&dev, out.yhat).unwrap();
     let g = tape.download(&dev, out.g).unwrap();
-    let parts = tape.loss(&dev, out.yhat, inputs.y, inputs.mask, out.g, c.cfg.lambda_sparsity, c.n, c.cfg.n_targets).unwrap();
+    let parts = tape
+        .loss(
+            &dev,
+            out.yhat,
+            inputs.y,
+            inputs.mask,
+            out.g,
+            c.cfg.lambda_sparsity,
+            c.n,
+            c.cfg.n_targets,
+        )
+        .unwrap();
     tape.backward(&dev, &mut params).unwrap();
-    let grads = params.grads_to_host(&dev).unwrap().into_iter().map(|(n, _, g)| (n, g)).collect();
+    let grads = params
+        .grads_to_host(&dev)
+        .unwrap()
+        .into_iter()
+        .map(|(n, _, g)| (n, g))
+        .collect();
     (yhat, g, parts.loss, grads)
 }
 
@@ -256,12 +352,18 @@ fn check_case(c: &Case, train: Option<TrainCtx>) {
     let (x, y, m) = (f64s(&c.x), f64s(&c.y), f64s(&c.mask));
     let (oy, og, oloss) = oracle(&c.cfg, &p, &x, &y, &m, c.n, train);
     for (i, (a, b)) in yhat.iter().zip(&oy).enumerate() {
-        assert!((*a as f64 - b).abs() <= 1e-4 * (1.0 + b.abs()), "yhat[{i}] {a} vs oracle {b}");
+        assert!(
+            (*a as f64 - b).abs() <= 1e-4 * (1.0 + b.abs()),
+            "yhat[{i}] {a} vs oracle {b}"
+        );
     }
     for (a, b) in g.iter().zip(&og) {
         assert!((*a as f64 - b).abs() <= 1e-5, "gate {a} vs {b}");
     }
-    assert!((loss as f64 - oloss).abs() <= 1e-4 * (1.0 + oloss.abs()), "loss {loss} vs {oloss}");
+    assert!(
+        (loss as f64 - oloss).abs() <= 1e-4 * (1.0 + oloss.abs()),
+        "loss {loss} vs {oloss}"
+    );
     // Every parameter element: analytic gradient vs central differences of the f64 oracle.
     let eps = 1e-6;
     for (name, grad) in &grads {
@@ -337,7 +439,10 @@ fn parameter_used_twice_gets_the_sum_over_paths() {
     let dev = Cpu;
     let w: Vec<f32> = vec![0.5, -0.25, 0.75, 0.1];
     let b: Vec<f32> = vec![0.05, -0.02];
-    let tensors = vec![("l.weight".to_string(), vec![2, 2], w.clone()), ("l.bias".to_string(), vec![2], b.clone())];
+    let tensors = vec![
+        ("l.weight".to_string(), vec![2, 2], w.clone()),
+        ("l.bias".to_string(), vec![2], b.clone()),
+    ];
     let mut params = Params::from_host(&dev, &tensors).unwrap();
     let (wid, bid) = (params.id("l.weight").unwrap(), params.id("l.bias").unwrap());
     let x = [1.0f32, 2.0, -1.0, 0.5, 0.3, -0.7];
@@ -345,10 +450,22 @@ fn parameter_used_twice_gets_the_sum_over_paths() {
     let run = |w: &[f32], b: &[f32]| -> f64 {
         // f64 reference of loss = mean((x W W ...)²) through two applications.
         let ap = |inp: &[f64]| -> Vec<f64> {
-            (0..3).flat_map(|i| (0..2).map(move |o| (i, o))).map(|(i, o)| b[o] as f64 + (0..2).map(|k| inp[i * 2 + k] * w[o * 2 + k] as f64).sum::<f64>()).collect()
+            (0..3)
+                .flat_map(|i| (0..2).map(move |o| (i, o)))
+                .map(|(i, o)| {
+                    b[o] as f64
+                        + (0..2)
+                            .map(|k| inp[i * 2 + k] * w[o * 2 + k] as f64)
+                            .sum::<f64>()
+                })
+                .collect()
         };
         let h2 = ap(&ap(&x.iter().map(|&v| v as f64).collect::<Vec<_>>()));
-        h2.iter().zip(&y).map(|(a, t)| (a - *t as f64).powi(2)).sum::<f64>() / 6.0
+        h2.iter()
+            .zip(&y)
+            .map(|(a, t)| (a - *t as f64).powi(2))
+            .sum::<f64>()
+            / 6.0
     };
     let mut tape: Tape<Cpu> = Tape::new();
     let xi = tape.input(&dev, &x).unwrap();
@@ -365,7 +482,11 @@ fn parameter_used_twice_gets_the_sum_over_paths() {
         wp[e] += 1e-3;
         wm[e] -= 1e-3;
         let num = (run(&wp, &b) - run(&wm, &b)) / 2e-3;
-        assert!((grads[0].2[e] as f64 - num).abs() < 1e-3, "dW[{e}] {} vs {num}", grads[0].2[e]);
+        assert!(
+            (grads[0].2[e] as f64 - num).abs() < 1e-3,
+            "dW[{e}] {} vs {num}",
+            grads[0].2[e]
+        );
     }
     // Backward twice on one recording is an error, not a wrong answer.
     let err = tape.backward(&dev, &mut params).unwrap_err();
@@ -385,12 +506,21 @@ fn init_is_deterministic_and_follows_the_spec() {
             "gate.w" => assert!(v.iter().all(|&x| x == 2.0)),
             "gate.b" => assert!(v.iter().all(|&x| x == 0.0)),
             "gate.a" => assert!(v.iter().all(|&x| x.abs() < 0.06) && v.iter().any(|&x| x != 0.0)),
-            n if n.contains("norm") && n.ends_with("weight") => assert!(v.iter().all(|&x| x == 1.0)),
+            n if n.contains("norm") && n.ends_with("weight") => {
+                assert!(v.iter().all(|&x| x == 1.0))
+            }
             n if n.contains("norm") => assert!(v.iter().all(|&x| x == 0.0)),
             n => {
-                let fan_in = a.iter().find(|(m, _, _)| *m == n.replace(".bias", ".weight")).unwrap().1[1];
+                let fan_in = a
+                    .iter()
+                    .find(|(m, _, _)| *m == n.replace(".bias", ".weight"))
+                    .unwrap()
+                    .1[1];
                 let bound = 1.0 / (fan_in as f32).sqrt();
-                assert!(v.iter().all(|&x| x.abs() <= bound), "{n} exceeds U(-1/sqrt({fan_in}))");
+                assert!(
+                    v.iter().all(|&x| x.abs() <= bound),
+                    "{n} exceeds U(-1/sqrt({fan_in}))"
+                );
                 assert_eq!(v.len(), shape.iter().product::<usize>());
             }
         }

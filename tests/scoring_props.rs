@@ -211,13 +211,34 @@ proptest! {
 fn undefined_corr_cases_are_none() {
     assert_eq!(numerai_corr(&[0.3], &[0.5]), None, "one row");
     assert_eq!(numerai_corr(&[], &[]), None, "no rows");
-    assert_eq!(numerai_corr(&[0.5; 10], &[0.0, 0.25, 0.5, 0.75, 1.0, 0.0, 0.25, 0.5, 0.75, 1.0]), None);
-    assert_eq!(numerai_corr(&[0.1, 0.2, 0.3, 0.4], &[0.5; 4]), None, "constant target");
-    assert_eq!(numerai_corr(&[0.1, f64::NAN, 0.3], &[f64::NAN, 0.5, 0.75]), None, "one row left");
-    assert_eq!(numerai_corr(&[0.1, 0.2], &[f64::NAN, f64::NAN]), None, "no targets");
+    assert_eq!(
+        numerai_corr(
+            &[0.5; 10],
+            &[0.0, 0.25, 0.5, 0.75, 1.0, 0.0, 0.25, 0.5, 0.75, 1.0]
+        ),
+        None
+    );
+    assert_eq!(
+        numerai_corr(&[0.1, 0.2, 0.3, 0.4], &[0.5; 4]),
+        None,
+        "constant target"
+    );
+    assert_eq!(
+        numerai_corr(&[0.1, f64::NAN, 0.3], &[f64::NAN, 0.5, 0.75]),
+        None,
+        "one row left"
+    );
+    assert_eq!(
+        numerai_corr(&[0.1, 0.2], &[f64::NAN, f64::NAN]),
+        None,
+        "no targets"
+    );
     assert!(numerai_corr(&[0.1, 0.2], &[0.0, 1.0]).is_some());
     let f = [1u8, 2, 3, 4];
-    assert_eq!(feature_neutral_corr(&[0.5; 4], &[0.0, 0.25, 0.5, 1.0], &f, 1), None);
+    assert_eq!(
+        feature_neutral_corr(&[0.5; 4], &[0.0, 0.25, 0.5, 1.0], &f, 1),
+        None
+    );
 }
 
 #[test]
@@ -226,14 +247,42 @@ fn evaluate_lists_but_does_not_summarize_undefined_eras() {
     let good_t = [0.0, 0.5, 0.25, 1.0, 0.75];
     let nan_t = [f64::NAN; 5];
     let eras = [
-        EraInput { era: "0001", preds: &good_p, target: &good_t, features: None, meta: None },
-        EraInput { era: "0002", preds: &[0.5; 5], target: &good_t, features: None, meta: None },
-        EraInput { era: "0003", preds: &[0.7], target: &[0.5], features: None, meta: None },
-        EraInput { era: "0004", preds: &good_p, target: &nan_t, features: None, meta: None },
+        EraInput {
+            era: "0001",
+            preds: &good_p,
+            target: &good_t,
+            features: None,
+            meta: None,
+        },
+        EraInput {
+            era: "0002",
+            preds: &[0.5; 5],
+            target: &good_t,
+            features: None,
+            meta: None,
+        },
+        EraInput {
+            era: "0003",
+            preds: &[0.7],
+            target: &[0.5],
+            features: None,
+            meta: None,
+        },
+        EraInput {
+            era: "0004",
+            preds: &good_p,
+            target: &nan_t,
+            features: None,
+            meta: None,
+        },
     ];
     let ev = evaluate(&eras).unwrap();
     let names: Vec<&str> = ev.eras.iter().map(|e| e.era.as_str()).collect();
-    assert_eq!(names, ["0001", "0002", "0003"], "all-missing-target era left out");
+    assert_eq!(
+        names,
+        ["0001", "0002", "0003"],
+        "all-missing-target era left out"
+    );
     assert_eq!(ev.eras[1].corr, None);
     assert_eq!(ev.eras[2].corr, None);
     assert_eq!(ev.eras[2].rows, 1);
@@ -246,12 +295,27 @@ fn evaluate_lists_but_does_not_summarize_undefined_eras() {
     assert_eq!(ev.hit_rate, Some(1.0));
     assert_eq!(ev.scored_eras(), 1);
     // lengths that do not agree are an error, not a panic
-    let bad = [EraInput { era: "x", preds: &good_p, target: &[0.5], features: None, meta: None }];
+    let bad = [EraInput {
+        era: "x",
+        preds: &good_p,
+        target: &[0.5],
+        features: None,
+        meta: None,
+    }];
     assert!(evaluate(&bad).is_err());
-    let bad = [EraInput { era: "x", preds: &good_p, target: &good_t, features: Some((&[1, 2], 3)), meta: None }];
+    let bad = [EraInput {
+        era: "x",
+        preds: &good_p,
+        target: &good_t,
+        features: Some((&[1, 2], 3)),
+        meta: None,
+    }];
     assert!(evaluate(&bad).is_err());
     let empty = evaluate(&[]).unwrap();
-    assert_eq!((empty.mean, empty.max_drawdown, empty.hit_rate), (None, None, None));
+    assert_eq!(
+        (empty.mean, empty.max_drawdown, empty.hit_rate),
+        (None, None, None)
+    );
 }
 
 // ------------------------------------------------------------------ summary
@@ -326,7 +390,9 @@ proptest! {
 fn solve(mut m: Vec<Vec<f64>>, mut r: Vec<f64>) -> Vec<f64> {
     let n = r.len();
     for k in 0..n {
-        let p = (k..n).max_by(|a, b| m[*a][k].abs().total_cmp(&m[*b][k].abs())).unwrap();
+        let p = (k..n)
+            .max_by(|a, b| m[*a][k].abs().total_cmp(&m[*b][k].abs()))
+            .unwrap();
         m.swap(k, p);
         r.swap(k, p);
         for i in k + 1..n {

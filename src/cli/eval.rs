@@ -13,16 +13,24 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     let store = Store::open(&a.data)?;
     let target = match &a.target {
         None => 0,
-        Some(name) => store.target_names().iter().position(|t| t == name).ok_or_else(|| {
-            Error::usage(format!(
-                "--target {name}: {} has targets {}",
-                a.data.display(),
-                store.target_names().join(", ")
-            ))
-        })?,
+        Some(name) => store
+            .target_names()
+            .iter()
+            .position(|t| t == name)
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "--target {name}: {} has targets {}",
+                    a.data.display(),
+                    store.target_names().join(", ")
+                ))
+            })?,
     };
     if store.n_targets() == 0 {
-        return Err(Error::format(&a.data, "targets", "the store has no targets to score against"));
+        return Err(Error::format(
+            &a.data,
+            "targets",
+            "the store has no targets to score against",
+        ));
     }
     let by_id: HashMap<&str, f64> = preds.iter().map(|(id, p)| (id.as_str(), *p)).collect();
     let meta = match &a.meta_model {
@@ -92,7 +100,8 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     }
     println!("{}", ev.table());
     if let Some(p) = &a.json {
-        let s = serde_json::to_string_pretty(&ev.to_json()).map_err(|e| Error::usage(e.to_string()))?;
+        let s =
+            serde_json::to_string_pretty(&ev.to_json()).map_err(|e| Error::usage(e.to_string()))?;
         write_atomic(p, s.as_bytes())?;
     }
     if let Some(p) = &a.svg {

@@ -11,7 +11,11 @@ use crate::Result;
 use std::fmt::Write;
 
 /// Per-era predictions: (era name, ids, output 0) for every era of the store.
-pub fn predict_store<B: Backend>(dev: &B, ck: &Checkpoint, store: &Store) -> Result<Vec<(String, Vec<String>, Vec<f64>)>> {
+pub fn predict_store<B: Backend>(
+    dev: &B,
+    ck: &Checkpoint,
+    store: &Store,
+) -> Result<Vec<(String, Vec<String>, Vec<f64>)>> {
     let m = Trained::from_checkpoint(dev, ck)?;
     let map = ColumnMap::for_model(store, &ck.features, &ck.targets)?;
     let t = ck.config.n_targets;
@@ -47,7 +51,11 @@ pub fn run(a: &PredictArgs) -> Result<()> {
     let mut csv = String::from("id,prediction\n");
     let mut rows = 0usize;
     for (_, ids, preds) in &eras {
-        let vals = if a.raw { preds.clone() } else { rank_unit(preds) };
+        let vals = if a.raw {
+            preds.clone()
+        } else {
+            rank_unit(preds)
+        };
         for (id, v) in ids.iter().zip(vals) {
             let _ = writeln!(csv, "{id},{v}");
             rows += 1;

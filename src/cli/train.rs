@@ -81,12 +81,17 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let (train_path, valid_path, builtin) = match (&a.data, &a.valid) {
         (Some(d), v) => (d.clone(), v.clone(), false),
         (None, Some(_)) => {
-            return Err(Error::usage("--valid needs --data (the built-in data has its own validation eras)"))
+            return Err(Error::usage(
+                "--valid needs --data (the built-in data has its own validation eras)",
+            ))
         }
         (None, None) => {
             let dir = cache_dir().join(format!("builtin-seed{}", a.seed));
             if !a.quiet {
-                eprintln!("no --data given: using the built-in synthetic dataset in {}", dir.display());
+                eprintln!(
+                    "no --data given: using the built-in synthetic dataset in {}",
+                    dir.display()
+                );
             }
             let (t, v) = crate::data::synth::builtin(&dir, a.seed)?;
             (t, Some(v), true)
@@ -129,7 +134,10 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         ck.config = cfg.clone();
         ck
     });
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("model.safetensors"));
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("model.safetensors"));
     let opts = TrainOptions {
         epochs: a.epochs.unwrap_or(if builtin { 12 } else { 20 }),
         seed: a.seed,
@@ -155,7 +163,11 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             train_store.n_features(),
             train_store.n_targets(),
             match &valid_store {
-                Some(v) => format!(", validating on {} ({} eras)", v.path().display(), v.n_eras()),
+                Some(v) => format!(
+                    ", validating on {} ({} eras)",
+                    v.path().display(),
+                    v.n_eras()
+                ),
                 None => String::new(),
             }
         );
@@ -165,7 +177,14 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         );
     }
     let dev = super::device::cpu();
-    let res = train(&dev, cfg, init.as_ref(), &train_store, valid_store.as_ref(), &opts)?;
+    let res = train(
+        &dev,
+        cfg,
+        init.as_ref(),
+        &train_store,
+        valid_store.as_ref(),
+        &opts,
+    )?;
     match (res.best_epoch, res.best) {
         (Some(e), Some(b)) => println!(
             "best epoch {e}: validation mean corr {:+.4}, sharpe {:+.2} over {} eras; checkpoint {}",
@@ -184,13 +203,19 @@ pub fn check_train_options(o: &TrainOptions) -> Result<()> {
         return Err(Error::usage("--epochs must be at least 1"));
     }
     if !(o.lr.is_finite() && o.lr > 0.0) {
-        return Err(Error::usage(format!("--lr must be a positive number, got {}", o.lr)));
+        return Err(Error::usage(format!(
+            "--lr must be a positive number, got {}",
+            o.lr
+        )));
     }
     if !(o.clip.is_finite() && o.clip >= 0.0) {
         return Err(Error::usage(format!("--clip must be >= 0, got {}", o.clip)));
     }
     if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
-        return Err(Error::usage(format!("--weight-decay must be >= 0, got {}", o.weight_decay)));
+        return Err(Error::usage(format!(
+            "--weight-decay must be >= 0, got {}",
+            o.weight_decay
+        )));
     }
     if o.max_steps == Some(0) {
         return Err(Error::usage("--max-steps must be at least 1"));

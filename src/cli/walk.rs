@@ -19,7 +19,9 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         Error::usage("--walk-forward needs --data STORE (eras in time order; e.g. train + validation imported together)")
     })?;
     if a.valid.is_some() {
-        return Err(Error::usage("--walk-forward scores each next era itself; drop --valid"));
+        return Err(Error::usage(
+            "--walk-forward scores each next era itself; drop --valid",
+        ));
     }
     let store = Store::open(data)?;
     let window = a.window.unwrap_or(52);
@@ -152,23 +154,47 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     println!("{}", ev.table());
     if let Some(dir) = &a.report_dir {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        crate::io::write_atomic(&dir.join("corr.svg"), crate::metrics::svg::corr_chart(&ev).as_bytes())?;
-        crate::io::write_atomic(&dir.join("summary.json"), serde_json::to_string_pretty(&ev.to_json()).unwrap_or_default().as_bytes())?;
+        crate::io::write_atomic(
+            &dir.join("corr.svg"),
+            crate::metrics::svg::corr_chart(&ev).as_bytes(),
+        )?;
+        crate::io::write_atomic(
+            &dir.join("summary.json"),
+            serde_json::to_string_pretty(&ev.to_json())
+                .unwrap_or_default()
+                .as_bytes(),
+        )?;
         // Feature weights over eras: the 8 features with the largest mean gate.
         let f = cfg.n_features;
         let mut mean_gate: Vec<(f64, usize)> = (0..f)
-            .map(|j| (results.iter().map(|r| r.4[j] as f64).sum::<f64>() / results.len().max(1) as f64, j))
+            .map(|j| {
+                (
+                    results.iter().map(|r| r.4[j] as f64).sum::<f64>()
+                        / results.len().max(1) as f64,
+                    j,
+                )
+            })
             .collect();
         mean_gate.sort_by(|x, y| y.0.total_cmp(&x.0));
         let labels: Vec<String> = results.iter().map(|r| r.0.clone()).collect();
         let series: Vec<(String, Vec<f64>)> = mean_gate
             .iter()
             .take(8)
-            .map(|&(_, j)| (store.feature_names()[j].clone(), results.iter().map(|r| r.4[j] as f64).collect()))
+            .map(|&(_, j)| {
+                (
+                    store.feature_names()[j].clone(),
+                    results.iter().map(|r| r.4[j] as f64).collect(),
+                )
+            })
             .collect();
         crate::io::write_atomic(
             &dir.join("feature_weights.svg"),
-            crate::metrics::svg::line_chart("Feature gate weights over eras (top 8 by mean)", &labels, &series).as_bytes(),
+            crate::metrics::svg::line_chart(
+                "Feature gate weights over eras (top 8 by mean)",
+                &labels,
+                &series,
+            )
+            .as_bytes(),
         )?;
         eprintln!("report written to {}", dir.display());
     }

@@ -94,7 +94,10 @@ impl Config {
             return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
         }
         if !(0.0..=1.0).contains(&self.threshold) {
-            return bad(format!("threshold must be in [0, 1], got {}", self.threshold));
+            return bad(format!(
+                "threshold must be in [0, 1], got {}",
+                self.threshold
+            ));
         }
         if let Some(k) = self.top_k {
             if k == 0 || k > self.n_features {
@@ -143,7 +146,9 @@ impl Config {
     pub fn from_json(v: &Value, ctx: &std::path::Path) -> Result<Self> {
         let place = "__metadata__.config";
         let err = |m: String| Error::format(ctx, place, m);
-        let obj = v.as_object().ok_or_else(|| err("is not a JSON object".into()))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| err("is not a JSON object".into()))?;
         let uint = |k: &str| -> Result<usize> {
             obj.get(k)
                 .and_then(Value::as_u64)

@@ -15,7 +15,13 @@ use crate::{Error, Result};
 
 /// Parameter names and shapes in checkpoint order (SPEC §4).
 pub fn param_specs(cfg: &Config) -> Vec<(String, Vec<usize>)> {
-    let (f, d, dff, r, t) = (cfg.n_features, cfg.d_model, cfg.d_ff, cfg.gate_rank, cfg.n_targets);
+    let (f, d, dff, r, t) = (
+        cfg.n_features,
+        cfg.d_model,
+        cfg.d_ff,
+        cfg.gate_rank,
+        cfg.n_targets,
+    );
     let mut v: Vec<(String, Vec<usize>)> = vec![("gate.w".into(), vec![f])];
     if r > 0 {
         v.push(("gate.a".into(), vec![f, r]));
@@ -150,7 +156,11 @@ impl EraTransformer {
                 )));
             }
         }
-        let id = |n: &str| params.id(n).ok_or_else(|| Error::shape(format!("parameter '{n}' is missing")));
+        let id = |n: &str| {
+            params
+                .id(n)
+                .ok_or_else(|| Error::shape(format!("parameter '{n}' is missing")))
+        };
         let lin = |n: &str| -> Result<Lin> {
             Ok(Lin {
                 w: id(&format!("{n}.weight"))?,
@@ -195,11 +205,29 @@ impl EraTransformer {
     }
 
     /// Records the forward pass of one era (or a padded batch slot) on the tape.
-    pub fn forward<B: Backend>(&self, dev: &B, tape: &mut Tape<B>, p: &Params<B>, era: &EraInputs, train: Option<TrainCtx>) -> Result<Outputs> {
+    pub fn forward<B: Backend>(
+        &self,
+        dev: &B,
+        tape: &mut Tape<B>,
+        p: &Params<B>,
+        era: &EraInputs,
+        train: Option<TrainCtx>,
+    ) -> Result<Outputs> {
         let c = &self.cfg;
         let (n, f, d, h) = (era.n, c.n_features, c.d_model, c.heads);
         // Feature gate: x̃ = x ⊙ s.
-        let (xt, g, keep) = tape.gate(dev, p, era.x, era.mask, self.gate_w, self.gate_ab, self.select(), n, f, c.gate_rank)?;
+        let (xt, g, keep) = tape.gate(
+            dev,
+            p,
+            era.x,
+            era.mask,
+            self.gate_w,
+            self.gate_ab,
+            self.select(),
+            n,
+            f,
+            c.gate_rank,
+        )?;
         // Mapper: two linear maps, no activation between them.
         let h0 = tape.linear(dev, p, xt, self.mapper0.w, self.mapper0.b, n, f, d)?;
         let mut hs = tape.linear(dev, p, h0, self.mapper1.w, self.mapper1.b, n, d, d)?;
@@ -208,7 +236,16 @@ impl EraTransformer {
         }
         let drop = |tape: &mut Tape<B>, x: T, tensor: u32| -> Result<T> {
             match train {
-                Some(ctx) if c.dropout > 0.0 => tape.dropout(dev, x, c.dropout, DropoutKey { seed: ctx.seed, step: ctx.step, tensor }),
+                Some(ctx) if c.dropout > 0.0 => tape.dropout(
+                    dev,
+                    x,
+                    c.dropout,
+                    DropoutKey {
+                        seed: ctx.seed,
+                        step: ctx.step,
+                        tensor,
+                    },
+                ),
                 _ => Ok(x),
             }
         };

@@ -55,7 +55,10 @@ impl ColumnMap {
         let st = store.target_names();
         Ok(ColumnMap {
             features: if identity { None } else { Some(idx) },
-            targets: targets.iter().map(|t| st.iter().position(|s| s == t)).collect(),
+            targets: targets
+                .iter()
+                .map(|t| st.iter().position(|s| s == t))
+                .collect(),
             n_store_features: sf.len(),
             n_store_targets: st.len(),
         })

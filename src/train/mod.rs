@@ -95,7 +95,9 @@ impl<B: Backend> Trained<B> {
     pub fn predict_era(&self, dev: &B, batch: &EraBatch) -> Result<(Vec<f32>, Vec<f32>)> {
         let mut tape = Tape::new();
         let inputs = batch.to_tape(dev, &mut tape)?;
-        let out = self.model.forward(dev, &mut tape, &self.params, &inputs, None)?;
+        let out = self
+            .model
+            .forward(dev, &mut tape, &self.params, &inputs, None)?;
         Ok((tape.download(dev, out.yhat)?, tape.download(dev, out.g)?))
     }
 
@@ -268,7 +270,10 @@ pub fn train<B: Backend>(
             if tty {
                 eprint!("\r{:70}\r", "");
             }
-            eprintln!("{}", format_report(&report, opts.epochs, m.model.cfg.n_features));
+            eprintln!(
+                "{}",
+                format_report(&report, opts.epochs, m.model.cfg.n_features)
+            );
         }
         reports.push(report);
         let improved = match (vscore, &best) {
@@ -287,7 +292,10 @@ pub fn train<B: Backend>(
             since_best += 1;
             if valid.is_some() && opts.patience > 0 && since_best >= opts.patience {
                 if !opts.quiet {
-                    eprintln!("early stop: no better validation corr for {} epochs", opts.patience);
+                    eprintln!(
+                        "early stop: no better validation corr for {} epochs",
+                        opts.patience
+                    );
                 }
                 break;
             }
@@ -322,7 +330,10 @@ pub fn train<B: Backend>(
 
 fn format_report(r: &EpochReport, epochs: usize, n_features: usize) -> String {
     let v = match r.valid {
-        Some(v) => format!("valid corr {:+.4} sharpe {:+.2} ({} eras)", v.mean, v.sharpe, v.eras),
+        Some(v) => format!(
+            "valid corr {:+.4} sharpe {:+.2} ({} eras)",
+            v.mean, v.sharpe, v.eras
+        ),
         None => "no validation data".to_string(),
     };
     format!(
@@ -346,14 +357,28 @@ pub fn train_step<B: Backend>(
         seed: opts.seed,
         step: step as u32,
     };
-    let out = m.model.forward(dev, &mut tape, &m.params, &inputs, Some(ctx))?;
+    let out = m
+        .model
+        .forward(dev, &mut tape, &m.params, &inputs, Some(ctx))?;
     let cfg = &m.model.cfg;
-    let parts = tape.loss(dev, out.yhat, inputs.y, inputs.mask, out.g, cfg.lambda_sparsity, batch.n, cfg.n_targets)?;
+    let parts = tape.loss(
+        dev,
+        out.yhat,
+        inputs.y,
+        inputs.mask,
+        out.g,
+        cfg.lambda_sparsity,
+        batch.n,
+        cfg.n_targets,
+    )?;
     if !parts.loss.is_finite() {
         return Err(Error::Numeric {
             step,
             tensor: "loss".into(),
-            msg: format!("loss is {} (mse {}, sparsity {})", parts.loss, parts.mse, parts.sparsity),
+            msg: format!(
+                "loss is {} (mse {}, sparsity {})",
+                parts.loss, parts.mse, parts.sparsity
+            ),
         });
     }
     let g = tape.download(dev, out.g)?;
