@@ -101,10 +101,7 @@ fn lstsq_matches_numpy_minimum_norm_solution() {
         }
         let r = eraengine::metrics::neutralize(&a, m, n, &b, 1e-6);
         for i in 0..m {
-            assert!(
-                (r[i] - want_r[i]).abs() <= 1e-9,
-                "case {k}: residual[{i}]"
-            );
+            assert!((r[i] - want_r[i]).abs() <= 1e-9, "case {k}: residual[{i}]");
         }
     }
 }
@@ -203,16 +200,40 @@ fn evaluation_matches_numerai_tools_summary() {
         .collect();
     let got: Vec<&str> = ev.eras.iter().map(|e| e.era.as_str()).collect();
     assert_eq!(got, listed, "eras with all targets missing are left out");
-    for (s, e) in ev.eras.iter().zip(eras.iter().filter(|e| !e.expected.is_null())) {
-        assert_eq!(s.rows as u64, e.expected["rows"].as_u64().unwrap(), "rows of {}", s.era);
-        assert_close_opt(&format!("{} corr", s.era), s.corr, opt(&e.expected["corr"]), TOL);
-        assert_close_opt(&format!("{} fnc", s.era), s.fnc, opt(&e.expected["fnc"]), TOL);
+    for (s, e) in ev
+        .eras
+        .iter()
+        .zip(eras.iter().filter(|e| !e.expected.is_null()))
+    {
+        assert_eq!(
+            s.rows as u64,
+            e.expected["rows"].as_u64().unwrap(),
+            "rows of {}",
+            s.era
+        );
+        assert_close_opt(
+            &format!("{} corr", s.era),
+            s.corr,
+            opt(&e.expected["corr"]),
+            TOL,
+        );
+        assert_close_opt(
+            &format!("{} fnc", s.era),
+            s.fnc,
+            opt(&e.expected["fnc"]),
+            TOL,
+        );
     }
     let sm = &fx["summary"];
     assert_close_opt("mean", ev.mean, opt(&sm["mean"]), TOL);
     assert_close_opt("std", ev.std, opt(&sm["std"]), TOL);
     assert_close_opt("sharpe", ev.sharpe, opt(&sm["sharpe"]), TOL);
-    assert_close_opt("max_drawdown", ev.max_drawdown, opt(&sm["max_drawdown"]), TOL);
+    assert_close_opt(
+        "max_drawdown",
+        ev.max_drawdown,
+        opt(&sm["max_drawdown"]),
+        TOL,
+    );
     assert_close_opt("hit_rate", ev.hit_rate, opt(&sm["hit_rate"]), TOL);
     assert_close_opt(
         "feature_exposure",
@@ -221,11 +242,13 @@ fn evaluation_matches_numerai_tools_summary() {
         TOL,
     );
     assert_close_opt("fnc_mean", ev.fnc_mean, opt(&sm["fnc_mean"]), TOL);
-    assert_close_opt("meta_corr_mean", ev.meta_corr_mean, opt(&sm["meta_corr_mean"]), TOL);
-    assert_eq!(
-        ev.scored_eras() as u64,
-        sm["scored_eras"].as_u64().unwrap()
+    assert_close_opt(
+        "meta_corr_mean",
+        ev.meta_corr_mean,
+        opt(&sm["meta_corr_mean"]),
+        TOL,
     );
+    assert_eq!(ev.scored_eras() as u64, sm["scored_eras"].as_u64().unwrap());
     // every era without a corr is warned about, by name
     for s in ev.eras.iter().filter(|s| s.corr.is_none()) {
         assert!(

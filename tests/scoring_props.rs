@@ -211,13 +211,34 @@ proptest! {
 fn undefined_corr_cases_are_none() {
     assert_eq!(numerai_corr(&[0.3], &[0.5]), None, "one row");
     assert_eq!(numerai_corr(&[], &[]), None, "no rows");
-    assert_eq!(numerai_corr(&[0.5; 10], &[0.0, 0.25, 0.5, 0.75, 1.0, 0.0, 0.25, 0.5, 0.75, 1.0]), None);
-    assert_eq!(numerai_corr(&[0.1, 0.2, 0.3, 0.4], &[0.5; 4]), None, "constant target");
-    assert_eq!(numerai_corr(&[0.1, f64::NAN, 0.3], &[f64::NAN, 0.5, 0.75]), None, "one row left");
-    assert_eq!(numerai_corr(&[0.1, 0.2], &[f64::NAN, f64::NAN]), None, "no targets");
+    assert_eq!(
+        numerai_corr(
+            &[0.5; 10],
+            &[0.0, 0.25, 0.5, 0.75, 1.0, 0.0, 0.25, 0.5, 0.75, 1.0]
+        ),
+        None
+    );
+    assert_eq!(
+        numerai_corr(&[0.1, 0.2, 0.3, 0.4], &[0.5; 4]),
+        None,
+        "constant target"
+    );
+    assert_eq!(
+        numerai_corr(&[0.1, f64::NAN, 0.3], &[f64::NAN, 0.5, 0.75]),
+        None,
+        "one row left"
+    );
+    assert_eq!(
+        numerai_corr(&[0.1, 0.2], &[f64::NAN, f64::NAN]),
+        None,
+        "no targets"
+    );
     assert!(numerai_corr(&[0.1, 0.2], &[0.0, 1.0]).is_some());
     let f = [1u8, 2, 3, 4];
-    assert_eq!(feature_neutral_corr(&[0.5; 4], &[0.0, 0.25, 0.5, 1.0], &f, 1), None);
+    assert_eq!(
+        feature_neutral_corr(&[0.5; 4], &[0.0, 0.25, 0.5, 1.0], &f, 1),
+        None
+    );
 }
 
 #[test]
@@ -226,14 +247,42 @@ fn evaluate_lists_but_does_not_summarize_undefined_eras() {
     let good_t = [0.0, 0.5, 0.25, 1.0, 0.75];
     let nan_t = [f64::NAN; 5];
     let eras = [
-        EraInput { era: "0001", preds: &good_p, target: &good_t, features: None, meta: None },
-        EraInput { era: "0002", preds: &[0.5; 5], target: &good_t, features: None, meta: None },
-        EraInput { era: "0003", preds: &[0.7], target: &[0.5], features: None, meta: None },
-        EraInput { era: "0004", preds: &good_p, target: &nan_t, features: None, meta: None },
+        EraInput {
+            era: "0001",
+            preds: &good_p,
+            target: &good_t,
+            features: None,
+            meta: None,
+        },
+        EraInput {
+            era: "0002",
+            preds: &[0.5; 5],
+            target: &good_t,
+            features: None,
+            meta: None,
+        },
+        EraInput {
+            era: "0003",
+            preds: &[0.7],
+            target: &[0.5],
+            features: None,
+            meta: None,
+        },
+        EraInput {
+            era: "0004",
+            preds: &good_p,
+            target: &nan_t,
+            features: None,
+            meta: None,
+        },
     ];
     let ev = evaluate(&eras).unwrap();
     let names: Vec<&str> = ev.eras.iter().map(|e| e.era.as_str()).collect();
-    assert_eq!(names, ["0001", "0002", "0003"], "all-missing-target era left out");
+    assert_eq!(
+        names,
+        ["0001", "0002", "0003"],
+        "all-missing-target era left out"
+    );
     assert_eq!(ev.eras[1].corr, None);
     assert_eq!(ev.eras[2].corr, None);
     assert_eq!(ev.eras[2].rows, 1);
@@ -246,12 +295,27 @@ fn evaluate_lists_but_does_not_summarize_undefined_eras() {
     assert_eq!(ev.hit_rate, Some(1.0));
     assert_eq!(ev.scored_eras(), 1);
     // lengths that do not agree are an error, not a panic
-    let bad = [EraInput { era: "x", preds: &good_p, target: &[0.5], features: None, meta: None }];
+    let bad = [EraInput {
+        era: "x",
+        preds: &good_p,
+        target: &[0.5],
+        features: None,
+        meta: None,
+    }];
     assert!(evaluate(&bad).is_err());
-    let bad = [EraInput { era: "x", preds: &good_p, target: &good_t, features: Some((&[1, 2], 3)), meta: None }];
+    let bad = [EraInput {
+        era: "x",
+        preds: &good_p,
+        target: &good_t,
+        features: Some((&[1, 2], 3)),
+        meta: None,
+    }];
     assert!(evaluate(&bad).is_err());
     let empty = evaluate(&[]).unwrap();
-    assert_eq!((empty.mean, empty.max_drawdown, empty.hit_rate), (None, None, None));
+    assert_eq!(
+        (empty.mean, empty.max_drawdown, empty.hit_rate),
+        (None, None, None)
+    );
 }
 
 // ------------------------------------------------------------------ summary
@@ -326,7 +390,9 @@ proptest! {
 fn solve(mut m: Vec<Vec<f64>>, mut r: Vec<f64>) -> Vec<f64> {
     let n = r.len();
     for k in 0..n {
-        let p = (k..n).max_by(|a, b| m[*a][k].abs().total_cmp(&m[*b][k].abs())).unwrap();
+        let p = (k..n)
+            .max_by(|a, b| m[*a][k].abs().total_cmp(&m[*b][k].abs()))
+            .unwrap();
         m.swap(k, p);
         r.swap(k, p);
         for i in k + 1..n {
@@ -388,4 +454,82 @@ proptest! {
             prop_assert!((x[j] - want[j]).abs() <= 1e-7 * want[j].abs().max(1.0), "x[{}] {} vs {}", j, x[j], want[j]);
         }
     }
+}
+
+// ------------------------------------------------------------------ fast neutralization
+
+/// Row-major `[m, n]`: random features 0..4, then a copy of column 0, a constant column and ones.
+fn design(m: usize, nf: usize, vals: &[u8], extra: &[f64]) -> (Vec<f64>, usize) {
+    let n = nf + 3 + extra.len() / m.max(1);
+    let mut a = Vec::with_capacity(m * n);
+    for i in 0..m {
+        let row = &vals[i * nf..(i + 1) * nf];
+        a.extend(row.iter().map(|v| *v as f64));
+        a.push(row[0] as f64);
+        a.push(2.0);
+        for e in 0..extra.len() / m.max(1) {
+            a.push(extra[e * m + i]);
+        }
+        a.push(1.0);
+    }
+    (a, n)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn qrcp_neutralization_matches_svd_on_rank_deficient_features(
+        (m, nf, vals, b) in (2usize..60, 1usize..6).prop_flat_map(|(m, nf)| (
+            Just(m), Just(nf),
+            prop::collection::vec(0u8..5, m * nf),
+            prop::collection::vec(-2.0f64..2.0, m),
+        ))
+    ) {
+        let (a, n) = design(m, nf, &vals, &[]);
+        let svd = eraengine::metrics::neutralize_svd(&a, m, n, &b, 1e-6);
+        let used = eraengine::metrics::neutralize(&a, m, n, &b, 1e-6);
+        for i in 0..m {
+            prop_assert!((svd[i] - used[i]).abs() <= 1e-9, "row {}: {} vs {}", i, svd[i], used[i]);
+        }
+        // duplicate/constant columns are exact dependencies: the fast path must decide them
+        // (it can give up only when the features themselves sit near the cut)
+        if m >= 3 * n {
+            if let Some(q) = eraengine::metrics::neutralize_qrcp(&a, m, n, &b, 1e-6) {
+                for i in 0..m {
+                    prop_assert!((svd[i] - q[i]).abs() <= 1e-9);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn qrcp_decides_clear_cases_and_defers_near_the_cut() {
+    let m = 200;
+    let mut s = 7u64;
+    let mut rnd = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let vals: Vec<u8> = (0..m * 4).map(|_| (rnd() * 5.0) as u8).collect();
+    let b: Vec<f64> = (0..m).map(|_| rnd() - 0.5).collect();
+    let (a, n) = design(m, 4, &vals, &[]);
+    assert!(
+        eraengine::metrics::neutralize_qrcp(&a, m, n, &b, 1e-6).is_some(),
+        "exact duplicates and a constant column are a clear case"
+    );
+    // a column equal to column 1 plus a perturbation of relative size ~3e-6: its singular value
+    // sits within a factor of a few of the 1e-6 cut, so the bounds cannot decide it
+    let near: Vec<f64> = (0..m)
+        .map(|i| a[i * n + 1] + 3e-6 * (rnd() - 0.5) * 10.0)
+        .collect();
+    let (a2, n2) = design(m, 4, &vals, &near);
+    assert!(eraengine::metrics::neutralize_qrcp(&a2, m, n2, &b, 1e-6).is_none());
+    // and neutralize still answers, through the SVD
+    let r = eraengine::metrics::neutralize(&a2, m, n2, &b, 1e-6);
+    let svd = eraengine::metrics::neutralize_svd(&a2, m, n2, &b, 1e-6);
+    assert_eq!(r, svd);
 }

@@ -314,16 +314,177 @@ pub fn feature_neutral_corr(
 }
 
 /// `b - A·lstsq(A, b, rcond)`: the part of `b` that the columns of `A` (row-major `[m, n]`) do not
-/// explain (numerai-tools `neutralize` with proportion 1).
+/// explain (numerai-tools `neutralize` with proportion 1). Uses the fast rank-revealing QR path
+/// (`neutralize_qrcp`) when it can prove it keeps exactly the singular values numpy keeps, and the
+/// SVD (`neutralize_svd`) otherwise.
 pub fn neutralize(a: &[f64], m: usize, n: usize, b: &[f64], rcond: f64) -> Vec<f64> {
-    let x = lstsq(a, m, n, b, rcond);
+    neutralize_qrcp(a, m, n, b, rcond).unwrap_or_else(|| neutralize_svd(a, m, n, b, rcond))
+}
+
+/// `b - A·x` for row-major A.
+fn residual(a: &[f64], m: usize, n: usize, b: &[f64], x: &[f64]) -> Vec<f64> {
     (0..m)
         .map(|i| {
             // seek to row i of A
             let row = &a[i * n..(i + 1) * n];
-            b[i] - row.iter().zip(&x).map(|(r, c)| r * c).sum::<f64>()
+            b[i] - dot(row, x)
         })
         .collect()
+}
+
+/// `neutralize` through the minimum-norm SVD solution (`lstsq`): the reference, O(n³) per sweep.
+pub fn neutralize_svd(a: &[f64], m: usize, n: usize, b: &[f64], rcond: f64) -> Vec<f64> {
+    let x = lstsq(a, m, n, b, rcond);
+    residual(a, m, n, b, &x)
+}
+
+/// `neutralize` through Householder QR of A then QR with column pivoting of its triangle:
+/// `R P = Q₂ R₂`. The residual `b - A x` depends only on which singular directions are kept, so a
+/// basic solution on the first k pivoted columns gives numpy's residual when k is numpy's rank.
+/// k is the least index whose trailing block satisfies `‖R₂[k.., k..]‖_F <= rcond·|R₂₀₀|` (every
+/// dropped singular value is then under the cut, as `|R₂₀₀| <= σ_max`); it is accepted only if
+/// `1 / ‖R₁₁⁻¹‖_F > rcond·‖R‖_F`, which proves every kept singular value is above the cut
+/// (`σ_k(A) >= σ_min(R₁₁) >= 1/‖R₁₁⁻¹‖_F`, `σ_max <= ‖R‖_F`). Returns None when neither bound is
+/// decisive (singular values close to the cut): use the SVD then.
+pub fn neutralize_qrcp(a: &[f64], m: usize, n: usize, b: &[f64], rcond: f64) -> Option<Vec<f64>> {
+    if m == 0 || n == 0 || a.len() < m * n || b.len() < m {
+        return None;
+    }
+    let mut w = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            w[j * m + i] = a[i * n + j];
+        }
+    }
+    let mut c: Vec<f64> = b[..m].to_vec();
+    let rows = if m > n {
+        householder_qr(&mut w, m, n, &mut c, false);
+        let mut r = vec![0.0; n * n];
+        for j in 0..n {
+            for i in 0..=j {
+                r[j * n + i] = w[j * m + i];
+            }
+        }
+        w = r;
+        c.truncate(n);
+        n
+    } else {
+        m
+    };
+    let perm = householder_qr(&mut w, rows, n, &mut c, true);
+    let kmax = rows.min(n);
+    let at = |i: usize, j: usize| w[j * rows + i];
+    // t2[k] = ‖R₂[k.., k..]‖_F²: the sum of the rows i >= k of the upper trapezoid
+    let mut t2 = vec![0.0; kmax + 1];
+    for i in (0..kmax).rev() {
+        let row: f64 = (i..n).map(|j| at(i, j) * at(i, j)).sum();
+        t2[i] = t2[i + 1] + row;
+    }
+    let fro = t2[0].sqrt();
+    let d0 = at(0, 0).abs();
+    if d0 == 0.0 {
+        return Some(b[..m].to_vec());
+    }
+    let cut = rcond * d0;
+    let k = (0..=kmax).find(|&k| t2[k].sqrt() <= cut).unwrap_or(kmax);
+    // lower bound on σ_min(R₁₁) from ‖R₁₁⁻¹‖_F, column by column of the inverse
+    // R₁₁ row-major, so the back substitutions read rows contiguously
+    let mut u = vec![0.0; k * k];
+    for i in 0..k {
+        for l in i..k {
+            u[i * k + l] = at(i, l);
+        }
+    }
+    let mut inv_fro2 = 0.0;
+    let mut z = vec![0.0; k];
+    for j in 0..k {
+        // solve R₁₁ z = e_j; z is zero below row j
+        for i in (0..=j).rev() {
+            let urow = &u[i * k + i + 1..i * k + j + 1];
+            let d = dot(urow, &z[i + 1..=j]);
+            let rhs = if i == j { 1.0 } else { 0.0 };
+            z[i] = (rhs - d) / u[i * k + i];
+        }
+        inv_fro2 += z[..=j].iter().map(|v| v * v).sum::<f64>();
+    }
+    if k > 0 && !(1.0 / inv_fro2.sqrt() > rcond * fro) {
+        return None;
+    }
+    // basic solution: R₁₁ y = (Q₂ᵀ c)[..k], x[perm[i]] = y[i]
+    let mut y = vec![0.0; k];
+    for i in (0..k).rev() {
+        let mut s = c[i];
+        for l in i + 1..k {
+            s -= at(i, l) * y[l];
+        }
+        y[i] = s / at(i, i);
+    }
+    let mut x = vec![0.0; n];
+    for i in 0..k {
+        x[perm[i]] = y[i];
+    }
+    let r = residual(a, m, n, b, &x);
+    r.iter().all(|v| v.is_finite()).then_some(r)
+}
+
+/// In-place Householder QR of the column-major `[rows, n]` matrix `w`, applying the same
+/// reflections to `c`; with `pivot`, the column with the largest remaining norm goes first at each
+/// step. Afterwards the upper triangle (trapezoid) of `w` is R and `c[..min(rows, n)]` is the head
+/// of `Qᵀc`. Returns the permutation: column i of R belongs to input column `perm[i]`.
+fn householder_qr(w: &mut [f64], rows: usize, n: usize, c: &mut [f64], pivot: bool) -> Vec<usize> {
+    let mut perm: Vec<usize> = (0..n).collect();
+    let mut v = vec![0.0; rows];
+    for k in 0..rows.min(n) {
+        if pivot {
+            let mut best = k;
+            let mut best_norm = -1.0;
+            for j in k..n {
+                let cj = &w[j * rows + k..(j + 1) * rows];
+                let nj = dot(cj, cj);
+                if nj > best_norm {
+                    best_norm = nj;
+                    best = j;
+                }
+            }
+            if best != k {
+                for i in 0..rows {
+                    w.swap(k * rows + i, best * rows + i);
+                }
+                perm.swap(k, best);
+            }
+        }
+        // v = x - alpha e_k over rows k.., so that (I - 2vvᵀ/vᵀv) x = alpha e_k
+        let col = &w[k * rows + k..(k + 1) * rows];
+        let norm = dot(col, col).sqrt();
+        if norm == 0.0 {
+            continue;
+        }
+        let alpha = if col[0] > 0.0 { -norm } else { norm };
+        v[k..rows].copy_from_slice(col);
+        v[k] -= alpha;
+        let vnorm2 = dot(&v[k..rows], &v[k..rows]);
+        if vnorm2 == 0.0 {
+            continue;
+        }
+        w[k * rows + k] = alpha;
+        for x in &mut w[k * rows + k + 1..(k + 1) * rows] {
+            *x = 0.0;
+        }
+        for j in k + 1..n {
+            reflect(&v[k..rows], vnorm2, &mut w[j * rows + k..(j + 1) * rows]);
+        }
+        reflect(&v[k..rows], vnorm2, &mut c[k..rows]);
+    }
+    perm
+}
+
+/// `x -= 2 (v·x) / (v·v) · v`: one Householder reflection applied to x.
+#[inline]
+fn reflect(v: &[f64], vnorm2: f64, x: &mut [f64]) {
+    let f = 2.0 * dot(v, x) / vnorm2;
+    for (xi, vi) in x.iter_mut().zip(v) {
+        *xi -= f * vi;
+    }
 }
 
 /// Minimum-norm least-squares solution of `A x ≈ b` (A row-major `[m, n]`), singular values at or
@@ -345,7 +506,7 @@ pub fn lstsq(a: &[f64], m: usize, n: usize, b: &[f64], rcond: f64) -> Vec<f64> {
     }
     let mut c: Vec<f64> = b[..m].to_vec();
     let r_rows = if m > n {
-        householder_qr(&mut w, m, n, &mut c);
+        householder_qr(&mut w, m, n, &mut c, false);
         // keep the n × n upper triangle, column-major with n rows
         let mut r = vec![0.0; n * n];
         for j in 0..n {
@@ -372,60 +533,13 @@ pub fn lstsq(a: &[f64], m: usize, n: usize, b: &[f64], rcond: f64) -> Vec<f64> {
         }
         // u_j = w_j / σ_j; coefficient (u_j · c) / σ_j
         let col = &w[j * r_rows..(j + 1) * r_rows];
-        let coef = col.iter().zip(&c).map(|(u, c)| u * c).sum::<f64>() / (s * s);
+        let coef = dot(col, &c) / (s * s);
         let vj = &v[j * n..(j + 1) * n];
         for (xi, vi) in x.iter_mut().zip(vj) {
             *xi += coef * vi;
         }
     }
     x
-}
-
-/// In-place Householder QR of the column-major `[m, n]` matrix `w` (m > n), applying the same
-/// reflections to `c`. Afterwards the upper triangle of `w` is R and `c[..n]` is `(Qᵀ b)[..n]`.
-fn householder_qr(w: &mut [f64], m: usize, n: usize, c: &mut [f64]) {
-    let mut v = vec![0.0; m];
-    for k in 0..n {
-        let col = &w[k * m..(k + 1) * m];
-        let norm = col[k..].iter().map(|x| x * x).sum::<f64>().sqrt();
-        if norm == 0.0 {
-            continue;
-        }
-        let alpha = if col[k] > 0.0 { -norm } else { norm };
-        // v = x - alpha e_k, over rows k..m
-        v[k..m].copy_from_slice(&col[k..m]);
-        v[k] -= alpha;
-        let vnorm2 = v[k..m].iter().map(|x| x * x).sum::<f64>();
-        if vnorm2 == 0.0 {
-            continue;
-        }
-        // column k becomes alpha e_k
-        w[k * m + k] = alpha;
-        for x in &mut w[k * m + k + 1..(k + 1) * m] {
-            *x = 0.0;
-        }
-        for j in k + 1..n {
-            let colj = &mut w[j * m..(j + 1) * m];
-            let d = v[k..m]
-                .iter()
-                .zip(&colj[k..m])
-                .map(|(a, b)| a * b)
-                .sum::<f64>();
-            let f = 2.0 * d / vnorm2;
-            for (x, vi) in colj[k..m].iter_mut().zip(&v[k..m]) {
-                *x -= f * vi;
-            }
-        }
-        let d = v[k..m]
-            .iter()
-            .zip(&c[k..m])
-            .map(|(a, b)| a * b)
-            .sum::<f64>();
-        let f = 2.0 * d / vnorm2;
-        for (x, vi) in c[k..m].iter_mut().zip(&v[k..m]) {
-            *x -= f * vi;
-        }
-    }
 }
 
 /// One-sided Jacobi SVD of the column-major `[rows, n]` matrix `w`: rotates column pairs until all
@@ -442,14 +556,7 @@ fn jacobi_svd(w: &mut [f64], rows: usize, n: usize) -> (Vec<f64>, Vec<f64>) {
         for i in 0..n {
             for j in i + 1..n {
                 let (ci, cj) = two_cols(w, rows, i, j);
-                let mut alpha = 0.0;
-                let mut beta = 0.0;
-                let mut gamma = 0.0;
-                for (x, y) in ci.iter().zip(cj.iter()) {
-                    alpha += x * x;
-                    beta += y * y;
-                    gamma += x * y;
-                }
+                let (alpha, beta, gamma) = (dot(ci, ci), dot(cj, cj), dot(ci, cj));
                 if gamma == 0.0 || alpha == 0.0 || beta == 0.0 {
                     continue;
                 }
@@ -494,4 +601,26 @@ fn jacobi_svd(w: &mut [f64], rows: usize, n: usize) -> (Vec<f64>, Vec<f64>) {
 fn two_cols(w: &mut [f64], rows: usize, i: usize, j: usize) -> (&mut [f64], &mut [f64]) {
     let (lo, hi) = w.split_at_mut(j * rows);
     (&mut lo[i * rows..(i + 1) * rows], &mut hi[..rows])
+}
+
+/// Dot product with 8 independent accumulators, so the loop vectorizes instead of waiting on one
+/// running sum (the summation order differs from a plain loop only in rounding).
+#[inline]
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f64; 8];
+    let ca = a.chunks_exact(8);
+    let cb = b.chunks_exact(8);
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
 }

@@ -10,9 +10,9 @@ pub mod summary;
 pub mod svg;
 
 pub use corr::{
-    feature_exposure, feature_neutral_corr, gaussianize, lstsq, neutralize, norm_ppf,
-    numerai_corr, pearson, pearson_present, rank_average, rank_percentile, rank_predictions,
-    rank_predictions_per_era,
+    feature_exposure, feature_neutral_corr, gaussianize, lstsq, neutralize, neutralize_qrcp,
+    neutralize_svd, norm_ppf, numerai_corr, pearson, pearson_present, rank_average,
+    rank_percentile, rank_predictions, rank_predictions_per_era,
 };
 pub use predictions::{read_meta_model, read_predictions};
 pub use summary::{evaluate, max_drawdown, mean_std, summarize, EraInput, EraScore, Evaluation};

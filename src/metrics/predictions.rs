@@ -244,16 +244,17 @@ fn read_meta_parquet(path: &Path) -> Result<HashMap<String, f64>> {
     let schema = reader.metadata().file_metadata().schema();
     let fields = schema.get_fields();
     let find = |name: &str| fields.iter().find(|f| f.name() == name).cloned();
-    let id_field = find("id").or_else(|| find("__index_level_0__")).ok_or_else(|| {
-        Error::format(
-            path,
-            "schema",
-            "no 'id' column or index; expected Numerai's meta_model.parquet",
-        )
-    })?;
-    let value_field = find(META_MODEL_COLUMN).ok_or_else(|| {
-        Error::format(path, "schema", format!("no column '{META_MODEL_COLUMN}'"))
-    })?;
+    let id_field = find("id")
+        .or_else(|| find("__index_level_0__"))
+        .ok_or_else(|| {
+            Error::format(
+                path,
+                "schema",
+                "no 'id' column or index; expected Numerai's meta_model.parquet",
+            )
+        })?;
+    let value_field = find(META_MODEL_COLUMN)
+        .ok_or_else(|| Error::format(path, "schema", format!("no column '{META_MODEL_COLUMN}'")))?;
     let id_name = id_field.name().to_string();
     let projection = Type::group_type_builder(schema.name())
         .with_fields(vec![id_field, value_field])

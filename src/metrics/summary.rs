@@ -257,7 +257,13 @@ impl Evaluation {
 
     /// Per-era table and summary for a terminal.
     pub fn table(&self) -> String {
-        let w = self.eras.iter().map(|e| e.era.len()).max().unwrap_or(3).max(3);
+        let w = self
+            .eras
+            .iter()
+            .map(|e| e.era.len())
+            .max()
+            .unwrap_or(3)
+            .max(3);
         let mut s = format!(
             "{:<w$} {:>8} {:>10} {:>10} {:>10} {:>10}\n",
             "era", "rows", "corr", "fnc", "exposure", "meta_corr"

@@ -84,7 +84,14 @@ fn range(values: impl Iterator<Item = f64>, with_zero: bool) -> (f64, f64) {
         return (lo - d, hi + d);
     }
     let pad = (hi - lo) * 0.05;
-    (if with_zero && lo == 0.0 { 0.0 } else { lo - pad }, hi + pad)
+    (
+        if with_zero && lo == 0.0 {
+            0.0
+        } else {
+            lo - pad
+        },
+        hi + pad,
+    )
 }
 
 fn header(s: &mut String, title: &str) {
