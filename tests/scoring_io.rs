@@ -3,7 +3,7 @@
 use eraengine::metrics::{
     corr_chart, evaluate, line_chart, read_meta_model, read_predictions, write_atomic, EraInput,
 };
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// A fresh directory under the system temp dir for one test.
 fn tmpdir(name: &str) -> PathBuf {
@@ -13,7 +13,7 @@ fn tmpdir(name: &str) -> PathBuf {
     d
 }
 
-fn write(dir: &PathBuf, name: &str, text: &str) -> PathBuf {
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p

@@ -395,10 +395,11 @@ fn solve(mut m: Vec<Vec<f64>>, mut r: Vec<f64>) -> Vec<f64> {
             .unwrap();
         m.swap(k, p);
         r.swap(k, p);
+        let pivot_row = m[k].clone();
         for i in k + 1..n {
-            let f = m[i][k] / m[k][k];
-            for j in k..n {
-                m[i][j] -= f * m[k][j];
+            let f = m[i][k] / pivot_row[k];
+            for (mij, pkj) in m[i][k..].iter_mut().zip(&pivot_row[k..]) {
+                *mij -= f * pkj;
             }
             r[i] -= f * r[k];
         }
