@@ -310,5 +310,12 @@ fn meta_model_parquet_and_csv_agree_with_the_fixture() {
         for (id, v) in &csv {
             assert_eq!(pq.get(id), Some(v), "{id}");
         }
+        let e = read_meta_model(&fixture("meta_model_no_column.parquet"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("meta_model_no_column.parquet") && e.contains("numerai_meta_model"),
+            "{e}"
+        );
     }
 }

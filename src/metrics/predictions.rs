@@ -175,7 +175,7 @@ pub fn read_meta_model(path: &Path) -> Result<HashMap<String, f64>> {
     let is_parquet = {
         use std::io::Read;
         let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        matches!(f.read(&mut magic), Ok(4)) && &magic == b"PAR1"
+        f.read_exact(&mut magic).is_ok() && &magic == b"PAR1"
     };
     if is_parquet {
         read_meta_parquet(path)

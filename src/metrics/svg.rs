@@ -36,7 +36,7 @@ pub fn escape(s: &str) -> String {
 /// About `count` round tick values covering [lo, hi].
 fn ticks(lo: f64, hi: f64, count: usize) -> Vec<f64> {
     let span = hi - lo;
-    if !(span > 0.0) || !span.is_finite() {
+    if !span.is_finite() || span <= 0.0 {
         return vec![lo];
     }
     let raw = span / count.max(1) as f64;
