@@ -9,7 +9,7 @@ use crate::{Error, Result};
 use serde_json::{json, Map, Value};
 use std::path::Path;
 
-pub type HostTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+pub use crate::params::HostTensors;
 
 /// A model checkpoint held on the host.
 #[derive(Clone, Debug)]
@@ -39,7 +39,7 @@ pub fn to_bytes(
         offset = end;
     }
     let mut h = Value::Object(header).to_string().into_bytes();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + h.len() + offset);

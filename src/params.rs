@@ -8,6 +8,9 @@ use crate::Result;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ParamId(pub usize);
 
+/// Tensors on the host: (name, shape, values).
+pub type HostTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
 pub struct Params<B: Backend> {
     pub names: Vec<String>,
     pub shapes: Vec<Vec<usize>>,
@@ -60,15 +63,15 @@ impl<B: Backend> Params<B> {
         Ok(())
     }
 
-    pub fn to_host(&self, dev: &B) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    pub fn to_host(&self, dev: &B) -> Result<HostTensors> {
         self.grads_or_values(dev, false)
     }
 
-    pub fn grads_to_host(&self, dev: &B) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    pub fn grads_to_host(&self, dev: &B) -> Result<HostTensors> {
         self.grads_or_values(dev, true)
     }
 
-    fn grads_or_values(&self, dev: &B, grads: bool) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    fn grads_or_values(&self, dev: &B, grads: bool) -> Result<HostTensors> {
         let src = if grads { &self.grads } else { &self.values };
         self.names
             .iter()

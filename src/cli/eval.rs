@@ -8,6 +8,15 @@ use crate::metrics::{corr_chart, evaluate, read_meta_model, read_predictions, Er
 use crate::{Error, Result};
 use std::collections::HashMap;
 
+/// One era's rows aligned with the store: predictions (NaN where absent), target, features, meta.
+struct EraRows {
+    era: String,
+    preds: Vec<f64>,
+    target: Vec<f64>,
+    features: Vec<u8>,
+    meta: Option<Vec<f64>>,
+}
+
 pub fn run(a: &EvalArgs) -> Result<()> {
     let preds = read_predictions(&a.predictions)?;
     let store = Store::open(&a.data)?;
@@ -40,7 +49,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     let t = store.n_targets();
     let nf = store.n_features();
     let mut matched = 0usize;
-    let mut eras: Vec<(String, Vec<f64>, Vec<f64>, Vec<u8>, Option<Vec<f64>>)> = Vec::new();
+    let mut eras: Vec<EraRows> = Vec::new();
     for i in 0..store.n_eras() {
         let era = store.era(i);
         let mut p = Vec::with_capacity(era.n_rows);
@@ -58,7 +67,13 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         }
         let mut feats = Vec::new();
         imputed_features(&era, &mut feats);
-        eras.push((era.name.to_string(), p, y, feats, m));
+        eras.push(EraRows {
+            era: era.name.to_string(),
+            preds: p,
+            target: y,
+            features: feats,
+            meta: m,
+        });
     }
     if matched == 0 {
         return Err(Error::format(
@@ -69,12 +84,12 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     }
     let inputs: Vec<EraInput> = eras
         .iter()
-        .map(|(era, p, y, f, m)| EraInput {
-            era,
-            preds: p,
-            target: y,
-            features: Some((f.as_slice(), nf)),
-            meta: m.as_deref(),
+        .map(|e| EraInput {
+            era: &e.era,
+            preds: &e.preds,
+            target: &e.target,
+            features: Some((e.features.as_slice(), nf)),
+            meta: e.meta.as_deref(),
         })
         .collect();
     let ev = evaluate(&inputs)?;

@@ -25,6 +25,7 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once per run
 pub enum Command {
     /// Convert Numerai parquet/CSV files into an era store
     Import(ImportArgs),

@@ -10,12 +10,15 @@ use crate::train::Trained;
 use crate::Result;
 use std::fmt::Write;
 
-/// Per-era predictions: (era name, ids, output 0) for every era of the store.
+/// One era's predictions: (era name, row ids, output 0).
+pub type EraPredictions = (String, Vec<String>, Vec<f64>);
+
+/// Per-era predictions for every era of the store.
 pub fn predict_store<B: Backend>(
     dev: &B,
     ck: &Checkpoint,
     store: &Store,
-) -> Result<Vec<(String, Vec<String>, Vec<f64>)>> {
+) -> Result<Vec<EraPredictions>> {
     let m = Trained::from_checkpoint(dev, ck)?;
     let map = ColumnMap::for_model(store, &ck.features, &ck.targets)?;
     let t = ck.config.n_targets;

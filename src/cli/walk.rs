@@ -14,6 +14,15 @@ use crate::train::{train_step, TrainOptions, Trained};
 use crate::{Error, Result};
 use std::fmt::Write;
 
+/// One out-of-sample era: its ids, predictions (output 0), target 0 and gate values.
+struct Predicted {
+    era: String,
+    ids: Vec<String>,
+    preds: Vec<f64>,
+    target: Vec<f64>,
+    gates: Vec<f32>,
+}
+
 pub fn run(a: &TrainArgs) -> Result<()> {
     let data = a.data.as_ref().ok_or_else(|| {
         Error::usage("--walk-forward needs --data STORE (eras in time order; e.g. train + validation imported together)")
@@ -81,8 +90,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let map = ColumnMap::identity(&store);
     let mut rng = Rng::new(a.seed, 0x3A1C);
     let mut step = 0u64;
-    // Per predicted era: name, ids, predictions, target 0, gates.
-    let mut results: Vec<(String, Vec<String>, Vec<f64>, Vec<f64>, Vec<f32>)> = Vec::new();
+    let mut results: Vec<Predicted> = Vec::new();
     let t = cfg.n_targets;
     let total = store.n_eras() - window;
     let started = std::time::Instant::now();
@@ -128,13 +136,20 @@ pub fn run(a: &TrainArgs) -> Result<()> {
                 started.elapsed().as_secs_f64()
             );
         }
-        results.push((batch.name, ids, preds, target, gates));
+        results.push(Predicted {
+            era: batch.name,
+            ids,
+            preds,
+            target,
+            gates,
+        });
     }
     // Out-of-sample predictions, ranked per era.
     if let Some(path) = &a.predictions_out {
         let mut csv = String::from("id,era,prediction\n");
-        for (era, ids, preds, _, _) in &results {
-            for (id, v) in ids.iter().zip(super::predict::rank_unit(preds)) {
+        for r in &results {
+            let era = &r.era;
+            for (id, v) in r.ids.iter().zip(super::predict::rank_unit(&r.preds)) {
                 let _ = writeln!(csv, "{id},{era},{v}");
             }
         }
@@ -142,10 +157,10 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     }
     let inputs: Vec<EraInput> = results
         .iter()
-        .map(|(era, _, preds, target, _)| EraInput {
-            era,
-            preds,
-            target,
+        .map(|r| EraInput {
+            era: &r.era,
+            preds: &r.preds,
+            target: &r.target,
             features: None,
             meta: None,
         })
@@ -169,21 +184,21 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         let mut mean_gate: Vec<(f64, usize)> = (0..f)
             .map(|j| {
                 (
-                    results.iter().map(|r| r.4[j] as f64).sum::<f64>()
+                    results.iter().map(|r| r.gates[j] as f64).sum::<f64>()
                         / results.len().max(1) as f64,
                     j,
                 )
             })
             .collect();
         mean_gate.sort_by(|x, y| y.0.total_cmp(&x.0));
-        let labels: Vec<String> = results.iter().map(|r| r.0.clone()).collect();
+        let labels: Vec<String> = results.iter().map(|r| r.era.clone()).collect();
         let series: Vec<(String, Vec<f64>)> = mean_gate
             .iter()
             .take(8)
             .map(|&(_, j)| {
                 (
                     store.feature_names()[j].clone(),
-                    results.iter().map(|r| r.4[j] as f64).collect(),
+                    results.iter().map(|r| r.gates[j] as f64).collect(),
                 )
             })
             .collect();

@@ -81,7 +81,7 @@ impl Config {
         if self.n_targets == 0 {
             return bad("the model needs at least one target".into());
         }
-        if self.d_model == 0 || self.heads == 0 || self.d_model % self.heads != 0 {
+        if self.d_model == 0 || self.heads == 0 || !self.d_model.is_multiple_of(self.heads) {
             return bad(format!(
                 "d_model ({}) must be a positive multiple of heads ({})",
                 self.d_model, self.heads
