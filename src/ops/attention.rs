@@ -277,7 +277,7 @@ pub fn exp_f32(x: f32) -> f32 {
     y = y * r + 8.333_452e-3;
     y = y * r + 4.166_579_6e-2;
     y = y * r + 1.666_666_5e-1;
-    y = y * r + 5.000_000_1e-1;
+    y = y * r + 0.5;
     let y = y * r * r + r + 1.0;
     // 2ⁿ: n + 127 in the exponent field (n ∈ [−126, 128] after the clamps)
     let pow2 = f32::from_bits(((n as i32 + 127).clamp(1, 254) as u32) << 23);
