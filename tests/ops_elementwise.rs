@@ -192,3 +192,16 @@ fn elementwise_ops_agree_with_oracle_when_threaded() {
     pos_enc_add(&mut h, n, d);
     close("pe", &h, &pos_enc(n, d), FWD_RTOL, FWD_ATOL).unwrap();
 }
+
+#[test]
+fn nan_inputs_stay_nan() {
+    let x = [f32::NAN, 1.0, -1.0];
+    let mut y = [0.0; 3];
+    elu1_fwd(&mut y, &x);
+    assert!(y[0].is_nan() && y[1] == 2.0 && (y[2] - (-1f32).exp()).abs() < 1e-7);
+    gelu_fwd(&mut y, &x);
+    assert!(y[0].is_nan() && y[1].is_finite());
+    let mut d = [0.0; 3];
+    elu1_bwd(&mut d, &[1.0; 3], &x);
+    assert!(d[0].is_nan() && d[1] == 1.0);
+}

@@ -15,8 +15,10 @@
 //! Softmax backward (flash style, scores recomputed from lse): P_ij = exp(s_ij − lse_i),
 //! D_i = dO_i·O_i, dS_ij = P_ij (dO_i·V_j − D_i); dQ_i += Σ_j dS_ij K_j/√dh, dK_j += Σ_i dS_ij Q_i/√dh,
 //! dV_j += Σ_i P_ij dO_i. dQ runs over query rows, dK and dV over key rows, so no two threads write
-//! the same row. Sums over rows (S, z, dS, dz, softmax accumulators) are f64.
+//! the same row. Sums over rows (S, z, dS, dz, softmax accumulators) are f32 within a block of
+//! 64 rows (or keys) and f64 across blocks.
 
+pub use super::elementwise::exp_f32;
 use super::elementwise::{elu1, elu1_grad};
 use super::par;
 
@@ -24,6 +26,17 @@ pub const ATTN_EPS: f32 = 1e-6;
 
 /// Keys scored together in the online softmax (one rescale of the accumulator per block).
 const KEY_BLOCK: usize = 64;
+
+/// Rows summed in f32 before the partial sum is added to the f64 total.
+const ROW_BLOCK: usize = 64;
+
+/// dst[i] += src[i] in f64, then src is cleared.
+fn flush(dst: &mut [f64], src: &mut [f32]) {
+    for (x, s) in dst.iter_mut().zip(src.iter_mut()) {
+        *x += *s as f64;
+        *s = 0.0;
+    }
+}
 
 #[allow(clippy::too_many_arguments)]
 pub fn linear_attention_fwd(
@@ -51,29 +64,34 @@ pub fn linear_attention_fwd(
     par::run(items, |(c, (sc, zc))| {
         let mut sacc = vec![0f64; dh * dh];
         let mut zacc = vec![0f64; dh];
-        let mut pk = vec![0f64; dh];
+        let mut sblk = vec![0f32; dh * dh];
+        let mut zblk = vec![0f32; dh];
+        let mut pk = vec![0f32; dh];
         for (hl, (sh, zh)) in sc.chunks_mut(dh * dh).zip(zc.chunks_mut(dh)).enumerate() {
             let hd = c * hc + hl;
             sacc.fill(0.0);
             zacc.fill(0.0);
-            for j in 0..n {
-                let mj = mask[j];
-                if mj == 0.0 {
-                    continue;
-                }
-                // seek to head hd of row j: k[j, hd·dh ..]
-                let kr = &k[j * d + hd * dh..][..dh];
-                let vr = &v[j * d + hd * dh..][..dh];
-                for a in 0..dh {
-                    pk[a] = (mj * elu1(kr[a])) as f64;
-                    zacc[a] += pk[a];
-                }
-                for a in 0..dh {
-                    let pa = pk[a];
-                    for (sv, &vb) in sacc[a * dh..(a + 1) * dh].iter_mut().zip(vr) {
-                        *sv += pa * vb as f64;
+            for j0 in (0..n).step_by(ROW_BLOCK) {
+                for j in j0..(j0 + ROW_BLOCK).min(n) {
+                    let mj = mask[j];
+                    if mj == 0.0 {
+                        continue;
+                    }
+                    // seek to head hd of row j: k[j, hd·dh ..]
+                    let kr = &k[j * d + hd * dh..][..dh];
+                    let vr = &v[j * d + hd * dh..][..dh];
+                    for ((p, zb), &kv) in pk.iter_mut().zip(zblk.iter_mut()).zip(kr) {
+                        *p = mj * elu1(kv);
+                        *zb += *p;
+                    }
+                    for (srow, &pa) in sblk.chunks_exact_mut(dh).zip(&pk) {
+                        for (sv, &vb) in srow.iter_mut().zip(vr) {
+                            *sv += pa * vb;
+                        }
                     }
                 }
+                flush(&mut sacc, &mut sblk);
+                flush(&mut zacc, &mut zblk);
             }
             for (o, &a) in sh.iter_mut().zip(&sacc) {
                 *o = a as f32;
@@ -90,25 +108,28 @@ pub fn linear_attention_fwd(
     let chunk = par::chunk_rows(n, 3 * d * dh);
     par::run(out[..n * d].chunks_mut(chunk * d).enumerate(), |(c, oc)| {
         let r0 = c * chunk;
-        let mut num = vec![0f64; dh];
+        let mut p = vec![0f32; dh];
         for (ii, orow) in oc.chunks_mut(d).enumerate() {
             let i = r0 + ii;
             for hd in 0..h {
                 let qr = &q[i * d + hd * dh..][..dh];
                 let sh = &s[hd * dh * dh..(hd + 1) * dh * dh];
                 let zh = &z[hd * dh..(hd + 1) * dh];
-                num.fill(0.0);
-                let mut den = 0f64;
-                for a in 0..dh {
-                    let pa = elu1(qr[a]) as f64;
-                    den += pa * zh[a] as f64;
-                    for (nb, &sv) in num.iter_mut().zip(&sh[a * dh..(a + 1) * dh]) {
-                        *nb += pa * sv as f64;
+                for (pa, &qa) in p.iter_mut().zip(qr) {
+                    *pa = elu1(qa);
+                }
+                let den = dot(&p, zh) + ATTN_EPS;
+                // num = pᵀ S, accumulated straight into the output row
+                let o = &mut orow[hd * dh..(hd + 1) * dh];
+                o.fill(0.0);
+                for (&pa, srow) in p.iter().zip(sh.chunks_exact(dh)) {
+                    for (ov, &sv) in o.iter_mut().zip(srow) {
+                        *ov += pa * sv;
                     }
                 }
-                let den = den + ATTN_EPS as f64;
-                for (o, &nb) in orow[hd * dh..(hd + 1) * dh].iter_mut().zip(&num) {
-                    *o = (nb / den) as f32;
+                let inv = 1.0 / den;
+                for ov in o.iter_mut() {
+                    *ov *= inv;
                 }
             }
         }
@@ -135,14 +156,17 @@ pub fn linear_attention_bwd(
         return;
     }
     let dh = d / h;
+    let nsz = h * dh * dh + h * dh;
     // pass 1, over query rows: dq, and partial dS [h·dh·dh] | dz [h·dh] per chunk
     let chunk = par::chunk_rows(n, 6 * d * dh);
     let partials = par::run(dq[..n * d].chunks_mut(chunk * d).enumerate(), |(c, dqc)| {
         let r0 = c * chunk;
-        let mut acc = vec![0f64; h * dh * dh + h * dh];
-        let mut p = vec![0f64; dh];
-        let mut num = vec![0f64; dh];
-        let mut dnum = vec![0f64; dh];
+        let mut acc = vec![0f64; nsz];
+        let mut blk = vec![0f32; nsz];
+        let mut p = vec![0f32; dh];
+        let mut num = vec![0f32; dh];
+        let mut dnum = vec![0f32; dh];
+        let rows = dqc.len() / d;
         for (ii, dqrow) in dqc.chunks_mut(d).enumerate() {
             let i = r0 + ii;
             for hd in 0..h {
@@ -151,48 +175,49 @@ pub fn linear_attention_bwd(
                 let go = &dout[off..off + dh];
                 let sh = &s[hd * dh * dh..(hd + 1) * dh * dh];
                 let zh = &z[hd * dh..(hd + 1) * dh];
+                for (pa, &qa) in p.iter_mut().zip(qr) {
+                    *pa = elu1(qa);
+                }
+                let den = dot(&p, zh) + ATTN_EPS;
                 num.fill(0.0);
-                let mut den = 0f64;
-                for a in 0..dh {
-                    p[a] = elu1(qr[a]) as f64;
-                    den += p[a] * zh[a] as f64;
-                    for (nb, &sv) in num.iter_mut().zip(&sh[a * dh..(a + 1) * dh]) {
-                        *nb += p[a] * sv as f64;
+                for (&pa, srow) in p.iter().zip(sh.chunks_exact(dh)) {
+                    for (nb, &sv) in num.iter_mut().zip(srow) {
+                        *nb += pa * sv;
                     }
                 }
-                let den = den + ATTN_EPS as f64;
                 // dden = −(dO·O)/den with O = num/den
-                let mut dden = 0f64;
-                for b in 0..dh {
-                    dnum[b] = go[b] as f64 / den;
-                    dden -= go[b] as f64 * num[b];
+                let inv = 1.0 / den;
+                let dden = -dot(go, &num) * inv * inv;
+                for (dn, &g) in dnum.iter_mut().zip(go) {
+                    *dn = g * inv;
                 }
-                dden /= den * den;
-                let (ds, dz) = acc.split_at_mut(h * dh * dh);
+                let (ds, dz) = blk.split_at_mut(h * dh * dh);
                 let ds = &mut ds[hd * dh * dh..(hd + 1) * dh * dh];
                 let dz = &mut dz[hd * dh..(hd + 1) * dh];
-                for a in 0..dh {
-                    let srow = &sh[a * dh..(a + 1) * dh];
-                    let mut dp = dden * zh[a] as f64;
-                    for (&dn, &sv) in dnum.iter().zip(srow) {
-                        dp += dn * sv as f64;
-                    }
-                    dqrow[hd * dh + a] += (dp * elu1_grad(qr[a]) as f64) as f32;
+                for (a, (srow, dsrow)) in
+                    sh.chunks_exact(dh).zip(ds.chunks_exact_mut(dh)).enumerate()
+                {
+                    let dp = dden * zh[a] + dot(&dnum, srow);
+                    dqrow[hd * dh + a] += dp * elu1_grad(qr[a]);
                     dz[a] += dden * p[a];
-                    for (dsv, &dn) in ds[a * dh..(a + 1) * dh].iter_mut().zip(dnum.iter()) {
+                    for (dsv, &dn) in dsrow.iter_mut().zip(&dnum) {
                         *dsv += p[a] * dn;
                     }
                 }
             }
+            if (ii + 1) % ROW_BLOCK == 0 || ii + 1 == rows {
+                flush(&mut acc, &mut blk);
+            }
         }
         acc
     });
-    let mut total = vec![0f64; h * dh * dh + h * dh];
+    let mut total = vec![0f64; nsz];
     for part in partials {
         for (t, x) in total.iter_mut().zip(part) {
             *t += x;
         }
     }
+    let total: Vec<f32> = total.iter().map(|&x| x as f32).collect();
     let (ds, dz) = total.split_at(h * dh * dh);
     // pass 2, over key rows: dk and dv
     let items = dk[..n * d]
@@ -201,10 +226,9 @@ pub fn linear_attention_bwd(
         .enumerate();
     par::run(items, |(c, (dkc, dvc))| {
         let r0 = c * chunk;
-        let mut accv = vec![0f64; dh];
         for (jj, (dkrow, dvrow)) in dkc.chunks_mut(d).zip(dvc.chunks_mut(d)).enumerate() {
             let j = r0 + jj;
-            let mj = mask[j] as f64;
+            let mj = mask[j];
             if mj == 0.0 {
                 continue;
             }
@@ -214,24 +238,16 @@ pub fn linear_attention_bwd(
                 let vr = &v[off..off + dh];
                 let dsh = &ds[hd * dh * dh..(hd + 1) * dh * dh];
                 let dzh = &dz[hd * dh..(hd + 1) * dh];
-                accv.fill(0.0);
-                for a in 0..dh {
-                    let row = &dsh[a * dh..(a + 1) * dh];
-                    let mut dpk = dzh[a];
-                    for (&dsv, &vb) in row.iter().zip(vr) {
-                        dpk += dsv * vb as f64;
+                let dvh = &mut dvrow[hd * dh..(hd + 1) * dh];
+                for (a, row) in dsh.chunks_exact(dh).enumerate() {
+                    // dφ(K_j)[a] = m_j (dS[a,:]·V_j + dz[a])
+                    let dpk = mj * (dzh[a] + dot(row, vr));
+                    dkrow[hd * dh + a] += dpk * elu1_grad(kr[a]);
+                    // dV_j += m_j φ(K_j)[a] dS[a,:]
+                    let pk = mj * elu1(kr[a]);
+                    for (x, &dsv) in dvh.iter_mut().zip(row) {
+                        *x += pk * dsv;
                     }
-                    // φ(k) = φ'(k) + max(k, 0): one exp serves both
-                    let gk = elu1_grad(kr[a]) as f64;
-                    let pk = gk + (kr[a] as f64).max(0.0);
-                    dkrow[hd * dh + a] += (mj * dpk * gk) as f32;
-                    // dV_j += φ(K_j)ᵀ dS, row a of dS at a time
-                    for (av, &dsv) in accv.iter_mut().zip(row) {
-                        *av += pk * dsv;
-                    }
-                }
-                for (x, &av) in dvrow[hd * dh..(hd + 1) * dh].iter_mut().zip(&accv) {
-                    *x += (mj * av) as f32;
                 }
             }
         }
@@ -254,34 +270,6 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         s += x * y;
     }
     s
-}
-
-/// eˣ in f32 to about 2 ulp, branch-free so a loop over a block of scores vectorises (libm's expf
-/// does not): x = n·ln2 + r with |r| ≤ ln2/2, eʳ by the Cephes polynomial, 2ⁿ through the exponent
-/// bits. Inputs below −87.3 give e^−87.3 ≈ 1e−38 (softmax weights that small do not matter);
-/// inputs above 88.7 are clamped (scores here are ≤ 0 after subtracting the maximum); NaN stays NaN.
-#[inline(always)]
-pub fn exp_f32(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // ln2 split in two so n·C1 is exact
-    const C1: f32 = 0.693_359_4;
-    const C2: f32 = -2.121_944_4e-4;
-    // adding 1.5·2²³ rounds to the nearest integer without a libm call
-    const ROUND: f32 = 12_582_912.0;
-    let x = if x < -87.3 { -87.3 } else { x };
-    let x = if x > 88.7 { 88.7 } else { x };
-    let n = (x * LOG2E + ROUND) - ROUND;
-    let r = x - n * C1 - n * C2;
-    let mut y = 1.987_569_2e-4;
-    y = y * r + 1.398_2e-3;
-    y = y * r + 8.333_452e-3;
-    y = y * r + 4.166_579_6e-2;
-    y = y * r + 1.666_666_5e-1;
-    y = y * r + 5.000_000_1e-1;
-    let y = y * r * r + r + 1.0;
-    // 2ⁿ: n + 127 in the exponent field (n ∈ [−126, 128] after the clamps)
-    let pow2 = f32::from_bits(((n as i32 + 127).clamp(1, 254) as u32) << 23);
-    y * pow2
 }
 
 /// Rows whose mask is non-zero: the keys of softmax attention.

@@ -1,5 +1,7 @@
 //! LayerNorm per row over d: (x − μ)/√(σ² + eps) ⊙ γ + β, biased variance, eps = 1e-5 (SPEC §3).
-//! Saves mean[n] and rstd[n] for the backward.
+//! Saves mean[n] and rstd[n] for the backward. (The CPU backward recomputes both in f64 from the
+//! row, which costs two passes over d and keeps the digits the f32 copies lose; they stay in the
+//! signature for the devices that use them.)
 //!
 //! Backward with x̂ = (x − μ)·rstd and dx̂ = dout ⊙ γ:
 //! dx += rstd · (dx̂ − mean(dx̂) − x̂ · mean(dx̂ ⊙ x̂)); dγ += Σ_rows dout ⊙ x̂; dβ += Σ_rows dout.
@@ -8,6 +10,21 @@
 use super::par;
 
 pub const LN_EPS: f32 = 1e-5;
+
+/// (μ, 1/√(σ² + eps)) of one row, in f64 (two passes).
+fn row_stats(x: &[f32]) -> (f64, f64) {
+    let d = x.len().max(1) as f64;
+    let m = x.iter().map(|&v| v as f64).sum::<f64>() / d;
+    let var = x
+        .iter()
+        .map(|&v| {
+            let c = v as f64 - m;
+            c * c
+        })
+        .sum::<f64>()
+        / d;
+    (m, 1.0 / (var + LN_EPS as f64).sqrt())
+}
 
 #[allow(clippy::too_many_arguments)]
 pub fn layer_norm_fwd(
@@ -33,16 +50,7 @@ pub fn layer_norm_fwd(
         let r0 = c * chunk;
         for (ii, orow) in o.chunks_mut(d).enumerate() {
             let x = &inp[(r0 + ii) * d..(r0 + ii + 1) * d];
-            let m = x.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
-            let var = x
-                .iter()
-                .map(|&v| {
-                    let c = v as f64 - m;
-                    c * c
-                })
-                .sum::<f64>()
-                / d as f64;
-            let r = 1.0 / (var + LN_EPS as f64).sqrt();
+            let (m, r) = row_stats(x);
             mu[ii] = m as f32;
             rs[ii] = r as f32;
             for (((ov, &xv), &gv), &bv) in orow.iter_mut().zip(x).zip(gamma).zip(beta) {
@@ -68,6 +76,8 @@ pub fn layer_norm_bwd(
     if n == 0 || d == 0 {
         return;
     }
+    // the saved statistics are recomputed in f64 below (see the module doc)
+    let _ = (mean, rstd);
     let chunk = par::chunk_rows(n, 12 * d);
     // each chunk returns its partial [dγ | dβ] in f64
     let partials = par::run(
@@ -79,23 +89,26 @@ pub fn layer_norm_bwd(
                 let i = r0 + ii;
                 let x = &inp[i * d..(i + 1) * d];
                 let g = &dout[i * d..(i + 1) * d];
-                let (mu, rs) = (mean[i], rstd[i]);
+                // the row's statistics again, in f64: for a row whose spread is small next to
+                // √eps the gradient is a difference of nearly equal terms, and the saved f32
+                // mean and rstd alone would cost it 3–4 digits
+                let (mu, rs) = row_stats(x);
                 let mut sum_dxh = 0f64;
                 let mut sum_dxh_xh = 0f64;
                 for kk in 0..d {
-                    let xh = (x[kk] - mu) * rs;
-                    let dxh = g[kk] * gamma[kk];
-                    sum_dxh += dxh as f64;
-                    sum_dxh_xh += (dxh * xh) as f64;
-                    acc[kk] += (g[kk] * xh) as f64;
+                    let xh = (x[kk] as f64 - mu) * rs;
+                    let dxh = g[kk] as f64 * gamma[kk] as f64;
+                    sum_dxh += dxh;
+                    sum_dxh_xh += dxh * xh;
+                    acc[kk] += g[kk] as f64 * xh;
                     acc[d + kk] += g[kk] as f64;
                 }
-                let mean_dxh = (sum_dxh / d as f64) as f32;
-                let mean_dxh_xh = (sum_dxh_xh / d as f64) as f32;
+                let mean_dxh = sum_dxh / d as f64;
+                let mean_dxh_xh = sum_dxh_xh / d as f64;
                 for kk in 0..d {
-                    let xh = (x[kk] - mu) * rs;
-                    let dxh = g[kk] * gamma[kk];
-                    drow[kk] += rs * (dxh - mean_dxh - xh * mean_dxh_xh);
+                    let xh = (x[kk] as f64 - mu) * rs;
+                    let dxh = g[kk] as f64 * gamma[kk] as f64;
+                    drow[kk] += (rs * (dxh - mean_dxh - xh * mean_dxh_xh)) as f32;
                 }
             }
             acc
