@@ -1,5 +1,11 @@
 //! Elementwise ops: GELU (tanh form), ELU+1 (φ of linear attention), residual add, inverted dropout
 //! with a Philox4x32-10 mask, sinusoidal positional encoding.
+//!
+//! Derivatives: GELU' = ½(1 + t) + ½x(1 − t²)·√(2/π)(1 + 3·0.044715x²), t = tanh(√(2/π)(x + 0.044715x³));
+//! (elu + 1)' = 1 for x > 0, eˣ otherwise. Dropout's backward reuses the forward's mask (same key).
+
+use super::par;
+use crate::rng::{dropout_counter, philox4x32_10, unit_f32};
 
 /// Which dropout mask: Philox keyed by seed; counter from step, tensor id and element index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -9,32 +15,213 @@ pub struct DropoutKey {
     pub tensor: u32,
 }
 
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+const GELU_C: f32 = 0.044_715;
+
+/// Elements per chunk for an elementwise op costing `flops` per element, a multiple of 4.
+fn elem_chunk(len: usize, flops: usize) -> usize {
+    par::chunk_rows_aligned(len, flops, 4)
+}
+
+/// out[i] = f(a[i]) over chunks in parallel.
+fn map1(out: &mut [f32], a: &[f32], flops: usize, f: impl Fn(f32) -> f32 + Sync) {
+    let len = out.len().min(a.len());
+    if len == 0 {
+        return;
+    }
+    let chunk = elem_chunk(len, flops);
+    par::run(
+        out[..len].chunks_mut(chunk).zip(a[..len].chunks(chunk)),
+        |(o, a)| {
+            for (ov, &av) in o.iter_mut().zip(a) {
+                *ov = f(av);
+            }
+        },
+    );
+}
+
+/// out[i] += f(a[i], b[i]) over chunks in parallel.
+fn acc2(out: &mut [f32], a: &[f32], b: &[f32], flops: usize, f: impl Fn(f32, f32) -> f32 + Sync) {
+    let len = out.len().min(a.len()).min(b.len());
+    if len == 0 {
+        return;
+    }
+    let chunk = elem_chunk(len, flops);
+    par::run(
+        out[..len]
+            .chunks_mut(chunk)
+            .zip(a[..len].chunks(chunk))
+            .zip(b[..len].chunks(chunk)),
+        |((o, a), b)| {
+            for ((ov, &av), &bv) in o.iter_mut().zip(a).zip(b) {
+                *ov += f(av, bv);
+            }
+        },
+    );
+}
+
+#[inline]
+fn gelu(x: f32) -> f32 {
+    let t = (SQRT_2_OVER_PI * (x + GELU_C * x * x * x)).tanh();
+    0.5 * x * (1.0 + t)
+}
+
+#[inline]
+fn gelu_grad(x: f32) -> f32 {
+    let t = (SQRT_2_OVER_PI * (x + GELU_C * x * x * x)).tanh();
+    0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x)
+}
+
+/// φ(x) = elu(x) + 1: x + 1 for x > 0, eˣ otherwise (always > 0).
+#[inline]
+pub fn elu1(x: f32) -> f32 {
+    if x > 0.0 {
+        x + 1.0
+    } else {
+        x.exp()
+    }
+}
+
+/// φ'(x): 1 for x > 0, eˣ otherwise.
+#[inline]
+pub fn elu1_grad(x: f32) -> f32 {
+    if x > 0.0 {
+        1.0
+    } else {
+        x.exp()
+    }
+}
+
 pub fn gelu_fwd(out: &mut [f32], inp: &[f32]) {
-    todo!()
+    map1(out, inp, 20, gelu);
 }
 pub fn gelu_bwd(dinp: &mut [f32], dout: &[f32], inp: &[f32]) {
-    todo!()
+    acc2(dinp, dout, inp, 30, |g, x| g * gelu_grad(x));
 }
 pub fn elu1_fwd(out: &mut [f32], inp: &[f32]) {
-    todo!()
+    map1(out, inp, 10, elu1);
 }
 pub fn elu1_bwd(dinp: &mut [f32], dout: &[f32], inp: &[f32]) {
-    todo!()
+    acc2(dinp, dout, inp, 10, |g, x| g * elu1_grad(x));
 }
 pub fn add_fwd(out: &mut [f32], a: &[f32], b: &[f32]) {
-    todo!()
+    let len = out.len().min(a.len()).min(b.len());
+    if len == 0 {
+        return;
+    }
+    let chunk = elem_chunk(len, 1);
+    par::run(
+        out[..len]
+            .chunks_mut(chunk)
+            .zip(a[..len].chunks(chunk))
+            .zip(b[..len].chunks(chunk)),
+        |((o, a), b)| {
+            for ((ov, &av), &bv) in o.iter_mut().zip(a).zip(b) {
+                *ov = av + bv;
+            }
+        },
+    );
 }
 pub fn add_bwd(da: &mut [f32], db: &mut [f32], dout: &[f32]) {
-    todo!()
+    for (d, &g) in da.iter_mut().zip(dout) {
+        *d += g;
+    }
+    for (d, &g) in db.iter_mut().zip(dout) {
+        *d += g;
+    }
 }
+
+/// Calls f(e, scale_or_zero) for every element of `out`'s chunk, one Philox call per 4 elements:
+/// the multiplier is 1/(1 − p) where element e is kept (u ≥ p) and 0 where it is dropped.
+fn dropout_apply(out: &mut [f32], src: &[f32], p: f32, key: DropoutKey, accumulate: bool) {
+    let len = out.len().min(src.len());
+    if len == 0 {
+        return;
+    }
+    let scale = 1.0 / (1.0 - p);
+    // Philox costs ~ 10 rounds per 4 elements
+    let chunk = elem_chunk(len, 12);
+    par::run(
+        out[..len]
+            .chunks_mut(chunk)
+            .zip(src[..len].chunks(chunk))
+            .enumerate(),
+        |(c, (o, s))| {
+            let e0 = (c * chunk) as u64;
+            for (g, (og, sg)) in o.chunks_mut(4).zip(s.chunks(4)).enumerate() {
+                // e0 is a multiple of 4, so this group is one Philox counter
+                let (ctr, k) = dropout_counter(key, e0 + 4 * g as u64);
+                let r = philox4x32_10(ctr, k);
+                for ((ov, &sv), &rv) in og.iter_mut().zip(sg).zip(&r) {
+                    let kept = unit_f32(rv) >= p;
+                    let y = if kept { sv * scale } else { 0.0 };
+                    if accumulate {
+                        *ov += y;
+                    } else {
+                        *ov = y;
+                    }
+                }
+            }
+        },
+    );
+}
+
 /// keep element e iff philox_uniform(key, e) >= p; out = inp / (1 − p) where kept, else 0.
+/// p ≤ 0 copies inp; p ≥ 1 drops everything.
 pub fn dropout_fwd(out: &mut [f32], inp: &[f32], p: f32, key: DropoutKey) {
-    todo!()
+    if p <= 0.0 {
+        let len = out.len().min(inp.len());
+        out[..len].copy_from_slice(&inp[..len]);
+        return;
+    }
+    dropout_apply(out, inp, p, key, false);
 }
 pub fn dropout_bwd(dinp: &mut [f32], dout: &[f32], p: f32, key: DropoutKey) {
-    todo!()
+    if p <= 0.0 {
+        for (d, &g) in dinp.iter_mut().zip(dout) {
+            *d += g;
+        }
+        return;
+    }
+    dropout_apply(dinp, dout, p, key, true);
 }
+
+/// 1 / 10000^(2j/d) for column c ∈ {2j, 2j + 1}.
+fn inv_freq(c: usize, d: usize) -> f64 {
+    1.0 / 10000f64.powf((c - c % 2) as f64 / d as f64)
+}
+
+/// PE(i, c) of SPEC §3: sin(i / 10000^(2j/d)) for c = 2j, cos(...) for c = 2j + 1 (computed in f64).
+pub fn pos_enc(i: usize, c: usize, d: usize) -> f32 {
+    let angle = i as f64 * inv_freq(c, d);
+    if c.is_multiple_of(2) {
+        angle.sin() as f32
+    } else {
+        angle.cos() as f32
+    }
+}
+
 /// h[i, :] += PE(i, :) for the sinusoidal encoding of SPEC §3.
 pub fn pos_enc_add(h: &mut [f32], n: usize, d: usize) {
-    todo!()
+    if n == 0 || d == 0 {
+        return;
+    }
+    // 1 / 10000^(2j/d) per column, shared by every row
+    let freqs: Vec<f64> = (0..d).map(|c| inv_freq(c, d)).collect();
+    let freqs = &freqs;
+    let chunk = par::chunk_rows(n, 20 * d);
+    par::run(h[..n * d].chunks_mut(chunk * d).enumerate(), |(ci, hc)| {
+        let r0 = ci * chunk;
+        for (ii, row) in hc.chunks_mut(d).enumerate() {
+            let i = (r0 + ii) as f64;
+            for (c, v) in row.iter_mut().enumerate() {
+                let angle = i * freqs[c];
+                *v += if c.is_multiple_of(2) {
+                    angle.sin()
+                } else {
+                    angle.cos()
+                } as f32;
+            }
+        }
+    });
 }

@@ -4,6 +4,10 @@
 //! Saves xbar[f], u[r], g[f], keep[f] (1.0/0.0).
 //! Backward (keep is a constant): ds_f = Σ_i dxt_if x_if; dg_f (input, e.g. from the sparsity term)
 //! += ds_f keep_f; dℓ = dg ⊙ g(1−g); dw += dℓ; db[f,j] += dℓ_f u_j; dA[f,j] += x̄_f Σ_f' dℓ_f' B[f',j].
+//!
+//! r = 0 is the static gate: ℓ = w, and a, b, u, da, db are empty. Sums over rows are f64.
+
+use super::par;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum GateSelect {
@@ -11,6 +15,26 @@ pub enum GateSelect {
     Threshold(f32),
     /// keep the k largest gates
     TopK(usize),
+}
+
+/// keep[f] = 1.0 for the selected gates, 0.0 for the others (SPEC §3).
+pub fn select_gates(keep: &mut [f32], g: &[f32], select: GateSelect) {
+    match select {
+        GateSelect::Threshold(tau) => {
+            for (kv, &gv) in keep.iter_mut().zip(g) {
+                *kv = if gv >= tau { 1.0 } else { 0.0 };
+            }
+        }
+        GateSelect::TopK(topk) => {
+            let mut order: Vec<usize> = (0..g.len()).collect();
+            // largest first; equal gates keep index order (stable sort), so ties go to the lower index
+            order.sort_by(|&i, &j| g[j].total_cmp(&g[i]));
+            keep.fill(0.0);
+            for &i in order.iter().take(topk) {
+                keep[i] = 1.0;
+            }
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -30,7 +54,64 @@ pub fn gate_fwd(
     f: usize,
     r: usize,
 ) {
-    todo!()
+    if f == 0 {
+        return;
+    }
+    // x̄: masked mean over rows
+    let mut sum = vec![0f64; f];
+    let mut count = 0f64;
+    for i in 0..n {
+        let mi = mask[i];
+        if mi == 0.0 {
+            continue;
+        }
+        count += mi as f64;
+        for (s, &xv) in sum.iter_mut().zip(&x[i * f..(i + 1) * f]) {
+            *s += mi as f64 * xv as f64;
+        }
+    }
+    let xbar64: Vec<f64> = if count > 0.0 {
+        sum.iter().map(|s| s / count).collect()
+    } else {
+        vec![0.0; f]
+    };
+    for (o, &v) in xbar[..f].iter_mut().zip(&xbar64) {
+        *o = v as f32;
+    }
+    // u = Aᵀ x̄
+    let mut u64v = vec![0f64; r];
+    for ff in 0..f {
+        for (uj, &av) in u64v.iter_mut().zip(&a[ff * r..(ff + 1) * r]) {
+            *uj += av as f64 * xbar64[ff];
+        }
+    }
+    for (o, &v) in u[..r].iter_mut().zip(&u64v) {
+        *o = v as f32;
+    }
+    // g = sigmoid(w + B u)
+    for ff in 0..f {
+        let mut l = w[ff] as f64;
+        for (&bv, &uj) in b[ff * r..(ff + 1) * r].iter().zip(&u64v) {
+            l += bv as f64 * uj;
+        }
+        g[ff] = (1.0 / (1.0 + (-l).exp())) as f32;
+    }
+    select_gates(&mut keep[..f], &g[..f], select);
+    if n == 0 {
+        return;
+    }
+    let s: Vec<f32> = (0..f).map(|ff| g[ff] * keep[ff]).collect();
+    let s = &s;
+    let chunk = par::chunk_rows(n, f);
+    par::run(xt[..n * f].chunks_mut(chunk * f).enumerate(), |(c, xc)| {
+        let r0 = c * chunk;
+        for (ii, row) in xc.chunks_mut(f).enumerate() {
+            let xr = &x[(r0 + ii) * f..(r0 + ii + 1) * f];
+            for ((o, &xv), &sv) in row.iter_mut().zip(xr).zip(s) {
+                *o = xv * sv;
+            }
+        }
+    });
 }
 
 /// `dg` holds the gradient already flowing into g (from the sparsity term) and is consumed.
@@ -51,5 +132,39 @@ pub fn gate_bwd(
     f: usize,
     r: usize,
 ) {
-    todo!()
+    if f == 0 {
+        return;
+    }
+    // ds_f = Σ_i dxt_if x_if, in f64 over rows
+    let mut ds = vec![0f64; f];
+    for i in 0..n {
+        let gr = &dxt[i * f..(i + 1) * f];
+        let xr = &x[i * f..(i + 1) * f];
+        for ((s, &gv), &xv) in ds.iter_mut().zip(gr).zip(xr) {
+            *s += gv as f64 * xv as f64;
+        }
+    }
+    let mut dl = vec![0f64; f];
+    for ff in 0..f {
+        dg[ff] = (dg[ff] as f64 + ds[ff] * keep[ff] as f64) as f32;
+        let gv = g[ff] as f64;
+        dl[ff] = dg[ff] as f64 * gv * (1.0 - gv);
+        dw[ff] += dl[ff] as f32;
+    }
+    if r == 0 {
+        return;
+    }
+    // du_j = Σ_f dℓ_f B[f, j]
+    let mut du = vec![0f64; r];
+    for ff in 0..f {
+        for (duj, &bv) in du.iter_mut().zip(&b[ff * r..(ff + 1) * r]) {
+            *duj += dl[ff] * bv as f64;
+        }
+    }
+    for ff in 0..f {
+        for j in 0..r {
+            db[ff * r + j] += (dl[ff] * u[j] as f64) as f32;
+            da[ff * r + j] += (xbar[ff] as f64 * du[j]) as f32;
+        }
+    }
 }

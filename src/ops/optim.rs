@@ -1,5 +1,9 @@
 //! Adam / AdamW (decoupled weight decay) and global-norm gradient clipping.
 //! m = β1 m + (1−β1) g'; v = β2 v + (1−β2) g'²; p −= lr (m̂ / (√v̂ + ε) + wd · p), g' = g · scale.
+//!
+//! m̂ = m / (1 − β1^step), v̂ = v / (1 − β2^step); step 0 is treated as step 1.
+
+use super::par;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamArgs {
@@ -15,10 +19,33 @@ pub struct AdamArgs {
 }
 
 pub fn adam_step(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], args: &AdamArgs) {
-    todo!()
+    let len = p.len().min(g.len()).min(m.len()).min(v.len());
+    if len == 0 {
+        return;
+    }
+    let step = args.step.max(1) as i32;
+    let bc1 = (1.0 - (args.beta1 as f64).powi(step)) as f32;
+    let bc2 = (1.0 - (args.beta2 as f64).powi(step)) as f32;
+    let a = *args;
+    let chunk = par::chunk_rows(len, 16);
+    let items = p[..len]
+        .chunks_mut(chunk)
+        .zip(m[..len].chunks_mut(chunk))
+        .zip(v[..len].chunks_mut(chunk))
+        .zip(g[..len].chunks(chunk));
+    par::run(items, |(((pc, mc), vc), gc)| {
+        for (((pv, mv), vv), &gv) in pc.iter_mut().zip(mc).zip(vc).zip(gc) {
+            let gs = gv * a.grad_scale;
+            *mv = a.beta1 * *mv + (1.0 - a.beta1) * gs;
+            *vv = a.beta2 * *vv + (1.0 - a.beta2) * gs * gs;
+            let mhat = *mv / bc1;
+            let vhat = *vv / bc2;
+            *pv -= a.lr * (mhat / (vhat.sqrt() + a.eps) + a.weight_decay * *pv);
+        }
+    });
 }
 
 /// Σ g² in f64.
 pub fn sum_squares(g: &[f32]) -> f64 {
-    todo!()
+    g.iter().map(|&x| x as f64 * x as f64).sum()
 }
