@@ -104,13 +104,14 @@ struct EltParams {
     unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
 };
 
-// dropout_fwd_f32: out = keep ? inp / keep_prob : 0;  dropout_bwd_f32: out += keep ? inp / keep_prob : 0
+// dropout_fwd_f32: out = keep ? inp · scale : 0;  dropout_bwd_f32: out += keep ? inp · scale : 0,
+// scale = 1 / (1 − p) computed on the host in f32 (as the CPU op does)
 struct DropoutParams {
     float* out;
     const float* inp;
     unsigned int n;
     float p;
-    float keep_prob;
+    float scale;
     unsigned int seed_lo;
     unsigned int seed_hi;
     unsigned int step;

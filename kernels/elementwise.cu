@@ -5,7 +5,7 @@
 //   elu1_bwd_f32:  out += dout · (1 if x > 0 else eˣ)
 //   add_fwd_f32:   out = a + b
 //   accumulate_fwd_f32: out += a   (the backward of add and of every fan-out)
-//   dropout_fwd_f32: out = keep ? x / (1 − p) : 0;  dropout_bwd_f32: out += keep ? dout / (1 − p) : 0
+//   dropout_fwd_f32: out = keep ? x · s : 0;  dropout_bwd_f32: out += keep ? dout · s : 0, s = 1/(1 − p)
 //     keep_e iff philox_uniform(e; seed, step, tensor) ≥ p — the same mask as src/rng.rs on the CPU,
 //     so nothing is saved for the backward.
 // In the bwd kernels a = inp (the forward's input) and b = dout.
@@ -59,13 +59,13 @@ extern "C" __global__ void accumulate_fwd_f32(EltParams p) {
 extern "C" __global__ void dropout_fwd_f32(DropoutParams p) {
     for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) {
         const float u = philox_uniform(i, p.seed_lo, p.seed_hi, p.step, p.tensor);
-        p.out[i] = u >= p.p ? p.inp[i] / p.keep_prob : 0.0f;
+        p.out[i] = u >= p.p ? p.inp[i] * p.scale : 0.0f;
     }
 }
 
 extern "C" __global__ void dropout_bwd_f32(DropoutParams p) {
     for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) {
         const float u = philox_uniform(i, p.seed_lo, p.seed_hi, p.step, p.tensor);
-        if (u >= p.p) p.out[i] += p.inp[i] / p.keep_prob;
+        if (u >= p.p) p.out[i] += p.inp[i] * p.scale;
     }
 }

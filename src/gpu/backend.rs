@@ -139,9 +139,11 @@ impl<L: Launcher> GpuBackend<L> {
 
     fn dropout(&self, kernel: &str, out: &mut GpuBuf<L>, inp: &GpuBuf<L>, p: f32, key: DropoutKey) -> Result<()> {
         expect_len(kernel, "input", inp, out.len)?;
-        if !(0.0..=1.0).contains(&p) {
-            return Err(Error::usage(format!("dropout probability {p} is outside [0, 1]")));
+        if p.is_nan() {
+            return Err(Error::usage("dropout probability is NaN"));
         }
+        // p ≤ 0 keeps everything unscaled, as the CPU op does
+        let p = p.max(0.0);
         if out.len == 0 {
             return Ok(());
         }
@@ -150,7 +152,7 @@ impl<L: Launcher> GpuBackend<L> {
             inp: inp.ptr,
             n: u32_of("n", out.len)?,
             p,
-            keep_prob: 1.0 - p,
+            scale: 1.0 / (1.0 - p),
             seed_lo: key.seed as u32,
             seed_hi: (key.seed >> 32) as u32,
             step: key.step,
@@ -413,13 +415,11 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         expect_len(op, "g", g, p.len)?;
         expect_len(op, "m", m, p.len)?;
         expect_len(op, "v", v, p.len)?;
-        if args.step == 0 {
-            return Err(Error::usage("adam_step: step counts from 1"));
-        }
         if p.len == 0 {
             return Ok(());
         }
-        let step = i32::try_from(args.step).unwrap_or(i32::MAX);
+        // bias corrections as the CPU op computes them (f64 powers, step 0 counts as 1)
+        let step = i32::try_from(args.step.max(1)).unwrap_or(i32::MAX);
         let params = AdamParams {
             p: p.ptr,
             g: g.ptr,
@@ -432,8 +432,8 @@ impl<L: Launcher> Backend for GpuBackend<L> {
             eps: args.eps,
             weight_decay: args.weight_decay,
             grad_scale: args.grad_scale,
-            bc1: 1.0 - args.beta1.powi(step),
-            bc2: 1.0 - args.beta2.powi(step),
+            bc1: (1.0 - (args.beta1 as f64).powi(step)) as f32,
+            bc2: (1.0 - (args.beta2 as f64).powi(step)) as f32,
             pad: 0,
         };
         let cfg = LaunchCfg::linear(blocks_for(p.len, BLOCK, MAX_GRID), BLOCK, 0);

@@ -46,7 +46,7 @@ params!(
 );
 params!(
     /// `dropout_fwd_f32` / `dropout_bwd_f32`
-    DropoutParams, 48, { out: u64, inp: u64, n: u32, p: f32, keep_prob: f32, seed_lo: u32, seed_hi: u32, step: u32, tensor: u32, pad: u32 }
+    DropoutParams, 48, { out: u64, inp: u64, n: u32, p: f32, scale: f32, seed_lo: u32, seed_hi: u32, step: u32, tensor: u32, pad: u32 }
 );
 params!(
     /// `adam_fwd_f32`
