@@ -33,7 +33,8 @@ thread_local dim3 g_grid_dim;
 
 namespace {
 
-constexpr size_t kStackSize = EMU_ASAN ? (512u << 10) : (128u << 10);
+// ASan clears the shadow of the whole target stack at every swapcontext: keep its stacks small
+constexpr size_t kStackSize = EMU_ASAN ? (64u << 10) : (128u << 10);
 constexpr size_t kMaxDynShared = 48u << 10;  // without cudaFuncAttributeMaxDynamicSharedMemorySize
 
 enum State { kRunnable, kBarrierWait, kWarpWait, kDone };
