@@ -3,7 +3,8 @@
 #  1. installs pinned NVRTC and nvcc (for ptxas) wheels from PyPI into .toolchain/cuda if absent;
 #  2. builds the crate with ERAENGINE_REQUIRE_NVRTC=1, so build.rs compiles every kernel file with
 #     NVRTC for compute_80/compute_90 (PTX) and sm_80/sm_90 (cubin) — a compile error fails here
-#     with NVRTC's log — and writes the PTX to target/ptx;
+#     with NVRTC's log — and writes the PTX to target/ptx; runs tests/gpu_cuda.rs on that build
+#     (every module embeds its four images);
 #  3. runs `ptxas -v -warn-spills -Werror` on each PTX for sm_80 and sm_90, writes per-kernel
 #     registers / static shared memory / stack / spills to target/kernel_report.txt, and fails if a
 #     kernel spills or exceeds its budget in kernels/budgets.txt.
@@ -29,7 +30,7 @@ fi
 rm -rf "$PTX_DIR"
 echo "kernel_gate: NVRTC build (compute_80, compute_90, sm_80, sm_90)"
 ERAENGINE_NVRTC_LIB="$NVRTC_LIB" ERAENGINE_REQUIRE_NVRTC=1 ERAENGINE_PTX_DIR="$PTX_DIR" \
-    cargo build --release --lib --quiet
+    cargo test --release --quiet --test gpu_cuda
 
 shopt -s nullglob
 ptx_files=("$PTX_DIR"/*.ptx)

@@ -25,14 +25,34 @@ struct TestParams {
 type Emu = GpuBackend<EmuLauncher>;
 
 /// Runs `kernel` over `inp` with `out_len` outputs; Ok(outputs) or Err(emulator message).
-fn run(kernel: &str, order: Order, block: u32, shmem: u32, inp: &[f32], out_len: usize, a: u32) -> Result<Vec<f32>, String> {
+fn run(
+    kernel: &str,
+    order: Order,
+    block: u32,
+    shmem: u32,
+    inp: &[f32],
+    out_len: usize,
+    a: u32,
+) -> Result<Vec<f32>, String> {
     let b = Emu::new(order);
     let x = b.upload(inp).unwrap();
     let out = b.zeros(out_len).unwrap();
-    let p = TestParams { out: out.ptr(), inp: x.ptr(), n: out_len as u32, a, ..Default::default() };
+    let p = TestParams {
+        out: out.ptr(),
+        inp: x.ptr(),
+        n: out_len as u32,
+        a,
+        ..Default::default()
+    };
     // SAFETY: the test kernels touch at most block threads' worth of inp/out (except the OOB one).
-    unsafe { b.launcher().launch(kernel, LaunchCfg::linear(1, block, shmem), bytemuck::bytes_of(&p)) }
-        .map_err(|e| e.to_string())?;
+    unsafe {
+        b.launcher().launch(
+            kernel,
+            LaunchCfg::linear(1, block, shmem),
+            bytemuck::bytes_of(&p),
+        )
+    }
+    .map_err(|e| e.to_string())?;
     Ok(b.download(&out).unwrap())
 }
 
@@ -55,14 +75,32 @@ fn missing_syncthreads_gives_a_wrong_answer_under_some_order() {
 #[test]
 fn divergent_shuffle_is_an_error() {
     let inp = vec![1.0f32; 32];
-    let e = run("emu_divergent_shuffle_fwd_f32", Order::Forward, 32, 0, &inp, 32, 0).unwrap_err();
+    let e = run(
+        "emu_divergent_shuffle_fwd_f32",
+        Order::Forward,
+        32,
+        0,
+        &inp,
+        32,
+        0,
+    )
+    .unwrap_err();
     assert!(e.contains("exited") && e.contains("lane"), "{e}");
 }
 
 #[test]
 fn shuffle_outside_its_mask_is_an_error() {
     let inp = vec![1.0f32; 32];
-    let e = run("emu_shuffle_outside_mask_fwd_f32", Order::Reverse, 32, 0, &inp, 32, 0).unwrap_err();
+    let e = run(
+        "emu_shuffle_outside_mask_fwd_f32",
+        Order::Reverse,
+        32,
+        0,
+        &inp,
+        32,
+        0,
+    )
+    .unwrap_err();
     assert!(e.contains("outside the shuffle mask"), "{e}");
 }
 
@@ -77,9 +115,30 @@ fn full_mask_shuffle_in_a_partial_warp_is_an_error() {
 #[test]
 fn divergent_barriers_are_errors() {
     let inp = vec![1.0f32; 32];
-    let e = run("emu_divergent_barrier_fwd_f32", Order::Forward, 32, 0, &inp, 32, 0).unwrap_err();
-    assert!(e.contains("divergent barrier") && e.contains("exited"), "{e}");
-    let e = run("emu_divergent_barrier_fwd_f32", Order::Shuffle(3), 32, 0, &inp, 32, 1).unwrap_err();
+    let e = run(
+        "emu_divergent_barrier_fwd_f32",
+        Order::Forward,
+        32,
+        0,
+        &inp,
+        32,
+        0,
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("divergent barrier") && e.contains("exited"),
+        "{e}"
+    );
+    let e = run(
+        "emu_divergent_barrier_fwd_f32",
+        Order::Shuffle(3),
+        32,
+        0,
+        &inp,
+        32,
+        1,
+    )
+    .unwrap_err();
     assert!(e.contains("divergent barrier") && e.contains("line"), "{e}");
 }
 
@@ -93,17 +152,46 @@ fn deadlock_is_an_error() {
 #[test]
 fn bad_launch_configurations_are_errors() {
     let inp = vec![1.0f32; 32];
-    let e = run("emu_sum_barrier_fwd_f32", Order::Forward, 2048, 0, &inp, 1, 0).unwrap_err();
+    let e = run(
+        "emu_sum_barrier_fwd_f32",
+        Order::Forward,
+        2048,
+        0,
+        &inp,
+        1,
+        0,
+    )
+    .unwrap_err();
     assert!(e.contains("1024"), "{e}");
-    let e = run("emu_sum_barrier_fwd_f32", Order::Forward, 32, 64 << 10, &inp, 1, 0).unwrap_err();
+    let e = run(
+        "emu_sum_barrier_fwd_f32",
+        Order::Forward,
+        32,
+        64 << 10,
+        &inp,
+        1,
+        0,
+    )
+    .unwrap_err();
     assert!(e.contains("shared memory"), "{e}");
     let e = run("emu_sum_barrier_fwd_f32", Order::Forward, 0, 0, &inp, 1, 0).unwrap_err();
     assert!(e.contains("zero"), "{e}");
     let b = Emu::new(Order::Forward);
     // SAFETY: rejected before any memory is touched
-    let e = unsafe { b.launcher().launch("no_such_kernel", LaunchCfg::linear(1, 32, 0), &[0u8; 32]) }.unwrap_err();
+    let e = unsafe {
+        b.launcher()
+            .launch("no_such_kernel", LaunchCfg::linear(1, 32, 0), &[0u8; 32])
+    }
+    .unwrap_err();
     assert!(e.to_string().contains("no such kernel"), "{e}");
-    let e = unsafe { b.launcher().launch("emu_sum_barrier_fwd_f32", LaunchCfg::linear(1, 32, 0), &[0u8; 8]) }.unwrap_err();
+    let e = unsafe {
+        b.launcher().launch(
+            "emu_sum_barrier_fwd_f32",
+            LaunchCfg::linear(1, 32, 0),
+            &[0u8; 8],
+        )
+    }
+    .unwrap_err();
     assert!(e.to_string().contains("bytes"), "{e}");
 }
 
@@ -116,7 +204,10 @@ fn warp_intrinsics_follow_cuda_semantics() {
             let (w, lane) = (t / 32 * 32, t % 32);
             let v = |l: usize| inp[w + l];
             let down = if lane + 1 < 32 { v(lane + 1) } else { v(lane) };
-            let ballot: u32 = (0..32).filter(|&l| (v(l) as i32) & 1 == 1).map(|l| 1u32 << l).sum();
+            let ballot: u32 = (0..32)
+                .filter(|&l| (v(l) as i32) & 1 == 1)
+                .map(|l| 1u32 << l)
+                .sum();
             assert_eq!(out[4 * t], down, "shfl_down lane {t}");
             assert_eq!(out[4 * t + 1], v(0), "shfl lane {t}");
             assert_eq!(out[4 * t + 2], ballot as f32, "ballot lane {t}");
@@ -130,9 +221,15 @@ fn philox_kernel_matches_the_cpu_rng_and_random123_vectors() {
     // Random123 known-answer vectors for philox4x32_10, and the CPU implementation
     let cases: [([u32; 4], [u32; 2]); 2] = [
         ([0, 0, 0, 0], [0, 0]),
-        ([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0]),
+        (
+            [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
+            [0xa4093822, 0x299f31d0],
+        ),
     ];
-    let kat = [[0x6627e8d5u32, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8], [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]];
+    let kat = [
+        [0x6627e8d5u32, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8],
+        [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1],
+    ];
     for ((ctr, key), want) in cases.iter().zip(kat) {
         let words: Vec<u32> = ctr.iter().chain(key.iter()).copied().collect();
         let inp: Vec<f32> = bytemuck::cast_slice(&words).to_vec();
@@ -147,7 +244,15 @@ fn philox_kernel_matches_the_cpu_rng_and_random123_vectors() {
 fn out_of_bounds_write_is_caught_by_asan() {
     if std::env::var("ERAENGINE_EMU_ASAN_CHILD").as_deref() == Ok("1") {
         // the child: write one float past the end of an 8-float buffer; ASan aborts here
-        let _ = run("emu_oob_write_fwd_f32", Order::Forward, 32, 0, &[0.0; 32], 8, 0);
+        let _ = run(
+            "emu_oob_write_fwd_f32",
+            Order::Forward,
+            32,
+            0,
+            &[0.0; 32],
+            8,
+            0,
+        );
         return;
     }
     if std::env::var("ERAENGINE_EMU_ASAN_TESTS").as_deref() != Ok("1") {
@@ -158,11 +263,21 @@ fn out_of_bounds_write_is_caught_by_asan() {
     // test binary, filtered to this test.
     let exe = std::env::current_exe().unwrap();
     let out = std::process::Command::new(exe)
-        .args(["--exact", "out_of_bounds_write_is_caught_by_asan", "--nocapture"])
+        .args([
+            "--exact",
+            "out_of_bounds_write_is_caught_by_asan",
+            "--nocapture",
+        ])
         .env("ERAENGINE_EMU_ASAN_CHILD", "1")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the out-of-bounds write went unnoticed:\n{stderr}");
-    assert!(stderr.contains("heap-buffer-overflow"), "ASan did not report it:\n{stderr}");
+    assert!(
+        !out.status.success(),
+        "the out-of-bounds write went unnoticed:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("heap-buffer-overflow"),
+        "ASan did not report it:\n{stderr}"
+    );
 }

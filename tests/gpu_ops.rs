@@ -13,6 +13,28 @@ use eraengine::ops::elementwise::DropoutKey;
 use eraengine::ops::optim::AdamArgs;
 use proptest::prelude::*;
 
+/// n, d, inp, gamma, beta, dout, initial gradients (dinp | dgamma | dbeta)
+type LnCase = (
+    usize,
+    usize,
+    Vec<f32>,
+    Vec<f32>,
+    Vec<f32>,
+    Vec<f32>,
+    Vec<f32>,
+);
+/// n, t, yhat, y, mask, g, initial dyhat, initial dg
+type LossCase = (
+    usize,
+    usize,
+    Vec<f32>,
+    Vec<f32>,
+    Vec<f32>,
+    Vec<f32>,
+    Vec<f32>,
+    Vec<f32>,
+);
+
 type Emu = GpuBackend<eraengine::gpu::EmuLauncher>;
 
 fn orders(seed: u64) -> [Order; 3] {
@@ -23,7 +45,16 @@ fn close(what: &str, gpu: &[f32], cpu: &[f32], atol: f32, rtol: f32) -> Result<(
     prop_assert_eq!(gpu.len(), cpu.len(), "{}: lengths", what);
     for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
         let ok = (g - c).abs() <= atol + rtol * c.abs() || (g.is_nan() && c.is_nan());
-        prop_assert!(ok, "{}[{}]: gpu {} vs cpu {} (atol {}, rtol {})", what, i, g, c, atol, rtol);
+        prop_assert!(
+            ok,
+            "{}[{}]: gpu {} vs cpu {} (atol {}, rtol {})",
+            what,
+            i,
+            g,
+            c,
+            atol,
+            rtol
+        );
     }
     Ok(())
 }
@@ -33,7 +64,7 @@ fn vec_f32(len: std::ops::Range<usize>, lo: f32, hi: f32) -> impl Strategy<Value
 }
 
 /// (n, d, inp, gamma, beta, dout, grad seed values)
-fn ln_case() -> impl Strategy<Value = (usize, usize, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)> {
+fn ln_case() -> impl Strategy<Value = LnCase> {
     (1usize..20, 1usize..70).prop_flat_map(|(n, d)| {
         (
             Just(n),
@@ -47,7 +78,7 @@ fn ln_case() -> impl Strategy<Value = (usize, usize, Vec<f32>, Vec<f32>, Vec<f32
     })
 }
 
-#[allow(clippy::type_complexity)]
+#[allow(clippy::too_many_arguments)]
 fn ln_run<B: Backend>(
     b: &B,
     n: usize,
@@ -80,7 +111,7 @@ fn ln_run<B: Backend>(
     ])
 }
 
-fn loss_case() -> impl Strategy<Value = (usize, usize, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)> {
+fn loss_case() -> impl Strategy<Value = LossCase> {
     (1usize..40, 1usize..4, 1usize..50, 0u32..4).prop_flat_map(|(n, t, f, mask_kind)| {
         let mask = match mask_kind {
             0 => Just(vec![0.0f32; n]).boxed(), // a fully masked era
@@ -111,7 +142,12 @@ fn elt_case() -> impl Strategy<Value = (Vec<f32>, Vec<f32>, Vec<f32>)> {
     })
 }
 
-fn elt_run<B: Backend>(b: &B, x: &[f32], y: &[f32], g0: &[f32]) -> eraengine::Result<Vec<Vec<f32>>> {
+fn elt_run<B: Backend>(
+    b: &B,
+    x: &[f32],
+    y: &[f32],
+    g0: &[f32],
+) -> eraengine::Result<Vec<Vec<f32>>> {
     let n = x.len();
     let xb = b.upload(x)?;
     let yb = b.upload(y)?;

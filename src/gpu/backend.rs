@@ -69,7 +69,8 @@ impl GpuBackend<EmuLauncher> {
 }
 
 fn u32_of(what: &str, v: usize) -> Result<u32> {
-    u32::try_from(v).map_err(|_| Error::shape(format!("{what} = {v} exceeds the kernels' 32-bit sizes")))
+    u32::try_from(v)
+        .map_err(|_| Error::shape(format!("{what} = {v} exceeds the kernels' 32-bit sizes")))
 }
 
 fn expect_len<L: Launcher>(op: &str, name: &str, b: &GpuBuf<L>, want: usize) -> Result<()> {
@@ -117,7 +118,13 @@ impl<L: Launcher> GpuBackend<L> {
             .launch(kernel, cfg, bytemuck::bytes_of(params))
     }
 
-    fn elementwise(&self, kernel: &str, out: &mut GpuBuf<L>, a: &GpuBuf<L>, b: Option<&GpuBuf<L>>) -> Result<()> {
+    fn elementwise(
+        &self,
+        kernel: &str,
+        out: &mut GpuBuf<L>,
+        a: &GpuBuf<L>,
+        b: Option<&GpuBuf<L>>,
+    ) -> Result<()> {
         expect_len(kernel, "a", a, out.len)?;
         if let Some(b) = b {
             expect_len(kernel, "b", b, out.len)?;
@@ -137,7 +144,14 @@ impl<L: Launcher> GpuBackend<L> {
         unsafe { self.go(kernel, cfg, &p) }
     }
 
-    fn dropout(&self, kernel: &str, out: &mut GpuBuf<L>, inp: &GpuBuf<L>, p: f32, key: DropoutKey) -> Result<()> {
+    fn dropout(
+        &self,
+        kernel: &str,
+        out: &mut GpuBuf<L>,
+        inp: &GpuBuf<L>,
+        p: f32,
+        key: DropoutKey,
+    ) -> Result<()> {
         expect_len(kernel, "input", inp, out.len)?;
         if p.is_nan() {
             return Err(Error::usage("dropout probability is NaN"));
@@ -166,7 +180,16 @@ impl<L: Launcher> GpuBackend<L> {
 
     /// Loss partial sums into a fresh `parts` buffer (loss, mse, sparsity, count) on the device.
     #[allow(clippy::too_many_arguments)]
-    fn loss_parts(&self, yhat: &GpuBuf<L>, y: &GpuBuf<L>, mask: &GpuBuf<L>, g: &GpuBuf<L>, lambda: f32, n: usize, t: usize) -> Result<GpuBuf<L>> {
+    fn loss_parts(
+        &self,
+        yhat: &GpuBuf<L>,
+        y: &GpuBuf<L>,
+        mask: &GpuBuf<L>,
+        g: &GpuBuf<L>,
+        lambda: f32,
+        n: usize,
+        t: usize,
+    ) -> Result<GpuBuf<L>> {
         let op = "mse_sparsity";
         expect_len(op, "yhat", yhat, n * t)?;
         expect_len(op, "y", y, n * t)?;
@@ -197,8 +220,16 @@ impl<L: Launcher> GpuBackend<L> {
         };
         // SAFETY: lengths checked above; partial holds `blocks` triples, parts 4 floats.
         unsafe {
-            self.go("mse_sparsity_fwd_f32", LaunchCfg::linear(blocks, BLOCK, 0), &p1)?;
-            self.go("mse_sparsity_reduce_fwd_f32", LaunchCfg::linear(1, 32, 0), &p2)?;
+            self.go(
+                "mse_sparsity_fwd_f32",
+                LaunchCfg::linear(blocks, BLOCK, 0),
+                &p1,
+            )?;
+            self.go(
+                "mse_sparsity_reduce_fwd_f32",
+                LaunchCfg::linear(1, 32, 0),
+                &p2,
+            )?;
         }
         Ok(parts)
     }
@@ -231,7 +262,10 @@ impl<L: Launcher> Backend for GpuBackend<L> {
     fn download(&self, buf: &GpuBuf<L>) -> Result<Vec<f32>> {
         let mut v = vec![0.0f32; buf.len];
         // SAFETY: buf holds buf.len floats.
-        unsafe { self.launcher.dtoh(bytemuck::cast_slice_mut(&mut v), buf.ptr)? };
+        unsafe {
+            self.launcher
+                .dtoh(bytemuck::cast_slice_mut(&mut v), buf.ptr)?
+        };
         Ok(v)
     }
     fn fill_zero(&self, buf: &mut GpuBuf<L>) -> Result<()> {
@@ -244,7 +278,17 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         unsafe { self.launcher.dtod(dst.ptr, src.ptr, dst.len * 4) }
     }
 
-    fn layer_norm_fwd(&self, out: &mut GpuBuf<L>, mean: &mut GpuBuf<L>, rstd: &mut GpuBuf<L>, inp: &GpuBuf<L>, gamma: &GpuBuf<L>, beta: &GpuBuf<L>, n: usize, d: usize) -> Result<()> {
+    fn layer_norm_fwd(
+        &self,
+        out: &mut GpuBuf<L>,
+        mean: &mut GpuBuf<L>,
+        rstd: &mut GpuBuf<L>,
+        inp: &GpuBuf<L>,
+        gamma: &GpuBuf<L>,
+        beta: &GpuBuf<L>,
+        n: usize,
+        d: usize,
+    ) -> Result<()> {
         let op = "layer_norm_fwd";
         expect_len(op, "out", out, n * d)?;
         expect_len(op, "inp", inp, n * d)?;
@@ -272,7 +316,19 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         unsafe { self.go("layer_norm_fwd_f32", cfg, &p) }
     }
 
-    fn layer_norm_bwd(&self, dinp: &mut GpuBuf<L>, dgamma: &mut GpuBuf<L>, dbeta: &mut GpuBuf<L>, dout: &GpuBuf<L>, inp: &GpuBuf<L>, mean: &GpuBuf<L>, rstd: &GpuBuf<L>, gamma: &GpuBuf<L>, n: usize, d: usize) -> Result<()> {
+    fn layer_norm_bwd(
+        &self,
+        dinp: &mut GpuBuf<L>,
+        dgamma: &mut GpuBuf<L>,
+        dbeta: &mut GpuBuf<L>,
+        dout: &GpuBuf<L>,
+        inp: &GpuBuf<L>,
+        mean: &GpuBuf<L>,
+        rstd: &GpuBuf<L>,
+        gamma: &GpuBuf<L>,
+        n: usize,
+        d: usize,
+    ) -> Result<()> {
         let op = "layer_norm_bwd";
         expect_len(op, "dinp", dinp, n * d)?;
         expect_len(op, "dout", dout, n * d)?;
@@ -288,7 +344,9 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         // each warp keeps 2d floats of dγ/dβ in shared memory
         let warps = (MAX_DYN_SHARED / (8 * d)).min(8);
         if warps == 0 {
-            return Err(Error::shape(format!("{op}: d = {d} needs more shared memory than a block has")));
+            return Err(Error::shape(format!(
+                "{op}: d = {d} needs more shared memory than a block has"
+            )));
         }
         let blocks = blocks_for(n, warps as u32, MAX_REDUCE_BLOCKS);
         let partial = self.scratch(blocks as usize * 2 * d * 4)?;
@@ -314,8 +372,16 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         let shmem = (warps * 8 * d) as u32;
         // SAFETY: lengths checked above; partial holds blocks·2d floats.
         unsafe {
-            self.go("layer_norm_bwd_f32", LaunchCfg::linear(blocks, warps as u32 * 32, shmem), &p1)?;
-            self.go("layer_norm_params_bwd_f32", LaunchCfg::linear(blocks_for(d, BLOCK, u32::MAX), BLOCK, 0), &p2)
+            self.go(
+                "layer_norm_bwd_f32",
+                LaunchCfg::linear(blocks, warps as u32 * 32, shmem),
+                &p1,
+            )?;
+            self.go(
+                "layer_norm_params_bwd_f32",
+                LaunchCfg::linear(blocks_for(d, BLOCK, u32::MAX), BLOCK, 0),
+                &p2,
+            )
         }
     }
 
@@ -337,14 +403,35 @@ impl<L: Launcher> Backend for GpuBackend<L> {
     fn accumulate(&self, dst: &mut GpuBuf<L>, src: &GpuBuf<L>) -> Result<()> {
         self.elementwise("accumulate_fwd_f32", dst, src, None)
     }
-    fn dropout_fwd(&self, out: &mut GpuBuf<L>, inp: &GpuBuf<L>, p: f32, key: DropoutKey) -> Result<()> {
+    fn dropout_fwd(
+        &self,
+        out: &mut GpuBuf<L>,
+        inp: &GpuBuf<L>,
+        p: f32,
+        key: DropoutKey,
+    ) -> Result<()> {
         self.dropout("dropout_fwd_f32", out, inp, p, key)
     }
-    fn dropout_bwd(&self, dinp: &mut GpuBuf<L>, dout: &GpuBuf<L>, p: f32, key: DropoutKey) -> Result<()> {
+    fn dropout_bwd(
+        &self,
+        dinp: &mut GpuBuf<L>,
+        dout: &GpuBuf<L>,
+        p: f32,
+        key: DropoutKey,
+    ) -> Result<()> {
         self.dropout("dropout_bwd_f32", dinp, dout, p, key)
     }
 
-    fn mse_sparsity_fwd(&self, yhat: &GpuBuf<L>, y: &GpuBuf<L>, mask: &GpuBuf<L>, g: &GpuBuf<L>, lambda: f32, n: usize, t: usize) -> Result<LossParts> {
+    fn mse_sparsity_fwd(
+        &self,
+        yhat: &GpuBuf<L>,
+        y: &GpuBuf<L>,
+        mask: &GpuBuf<L>,
+        g: &GpuBuf<L>,
+        lambda: f32,
+        n: usize,
+        t: usize,
+    ) -> Result<LossParts> {
         let parts = self.loss_parts(yhat, y, mask, g, lambda, n, t)?;
         let v = self.download(&parts)?;
         Ok(LossParts {
@@ -355,7 +442,17 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         })
     }
 
-    fn mse_sparsity_bwd(&self, dyhat: &mut GpuBuf<L>, dg: &mut GpuBuf<L>, yhat: &GpuBuf<L>, y: &GpuBuf<L>, mask: &GpuBuf<L>, lambda: f32, n: usize, t: usize) -> Result<()> {
+    fn mse_sparsity_bwd(
+        &self,
+        dyhat: &mut GpuBuf<L>,
+        dg: &mut GpuBuf<L>,
+        yhat: &GpuBuf<L>,
+        y: &GpuBuf<L>,
+        mask: &GpuBuf<L>,
+        lambda: f32,
+        n: usize,
+        t: usize,
+    ) -> Result<()> {
         expect_len("mse_sparsity_bwd", "dyhat", dyhat, n * t)?;
         let f = dg.len;
         // the count of scored targets stays on the device: no host round trip
@@ -403,14 +500,29 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         let mut bytes = [0u8; 8];
         // SAFETY: partial holds `blocks` f64, out one f64.
         unsafe {
-            self.go("sum_squares_fwd_f32", LaunchCfg::linear(blocks, BLOCK, 0), &p1)?;
-            self.go("sum_squares_reduce_fwd_f32", LaunchCfg::linear(1, 32, 0), &p2)?;
+            self.go(
+                "sum_squares_fwd_f32",
+                LaunchCfg::linear(blocks, BLOCK, 0),
+                &p1,
+            )?;
+            self.go(
+                "sum_squares_reduce_fwd_f32",
+                LaunchCfg::linear(1, 32, 0),
+                &p2,
+            )?;
             self.launcher.dtoh(&mut bytes, out.ptr)?;
         }
         Ok(f64::from_ne_bytes(bytes))
     }
 
-    fn adam_step(&self, p: &mut GpuBuf<L>, g: &GpuBuf<L>, m: &mut GpuBuf<L>, v: &mut GpuBuf<L>, args: &AdamArgs) -> Result<()> {
+    fn adam_step(
+        &self,
+        p: &mut GpuBuf<L>,
+        g: &GpuBuf<L>,
+        m: &mut GpuBuf<L>,
+        v: &mut GpuBuf<L>,
+        args: &AdamArgs,
+    ) -> Result<()> {
         let op = "adam_step";
         expect_len(op, "g", g, p.len)?;
         expect_len(op, "m", m, p.len)?;

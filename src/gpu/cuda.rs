@@ -211,7 +211,9 @@ impl CudaLauncher {
     }
 
     fn bind(&self) -> Result<()> {
-        self.ctx.bind_to_thread().map_err(|e| derr("binding the context", e))
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| derr("binding the context", e))
     }
 }
 

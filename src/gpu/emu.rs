@@ -67,7 +67,9 @@ impl Launcher for EmuLauncher {
         // SAFETY: plain malloc; zeroed below.
         let p = unsafe { emu_alloc(bytes) };
         if p.is_null() {
-            return Err(Error::device(format!("emulator: cannot allocate {bytes} bytes")));
+            return Err(Error::device(format!(
+                "emulator: cannot allocate {bytes} bytes"
+            )));
         }
         // SAFETY: p holds at least `bytes` bytes.
         unsafe { std::ptr::write_bytes(p as *mut u8, 0, bytes) };
