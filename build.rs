@@ -98,7 +98,8 @@ fn scan(dir: &Path) -> BuildResult<Vec<KernelFile>> {
             .and_then(|s| s.to_str())
             .ok_or_else(|| format!("{}: bad file name", path.display()))?
             .to_string();
-        let kernels = parse_kernels(&src).map_err(|e| format!("{}: {e}", path.display()))?;
+        let kernels =
+            parse_kernels(&strip_comments(&src)).map_err(|e| format!("{}: {e}", path.display()))?;
         files.push(KernelFile {
             stem,
             path,
@@ -106,6 +107,39 @@ fn scan(dir: &Path) -> BuildResult<Vec<KernelFile>> {
         });
     }
     Ok(files)
+}
+
+/// `src` with comments blanked out (newlines kept, so line numbers stay right).
+fn strip_comments(src: &str) -> String {
+    let mut out = String::with_capacity(src.len());
+    let mut chars = src.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('/', Some('/')) => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            ('/', Some('*')) => {
+                chars.next();
+                let mut prev = ' ';
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        out.push('\n');
+                    }
+                    if prev == '*' && c == '/' {
+                        break;
+                    }
+                    prev = c;
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// Finds `extern "C" __global__ [__launch_bounds__(..)] void NAME(TYPE p)` declarations.

@@ -112,7 +112,7 @@ fn ln_run<B: Backend>(
 }
 
 fn loss_case() -> impl Strategy<Value = LossCase> {
-    (1usize..40, 1usize..4, 1usize..50, 0u32..4).prop_flat_map(|(n, t, f, mask_kind)| {
+    (1usize..300, 1usize..4, 1usize..50, 0u32..4).prop_flat_map(|(n, t, f, mask_kind)| {
         let mask = match mask_kind {
             0 => Just(vec![0.0f32; n]).boxed(), // a fully masked era
             1 => Just(vec![1.0f32; n]).boxed(),
@@ -296,4 +296,49 @@ fn ops_without_kernels_say_so() {
     let mut out = b.zeros(4).unwrap();
     let err = b.linear_fwd(&mut out, &x, &w, None, 2, 2, 2).unwrap_err();
     assert!(err.to_string().contains("no kernel"), "{err}");
+}
+
+#[test]
+fn layer_norm_with_wide_rows_uses_fewer_warps_and_still_matches_cpu() {
+    // d = 2000: 8 warps × 2d floats would exceed 48 KiB of shared memory, so the backend runs 3
+    let (n, d) = (5usize, 2000usize);
+    let inp: Vec<f32> = (0..n * d)
+        .map(|i| ((i * 7919) % 211) as f32 / 70.0 - 1.5)
+        .collect();
+    let gamma: Vec<f32> = (0..d).map(|j| 0.5 + (j % 13) as f32 / 13.0).collect();
+    let beta: Vec<f32> = (0..d).map(|j| (j % 7) as f32 / 7.0 - 0.5).collect();
+    let dout: Vec<f32> = (0..n * d)
+        .map(|i| ((i * 104729) % 97) as f32 / 48.0 - 1.0)
+        .collect();
+    let g0: Vec<f32> = (0..n * d + 2 * d).map(|i| (i % 5) as f32 * 0.1).collect();
+    let cpu = ln_run(&Cpu, n, d, &inp, &gamma, &beta, &dout, &g0).unwrap();
+    for order in [Order::Forward, Order::Reverse] {
+        let gpu = ln_run(&Emu::new(order), n, d, &inp, &gamma, &beta, &dout, &g0).unwrap();
+        for k in 0..6 {
+            for (g, c) in gpu[k].iter().zip(&cpu[k]) {
+                assert!(
+                    (g - c).abs() <= 2e-4 + 2e-4 * c.abs(),
+                    "output {k}: {g} vs {c}"
+                );
+            }
+        }
+    }
+    // and rows too wide for any block are a shape error, not a bad launch
+    let b = Emu::new(Order::Forward);
+    let d = 7000;
+    let x = b.zeros(d).unwrap();
+    let (mut dx, mut dg, mut db) = (
+        b.zeros(d).unwrap(),
+        b.zeros(d).unwrap(),
+        b.zeros(d).unwrap(),
+    );
+    let (m, r, ga) = (
+        b.zeros(1).unwrap(),
+        b.zeros(1).unwrap(),
+        b.zeros(d).unwrap(),
+    );
+    let err = b
+        .layer_norm_bwd(&mut dx, &mut dg, &mut db, &x, &x, &m, &r, &ga, 1, d)
+        .unwrap_err();
+    assert!(err.to_string().contains("shared memory"), "{err}");
 }
