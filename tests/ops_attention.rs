@@ -223,3 +223,24 @@ fn attention_agrees_with_oracle_when_threaded() {
         }
     }
 }
+
+#[test]
+fn exp_f32_is_within_a_few_ulp_of_exp() {
+    use eraengine::ops::attention::exp_f32;
+    let mut worst = 0f64;
+    let mut x = -87.0f64;
+    while x <= 88.0 {
+        let got = exp_f32(x as f32) as f64;
+        let want = (x as f32 as f64).exp();
+        worst = worst.max((got - want).abs() / want);
+        x += 0.001_37;
+    }
+    // 2 ulp of f32 is 2.4e-7 relative
+    assert!(worst < 2.5e-7, "worst relative error {worst:e}");
+    assert_eq!(exp_f32(0.0), 1.0);
+    assert!(exp_f32(f32::NAN).is_nan());
+    // far below the range it stays a tiny positive number, never NaN or negative
+    let tiny = exp_f32(-1e30);
+    assert!((0.0..1e-37).contains(&tiny));
+    assert!(exp_f32(f32::NEG_INFINITY) < 1e-37);
+}

@@ -12,7 +12,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
-    fn linear_matches_oracle(n in 1usize..7, k in 0usize..8, m in 1usize..8, bias: bool, seed: u64) {
+    fn linear_matches_oracle(n in 1usize..10, k in 0usize..20, m in 1usize..20, bias: bool, seed: u64) {
         let mut g = Gen::new(seed);
         let inp = g.vec(n * k, -1.0, 1.0);
         let w = g.vec(m * k, -1.0, 1.0);
@@ -83,10 +83,17 @@ proptest! {
 }
 
 /// Shapes big enough to cross the threading threshold, so the split over rows is exercised.
+/// Shapes crossing the register tile (4 rows × 8 or 16 columns, with leftovers) and the
+/// 256-long inner blocks (k = 300 in the forward, n = 601 in dw).
 #[test]
-fn linear_and_layer_norm_agree_with_oracle_when_threaded() {
-    let (n, k, m) = (300, 37, 29);
-    let mut g = Gen::new(7);
+fn linear_agrees_with_oracle_on_tiled_and_blocked_shapes() {
+    for (n, k, m) in [(300, 37, 29), (601, 300, 17), (9, 5, 64), (2, 1, 1)] {
+        check_linear_large(n, k, m);
+    }
+}
+
+fn check_linear_large(n: usize, k: usize, m: usize) {
+    let mut g = Gen::new(7 + n as u64);
     let inp = g.vec(n * k, -1.0, 1.0);
     let w = g.vec(m * k, -1.0, 1.0);
     let b = g.vec(m, -1.0, 1.0);
@@ -132,8 +139,12 @@ fn linear_and_layer_norm_agree_with_oracle_when_threaded() {
     close("dinp", &dinp, &want_dinp, FWD_RTOL, FWD_ATOL).unwrap();
     close("dw", &dw, &want_dw, FWD_RTOL, FWD_ATOL).unwrap();
     close("db", &db, &want_db, FWD_RTOL, FWD_ATOL).unwrap();
+}
 
-    let d = 64;
+#[test]
+fn layer_norm_agrees_with_oracle_when_threaded() {
+    let (n, d) = (300, 64);
+    let mut g = Gen::new(8);
     let x = g.vec(n * d, -2.0, 2.0);
     let gamma = g.vec(d, 0.5, 1.5);
     let beta = g.vec(d, -0.5, 0.5);

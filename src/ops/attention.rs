@@ -201,6 +201,7 @@ pub fn linear_attention_bwd(
         .enumerate();
     par::run(items, |(c, (dkc, dvc))| {
         let r0 = c * chunk;
+        let mut accv = vec![0f64; dh];
         for (jj, (dkrow, dvrow)) in dkc.chunks_mut(d).zip(dvc.chunks_mut(d)).enumerate() {
             let j = r0 + jj;
             let mj = mask[j] as f64;
@@ -213,20 +214,24 @@ pub fn linear_attention_bwd(
                 let vr = &v[off..off + dh];
                 let dsh = &ds[hd * dh * dh..(hd + 1) * dh * dh];
                 let dzh = &dz[hd * dh..(hd + 1) * dh];
+                accv.fill(0.0);
                 for a in 0..dh {
                     let row = &dsh[a * dh..(a + 1) * dh];
                     let mut dpk = dzh[a];
                     for (&dsv, &vb) in row.iter().zip(vr) {
                         dpk += dsv * vb as f64;
                     }
-                    dkrow[hd * dh + a] += (mj * dpk * elu1_grad(kr[a]) as f64) as f32;
-                }
-                for b in 0..dh {
-                    let mut acc = 0f64;
-                    for a in 0..dh {
-                        acc += elu1(kr[a]) as f64 * dsh[a * dh + b];
+                    // φ(k) = φ'(k) + max(k, 0): one exp serves both
+                    let gk = elu1_grad(kr[a]) as f64;
+                    let pk = gk + (kr[a] as f64).max(0.0);
+                    dkrow[hd * dh + a] += (mj * dpk * gk) as f32;
+                    // dV_j += φ(K_j)ᵀ dS, row a of dS at a time
+                    for (av, &dsv) in accv.iter_mut().zip(row) {
+                        *av += pk * dsv;
                     }
-                    dvrow[hd * dh + b] += (mj * acc) as f32;
+                }
+                for (x, &av) in dvrow[hd * dh..(hd + 1) * dh].iter_mut().zip(&accv) {
+                    *x += (mj * av) as f32;
                 }
             }
         }
@@ -249,6 +254,34 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         s += x * y;
     }
     s
+}
+
+/// eˣ in f32 to about 2 ulp, branch-free so a loop over a block of scores vectorises (libm's expf
+/// does not): x = n·ln2 + r with |r| ≤ ln2/2, eʳ by the Cephes polynomial, 2ⁿ through the exponent
+/// bits. Inputs below −87.3 give e^−87.3 ≈ 1e−38 (softmax weights that small do not matter);
+/// inputs above 88.7 are clamped (scores here are ≤ 0 after subtracting the maximum); NaN stays NaN.
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln2 split in two so n·C1 is exact
+    const C1: f32 = 0.693_359_4;
+    const C2: f32 = -2.121_944_4e-4;
+    // adding 1.5·2²³ rounds to the nearest integer without a libm call
+    const ROUND: f32 = 12_582_912.0;
+    let x = if x < -87.3 { -87.3 } else { x };
+    let x = if x > 88.7 { 88.7 } else { x };
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * C1 - n * C2;
+    let mut y = 1.987_569_2e-4;
+    y = y * r + 1.398_2e-3;
+    y = y * r + 8.333_452e-3;
+    y = y * r + 4.166_579_6e-2;
+    y = y * r + 1.666_666_5e-1;
+    y = y * r + 0.5;
+    let y = y * r * r + r + 1.0;
+    // 2ⁿ: n + 127 in the exponent field (n ∈ [−126, 128] after the clamps)
+    let pow2 = f32::from_bits(((n as i32 + 127).clamp(1, 254) as u32) << 23);
+    y * pow2
 }
 
 /// Rows whose mask is non-zero: the keys of softmax attention.
@@ -281,7 +314,7 @@ pub fn softmax_attention_fwd(
         let r0 = c * chunk;
         let rows = oc.len() / d;
         let mut lse_c = vec![0f32; h * rows];
-        let mut acc = vec![0f64; dh];
+        let mut acc = vec![0f32; dh];
         let mut sc = [0f32; KEY_BLOCK];
         for (ii, orow) in oc.chunks_mut(d).enumerate() {
             let i = r0 + ii;
@@ -297,30 +330,35 @@ pub fn softmax_attention_fwd(
                 let mut mx = f32::NEG_INFINITY;
                 let mut l = 0f64;
                 for block in keys.chunks(KEY_BLOCK) {
-                    let mut bm = f32::NEG_INFINITY;
-                    for (t, &j) in block.iter().enumerate() {
-                        sc[t] = scale * dot(qr, &k[j * d + hd * dh..][..dh]);
-                        bm = bm.max(sc[t]);
+                    let sc = &mut sc[..block.len()];
+                    for (st, &j) in sc.iter_mut().zip(block) {
+                        *st = scale * dot(qr, &k[j * d + hd * dh..][..dh]);
                     }
+                    let bm = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
                     let new_mx = mx.max(bm);
-                    // rescale what was summed under the old maximum
-                    let corr = ((mx - new_mx) as f64).exp();
-                    l *= corr;
+                    // rescale what was summed under the old maximum (0 on the first block)
+                    let corr = if mx == f32::NEG_INFINITY {
+                        0.0
+                    } else {
+                        exp_f32(mx - new_mx)
+                    };
+                    for st in sc.iter_mut() {
+                        *st = exp_f32(*st - new_mx);
+                    }
+                    l = l * corr as f64 + sc.iter().map(|&p| p as f64).sum::<f64>();
                     for a in acc.iter_mut() {
                         *a *= corr;
                     }
-                    for (t, &j) in block.iter().enumerate() {
-                        let pw = ((sc[t] - new_mx) as f64).exp();
-                        l += pw;
+                    for (&pw, &j) in sc.iter().zip(block) {
                         let vr = &v[j * d + hd * dh..][..dh];
                         for (a, &vb) in acc.iter_mut().zip(vr) {
-                            *a += pw * vb as f64;
+                            *a += pw * vb;
                         }
                     }
                     mx = new_mx;
                 }
                 for (ov, &a) in o.iter_mut().zip(&acc) {
-                    *ov = (a / l) as f32;
+                    *ov = (a as f64 / l) as f32;
                 }
                 lse_c[hd * rows + ii] = (mx as f64 + l.ln()) as f32;
             }
@@ -372,11 +410,13 @@ pub fn softmax_attention_bwd(
         }
     }
     let dd = &dd;
-    // dQ over query rows
+    // dQ over query rows, keys in blocks: P and dS for the block, then dQ += dS · K
     let chunk = par::chunk_rows(n, 6 * keys.len() * d + 1);
     par::run(dq[..n * d].chunks_mut(chunk * d).enumerate(), |(c, dqc)| {
         let r0 = c * chunk;
         let mut acc = vec![0f64; dh];
+        let mut blk = vec![0f32; dh];
+        let mut ps = [0f32; KEY_BLOCK];
         for (ii, dqrow) in dqc.chunks_mut(d).enumerate() {
             let i = r0 + ii;
             for hd in 0..h {
@@ -385,13 +425,26 @@ pub fn softmax_attention_bwd(
                 let go = &dout[off..off + dh];
                 let (l, di) = (lse[hd * n + i], dd[hd * n + i]);
                 acc.fill(0.0);
-                for &j in keys.iter() {
-                    let kr = &k[j * d + hd * dh..][..dh];
-                    let vr = &v[j * d + hd * dh..][..dh];
-                    let p = (scale * dot(qr, kr) - l).exp();
-                    let ds = (p * (dot(go, vr) - di)) as f64;
-                    for (a, &kv) in acc.iter_mut().zip(kr) {
-                        *a += ds * kv as f64;
+                for block in keys.chunks(KEY_BLOCK) {
+                    let ps = &mut ps[..block.len()];
+                    for (p, &j) in ps.iter_mut().zip(block) {
+                        *p = scale * dot(qr, &k[j * d + hd * dh..][..dh]) - l;
+                    }
+                    for p in ps.iter_mut() {
+                        *p = exp_f32(*p);
+                    }
+                    // f32 within the block, f64 across blocks
+                    blk.fill(0.0);
+                    for (&p, &j) in ps.iter().zip(block) {
+                        let kr = &k[j * d + hd * dh..][..dh];
+                        let vr = &v[j * d + hd * dh..][..dh];
+                        let ds = p * (dot(go, vr) - di);
+                        for (a, &kv) in blk.iter_mut().zip(kr) {
+                            *a += ds * kv;
+                        }
+                    }
+                    for (a, &b) in acc.iter_mut().zip(&blk) {
+                        *a += b as f64;
                     }
                 }
                 for (dqv, &a) in dqrow[hd * dh..(hd + 1) * dh].iter_mut().zip(&acc) {
@@ -400,7 +453,7 @@ pub fn softmax_attention_bwd(
             }
         }
     });
-    // dK, dV over key rows
+    // dK, dV over key rows, queries in blocks
     let chunk = par::chunk_rows(n, 8 * n * d + 1);
     let items = dk[..n * d]
         .chunks_mut(chunk * d)
@@ -410,6 +463,8 @@ pub fn softmax_attention_bwd(
         let r0 = c * chunk;
         let mut acck = vec![0f64; dh];
         let mut accv = vec![0f64; dh];
+        let (mut blkk, mut blkv) = (vec![0f32; dh], vec![0f32; dh]);
+        let mut ps = [0f32; KEY_BLOCK];
         for (jj, (dkrow, dvrow)) in dkc.chunks_mut(d).zip(dvc.chunks_mut(d)).enumerate() {
             let j = r0 + jj;
             if mask[j] == 0.0 {
@@ -420,19 +475,42 @@ pub fn softmax_attention_bwd(
                 let vr = &v[j * d + hd * dh..][..dh];
                 acck.fill(0.0);
                 accv.fill(0.0);
-                for i in 0..n {
-                    let off = i * d + hd * dh;
-                    let qr = &q[off..off + dh];
-                    let go = &dout[off..off + dh];
-                    let p = (scale * dot(qr, kr) - lse[hd * n + i]).exp();
-                    let ds = (p * (dot(go, vr) - dd[hd * n + i])) as f64;
-                    let p = p as f64;
-                    for ((ak, av), (&qa, &ga)) in
-                        acck.iter_mut().zip(accv.iter_mut()).zip(qr.iter().zip(go))
-                    {
-                        *ak += ds * qa as f64;
-                        *av += p * ga as f64;
+                let mut i0 = 0;
+                while i0 < n {
+                    let i1 = (i0 + KEY_BLOCK).min(n);
+                    let ps = &mut ps[..i1 - i0];
+                    for (t, p) in ps.iter_mut().enumerate() {
+                        let i = i0 + t;
+                        *p = scale * dot(&q[i * d + hd * dh..][..dh], kr) - lse[hd * n + i];
                     }
+                    for p in ps.iter_mut() {
+                        *p = exp_f32(*p);
+                    }
+                    // f32 within the block, f64 across blocks
+                    blkk.fill(0.0);
+                    blkv.fill(0.0);
+                    for (t, &p) in ps.iter().enumerate() {
+                        let i = i0 + t;
+                        let off = i * d + hd * dh;
+                        let qr = &q[off..off + dh];
+                        let go = &dout[off..off + dh];
+                        let ds = p * (dot(go, vr) - dd[hd * n + i]);
+                        for ((ak, av), (&qa, &ga)) in
+                            blkk.iter_mut().zip(blkv.iter_mut()).zip(qr.iter().zip(go))
+                        {
+                            *ak += ds * qa;
+                            *av += p * ga;
+                        }
+                    }
+                    for ((ak, av), (&bk, &bv)) in acck
+                        .iter_mut()
+                        .zip(accv.iter_mut())
+                        .zip(blkk.iter().zip(&blkv))
+                    {
+                        *ak += bk as f64;
+                        *av += bv as f64;
+                    }
+                    i0 = i1;
                 }
                 for (x, &a) in dkrow[hd * dh..(hd + 1) * dh].iter_mut().zip(&acck) {
                     *x += (a * scale as f64) as f32;

@@ -2,14 +2,136 @@
 //! out[n,m] = inp[n,k] · w[m,k]ᵀ + b[m].
 //! Backward: dinp[n,k] += dout · w; dw[m,k] += doutᵀ · inp; db[m] += Σ_rows dout.
 //!
-//! Loop orders keep the innermost loop an axpy over a contiguous row (so it vectorises): the
-//! forward transposes w once to [k,m] and runs i-k-j; dinp runs i-j-k over rows of w; dw keeps f64
-//! accumulators for a block of 4 output rows and streams the input rows once per block.
+//! All three products go through one kernel, [`gemm_acc`]: out[r,c] += Σ_i a[r,i] · b[i,c] with b
+//! row-major [inner, cols], so the innermost loop runs along contiguous columns. It keeps a
+//! 4-row × C-column tile of out in registers (C = 16 with AVX2, picked at run time; 8 otherwise)
+//! and walks the inner dimension in blocks of [`INNER_BLOCK`] so the slice of b in use stays in
+//! cache. The forward transposes w once to [k,m]; dinp uses w as it is; dw transposes dout and sums
+//! blocks of rows in f32 inside the kernel, then adds the blocks together in f64.
 
 use super::par;
 
-/// Output rows of dw handled together, so each input row is read once per block.
-const DW_BLOCK: usize = 4;
+/// Rows of the register tile.
+const TILE_ROWS: usize = 4;
+/// Inner-dimension block: b[i0..i0 + INNER_BLOCK, :] is reused by every row tile.
+const INNER_BLOCK: usize = 256;
+
+/// out[r·cols + c] += Σ_{i < inner} a[r·lda + i] · b[i·cols + c] for r < rows, c < cols.
+fn gemm_acc(
+    out: &mut [f32],
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    rows: usize,
+    inner: usize,
+    cols: usize,
+) {
+    if rows == 0 || inner == 0 || cols == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            unsafe { gemm_acc_avx2(out, a, lda, b, rows, inner, cols) };
+            return;
+        }
+    }
+    gemm_kernel::<8>(out, a, lda, b, rows, inner, cols);
+}
+
+/// The same kernel compiled for AVX2 (8-wide f32), with a 4 × 16 tile (8 ymm accumulators).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn gemm_acc_avx2(
+    out: &mut [f32],
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    rows: usize,
+    inner: usize,
+    cols: usize,
+) {
+    gemm_kernel::<16>(out, a, lda, b, rows, inner, cols);
+}
+
+#[inline(always)]
+fn gemm_kernel<const C: usize>(
+    out: &mut [f32],
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    rows: usize,
+    inner: usize,
+    cols: usize,
+) {
+    const R: usize = TILE_ROWS;
+    let mut i0 = 0;
+    while i0 < inner {
+        let i1 = (i0 + INNER_BLOCK).min(inner);
+        let bi = &b[i0 * cols..i1 * cols];
+        let mut r0 = 0;
+        while r0 + R <= rows {
+            // seek to a[r0 + r, i0..i1] for the tile's rows
+            let ar: [&[f32]; R] = std::array::from_fn(|r| &a[(r0 + r) * lda + i0..][..i1 - i0]);
+            let mut c0 = 0;
+            while c0 + C <= cols {
+                let mut acc = [[0f32; C]; R];
+                for (ii, brow) in bi.chunks_exact(cols).enumerate() {
+                    let bs = &brow[c0..c0 + C];
+                    for r in 0..R {
+                        let av = ar[r][ii];
+                        for c in 0..C {
+                            acc[r][c] += av * bs[c];
+                        }
+                    }
+                }
+                for (r, accr) in acc.iter().enumerate() {
+                    let o = &mut out[(r0 + r) * cols + c0..][..C];
+                    for (ov, &v) in o.iter_mut().zip(accr) {
+                        *ov += v;
+                    }
+                }
+                c0 += C;
+            }
+            if c0 < cols {
+                // leftover columns: one dot product per output
+                for (r, arow) in ar.iter().enumerate() {
+                    for c in c0..cols {
+                        let mut s = 0f32;
+                        for (ii, &av) in arow.iter().enumerate() {
+                            s += av * bi[ii * cols + c];
+                        }
+                        out[(r0 + r) * cols + c] += s;
+                    }
+                }
+            }
+            r0 += R;
+        }
+        // leftover rows: axpy over rows of b
+        for r in r0..rows {
+            let arow = &a[r * lda + i0..][..i1 - i0];
+            let o = &mut out[r * cols..(r + 1) * cols];
+            for (&av, brow) in arow.iter().zip(bi.chunks_exact(cols)) {
+                for (ov, &bv) in o.iter_mut().zip(brow) {
+                    *ov += av * bv;
+                }
+            }
+        }
+        i0 = i1;
+    }
+}
+
+/// x[r, c] → xt[c, r] for a row-major [rows, cols] matrix.
+fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut xt = vec![0f32; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            xt[c * rows + r] = x[r * cols + c];
+        }
+    }
+    xt
+}
 
 pub fn linear_fwd(
     out: &mut [f32],
@@ -23,32 +145,19 @@ pub fn linear_fwd(
     if n == 0 || m == 0 {
         return;
     }
-    // wt[kk, j] = w[j, kk]
-    let mut wt = vec![0f32; k * m];
-    for j in 0..m {
-        for kk in 0..k {
-            wt[kk * m + j] = w[j * k + kk];
-        }
-    }
+    let wt = transpose(&w[..m * k], m, k);
     let wt = &wt;
     let chunk = par::chunk_rows(n, 2 * k * m);
     par::run(out[..n * m].chunks_mut(chunk * m).enumerate(), |(c, o)| {
         let r0 = c * chunk;
-        for (ii, orow) in o.chunks_mut(m).enumerate() {
-            let i = r0 + ii;
+        let rows = o.len() / m;
+        for orow in o.chunks_mut(m) {
             match b {
                 Some(b) => orow.copy_from_slice(&b[..m]),
                 None => orow.fill(0.0),
             }
-            // seek to the input row inp[i, :]
-            let x = &inp[i * k..(i + 1) * k];
-            for (kk, &xv) in x.iter().enumerate() {
-                let wr = &wt[kk * m..(kk + 1) * m];
-                for (ov, &wv) in orow.iter_mut().zip(wr) {
-                    *ov += xv * wv;
-                }
-            }
         }
+        gemm_acc(o, &inp[r0 * k..], k, wt, rows, k, m);
     });
 }
 
@@ -69,59 +178,47 @@ pub fn linear_bwd(
     }
     if let Some(dinp) = dinp {
         if k > 0 {
+            // dinp[n,k] += dout[n,m] · w[m,k]
             let chunk = par::chunk_rows(n, 2 * k * m);
             par::run(
                 dinp[..n * k].chunks_mut(chunk * k).enumerate(),
                 |(c, di)| {
                     let r0 = c * chunk;
-                    for (ii, drow) in di.chunks_mut(k).enumerate() {
-                        let i = r0 + ii;
-                        let g = &dout[i * m..(i + 1) * m];
-                        for (j, &gv) in g.iter().enumerate() {
-                            if gv == 0.0 {
-                                continue;
-                            }
-                            let wr = &w[j * k..(j + 1) * k];
-                            for (dv, &wv) in drow.iter_mut().zip(wr) {
-                                *dv += gv * wv;
-                            }
-                        }
-                    }
+                    gemm_acc(di, &dout[r0 * m..], m, w, di.len() / k, m, k);
                 },
             );
         }
     }
     if k > 0 {
+        // dw[m,k] += doutᵀ[m,n] · inp[n,k], in f32 per block of rows and f64 across blocks
+        let dt = transpose(&dout[..n * m], n, m);
+        let dt = &dt;
         let chunk = par::chunk_rows(m, 2 * n * k);
         par::run(dw[..m * k].chunks_mut(chunk * k).enumerate(), |(c, dwc)| {
-            let j_start = c * chunk;
+            let j0 = c * chunk;
             let rows = dwc.len() / k;
-            let mut acc = vec![0f64; DW_BLOCK * k];
-            let mut jb0 = 0;
-            while jb0 < rows {
-                let jb = DW_BLOCK.min(rows - jb0);
-                acc.fill(0.0);
-                for i in 0..n {
-                    let x = &inp[i * k..(i + 1) * k];
-                    // dout[i, j_start + jb0 ..][..jb]
-                    let g = &dout[i * m + j_start + jb0..][..jb];
-                    for (jj, &gv) in g.iter().enumerate() {
-                        if gv == 0.0 {
-                            continue;
-                        }
-                        let gv = gv as f64;
-                        for (a, &xv) in acc[jj * k..(jj + 1) * k].iter_mut().zip(x) {
-                            *a += gv * xv as f64;
-                        }
-                    }
+            let mut part = vec![0f32; rows * k];
+            let mut acc = vec![0f64; rows * k];
+            let mut i0 = 0;
+            while i0 < n {
+                let i1 = (i0 + INNER_BLOCK).min(n);
+                part.fill(0.0);
+                gemm_acc(
+                    &mut part,
+                    &dt[j0 * n + i0..],
+                    n,
+                    &inp[i0 * k..i1 * k],
+                    rows,
+                    i1 - i0,
+                    k,
+                );
+                for (a, &p) in acc.iter_mut().zip(&part) {
+                    *a += p as f64;
                 }
-                for jj in 0..jb {
-                    let row = &mut dwc[(jb0 + jj) * k..(jb0 + jj + 1) * k];
-                    for (d, &a) in row.iter_mut().zip(&acc[jj * k..(jj + 1) * k]) {
-                        *d = (*d as f64 + a) as f32;
-                    }
-                }
-                jb0 += jb;
+                i0 = i1;
+            }
+            for (d, &a) in dwc.iter_mut().zip(&acc) {
+                *d = (*d as f64 + a) as f32;
             }
         });
     }
