@@ -281,3 +281,24 @@ fn out_of_bounds_write_is_caught_by_asan() {
         "ASan did not report it:\n{stderr}"
     );
 }
+
+#[test]
+fn half_warps_may_run_different_collectives_on_their_own_masks() {
+    let inp: Vec<f32> = (0..32).map(|v| (v * v % 17) as f32).collect();
+    // the same computation on the host
+    let mut v = inp.clone();
+    let step = |v: &mut Vec<f32>, lanes: std::ops::Range<usize>, m: usize| {
+        let old = v.clone();
+        for l in lanes {
+            v[l] += old[l ^ m];
+        }
+    };
+    step(&mut v, 0..16, 1);
+    step(&mut v, 0..16, 2);
+    step(&mut v, 16..32, 4);
+    step(&mut v, 0..32, 16);
+    for order in [Order::Forward, Order::Reverse, Order::Shuffle(5)] {
+        let out = run("emu_subwarp_fwd_f32", order, 32, 0, &inp, 32, 0).unwrap();
+        assert_eq!(out, v, "{order:?}");
+    }
+}

@@ -39,8 +39,7 @@ constexpr size_t kMaxDynShared = 48u << 10;  // without cudaFuncAttributeMaxDyna
 
 enum State { kRunnable, kBarrierWait, kWarpWait, kDone };
 
-struct Record {  // one lane's deposit for one warp collective
-    uint64_t seq = 0;
+struct Record {  // one lane's deposit at the warp collective it waits in
     int kind = 0;
     unsigned int mask = 0;
     int line = 0;
@@ -55,8 +54,8 @@ struct Fiber {
     State state = kRunnable;
     uint64_t bar_gen = 0;  // generation this fiber waits to see pass
     int bar_line = 0;
-    uint64_t wseq = 0;     // warp collectives this lane has entered
-    Record rec[2];
+    Record rec;            // valid while state == kWarpWait
+    bool released = false; // the collective completed; exch holds its values
     uint64_t exch[32];     // gathered values of the last collective
     void* fake_stack = nullptr;
 };
@@ -151,32 +150,41 @@ const char* kind_name(int k) {
 }
 
 // May fiber f leave its wait? Sets the launch error on misuse.
+// A warp collective completes when every lane of its mask waits (unreleased) in a collective with
+// the same mask; then all of them are released at once with the gathered values. Lanes that are
+// elsewhere (another barrier, another mask) may still come: only a stall of the whole block is a
+// deadlock. Different source lines may meet (independent thread scheduling allows it); different
+// kinds (shuffle vs ballot vs syncwarp) may not.
 bool can_proceed(Fiber& f) {
     Block& b = *t_block;
     if (f.state == kBarrierWait) return b.bar_gen != f.bar_gen;
-    if (f.state != kWarpWait) return true;
+    if (f.state != kWarpWait || f.released) return true;
     std::vector<Fiber>& fs = *b.fibers;
     const unsigned int base = f.linear & ~31u;
-    const Record& mine = f.rec[f.wseq & 1u];
+    const Record& mine = f.rec;
     for (unsigned int l = 0; l < 32; ++l) {
         if (!(mine.mask & (1u << l))) continue;
         Fiber& o = fs[base + l];
-        if (o.wseq < f.wseq) {
-            if (o.state == kDone) {
-                set_err("line %d: %s with mask 0x%08x in thread %u waits for lane %u, which has exited", mine.line, kind_name(mine.kind), mine.mask, f.linear, l);
-            }
+        if (o.state == kDone) {
+            set_err("line %d: %s with mask 0x%08x in thread %u waits for lane %u, which has exited", mine.line, kind_name(mine.kind), mine.mask, f.linear, l);
+            return false;
+        }
+        if (o.state != kWarpWait || o.released || o.rec.mask != mine.mask) return false;
+    }
+    for (unsigned int l = 0; l < 32; ++l) {
+        if (!(mine.mask & (1u << l))) continue;
+        const Fiber& o = fs[base + l];
+        if (o.rec.kind != mine.kind) {
+            set_err("divergent warp collective: thread %u at line %d (%s) meets thread %u at line %d (%s), mask 0x%08x", f.linear, mine.line, kind_name(mine.kind), o.linear, o.rec.line, kind_name(o.rec.kind), mine.mask);
             return false;
         }
     }
     for (unsigned int l = 0; l < 32; ++l) {
         if (!(mine.mask & (1u << l))) continue;
         Fiber& o = fs[base + l];
-        const Record& r = o.rec[f.wseq & 1u];
-        if (r.seq != f.wseq || r.kind != mine.kind || r.mask != mine.mask) {
-            set_err("divergent warp collective: thread %u at line %d (%s, mask 0x%08x) meets thread %u at line %d (%s, mask 0x%08x)", f.linear, mine.line, kind_name(mine.kind), mine.mask, o.linear, r.line, kind_name(r.kind), r.mask);
-            return false;
-        }
-        f.exch[l] = r.bits;
+        for (unsigned int k = 0; k < 32; ++k)
+            o.exch[k] = (mine.mask & (1u << k)) ? fs[base + k].rec.bits : 0;
+        o.released = true;
     }
     return true;
 }
@@ -192,7 +200,7 @@ std::string describe_stall(const Block& b) {
             bar_line = f.bar_line;
         } else if (f.state == kWarpWait) {
             if (at_warp == 0) {
-                warp_line = f.rec[f.wseq & 1u].line;
+                warp_line = f.rec.line;
                 warp_thread = f.linear;
             }
             at_warp++;
@@ -226,9 +234,8 @@ bool run_block(std::vector<Fiber>& fs, unsigned int nthreads, int order, uint64_
         Fiber& f = fs[i];
         f.state = kRunnable;
         f.bar_gen = 0;
-        f.wseq = 0;
-        f.rec[0] = Record();
-        f.rec[1] = Record();
+        f.rec = Record();
+        f.released = false;
         f.fake_stack = nullptr;
         f.linear = i;
         f.tid.x = i % g_block_dim.x;
@@ -322,13 +329,12 @@ const uint64_t* warp_exchange(int kind, unsigned int mask, uint64_t bits, int li
     if (!(mask & (1u << lane))) fail("line %d: thread %u calls %s with mask 0x%08x, which leaves out its own lane %u", line, f->linear, kind_name(kind), mask, lane);
     const unsigned int lanes = warp_lanes(b, f->linear >> 5);
     if (lanes < 32u && (mask >> lanes) != 0u) fail("line %d: %s with mask 0x%08x names lanes >= %u, which do not exist in this partial warp (block of %u threads)", line, kind_name(kind), mask, lanes, b.nthreads);
-    f->wseq++;
-    Record& r = f->rec[f->wseq & 1u];
-    r.seq = f->wseq;
+    Record& r = f->rec;
     r.kind = kind;
     r.mask = mask;
     r.line = line;
     r.bits = bits;
+    f->released = false;
     f->state = kWarpWait;
     // Yield so that the other lanes deposit; the scheduler resumes us once they all did.
     to_scheduler(false);

@@ -11,6 +11,7 @@
 //     with v = inp[tid]; checked lane by lane against the CUDA definition.
 //   emu_deadlock_fwd_f32: lane 0 shuffles with lane 1, which goes on to wait at __syncthreads.
 //   emu_philox_fwd_f32: out[0..4) = Philox4x32-10(counter = inp bits [0..4), key = inp bits [4..6)).
+//   emu_subwarp_fwd_f32: half-warps run different numbers of collectives on their own masks.
 #include "common.cuh"
 
 struct EmuTestParams {
@@ -98,4 +99,18 @@ extern "C" __global__ void emu_philox_fwd_f32(EmuTestParams p) {
     const Philox4 r = philox4x32_10(w[0], w[1], w[2], w[3], w[4], w[5]);
     unsigned int* o = reinterpret_cast<unsigned int*>(p.out);
     for (int i = 0; i < 4; ++i) o[i] = r.v[i];
+}
+
+// Legal independent-thread-scheduling code: the two half-warps run different numbers of
+// collectives on their own masks, then the whole warp meets. out[tid] = the final value.
+extern "C" __global__ void emu_subwarp_fwd_f32(EmuTestParams p) {
+    float v = p.inp[threadIdx.x];
+    if ((threadIdx.x & 31u) < 16u) {
+        v += __shfl_xor_sync(0x0000ffffu, v, 1);
+        v += __shfl_xor_sync(0x0000ffffu, v, 2);
+    } else {
+        v += __shfl_xor_sync(0xffff0000u, v, 4);
+    }
+    v += __shfl_xor_sync(FULL_MASK, v, 16);
+    p.out[threadIdx.x] = v;
 }
