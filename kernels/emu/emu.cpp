@@ -230,6 +230,8 @@ bool run_block(std::vector<Fiber>& fs, unsigned int nthreads, int order, uint64_
     b.fibers = &fs;
     b.nthreads = nthreads;
     t_block = &b;
+    ucontext_t tmpl;  // one getcontext (a syscall) per block, copied into every fiber
+    getcontext(&tmpl);
     for (unsigned int i = 0; i < nthreads; ++i) {
         Fiber& f = fs[i];
         f.state = kRunnable;
@@ -241,7 +243,7 @@ bool run_block(std::vector<Fiber>& fs, unsigned int nthreads, int order, uint64_
         f.tid.x = i % g_block_dim.x;
         f.tid.y = (i / g_block_dim.x) % g_block_dim.y;
         f.tid.z = i / (g_block_dim.x * g_block_dim.y);
-        getcontext(&f.ctx);
+        f.ctx = tmpl;
         f.ctx.uc_stack.ss_sp = f.stack;
         f.ctx.uc_stack.ss_size = kStackSize;
         f.ctx.uc_link = nullptr;
