@@ -8,6 +8,7 @@ pub mod cli;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod gpu;
 pub mod metrics;
 pub mod ops;
 pub mod rng;

@@ -1,0 +1,233 @@
+// common.cuh — shared by every kernel in kernels/*.cu, by NVRTC (build.rs / runtime) and by the CPU
+// emulator (kernels/emu, where the .cu files are compiled by g++ as C++ with emu.h force-included).
+//
+// Rules:
+// - Every entry point is `extern "C" __global__ void <op>_{fwd,bwd}_f32(<Op>Params p)`: ONE parameter,
+//   a struct defined here and mirrored by a #[repr(C)] struct in src/gpu/params.rs (pointers are
+//   8 bytes, sizes `unsigned int`, scalars `float`). Keep the two in the same field order.
+// - No includes but this file. Dynamic shared memory only through DYN_SHARED.
+// - Block sizes are multiples of 32 (the helpers below shuffle with a full mask).
+#pragma once
+
+#ifdef ERAENGINE_EMU
+// The emulator hands each block a malloc'd buffer of the launch's dynamic shared size.
+#define DYN_SHARED(T, name) T* name = reinterpret_cast<T*>(emu_dyn_shared())
+#else
+#define DYN_SHARED(T, name)                                  \
+    extern __shared__ __align__(16) unsigned char name##_raw[]; \
+    T* name = reinterpret_cast<T*>(name##_raw)
+#endif
+
+#define FULL_MASK 0xffffffffu
+
+// ---------------------------------------------------------------------------------------------
+// Parameter structs (mirrored in src/gpu/params.rs)
+
+// layer_norm_fwd_f32: out[n,d], mean[n], rstd[n] from inp[n,d], gamma[d], beta[d]
+struct LayerNormFwdParams {
+    float* out;
+    float* mean;
+    float* rstd;
+    const float* inp;
+    const float* gamma;
+    const float* beta;
+    unsigned int n;
+    unsigned int d;
+};
+
+// layer_norm_bwd_f32: dinp[n,d] += ...; partial[gridDim.x][2d] = this block's (dgamma | dbeta)
+struct LayerNormBwdParams {
+    float* dinp;
+    float* partial;
+    const float* dout;
+    const float* inp;
+    const float* mean;
+    const float* rstd;
+    const float* gamma;
+    unsigned int n;
+    unsigned int d;
+};
+
+// layer_norm_params_bwd_f32: dgamma[d] += Σ_b partial[b][0..d], dbeta[d] += Σ_b partial[b][d..2d]
+struct LayerNormParamsBwdParams {
+    float* dgamma;
+    float* dbeta;
+    const float* partial;
+    unsigned int blocks;
+    unsigned int d;
+};
+
+// mse_sparsity_fwd_f32: partial[gridDim.x][3] = (Σ t (ŷ−y)², Σ t, Σ g) of this block's share
+struct LossFwdParams {
+    float* partial;
+    const float* yhat;
+    const float* y;
+    const float* mask;
+    const float* g;
+    unsigned int n;
+    unsigned int t;
+    unsigned int f;
+    unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
+};
+
+// mse_sparsity_reduce_fwd_f32: parts[4] = (loss, mse, sparsity, count) from partial[blocks][3]
+struct LossReduceParams {
+    float* parts;
+    const float* partial;
+    unsigned int blocks;
+    unsigned int f;
+    float lambda;
+    unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
+};
+
+// mse_sparsity_bwd_f32: dyhat += 2 t (ŷ − y) / count, dg += λ / f; count read from parts[3]
+struct LossBwdParams {
+    float* dyhat;
+    float* dg;
+    const float* yhat;
+    const float* y;
+    const float* mask;
+    const float* parts;
+    unsigned int n;
+    unsigned int t;
+    unsigned int f;
+    float lambda;
+};
+
+// elementwise over n: gelu/elu1 fwd (out = op(a)), bwd (out += b · op'(a), a = inp, b = dout),
+// add_fwd (out = a + b), accumulate_fwd (out += a)
+struct EltParams {
+    float* out;
+    const float* a;
+    const float* b;
+    unsigned int n;
+    unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
+};
+
+// dropout_fwd_f32: out = keep ? inp · scale : 0;  dropout_bwd_f32: out += keep ? inp · scale : 0,
+// scale = 1 / (1 − p) computed on the host in f32 (as the CPU op does)
+struct DropoutParams {
+    float* out;
+    const float* inp;
+    unsigned int n;
+    float p;
+    float scale;
+    unsigned int seed_lo;
+    unsigned int seed_hi;
+    unsigned int step;
+    unsigned int tensor;
+    unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
+};
+
+// adam_fwd_f32: one AdamW step over n parameters; bc1 = 1 − β1^step, bc2 = 1 − β2^step (host-computed)
+struct AdamParams {
+    float* p;
+    const float* g;
+    float* m;
+    float* v;
+    unsigned int n;
+    float lr;
+    float beta1;
+    float beta2;
+    float eps;
+    float weight_decay;
+    float grad_scale;
+    float bc1;
+    float bc2;
+    unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
+};
+
+// sum_squares_fwd_f32: partial[gridDim.x] = Σ g² (f64) of this block's share
+struct SumSqParams {
+    double* partial;
+    const float* g;
+    unsigned int n;
+    unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
+};
+
+// sum_squares_reduce_fwd_f32: out[0] = Σ_b partial[b]
+struct SumSqReduceParams {
+    double* out;
+    const double* partial;
+    unsigned int blocks;
+    unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
+};
+
+
+// Sizes mirrored by const assertions in src/gpu/params.rs.
+static_assert(sizeof(LayerNormFwdParams) == 56, "LayerNormFwdParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(LayerNormBwdParams) == 64, "LayerNormBwdParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(LayerNormParamsBwdParams) == 32, "LayerNormParamsBwdParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(LossFwdParams) == 56, "LossFwdParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(LossReduceParams) == 32, "LossReduceParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(LossBwdParams) == 64, "LossBwdParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(EltParams) == 32, "EltParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(DropoutParams) == 48, "DropoutParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(AdamParams) == 72, "AdamParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(SumSqParams) == 24, "SumSqParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(SumSqReduceParams) == 24, "SumSqReduceParams layout changed: update src/gpu/params.rs");
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(FULL_MASK, v, offset);
+    return v;
+}
+
+// Sum over the block; the result is valid in every thread. `scratch` holds 32 T in shared memory.
+// Every thread of the block must call it (it holds two barriers).
+template <typename T>
+__device__ __forceinline__ T block_sum(T v, T* scratch) {
+    const unsigned int lane = threadIdx.x & 31u;
+    const unsigned int warp = threadIdx.x >> 5;
+    const unsigned int warps = (blockDim.x + 31u) >> 5;
+    v = warp_sum(v);
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    T total = lane < warps ? scratch[lane] : T(0);
+    total = warp_sum(total);
+    __syncthreads();  // scratch may be reused right after
+    return total;
+}
+
+// Philox4x32-10 (Salmon et al. 2011, Random123 constants), identical to src/rng.rs.
+struct Philox4 {
+    unsigned int v[4];
+};
+
+__device__ __forceinline__ Philox4 philox4x32_10(unsigned int c0, unsigned int c1, unsigned int c2,
+                                                 unsigned int c3, unsigned int k0, unsigned int k1) {
+    for (int round = 0; round < 10; ++round) {
+        const unsigned int hi0 = __umulhi(0xD2511F53u, c0);
+        const unsigned int lo0 = 0xD2511F53u * c0;
+        const unsigned int hi1 = __umulhi(0xCD9E8D57u, c2);
+        const unsigned int lo1 = 0xCD9E8D57u * c2;
+        const unsigned int n0 = hi1 ^ c1 ^ k0;
+        const unsigned int n2 = hi0 ^ c3 ^ k1;
+        c0 = n0;
+        c1 = lo1;
+        c2 = n2;
+        c3 = lo0;
+        k0 += 0x9E3779B9u;
+        k1 += 0xBB67AE85u;
+    }
+    Philox4 r;
+    r.v[0] = c0;
+    r.v[1] = c1;
+    r.v[2] = c2;
+    r.v[3] = c3;
+    return r;
+}
+
+// uniform in [0, 1) with 24 bits for element e of (seed, step, tensor): counter = [(e/4) lo,
+// (e/4) hi, step, tensor], key = [seed lo, seed hi], word e % 4.
+__device__ __forceinline__ float philox_uniform(unsigned long long e, unsigned int seed_lo,
+                                                unsigned int seed_hi, unsigned int step,
+                                                unsigned int tensor) {
+    const unsigned long long block = e >> 2;
+    const Philox4 r = philox4x32_10((unsigned int)(block & 0xffffffffull), (unsigned int)(block >> 32),
+                                    step, tensor, seed_lo, seed_hi);
+    return (float)(r.v[e & 3ull] >> 8) * (1.0f / 16777216.0f);
+}

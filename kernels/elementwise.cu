@@ -1,0 +1,71 @@
+// Elementwise ops over n floats, grid-stride, 256 threads per block, grid = min(ceil(n/256), 4096):
+//   gelu_fwd_f32:  out = 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³)))            (a = x)
+//   gelu_bwd_f32:  out += dout · (0.5 (1 + th) + 0.5 x (1 − th²) √(2/π)(1 + 3·0.044715 x²))
+//   elu1_fwd_f32:  out = x + 1 if x > 0 else eˣ   (φ of linear attention)
+//   elu1_bwd_f32:  out += dout · (1 if x > 0 else eˣ)
+//   add_fwd_f32:   out = a + b
+//   accumulate_fwd_f32: out += a   (the backward of add and of every fan-out)
+//   dropout_fwd_f32: out = keep ? x · s : 0;  dropout_bwd_f32: out += keep ? dout · s : 0, s = 1/(1 − p)
+//     keep_e iff philox_uniform(e; seed, step, tensor) ≥ p — the same mask as src/rng.rs on the CPU,
+//     so nothing is saved for the backward.
+// In the bwd kernels a = inp (the forward's input) and b = dout.
+#include "common.cuh"
+
+#define GELU_K 0.7978845608028654f  // √(2/π)
+#define GELU_C 0.044715f
+
+extern "C" __global__ void gelu_fwd_f32(EltParams p) {
+    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) {
+        const float x = p.a[i];
+        p.out[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + GELU_C * x * x * x)));
+    }
+}
+
+extern "C" __global__ void gelu_bwd_f32(EltParams p) {
+    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) {
+        const float x = p.a[i];
+        const float th = tanhf(GELU_K * (x + GELU_C * x * x * x));
+        const float dudx = GELU_K * (1.0f + 3.0f * GELU_C * x * x);
+        p.out[i] += p.b[i] * (0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * dudx);
+    }
+}
+
+extern "C" __global__ void elu1_fwd_f32(EltParams p) {
+    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) {
+        const float x = p.a[i];
+        p.out[i] = x > 0.0f ? x + 1.0f : expf(x);
+    }
+}
+
+extern "C" __global__ void elu1_bwd_f32(EltParams p) {
+    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) {
+        const float x = p.a[i];
+        p.out[i] += p.b[i] * (x > 0.0f ? 1.0f : expf(x));
+    }
+}
+
+extern "C" __global__ void add_fwd_f32(EltParams p) {
+    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) {
+        p.out[i] = p.a[i] + p.b[i];
+    }
+}
+
+extern "C" __global__ void accumulate_fwd_f32(EltParams p) {
+    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) {
+        p.out[i] += p.a[i];
+    }
+}
+
+extern "C" __global__ void dropout_fwd_f32(DropoutParams p) {
+    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) {
+        const float u = philox_uniform(i, p.seed_lo, p.seed_hi, p.step, p.tensor);
+        p.out[i] = u >= p.p ? p.inp[i] * p.scale : 0.0f;
+    }
+}
+
+extern "C" __global__ void dropout_bwd_f32(DropoutParams p) {
+    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) {
+        const float u = philox_uniform(i, p.seed_lo, p.seed_hi, p.step, p.tensor);
+        if (u >= p.p) p.out[i] += p.inp[i] * p.scale;
+    }
+}

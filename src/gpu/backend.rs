@@ -1,0 +1,555 @@
+//! [`GpuBackend<L>`]: the `Backend` ops that have kernels, one launch recipe per op for every
+//! launcher. Each op checks buffer lengths against the shape letters before launching (a kernel
+//! trusts its sizes), then launches; reductions use per-block partials and a second pass, so results
+//! do not depend on scheduling.
+
+use super::params::*;
+use super::{CudaLauncher, EmuLauncher, LaunchCfg, Launcher, Order};
+use crate::device::Backend;
+use crate::ops::elementwise::DropoutKey;
+use crate::ops::loss::LossParts;
+use crate::ops::optim::AdamArgs;
+use crate::{Error, Result};
+use bytemuck::Pod;
+use std::sync::Arc;
+
+/// Threads per block of the elementwise and reduction kernels.
+const BLOCK: u32 = 256;
+/// Cap on the grid of grid-stride kernels.
+const MAX_GRID: u32 = 4096;
+/// Cap on the blocks of the partial-sum reductions (sizes of the second pass).
+const MAX_REDUCE_BLOCKS: u32 = 256;
+/// Dynamic shared memory available without opt-in.
+const MAX_DYN_SHARED: usize = 48 << 10;
+
+/// A device buffer of f32 owned by the backend; freed on drop.
+pub struct GpuBuf<L: Launcher> {
+    ptr: u64,
+    len: usize,
+    launcher: Arc<L>,
+}
+
+impl<L: Launcher> GpuBuf<L> {
+    /// The device address (for launching test kernels directly).
+    pub fn ptr(&self) -> u64 {
+        self.ptr
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl<L: Launcher> Drop for GpuBuf<L> {
+    fn drop(&mut self) {
+        // SAFETY: ptr came from alloc of this launcher and is dropped once.
+        unsafe { self.launcher.free(self.ptr) }
+    }
+}
+
+/// The GPU backend over launcher `L`.
+pub struct GpuBackend<L: Launcher> {
+    launcher: Arc<L>,
+}
+
+impl GpuBackend<CudaLauncher> {
+    /// The first CUDA device; Err with the reason when there is none (never a panic).
+    pub fn new() -> Result<Self> {
+        Ok(Self::with_launcher(CudaLauncher::new()?))
+    }
+}
+
+impl GpuBackend<EmuLauncher> {
+    /// The CPU emulator running a block's threads in `order`.
+    pub fn new(order: Order) -> Self {
+        Self::with_launcher(EmuLauncher::new(order))
+    }
+}
+
+fn u32_of(what: &str, v: usize) -> Result<u32> {
+    u32::try_from(v)
+        .map_err(|_| Error::shape(format!("{what} = {v} exceeds the kernels' 32-bit sizes")))
+}
+
+fn expect_len<L: Launcher>(op: &str, name: &str, b: &GpuBuf<L>, want: usize) -> Result<()> {
+    if b.len != want {
+        return Err(Error::shape(format!(
+            "{op}: {name} has {} elements, expected {want}",
+            b.len
+        )));
+    }
+    Ok(())
+}
+
+fn blocks_for(n: usize, per_block: u32, cap: u32) -> u32 {
+    let b = n.div_ceil(per_block as usize).max(1);
+    b.min(cap as usize) as u32
+}
+
+impl<L: Launcher> GpuBackend<L> {
+    pub fn with_launcher(launcher: L) -> Self {
+        GpuBackend {
+            launcher: Arc::new(launcher),
+        }
+    }
+
+    pub fn launcher(&self) -> &L {
+        &self.launcher
+    }
+
+    /// Uninitialised-free scratch of `bytes` (zeroed), freed on drop; `len` counts f32 words.
+    fn scratch(&self, bytes: usize) -> Result<GpuBuf<L>> {
+        let ptr = self.launcher.alloc(bytes)?;
+        Ok(GpuBuf {
+            ptr,
+            len: bytes.div_ceil(4),
+            launcher: self.launcher.clone(),
+        })
+    }
+
+    /// Launches `kernel` with `params`.
+    ///
+    /// # Safety
+    /// The device addresses in `params` are live buffers of this backend, sized for `cfg`.
+    unsafe fn go<P: Pod>(&self, kernel: &str, cfg: LaunchCfg, params: &P) -> Result<()> {
+        self.launcher
+            .launch(kernel, cfg, bytemuck::bytes_of(params))
+    }
+
+    fn elementwise(
+        &self,
+        kernel: &str,
+        out: &mut GpuBuf<L>,
+        a: &GpuBuf<L>,
+        b: Option<&GpuBuf<L>>,
+    ) -> Result<()> {
+        expect_len(kernel, "a", a, out.len)?;
+        if let Some(b) = b {
+            expect_len(kernel, "b", b, out.len)?;
+        }
+        if out.len == 0 {
+            return Ok(());
+        }
+        let p = EltParams {
+            out: out.ptr,
+            a: a.ptr,
+            b: b.map_or(0, |b| b.ptr),
+            n: u32_of("n", out.len)?,
+            pad: 0,
+        };
+        let cfg = LaunchCfg::linear(blocks_for(out.len, BLOCK, MAX_GRID), BLOCK, 0);
+        // SAFETY: lengths checked above; the kernel touches [0, n) of each buffer.
+        unsafe { self.go(kernel, cfg, &p) }
+    }
+
+    fn dropout(
+        &self,
+        kernel: &str,
+        out: &mut GpuBuf<L>,
+        inp: &GpuBuf<L>,
+        p: f32,
+        key: DropoutKey,
+    ) -> Result<()> {
+        expect_len(kernel, "input", inp, out.len)?;
+        if p.is_nan() {
+            return Err(Error::usage("dropout probability is NaN"));
+        }
+        // p ≤ 0 keeps everything unscaled, as the CPU op does
+        let p = p.max(0.0);
+        if out.len == 0 {
+            return Ok(());
+        }
+        let params = DropoutParams {
+            out: out.ptr,
+            inp: inp.ptr,
+            n: u32_of("n", out.len)?,
+            p,
+            scale: 1.0 / (1.0 - p),
+            seed_lo: key.seed as u32,
+            seed_hi: (key.seed >> 32) as u32,
+            step: key.step,
+            tensor: key.tensor,
+            pad: 0,
+        };
+        let cfg = LaunchCfg::linear(blocks_for(out.len, BLOCK, MAX_GRID), BLOCK, 0);
+        // SAFETY: lengths checked above.
+        unsafe { self.go(kernel, cfg, &params) }
+    }
+
+    /// Loss partial sums into a fresh `parts` buffer (loss, mse, sparsity, count) on the device.
+    #[allow(clippy::too_many_arguments)]
+    fn loss_parts(
+        &self,
+        yhat: &GpuBuf<L>,
+        y: &GpuBuf<L>,
+        mask: &GpuBuf<L>,
+        g: &GpuBuf<L>,
+        lambda: f32,
+        n: usize,
+        t: usize,
+    ) -> Result<GpuBuf<L>> {
+        let op = "mse_sparsity";
+        expect_len(op, "yhat", yhat, n * t)?;
+        expect_len(op, "y", y, n * t)?;
+        expect_len(op, "mask", mask, n)?;
+        let f = g.len;
+        let blocks = blocks_for((n * t).max(f), BLOCK, MAX_REDUCE_BLOCKS);
+        let partial = self.scratch(blocks as usize * 3 * 4)?;
+        let parts = self.scratch(4 * 4)?;
+        let p1 = LossFwdParams {
+            partial: partial.ptr,
+            yhat: yhat.ptr,
+            y: y.ptr,
+            mask: mask.ptr,
+            g: g.ptr,
+            n: u32_of("n", n)?,
+            t: u32_of("t", t)?,
+            f: u32_of("f", f)?,
+            pad: 0,
+        };
+        u32_of("n·t", n * t)?;
+        let p2 = LossReduceParams {
+            parts: parts.ptr,
+            partial: partial.ptr,
+            blocks,
+            f: p1.f,
+            lambda,
+            pad: 0,
+        };
+        // SAFETY: lengths checked above; partial holds `blocks` triples, parts 4 floats.
+        unsafe {
+            self.go(
+                "mse_sparsity_fwd_f32",
+                LaunchCfg::linear(blocks, BLOCK, 0),
+                &p1,
+            )?;
+            self.go(
+                "mse_sparsity_reduce_fwd_f32",
+                LaunchCfg::linear(1, 32, 0),
+                &p2,
+            )?;
+        }
+        Ok(parts)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+impl<L: Launcher> Backend for GpuBackend<L> {
+    type Buf = GpuBuf<L>;
+
+    fn name(&self) -> String {
+        format!("gpu/{}", self.launcher.name())
+    }
+    fn len(&self, buf: &GpuBuf<L>) -> usize {
+        buf.len
+    }
+    fn zeros(&self, len: usize) -> Result<GpuBuf<L>> {
+        let ptr = self.launcher.alloc(len * 4)?;
+        Ok(GpuBuf {
+            ptr,
+            len,
+            launcher: self.launcher.clone(),
+        })
+    }
+    fn upload(&self, host: &[f32]) -> Result<GpuBuf<L>> {
+        let b = self.zeros(host.len())?;
+        // SAFETY: b holds host.len() floats.
+        unsafe { self.launcher.htod(b.ptr, bytemuck::cast_slice(host))? };
+        Ok(b)
+    }
+    fn download(&self, buf: &GpuBuf<L>) -> Result<Vec<f32>> {
+        let mut v = vec![0.0f32; buf.len];
+        // SAFETY: buf holds buf.len floats.
+        unsafe {
+            self.launcher
+                .dtoh(bytemuck::cast_slice_mut(&mut v), buf.ptr)?
+        };
+        Ok(v)
+    }
+    fn fill_zero(&self, buf: &mut GpuBuf<L>) -> Result<()> {
+        // SAFETY: buf holds buf.len floats.
+        unsafe { self.launcher.memset_zero(buf.ptr, buf.len * 4) }
+    }
+    fn copy(&self, dst: &mut GpuBuf<L>, src: &GpuBuf<L>) -> Result<()> {
+        expect_len("copy", "src", src, dst.len)?;
+        // SAFETY: equal lengths, distinct buffers (dst is borrowed mutably).
+        unsafe { self.launcher.dtod(dst.ptr, src.ptr, dst.len * 4) }
+    }
+
+    fn layer_norm_fwd(
+        &self,
+        out: &mut GpuBuf<L>,
+        mean: &mut GpuBuf<L>,
+        rstd: &mut GpuBuf<L>,
+        inp: &GpuBuf<L>,
+        gamma: &GpuBuf<L>,
+        beta: &GpuBuf<L>,
+        n: usize,
+        d: usize,
+    ) -> Result<()> {
+        let op = "layer_norm_fwd";
+        expect_len(op, "out", out, n * d)?;
+        expect_len(op, "inp", inp, n * d)?;
+        expect_len(op, "mean", mean, n)?;
+        expect_len(op, "rstd", rstd, n)?;
+        expect_len(op, "gamma", gamma, d)?;
+        expect_len(op, "beta", beta, d)?;
+        if n == 0 || d == 0 {
+            return Ok(());
+        }
+        let p = LayerNormFwdParams {
+            out: out.ptr,
+            mean: mean.ptr,
+            rstd: rstd.ptr,
+            inp: inp.ptr,
+            gamma: gamma.ptr,
+            beta: beta.ptr,
+            n: u32_of("n", n)?,
+            d: u32_of("d", d)?,
+        };
+        u32_of("n·d", n * d)?;
+        let warps = BLOCK / 32;
+        let cfg = LaunchCfg::linear(n.div_ceil(warps as usize) as u32, BLOCK, 0);
+        // SAFETY: lengths checked above; one warp per row.
+        unsafe { self.go("layer_norm_fwd_f32", cfg, &p) }
+    }
+
+    fn layer_norm_bwd(
+        &self,
+        dinp: &mut GpuBuf<L>,
+        dgamma: &mut GpuBuf<L>,
+        dbeta: &mut GpuBuf<L>,
+        dout: &GpuBuf<L>,
+        inp: &GpuBuf<L>,
+        mean: &GpuBuf<L>,
+        rstd: &GpuBuf<L>,
+        gamma: &GpuBuf<L>,
+        n: usize,
+        d: usize,
+    ) -> Result<()> {
+        let op = "layer_norm_bwd";
+        expect_len(op, "dinp", dinp, n * d)?;
+        expect_len(op, "dout", dout, n * d)?;
+        expect_len(op, "inp", inp, n * d)?;
+        expect_len(op, "mean", mean, n)?;
+        expect_len(op, "rstd", rstd, n)?;
+        expect_len(op, "gamma", gamma, d)?;
+        expect_len(op, "dgamma", dgamma, d)?;
+        expect_len(op, "dbeta", dbeta, d)?;
+        if n == 0 || d == 0 {
+            return Ok(());
+        }
+        // each warp keeps 2d floats of dγ/dβ in shared memory
+        let warps = (MAX_DYN_SHARED / (8 * d)).min(8);
+        if warps == 0 {
+            return Err(Error::shape(format!(
+                "{op}: d = {d} needs more shared memory than a block has"
+            )));
+        }
+        let blocks = blocks_for(n, warps as u32, MAX_REDUCE_BLOCKS);
+        let partial = self.scratch(blocks as usize * 2 * d * 4)?;
+        let p1 = LayerNormBwdParams {
+            dinp: dinp.ptr,
+            partial: partial.ptr,
+            dout: dout.ptr,
+            inp: inp.ptr,
+            mean: mean.ptr,
+            rstd: rstd.ptr,
+            gamma: gamma.ptr,
+            n: u32_of("n", n)?,
+            d: u32_of("d", d)?,
+        };
+        u32_of("n·d", n * d)?;
+        let p2 = LayerNormParamsBwdParams {
+            dgamma: dgamma.ptr,
+            dbeta: dbeta.ptr,
+            partial: partial.ptr,
+            blocks,
+            d: p1.d,
+        };
+        let shmem = (warps * 8 * d) as u32;
+        // SAFETY: lengths checked above; partial holds blocks·2d floats.
+        unsafe {
+            self.go(
+                "layer_norm_bwd_f32",
+                LaunchCfg::linear(blocks, warps as u32 * 32, shmem),
+                &p1,
+            )?;
+            self.go(
+                "layer_norm_params_bwd_f32",
+                LaunchCfg::linear(blocks_for(d, BLOCK, u32::MAX), BLOCK, 0),
+                &p2,
+            )
+        }
+    }
+
+    fn gelu_fwd(&self, out: &mut GpuBuf<L>, inp: &GpuBuf<L>) -> Result<()> {
+        self.elementwise("gelu_fwd_f32", out, inp, None)
+    }
+    fn gelu_bwd(&self, dinp: &mut GpuBuf<L>, dout: &GpuBuf<L>, inp: &GpuBuf<L>) -> Result<()> {
+        self.elementwise("gelu_bwd_f32", dinp, inp, Some(dout))
+    }
+    fn elu1_fwd(&self, out: &mut GpuBuf<L>, inp: &GpuBuf<L>) -> Result<()> {
+        self.elementwise("elu1_fwd_f32", out, inp, None)
+    }
+    fn elu1_bwd(&self, dinp: &mut GpuBuf<L>, dout: &GpuBuf<L>, inp: &GpuBuf<L>) -> Result<()> {
+        self.elementwise("elu1_bwd_f32", dinp, inp, Some(dout))
+    }
+    fn add_fwd(&self, out: &mut GpuBuf<L>, a: &GpuBuf<L>, b: &GpuBuf<L>) -> Result<()> {
+        self.elementwise("add_fwd_f32", out, a, Some(b))
+    }
+    fn accumulate(&self, dst: &mut GpuBuf<L>, src: &GpuBuf<L>) -> Result<()> {
+        self.elementwise("accumulate_fwd_f32", dst, src, None)
+    }
+    fn dropout_fwd(
+        &self,
+        out: &mut GpuBuf<L>,
+        inp: &GpuBuf<L>,
+        p: f32,
+        key: DropoutKey,
+    ) -> Result<()> {
+        self.dropout("dropout_fwd_f32", out, inp, p, key)
+    }
+    fn dropout_bwd(
+        &self,
+        dinp: &mut GpuBuf<L>,
+        dout: &GpuBuf<L>,
+        p: f32,
+        key: DropoutKey,
+    ) -> Result<()> {
+        self.dropout("dropout_bwd_f32", dinp, dout, p, key)
+    }
+
+    fn mse_sparsity_fwd(
+        &self,
+        yhat: &GpuBuf<L>,
+        y: &GpuBuf<L>,
+        mask: &GpuBuf<L>,
+        g: &GpuBuf<L>,
+        lambda: f32,
+        n: usize,
+        t: usize,
+    ) -> Result<LossParts> {
+        let parts = self.loss_parts(yhat, y, mask, g, lambda, n, t)?;
+        let v = self.download(&parts)?;
+        Ok(LossParts {
+            loss: v[0],
+            mse: v[1],
+            sparsity: v[2],
+            count: v[3],
+        })
+    }
+
+    fn mse_sparsity_bwd(
+        &self,
+        dyhat: &mut GpuBuf<L>,
+        dg: &mut GpuBuf<L>,
+        yhat: &GpuBuf<L>,
+        y: &GpuBuf<L>,
+        mask: &GpuBuf<L>,
+        lambda: f32,
+        n: usize,
+        t: usize,
+    ) -> Result<()> {
+        expect_len("mse_sparsity_bwd", "dyhat", dyhat, n * t)?;
+        let f = dg.len;
+        // the count of scored targets stays on the device: no host round trip
+        let parts = self.loss_parts(yhat, y, mask, dg, lambda, n, t)?;
+        let len = (n * t).max(f);
+        if len == 0 {
+            return Ok(());
+        }
+        let p = LossBwdParams {
+            dyhat: dyhat.ptr,
+            dg: dg.ptr,
+            yhat: yhat.ptr,
+            y: y.ptr,
+            mask: mask.ptr,
+            parts: parts.ptr,
+            n: u32_of("n", n)?,
+            t: u32_of("t", t)?,
+            f: u32_of("f", f)?,
+            lambda,
+        };
+        let cfg = LaunchCfg::linear(blocks_for(len, BLOCK, MAX_GRID), BLOCK, 0);
+        // SAFETY: lengths checked in loss_parts and above.
+        unsafe { self.go("mse_sparsity_bwd_f32", cfg, &p) }
+    }
+
+    fn sum_squares(&self, g: &GpuBuf<L>) -> Result<f64> {
+        if g.len == 0 {
+            return Ok(0.0);
+        }
+        let blocks = blocks_for(g.len, BLOCK, MAX_REDUCE_BLOCKS);
+        let partial = self.scratch(blocks as usize * 8)?;
+        let out = self.scratch(8)?;
+        let p1 = SumSqParams {
+            partial: partial.ptr,
+            g: g.ptr,
+            n: u32_of("n", g.len)?,
+            pad: 0,
+        };
+        let p2 = SumSqReduceParams {
+            out: out.ptr,
+            partial: partial.ptr,
+            blocks,
+            pad: 0,
+        };
+        let mut bytes = [0u8; 8];
+        // SAFETY: partial holds `blocks` f64, out one f64.
+        unsafe {
+            self.go(
+                "sum_squares_fwd_f32",
+                LaunchCfg::linear(blocks, BLOCK, 0),
+                &p1,
+            )?;
+            self.go(
+                "sum_squares_reduce_fwd_f32",
+                LaunchCfg::linear(1, 32, 0),
+                &p2,
+            )?;
+            self.launcher.dtoh(&mut bytes, out.ptr)?;
+        }
+        Ok(f64::from_ne_bytes(bytes))
+    }
+
+    fn adam_step(
+        &self,
+        p: &mut GpuBuf<L>,
+        g: &GpuBuf<L>,
+        m: &mut GpuBuf<L>,
+        v: &mut GpuBuf<L>,
+        args: &AdamArgs,
+    ) -> Result<()> {
+        let op = "adam_step";
+        expect_len(op, "g", g, p.len)?;
+        expect_len(op, "m", m, p.len)?;
+        expect_len(op, "v", v, p.len)?;
+        if p.len == 0 {
+            return Ok(());
+        }
+        // bias corrections as the CPU op computes them (f64 powers, step 0 counts as 1)
+        let step = i32::try_from(args.step.max(1)).unwrap_or(i32::MAX);
+        let params = AdamParams {
+            p: p.ptr,
+            g: g.ptr,
+            m: m.ptr,
+            v: v.ptr,
+            n: u32_of("n", p.len)?,
+            lr: args.lr,
+            beta1: args.beta1,
+            beta2: args.beta2,
+            eps: args.eps,
+            weight_decay: args.weight_decay,
+            grad_scale: args.grad_scale,
+            bc1: (1.0 - (args.beta1 as f64).powi(step)) as f32,
+            bc2: (1.0 - (args.beta2 as f64).powi(step)) as f32,
+            pad: 0,
+        };
+        let cfg = LaunchCfg::linear(blocks_for(p.len, BLOCK, MAX_GRID), BLOCK, 0);
+        // SAFETY: lengths checked above.
+        unsafe { self.go("adam_fwd_f32", cfg, &params) }
+    }
+}

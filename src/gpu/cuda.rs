@@ -1,0 +1,284 @@
+//! [`CudaLauncher`]: cudarc 0.19 with dynamic loading, one stream, modules loaded once and cached.
+//!
+//! Module images, best first: the cubin NVRTC built for this exact major version at build time
+//! (sm_80 for 8.x, sm_90 for 9.x), the PTX for the newest compute_XY ≤ the device's, else the
+//! embedded source compiled now with the NVRTC that is installed. PTX from an NVRTC newer than the
+//! driver will not load: both versions are in [`cuda_info`].
+
+use super::generated::{IMAGES, KERNELS, NVRTC_BUILD_VERSION, SOURCES};
+use super::{LaunchCfg, Launcher};
+use crate::{Error, Result};
+use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaModule, CudaStream};
+use cudarc::nvrtc::Ptx;
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Ok(description of the driver) or Err(why CUDA cannot be used); computed once.
+fn probe() -> &'static std::result::Result<String, String> {
+    static PROBE: OnceLock<std::result::Result<String, String>> = OnceLock::new();
+    PROBE.get_or_init(|| {
+        let r = catch_unwind(|| {
+            // SAFETY: only tries to dlopen libcuda.
+            if !unsafe { sys::is_culib_present() } {
+                return Err("libcuda (the NVIDIA driver) cannot be loaded".to_string());
+            }
+            result::init().map_err(|e| format!("cuInit failed: {e:?}"))?;
+            let count = result::device::get_count()
+                .map_err(|e| format!("cuDeviceGetCount failed: {e:?}"))?;
+            if count < 1 {
+                return Err("the NVIDIA driver reports no CUDA device".to_string());
+            }
+            let mut v = 0;
+            // SAFETY: out-pointer to a live int; the library is loaded.
+            unsafe { sys::cuDriverGetVersion(&mut v) };
+            Ok(format!(
+                "driver CUDA {}.{}, {count} device(s)",
+                v / 1000,
+                (v % 1000) / 10
+            ))
+        });
+        r.unwrap_or_else(|_| Err("probing libcuda panicked".to_string()))
+    })
+}
+
+fn nvrtc_runtime_version() -> std::result::Result<String, String> {
+    catch_unwind(|| {
+        // SAFETY: only tries to dlopen libnvrtc.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            return Err("libnvrtc cannot be loaded".to_string());
+        }
+        let (mut a, mut b) = (0, 0);
+        // SAFETY: out-pointers to live ints; the library is loaded.
+        unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut a, &mut b) };
+        Ok(format!("{a}.{b}"))
+    })
+    .unwrap_or_else(|_| Err("probing libnvrtc panicked".to_string()))
+}
+
+/// Whether a CUDA driver and at least one device are present. Never panics.
+pub fn cuda_available() -> bool {
+    probe().is_ok()
+}
+
+/// One line: driver and NVRTC versions (build time and run time), or why CUDA is unavailable.
+pub fn cuda_info() -> String {
+    let built = match NVRTC_BUILD_VERSION {
+        Some(v) => format!("kernels embedded as PTX/cubin by NVRTC {v}"),
+        None => "no embedded PTX (kernels compile from source at start-up)".to_string(),
+    };
+    let rt = match nvrtc_runtime_version() {
+        Ok(v) => format!("runtime NVRTC {v}"),
+        Err(e) => format!("no runtime NVRTC ({e})"),
+    };
+    match probe() {
+        Ok(d) => format!("cuda: {d}; {built}; {rt}"),
+        Err(e) => format!("cuda unavailable: {e}; {built}; {rt}"),
+    }
+}
+
+fn derr(what: &str, e: impl std::fmt::Debug) -> Error {
+    Error::device(format!("cuda: {what}: {e:?}"))
+}
+
+/// Kernels launched on the first CUDA device through one stream.
+pub struct CudaLauncher {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    cc: (i32, i32),
+    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    functions: Mutex<HashMap<String, CudaFunction>>,
+}
+
+impl CudaLauncher {
+    /// Opens device 0. Err (never a panic) when there is no driver or device.
+    pub fn new() -> Result<Self> {
+        if let Err(why) = probe() {
+            return Err(Error::device(format!(
+                "--device cuda: no usable GPU: {why}"
+            )));
+        }
+        let opened = catch_unwind(|| -> Result<Self> {
+            let ctx = CudaContext::new(0).map_err(|e| derr("opening device 0", e))?;
+            let stream = ctx.new_stream().map_err(|e| derr("creating a stream", e))?;
+            let cc = ctx
+                .compute_capability()
+                .map_err(|e| derr("reading the compute capability", e))?;
+            Ok(CudaLauncher {
+                ctx,
+                stream,
+                cc,
+                modules: Mutex::new(HashMap::new()),
+                functions: Mutex::new(HashMap::new()),
+            })
+        });
+        opened.unwrap_or_else(|_| Err(Error::device("cuda: opening device 0 panicked")))
+    }
+
+    fn image(&self, module: &'static str) -> Result<Ptx> {
+        let (major, minor) = self.cc;
+        let cubin = match major {
+            8 => Some("sm_80"),
+            9 => Some("sm_90"),
+            _ => None,
+        };
+        let find = |arch: &str| {
+            IMAGES
+                .iter()
+                .find(|(m, a, _)| *m == module && *a == arch)
+                .map(|(_, _, b)| *b)
+        };
+        if let Some(bin) = cubin.and_then(find) {
+            return Ok(Ptx::from_binary(bin.to_vec()));
+        }
+        let ptx_arch = if major >= 9 {
+            Some("compute_90")
+        } else if major == 8 {
+            Some("compute_80")
+        } else {
+            None
+        };
+        if let Some(text) = ptx_arch.and_then(find) {
+            let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
+            let s = std::str::from_utf8(&text[..end])
+                .map_err(|e| derr("embedded PTX is not UTF-8", e))?;
+            return Ok(Ptx::from_src(s));
+        }
+        let src = SOURCES
+            .iter()
+            .find(|(m, _)| *m == module)
+            .map(|(_, s)| *s)
+            .ok_or_else(|| Error::device(format!("cuda: no kernel module {module}")))?;
+        nvrtc_runtime_version().map_err(|e| {
+            Error::device(format!(
+                "cuda: kernels/{module}.cu has no embedded PTX and cannot be compiled now: {e}"
+            ))
+        })?;
+        let arch: &'static str = match (major, minor) {
+            (7, 0) => "compute_70",
+            (7, _) => "compute_75",
+            _ => "compute_80",
+        };
+        let opts = cudarc::nvrtc::CompileOptions {
+            arch: Some(arch),
+            options: vec!["--std=c++17".into()],
+            name: Some(format!("{module}.cu")),
+            ..Default::default()
+        };
+        catch_unwind(AssertUnwindSafe(|| {
+            cudarc::nvrtc::compile_ptx_with_opts(src, opts)
+        }))
+        .map_err(|_| Error::device("cuda: NVRTC panicked"))?
+        .map_err(|e| derr(&format!("NVRTC compiling kernels/{module}.cu"), e))
+    }
+
+    fn function(&self, kernel: &str) -> Result<CudaFunction> {
+        let mut fns = self
+            .functions
+            .lock()
+            .map_err(|_| Error::device("cuda: function cache poisoned"))?;
+        if let Some(f) = fns.get(kernel) {
+            return Ok(f.clone());
+        }
+        let module: &'static str = KERNELS
+            .iter()
+            .find(|(k, _)| *k == kernel)
+            .map(|(_, m)| *m)
+            .ok_or_else(|| Error::device(format!("cuda: no kernel named {kernel}")))?;
+        let m = {
+            let mut mods = self
+                .modules
+                .lock()
+                .map_err(|_| Error::device("cuda: module cache poisoned"))?;
+            match mods.get(module) {
+                Some(m) => m.clone(),
+                None => {
+                    let m = self
+                        .ctx
+                        .load_module(self.image(module)?)
+                        .map_err(|e| derr(&format!("loading module {module}"), e))?;
+                    mods.insert(module, m.clone());
+                    m
+                }
+            }
+        };
+        let f = m
+            .load_function(kernel)
+            .map_err(|e| derr(&format!("loading {kernel}"), e))?;
+        fns.insert(kernel.to_string(), f.clone());
+        Ok(f)
+    }
+
+    fn bind(&self) -> Result<()> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| derr("binding the context", e))
+    }
+}
+
+impl Launcher for CudaLauncher {
+    fn name(&self) -> String {
+        format!("cuda (compute {}.{})", self.cc.0, self.cc.1)
+    }
+    fn alloc(&self, bytes: usize) -> Result<u64> {
+        self.bind()?;
+        let bytes = bytes.max(1);
+        // SAFETY: allocation on our stream, zeroed before any use.
+        unsafe {
+            let p = result::malloc_async(self.stream.cu_stream(), bytes)
+                .map_err(|e| derr(&format!("allocating {bytes} bytes"), e))?;
+            result::memset_d8_async(p, 0, bytes, self.stream.cu_stream())
+                .map_err(|e| derr("zeroing", e))?;
+            Ok(p)
+        }
+    }
+    unsafe fn free(&self, ptr: u64) {
+        if self.bind().is_ok() {
+            let _ = result::free_async(ptr, self.stream.cu_stream());
+        }
+    }
+    unsafe fn htod(&self, dst: u64, src: &[u8]) -> Result<()> {
+        self.bind()?;
+        result::memcpy_htod_async(dst, src, self.stream.cu_stream())
+            .map_err(|e| derr("copy to device", e))?;
+        // `src` is pageable host memory borrowed only for this call
+        self.synchronize()
+    }
+    unsafe fn dtoh(&self, dst: &mut [u8], src: u64) -> Result<()> {
+        self.bind()?;
+        result::memcpy_dtoh_async(dst, src, self.stream.cu_stream())
+            .map_err(|e| derr("copy to host", e))?;
+        self.synchronize()
+    }
+    unsafe fn memset_zero(&self, ptr: u64, bytes: usize) -> Result<()> {
+        self.bind()?;
+        result::memset_d8_async(ptr, 0, bytes, self.stream.cu_stream())
+            .map_err(|e| derr("memset", e))
+    }
+    unsafe fn dtod(&self, dst: u64, src: u64, bytes: usize) -> Result<()> {
+        self.bind()?;
+        result::memcpy_dtod_async(dst, src, bytes, self.stream.cu_stream())
+            .map_err(|e| derr("copy on device", e))
+    }
+    unsafe fn launch(&self, kernel: &str, cfg: LaunchCfg, params: &[u8]) -> Result<()> {
+        let f = self.function(kernel)?;
+        self.bind()?;
+        // cuLaunchKernel copies the parameter bytes before it returns.
+        let mut args = [params.as_ptr() as *mut c_void];
+        result::launch_kernel(
+            f.cu_function(),
+            (cfg.grid[0], cfg.grid[1], cfg.grid[2]),
+            (cfg.block[0], cfg.block[1], cfg.block[2]),
+            cfg.shmem,
+            self.stream.cu_stream(),
+            &mut args,
+        )
+        .map_err(|e| derr(&format!("launching {kernel} {cfg:?}"), e))
+    }
+    fn synchronize(&self) -> Result<()> {
+        self.stream
+            .synchronize()
+            .map_err(|e| derr("synchronize", e))
+    }
+}

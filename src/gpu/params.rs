@@ -1,0 +1,62 @@
+//! `#[repr(C)]` mirrors of the kernel parameter structs of `kernels/common.cuh`, same field order.
+//! Device pointers are `u64`; every struct spells out its padding (`pad`) so it derives `Pod` and its
+//! bytes are exactly the C struct's; the sizes are asserted here and by `static_assert` in C.
+
+use bytemuck::{Pod, Zeroable};
+
+macro_rules! params {
+    ($(#[$doc:meta])* $name:ident, $size:expr, { $($field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$doc])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+        pub struct $name {
+            $(pub $field: $ty),*
+        }
+        const _: () = assert!(std::mem::size_of::<$name>() == $size);
+    };
+}
+
+params!(
+    /// `layer_norm_fwd_f32`
+    LayerNormFwdParams, 56, { out: u64, mean: u64, rstd: u64, inp: u64, gamma: u64, beta: u64, n: u32, d: u32 }
+);
+params!(
+    /// `layer_norm_bwd_f32`: partial is `[blocks][2d]` scratch
+    LayerNormBwdParams, 64, { dinp: u64, partial: u64, dout: u64, inp: u64, mean: u64, rstd: u64, gamma: u64, n: u32, d: u32 }
+);
+params!(
+    /// `layer_norm_params_bwd_f32`
+    LayerNormParamsBwdParams, 32, { dgamma: u64, dbeta: u64, partial: u64, blocks: u32, d: u32 }
+);
+params!(
+    /// `mse_sparsity_fwd_f32`: partial is `[blocks][3]` scratch
+    LossFwdParams, 56, { partial: u64, yhat: u64, y: u64, mask: u64, g: u64, n: u32, t: u32, f: u32, pad: u32 }
+);
+params!(
+    /// `mse_sparsity_reduce_fwd_f32`: parts = (loss, mse, sparsity, count)
+    LossReduceParams, 32, { parts: u64, partial: u64, blocks: u32, f: u32, lambda: f32, pad: u32 }
+);
+params!(
+    /// `mse_sparsity_bwd_f32`
+    LossBwdParams, 64, { dyhat: u64, dg: u64, yhat: u64, y: u64, mask: u64, parts: u64, n: u32, t: u32, f: u32, lambda: f32 }
+);
+params!(
+    /// gelu/elu1/add/accumulate kernels
+    EltParams, 32, { out: u64, a: u64, b: u64, n: u32, pad: u32 }
+);
+params!(
+    /// `dropout_fwd_f32` / `dropout_bwd_f32`
+    DropoutParams, 48, { out: u64, inp: u64, n: u32, p: f32, scale: f32, seed_lo: u32, seed_hi: u32, step: u32, tensor: u32, pad: u32 }
+);
+params!(
+    /// `adam_fwd_f32`
+    AdamParams, 72, { p: u64, g: u64, m: u64, v: u64, n: u32, lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32, grad_scale: f32, bc1: f32, bc2: f32, pad: u32 }
+);
+params!(
+    /// `sum_squares_fwd_f32`: partial is `[blocks]` f64 scratch
+    SumSqParams, 24, { partial: u64, g: u64, n: u32, pad: u32 }
+);
+params!(
+    /// `sum_squares_reduce_fwd_f32`
+    SumSqReduceParams, 24, { out: u64, partial: u64, blocks: u32, pad: u32 }
+);

@@ -1,0 +1,100 @@
+//! The CUDA launcher: without a GPU (every CI machine) it must fail cleanly with the reason; with
+//! one, the same backend code must match the CPU reference. Also checks that the kernel tables
+//! build.rs generates agree between the NVRTC path and the emulator.
+
+use eraengine::device::{Backend, Cpu};
+use eraengine::gpu::generated::{IMAGES, KERNELS, NVRTC_BUILD_VERSION, SOURCES};
+use eraengine::gpu::{cuda_available, cuda_info, CudaLauncher, EmuLauncher, GpuBackend};
+
+#[test]
+fn cuda_backend_errs_cleanly_without_a_gpu_or_matches_cpu_with_one() {
+    let info = cuda_info();
+    println!("{info}");
+    match GpuBackend::<CudaLauncher>::new() {
+        Err(e) => {
+            assert!(
+                !cuda_available(),
+                "probe says available but opening failed: {e}"
+            );
+            let msg = e.to_string();
+            assert!(msg.contains("no usable GPU"), "{msg}");
+            assert!(info.starts_with("cuda unavailable"), "{info}");
+        }
+        Ok(gpu) => {
+            assert!(cuda_available());
+            let (n, d) = (37usize, 45usize);
+            let x: Vec<f32> = (0..n * d)
+                .map(|i| ((i * 7919) % 113) as f32 / 50.0 - 1.0)
+                .collect();
+            let gamma: Vec<f32> = (0..d).map(|j| 1.0 + j as f32 / 100.0).collect();
+            let beta: Vec<f32> = (0..d).map(|j| j as f32 / 200.0).collect();
+            let mut want = vec![0.0; n * d];
+            let (mut wm, mut wr) = (vec![0.0; n], vec![0.0; n]);
+            Cpu.layer_norm_fwd(&mut want, &mut wm, &mut wr, &x, &gamma, &beta, n, d)
+                .unwrap();
+            let (xb, gb, bb) = (
+                gpu.upload(&x).unwrap(),
+                gpu.upload(&gamma).unwrap(),
+                gpu.upload(&beta).unwrap(),
+            );
+            let (mut out, mut m, mut r) = (
+                gpu.zeros(n * d).unwrap(),
+                gpu.zeros(n).unwrap(),
+                gpu.zeros(n).unwrap(),
+            );
+            gpu.layer_norm_fwd(&mut out, &mut m, &mut r, &xb, &gb, &bb, n, d)
+                .unwrap();
+            let got = gpu.download(&out).unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-4 + 1e-4 * w.abs(), "{g} vs {w}");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_product_kernel_is_in_the_emulator_and_in_the_embedded_sources() {
+    let emu = EmuLauncher::kernels();
+    assert!(KERNELS.len() >= 17, "{KERNELS:?}");
+    for (k, module) in KERNELS {
+        assert!(
+            emu.iter().any(|e| e == k),
+            "{k} missing from the emulator table"
+        );
+        let src = SOURCES
+            .iter()
+            .find(|(m, _)| m == module)
+            .map(|(_, s)| *s)
+            .unwrap();
+        assert!(
+            src.contains(&format!("void {k}(")),
+            "{k} not in {module}.cu"
+        );
+        assert!(
+            !src.contains("#include"),
+            "{module}.cu: common.cuh must be inlined"
+        );
+        assert!(
+            k.ends_with("_fwd_f32") || k.ends_with("_bwd_f32"),
+            "{k}: naming convention"
+        );
+    }
+    // test-only kernels never reach NVRTC
+    assert!(emu.iter().any(|e| e.starts_with("emu_")));
+    assert!(KERNELS.iter().all(|(k, _)| !k.starts_with("emu_")));
+    // when build.rs found NVRTC, every module has PTX for compute_80/90 and cubins for sm_80/90
+    if NVRTC_BUILD_VERSION.is_some() {
+        for (m, _) in SOURCES {
+            for arch in ["compute_80", "compute_90", "sm_80", "sm_90"] {
+                assert!(
+                    IMAGES
+                        .iter()
+                        .any(|(im, a, b)| im == m && *a == arch && !b.is_empty()),
+                    "{m} {arch}"
+                );
+            }
+        }
+    } else {
+        assert!(IMAGES.is_empty());
+    }
+}
