@@ -360,7 +360,21 @@ fn bad_inputs_are_clear_errors() {
 #[test]
 fn parquet_import_train_predict_and_walk_forward() {
     let dir = scratch("pipeline");
-    let o = run(bin().args(["synth", "--eras", "14", "--rows", "80", "--features", "12", "--parquet", "--seed", "5", "--out"]).arg(&dir));
+    let o = run(bin()
+        .args([
+            "synth",
+            "--eras",
+            "14",
+            "--rows",
+            "80",
+            "--features",
+            "12",
+            "--parquet",
+            "--seed",
+            "5",
+            "--out",
+        ])
+        .arg(&dir));
     assert!(o.status.success(), "{}", text(&o));
     let all = dir.join("all.store");
     let o = run(bin()
@@ -377,7 +391,20 @@ fn parquet_import_train_predict_and_walk_forward() {
     let oos = dir.join("oos.csv");
     let report = dir.join("report");
     let o = run(bin()
-        .args(["train", "--walk-forward", "--window", "10", "--epochs", "1", "--d-model", "16", "--heads", "2", "--quiet", "--data"])
+        .args([
+            "train",
+            "--walk-forward",
+            "--window",
+            "10",
+            "--epochs",
+            "1",
+            "--d-model",
+            "16",
+            "--heads",
+            "2",
+            "--quiet",
+            "--data",
+        ])
         .arg(&all)
         .arg("--predictions-out")
         .arg(&oos)
@@ -387,21 +414,54 @@ fn parquet_import_train_predict_and_walk_forward() {
     let csv = std::fs::read_to_string(&oos).unwrap();
     assert!(csv.starts_with("id,era,prediction\n"));
     let expect: usize = (10..store.n_eras()).map(|i| store.era(i).n_rows).sum();
-    assert_eq!(csv.lines().count() - 1, expect, "one prediction per row of every era after the window");
+    assert_eq!(
+        csv.lines().count() - 1,
+        expect,
+        "one prediction per row of every era after the window"
+    );
     let first_oos = store.era(10).name.to_string();
-    assert!(csv.lines().nth(1).unwrap().contains(&format!(",{first_oos},")));
+    assert!(csv
+        .lines()
+        .nth(1)
+        .unwrap()
+        .contains(&format!(",{first_oos},")));
     for f in ["corr.svg", "feature_weights.svg", "summary.json"] {
         assert!(report.join(f).exists(), "report lacks {f}");
     }
     // Train on the imported store (2 steps), predict live parquet imported with the same features.
     let ck = dir.join("m.safetensors");
-    let o = run(bin().args(["train", "--quiet", "--max-steps", "2", "--d-model", "16", "--heads", "2", "--data"]).arg(&all).arg("--out").arg(&ck));
+    let o = run(bin()
+        .args([
+            "train",
+            "--quiet",
+            "--max-steps",
+            "2",
+            "--d-model",
+            "16",
+            "--heads",
+            "2",
+            "--data",
+        ])
+        .arg(&all)
+        .arg("--out")
+        .arg(&ck));
     assert!(o.status.success(), "{}", text(&o));
     let live = dir.join("live_pq.store");
-    let o = run(bin().arg("import").arg(dir.join("live.parquet")).arg("--out").arg(&live).arg("--quiet"));
+    let o = run(bin()
+        .arg("import")
+        .arg(dir.join("live.parquet"))
+        .arg("--out")
+        .arg(&live)
+        .arg("--quiet"));
     assert!(o.status.success(), "{}", text(&o));
     let sub = dir.join("submission.csv");
-    let o = run(bin().args(["predict", "--model"]).arg(&ck).arg("--data").arg(&live).arg("--out").arg(&sub));
+    let o = run(bin()
+        .args(["predict", "--model"])
+        .arg(&ck)
+        .arg("--data")
+        .arg(&live)
+        .arg("--out")
+        .arg(&sub));
     assert!(o.status.success(), "{}", text(&o));
     let n = std::fs::read_to_string(&sub).unwrap().lines().count() - 1;
     assert_eq!(n, Store::open(&live).unwrap().n_rows());

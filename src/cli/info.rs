@@ -38,11 +38,24 @@ fn features_built() -> Vec<&'static str> {
 fn build_info(json: bool) -> Result<()> {
     let version = env!("CARGO_PKG_VERSION");
     let devices = ["cpu"];
+    let cuda = crate::gpu::cuda_info();
+    let archs: Vec<String> = crate::gpu::generated::IMAGES
+        .iter()
+        .map(|(_, arch, _)| arch.to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let training = super::device::cuda_unavailable_reason();
     if json {
         let v = serde_json::json!({
             "version": version,
             "features": features_built(),
             "devices": devices,
+            "cuda": cuda,
+            "cuda_training": training,
+            "nvrtc_build_version": crate::gpu::generated::NVRTC_BUILD_VERSION,
+            "kernel_architectures": archs,
+            "kernel_files": crate::gpu::generated::SOURCES.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
             "store_format_version": crate::data::store::FORMAT_VERSION,
         });
         println!("{v:#}");
@@ -50,6 +63,17 @@ fn build_info(json: bool) -> Result<()> {
         println!("eraengine {version}");
         println!("build features: {}", features_built().join(", "));
         println!("devices: {}", devices.join(", "));
+        println!("{cuda}");
+        println!("cuda training: {training}");
+        println!(
+            "kernels: {} files, embedded images: {}",
+            crate::gpu::generated::SOURCES.len(),
+            if archs.is_empty() {
+                "none (built without NVRTC; compiled from source at start-up)".to_string()
+            } else {
+                archs.join(", ")
+            }
+        );
         println!(
             "era store format version: {}",
             crate::data::store::FORMAT_VERSION

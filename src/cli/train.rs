@@ -78,6 +78,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     if a.walk_forward {
         return crate::cli::walk::run(a);
     }
+    let _device = super::device::resolve(&a.device, a.quiet)?;
     let (train_path, valid_path, builtin) = match (&a.data, &a.valid) {
         (Some(d), v) => (d.clone(), v.clone(), false),
         (None, Some(_)) => {
@@ -152,8 +153,6 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         quiet: a.quiet,
     };
     check_train_options(&opts)?;
-    let choice = super::device::resolve(&a.device, a.quiet)?;
-    let _ = choice;
     if !a.quiet {
         eprintln!(
             "training on {} ({} eras, {} rows, {} features, {} targets){}",

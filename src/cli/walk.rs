@@ -32,6 +32,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             "--walk-forward scores each next era itself; drop --valid",
         ));
     }
+    let _device = super::device::resolve(&a.device, a.quiet)?;
     let store = Store::open(data)?;
     let window = a.window.unwrap_or(52);
     let epochs = a.epochs.unwrap_or(1);
@@ -61,7 +62,6 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         quiet: a.quiet,
     };
     super::train::check_train_options(&opts)?;
-    let _ = super::device::resolve(&a.device, a.quiet)?;
     let dev = super::device::cpu();
     let tensors = match &a.init {
         Some(p) => {
