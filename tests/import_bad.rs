@@ -52,8 +52,16 @@ fn fails(input: &Path, extra: &[&str], want: &[&str]) {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(!o.status.success(), "import of {} succeeded", input.display());
-    assert!(matches!(o.status.code(), Some(1) | Some(2)), "exit {:?}: {err}", o.status);
+    assert!(
+        !o.status.success(),
+        "import of {} succeeded",
+        input.display()
+    );
+    assert!(
+        matches!(o.status.code(), Some(1) | Some(2)),
+        "exit {:?}: {err}",
+        o.status
+    );
     assert!(!err.contains("panicked"), "{err}");
     assert!(err.starts_with("error: "), "{err}");
     for w in want {
@@ -76,7 +84,11 @@ const HEAD: &str = "id,era,feature_a,feature_b,target\n";
 #[test]
 fn csv_feature_value_outside_0_to_4() {
     let (p, d) = csv(&format!("{HEAD}a,0001,1,2,0.5\nb,0001,7,2,0.5\n"));
-    fails(&p, &[], &["in.csv", "line 3, column feature_a", "value 7 outside 0..4"]);
+    fails(
+        &p,
+        &[],
+        &["in.csv", "line 3, column feature_a", "value 7 outside 0..4"],
+    );
     std::fs::remove_dir_all(d).unwrap();
 }
 
@@ -90,7 +102,11 @@ fn csv_legacy_float_not_on_the_grid() {
 #[test]
 fn csv_non_numeric_feature() {
     let (p, d) = csv(&format!("{HEAD}a,0001,x,1,0.5\n"));
-    fails(&p, &[], &["in.csv", "line 2, column feature_a", "not a number"]);
+    fails(
+        &p,
+        &[],
+        &["in.csv", "line 2, column feature_a", "not a number"],
+    );
     std::fs::remove_dir_all(d).unwrap();
 }
 
@@ -103,8 +119,19 @@ fn csv_inf_target() {
 
 #[test]
 fn csv_duplicate_ids() {
-    let (p, d) = csv(&format!("{HEAD}a,0001,1,1,0.5\nb,0002,1,1,0.5\na,0002,1,1,0.5\n"));
-    fails(&p, &[], &["in.csv", "row 1 of era 0002", "line 3", "duplicate id \"a\""]);
+    let (p, d) = csv(&format!(
+        "{HEAD}a,0001,1,1,0.5\nb,0002,1,1,0.5\na,0002,1,1,0.5\n"
+    ));
+    fails(
+        &p,
+        &[],
+        &[
+            "in.csv",
+            "row 1 of era 0002",
+            "line 3",
+            "duplicate id \"a\"",
+        ],
+    );
     std::fs::remove_dir_all(d).unwrap();
 }
 
@@ -113,7 +140,16 @@ fn csv_era_split_into_two_runs() {
     let (p, d) = csv(&format!(
         "{HEAD}a,0001,1,1,0.5\nb,0002,1,1,0.5\nc,0001,1,1,0.5\n"
     ));
-    fails(&p, &[], &["in.csv", "line 4", "era \"0001\" appears again", "contiguous"]);
+    fails(
+        &p,
+        &[],
+        &[
+            "in.csv",
+            "line 4",
+            "era \"0001\" appears again",
+            "contiguous",
+        ],
+    );
     std::fs::remove_dir_all(d).unwrap();
 }
 
@@ -137,8 +173,16 @@ fn csv_missing_era_and_id_columns() {
 #[test]
 fn csv_misnamed_feature_and_target_columns() {
     let (p, d) = csv(&format!("{HEAD}a,0001,1,1,0.5\n"));
-    fails(&p, &["--features", "feature_a,feature_zz"], &["in.csv", "column feature_zz", "not found"]);
-    fails(&p, &["--targets", "target,target_nope"], &["in.csv", "column target_nope", "not found"]);
+    fails(
+        &p,
+        &["--features", "feature_a,feature_zz"],
+        &["in.csv", "column feature_zz", "not found"],
+    );
+    fails(
+        &p,
+        &["--targets", "target,target_nope"],
+        &["in.csv", "column target_nope", "not found"],
+    );
     std::fs::remove_dir_all(d).unwrap();
     let (p, d) = csv("id,era,feat_a,target\na,0001,1,0.5\n");
     fails(&p, &[], &["in.csv", "no feature_* columns"]);
@@ -158,27 +202,69 @@ fn feature_set_not_in_features_json() {
     let fj = fixture("features.json");
     fails(
         &p,
-        &["--features-json", fj.to_str().unwrap(), "--feature-set", "medium"],
+        &[
+            "--features-json",
+            fj.to_str().unwrap(),
+            "--feature-set",
+            "medium",
+        ],
         &["features.json", "no feature set \"medium\"", "small"],
     );
     let bad = d.join("f.json");
     std::fs::write(&bad, "{not json").unwrap();
-    fails(&p, &["--features-json", bad.to_str().unwrap(), "--feature-set", "small"], &["f.json", "not valid JSON"]);
+    fails(
+        &p,
+        &[
+            "--features-json",
+            bad.to_str().unwrap(),
+            "--feature-set",
+            "small",
+        ],
+        &["f.json", "not valid JSON"],
+    );
     std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn parquet_bad_values_name_row_and_column() {
-    fails(&fixture("bad_feature_value.parquet"), &[], &["bad_feature_value.parquet", "row 2, column feature_a", "value 7 outside 0..4"]);
-    fails(&fixture("bad_legacy_float.parquet"), &[], &["bad_legacy_float.parquet", "row 2, column feature_a", "0.3"]);
-    fails(&fixture("bad_inf_target.parquet"), &[], &["bad_inf_target.parquet", "row 1, column target", "inf"]);
+    fails(
+        &fixture("bad_feature_value.parquet"),
+        &[],
+        &[
+            "bad_feature_value.parquet",
+            "row 2, column feature_a",
+            "value 7 outside 0..4",
+        ],
+    );
+    fails(
+        &fixture("bad_legacy_float.parquet"),
+        &[],
+        &["bad_legacy_float.parquet", "row 2, column feature_a", "0.3"],
+    );
+    fails(
+        &fixture("bad_inf_target.parquet"),
+        &[],
+        &["bad_inf_target.parquet", "row 1, column target", "inf"],
+    );
 }
 
 #[test]
 fn parquet_duplicate_ids_split_eras_missing_columns() {
-    fails(&fixture("bad_duplicate_ids.parquet"), &[], &["bad_duplicate_ids.parquet", "duplicate id \"b0\""]);
-    fails(&fixture("bad_split_era.parquet"), &[], &["bad_split_era.parquet", "row 2", "contiguous"]);
-    fails(&fixture("bad_no_era.parquet"), &[], &["bad_no_era.parquet", "no \"era\" column"]);
+    fails(
+        &fixture("bad_duplicate_ids.parquet"),
+        &[],
+        &["bad_duplicate_ids.parquet", "duplicate id \"b0\""],
+    );
+    fails(
+        &fixture("bad_split_era.parquet"),
+        &[],
+        &["bad_split_era.parquet", "row 2", "contiguous"],
+    );
+    fails(
+        &fixture("bad_no_era.parquet"),
+        &[],
+        &["bad_no_era.parquet", "no \"era\" column"],
+    );
 }
 
 #[test]
@@ -207,11 +293,20 @@ fn corrupt_store_is_refused_by_info_and_verify() {
     let mut b = b"ERASTORE".to_vec();
     b.extend_from_slice(&[0u8; 40]);
     std::fs::write(&p, &b).unwrap();
-    for args in [vec!["info", p.to_str().unwrap()], vec!["import", p.to_str().unwrap(), "--verify"]] {
-        let o = Command::new(env!("CARGO_BIN_EXE_eraengine")).args(&args).output().unwrap();
+    for args in [
+        vec!["info", p.to_str().unwrap()],
+        vec!["import", p.to_str().unwrap(), "--verify"],
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_eraengine"))
+            .args(&args)
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success());
-        assert!(err.contains("x.store") && err.contains("header") && !err.contains("panicked"), "{err}");
+        assert!(
+            err.contains("x.store") && err.contains("header") && !err.contains("panicked"),
+            "{err}"
+        );
     }
     std::fs::remove_dir_all(d).unwrap();
 }

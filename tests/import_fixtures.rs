@@ -44,7 +44,8 @@ fn eraengine(args: &[&str]) -> (bool, String) {
         .args(args)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -55,16 +56,38 @@ fn expected(name: &str) -> Value {
 
 /// Compare a store with the expected rows, keeping only `features` and `targets` (by name) and
 /// rows whose index `keep` accepts.
-fn assert_matches(s: &Store, exp: &Value, features: &[&str], targets: &[&str], keep: impl Fn(usize) -> bool) {
-    let fnames: Vec<&str> = exp["feature_names"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    let tnames: Vec<&str> = exp["target_names"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+fn assert_matches(
+    s: &Store,
+    exp: &Value,
+    features: &[&str],
+    targets: &[&str],
+    keep: impl Fn(usize) -> bool,
+) {
+    let fnames: Vec<&str> = exp["feature_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let tnames: Vec<&str> = exp["target_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     assert_eq!(s.feature_names(), features);
     assert_eq!(s.target_names(), targets);
     let ids = exp["ids"].as_array().unwrap();
     let rows: Vec<usize> = (0..ids.len()).filter(|&i| keep(i)).collect();
     assert_eq!(s.n_rows(), rows.len());
-    let fsrc: Vec<Option<usize>> = features.iter().map(|f| fnames.iter().position(|x| x == f)).collect();
-    let tsrc: Vec<Option<usize>> = targets.iter().map(|t| tnames.iter().position(|x| x == t)).collect();
+    let fsrc: Vec<Option<usize>> = features
+        .iter()
+        .map(|f| fnames.iter().position(|x| x == f))
+        .collect();
+    let tsrc: Vec<Option<usize>> = targets
+        .iter()
+        .map(|t| tnames.iter().position(|x| x == t))
+        .collect();
     let mut eras_seen = Vec::new();
     for (r, &i) in rows.iter().enumerate() {
         let era_name = exp["eras"][i].as_str().unwrap();
@@ -83,8 +106,17 @@ fn assert_matches(s: &Store, exp: &Value, features: &[&str], targets: &[&str], k
         for (j, src) in tsrc.iter().enumerate() {
             let got = era.target(k, j);
             match src.map(|c| &exp["targets"][i][c]) {
-                Some(Value::Number(n)) => assert_eq!(got, n.as_f64().unwrap() as f32, "row {r} target {}", targets[j]),
-                _ => assert!(got.is_nan(), "row {r} target {} should be NaN, got {got}", targets[j]),
+                Some(Value::Number(n)) => assert_eq!(
+                    got,
+                    n.as_f64().unwrap() as f32,
+                    "row {r} target {}",
+                    targets[j]
+                ),
+                _ => assert!(
+                    got.is_nan(),
+                    "row {r} target {} should be NaN, got {got}",
+                    targets[j]
+                ),
             }
         }
     }
@@ -120,12 +152,24 @@ fn pyarrow_parquet_imports_every_value() {
     ]);
     assert!(ok, "{msg}");
     let s = Store::open(&out).unwrap();
-    assert_matches(&s, &expected("numerai_v5"), &ALL, &["target", "target_aux"], |_| true);
+    assert_matches(
+        &s,
+        &expected("numerai_v5"),
+        &ALL,
+        &["target", "target_aux"],
+        |_| true,
+    );
     assert!(s.missing_features() > 0, "the fixture has null features");
     // era 0005 has all targets NaN, and info says so
     let info = s.info_json();
-    assert_eq!(info["eras_all_targets_missing"], serde_json::json!(["0005"]));
-    assert_eq!(info["missing_targets"]["target"].as_u64().unwrap() as usize, s.era(4).n_rows);
+    assert_eq!(
+        info["eras_all_targets_missing"],
+        serde_json::json!(["0005"])
+    );
+    assert_eq!(
+        info["missing_targets"]["target"].as_u64().unwrap() as usize,
+        s.era(4).n_rows
+    );
     std::fs::remove_dir_all(d).unwrap();
 }
 
@@ -134,7 +178,13 @@ fn pandas_csv_imports_to_the_same_store_bytes() {
     let d = tmpdir();
     let (a, b) = (d.join("a.store"), d.join("b.store"));
     for (input, out) in [("numerai_v5.parquet", &a), ("numerai_v5.csv", &b)] {
-        let (ok, msg) = eraengine(&["import", fixture(input).to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+        let (ok, msg) = eraengine(&[
+            "import",
+            fixture(input).to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ]);
         assert!(ok, "{msg}");
     }
     let s = Store::open(&b).unwrap();
@@ -147,7 +197,12 @@ fn pandas_csv_imports_to_the_same_store_bytes() {
 fn legacy_float_features_map_to_round_4v_and_nan_to_missing() {
     let d = tmpdir();
     let out = d.join("l.store");
-    let (ok, msg) = eraengine(&["import", fixture("legacy_float.parquet").to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let (ok, msg) = eraengine(&[
+        "import",
+        fixture("legacy_float.parquet").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(ok, "{msg}");
     let s = Store::open(&out).unwrap();
     assert_matches(&s, &expected("legacy_float"), &ALL, &["target"], |_| true);
@@ -181,7 +236,10 @@ fn train_and_live_concatenate_with_a_feature_set() {
     let exp = expected("live");
     for k in 0..live.n_rows {
         assert_eq!(live.id(k), exp["ids"][k].as_str().unwrap());
-        assert_eq!(live.row(k)[1] as i64, exp["features"][k][1].as_i64().unwrap());
+        assert_eq!(
+            live.row(k)[1] as i64,
+            exp["features"][k][1].as_i64().unwrap()
+        );
     }
     std::fs::remove_dir_all(d).unwrap();
 }
@@ -203,8 +261,19 @@ fn data_type_keeps_only_matching_rows() {
     assert!(ok, "{msg}");
     let s = Store::open(&out).unwrap();
     let exp = expected("numerai_v5");
-    let eras: Vec<String> = exp["eras"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
-    assert_matches(&s, &exp, &["feature_echo", "feature_delta"], &["target"], |i| eras[i].as_str() >= "0004");
+    let eras: Vec<String> = exp["eras"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_matches(
+        &s,
+        &exp,
+        &["feature_echo", "feature_delta"],
+        &["target"],
+        |i| eras[i].as_str() >= "0004",
+    );
     assert_eq!(s.n_eras(), 2);
     std::fs::remove_dir_all(d).unwrap();
 }
@@ -213,7 +282,13 @@ fn data_type_keeps_only_matching_rows() {
 fn verify_flag_checks_a_store_and_catches_damage() {
     let d = tmpdir();
     let out = d.join("s.store");
-    let (ok, msg) = eraengine(&["import", fixture("numerai_v5.parquet").to_str().unwrap(), "--out", out.to_str().unwrap(), "--verify"]);
+    let (ok, msg) = eraengine(&[
+        "import",
+        fixture("numerai_v5.parquet").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--verify",
+    ]);
     assert!(ok, "{msg}");
     let (ok, msg) = eraengine(&["import", out.to_str().unwrap(), "--verify"]);
     assert!(ok, "{msg}");
@@ -224,7 +299,10 @@ fn verify_flag_checks_a_store_and_catches_damage() {
     std::fs::write(&out, &b).unwrap();
     let (ok, msg) = eraengine(&["import", out.to_str().unwrap(), "--verify"]);
     assert!(!ok);
-    assert!(msg.contains("s.store") && (msg.contains("checksum") || msg.contains("section")), "{msg}");
+    assert!(
+        msg.contains("s.store") && (msg.contains("checksum") || msg.contains("section")),
+        "{msg}"
+    );
     std::fs::remove_dir_all(d).unwrap();
 }
 
@@ -232,16 +310,35 @@ fn verify_flag_checks_a_store_and_catches_damage() {
 fn info_json_has_the_spec_keys() {
     let d = tmpdir();
     let out = d.join("i.store");
-    let (ok, msg) = eraengine(&["import", fixture("numerai_v5.parquet").to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let (ok, msg) = eraengine(&[
+        "import",
+        fixture("numerai_v5.parquet").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(ok, "{msg}");
     let (ok, text) = eraengine(&["info", out.to_str().unwrap(), "--json"]);
     assert!(ok, "{text}");
     let v: Value = serde_json::from_str(&text).unwrap();
-    for k in ["format_version", "rows", "eras", "features", "targets", "feature_names", "target_names", "era_table", "missing_features", "missing_targets"] {
+    for k in [
+        "format_version",
+        "rows",
+        "eras",
+        "features",
+        "targets",
+        "feature_names",
+        "target_names",
+        "era_table",
+        "missing_features",
+        "missing_targets",
+    ] {
         assert!(v.get(k).is_some(), "missing key {k}");
     }
     assert_eq!(v["rows"], 36);
-    assert_eq!(v["era_table"][1], serde_json::json!({"era": "0002", "first_row": 9, "rows": 1}));
+    assert_eq!(
+        v["era_table"][1],
+        serde_json::json!({"era": "0002", "first_row": 9, "rows": 1})
+    );
     let (ok, text) = eraengine(&["info", out.to_str().unwrap()]);
     assert!(ok && text.contains("0005"), "{text}");
     let (ok, text) = eraengine(&["info"]);

@@ -21,7 +21,9 @@ fn one_era(f: usize, features: &[i8]) -> (Store, PathBuf) {
     let n = features.len() / f;
     let fnames: Vec<String> = (0..f).map(|i| format!("feature_{i}")).collect();
     let ids: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
-    let targets: Vec<f32> = (0..n).map(|i| if i % 2 == 0 { 0.5 } else { f32::NAN }).collect();
+    let targets: Vec<f32> = (0..n)
+        .map(|i| if i % 2 == 0 { 0.5 } else { f32::NAN })
+        .collect();
     let mut w = StoreWriter::create(&p, &fnames, &["target".to_string()]).unwrap();
     w.push_era("0001", &ids, features, &targets).unwrap();
     w.finish().unwrap();

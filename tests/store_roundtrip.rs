@@ -76,7 +76,8 @@ fn names(prefix: &str, n: usize) -> Vec<String> {
 fn write(path: &Path, f: usize, t: usize, eras: &[Era]) {
     let mut w = StoreWriter::create(path, &names("feature_", f), &names("target_", t)).unwrap();
     for e in eras {
-        w.push_era(&e.name, &e.ids, &e.features, &e.targets).unwrap();
+        w.push_era(&e.name, &e.ids, &e.features, &e.targets)
+            .unwrap();
     }
     w.finish().unwrap();
 }
@@ -259,7 +260,10 @@ fn every_header_field_is_checked() {
     let p = d.join("bad.store");
     let check = |b: &[u8], want: &str| {
         std::fs::write(&p, b).unwrap();
-        let e = Store::open(&p).err().expect("damaged store opened").to_string();
+        let e = Store::open(&p)
+            .err()
+            .expect("damaged store opened")
+            .to_string();
         assert!(e.contains(want), "expected {want:?} in {e:?}");
         assert!(e.contains("bad.store"), "{e}");
     };
@@ -308,15 +312,31 @@ fn writer_refuses_bad_eras_and_leaves_nothing() {
     let out = d.join("o.store");
     let fnames = names("feature_", 2);
     let tnames = names("target_", 1);
-    let cases: Vec<(Vec<(&str, Vec<&str>, Vec<i8>, Vec<f32>)>, &str)> = vec![
-        (vec![("0001", vec!["a"], vec![0, 5], vec![0.5])], "feature value 5 outside 0..4"),
-        (vec![("0001", vec!["a"], vec![0, -3], vec![0.5])], "feature value -3"),
-        (vec![("0001", vec!["a"], vec![0, 1], vec![f32::INFINITY])], "target value inf"),
+    type Case<'a> = (Vec<(&'a str, Vec<&'a str>, Vec<i8>, Vec<f32>)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
-            vec![("0001", vec!["a"], vec![0, 1], vec![0.5]), ("0002", vec!["a"], vec![1, 1], vec![0.5])],
+            vec![("0001", vec!["a"], vec![0, 5], vec![0.5])],
+            "feature value 5 outside 0..4",
+        ),
+        (
+            vec![("0001", vec!["a"], vec![0, -3], vec![0.5])],
+            "feature value -3",
+        ),
+        (
+            vec![("0001", vec!["a"], vec![0, 1], vec![f32::INFINITY])],
+            "target value inf",
+        ),
+        (
+            vec![
+                ("0001", vec!["a"], vec![0, 1], vec![0.5]),
+                ("0002", vec!["a"], vec![1, 1], vec![0.5]),
+            ],
             "duplicate id \"a\"",
         ),
-        (vec![("0001", vec!["a", "a"], vec![0, 1, 2, 3], vec![0.5, 0.5])], "duplicate id"),
+        (
+            vec![("0001", vec!["a", "a"], vec![0, 1, 2, 3], vec![0.5, 0.5])],
+            "duplicate id",
+        ),
         (
             vec![
                 ("0001", vec!["a"], vec![0, 1], vec![0.5]),
@@ -339,7 +359,11 @@ fn writer_refuses_bad_eras_and_leaves_nothing() {
         assert!(e.contains(want), "expected {want:?} in {e:?}");
         assert!(e.contains("o.store"), "{e}");
         assert!(w.finish().is_err(), "finish after a failed era must fail");
-        assert!(dir_entries(&d).is_empty(), "left behind: {:?}", dir_entries(&d));
+        assert!(
+            dir_entries(&d).is_empty(),
+            "left behind: {:?}",
+            dir_entries(&d)
+        );
     }
     // dropping an unfinished writer removes its temporary files
     let w = StoreWriter::create(&out, &fnames, &tnames).unwrap();

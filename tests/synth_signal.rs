@@ -38,10 +38,22 @@ fn same_seed_same_bytes_other_seed_other_data() {
     write_dataset(&a, &small(5), false).unwrap();
     write_dataset(&b, &small(5), false).unwrap();
     write_dataset(&c, &small(6), false).unwrap();
-    for f in ["train.store", "validation.store", "live.store", "features.json"] {
-        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f}");
+    for f in [
+        "train.store",
+        "validation.store",
+        "live.store",
+        "features.json",
+    ] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f}"
+        );
     }
-    assert_ne!(std::fs::read(a.join("train.store")).unwrap(), std::fs::read(c.join("train.store")).unwrap());
+    assert_ne!(
+        std::fs::read(a.join("train.store")).unwrap(),
+        std::fs::read(c.join("train.store")).unwrap()
+    );
     for d in [a, b, c] {
         std::fs::remove_dir_all(d).unwrap();
     }
@@ -65,7 +77,10 @@ fn dataset_has_the_numerai_shape() {
     assert_eq!(valid.era(0).name, "0041");
     // row counts vary by era
     let sizes: Vec<usize> = train.eras().map(|e| e.n_rows).collect();
-    assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() > 50, "{sizes:?}");
+    assert!(
+        sizes.iter().max().unwrap() - sizes.iter().min().unwrap() > 50,
+        "{sizes:?}"
+    );
     // main target never NaN in train; per-era shares 5/20/50/20/5 %
     for e in train.eras() {
         let mut counts = [0usize; 5];
@@ -77,10 +92,16 @@ fn dataset_has_the_numerai_shape() {
             counts[k] += 1;
         }
         let share = |k: usize| counts[k] as f64 / e.n_rows as f64;
-        assert!((share(2) - 0.5).abs() < 0.02 && (share(0) - 0.05).abs() < 0.02, "{counts:?}");
+        assert!(
+            (share(2) - 0.5).abs() < 0.02 && (share(0) - 0.05).abs() < 0.02,
+            "{counts:?}"
+        );
     }
     // aux2 is NaN in some eras, not all
-    let aux2_nan = train.eras().filter(|e| e.missing_targets[2] as usize == e.n_rows).count();
+    let aux2_nan = train
+        .eras()
+        .filter(|e| e.missing_targets[2] as usize == e.n_rows)
+        .count();
     assert!(aux2_nan > 0 && aux2_nan < train.n_eras());
     // newest validation eras unlabelled, the others labelled
     let unl: Vec<bool> = valid.eras().map(|e| e.all_targets_missing()).collect();
@@ -92,9 +113,12 @@ fn dataset_has_the_numerai_shape() {
     assert!(live.era(0).all_targets_missing());
     // missing feature values, including an era with a fully missing feature
     assert!(train.missing_features() > 0);
-    assert!(train.eras().any(|e| (0..e.n_rows).all(|r| e.row(r)[15] == MISSING)));
+    assert!(train
+        .eras()
+        .any(|e| (0..e.n_rows).all(|r| e.row(r)[15] == MISSING)));
     // features.json has the three sets
-    let fj: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&files.features_json).unwrap()).unwrap();
+    let fj: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&files.features_json).unwrap()).unwrap();
     assert_eq!(fj["feature_sets"]["all"].as_array().unwrap().len(), 16);
     assert_eq!(fj["feature_sets"]["small"].as_array().unwrap().len(), 4);
     assert_eq!(fj["feature_sets"]["medium"].as_array().unwrap().len(), 8);
@@ -117,13 +141,16 @@ fn fit(rows: &[Vec<f64>], y: &[f64]) -> Vec<f64> {
         row[i] += 1e-3;
     }
     for c in 0..p {
-        let piv = (c..p).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs())).unwrap();
+        let piv = (c..p)
+            .max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))
+            .unwrap();
         a.swap(c, piv);
-        for r in 0..p {
+        let pivot = a[c].clone();
+        for (r, row) in a.iter_mut().enumerate() {
             if r != c {
-                let f = a[r][c] / a[c][c];
-                for k in c..=p {
-                    a[r][k] -= f * a[c][k];
+                let f = row[c] / pivot[c];
+                for (x, &pv) in row.iter_mut().zip(&pivot).skip(c) {
+                    *x -= f * pv;
                 }
             }
         }
@@ -154,7 +181,8 @@ fn design(s: &Store, with_era: bool) -> Vec<(Vec<Vec<f64>>, Vec<f64>)> {
         }
         preprocess_features(&e, &mut x);
         let f = e.n_features;
-        let mean = |j: usize| (0..e.n_rows).map(|r| x[r * f + j] as f64).sum::<f64>() / e.n_rows as f64;
+        let mean =
+            |j: usize| (0..e.n_rows).map(|r| x[r * f + j] as f64).sum::<f64>() / e.n_rows as f64;
         let s0 = mean(REGIME_FEATURES.start).signum();
         let s1 = mean(REGIME_FEATURES.start + 1).signum();
         let mut rows = Vec::new();
@@ -185,7 +213,10 @@ fn mean_era_corr(train: &Store, valid: &Store, with_era: bool) -> f64 {
     let corrs: Vec<f64> = va
         .iter()
         .map(|(rows, y)| {
-            let p: Vec<f64> = rows.iter().map(|r| r.iter().zip(&w).map(|(a, b)| a * b).sum()).collect();
+            let p: Vec<f64> = rows
+                .iter()
+                .map(|r| r.iter().zip(&w).map(|(a, b)| a * b).sum())
+                .collect();
             pearson(&p, y)
         })
         .collect();
@@ -202,9 +233,15 @@ fn knowing_the_era_beats_a_per_row_linear_model() {
     let era_model = mean_era_corr(&train, &valid, true);
     // (over seeds 1..7: row 0.10-0.36 depending on the regime mix, era-aware 0.65-0.67)
     eprintln!("per-row linear corr {row_model:.3}, era-aware corr {era_model:.3}");
-    assert!(row_model > 0.05, "the common features carry some per-row signal: {row_model}");
+    assert!(
+        row_model > 0.05,
+        "the common features carry some per-row signal: {row_model}"
+    );
     assert!(era_model > 0.45, "{era_model}");
-    assert!(era_model > row_model + 0.2, "row {row_model} vs era {era_model}");
+    assert!(
+        era_model > row_model + 0.2,
+        "row {row_model} vs era {era_model}"
+    );
     std::fs::remove_dir_all(d).unwrap();
 }
 
@@ -218,7 +255,8 @@ fn regime_is_visible_in_the_era_feature_means() {
         let e = synth::generate_era(&cfg, &reg, g);
         let f = cfg.features;
         let n = e.ids.len();
-        let mean = |j: usize| e.features.chunks(f).map(|r| r[j] as f64).sum::<f64>() / n as f64 - 2.0;
+        let mean =
+            |j: usize| e.features.chunks(f).map(|r| r[j] as f64).sum::<f64>() / n as f64 - 2.0;
         let guess = usize::from(mean(0) > 0.0) + 2 * usize::from(mean(1) > 0.0);
         right += usize::from(guess == k);
     }
@@ -229,21 +267,43 @@ fn regime_is_visible_in_the_era_feature_means() {
 fn synth_parquet_imports_back_to_the_same_store() {
     let d = tmpdir();
     let o = Command::new(env!("CARGO_BIN_EXE_eraengine"))
-        .args(["synth", "--out", d.to_str().unwrap(), "--eras", "12", "--rows", "80", "--features", "10", "--seed", "4", "--parquet", "--quiet"])
+        .args([
+            "synth",
+            "--out",
+            d.to_str().unwrap(),
+            "--eras",
+            "12",
+            "--rows",
+            "80",
+            "--features",
+            "10",
+            "--seed",
+            "4",
+            "--parquet",
+            "--quiet",
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for split in ["train", "validation", "live"] {
         let out = d.join(format!("{split}.reimported"));
         let o = Command::new(env!("CARGO_BIN_EXE_eraengine"))
-            .args(["import", d.join(format!("{split}.parquet")).to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .args([
+                "import",
+                d.join(format!("{split}.parquet")).to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
             .args(["--targets", "target,target_aux1,target_aux2", "--quiet"])
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let a = std::fs::read(d.join(format!("{split}.store"))).unwrap();
         let b = std::fs::read(&out).unwrap();
-        assert_eq!(a, b, "{split}: parquet → store differs from the synth store");
+        assert_eq!(
+            a, b,
+            "{split}: parquet → store differs from the synth store"
+        );
     }
     std::fs::remove_dir_all(d).unwrap();
 }
@@ -255,7 +315,11 @@ fn builtin_dataset_is_written_once_and_reused() {
     let (st, sv) = (Store::open(&t).unwrap(), Store::open(&v).unwrap());
     assert_eq!((st.n_eras(), st.n_features()), (100, 24));
     assert_eq!(sv.n_eras(), 24);
-    assert!(st.n_rows() > 30_000 && st.n_rows() < 50_000, "{}", st.n_rows());
+    assert!(
+        st.n_rows() > 30_000 && st.n_rows() < 50_000,
+        "{}",
+        st.n_rows()
+    );
     let stamp = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
     let before = (stamp(&t), stamp(&v));
     let (t2, v2) = builtin(&d, 0).unwrap();

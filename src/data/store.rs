@@ -342,7 +342,7 @@ impl Store {
             let offset = rd_u64(b, at + 8);
             let len = rd_u64(b, at + 16);
             let end = offset.checked_add(len);
-            if offset % ALIGN != 0 || offset < HEADER_LEN as u64 {
+            if !offset.is_multiple_of(ALIGN) || offset < HEADER_LEN as u64 {
                 return Err(Error::format(
                     path,
                     section_name(kind),
@@ -644,24 +644,36 @@ impl Store {
             ));
         }
         for (i, era) in self.eras().enumerate() {
-            let mut missing_f = 0u64;
-            for (k, &v) in era.features.iter().enumerate() {
-                if v == MISSING {
-                    missing_f += 1;
-                } else if !(0..=4).contains(&v) {
-                    let (r, c) = (k / era.n_features, k % era.n_features);
-                    return Err(Error::format(
-                        &self.path,
-                        format!(
-                            "{}, row {} (era {}), column {}",
-                            section_name(SEC_FEATURES),
-                            era.first_row + r,
-                            era.name,
-                            self.feature_names[c]
-                        ),
-                        format!("feature value {v} outside 0..4"),
-                    ));
+            // branch-free counting pass (vectorizes); locate a bad value only if there is one
+            let (mut missing_f, mut bad) = (0u64, 0u64);
+            for chunk in era.features.chunks(1 << 16) {
+                let (mut m, mut b) = (0u32, 0u32);
+                for &v in chunk {
+                    m += u32::from(v == MISSING);
+                    // v ∈ -1..=4  ⇔  (v + 1) as u8 ≤ 5
+                    b += u32::from((v as u8).wrapping_add(1) > 5);
                 }
+                missing_f += u64::from(m);
+                bad += u64::from(b);
+            }
+            if bad > 0 {
+                let k = era
+                    .features
+                    .iter()
+                    .position(|v| !(MISSING..=4).contains(v))
+                    .unwrap_or(0);
+                let (r, c) = (k / era.n_features, k % era.n_features);
+                return Err(Error::format(
+                    &self.path,
+                    format!(
+                        "{}, row {} (era {}), column {}",
+                        section_name(SEC_FEATURES),
+                        era.first_row + r,
+                        era.name,
+                        self.feature_names[c]
+                    ),
+                    format!("feature value {} outside 0..4", era.features[k]),
+                ));
             }
             let mut missing_t = vec![0u64; era.n_targets];
             for (k, &v) in era.targets.iter().enumerate() {
