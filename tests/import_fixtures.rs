@@ -345,3 +345,22 @@ fn info_json_has_the_spec_keys() {
     assert!(ok && text.contains("cpu"), "{text}");
     std::fs::remove_dir_all(d).unwrap();
 }
+
+#[test]
+fn one_numeric_column_with_ids_reads_like_pandas() {
+    let exp = expected("numerai_v5");
+    let (ids, vals) =
+        eraengine::data::pq::read_ids_and_values(&fixture("numerai_v5.parquet"), "target_aux")
+            .unwrap();
+    assert_eq!(ids.len(), exp["ids"].as_array().unwrap().len());
+    for (i, (id, v)) in ids.iter().zip(&vals).enumerate() {
+        assert_eq!(id, exp["ids"][i].as_str().unwrap());
+        match exp["targets"][i][1].as_f64() {
+            Some(w) => assert_eq!(*v, w),
+            None => assert!(v.is_nan()),
+        }
+    }
+    let e = eraengine::data::pq::read_ids_and_values(&fixture("numerai_v5.parquet"), "nope")
+        .unwrap_err();
+    assert!(e.to_string().contains("column nope"), "{e}");
+}

@@ -52,7 +52,7 @@ fn eras_strategy(f: usize, t: usize) -> impl Strategy<Value = Vec<Era>> {
                 let mut out = Vec::new();
                 let mut row = 0;
                 for (e, &n) in sizes.iter().enumerate() {
-                    let ids = (row..row + n).map(|r| format!("{}{r}", tags[r])).collect();
+                    let ids = (row..row + n).map(|r| format!("{}-{r}", tags[r])).collect();
                     out.push(Era {
                         name: format!("{:04}", e + 1),
                         ids,

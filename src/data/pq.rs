@@ -355,6 +355,76 @@ fn read_inner(
     Ok(())
 }
 
+/// The id column and one numeric column of a parquet file (e.g. `numerai_meta_model` in
+/// `meta_model.parquet`, for `eval --meta-model`): ids and values in file order, null → NaN.
+pub fn read_ids_and_values(path: &Path, column: &str) -> Result<(Vec<String>, Vec<f64>)> {
+    guarded(path, || {
+        let reader = open(path)?;
+        let schema = reader.metadata().file_metadata().schema_descr_ptr();
+        let names: Vec<String> = (0..schema.num_columns())
+            .map(|i| schema.column(i).name().to_string())
+            .collect();
+        let id = names
+            .iter()
+            .position(|c| c == "id")
+            .or_else(|| names.iter().position(|c| c == "__index_level_0__"))
+            .ok_or_else(|| Error::format(path, "columns", "no id column"))?;
+        let vc = names
+            .iter()
+            .position(|c| c == column)
+            .ok_or_else(|| Error::format(path, format!("column {column}"), "column not found"))?;
+        let (mut ids, mut vals) = (Vec::new(), Vec::new());
+        let mut file_row = 0u64;
+        for g in 0..reader.num_row_groups() {
+            let rg = reader
+                .get_row_group(g)
+                .map_err(|e| pq_err(path, format!("row group {g}"), e))?;
+            let rows = rg.metadata().num_rows().max(0) as usize;
+            let mut read = |c: usize| -> Result<Vals> {
+                let r = rg
+                    .get_column_reader(c)
+                    .map_err(|e| pq_err(path, format!("row group {g}, column {}", names[c]), e))?;
+                let mut col = Col::new(r).ok_or_else(|| {
+                    Error::format(path, format!("column {}", names[c]), "unsupported type")
+                })?;
+                let v = col
+                    .read(rows, schema.column(c).max_def_level())
+                    .map_err(|e| pq_err(path, format!("row group {g}, column {}", names[c]), e))?;
+                if v.len() != rows {
+                    return Err(Error::format(
+                        path,
+                        format!("row group {g}, column {}", names[c]),
+                        format!("{} values for {rows} rows", v.len()),
+                    ));
+                }
+                Ok(v)
+            };
+            let (iv, vv) = (read(id)?, read(vc)?);
+            for i in 0..rows {
+                let at = || format!("row {}, column {}", file_row + i as u64, names[id]);
+                ids.push(
+                    text(&iv, i, false)
+                        .map_err(|m| Error::format(path, at(), m))?
+                        .ok_or_else(|| Error::format(path, at(), "missing id"))?,
+                );
+                vals.push(match &vv {
+                    Vals::Int(x) => x[i].map(|v| v as f64).unwrap_or(f64::NAN),
+                    Vals::Float(x) => x[i].unwrap_or(f64::NAN),
+                    Vals::Str(_) => {
+                        return Err(Error::format(
+                            path,
+                            format!("column {column}"),
+                            "a text column where numbers were expected",
+                        ))
+                    }
+                });
+            }
+            file_row += rows as u64;
+        }
+        Ok((ids, vals))
+    })
+}
+
 /// Rows for a Numerai-schema parquet file.
 pub struct NumeraiRows<'a> {
     pub ids: &'a [String],

@@ -126,20 +126,21 @@ pub struct Store {
     id_bytes: (usize, usize),
 }
 
-/// The ids of a run of rows: offsets into a validated UTF-8 blob.
+/// The ids of a run of rows: offsets into a UTF-8 blob validated at open.
 #[derive(Clone, Copy, Debug)]
 pub struct Ids<'a> {
     offsets: &'a [u64],
-    bytes: &'a str,
+    bytes: &'a [u8],
 }
 
 impl<'a> Ids<'a> {
     /// Id of row `row` of this run (panics if `row` is out of range, like slice indexing).
     pub fn get(&self, row: usize) -> &'a str {
-        // offsets are validated at open: non-decreasing, within the blob, on char boundaries
+        // offsets are validated at open: non-decreasing, within the blob, on char boundaries,
+        // so this never fails; the per-id UTF-8 check costs O(id length)
         let a = self.offsets[row] as usize;
         let b = self.offsets[row + 1] as usize;
-        &self.bytes[a..b]
+        std::str::from_utf8(&self.bytes[a..b]).unwrap_or("")
     }
     pub fn len(&self) -> usize {
         self.offsets.len().saturating_sub(1)
@@ -242,7 +243,7 @@ fn parse_strings<'a>(
 fn owned_strings(offsets: &[u64], blob: &str) -> Vec<String> {
     let ids = Ids {
         offsets,
-        bytes: blob,
+        bytes: blob.as_bytes(),
     };
     (0..ids.len()).map(|i| ids.get(i).to_string()).collect()
 }
@@ -426,7 +427,7 @@ impl Store {
         let mut seen: HashMap<&str, usize> = HashMap::with_capacity(n_eras);
         let era_names = Ids {
             offsets: eo,
-            bytes: eb,
+            bytes: eb.as_bytes(),
         };
         for i in 0..n_eras {
             let first = rd_u64(et, 16 * i);
@@ -576,9 +577,10 @@ impl Store {
     /// All row ids.
     pub fn ids(&self) -> Ids<'_> {
         let offsets: &[u64] = bytemuck::try_cast_slice(self.bytes(self.id_offsets)).unwrap_or(&[0]);
-        // validated in open
-        let bytes = std::str::from_utf8(self.bytes(self.id_bytes)).unwrap_or("");
-        Ids { offsets, bytes }
+        Ids {
+            offsets,
+            bytes: self.bytes(self.id_bytes),
+        }
     }
     /// Id of row `row` of the store.
     pub fn id(&self, row: usize) -> &str {
