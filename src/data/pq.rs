@@ -468,7 +468,7 @@ pub fn read_ids_and_values(path: &Path, column: &str) -> Result<(Vec<String>, Ve
                 .get_row_group(g)
                 .map_err(|e| pq_err(path, format!("row group {g}"), e))?;
             let rows = rg.metadata().num_rows().max(0) as usize;
-            let mut read = |c: usize| -> Result<Vals> {
+            let read = |c: usize| -> Result<Vals> {
                 let r = rg
                     .get_column_reader(c)
                     .map_err(|e| pq_err(path, format!("row group {g}, column {}", names[c]), e))?;
