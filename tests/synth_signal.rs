@@ -5,7 +5,6 @@ use eraengine::data::batch::preprocess_features;
 use eraengine::data::store::{Store, MISSING};
 use eraengine::data::synth::{self, builtin, write_dataset, SynthConfig, REGIME_FEATURES};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 static N: AtomicUsize = AtomicUsize::new(0);
@@ -263,8 +262,10 @@ fn regime_is_visible_in_the_era_feature_means() {
     assert_eq!(right, cfg.eras, "the regime is read off the era means");
 }
 
+#[cfg(feature = "parquet")]
 #[test]
 fn synth_parquet_imports_back_to_the_same_store() {
+    use std::process::Command;
     let d = tmpdir();
     let o = Command::new(env!("CARGO_BIN_EXE_eraengine"))
         .args([
