@@ -238,7 +238,11 @@ proptest! {
             let k = i.index(b.len());
             b[k] ^= x;
         }
-        prop_assume!(b != good);
+        if b == good {
+            // two flips of one byte cancelled out: nothing to test
+            std::fs::remove_dir_all(&d).unwrap();
+            return Ok(());
+        }
         prop_assert!(open_damaged(&d, &b, &good).is_err());
         std::fs::remove_dir_all(&d).unwrap();
     }
