@@ -21,8 +21,7 @@ fn scratch(tag: &str) -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap();
-    out
+    cmd.output().unwrap()
 }
 
 fn text(o: &Output) -> String {

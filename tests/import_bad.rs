@@ -225,6 +225,7 @@ fn feature_set_not_in_features_json() {
     std::fs::remove_dir_all(d).unwrap();
 }
 
+#[cfg(feature = "parquet")]
 #[test]
 fn parquet_bad_values_name_row_and_column() {
     fails(
@@ -248,6 +249,7 @@ fn parquet_bad_values_name_row_and_column() {
     );
 }
 
+#[cfg(feature = "parquet")]
 #[test]
 fn parquet_duplicate_ids_split_eras_missing_columns() {
     fails(
@@ -267,6 +269,7 @@ fn parquet_duplicate_ids_split_eras_missing_columns() {
     );
 }
 
+#[cfg(feature = "parquet")]
 #[test]
 fn truncated_and_garbage_parquet() {
     let d = tmpdir();
@@ -309,4 +312,14 @@ fn corrupt_store_is_refused_by_info_and_verify() {
         );
     }
     std::fs::remove_dir_all(d).unwrap();
+}
+
+#[cfg(not(feature = "parquet"))]
+#[test]
+fn parquet_without_the_feature_is_a_clear_error() {
+    fails(
+        &fixture("numerai_v5.parquet"),
+        &[],
+        &["numerai_v5.parquet", "\"parquet\" feature"],
+    );
 }

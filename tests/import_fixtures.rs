@@ -128,6 +128,7 @@ fn assert_matches(
     s.verify().unwrap();
 }
 
+#[cfg(feature = "parquet")]
 const ALL: [&str; 6] = [
     "feature_alpha",
     "feature_bravo",
@@ -137,6 +138,7 @@ const ALL: [&str; 6] = [
     "feature_foxtrot",
 ];
 
+#[cfg(feature = "parquet")]
 #[test]
 fn pyarrow_parquet_imports_every_value() {
     let d = tmpdir();
@@ -173,6 +175,7 @@ fn pyarrow_parquet_imports_every_value() {
     std::fs::remove_dir_all(d).unwrap();
 }
 
+#[cfg(feature = "parquet")]
 #[test]
 fn pandas_csv_imports_to_the_same_store_bytes() {
     let d = tmpdir();
@@ -193,6 +196,7 @@ fn pandas_csv_imports_to_the_same_store_bytes() {
     std::fs::remove_dir_all(d).unwrap();
 }
 
+#[cfg(feature = "parquet")]
 #[test]
 fn legacy_float_features_map_to_round_4v_and_nan_to_missing() {
     let d = tmpdir();
@@ -210,6 +214,7 @@ fn legacy_float_features_map_to_round_4v_and_nan_to_missing() {
     std::fs::remove_dir_all(d).unwrap();
 }
 
+#[cfg(feature = "parquet")]
 #[test]
 fn train_and_live_concatenate_with_a_feature_set() {
     let d = tmpdir();
@@ -278,6 +283,7 @@ fn data_type_keeps_only_matching_rows() {
     std::fs::remove_dir_all(d).unwrap();
 }
 
+#[cfg(feature = "parquet")]
 #[test]
 fn verify_flag_checks_a_store_and_catches_damage() {
     let d = tmpdir();
@@ -306,6 +312,7 @@ fn verify_flag_checks_a_store_and_catches_damage() {
     std::fs::remove_dir_all(d).unwrap();
 }
 
+#[cfg(feature = "parquet")]
 #[test]
 fn info_json_has_the_spec_keys() {
     let d = tmpdir();
@@ -344,4 +351,24 @@ fn info_json_has_the_spec_keys() {
     let (ok, text) = eraengine(&["info"]);
     assert!(ok && text.contains("cpu"), "{text}");
     std::fs::remove_dir_all(d).unwrap();
+}
+
+#[cfg(feature = "parquet")]
+#[test]
+fn one_numeric_column_with_ids_reads_like_pandas() {
+    let exp = expected("numerai_v5");
+    let (ids, vals) =
+        eraengine::data::pq::read_ids_and_values(&fixture("numerai_v5.parquet"), "target_aux")
+            .unwrap();
+    assert_eq!(ids.len(), exp["ids"].as_array().unwrap().len());
+    for (i, (id, v)) in ids.iter().zip(&vals).enumerate() {
+        assert_eq!(id, exp["ids"][i].as_str().unwrap());
+        match exp["targets"][i][1].as_f64() {
+            Some(w) => assert_eq!(*v, w),
+            None => assert!(v.is_nan()),
+        }
+    }
+    let e = eraengine::data::pq::read_ids_and_values(&fixture("numerai_v5.parquet"), "nope")
+        .unwrap_err();
+    assert!(e.to_string().contains("column nope"), "{e}");
 }

@@ -1,3 +1,8 @@
+#![allow(
+    clippy::too_many_arguments,
+    clippy::type_complexity,
+    clippy::needless_range_loop
+)]
 //! The whole model against a naive f64 oracle written straight from SPEC §3: forward values,
 //! every parameter's gradient against central finite differences, padding invariance, and the
 //! tape's rules (sum over paths, backward twice is an error).

@@ -52,7 +52,7 @@ fn eras_strategy(f: usize, t: usize) -> impl Strategy<Value = Vec<Era>> {
                 let mut out = Vec::new();
                 let mut row = 0;
                 for (e, &n) in sizes.iter().enumerate() {
-                    let ids = (row..row + n).map(|r| format!("{}{r}", tags[r])).collect();
+                    let ids = (row..row + n).map(|r| format!("{}-{r}", tags[r])).collect();
                     out.push(Era {
                         name: format!("{:04}", e + 1),
                         ids,
@@ -238,7 +238,11 @@ proptest! {
             let k = i.index(b.len());
             b[k] ^= x;
         }
-        prop_assume!(b != good);
+        if b == good {
+            // two flips of one byte cancelled out: nothing to test
+            std::fs::remove_dir_all(&d).unwrap();
+            return Ok(());
+        }
         prop_assert!(open_damaged(&d, &b, &good).is_err());
         std::fs::remove_dir_all(&d).unwrap();
     }
@@ -312,7 +316,8 @@ fn writer_refuses_bad_eras_and_leaves_nothing() {
     let out = d.join("o.store");
     let fnames = names("feature_", 2);
     let tnames = names("target_", 1);
-    let cases: Vec<(Vec<(&str, Vec<&str>, Vec<i8>, Vec<f32>)>, &str)> = vec![
+    type Case<'a> = (Vec<(&'a str, Vec<&'a str>, Vec<i8>, Vec<f32>)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec![("0001", vec!["a"], vec![0, 5], vec![0.5])],
             "feature value 5 outside 0..4",

@@ -16,6 +16,15 @@ pub fn run(args: &super::InfoArgs) -> Result<()> {
                     std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
                 ));
             }
+            use crate::data::import::{input_kind, InputKind};
+            let looks_like_data = p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+                || matches!(input_kind(p), Ok(InputKind::Parquet));
+            if looks_like_data {
+                return Err(Error::usage(format!(
+                    "{}: a parquet/CSV file, not an era store or a checkpoint (import it with `eraengine import`)",
+                    p.display()
+                )));
+            }
             let ck = crate::checkpoint::Checkpoint::load(p)?;
             if args.json {
                 println!("{}", ck.info_json());

@@ -71,8 +71,10 @@ enum Col {
 
 /// One batch of one column, nulls as `None`.
 enum Vals {
-    Int(Vec<Option<i64>>),
-    Float(Vec<Option<f64>>),
+    I32(Vec<Option<i32>>),
+    I64(Vec<Option<i64>>),
+    F32(Vec<Option<f32>>),
+    F64(Vec<Option<f64>>),
     Str(Vec<Option<ByteArray>>),
 }
 
@@ -127,32 +129,19 @@ impl Col {
     }
 
     fn read(&mut self, n: usize, max_def: i16) -> parquet::errors::Result<Vals> {
+        macro_rules! typed {
+            ($r:expr, $variant:ident) => {{
+                let mut v = Vec::with_capacity(n);
+                read_typed($r, n, max_def, &mut v)?;
+                Vals::$variant(v)
+            }};
+        }
         Ok(match self {
-            Col::I32(r) => {
-                let mut v = Vec::with_capacity(n);
-                read_typed(r, n, max_def, &mut v)?;
-                Vals::Int(v.into_iter().map(|x| x.map(i64::from)).collect())
-            }
-            Col::I64(r) => {
-                let mut v = Vec::with_capacity(n);
-                read_typed(r, n, max_def, &mut v)?;
-                Vals::Int(v)
-            }
-            Col::F32(r) => {
-                let mut v = Vec::with_capacity(n);
-                read_typed(r, n, max_def, &mut v)?;
-                Vals::Float(v.into_iter().map(|x| x.map(f64::from)).collect())
-            }
-            Col::F64(r) => {
-                let mut v = Vec::with_capacity(n);
-                read_typed(r, n, max_def, &mut v)?;
-                Vals::Float(v)
-            }
-            Col::Bytes(r) => {
-                let mut v = Vec::with_capacity(n);
-                read_typed(r, n, max_def, &mut v)?;
-                Vals::Str(v)
-            }
+            Col::I32(r) => typed!(r, I32),
+            Col::I64(r) => typed!(r, I64),
+            Col::F32(r) => typed!(r, F32),
+            Col::F64(r) => typed!(r, F64),
+            Col::Bytes(r) => typed!(r, Str),
         })
     }
 }
@@ -160,15 +149,99 @@ impl Col {
 impl Vals {
     fn len(&self) -> usize {
         match self {
-            Vals::Int(v) => v.len(),
-            Vals::Float(v) => v.len(),
+            Vals::I32(v) => v.len(),
+            Vals::I64(v) => v.len(),
+            Vals::F32(v) => v.len(),
+            Vals::F64(v) => v.len(),
             Vals::Str(v) => v.len(),
         }
     }
+
+    /// Value `i` as a number (integers exactly, floats widened); `Err` for text.
+    fn number(&self, i: usize) -> std::result::Result<Option<Num>, ()> {
+        Ok(match self {
+            Vals::I32(v) => v[i].map(|x| Num::Int(i64::from(x))),
+            Vals::I64(v) => v[i].map(Num::Int),
+            Vals::F32(v) => v[i].map(|x| Num::Float(f64::from(x))),
+            Vals::F64(v) => v[i].map(Num::Float),
+            Vals::Str(_) => return Err(()),
+        })
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Num {
+    Int(i64),
+    Float(f64),
+}
+
+/// Column `j` of a batch into row-major `out[i * stride + j]` as feature codes, for the rows `keep`
+/// accepts. One type dispatch per column; the loop per type is tight.
+fn features_into(
+    v: &Vals,
+    keep: &[bool],
+    out: &mut [i8],
+    stride: usize,
+    j: usize,
+    mut err: impl FnMut(usize, Num) -> Error,
+) -> Result<()> {
+    macro_rules! ints {
+        ($x:expr) => {
+            for (i, o) in $x.iter().enumerate() {
+                if keep[i] {
+                    out[i * stride + j] = match *o {
+                        None => MISSING,
+                        Some(v) if (0..=4).contains(&v) => v as i8,
+                        Some(v) => return Err(err(i, Num::Int(v as i64))),
+                    };
+                }
+            }
+        };
+    }
+    macro_rules! floats {
+        ($x:expr) => {
+            for (i, o) in $x.iter().enumerate() {
+                if keep[i] {
+                    out[i * stride + j] = match *o {
+                        None => MISSING,
+                        Some(v) => {
+                            let v = f64::from(v);
+                            let s = 4.0 * v;
+                            let r = s.round();
+                            if v.is_nan() {
+                                MISSING
+                            } else if (s - r).abs() <= 1e-6 && (0.0..=4.0).contains(&r) {
+                                r as i8
+                            } else {
+                                return Err(err(i, Num::Float(v)));
+                            }
+                        }
+                    };
+                }
+            }
+        };
+    }
+    match v {
+        Vals::I32(x) => ints!(x),
+        Vals::I64(x) => ints!(x),
+        Vals::F32(x) => floats!(x),
+        Vals::F64(x) => floats!(x),
+        Vals::Str(_) => return Err(err(0, Num::Int(0))),
+    }
+    Ok(())
 }
 
 /// A string-ish column value (id, era, data_type): UTF-8 bytes, or an integer printed.
 fn text(v: &Vals, i: usize, era_pad: bool) -> std::result::Result<Option<String>, String> {
+    let int = |x: Option<i64>| {
+        x.map(|x| {
+            if era_pad {
+                format!("{x:04}")
+            } else {
+                x.to_string()
+            }
+        })
+    };
     match v {
         Vals::Str(s) => match &s[i] {
             None => Ok(None),
@@ -176,14 +249,9 @@ fn text(v: &Vals, i: usize, era_pad: bool) -> std::result::Result<Option<String>
                 .map(|x| Some(x.to_string()))
                 .map_err(|_| "not valid UTF-8".to_string()),
         },
-        Vals::Int(s) => Ok(s[i].map(|x| {
-            if era_pad {
-                format!("{x:04}")
-            } else {
-                x.to_string()
-            }
-        })),
-        Vals::Float(_) => Err("a float column where text was expected".to_string()),
+        Vals::I32(s) => Ok(int(s[i].map(i64::from))),
+        Vals::I64(s) => Ok(int(s[i])),
+        _ => Err("a float column where text was expected".to_string()),
     }
 }
 
@@ -248,8 +316,7 @@ fn read_inner(
         .checked_div(nf + nt + 3)
         .unwrap_or(4096)
         .clamp(256, 65536);
-    let mut fv = vec![0i8; nf];
-    let mut tv = vec![0f32; nt];
+    let (mut keep, mut fb, mut tb) = (Vec::new(), Vec::new(), Vec::new());
     let mut file_row = 0u64;
     for g in 0..reader.num_row_groups() {
         let rg = reader
@@ -287,72 +354,164 @@ fn read_inner(
                 vals.push(v);
             }
             let (id_v, era_v) = (&vals[0], &vals[1]);
-            let dt_v = map.data_type.map(|_| &vals[2]);
             let f0 = if map.data_type.is_some() { 3 } else { 2 };
-            for i in 0..n {
-                let row = file_row + (done + i) as u64;
-                let at = |c: usize| format!("row {row}, column {}", names[c]);
-                sink.rows_read += 1;
-                if let (Some(want), Some(dv)) = (data_type, dt_v) {
-                    let c = map.data_type.unwrap_or(0);
-                    let got = text(dv, i, false).map_err(|m| Error::format(path, at(c), m))?;
-                    if got.as_deref() != Some(want) {
-                        continue;
+            let first = file_row + done as u64;
+            let at = |i: usize, c: usize| format!("row {}, column {}", first + i as u64, names[c]);
+            // which rows pass the data_type filter
+            keep.clear();
+            keep.resize(n, true);
+            if let (Some(want), Some(c)) = (data_type, map.data_type) {
+                for (i, k) in keep.iter_mut().enumerate() {
+                    let got =
+                        text(&vals[2], i, false).map_err(|m| Error::format(path, at(i, c), m))?;
+                    *k = got.as_deref() == Some(want);
+                }
+            }
+            // features and targets column by column into row-major batch buffers
+            fb.clear();
+            fb.resize(n * nf, 0);
+            for j in 0..nf {
+                let c = map.features[j];
+                features_into(&vals[f0 + j], &keep, &mut fb, nf, j, |i, v| match v {
+                    _ if matches!(vals[f0 + j], Vals::Str(_)) => Error::format(
+                        path,
+                        format!("column {}", names[c]),
+                        "a text feature column",
+                    ),
+                    Num::Int(v) => {
+                        feature_from_int(v, path, || at(i, c))
+                            .err()
+                            .unwrap_or_else(|| {
+                                Error::format(path, at(i, c), format!("feature value {v}"))
+                            })
                     }
+                    Num::Float(v) => feature_from_float(v, path, || at(i, c))
+                        .err()
+                        .unwrap_or_else(|| {
+                            Error::format(path, at(i, c), format!("feature value {v}"))
+                        }),
+                })?;
+            }
+            tb.clear();
+            tb.resize(n * nt, f32::NAN);
+            let mut k = f0 + nf;
+            for (j, tc) in map.targets.iter().enumerate() {
+                let Some(c) = *tc else { continue };
+                let v = &vals[k];
+                k += 1;
+                for i in (0..n).filter(|&i| keep[i]) {
+                    tb[i * nt + j] = match v.number(i) {
+                        Err(()) => {
+                            return Err(Error::format(
+                                path,
+                                format!("column {}", names[c]),
+                                "a text target column",
+                            ))
+                        }
+                        Ok(None) => f32::NAN,
+                        Ok(Some(Num::Int(x))) => x as f32,
+                        Ok(Some(Num::Float(x))) => target_value(x, path, || at(i, c))?,
+                    };
+                }
+            }
+            for i in 0..n {
+                sink.rows_read += 1;
+                if !keep[i] {
+                    continue;
                 }
                 let id = text(id_v, i, false)
-                    .map_err(|m| Error::format(path, at(map.id), m))?
-                    .ok_or_else(|| Error::format(path, at(map.id), "missing id"))?;
+                    .map_err(|m| Error::format(path, at(i, map.id), m))?
+                    .ok_or_else(|| Error::format(path, at(i, map.id), "missing id"))?;
                 let era = text(era_v, i, true)
-                    .map_err(|m| Error::format(path, at(map.era), m))?
+                    .map_err(|m| Error::format(path, at(i, map.era), m))?
                     .filter(|e| !e.is_empty())
-                    .ok_or_else(|| Error::format(path, at(map.era), "missing era"))?;
-                for (j, v) in fv.iter_mut().enumerate() {
-                    let c = map.features[j];
-                    *v = match &vals[f0 + j] {
-                        Vals::Int(x) => match x[i] {
-                            Some(x) => feature_from_int(x, path, || at(c))?,
-                            None => MISSING,
-                        },
-                        Vals::Float(x) => match x[i] {
-                            Some(x) => feature_from_float(x, path, || at(c))?,
-                            None => MISSING,
-                        },
-                        Vals::Str(_) => {
-                            return Err(Error::format(path, at(c), "a text feature column"))
-                        }
-                    };
-                }
-                let mut k = f0 + nf;
-                for (j, v) in tv.iter_mut().enumerate() {
-                    *v = match map.targets[j] {
-                        None => f32::NAN,
-                        Some(c) => {
-                            let val = &vals[k];
-                            k += 1;
-                            match val {
-                                Vals::Int(x) => match x[i] {
-                                    Some(x) => x as f32,
-                                    None => f32::NAN,
-                                },
-                                Vals::Float(x) => match x[i] {
-                                    Some(x) => target_value(x, path, || at(c))?,
-                                    None => f32::NAN,
-                                },
-                                Vals::Str(_) => {
-                                    return Err(Error::format(path, at(c), "a text target column"))
-                                }
-                            }
-                        }
-                    };
-                }
-                sink.push_row(path, || format!("row {row}"), &id, &era, &fv, &tv)?;
+                    .ok_or_else(|| Error::format(path, at(i, map.era), "missing era"))?;
+                let row = first + i as u64;
+                sink.push_row(
+                    path,
+                    || format!("row {row}"),
+                    &id,
+                    &era,
+                    &fb[i * nf..(i + 1) * nf],
+                    &tb[i * nt..(i + 1) * nt],
+                )?;
             }
             done += n;
         }
         file_row += rows as u64;
     }
     Ok(())
+}
+
+/// The id column and one numeric column of a parquet file (e.g. `numerai_meta_model` in
+/// `meta_model.parquet`, for `eval --meta-model`): ids and values in file order, null → NaN.
+pub fn read_ids_and_values(path: &Path, column: &str) -> Result<(Vec<String>, Vec<f64>)> {
+    guarded(path, || {
+        let reader = open(path)?;
+        let schema = reader.metadata().file_metadata().schema_descr_ptr();
+        let names: Vec<String> = (0..schema.num_columns())
+            .map(|i| schema.column(i).name().to_string())
+            .collect();
+        let id = names
+            .iter()
+            .position(|c| c == "id")
+            .or_else(|| names.iter().position(|c| c == "__index_level_0__"))
+            .ok_or_else(|| Error::format(path, "columns", "no id column"))?;
+        let vc = names
+            .iter()
+            .position(|c| c == column)
+            .ok_or_else(|| Error::format(path, format!("column {column}"), "column not found"))?;
+        let (mut ids, mut vals) = (Vec::new(), Vec::new());
+        let mut file_row = 0u64;
+        for g in 0..reader.num_row_groups() {
+            let rg = reader
+                .get_row_group(g)
+                .map_err(|e| pq_err(path, format!("row group {g}"), e))?;
+            let rows = rg.metadata().num_rows().max(0) as usize;
+            let read = |c: usize| -> Result<Vals> {
+                let r = rg
+                    .get_column_reader(c)
+                    .map_err(|e| pq_err(path, format!("row group {g}, column {}", names[c]), e))?;
+                let mut col = Col::new(r).ok_or_else(|| {
+                    Error::format(path, format!("column {}", names[c]), "unsupported type")
+                })?;
+                let v = col
+                    .read(rows, schema.column(c).max_def_level())
+                    .map_err(|e| pq_err(path, format!("row group {g}, column {}", names[c]), e))?;
+                if v.len() != rows {
+                    return Err(Error::format(
+                        path,
+                        format!("row group {g}, column {}", names[c]),
+                        format!("{} values for {rows} rows", v.len()),
+                    ));
+                }
+                Ok(v)
+            };
+            let (iv, vv) = (read(id)?, read(vc)?);
+            for i in 0..rows {
+                let at = || format!("row {}, column {}", file_row + i as u64, names[id]);
+                ids.push(
+                    text(&iv, i, false)
+                        .map_err(|m| Error::format(path, at(), m))?
+                        .ok_or_else(|| Error::format(path, at(), "missing id"))?,
+                );
+                vals.push(match vv.number(i) {
+                    Ok(Some(Num::Int(x))) => x as f64,
+                    Ok(Some(Num::Float(x))) => x,
+                    Ok(None) => f64::NAN,
+                    Err(()) => {
+                        return Err(Error::format(
+                            path,
+                            format!("column {column}"),
+                            "a text column where numbers were expected",
+                        ))
+                    }
+                });
+            }
+            file_row += rows as u64;
+        }
+        Ok((ids, vals))
+    })
 }
 
 /// Rows for a Numerai-schema parquet file.

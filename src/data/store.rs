@@ -126,20 +126,21 @@ pub struct Store {
     id_bytes: (usize, usize),
 }
 
-/// The ids of a run of rows: offsets into a validated UTF-8 blob.
+/// The ids of a run of rows: offsets into a UTF-8 blob validated at open.
 #[derive(Clone, Copy, Debug)]
 pub struct Ids<'a> {
     offsets: &'a [u64],
-    bytes: &'a str,
+    bytes: &'a [u8],
 }
 
 impl<'a> Ids<'a> {
     /// Id of row `row` of this run (panics if `row` is out of range, like slice indexing).
     pub fn get(&self, row: usize) -> &'a str {
-        // offsets are validated at open: non-decreasing, within the blob, on char boundaries
+        // offsets are validated at open: non-decreasing, within the blob, on char boundaries,
+        // so this never fails; the per-id UTF-8 check costs O(id length)
         let a = self.offsets[row] as usize;
         let b = self.offsets[row + 1] as usize;
-        &self.bytes[a..b]
+        std::str::from_utf8(&self.bytes[a..b]).unwrap_or("")
     }
     pub fn len(&self) -> usize {
         self.offsets.len().saturating_sub(1)
@@ -242,7 +243,7 @@ fn parse_strings<'a>(
 fn owned_strings(offsets: &[u64], blob: &str) -> Vec<String> {
     let ids = Ids {
         offsets,
-        bytes: blob,
+        bytes: blob.as_bytes(),
     };
     (0..ids.len()).map(|i| ids.get(i).to_string()).collect()
 }
@@ -342,7 +343,7 @@ impl Store {
             let offset = rd_u64(b, at + 8);
             let len = rd_u64(b, at + 16);
             let end = offset.checked_add(len);
-            if offset % ALIGN != 0 || offset < HEADER_LEN as u64 {
+            if !offset.is_multiple_of(ALIGN) || offset < HEADER_LEN as u64 {
                 return Err(Error::format(
                     path,
                     section_name(kind),
@@ -426,7 +427,7 @@ impl Store {
         let mut seen: HashMap<&str, usize> = HashMap::with_capacity(n_eras);
         let era_names = Ids {
             offsets: eo,
-            bytes: eb,
+            bytes: eb.as_bytes(),
         };
         for i in 0..n_eras {
             let first = rd_u64(et, 16 * i);
@@ -576,9 +577,10 @@ impl Store {
     /// All row ids.
     pub fn ids(&self) -> Ids<'_> {
         let offsets: &[u64] = bytemuck::try_cast_slice(self.bytes(self.id_offsets)).unwrap_or(&[0]);
-        // validated in open
-        let bytes = std::str::from_utf8(self.bytes(self.id_bytes)).unwrap_or("");
-        Ids { offsets, bytes }
+        Ids {
+            offsets,
+            bytes: self.bytes(self.id_bytes),
+        }
     }
     /// Id of row `row` of the store.
     pub fn id(&self, row: usize) -> &str {
@@ -644,24 +646,25 @@ impl Store {
             ));
         }
         for (i, era) in self.eras().enumerate() {
-            let mut missing_f = 0u64;
-            for (k, &v) in era.features.iter().enumerate() {
-                if v == MISSING {
-                    missing_f += 1;
-                } else if !(0..=4).contains(&v) {
-                    let (r, c) = (k / era.n_features, k % era.n_features);
-                    return Err(Error::format(
-                        &self.path,
-                        format!(
-                            "{}, row {} (era {}), column {}",
-                            section_name(SEC_FEATURES),
-                            era.first_row + r,
-                            era.name,
-                            self.feature_names[c]
-                        ),
-                        format!("feature value {v} outside 0..4"),
-                    ));
-                }
+            let (missing_f, bad) = count_codes(era.features);
+            if bad > 0 {
+                let k = era
+                    .features
+                    .iter()
+                    .position(|v| !(MISSING..=4).contains(v))
+                    .unwrap_or(0);
+                let (r, c) = (k / era.n_features, k % era.n_features);
+                return Err(Error::format(
+                    &self.path,
+                    format!(
+                        "{}, row {} (era {}), column {}",
+                        section_name(SEC_FEATURES),
+                        era.first_row + r,
+                        era.name,
+                        self.feature_names[c]
+                    ),
+                    format!("feature value {} outside 0..4", era.features[k]),
+                ));
             }
             let mut missing_t = vec![0u64; era.n_targets];
             for (k, &v) in era.targets.iter().enumerate() {
@@ -724,6 +727,23 @@ impl Store {
             "data_checksum": format!("{:016x}", self.data_checksum),
         })
     }
+}
+
+/// (missing values, values outside 0..4 that are not `MISSING`) in a feature slice. Branch-free so
+/// that it vectorizes: this runs over every byte on write and on verify.
+fn count_codes(features: &[i8]) -> (u64, u64) {
+    let (mut missing, mut bad) = (0u64, 0u64);
+    for chunk in features.chunks(1 << 16) {
+        let (mut m, mut b) = (0u32, 0u32);
+        for &v in chunk {
+            m += u32::from(v == MISSING);
+            // v ∈ -1..=4  ⇔  (v + 1) as u8 ≤ 5
+            b += u32::from((v as u8).wrapping_add(1) > 5);
+        }
+        missing += u64::from(m);
+        bad += u64::from(b);
+    }
+    (missing, bad)
 }
 
 /// True if the file at `path` starts with the store magic.
@@ -985,20 +1005,20 @@ impl StoreWriter {
                 ),
             ));
         }
-        let mut missing_f = 0u64;
-        for (k, &v) in features.iter().enumerate() {
-            if v == MISSING {
-                missing_f += 1;
-            } else if !(0..=4).contains(&v) {
-                return Err(self.err(
-                    format!(
-                        "row {} of era {name}, column {}",
-                        k / f,
-                        self.feature_names[k % f]
-                    ),
-                    format!("feature value {v} outside 0..4"),
-                ));
-            }
+        let (missing_f, bad) = count_codes(features);
+        if bad > 0 {
+            let k = features
+                .iter()
+                .position(|v| !(MISSING..=4).contains(v))
+                .unwrap_or(0);
+            return Err(self.err(
+                format!(
+                    "row {} of era {name}, column {}",
+                    k / f,
+                    self.feature_names[k % f]
+                ),
+                format!("feature value {} outside 0..4", features[k]),
+            ));
         }
         let mut missing_t = vec![0u64; t];
         for (k, &v) in targets.iter().enumerate() {
