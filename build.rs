@@ -252,6 +252,8 @@ fn compile_nvrtc(
     let (major, minor) = lib.version()?;
     let ptx_dir = env::var("ERAENGINE_PTX_DIR").ok().map(PathBuf::from);
     if let Some(d) = &ptx_dir {
+        // A deleted PTX directory makes cargo run this script again (the gate deletes it first).
+        println!("cargo:rerun-if-changed={}", d.display());
         fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
         write(
             &d.join("nvrtc_version.txt"),
