@@ -262,6 +262,7 @@ pub fn run<B: Backend>(dev: &B, cfg: Config, n: usize, reps: usize) -> Result<Be
         out: None,
         grads_out: None,
         quiet: true,
+        resume: None,
     };
     let mut step = 0u64;
     let step_ms = time_ms(reps, || {

@@ -121,6 +121,42 @@ impl<B: Backend> Adam<B> {
         })
     }
 
+    /// Moments and step restored from a saved state (same parameter order).
+    pub fn from_state(
+        dev: &B,
+        m: &HostTensors,
+        v: &HostTensors,
+        step: u32,
+        lr: f32,
+        weight_decay: f32,
+    ) -> Result<Self> {
+        Ok(Adam {
+            m: m.iter()
+                .map(|(_, _, d)| dev.upload(d))
+                .collect::<Result<_>>()?,
+            v: v.iter()
+                .map(|(_, _, d)| dev.upload(d))
+                .collect::<Result<_>>()?,
+            step,
+            lr,
+            weight_decay,
+        })
+    }
+
+    /// Moments on the host, named like the parameters.
+    pub fn to_host(&self, dev: &B, params: &Params<B>) -> Result<(HostTensors, HostTensors)> {
+        let get = |bufs: &Vec<B::Buf>| -> Result<HostTensors> {
+            params
+                .names
+                .iter()
+                .zip(&params.shapes)
+                .zip(bufs)
+                .map(|((n, s), b)| Ok((n.clone(), s.clone(), dev.download(b)?)))
+                .collect()
+        };
+        Ok((get(&self.m)?, get(&self.v)?))
+    }
+
     /// One update of every parameter with gradients multiplied by `grad_scale`.
     pub fn update(&mut self, dev: &B, params: &mut Params<B>, grad_scale: f32) -> Result<()> {
         self.step += 1;

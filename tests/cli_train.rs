@@ -465,3 +465,63 @@ fn parquet_import_train_predict_and_walk_forward() {
     let n = std::fs::read_to_string(&sub).unwrap().lines().count() - 1;
     assert_eq!(n, Store::open(&live).unwrap().n_rows());
 }
+
+#[test]
+fn a_killed_run_resumes_exactly_where_it_stopped() {
+    let t = trained();
+    let dir = scratch("resume");
+    let small = [
+        "--d-model",
+        "16",
+        "--heads",
+        "2",
+        "--layers",
+        "1",
+        "--quiet",
+        "--patience",
+        "0",
+    ];
+    let full = dir.join("full.safetensors");
+    let o = run(bin()
+        .env("ERAENGINE_CACHE", t.dir.join("cache"))
+        .arg("train")
+        .args(small)
+        .args(["--epochs", "3", "--out"])
+        .arg(&full));
+    assert!(o.status.success(), "{}", text(&o));
+    // The same run stopped after 2 epochs, then resumed to 3.
+    let part = dir.join("part.safetensors");
+    let o = run(bin()
+        .env("ERAENGINE_CACHE", t.dir.join("cache"))
+        .arg("train")
+        .args(small)
+        .args(["--epochs", "2", "--out"])
+        .arg(&part));
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(bin()
+        .env("ERAENGINE_CACHE", t.dir.join("cache"))
+        .arg("train")
+        .args(small)
+        .args(["--epochs", "3", "--resume", "--out"])
+        .arg(&part));
+    assert!(o.status.success(), "{}", text(&o));
+    let a = std::fs::read(dir.join("full.last.safetensors")).unwrap();
+    let b = std::fs::read(dir.join("part.last.safetensors")).unwrap();
+    assert!(a == b, "resumed weights differ from an uninterrupted run");
+    let a = std::fs::read(dir.join("full.last.optim.safetensors")).unwrap();
+    let b = std::fs::read(dir.join("part.last.optim.safetensors")).unwrap();
+    assert!(
+        a == b,
+        "resumed optimizer state differs from an uninterrupted run"
+    );
+    // Nothing to resume is a clear error.
+    let o = run(bin()
+        .env("ERAENGINE_CACHE", t.dir.join("cache"))
+        .args(["train", "--resume", "--out"])
+        .arg(dir.join("none.safetensors")));
+    assert!(
+        !o.status.success() && text(&o).contains("none.last.safetensors"),
+        "{}",
+        text(&o)
+    );
+}

@@ -125,6 +125,13 @@ pub struct TrainArgs {
     /// Global-norm gradient clipping (0 = off)
     #[arg(long)]
     pub clip: Option<f32>,
+    /// Continue the run that writes --out from its last completed epoch (NAME.last.safetensors
+    /// and NAME.last.optim.safetensors beside it); run the same command again with --resume
+    #[arg(long)]
+    pub resume: bool,
+    /// Epochs over which the gate threshold ramps linearly from 0 to --threshold
+    #[arg(long = "threshold-warmup")]
+    pub threshold_warmup: Option<usize>,
     /// Write the last step's gradients as safetensors
     #[arg(long = "grads-out")]
     pub grads_out: Option<PathBuf>,

@@ -103,9 +103,35 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         Some(p) => Some(Store::open(p)?),
         None => None,
     };
-    let init = match &a.init {
-        Some(p) => Some(Checkpoint::load(p)?),
-        None => None,
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("model.safetensors"));
+    let (init, resume) = if a.resume {
+        if a.init.is_some() {
+            return Err(Error::usage(
+                "--resume continues a run from its own last state; drop --init",
+            ));
+        }
+        let last = crate::train::resume::last_path(&out);
+        if !last.exists() {
+            return Err(Error::usage(format!(
+                "--resume: {} does not exist (a run with --out {} writes it after every epoch)",
+                last.display(),
+                out.display()
+            )));
+        }
+        let ck = Checkpoint::load(&last)?;
+        let st = crate::train::resume::OptimState::load(
+            &crate::train::resume::optim_path(&last),
+            &crate::model::param_specs(&ck.config),
+        )?;
+        (Some(ck), Some(st))
+    } else {
+        match &a.init {
+            Some(p) => (Some(Checkpoint::load(p)?), None),
+            None => (None, None),
+        }
     };
     let cfg = match &init {
         Some(ck) => {
@@ -147,10 +173,11 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         clip: a.clip.unwrap_or(1.0),
         max_steps: a.max_steps,
         patience: a.patience.unwrap_or(6),
-        threshold_warmup: 0,
+        threshold_warmup: a.threshold_warmup.unwrap_or(0),
         out: Some(out.clone()),
         grads_out: a.grads_out.clone(),
         quiet: a.quiet,
+        resume,
     };
     check_train_options(&opts)?;
     if !a.quiet {

@@ -60,6 +60,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         out: a.out.clone(),
         grads_out: None,
         quiet: a.quiet,
+        resume: None,
     };
     super::train::check_train_options(&opts)?;
     let dev = super::device::cpu();

@@ -2,6 +2,7 @@
 //! keeps the best checkpoint. Generic over the device; it never branches on which one it runs on.
 
 pub mod era;
+pub mod resume;
 
 use crate::checkpoint::Checkpoint;
 use crate::data::store::Store;
@@ -32,6 +33,8 @@ pub struct TrainOptions {
     pub out: Option<PathBuf>,
     pub grads_out: Option<PathBuf>,
     pub quiet: bool,
+    /// Continue a killed run from its last state (weights come in `init`).
+    pub resume: Option<resume::OptimState>,
 }
 
 /// Validation summary over eras with a score.
@@ -181,7 +184,10 @@ pub fn train<B: Backend>(
         features: features.clone(),
         targets: targets.clone(),
     };
-    let mut adam = Adam::new(dev, &m.params, opts.lr, opts.weight_decay)?;
+    let mut adam = match &opts.resume {
+        Some(st) => Adam::from_state(dev, &st.m, &st.v, st.adam_step, opts.lr, opts.weight_decay)?,
+        None => Adam::new(dev, &m.params, opts.lr, opts.weight_decay)?,
+    };
     let train_map = ColumnMap::identity(train);
     let valid_map = match valid {
         Some(v) => Some(ColumnMap::for_model(v, &features, &targets)?),
@@ -192,15 +198,47 @@ pub fn train<B: Backend>(
     let mut best: Option<(usize, ValidScore, Checkpoint)> = None;
     let mut since_best = 0usize;
     let mut step: u64 = 0;
+    let mut first_epoch = 1;
+    if let Some(st) = &opts.resume {
+        step = st.global_step;
+        first_epoch = st.epoch + 1;
+        since_best = st.since_best;
+        if let (Some(e), Some(c)) = (st.best_epoch, st.best_corr) {
+            // The best checkpoint so far is the one at --out; keep it unless beaten.
+            let ck = match &opts.out {
+                Some(p) if p.exists() => Checkpoint::load(p)?,
+                _ => m.to_checkpoint(dev)?,
+            };
+            let score = ValidScore {
+                mean: c,
+                ..ValidScore::default()
+            };
+            best = Some((e, score, ck));
+        }
+        if !opts.quiet {
+            eprintln!(
+                "resuming after epoch {} (step {})",
+                st.epoch, st.global_step
+            );
+        }
+    }
     let mut order: Vec<usize> = (0..train.n_eras()).collect();
-    let mut rng = Rng::new(opts.seed, 0x5EED);
     let tty = std::io::stderr().is_terminal();
-    'epochs: for epoch in 1..=opts.epochs {
+    'epochs: for epoch in first_epoch..=opts.epochs {
+        // The era order of an epoch depends only on the seed and the epoch (so a resumed run
+        // sees the same order as an uninterrupted one).
+        let mut rng = Rng::new(
+            opts.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            0x5EED,
+        );
         if opts.threshold_warmup > 0 {
             let frac = (epoch as f32 / opts.threshold_warmup as f32).min(1.0);
             m.model.cfg.threshold = target_tau * frac;
         }
-        // Fisher–Yates shuffle of the era order, seeded.
+        // Fisher–Yates shuffle of the era order, from the identity each epoch.
+        for (i, o) in order.iter_mut().enumerate() {
+            *o = i;
+        }
         for i in (1..order.len()).rev() {
             let j = (rng.next_u32() as usize) % (i + 1);
             order.swap(i, j);
@@ -300,6 +338,9 @@ pub fn train<B: Backend>(
                 break;
             }
         }
+        if let Some(out) = &opts.out {
+            save_last(dev, &m, &adam, out, epoch, step, &best, since_best)?;
+        }
         if opts.max_steps.is_some_and(|ms| step >= ms) {
             break;
         }
@@ -326,6 +367,34 @@ pub fn train<B: Backend>(
         best: best_score,
         checkpoint,
     })
+}
+
+/// Writes the last-epoch weights and optimizer state beside `out` (for `--resume`).
+#[allow(clippy::too_many_arguments)]
+fn save_last<B: Backend>(
+    dev: &B,
+    m: &Trained<B>,
+    adam: &Adam<B>,
+    out: &std::path::Path,
+    epoch: usize,
+    step: u64,
+    best: &Option<(usize, ValidScore, Checkpoint)>,
+    since_best: usize,
+) -> Result<()> {
+    let last = resume::last_path(out);
+    m.to_checkpoint(dev)?.save(&last)?;
+    let (mm, vv) = adam.to_host(dev, &m.params)?;
+    resume::OptimState {
+        m: mm,
+        v: vv,
+        adam_step: adam.step,
+        global_step: step,
+        epoch,
+        best_epoch: best.as_ref().map(|b| b.0),
+        best_corr: best.as_ref().map(|b| b.1.mean),
+        since_best,
+    }
+    .save(&resume::optim_path(&last))
 }
 
 fn format_report(r: &EpochReport, epochs: usize, n_features: usize) -> String {
