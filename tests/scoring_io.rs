@@ -318,8 +318,11 @@ fn write_atomic_replaces_the_file_and_leaves_no_temp() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names.len(), 1, "{names:?}");
-    let err = write_atomic(&d.join("no/such/dir/x.svg"), b"x")
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("no/such/dir"), "{err}");
+    // Missing parent folders are created; nothing but the file is left there.
+    write_atomic(&d.join("new/sub/x.svg"), b"x").unwrap();
+    assert_eq!(std::fs::read(d.join("new/sub/x.svg")).unwrap(), b"x");
+    assert_eq!(std::fs::read_dir(d.join("new/sub")).unwrap().count(), 1);
+    // A parent that is a file is an error naming the path.
+    let err = write_atomic(&p.join("x.svg"), b"x").unwrap_err().to_string();
+    assert!(err.contains("out.json"), "{err}");
 }
