@@ -323,6 +323,8 @@ fn write_atomic_replaces_the_file_and_leaves_no_temp() {
     assert_eq!(std::fs::read(d.join("new/sub/x.svg")).unwrap(), b"x");
     assert_eq!(std::fs::read_dir(d.join("new/sub")).unwrap().count(), 1);
     // A parent that is a file is an error naming the path.
-    let err = write_atomic(&p.join("x.svg"), b"x").unwrap_err().to_string();
+    let err = write_atomic(&p.join("x.svg"), b"x")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("out.json"), "{err}");
 }
