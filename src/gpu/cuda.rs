@@ -78,6 +78,23 @@ pub fn cuda_info() -> String {
     }
 }
 
+/// A module that does not load; PTX newer than the driver gets its own explanation.
+fn module_error(module: &str, e: impl std::fmt::Debug) -> Error {
+    let raw = format!("{e:?}");
+    if raw.contains("UNSUPPORTED_PTX_VERSION") || raw.contains("INVALID_PTX") {
+        let driver = match probe() {
+            Ok(d) => d.clone(),
+            Err(e) => e.clone(),
+        };
+        Error::device(format!(
+            "cuda: module {module}: the embedded PTX was made by NVRTC {} and is newer than this driver ({driver}); update the NVIDIA driver, or rebuild eraengine with ERAENGINE_NVRTC_LIB pointing at an NVRTC no newer than the driver ({raw})",
+            NVRTC_BUILD_VERSION.unwrap_or("(run time)")
+        ))
+    } else {
+        derr(&format!("loading module {module}"), e)
+    }
+}
+
 fn derr(what: &str, e: impl std::fmt::Debug) -> Error {
     Error::device(format!("cuda: {what}: {e:?}"))
 }
@@ -197,7 +214,7 @@ impl CudaLauncher {
                     let m = self
                         .ctx
                         .load_module(self.image(module)?)
-                        .map_err(|e| derr(&format!("loading module {module}"), e))?;
+                        .map_err(|e| module_error(module, e))?;
                     mods.insert(module, m.clone());
                     m
                 }
