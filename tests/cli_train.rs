@@ -237,6 +237,21 @@ fn predict_writes_a_valid_submission_and_eval_scores_it() {
     }
     assert!(v["mean"].as_f64().unwrap() > 0.0);
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+    // --no-fnc: the same scores without the feature-neutral corr.
+    let js2 = dir.join("scores_nofnc.json");
+    let o = run(bin()
+        .args(["eval", "--quiet", "--no-fnc", "--predictions"])
+        .arg(&out)
+        .arg("--data")
+        .arg(&valid)
+        .arg("--json")
+        .arg(&js2));
+    assert!(o.status.success(), "{}", text(&o));
+    let v2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&js2).unwrap()).unwrap();
+    assert_eq!(v2["mean"], v["mean"]);
+    assert_eq!(v2["feature_exposure"], v["feature_exposure"]);
+    assert!(v2["fnc_mean"].is_null() && v["fnc_mean"].is_f64());
     // raw output is the model output, not ranks
     let raw = dir.join("raw.csv");
     let o = run(bin()

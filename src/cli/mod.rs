@@ -211,6 +211,9 @@ pub struct EvalArgs {
     /// Target to score against (default: target 0 of the store)
     #[arg(long)]
     pub target: Option<String>,
+    /// Skip the feature-neutral corr (a least-squares fit per era over every feature)
+    #[arg(long = "no-fnc")]
+    pub no_fnc: bool,
     #[arg(long)]
     pub quiet: bool,
 }

@@ -15,7 +15,9 @@ pub use corr::{
     rank_percentile, rank_predictions, rank_predictions_per_era,
 };
 pub use predictions::{read_meta_model, read_predictions};
-pub use summary::{evaluate, max_drawdown, mean_std, summarize, EraInput, EraScore, Evaluation};
+pub use summary::{
+    evaluate, evaluate_with, max_drawdown, mean_std, summarize, EraInput, EraScore, Evaluation,
+};
 pub use svg::{corr_chart, line_chart};
 
 pub use crate::io::write_atomic;

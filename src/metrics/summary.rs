@@ -48,6 +48,12 @@ pub struct Evaluation {
 /// are left out; eras whose corr is undefined are listed, warned about and left out of the summary.
 /// Errors only on inputs of inconsistent lengths.
 pub fn evaluate(eras: &[EraInput]) -> Result<Evaluation> {
+    evaluate_with(eras, true)
+}
+
+/// [`evaluate`], with the feature-neutral corr left out when `fnc` is false (it solves a least
+/// squares problem per era over every feature: slow for thousands of features).
+pub fn evaluate_with(eras: &[EraInput], fnc: bool) -> Result<Evaluation> {
     for e in eras {
         let n = e.preds.len();
         if e.target.len() != n {
@@ -84,7 +90,7 @@ pub fn evaluate(eras: &[EraInput]) -> Result<Evaluation> {
         .iter()
         .filter(|e| e.target.iter().any(|t| !t.is_nan()))
         .collect();
-    let scores = par_map(&kept, score_era);
+    let scores = par_map(&kept, |e| score_era(e, fnc));
     let mut warnings = Vec::new();
     for s in &scores {
         if s.corr.is_none() {
@@ -97,7 +103,7 @@ pub fn evaluate(eras: &[EraInput]) -> Result<Evaluation> {
     Ok(summarize(scores, warnings))
 }
 
-fn score_era(e: &&EraInput) -> EraScore {
+fn score_era(e: &&EraInput, with_fnc: bool) -> EraScore {
     let rows = e
         .preds
         .iter()
@@ -108,7 +114,8 @@ fn score_era(e: &&EraInput) -> EraScore {
     // fnc is as undefined as corr is; exposure does not depend on the target
     let (fnc, fe) = match e.features {
         Some((f, nf)) => (
-            corr.and_then(|_| feature_neutral_corr(e.preds, e.target, f, nf)),
+            corr.filter(|_| with_fnc)
+                .and_then(|_| feature_neutral_corr(e.preds, e.target, f, nf)),
             feature_exposure(e.preds, f, nf),
         ),
         None => (None, None),
