@@ -62,23 +62,25 @@ fn acc2(out: &mut [f32], a: &[f32], b: &[f32], flops: usize, f: impl Fn(f32, f32
 
 #[inline]
 fn gelu(x: f32) -> f32 {
-    let t = tanh_f32(SQRT_2_OVER_PI * (x + GELU_C * x * x * x));
-    0.5 * x * (1.0 + t)
+    // 0.5·(1 + tanh v) = σ(2v): no cancellation where tanh v ≈ −1, and exp_f32 vectorises.
+    let (s, _) = gelu_sigmoid(x);
+    x * s
+}
+
+/// (σ(2v), 1 − σ(2v)) with v = √(2/π)(x + 0.044715x³), both without cancellation.
+#[inline(always)]
+fn gelu_sigmoid(x: f32) -> (f32, f32) {
+    let v = SQRT_2_OVER_PI * (x + GELU_C * x * x * x);
+    let e = exp_f32(-2.0 * v);
+    let s = 1.0 / (1.0 + e);
+    (s, e * s)
 }
 
 #[inline]
 fn gelu_grad(x: f32) -> f32 {
-    let t = tanh_f32(SQRT_2_OVER_PI * (x + GELU_C * x * x * x));
-    0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x)
-}
-
-/// tanh(u) = 1 − 2/(e^{2u} + 1) through the branch-free [`exp_f32`], so GELU loops vectorise
-/// (libm's tanhf does not): within ~1e-7 absolute of tanh, NaN stays NaN.
-#[inline(always)]
-fn tanh_f32(u: f32) -> f32 {
-    // tanh(±9) rounds to ±1 in f32; the clamp keeps e^{2u} finite.
-    let u = u.clamp(-9.0, 9.0);
-    1.0 - 2.0 / (exp_f32(2.0 * u) + 1.0)
+    // d/dx x·σ(2v) = σ + 2x·σ(1 − σ)·v′ (= 0.5(1 + t) + 0.5x(1 − t²)v′ with t = tanh v)
+    let (s, one_minus_s) = gelu_sigmoid(x);
+    s + 2.0 * x * s * one_minus_s * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x)
 }
 
 /// φ(x) = elu(x) + 1: x + 1 for x > 0, eˣ otherwise (always > 0). Branch-free, so loops over it
@@ -266,4 +268,40 @@ pub fn pos_enc_add(h: &mut [f32], n: usize, d: usize) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    fn gelu64(x: f64) -> f64 {
+        let v = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+        // = 0.5·x·(1 + tanh v), written so that f64 itself does not cancel for x ≪ 0
+        x / (1.0 + (-2.0 * v).exp())
+    }
+
+    /// GELU and its derivative through σ(2v) against the tanh form in f64, over [−12, 12]
+    /// (the far negative side is where 1 + tanh cancels).
+    #[test]
+    fn gelu_and_grad_match_the_tanh_form() {
+        for i in -240_000..=240_000 {
+            let x = i as f32 * 5e-5;
+            let xd = x as f64;
+            let want = gelu64(xd);
+            let got = super::gelu(x) as f64;
+            // f32 rounding of v alone moves σ(2v) by ~|2v|·6e-8 relative in the far tail
+            let v = (2.0 / std::f64::consts::PI).sqrt() * (xd + 0.044715 * xd * xd * xd);
+            let cond = 1.0 + 2.0 * v.abs();
+            assert!(
+                (got - want).abs() <= 4e-7 * cond * want.abs() + 1e-37,
+                "gelu({x}) = {got}, want {want}"
+            );
+            let h = 1e-6 * xd.abs().max(1.0);
+            let dwant = (gelu64(xd + h) - gelu64(xd - h)) / (2.0 * h);
+            let dgot = super::gelu_grad(x) as f64;
+            assert!(
+                (dgot - dwant).abs() <= 1e-6 * cond * dwant.abs().max(0.1),
+                "gelu'({x}) = {dgot}, want {dwant}"
+            );
+        }
+        assert!(super::gelu(f32::NAN).is_nan());
+    }
 }

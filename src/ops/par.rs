@@ -1,8 +1,8 @@
-//! Work splitting over rows with `std::thread::scope`.
+//! Work splitting over rows on a small persistent thread pool.
 //!
 //! An op cuts its rows into at most [`threads`] contiguous chunks ([`chunk_rows`]), zips the chunks
 //! of every buffer it writes, and hands the zipped items to [`run`], which runs one item on the
-//! calling thread and the rest on scoped threads. Small work (under [`MIN_PAR_FLOPS`]) stays on one
+//! calling thread and the rest on the pool's workers. Small work (under [`MIN_PAR_FLOPS`]) stays on one
 //! thread. Results come back in chunk order, so reductions over chunks are deterministic for a given
 //! thread count.
 
@@ -40,8 +40,13 @@ pub fn chunk_rows_aligned(n: usize, flops_per_row: usize, align: usize) -> usize
     c.div_ceil(a) * a
 }
 
-/// Runs `f` on every item, the first on the calling thread and the others on scoped threads;
-/// returns the results in item order. A panic in a worker is re-raised on the caller.
+/// Runs `f` on every item, on the calling thread and the pool's workers; returns the results in
+/// item order. A panic in a worker is re-raised on the caller.
+///
+/// The workers are started once and sleep between calls (spawning threads for every op cost more
+/// system time than the ops themselves on small eras). When the pool is busy — another thread is
+/// running ops at the same time, or `run` is called from inside a task — the items run on scoped
+/// threads instead, so `run` never waits on itself.
 pub fn run<I, T, F>(items: I, f: F) -> Vec<T>
 where
     I: IntoIterator,
@@ -49,12 +54,18 @@ where
     T: Send,
     F: Fn(I::Item) -> T + Sync,
 {
-    let mut items: Vec<I::Item> = items.into_iter().collect();
+    let items: Vec<I::Item> = items.into_iter().collect();
     if items.len() <= 1 {
         return items.into_iter().map(&f).collect();
     }
+    match pool::Pool::get().and_then(|p| p.try_lock()) {
+        Some(guard) => pool::run_on(guard, items, &f),
+        None => run_scoped(items, &f),
+    }
+}
+
+fn run_scoped<X: Send, T: Send>(mut items: Vec<X>, f: &(dyn Fn(X) -> T + Sync)) -> Vec<T> {
     let first = items.remove(0);
-    let f = &f;
     std::thread::scope(|scope| {
         let handles: Vec<_> = items
             .into_iter()
@@ -70,6 +81,203 @@ where
         }
         out
     })
+}
+
+mod pool {
+    //! A fixed set of worker threads fed one job at a time.
+    use std::any::Any;
+    use std::cell::Cell;
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+
+    /// A type-erased task: run item `i`. Lives on the caller's stack for the duration of a job.
+    type Task = dyn Fn(usize) + Sync;
+
+    struct Job {
+        /// Points at the caller's task; valid until `remaining` reaches 0 (the caller waits).
+        task: *const Task,
+        total: usize,
+        next: AtomicUsize,
+        remaining: AtomicUsize,
+        panic: Mutex<Option<Box<dyn Any + Send>>>,
+    }
+
+    // SAFETY: `task` points to a `Sync` closure that outlives every use (see `run_on`).
+    unsafe impl Send for Job {}
+    unsafe impl Sync for Job {}
+
+    impl Job {
+        /// Takes and runs items until none is left; true if this call finished the last one.
+        fn work(&self) -> bool {
+            let mut finished_last = false;
+            loop {
+                let i = self.next.fetch_add(1, Ordering::AcqRel);
+                if i >= self.total {
+                    return finished_last;
+                }
+                // SAFETY: i < total, so the job is not finished and the caller still waits.
+                let task = unsafe { &*self.task };
+                if let Err(p) = catch_unwind(AssertUnwindSafe(|| task(i))) {
+                    if let Ok(mut slot) = self.panic.lock() {
+                        slot.get_or_insert(p);
+                    }
+                }
+                finished_last = self.remaining.fetch_sub(1, Ordering::AcqRel) == 1;
+            }
+        }
+    }
+
+    struct Shared {
+        /// (generation, current job)
+        slot: Mutex<(u64, Option<Arc<Job>>)>,
+        wake: Condvar,
+        done: Mutex<()>,
+        done_cv: Condvar,
+    }
+
+    pub struct Pool {
+        shared: Arc<Shared>,
+        busy: Mutex<()>,
+    }
+
+    thread_local! {
+        static IN_TASK: Cell<bool> = const { Cell::new(false) };
+    }
+
+    impl Pool {
+        /// The process-wide pool (None on a single core).
+        pub fn get() -> Option<&'static Pool> {
+            static POOL: OnceLock<Option<Pool>> = OnceLock::new();
+            POOL.get_or_init(|| {
+                let workers = super::threads().saturating_sub(1);
+                if workers == 0 {
+                    return None;
+                }
+                let shared = Arc::new(Shared {
+                    slot: Mutex::new((0, None)),
+                    wake: Condvar::new(),
+                    done: Mutex::new(()),
+                    done_cv: Condvar::new(),
+                });
+                for w in 0..workers {
+                    let sh = shared.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("eraengine-worker-{w}"))
+                        .spawn(move || worker(sh));
+                    if spawned.is_err() {
+                        return None;
+                    }
+                }
+                Some(Pool {
+                    shared,
+                    busy: Mutex::new(()),
+                })
+            })
+            .as_ref()
+        }
+
+        /// Exclusive use of the pool, or None if it is busy or we are inside one of its tasks.
+        pub fn try_lock(&'static self) -> Option<(&'static Pool, MutexGuard<'static, ()>)> {
+            if IN_TASK.with(|t| t.get()) {
+                return None;
+            }
+            self.busy.try_lock().ok().map(|g| (self, g))
+        }
+    }
+
+    fn worker(sh: Arc<Shared>) {
+        IN_TASK.with(|t| t.set(true));
+        let mut seen = 0u64;
+        loop {
+            let job = {
+                let Ok(mut slot) = sh.slot.lock() else { return };
+                while slot.0 == seen {
+                    slot = match sh.wake.wait(slot) {
+                        Ok(s) => s,
+                        Err(_) => return,
+                    };
+                }
+                seen = slot.0;
+                slot.1.clone()
+            };
+            if let Some(job) = job {
+                if job.work() {
+                    // Take the lock so the notification cannot slip between the caller's check
+                    // and its wait.
+                    let _g = sh.done.lock();
+                    sh.done_cv.notify_all();
+                }
+            }
+        }
+    }
+
+    /// Runs `f` over `items` with the pool held by `guard`.
+    pub fn run_on<X: Send, T: Send>(
+        guard: (&'static Pool, MutexGuard<'static, ()>),
+        items: Vec<X>,
+        f: &(dyn Fn(X) -> T + Sync),
+    ) -> Vec<T> {
+        let (pool, _busy) = guard;
+        let n = items.len();
+        let inputs: Vec<Mutex<Option<X>>> =
+            items.into_iter().map(|x| Mutex::new(Some(x))).collect();
+        let outputs: Vec<Mutex<Option<T>>> = (0..n).map(|_| Mutex::new(None)).collect();
+        let task = |i: usize| {
+            let item = inputs[i].lock().ok().and_then(|mut x| x.take());
+            if let Some(item) = item {
+                let r = f(item);
+                if let Ok(mut o) = outputs[i].lock() {
+                    *o = Some(r);
+                }
+            }
+        };
+        let task_ref: &(dyn Fn(usize) + Sync + '_) = &task;
+        // SAFETY: the pointer is only dereferenced for items < n, all of which finish before
+        // this function returns (it waits for `remaining == 0` below), so `task` outlives them.
+        let task_ptr: *const Task =
+            unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync + '_), &'static Task>(task_ref) };
+        let job = Arc::new(Job {
+            task: task_ptr,
+            total: n,
+            next: AtomicUsize::new(0),
+            remaining: AtomicUsize::new(n),
+            panic: Mutex::new(None),
+        });
+        let sh = &pool.shared;
+        if let Ok(mut slot) = sh.slot.lock() {
+            slot.0 += 1;
+            slot.1 = Some(job.clone());
+            sh.wake.notify_all();
+        }
+        IN_TASK.with(|t| t.set(true));
+        job.work();
+        IN_TASK.with(|t| t.set(false));
+        if let Ok(mut g) = sh.done.lock() {
+            while job.remaining.load(Ordering::Acquire) != 0 {
+                g = match sh.done_cv.wait(g) {
+                    Ok(g) => g,
+                    Err(_) => break,
+                };
+            }
+        }
+        // Drop the job from the slot so no worker holds the task pointer past this call.
+        if let Ok(mut slot) = sh.slot.lock() {
+            slot.1 = None;
+        }
+        if let Some(p) = job.panic.lock().ok().and_then(|mut p| p.take()) {
+            std::panic::resume_unwind(p);
+        }
+        outputs
+            .into_iter()
+            .map(|o| {
+                o.into_inner()
+                    .ok()
+                    .flatten()
+                    .expect("every item ran (the job waited for all of them)")
+            })
+            .collect()
+    }
 }
 
 /// Row ranges `[start, end)` covering `0..n` in chunks of `chunk` rows.
