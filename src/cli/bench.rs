@@ -1,5 +1,6 @@
 //! `eraengine bench`: times each op and a training step on every available device.
 
+use super::device::DeviceChoice;
 use super::BenchArgs;
 use crate::model::Config;
 use crate::{Error, Result};
@@ -10,15 +11,55 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     if rows == 0 || features == 0 {
         return Err(Error::usage("--rows and --features must be at least 1"));
     }
-    let _ = super::device::resolve(&a.device, true)?;
     let cfg = Config::new(features, 1);
-    let dev = super::device::cpu();
     let reps = if rows * features > 2_000_000 { 3 } else { 5 };
-    let report = crate::bench::run(&dev, cfg, rows, reps)?;
+    // Every available device: the CPU always, CUDA when a usable GPU is found (or the one named).
+    let mut choices = vec![];
+    match a.device.as_str() {
+        "auto" => {
+            choices.push(DeviceChoice::Cpu);
+            if crate::gpu::cuda_available() {
+                choices.push(DeviceChoice::Cuda);
+            }
+        }
+        other => choices.push(super::device::resolve(other, true)?),
+    }
+    let mut reports = Vec::new();
+    for c in choices {
+        reports.push(super::device::dispatch(
+            c,
+            BenchJob {
+                cfg: cfg.clone(),
+                rows,
+                reps,
+            },
+        )?);
+    }
     if a.json {
-        println!("{}", report.to_json());
+        // One device: the object of SPEC §2; several: an array of them.
+        if reports.len() == 1 {
+            println!("{}", reports[0].to_json());
+        } else {
+            let all: Vec<_> = reports.iter().map(|r| r.to_json()).collect();
+            println!("{}", serde_json::Value::Array(all));
+        }
     } else {
-        print!("{}", report.table());
+        for r in &reports {
+            print!("{}", r.table());
+        }
     }
     Ok(())
+}
+
+struct BenchJob {
+    cfg: Config,
+    rows: usize,
+    reps: usize,
+}
+
+impl super::device::DeviceJob for BenchJob {
+    type Out = crate::bench::BenchReport;
+    fn run<B: crate::device::Backend>(self, dev: &B) -> Result<Self::Out> {
+        crate::bench::run(dev, self.cfg, self.rows, self.reps)
+    }
 }

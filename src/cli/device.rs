@@ -1,59 +1,79 @@
-//! `--device auto|cpu|cuda`: picks the backend at run time.
+//! `--device auto|cpu|cuda|emu`: picks the backend at run time and runs a device-generic job on it.
 //!
-//! The CUDA backend (`crate::gpu`) has kernels for layer norm, the loss, the elementwise ops and
-//! Adam; linear, attention and the gate kernels are the next step. Until every op has a kernel,
-//! training and prediction run on the CPU: `auto` says so, and `cuda` is a clear error rather than a
-//! run that stops at the first op without a kernel.
+//! - `cpu`: the reference path, everywhere.
+//! - `cuda`: the hand-written kernels through cudarc; an error naming the reason when no usable
+//!   GPU/driver is found.
+//! - `auto`: CUDA when the probe finds a usable GPU and driver, else the CPU; it says which.
+//! - `emu`: the same GPU backend with the CPU emulator standing in for the GPU (very slow: for
+//!   checking the GPU code path end to end on a machine without one).
 
-use crate::device::Cpu;
+use crate::device::{Backend, Cpu};
+use crate::gpu::{CudaLauncher, EmuLauncher, GpuBackend, Order};
 use crate::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceChoice {
     Cpu,
+    Cuda,
+    Emu,
 }
 
-/// Ops the model needs that have no CUDA kernel yet.
-pub const CUDA_MISSING_OPS: &[&str] = &[
-    "linear",
-    "linear/softmax attention",
-    "feature gate",
-    "positional encoding",
-];
+/// A job that runs on any backend (the training loop, prediction, the bench).
+pub trait DeviceJob {
+    type Out;
+    fn run<B: Backend>(self, dev: &B) -> Result<Self::Out>;
+}
 
-/// Resolves a `--device` flag.
+/// Resolves a `--device` flag (`quiet` silences the line saying what `auto` picked).
 pub fn resolve(flag: &str, quiet: bool) -> Result<DeviceChoice> {
     match flag {
         "cpu" => Ok(DeviceChoice::Cpu),
-        "cuda" => Err(Error::device(format!(
-            "--device cuda: {}",
-            cuda_unavailable_reason()
-        ))),
-        "auto" => {
-            if !quiet {
-                eprintln!("device: cpu ({})", cuda_unavailable_reason());
+        "emu" => Ok(DeviceChoice::Emu),
+        "cuda" => {
+            if crate::gpu::cuda_available() {
+                Ok(DeviceChoice::Cuda)
+            } else {
+                Err(Error::device(format!(
+                    "--device cuda: {}",
+                    crate::gpu::cuda_info()
+                )))
             }
-            Ok(DeviceChoice::Cpu)
+        }
+        "auto" => {
+            let cuda = crate::gpu::cuda_available();
+            if !quiet {
+                eprintln!(
+                    "device: {}",
+                    if cuda {
+                        "cuda".to_string()
+                    } else {
+                        format!("cpu ({})", crate::gpu::cuda_info())
+                    }
+                );
+            }
+            Ok(if cuda {
+                DeviceChoice::Cuda
+            } else {
+                DeviceChoice::Cpu
+            })
         }
         other => Err(Error::usage(format!(
-            "--device must be auto, cpu or cuda, got '{other}'"
+            "--device must be auto, cpu, cuda or emu, got '{other}'"
         ))),
     }
 }
 
-/// Why the model cannot run on CUDA here.
-pub fn cuda_unavailable_reason() -> String {
-    if crate::gpu::cuda_available() {
-        format!(
-            "a GPU is present, but the CUDA backend has no kernels yet for: {}",
-            CUDA_MISSING_OPS.join(", ")
-        )
-    } else {
-        crate::gpu::cuda_info()
+/// Runs `job` on the chosen device.
+pub fn dispatch<J: DeviceJob>(choice: DeviceChoice, job: J) -> Result<J::Out> {
+    match choice {
+        DeviceChoice::Cpu => job.run(&Cpu),
+        DeviceChoice::Cuda => {
+            let dev = GpuBackend::<CudaLauncher>::new()?;
+            job.run(&dev)
+        }
+        DeviceChoice::Emu => {
+            let dev = GpuBackend::<EmuLauncher>::new(Order::Forward);
+            job.run(&dev)
+        }
     }
-}
-
-/// The CPU backend.
-pub fn cpu() -> Cpu {
-    Cpu
 }

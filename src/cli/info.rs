@@ -54,7 +54,11 @@ fn build_info(json: bool) -> Result<()> {
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let training = super::device::cuda_unavailable_reason();
+    let training = if crate::gpu::cuda_available() {
+        "available (--device cuda or auto)".to_string()
+    } else {
+        "unavailable: --device auto trains on the CPU".to_string()
+    };
     if json {
         let v = serde_json::json!({
             "version": version,

@@ -38,6 +38,18 @@ pub fn predict_store<B: Backend>(
     Ok(out)
 }
 
+struct PredictJob<'a> {
+    ck: &'a Checkpoint,
+    store: &'a Store,
+}
+
+impl super::device::DeviceJob for PredictJob<'_> {
+    type Out = Vec<EraPredictions>;
+    fn run<B: Backend>(self, dev: &B) -> Result<Self::Out> {
+        predict_store(dev, self.ck, self.store)
+    }
+}
+
 /// Tie-kept per-era rank mapped to (rank − 0.5) / count: strictly inside (0, 1).
 pub fn rank_unit(preds: &[f64]) -> Vec<f64> {
     let ranks = crate::metrics::rank_average(preds);
@@ -48,9 +60,14 @@ pub fn rank_unit(preds: &[f64]) -> Vec<f64> {
 pub fn run(a: &PredictArgs) -> Result<()> {
     let ck = Checkpoint::load(&a.model)?;
     let store = Store::open(&a.data)?;
-    let _ = super::device::resolve(&a.device, true)?;
-    let dev = super::device::cpu();
-    let eras = predict_store(&dev, &ck, &store)?;
+    let device = super::device::resolve(&a.device, true)?;
+    let eras = super::device::dispatch(
+        device,
+        PredictJob {
+            ck: &ck,
+            store: &store,
+        },
+    )?;
     let mut csv = String::from("id,prediction\n");
     let mut rows = 0usize;
     for (_, ids, preds) in &eras {

@@ -78,7 +78,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     if a.walk_forward {
         return crate::cli::walk::run(a);
     }
-    let _device = super::device::resolve(&a.device, a.quiet)?;
+    let device = super::device::resolve(&a.device, a.quiet)?;
     let (train_path, valid_path, builtin) = match (&a.data, &a.valid) {
         (Some(d), v) => (d.clone(), v.clone(), false),
         (None, Some(_)) => {
@@ -202,14 +202,15 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             cfg.d_model, cfg.heads, cfg.layers, cfg.d_ff, cfg.gate_rank, cfg.attention.as_str(), cfg.dropout, cfg.lambda_sparsity
         );
     }
-    let dev = super::device::cpu();
-    let res = train(
-        &dev,
-        cfg,
-        init.as_ref(),
-        &train_store,
-        valid_store.as_ref(),
-        &opts,
+    let res = super::device::dispatch(
+        device,
+        TrainJob {
+            cfg,
+            init: init.as_ref(),
+            train: &train_store,
+            valid: valid_store.as_ref(),
+            opts: &opts,
+        },
     )?;
     match (res.best_epoch, res.best) {
         (Some(e), Some(b)) => println!(
@@ -222,6 +223,24 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         _ => println!("checkpoint {}", out.display()),
     }
     Ok(())
+}
+
+struct TrainJob<'a> {
+    cfg: Config,
+    init: Option<&'a Checkpoint>,
+    train: &'a Store,
+    valid: Option<&'a Store>,
+    opts: &'a TrainOptions,
+}
+
+impl super::device::DeviceJob for TrainJob<'_> {
+    type Out = crate::train::TrainResult;
+    fn run<B: crate::device::Backend>(self, dev: &B) -> Result<Self::Out> {
+        if !self.opts.quiet {
+            eprintln!("training on device {}", dev.name());
+        }
+        train(dev, self.cfg, self.init, self.train, self.valid, self.opts)
+    }
 }
 
 pub fn check_train_options(o: &TrainOptions) -> Result<()> {

@@ -32,7 +32,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             "--walk-forward scores each next era itself; drop --valid",
         ));
     }
-    let _device = super::device::resolve(&a.device, a.quiet)?;
+    let device = super::device::resolve(&a.device, a.quiet)?;
     let store = Store::open(data)?;
     let window = a.window.unwrap_or(52);
     let epochs = a.epochs.unwrap_or(1);
@@ -63,7 +63,43 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         resume: None,
     };
     super::train::check_train_options(&opts)?;
-    let dev = super::device::cpu();
+    super::device::dispatch(
+        device,
+        WalkJob {
+            a,
+            data,
+            store: &store,
+            cfg,
+            opts: &opts,
+        },
+    )
+}
+
+struct WalkJob<'a> {
+    a: &'a TrainArgs,
+    data: &'a std::path::Path,
+    store: &'a Store,
+    cfg: Config,
+    opts: &'a TrainOptions,
+}
+
+impl super::device::DeviceJob for WalkJob<'_> {
+    type Out = ();
+    fn run<B: crate::device::Backend>(self, dev: &B) -> Result<()> {
+        walk(dev, self.a, self.data, self.store, self.cfg, self.opts)
+    }
+}
+
+fn walk<B: crate::device::Backend>(
+    dev: &B,
+    a: &TrainArgs,
+    data: &std::path::Path,
+    store: &Store,
+    mut cfg: Config,
+    opts: &TrainOptions,
+) -> Result<()> {
+    let window = a.window.unwrap_or(52);
+    let epochs = opts.epochs;
     let tensors = match &a.init {
         Some(p) => {
             let ck = crate::checkpoint::Checkpoint::load(p)?;
@@ -79,7 +115,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         }
         None => crate::model::init_params(&cfg, a.seed),
     };
-    let params = Params::from_host(&dev, &tensors)?;
+    let params = Params::from_host(dev, &tensors)?;
     let model = EraTransformer::new(cfg.clone(), &params)?;
     let mut m = Trained {
         model,
@@ -87,8 +123,8 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         features: store.feature_names().to_vec(),
         targets: store.target_names().to_vec(),
     };
-    let mut adam = Adam::new(&dev, &m.params, opts.lr, opts.weight_decay)?;
-    let map = ColumnMap::identity(&store);
+    let mut adam = Adam::new(dev, &m.params, opts.lr, opts.weight_decay)?;
+    let map = ColumnMap::identity(store);
     let mut rng = Rng::new(a.seed, 0x3A1C);
     let mut step = 0u64;
     let mut results: Vec<Predicted> = Vec::new();
@@ -106,21 +142,21 @@ pub fn run(a: &TrainArgs) -> Result<()> {
                 if opts.max_steps.is_some_and(|ms| step >= ms) {
                     break;
                 }
-                let batch = EraBatch::load(&store, e, &map)?;
+                let batch = EraBatch::load(store, e, &map)?;
                 if batch.n == 0 || batch.present_targets() == 0 {
                     continue;
                 }
                 step += 1;
-                train_step(&dev, &mut m, &mut adam, &batch, &opts, step)?;
+                train_step(dev, &mut m, &mut adam, &batch, opts, step)?;
             }
         }
-        let batch = EraBatch::load(&store, next, &map)?;
+        let batch = EraBatch::load(store, next, &map)?;
         let era = store.era(next);
         let ids: Vec<String> = (0..batch.n).map(|r| era.id(r).to_string()).collect();
         let (preds, gates) = if batch.n == 0 {
             (Vec::new(), vec![0.0; cfg.n_features])
         } else {
-            let (yhat, g) = m.predict_era(&dev, &batch)?;
+            let (yhat, g) = m.predict_era(dev, &batch)?;
             ((0..batch.n).map(|r| yhat[r * t] as f64).collect(), g)
         };
         let target: Vec<f64> = (0..batch.n).map(|r| batch.y[r * t] as f64).collect();
@@ -215,7 +251,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         eprintln!("report written to {}", dir.display());
     }
     if let Some(out) = &a.out {
-        m.to_checkpoint(&dev)?.save(out)?;
+        m.to_checkpoint(dev)?.save(out)?;
     }
     Ok(())
 }
