@@ -153,6 +153,46 @@ struct SumSqReduceParams {
     unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
 };
 
+// linear_fwd_f32 / linear_bwd_f32 (kernels/linear.cu): C[r,c] (op)= Σ_i A(r,i) B(i,c) with
+// A(r,i) = a[r·a_rs + i·a_is], B(i,c) = b[i·b_is + c·b_cs]; mode 0: out = acc + bias (bias may be
+// null), 1: out += acc, 2: out[blockIdx.z][rows·cols] = acc over inner [z·k_chunk, (z+1)·k_chunk)
+struct GemmParams {
+    float* out;
+    const float* a;
+    const float* b;
+    const float* bias;
+    unsigned int rows;
+    unsigned int cols;
+    unsigned int inner;
+    unsigned int a_rs;
+    unsigned int a_is;
+    unsigned int b_is;
+    unsigned int b_cs;
+    unsigned int mode;
+    unsigned int k_chunk;
+    unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
+};
+
+// linear_reduce_bwd_f32: out[e] += Σ_z partial[z·len + e] (f64, z order)
+struct SplitReduceParams {
+    float* out;
+    const float* partial;
+    unsigned int splits;
+    unsigned int len;
+};
+
+// column_sum_bwd_f32: s[c] = Σ_i rowmask[i] · a[i,c] · b[i,c] (rowmask, b may be null) in f64;
+// out_f64[c] = s when out_f64 is not null, else out_f32[c] += s
+struct ColumnSumParams {
+    float* out_f32;
+    double* out_f64;
+    const float* a;
+    const float* b;
+    const float* rowmask;
+    unsigned int n;
+    unsigned int cols;
+};
+
 
 // Sizes mirrored by const assertions in src/gpu/params.rs.
 static_assert(sizeof(LayerNormFwdParams) == 56, "LayerNormFwdParams layout changed: update src/gpu/params.rs");
@@ -166,6 +206,9 @@ static_assert(sizeof(DropoutParams) == 48, "DropoutParams layout changed: update
 static_assert(sizeof(AdamParams) == 72, "AdamParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(SumSqParams) == 24, "SumSqParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(SumSqReduceParams) == 24, "SumSqReduceParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(GemmParams) == 72, "GemmParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(SplitReduceParams) == 24, "SplitReduceParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(ColumnSumParams) == 48, "ColumnSumParams layout changed: update src/gpu/params.rs");
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

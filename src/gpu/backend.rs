@@ -21,6 +21,13 @@ const MAX_GRID: u32 = 4096;
 const MAX_REDUCE_BLOCKS: u32 = 256;
 /// Dynamic shared memory available without opt-in.
 const MAX_DYN_SHARED: usize = 48 << 10;
+/// Output tile edge of the GEMM kernel (`kernels/linear.cu`) and its inner-dimension slice.
+const GEMM_TILE: u32 = 64;
+const GEMM_K: u32 = 16;
+/// Rows of dout/inp summed by one split of the dw product (as the CPU op's blocks of 256 rows).
+const DW_SPLIT_ROWS: u32 = 256;
+/// Cap on the splits of the dw product.
+const MAX_DW_SPLITS: u32 = 64;
 
 /// A device buffer of f32 owned by the backend; freed on drop.
 pub struct GpuBuf<L: Launcher> {
@@ -178,6 +185,42 @@ impl<L: Launcher> GpuBackend<L> {
         unsafe { self.go(kernel, cfg, &params) }
     }
 
+    /// One tiled GEMM launch (`kernels/linear.cu`): C (op)= A·B over `g`, split `splits` ways along
+    /// the inner dimension in mode 2.
+    ///
+    /// # Safety
+    /// `g` addresses live buffers: a and b span the strided ranges, out rows·cols floats (times
+    /// `splits` in mode 2), bias cols floats or 0.
+    unsafe fn gemm(&self, kernel: &str, g: GemmParams, splits: u32) -> Result<()> {
+        let gx = g.cols.div_ceil(GEMM_TILE).max(1);
+        let gy = g.rows.div_ceil(GEMM_TILE).max(1);
+        if gy > 65535 || splits > 65535 {
+            return Err(Error::shape(format!(
+                "{kernel}: {} rows exceed the launch grid",
+                g.rows
+            )));
+        }
+        let cfg = LaunchCfg {
+            grid: [gx, gy, splits.max(1)],
+            block: [256, 1, 1],
+            shmem: 0,
+        };
+        self.go(kernel, cfg, &g)
+    }
+
+    /// s[c] = Σ_i rowmask[i]·a[i,c]·b[i,c] over n rows, into `out_f64` (=, f64 scratch) or
+    /// `out_f32` (+=).
+    ///
+    /// # Safety
+    /// a (and b) hold n·cols floats, rowmask n floats or is 0, the output cols values.
+    unsafe fn column_sum(&self, p: ColumnSumParams) -> Result<()> {
+        if p.cols == 0 {
+            return Ok(());
+        }
+        let cfg = LaunchCfg::linear(p.cols.div_ceil(32), 256, 0);
+        self.go("column_sum_bwd_f32", cfg, &p)
+    }
+
     /// Loss partial sums into a fresh `parts` buffer (loss, mse, sparsity, count) on the device.
     #[allow(clippy::too_many_arguments)]
     fn loss_parts(
@@ -276,6 +319,150 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         expect_len("copy", "src", src, dst.len)?;
         // SAFETY: equal lengths, distinct buffers (dst is borrowed mutably).
         unsafe { self.launcher.dtod(dst.ptr, src.ptr, dst.len * 4) }
+    }
+
+    fn linear_fwd(
+        &self,
+        out: &mut GpuBuf<L>,
+        inp: &GpuBuf<L>,
+        w: &GpuBuf<L>,
+        b: Option<&GpuBuf<L>>,
+        n: usize,
+        k: usize,
+        m: usize,
+    ) -> Result<()> {
+        let op = "linear_fwd";
+        expect_len(op, "out", out, n * m)?;
+        expect_len(op, "inp", inp, n * k)?;
+        expect_len(op, "w", w, m * k)?;
+        if let Some(b) = b {
+            expect_len(op, "b", b, m)?;
+        }
+        if n == 0 || m == 0 {
+            return Ok(());
+        }
+        u32_of("n·k", n * k)?;
+        u32_of("n·m", n * m)?;
+        u32_of("m·k", m * k)?;
+        let g = GemmParams {
+            out: out.ptr,
+            a: inp.ptr,
+            b: w.ptr,
+            bias: b.map_or(0, |b| b.ptr),
+            rows: u32_of("n", n)?,
+            cols: u32_of("m", m)?,
+            inner: u32_of("k", k)?,
+            a_rs: k as u32,
+            a_is: 1,
+            b_is: 1,
+            b_cs: k as u32,
+            mode: 0,
+            k_chunk: k as u32,
+            pad: 0,
+        };
+        // SAFETY: lengths checked above; inp [n,k], w [m,k], out [n,m], bias [m].
+        unsafe { self.gemm("linear_fwd_f32", g, 1) }
+    }
+
+    fn linear_bwd(
+        &self,
+        dinp: Option<&mut GpuBuf<L>>,
+        dw: &mut GpuBuf<L>,
+        db: Option<&mut GpuBuf<L>>,
+        dout: &GpuBuf<L>,
+        inp: &GpuBuf<L>,
+        w: &GpuBuf<L>,
+        n: usize,
+        k: usize,
+        m: usize,
+    ) -> Result<()> {
+        let op = "linear_bwd";
+        expect_len(op, "dout", dout, n * m)?;
+        expect_len(op, "inp", inp, n * k)?;
+        expect_len(op, "w", w, m * k)?;
+        expect_len(op, "dw", dw, m * k)?;
+        if let Some(d) = &dinp {
+            expect_len(op, "dinp", d, n * k)?;
+        }
+        if let Some(d) = &db {
+            expect_len(op, "db", d, m)?;
+        }
+        if n == 0 || m == 0 {
+            return Ok(());
+        }
+        let (n32, k32, m32) = (u32_of("n", n)?, u32_of("k", k)?, u32_of("m", m)?);
+        u32_of("n·k", n * k)?;
+        u32_of("n·m", n * m)?;
+        if k > 0 {
+            if let Some(dinp) = dinp {
+                // dinp[n,k] += dout[n,m] · w[m,k]
+                let g = GemmParams {
+                    out: dinp.ptr,
+                    a: dout.ptr,
+                    b: w.ptr,
+                    bias: 0,
+                    rows: n32,
+                    cols: k32,
+                    inner: m32,
+                    a_rs: m32,
+                    a_is: 1,
+                    b_is: k32,
+                    b_cs: 1,
+                    mode: 1,
+                    k_chunk: m32,
+                    pad: 0,
+                };
+                // SAFETY: lengths checked above.
+                unsafe { self.gemm("linear_bwd_f32", g, 1)? };
+            }
+            // dw[m,k] += doutᵀ[m,n] · inp[n,k]: split over rows, partials summed in a second pass
+            let splits = n32.div_ceil(DW_SPLIT_ROWS).clamp(1, MAX_DW_SPLITS);
+            let k_chunk = n32.div_ceil(splits).div_ceil(GEMM_K) * GEMM_K;
+            let len = u32_of("splits·m·k", splits as usize * m * k)?;
+            let partial = self.scratch(len as usize * 4)?;
+            let g = GemmParams {
+                out: partial.ptr,
+                a: dout.ptr,
+                b: inp.ptr,
+                bias: 0,
+                rows: m32,
+                cols: k32,
+                inner: n32,
+                a_rs: 1,
+                a_is: m32,
+                b_is: k32,
+                b_cs: 1,
+                mode: 2,
+                k_chunk,
+                pad: 0,
+            };
+            let r = SplitReduceParams {
+                out: dw.ptr,
+                partial: partial.ptr,
+                splits,
+                len: (m * k) as u32,
+            };
+            let cfg = LaunchCfg::linear(blocks_for(m * k, BLOCK, MAX_GRID), BLOCK, 0);
+            // SAFETY: partial holds splits·m·k floats; dw m·k.
+            unsafe {
+                self.gemm("linear_bwd_f32", g, splits)?;
+                self.go("linear_reduce_bwd_f32", cfg, &r)?;
+            }
+        }
+        if let Some(db) = db {
+            let p = ColumnSumParams {
+                out_f32: db.ptr,
+                out_f64: 0,
+                a: dout.ptr,
+                b: 0,
+                rowmask: 0,
+                n: n32,
+                cols: m32,
+            };
+            // SAFETY: dout holds n·m floats, db m.
+            unsafe { self.column_sum(p)? };
+        }
+        Ok(())
     }
 
     fn layer_norm_fwd(

@@ -60,3 +60,15 @@ params!(
     /// `sum_squares_reduce_fwd_f32`
     SumSqReduceParams, 24, { out: u64, partial: u64, blocks: u32, pad: u32 }
 );
+params!(
+    /// `linear_fwd_f32` / `linear_bwd_f32`: the tiled GEMM (mode 0 forward with bias, 1 `+=`, 2 split partials)
+    GemmParams, 72, { out: u64, a: u64, b: u64, bias: u64, rows: u32, cols: u32, inner: u32, a_rs: u32, a_is: u32, b_is: u32, b_cs: u32, mode: u32, k_chunk: u32, pad: u32 }
+);
+params!(
+    /// `linear_reduce_bwd_f32`: out += Σ_z partial[z]
+    SplitReduceParams, 24, { out: u64, partial: u64, splits: u32, len: u32 }
+);
+params!(
+    /// `column_sum_bwd_f32`: out_f64 = Σ_i rowmask·a·b, or out_f32 += it
+    ColumnSumParams, 48, { out_f32: u64, out_f64: u64, a: u64, b: u64, rowmask: u64, n: u32, cols: u32 }
+);
