@@ -193,6 +193,51 @@ struct ColumnSumParams {
     unsigned int cols;
 };
 
+// linear_attention_state_{fwd,bwd}_f32 (kernels/linear_attention.cu): per (chunk of `rows` rows,
+// head) the partial sums P[a,b] = Σ_r wφ φ(x_ra) wy y_rb and Z[a] = Σ_r wφ φ(x_ra) wz_r into
+// partial[(chunk·h + hd)·(dh² + dh) + e]; fwd: wφ = mask, wy = wz = 1; bwd: wφ = 1, (wy, wz) = rowscale
+struct LinAttnStateParams {
+    float* partial;
+    const float* x;
+    const float* y;
+    const float* rowscale;
+    const float* mask;
+    unsigned int n;
+    unsigned int d;
+    unsigned int h;
+    unsigned int dh;
+    unsigned int rows;
+    unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
+};
+
+// linear_attention_reduce_fwd_f32: s[hd·dh² + e] / z[hd·dh + a] = Σ_chunk partial (f64, chunk order)
+struct LinAttnReduceParams {
+    float* s;
+    float* z;
+    const float* partial;
+    unsigned int chunks;
+    unsigned int h;
+    unsigned int dh;
+    unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
+};
+
+// linear_attention_{out_fwd,rows_bwd,dq_bwd,dkv_bwd}_f32: out/out2 the written tensors, x = q or k,
+// y = dout or v, s/z = S, z (or dS, dz), rowscale = (inv, dden) per (i, hd), mask [n]
+struct LinAttnRowsParams {
+    float* out;
+    float* out2;
+    const float* x;
+    const float* y;
+    const float* s;
+    const float* z;
+    float* rowscale;
+    const float* mask;
+    unsigned int n;
+    unsigned int d;
+    unsigned int h;
+    unsigned int dh;
+};
+
 
 // Sizes mirrored by const assertions in src/gpu/params.rs.
 static_assert(sizeof(LayerNormFwdParams) == 56, "LayerNormFwdParams layout changed: update src/gpu/params.rs");
@@ -209,6 +254,9 @@ static_assert(sizeof(SumSqReduceParams) == 24, "SumSqReduceParams layout changed
 static_assert(sizeof(GemmParams) == 72, "GemmParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(SplitReduceParams) == 24, "SplitReduceParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(ColumnSumParams) == 48, "ColumnSumParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(LinAttnStateParams) == 64, "LinAttnStateParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(LinAttnReduceParams) == 40, "LinAttnReduceParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(LinAttnRowsParams) == 80, "LinAttnRowsParams layout changed: update src/gpu/params.rs");
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

@@ -161,3 +161,94 @@ fn linear_with_many_rows_splits_dw_and_matches_cpu() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// attention (linear and softmax share the case generator)
+
+/// n, d, h, q, k, v, mask, dout, initial grads (dq | dk | dv)
+type AttnCase = (
+    usize,
+    usize,
+    usize,
+    Vec<f32>,
+    Vec<f32>,
+    Vec<f32>,
+    Vec<f32>,
+    Vec<f32>,
+    Vec<f32>,
+);
+
+/// heads = 1, heads = d (dh = 1) and in between; d ≤ 16, n ≤ 40.
+fn attn_case() -> impl Strategy<Value = AttnCase> {
+    (1usize..41, 1usize..=4, 1usize..=5)
+        .prop_flat_map(|(n, h, dh)| {
+            let d = h * dh;
+            (Just(n), Just(d), Just(h), prop_oneof![Just(h), Just(1usize), Just(d)])
+        })
+        .prop_flat_map(|(n, d, _, h)| {
+            (
+                Just(n),
+                Just(d),
+                Just(h),
+                vals(n * d, -2.0, 2.0),
+                vals(n * d, -2.0, 2.0),
+                vals(n * d, -2.0, 2.0),
+                mask_of(n),
+                vals(n * d, -1.0, 1.0),
+                vals(3 * n * d, -1.0, 1.0),
+            )
+        })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn lin_attn_run<B: Backend>(
+    dev: &B,
+    n: usize,
+    d: usize,
+    h: usize,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: &[f32],
+    dout: &[f32],
+    g0: &[f32],
+) -> eraengine::Result<[Vec<f32>; 6]> {
+    let dh = d / h;
+    let (qb, kb, vb, mb) = (dev.upload(q)?, dev.upload(k)?, dev.upload(v)?, dev.upload(mask)?);
+    let mut out = dev.upload(&vec![3.0; n * d])?;
+    let mut s = dev.upload(&vec![3.0; h * dh * dh])?;
+    let mut z = dev.upload(&vec![3.0; h * dh])?;
+    dev.linear_attention_fwd(&mut out, &mut s, &mut z, &qb, &kb, &vb, &mb, n, d, h)?;
+    let dy = dev.upload(dout)?;
+    let mut dq = dev.upload(&g0[..n * d])?;
+    let mut dk = dev.upload(&g0[n * d..2 * n * d])?;
+    let mut dv = dev.upload(&g0[2 * n * d..])?;
+    dev.linear_attention_bwd(
+        &mut dq, &mut dk, &mut dv, &dy, &qb, &kb, &vb, &mb, &s, &z, n, d, h,
+    )?;
+    Ok([
+        dev.download(&out)?,
+        dev.download(&s)?,
+        dev.download(&z)?,
+        dev.download(&dq)?,
+        dev.download(&dk)?,
+        dev.download(&dv)?,
+    ])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(20))]
+
+    /// Tolerance 1e-4 + 1e-4·|cpu|: S and z sum up to 40 products of φ ≤ 3 and |v| ≤ 2 in f32; the
+    /// output divides by den ≥ 1e-6 (a fully masked era gives 0 / 1e-6 = 0 exactly on both).
+    #[test]
+    fn linear_attention_matches_cpu((n, d, h, q, k, v, mask, dout, g0) in attn_case(), seed in any::<u64>()) {
+        let cpu = lin_attn_run(&Cpu, n, d, h, &q, &k, &v, &mask, &dout, &g0).unwrap();
+        for order in orders(seed) {
+            let gpu = lin_attn_run(&Emu::new(order), n, d, h, &q, &k, &v, &mask, &dout, &g0).unwrap();
+            for (j, name) in ["out", "s", "z", "dq", "dk", "dv"].iter().enumerate() {
+                close(&format!("{order:?} {name} n={n} d={d} h={h}"), &gpu[j], &cpu[j], 1e-4, 1e-4)?;
+            }
+        }
+    }
+}

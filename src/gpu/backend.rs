@@ -221,6 +221,59 @@ impl<L: Launcher> GpuBackend<L> {
         self.go("column_sum_bwd_f32", cfg, &p)
     }
 
+    /// Heads split for attention: dh = d / h, with h dividing d.
+    fn head_dim(op: &str, d: usize, h: usize) -> Result<usize> {
+        if h == 0 || d % h != 0 {
+            return Err(Error::shape(format!("{op}: {h} heads do not divide d = {d}")));
+        }
+        Ok(d / h)
+    }
+
+    /// Σ over rows of the linear-attention state (S, z forward; dS, dz backward) into `s`, `z`
+    /// (h·dh² and h·dh floats): per-(chunk, head) partials, then an ordered f64 reduction.
+    ///
+    /// # Safety
+    /// `st` addresses live [n, d] tensors (x, y), `mask` [n] (forward) or `rowscale` [n·h·2]
+    /// (backward); `s`, `z` hold h·dh² and h·dh floats.
+    unsafe fn la_state(&self, kernel: &str, mut st: LinAttnStateParams, s: u64, z: u64) -> Result<()> {
+        let (n, h, dh) = (st.n as usize, st.h as usize, st.dh as usize);
+        let entries = dh * dh + dh;
+        // rows per chunk: 64 (the CPU op's f32 block) or fewer when the tile would not fit
+        let rows = (MAX_DYN_SHARED / 4 - 64) / (2 * dh + 1);
+        let rows = rows.min(64);
+        if rows == 0 {
+            return Err(Error::shape(format!(
+                "{kernel}: head width {dh} needs more shared memory than a block has"
+            )));
+        }
+        let chunks = n.div_ceil(rows);
+        if h > 65535 {
+            return Err(Error::shape(format!("{kernel}: {h} heads exceed the launch grid")));
+        }
+        let total = u32_of("chunks·h·(dh²+dh)", chunks * h * entries)?;
+        let partial = self.scratch(total as usize * 4)?;
+        st.partial = partial.ptr;
+        st.rows = rows as u32;
+        let threads = (entries.div_ceil(32) * 32).min(BLOCK as usize) as u32;
+        let cfg = LaunchCfg {
+            grid: [u32_of("chunks", chunks)?, h as u32, 1],
+            block: [threads, 1, 1],
+            shmem: ((2 * rows * dh + rows) * 4) as u32,
+        };
+        self.go(kernel, cfg, &st)?;
+        let r = LinAttnReduceParams {
+            s,
+            z,
+            partial: partial.ptr,
+            chunks: chunks as u32,
+            h: st.h,
+            dh: st.dh,
+            pad: 0,
+        };
+        let cfg = LaunchCfg::linear(blocks_for(h * entries, BLOCK, MAX_GRID), BLOCK, 0);
+        self.go("linear_attention_reduce_fwd_f32", cfg, &r)
+    }
+
     /// Loss partial sums into a fresh `parts` buffer (loss, mse, sparsity, count) on the device.
     #[allow(clippy::too_many_arguments)]
     fn loss_parts(
@@ -463,6 +516,162 @@ impl<L: Launcher> Backend for GpuBackend<L> {
             unsafe { self.column_sum(p)? };
         }
         Ok(())
+    }
+
+    fn linear_attention_fwd(
+        &self,
+        out: &mut GpuBuf<L>,
+        s: &mut GpuBuf<L>,
+        z: &mut GpuBuf<L>,
+        q: &GpuBuf<L>,
+        k: &GpuBuf<L>,
+        v: &GpuBuf<L>,
+        mask: &GpuBuf<L>,
+        n: usize,
+        d: usize,
+        h: usize,
+    ) -> Result<()> {
+        let op = "linear_attention_fwd";
+        if d == 0 {
+            return Ok(());
+        }
+        let dh = Self::head_dim(op, d, h)?;
+        for (name, b) in [("out", &*out), ("q", q), ("k", k), ("v", v)] {
+            expect_len(op, name, b, n * d)?;
+        }
+        expect_len(op, "mask", mask, n)?;
+        expect_len(op, "s", s, h * dh * dh)?;
+        expect_len(op, "z", z, h * dh)?;
+        if n == 0 {
+            self.fill_zero(s)?;
+            return self.fill_zero(z);
+        }
+        u32_of("n·d", n * d)?;
+        let st = LinAttnStateParams {
+            partial: 0,
+            x: k.ptr,
+            y: v.ptr,
+            rowscale: 0,
+            mask: mask.ptr,
+            n: n as u32,
+            d: d as u32,
+            h: h as u32,
+            dh: dh as u32,
+            rows: 0,
+            pad: 0,
+        };
+        let rp = LinAttnRowsParams {
+            out: out.ptr,
+            out2: 0,
+            x: q.ptr,
+            y: 0,
+            s: s.ptr,
+            z: z.ptr,
+            rowscale: 0,
+            mask: mask.ptr,
+            n: n as u32,
+            d: d as u32,
+            h: h as u32,
+            dh: dh as u32,
+        };
+        let cfg = LaunchCfg::linear(blocks_for(n * d, BLOCK, MAX_GRID), BLOCK, 0);
+        // SAFETY: lengths checked above.
+        unsafe {
+            self.la_state("linear_attention_state_fwd_f32", st, s.ptr, z.ptr)?;
+            self.go("linear_attention_out_fwd_f32", cfg, &rp)
+        }
+    }
+
+    fn linear_attention_bwd(
+        &self,
+        dq: &mut GpuBuf<L>,
+        dk: &mut GpuBuf<L>,
+        dv: &mut GpuBuf<L>,
+        dout: &GpuBuf<L>,
+        q: &GpuBuf<L>,
+        k: &GpuBuf<L>,
+        v: &GpuBuf<L>,
+        mask: &GpuBuf<L>,
+        s: &GpuBuf<L>,
+        z: &GpuBuf<L>,
+        n: usize,
+        d: usize,
+        h: usize,
+    ) -> Result<()> {
+        let op = "linear_attention_bwd";
+        if d == 0 {
+            return Ok(());
+        }
+        let dh = Self::head_dim(op, d, h)?;
+        for (name, b) in [
+            ("dq", &*dq),
+            ("dk", &*dk),
+            ("dv", &*dv),
+            ("dout", dout),
+            ("q", q),
+            ("k", k),
+            ("v", v),
+        ] {
+            expect_len(op, name, b, n * d)?;
+        }
+        expect_len(op, "mask", mask, n)?;
+        expect_len(op, "s", s, h * dh * dh)?;
+        expect_len(op, "z", z, h * dh)?;
+        if n == 0 {
+            return Ok(());
+        }
+        u32_of("n·d", n * d)?;
+        let rowscale = self.scratch(n * h * 2 * 4)?;
+        let ds = self.scratch(h * dh * dh * 4)?;
+        let dz = self.scratch(h * dh * 4)?;
+        let rows = |out: u64, out2: u64, x: u64, y: u64, s: u64, z: u64| LinAttnRowsParams {
+            out,
+            out2,
+            x,
+            y,
+            s,
+            z,
+            rowscale: rowscale.ptr,
+            mask: mask.ptr,
+            n: n as u32,
+            d: d as u32,
+            h: h as u32,
+            dh: dh as u32,
+        };
+        let st = LinAttnStateParams {
+            partial: 0,
+            x: q.ptr,
+            y: dout.ptr,
+            rowscale: rowscale.ptr,
+            mask: 0,
+            n: n as u32,
+            d: d as u32,
+            h: h as u32,
+            dh: dh as u32,
+            rows: 0,
+            pad: 0,
+        };
+        let per_row = LaunchCfg::linear(blocks_for(n * h, BLOCK, MAX_GRID), BLOCK, 0);
+        let per_elt = LaunchCfg::linear(blocks_for(n * d, BLOCK, MAX_GRID), BLOCK, 0);
+        // SAFETY: lengths checked above; scratch sized for n·h pairs, h·dh², h·dh.
+        unsafe {
+            self.go(
+                "linear_attention_rows_bwd_f32",
+                per_row,
+                &rows(0, 0, q.ptr, dout.ptr, s.ptr, z.ptr),
+            )?;
+            self.go(
+                "linear_attention_dq_bwd_f32",
+                per_elt,
+                &rows(dq.ptr, 0, q.ptr, dout.ptr, s.ptr, z.ptr),
+            )?;
+            self.la_state("linear_attention_state_bwd_f32", st, ds.ptr, dz.ptr)?;
+            self.go(
+                "linear_attention_dkv_bwd_f32",
+                per_elt,
+                &rows(dk.ptr, dv.ptr, k.ptr, v.ptr, ds.ptr, dz.ptr),
+            )
+        }
     }
 
     fn layer_norm_fwd(

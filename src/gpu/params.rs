@@ -72,3 +72,15 @@ params!(
     /// `column_sum_bwd_f32`: out_f64 = Σ_i rowmask·a·b, or out_f32 += it
     ColumnSumParams, 48, { out_f32: u64, out_f64: u64, a: u64, b: u64, rowmask: u64, n: u32, cols: u32 }
 );
+params!(
+    /// `linear_attention_state_{fwd,bwd}_f32`: per-(chunk, head) partial sums of S, z (or dS, dz)
+    LinAttnStateParams, 64, { partial: u64, x: u64, y: u64, rowscale: u64, mask: u64, n: u32, d: u32, h: u32, dh: u32, rows: u32, pad: u32 }
+);
+params!(
+    /// `linear_attention_reduce_fwd_f32`: chunk partials → s, z
+    LinAttnReduceParams, 40, { s: u64, z: u64, partial: u64, chunks: u32, h: u32, dh: u32, pad: u32 }
+);
+params!(
+    /// `linear_attention_{out_fwd,rows_bwd,dq_bwd,dkv_bwd}_f32`
+    LinAttnRowsParams, 80, { out: u64, out2: u64, x: u64, y: u64, s: u64, z: u64, rowscale: u64, mask: u64, n: u32, d: u32, h: u32, dh: u32 }
+);
