@@ -238,6 +238,52 @@ struct LinAttnRowsParams {
     unsigned int dh;
 };
 
+// gate_fwd_f32 (kernels/gate.cu, one block): work[f] holds Σ_i m_i x_if (f64) on entry; writes
+// xbar, u, g, keep; mode 0: keep = g ≥ tau, 1: keep the topk largest g
+struct GateParams {
+    float* g;
+    float* keep;
+    float* xbar;
+    float* u;
+    double* work;
+    const float* w;
+    const float* a;
+    const float* b;
+    const float* mask;
+    unsigned int n;
+    unsigned int f;
+    unsigned int r;
+    unsigned int mode;
+    float tau;
+    unsigned int topk;
+};
+
+// gate_apply_fwd_f32: xt[i,c] = x[i,c] · (g[c] · keep[c])
+struct GateApplyParams {
+    float* xt;
+    const float* x;
+    const float* g;
+    const float* keep;
+    unsigned int n;
+    unsigned int f;
+};
+
+// gate_bwd_f32 (one block): work = ds [f] (Σ_i dxt x, f64, on entry) | dℓ [f] | du [r]
+struct GateBwdParams {
+    float* dw;
+    float* da;
+    float* db;
+    float* dg;
+    double* work;
+    const float* g;
+    const float* keep;
+    const float* xbar;
+    const float* u;
+    const float* b;
+    unsigned int f;
+    unsigned int r;
+};
+
 
 // Sizes mirrored by const assertions in src/gpu/params.rs.
 static_assert(sizeof(LayerNormFwdParams) == 56, "LayerNormFwdParams layout changed: update src/gpu/params.rs");
@@ -257,6 +303,9 @@ static_assert(sizeof(ColumnSumParams) == 48, "ColumnSumParams layout changed: up
 static_assert(sizeof(LinAttnStateParams) == 64, "LinAttnStateParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(LinAttnReduceParams) == 40, "LinAttnReduceParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(LinAttnRowsParams) == 80, "LinAttnRowsParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(GateParams) == 96, "GateParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(GateApplyParams) == 40, "GateApplyParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(GateBwdParams) == 88, "GateBwdParams layout changed: update src/gpu/params.rs");
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

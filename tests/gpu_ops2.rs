@@ -252,3 +252,147 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// gate
+
+/// n, f, r, select, x, mask, w, a, b, dxt, initial grads (dw | da | db | dg)
+type GateCase = (
+    usize,
+    usize,
+    usize,
+    GateSelect,
+    Vec<f32>,
+    Vec<f32>,
+    Vec<f32>,
+    Vec<f32>,
+    Vec<f32>,
+    Vec<f32>,
+    Vec<f32>,
+);
+
+fn gate_case() -> impl Strategy<Value = GateCase> {
+    (1usize..41, 1usize..21, 0usize..5).prop_flat_map(|(n, f, r)| {
+        let select = prop_oneof![
+            Just(GateSelect::Threshold(0.0)),
+            (0.3f32..0.95).prop_map(GateSelect::Threshold),
+            (0usize..f + 2).prop_map(GateSelect::TopK),
+        ];
+        // w from a few values and b often 0, so equal gates (ties in top-k) are common
+        let w = prop::collection::vec(prop::sample::select(vec![-1.0f32, 0.0, 0.5, 2.0]), f);
+        let b = prop_oneof![Just(vec![0.0f32; f * r]), vals(f * r, -1.0, 1.0)];
+        (
+            Just(n),
+            Just(f),
+            Just(r),
+            select,
+            prop::collection::vec(prop::sample::select(vec![-1.0f32, -0.5, 0.0, 0.5, 1.0]), n * f),
+            mask_of(n),
+            w,
+            vals(f * r, -0.5, 0.5),
+            b,
+            vals(n * f, -1.0, 1.0),
+            vals(2 * f + 2 * f * r, -1.0, 1.0),
+        )
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gate_run<B: Backend>(
+    dev: &B,
+    (n, f, r): (usize, usize, usize),
+    select: GateSelect,
+    x: &[f32],
+    mask: &[f32],
+    w: &[f32],
+    a: &[f32],
+    b: &[f32],
+    dxt: &[f32],
+    g0: &[f32],
+) -> eraengine::Result<[Vec<f32>; 9]> {
+    let (xb, mb, wb, ab, bb) = (
+        dev.upload(x)?,
+        dev.upload(mask)?,
+        dev.upload(w)?,
+        dev.upload(a)?,
+        dev.upload(b)?,
+    );
+    let mut xt = dev.upload(&vec![5.0; n * f])?;
+    let mut g = dev.zeros(f)?;
+    let mut keep = dev.zeros(f)?;
+    let mut xbar = dev.zeros(f)?;
+    let mut u = dev.zeros(r.max(1))?; // as the tape allocates it
+    dev.gate_fwd(
+        &mut xt, &mut g, &mut keep, &mut xbar, &mut u, &xb, &mb, &wb, &ab, &bb, select, n, f, r,
+    )?;
+    let fr = f * r;
+    let mut dw = dev.upload(&g0[..f])?;
+    let mut da = dev.upload(&g0[f..f + fr])?;
+    let mut db = dev.upload(&g0[f + fr..f + 2 * fr])?;
+    let mut dg = dev.upload(&g0[f + 2 * fr..])?;
+    let dy = dev.upload(dxt)?;
+    dev.gate_bwd(
+        &mut dw, &mut da, &mut db, &mut dg, &dy, &xb, &xbar, &u, &g, &keep, &bb, n, f, r,
+    )?;
+    Ok([
+        dev.download(&xt)?,
+        dev.download(&g)?,
+        dev.download(&keep)?,
+        dev.download(&xbar)?,
+        dev.download(&u)?[..r].to_vec(),
+        dev.download(&dw)?,
+        dev.download(&da)?,
+        dev.download(&db)?,
+        dev.download(&dg)?,
+    ])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Both devices compute x̄, u, ℓ and the backward sums in f64 and round once: 1e-6 + 1e-6·|cpu|;
+    /// keep (threshold and top-k with ties) must match exactly.
+    #[test]
+    fn gate_matches_cpu((n, f, r, select, x, mask, w, a, b, dxt, g0) in gate_case(), seed in any::<u64>()) {
+        let cpu = gate_run(&Cpu, (n, f, r), select, &x, &mask, &w, &a, &b, &dxt, &g0).unwrap();
+        for order in orders(seed) {
+            let gpu = gate_run(&Emu::new(order), (n, f, r), select, &x, &mask, &w, &a, &b, &dxt, &g0).unwrap();
+            prop_assert_eq!(&gpu[2], &cpu[2], "keep ({:?}, {:?})", order, select);
+            for (j, name) in ["xt", "g", "keep", "xbar", "u", "dw", "da", "db", "dg"].iter().enumerate() {
+                close(&format!("{order:?} {name} n={n} f={f} r={r} {select:?}"), &gpu[j], &cpu[j], 1e-6, 1e-6)?;
+            }
+        }
+    }
+}
+
+#[test]
+fn top_k_ties_go_to_the_lower_feature_index() {
+    // static gate, w = [1, 2, 2, 1, 2]: gates tie in two groups; top-2 keeps features 1 and 2,
+    // top-4 also keeps feature 0 (the lower index of the tied 1s)
+    let (n, f) = (3usize, 5usize);
+    let w = [1.0f32, 2.0, 2.0, 1.0, 2.0];
+    let x = vec![1.0f32; n * f];
+    let mask = vec![1.0f32; n];
+    for (k, want) in [
+        (2usize, vec![0.0f32, 1.0, 1.0, 0.0, 0.0]),
+        (4, vec![1.0, 1.0, 1.0, 0.0, 1.0]),
+    ] {
+        for order in [Order::Forward, Order::Reverse] {
+            let dev = Emu::new(order);
+            let got = gate_run(
+                &dev,
+                (n, f, 0),
+                GateSelect::TopK(k),
+                &x,
+                &mask,
+                &w,
+                &[],
+                &[],
+                &vec![0.0; n * f],
+                &vec![0.0; 2 * f],
+            )
+            .unwrap();
+            assert_eq!(got[2], want, "top-{k}");
+        }
+    }
+}

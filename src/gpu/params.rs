@@ -84,3 +84,15 @@ params!(
     /// `linear_attention_{out_fwd,rows_bwd,dq_bwd,dkv_bwd}_f32`
     LinAttnRowsParams, 80, { out: u64, out2: u64, x: u64, y: u64, s: u64, z: u64, rowscale: u64, mask: u64, n: u32, d: u32, h: u32, dh: u32 }
 );
+params!(
+    /// `gate_fwd_f32`: work = f64 scratch [f + r]
+    GateParams, 96, { g: u64, keep: u64, xbar: u64, u: u64, work: u64, w: u64, a: u64, b: u64, mask: u64, n: u32, f: u32, r: u32, mode: u32, tau: f32, topk: u32 }
+);
+params!(
+    /// `gate_apply_fwd_f32`
+    GateApplyParams, 40, { xt: u64, x: u64, g: u64, keep: u64, n: u32, f: u32 }
+);
+params!(
+    /// `gate_bwd_f32`: work = f64 scratch [2f + r]
+    GateBwdParams, 88, { dw: u64, da: u64, db: u64, dg: u64, work: u64, g: u64, keep: u64, xbar: u64, u: u64, b: u64, f: u32, r: u32 }
+);
