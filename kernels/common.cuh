@@ -284,6 +284,13 @@ struct GateBwdParams {
     unsigned int r;
 };
 
+// pos_enc_add_fwd_f32 (kernels/pos_enc.cu): h[n, d] += PE
+struct PosEncParams {
+    float* h;
+    unsigned int n;
+    unsigned int d;
+};
+
 
 // Sizes mirrored by const assertions in src/gpu/params.rs.
 static_assert(sizeof(LayerNormFwdParams) == 56, "LayerNormFwdParams layout changed: update src/gpu/params.rs");
@@ -306,6 +313,7 @@ static_assert(sizeof(LinAttnRowsParams) == 80, "LinAttnRowsParams layout changed
 static_assert(sizeof(GateParams) == 96, "GateParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(GateApplyParams) == 40, "GateApplyParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(GateBwdParams) == 88, "GateBwdParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(PosEncParams) == 16, "PosEncParams layout changed: update src/gpu/params.rs");
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

@@ -396,3 +396,39 @@ fn top_k_ties_go_to_the_lower_feature_index() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// positional encoding
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// Both sides compute the encoding in f64 and round once; the f32 add may differ by one ulp of
+    /// |h| + 1: 1e-6 + 1e-6·|cpu|.
+    #[test]
+    fn pos_enc_add_matches_cpu((n, d, h0) in (1usize..41, 1usize..17).prop_flat_map(|(n, d)| (Just(n), Just(d), vals(n * d, -2.0, 2.0))), seed in any::<u64>()) {
+        let mut want = h0.clone();
+        Cpu.pos_enc_add(&mut want, n, d).unwrap();
+        for order in orders(seed) {
+            let dev = Emu::new(order);
+            let mut h = dev.upload(&h0).unwrap();
+            dev.pos_enc_add(&mut h, n, d).unwrap();
+            close(&format!("pos_enc n={n} d={d}"), &dev.download(&h).unwrap(), &want, 1e-6, 1e-6)?;
+        }
+    }
+}
+
+#[test]
+fn pos_enc_add_matches_cpu_on_long_eras() {
+    // row indices up to 5000: the angle of column 0 is i radians, far past one turn
+    let (n, d) = (5000usize, 6usize);
+    let mut want = vec![0.0f32; n * d];
+    Cpu.pos_enc_add(&mut want, n, d).unwrap();
+    let dev = Emu::new(Order::Forward);
+    let mut h = dev.zeros(n * d).unwrap();
+    dev.pos_enc_add(&mut h, n, d).unwrap();
+    let got = dev.download(&h).unwrap();
+    for (i, (g, c)) in got.iter().zip(&want).enumerate() {
+        assert!((g - c).abs() <= 1e-6, "pe[{i}]: {g} vs {c}");
+    }
+}

@@ -832,6 +832,21 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         }
     }
 
+    fn pos_enc_add(&self, h: &mut GpuBuf<L>, n: usize, d: usize) -> Result<()> {
+        expect_len("pos_enc_add", "h", h, n * d)?;
+        if n == 0 || d == 0 {
+            return Ok(());
+        }
+        let p = PosEncParams {
+            h: h.ptr,
+            n: u32_of("n", n)?,
+            d: u32_of("d", d)?,
+        };
+        let cfg = LaunchCfg::linear(blocks_for(n * d, BLOCK, MAX_GRID), BLOCK, 0);
+        // SAFETY: h holds n·d floats.
+        unsafe { self.go("pos_enc_add_fwd_f32", cfg, &p) }
+    }
+
     fn layer_norm_fwd(
         &self,
         out: &mut GpuBuf<L>,

@@ -96,3 +96,7 @@ params!(
     /// `gate_bwd_f32`: work = f64 scratch [2f + r]
     GateBwdParams, 88, { dw: u64, da: u64, db: u64, dg: u64, work: u64, g: u64, keep: u64, xbar: u64, u: u64, b: u64, f: u32, r: u32 }
 );
+params!(
+    /// `pos_enc_add_fwd_f32`
+    PosEncParams, 16, { h: u64, n: u32, d: u32 }
+);
