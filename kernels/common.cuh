@@ -291,6 +291,30 @@ struct PosEncParams {
     unsigned int d;
 };
 
+// softmax_attention_{fwd,d_bwd,dq_bwd,dkv_bwd}_f32 (kernels/softmax_attention.cu): out/out2 the
+// written tensors (fwd: out, lse; dq: dq; dkv: dk, dv), dd = D [h·n] scratch, o = the forward's out,
+// tile = rows per shared tile, stride = per-thread row stride in shared memory, scale = 1/√dh
+struct SoftmaxAttnParams {
+    float* out;
+    float* out2;
+    float* dd;
+    const float* q;
+    const float* k;
+    const float* v;
+    const float* dout;
+    const float* o;
+    const float* lse;
+    const float* mask;
+    unsigned int n;
+    unsigned int d;
+    unsigned int h;
+    unsigned int dh;
+    unsigned int tile;
+    unsigned int stride;
+    float scale;
+    unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
+};
+
 
 // Sizes mirrored by const assertions in src/gpu/params.rs.
 static_assert(sizeof(LayerNormFwdParams) == 56, "LayerNormFwdParams layout changed: update src/gpu/params.rs");
@@ -314,6 +338,7 @@ static_assert(sizeof(GateParams) == 96, "GateParams layout changed: update src/g
 static_assert(sizeof(GateApplyParams) == 40, "GateApplyParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(GateBwdParams) == 88, "GateBwdParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(PosEncParams) == 16, "PosEncParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(SoftmaxAttnParams) == 112, "SoftmaxAttnParams layout changed: update src/gpu/params.rs");
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

@@ -275,6 +275,39 @@ impl<L: Launcher> GpuBackend<L> {
         self.go("linear_attention_reduce_fwd_f32", cfg, &r)
     }
 
+    /// Launch shape of the softmax attention kernels for head width `dh` and `rows` per-thread rows
+    /// of shared memory: (threads per block, rows per tile, row stride, dynamic shared bytes).
+    fn sa_shape(op: &str, dh: usize, rows: usize) -> Result<(u32, u32, u32, u32)> {
+        let stride = dh | 1; // odd: consecutive threads' rows fall in different banks
+        let words = MAX_DYN_SHARED / 4;
+        for threads in [64usize, 32] {
+            let own = threads * stride * rows;
+            if own >= words {
+                continue;
+            }
+            let tile = ((words - own) / (2 * dh + 2)).min(32);
+            if tile > 0 {
+                let bytes = (own + tile * (2 * dh + 2)) * 4;
+                return Ok((threads as u32, tile as u32, stride as u32, bytes as u32));
+            }
+        }
+        Err(Error::shape(format!(
+            "{op}: head width {dh} needs more shared memory than a block has"
+        )))
+    }
+
+    /// Grid of the softmax attention kernels: (⌈n / threads⌉, h).
+    fn sa_grid(op: &str, n: usize, h: usize, threads: u32, shmem: u32) -> Result<LaunchCfg> {
+        if h > 65535 {
+            return Err(Error::shape(format!("{op}: {h} heads exceed the launch grid")));
+        }
+        Ok(LaunchCfg {
+            grid: [u32_of("blocks", n.div_ceil(threads as usize))?, h as u32, 1],
+            block: [threads, 1, 1],
+            shmem,
+        })
+    }
+
     /// Loss partial sums into a fresh `parts` buffer (loss, mse, sparsity, count) on the device.
     #[allow(clippy::too_many_arguments)]
     fn loss_parts(
@@ -845,6 +878,138 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         let cfg = LaunchCfg::linear(blocks_for(n * d, BLOCK, MAX_GRID), BLOCK, 0);
         // SAFETY: h holds n·d floats.
         unsafe { self.go("pos_enc_add_fwd_f32", cfg, &p) }
+    }
+
+    fn softmax_attention_fwd(
+        &self,
+        out: &mut GpuBuf<L>,
+        lse: &mut GpuBuf<L>,
+        q: &GpuBuf<L>,
+        k: &GpuBuf<L>,
+        v: &GpuBuf<L>,
+        mask: &GpuBuf<L>,
+        n: usize,
+        d: usize,
+        h: usize,
+    ) -> Result<()> {
+        let op = "softmax_attention_fwd";
+        if n == 0 || d == 0 {
+            return Ok(());
+        }
+        let dh = Self::head_dim(op, d, h)?;
+        for (name, b) in [("out", &*out), ("q", q), ("k", k), ("v", v)] {
+            expect_len(op, name, b, n * d)?;
+        }
+        expect_len(op, "mask", mask, n)?;
+        expect_len(op, "lse", lse, h * n)?;
+        u32_of("n·d", n * d)?;
+        let (threads, tile, stride, shmem) = Self::sa_shape(op, dh, 1)?;
+        let p = SoftmaxAttnParams {
+            out: out.ptr,
+            out2: lse.ptr,
+            dd: 0,
+            q: q.ptr,
+            k: k.ptr,
+            v: v.ptr,
+            dout: 0,
+            o: 0,
+            lse: 0,
+            mask: mask.ptr,
+            n: n as u32,
+            d: d as u32,
+            h: h as u32,
+            dh: dh as u32,
+            tile,
+            stride,
+            scale: 1.0 / (dh as f32).sqrt(),
+            pad: 0,
+        };
+        let cfg = Self::sa_grid(op, n, h, threads, shmem)?;
+        // SAFETY: lengths checked above; shared memory sized by sa_shape.
+        unsafe { self.go("softmax_attention_fwd_f32", cfg, &p) }
+    }
+
+    fn softmax_attention_bwd(
+        &self,
+        dq: &mut GpuBuf<L>,
+        dk: &mut GpuBuf<L>,
+        dv: &mut GpuBuf<L>,
+        dout: &GpuBuf<L>,
+        out: &GpuBuf<L>,
+        lse: &GpuBuf<L>,
+        q: &GpuBuf<L>,
+        k: &GpuBuf<L>,
+        v: &GpuBuf<L>,
+        mask: &GpuBuf<L>,
+        n: usize,
+        d: usize,
+        h: usize,
+    ) -> Result<()> {
+        let op = "softmax_attention_bwd";
+        if n == 0 || d == 0 {
+            return Ok(());
+        }
+        let dh = Self::head_dim(op, d, h)?;
+        for (name, b) in [
+            ("dq", &*dq),
+            ("dk", &*dk),
+            ("dv", &*dv),
+            ("dout", dout),
+            ("out", out),
+            ("q", q),
+            ("k", k),
+            ("v", v),
+        ] {
+            expect_len(op, name, b, n * d)?;
+        }
+        expect_len(op, "mask", mask, n)?;
+        expect_len(op, "lse", lse, h * n)?;
+        u32_of("n·d", n * d)?;
+        let dd = self.scratch(h * n * 4)?;
+        let base = SoftmaxAttnParams {
+            out: 0,
+            out2: 0,
+            dd: dd.ptr,
+            q: q.ptr,
+            k: k.ptr,
+            v: v.ptr,
+            dout: dout.ptr,
+            o: out.ptr,
+            lse: lse.ptr,
+            mask: mask.ptr,
+            n: n as u32,
+            d: d as u32,
+            h: h as u32,
+            dh: dh as u32,
+            tile: 0,
+            stride: 0,
+            scale: 1.0 / (dh as f32).sqrt(),
+            pad: 0,
+        };
+        let (tq, tile_q, stride_q, sh_q) = Self::sa_shape(op, dh, 1)?;
+        let (tk, tile_k, stride_k, sh_k) = Self::sa_shape(op, dh, 2)?;
+        let pq = SoftmaxAttnParams {
+            out: dq.ptr,
+            tile: tile_q,
+            stride: stride_q,
+            ..base
+        };
+        let pk = SoftmaxAttnParams {
+            out: dk.ptr,
+            out2: dv.ptr,
+            tile: tile_k,
+            stride: stride_k,
+            ..base
+        };
+        let cfg_d = LaunchCfg::linear(blocks_for(n * h, BLOCK, MAX_GRID), BLOCK, 0);
+        let cfg_q = Self::sa_grid(op, n, h, tq, sh_q)?;
+        let cfg_k = Self::sa_grid(op, n, h, tk, sh_k)?;
+        // SAFETY: lengths checked above; dd holds h·n floats; shared memory sized by sa_shape.
+        unsafe {
+            self.go("softmax_attention_d_bwd_f32", cfg_d, &base)?;
+            self.go("softmax_attention_dq_bwd_f32", cfg_q, &pq)?;
+            self.go("softmax_attention_dkv_bwd_f32", cfg_k, &pk)
+        }
     }
 
     fn layer_norm_fwd(

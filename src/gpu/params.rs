@@ -100,3 +100,7 @@ params!(
     /// `pos_enc_add_fwd_f32`
     PosEncParams, 16, { h: u64, n: u32, d: u32 }
 );
+params!(
+    /// `softmax_attention_{fwd,d_bwd,dq_bwd,dkv_bwd}_f32`
+    SoftmaxAttnParams, 112, { out: u64, out2: u64, dd: u64, q: u64, k: u64, v: u64, dout: u64, o: u64, lse: u64, mask: u64, n: u32, d: u32, h: u32, dh: u32, tile: u32, stride: u32, scale: f32, pad: u32 }
+);
