@@ -225,7 +225,9 @@ impl<L: Launcher> GpuBackend<L> {
     /// Heads split for attention: dh = d / h, with h dividing d.
     fn head_dim(op: &str, d: usize, h: usize) -> Result<usize> {
         if h == 0 || d % h != 0 {
-            return Err(Error::shape(format!("{op}: {h} heads do not divide d = {d}")));
+            return Err(Error::shape(format!(
+                "{op}: {h} heads do not divide d = {d}"
+            )));
         }
         Ok(d / h)
     }
@@ -236,7 +238,13 @@ impl<L: Launcher> GpuBackend<L> {
     /// # Safety
     /// `st` addresses live [n, d] tensors (x, y), `mask` [n] (forward) or `rowscale` [n·h·2]
     /// (backward); `s`, `z` hold h·dh² and h·dh floats.
-    unsafe fn la_state(&self, kernel: &str, mut st: LinAttnStateParams, s: u64, z: u64) -> Result<()> {
+    unsafe fn la_state(
+        &self,
+        kernel: &str,
+        mut st: LinAttnStateParams,
+        s: u64,
+        z: u64,
+    ) -> Result<()> {
         let (n, h, dh) = (st.n as usize, st.h as usize, st.dh as usize);
         let entries = dh * dh + dh;
         // rows per chunk: 64 (the CPU op's f32 block) or fewer when the tile would not fit
@@ -249,7 +257,9 @@ impl<L: Launcher> GpuBackend<L> {
         }
         let chunks = n.div_ceil(rows);
         if h > 65535 {
-            return Err(Error::shape(format!("{kernel}: {h} heads exceed the launch grid")));
+            return Err(Error::shape(format!(
+                "{kernel}: {h} heads exceed the launch grid"
+            )));
         }
         let total = u32_of("chunks·h·(dh²+dh)", chunks * h * entries)?;
         let partial = self.scratch(total as usize * 4)?;
@@ -299,7 +309,9 @@ impl<L: Launcher> GpuBackend<L> {
     /// Grid of the softmax attention kernels: (⌈n / threads⌉, h).
     fn sa_grid(op: &str, n: usize, h: usize, threads: u32, shmem: u32) -> Result<LaunchCfg> {
         if h > 65535 {
-            return Err(Error::shape(format!("{op}: {h} heads exceed the launch grid")));
+            return Err(Error::shape(format!(
+                "{op}: {h} heads exceed the launch grid"
+            )));
         }
         Ok(LaunchCfg {
             grid: [u32_of("blocks", n.div_ceil(threads as usize))?, h as u32, 1],
@@ -816,7 +828,13 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         let op = "gate_bwd";
         expect_len(op, "dxt", dxt, n * f)?;
         expect_len(op, "x", x, n * f)?;
-        for (name, buf) in [("dw", &*dw), ("dg", &*dg), ("xbar", xbar), ("g", g), ("keep", keep)] {
+        for (name, buf) in [
+            ("dw", &*dw),
+            ("dg", &*dg),
+            ("xbar", xbar),
+            ("g", g),
+            ("keep", keep),
+        ] {
             expect_len(op, name, buf, f)?;
         }
         for (name, buf) in [("da", &*da), ("db", &*db), ("b", b)] {
