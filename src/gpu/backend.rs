@@ -224,7 +224,7 @@ impl<L: Launcher> GpuBackend<L> {
 
     /// Heads split for attention: dh = d / h, with h dividing d.
     fn head_dim(op: &str, d: usize, h: usize) -> Result<usize> {
-        if h == 0 || d % h != 0 {
+        if h == 0 || !d.is_multiple_of(h) {
             return Err(Error::shape(format!(
                 "{op}: {h} heads do not divide d = {d}"
             )));
