@@ -1,4 +1,4 @@
-//! [`GpuBackend<L>`]: the `Backend` ops that have kernels, one launch recipe per op for every
+//! [`GpuBackend<L>`]: every `Backend` op as kernels of `kernels/*.cu`, one launch recipe per op for every
 //! launcher. Each op checks buffer lengths against the shape letters before launching (a kernel
 //! trusts its sizes), then launches; reductions use per-block partials and a second pass, so results
 //! do not depend on scheduling.
