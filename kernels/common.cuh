@@ -153,6 +153,168 @@ struct SumSqReduceParams {
     unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
 };
 
+// linear_fwd_f32 / linear_bwd_f32 (kernels/linear.cu): C[r,c] (op)= Σ_i A(r,i) B(i,c) with
+// A(r,i) = a[r·a_rs + i·a_is], B(i,c) = b[i·b_is + c·b_cs]; mode 0: out = acc + bias (bias may be
+// null), 1: out += acc, 2: out[blockIdx.z][rows·cols] = acc over inner [z·k_chunk, (z+1)·k_chunk)
+struct GemmParams {
+    float* out;
+    const float* a;
+    const float* b;
+    const float* bias;
+    unsigned int rows;
+    unsigned int cols;
+    unsigned int inner;
+    unsigned int a_rs;
+    unsigned int a_is;
+    unsigned int b_is;
+    unsigned int b_cs;
+    unsigned int mode;
+    unsigned int k_chunk;
+    unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
+};
+
+// linear_reduce_bwd_f32: out[e] += Σ_z partial[z·len + e] (f64, z order)
+struct SplitReduceParams {
+    float* out;
+    const float* partial;
+    unsigned int splits;
+    unsigned int len;
+};
+
+// column_sum_bwd_f32: s[c] = Σ_i rowmask[i] · a[i,c] · b[i,c] (rowmask, b may be null) in f64;
+// out_f64[c] = s when out_f64 is not null, else out_f32[c] += s
+struct ColumnSumParams {
+    float* out_f32;
+    double* out_f64;
+    const float* a;
+    const float* b;
+    const float* rowmask;
+    unsigned int n;
+    unsigned int cols;
+};
+
+// linear_attention_state_{fwd,bwd}_f32 (kernels/linear_attention.cu): per (chunk of `rows` rows,
+// head) the partial sums P[a,b] = Σ_r wφ φ(x_ra) wy y_rb and Z[a] = Σ_r wφ φ(x_ra) wz_r into
+// partial[(chunk·h + hd)·(dh² + dh) + e]; fwd: wφ = mask, wy = wz = 1; bwd: wφ = 1, (wy, wz) = rowscale
+struct LinAttnStateParams {
+    float* partial;
+    const float* x;
+    const float* y;
+    const float* rowscale;
+    const float* mask;
+    unsigned int n;
+    unsigned int d;
+    unsigned int h;
+    unsigned int dh;
+    unsigned int rows;
+    unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
+};
+
+// linear_attention_reduce_fwd_f32: s[hd·dh² + e] / z[hd·dh + a] = Σ_chunk partial (f64, chunk order)
+struct LinAttnReduceParams {
+    float* s;
+    float* z;
+    const float* partial;
+    unsigned int chunks;
+    unsigned int h;
+    unsigned int dh;
+    unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
+};
+
+// linear_attention_{out_fwd,rows_bwd,dq_bwd,dkv_bwd}_f32: out/out2 the written tensors, x = q or k,
+// y = dout or v, s/z = S, z (or dS, dz), rowscale = (inv, dden) per (i, hd), mask [n]
+struct LinAttnRowsParams {
+    float* out;
+    float* out2;
+    const float* x;
+    const float* y;
+    const float* s;
+    const float* z;
+    float* rowscale;
+    const float* mask;
+    unsigned int n;
+    unsigned int d;
+    unsigned int h;
+    unsigned int dh;
+};
+
+// gate_fwd_f32 (kernels/gate.cu, one block): work[f] holds Σ_i m_i x_if (f64) on entry; writes
+// xbar, u, g, keep; mode 0: keep = g ≥ tau, 1: keep the topk largest g
+struct GateParams {
+    float* g;
+    float* keep;
+    float* xbar;
+    float* u;
+    double* work;
+    const float* w;
+    const float* a;
+    const float* b;
+    const float* mask;
+    unsigned int n;
+    unsigned int f;
+    unsigned int r;
+    unsigned int mode;
+    float tau;
+    unsigned int topk;
+};
+
+// gate_apply_fwd_f32: xt[i,c] = x[i,c] · (g[c] · keep[c])
+struct GateApplyParams {
+    float* xt;
+    const float* x;
+    const float* g;
+    const float* keep;
+    unsigned int n;
+    unsigned int f;
+};
+
+// gate_bwd_f32 (one block): work = ds [f] (Σ_i dxt x, f64, on entry) | dℓ [f] | du [r]
+struct GateBwdParams {
+    float* dw;
+    float* da;
+    float* db;
+    float* dg;
+    double* work;
+    const float* g;
+    const float* keep;
+    const float* xbar;
+    const float* u;
+    const float* b;
+    unsigned int f;
+    unsigned int r;
+};
+
+// pos_enc_add_fwd_f32 (kernels/pos_enc.cu): h[n, d] += PE
+struct PosEncParams {
+    float* h;
+    unsigned int n;
+    unsigned int d;
+};
+
+// softmax_attention_{fwd,d_bwd,dq_bwd,dkv_bwd}_f32 (kernels/softmax_attention.cu): out/out2 the
+// written tensors (fwd: out, lse; dq: dq; dkv: dk, dv), dd = D [h·n] scratch, o = the forward's out,
+// tile = rows per shared tile, stride = per-thread row stride in shared memory, scale = 1/√dh
+struct SoftmaxAttnParams {
+    float* out;
+    float* out2;
+    float* dd;
+    const float* q;
+    const float* k;
+    const float* v;
+    const float* dout;
+    const float* o;
+    const float* lse;
+    const float* mask;
+    unsigned int n;
+    unsigned int d;
+    unsigned int h;
+    unsigned int dh;
+    unsigned int tile;
+    unsigned int stride;
+    float scale;
+    unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
+};
+
 
 // Sizes mirrored by const assertions in src/gpu/params.rs.
 static_assert(sizeof(LayerNormFwdParams) == 56, "LayerNormFwdParams layout changed: update src/gpu/params.rs");
@@ -166,6 +328,17 @@ static_assert(sizeof(DropoutParams) == 48, "DropoutParams layout changed: update
 static_assert(sizeof(AdamParams) == 72, "AdamParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(SumSqParams) == 24, "SumSqParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(SumSqReduceParams) == 24, "SumSqReduceParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(GemmParams) == 72, "GemmParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(SplitReduceParams) == 24, "SplitReduceParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(ColumnSumParams) == 48, "ColumnSumParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(LinAttnStateParams) == 64, "LinAttnStateParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(LinAttnReduceParams) == 40, "LinAttnReduceParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(LinAttnRowsParams) == 80, "LinAttnRowsParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(GateParams) == 96, "GateParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(GateApplyParams) == 40, "GateApplyParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(GateBwdParams) == 88, "GateBwdParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(PosEncParams) == 16, "PosEncParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(SoftmaxAttnParams) == 112, "SoftmaxAttnParams layout changed: update src/gpu/params.rs");
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

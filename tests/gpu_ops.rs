@@ -289,13 +289,22 @@ fn wrong_buffer_lengths_are_shape_errors_not_crashes() {
 }
 
 #[test]
-fn ops_without_kernels_say_so() {
+fn heads_that_do_not_divide_d_are_shape_errors_not_crashes() {
+    // every Backend op has a kernel now (tests/gpu_ops2.rs); bad head counts are refused up front
     let b = Emu::new(Order::Forward);
-    let x = b.upload(&[1.0; 4]).unwrap();
-    let w = b.upload(&[1.0; 4]).unwrap();
-    let mut out = b.zeros(4).unwrap();
-    let err = b.linear_fwd(&mut out, &x, &w, None, 2, 2, 2).unwrap_err();
-    assert!(err.to_string().contains("no kernel"), "{err}");
+    let x = b.upload(&[1.0; 12]).unwrap();
+    let mask = b.upload(&[1.0; 2]).unwrap();
+    let mut out = b.zeros(12).unwrap();
+    let mut lse = b.zeros(10).unwrap();
+    let err = b
+        .softmax_attention_fwd(&mut out, &mut lse, &x, &x, &x, &mask, 2, 6, 5)
+        .unwrap_err();
+    assert!(err.to_string().contains("heads"), "{err}");
+    let (mut s, mut z) = (b.zeros(4).unwrap(), b.zeros(4).unwrap());
+    let err = b
+        .linear_attention_fwd(&mut out, &mut s, &mut z, &x, &x, &x, &mask, 2, 6, 4)
+        .unwrap_err();
+    assert!(err.to_string().contains("heads"), "{err}");
 }
 
 #[test]

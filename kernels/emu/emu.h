@@ -143,6 +143,9 @@ inline float __powf(float x, float y) { return powf(x, y); }
 inline float __fdividef(float a, float b) { return a / b; }
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 inline double rsqrt(double x) { return 1.0 / sqrt(x); }
+// sin(πx), cos(πx): fmod by 2 is exact, as CUDA's argument reduction is
+inline double sinpi(double x) { return sin(fmod(x, 2.0) * 3.14159265358979323846); }
+inline double cospi(double x) { return cos(fmod(x, 2.0) * 3.14159265358979323846); }
 inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
 inline unsigned int __umulhi(unsigned int a, unsigned int b) { return (unsigned int)(((unsigned long long)a * b) >> 32); }
 inline unsigned int __float_as_uint(float x) { return emu::from_bits<unsigned int>(emu::to_bits(x)); }

@@ -1,6 +1,6 @@
 //! The GPU backend, generic over how kernels are launched.
 //!
-//! [`GpuBackend<L>`] implements [`crate::device::Backend`] for the ops that have kernels in
+//! [`GpuBackend<L>`] implements every op of [`crate::device::Backend`] with the kernels in
 //! `kernels/*.cu`; launch configurations, grid sizes, scratch buffers and op order are the same code
 //! for every [`Launcher`]:
 //! - [`CudaLauncher`]: cudarc 0.19 (dynamic loading), one stream, modules loaded once and cached;
