@@ -540,3 +540,86 @@ fn a_killed_run_resumes_exactly_where_it_stopped() {
         text(&o)
     );
 }
+
+/// The whole GPU backend — every kernel, launch configuration and buffer — trains the model through
+/// the CPU emulator and lands on the CPU path's weights; `--device cuda` without a GPU is an error.
+#[test]
+fn the_gpu_backend_on_the_emulator_trains_like_the_cpu() {
+    let t = trained();
+    let dir = scratch("emu");
+    let flags = [
+        "--max-steps",
+        "2",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--d-model",
+        "8",
+        "--heads",
+        "2",
+        "--layers",
+        "1",
+    ];
+    let mut weights = Vec::new();
+    for dev in ["cpu", "emu"] {
+        let out = dir.join(format!("{dev}.safetensors"));
+        let o = run(bin()
+            .env("ERAENGINE_CACHE", t.dir.join("cache"))
+            .args(["train", "--device", dev])
+            .args(flags)
+            .arg("--out")
+            .arg(&out));
+        assert!(o.status.success(), "{dev}: {}", text(&o));
+        weights.push(
+            eraengine::checkpoint::Checkpoint::load(&out)
+                .unwrap()
+                .tensors,
+        );
+    }
+    for ((name, _, a), (_, _, b)) in weights[0].iter().zip(&weights[1]) {
+        for (x, y) in a.iter().zip(b) {
+            assert!(
+                (x - y).abs() <= 1e-5 * (1.0 + x.abs()),
+                "{name}: cpu {x} vs emulated gpu {y}"
+            );
+        }
+    }
+    // Prediction through the emulated GPU backend matches the CPU's raw outputs.
+    let valid = find_store(&builtin_dir(), "builtin-validation");
+    let mut preds = Vec::new();
+    for dev in ["cpu", "emu"] {
+        let out = dir.join(format!("{dev}.csv"));
+        let o = run(bin()
+            .args(["predict", "--raw", "--device", dev, "--model"])
+            .arg(dir.join("cpu.safetensors"))
+            .arg("--data")
+            .arg(&valid)
+            .arg("--out")
+            .arg(&out));
+        assert!(o.status.success(), "{dev}: {}", text(&o));
+        let v: Vec<f64> = std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+            .collect();
+        preds.push(v);
+    }
+    assert_eq!(preds[0].len(), preds[1].len());
+    for (x, y) in preds[0].iter().zip(&preds[1]) {
+        assert!(
+            (x - y).abs() <= 1e-5 * (1.0 + x.abs()),
+            "prediction cpu {x} vs emulated gpu {y}"
+        );
+    }
+    if !eraengine::gpu::cuda_available() {
+        let o = run(bin()
+            .env("ERAENGINE_CACHE", t.dir.join("cache"))
+            .args(["train", "--device", "cuda"])
+            .args(flags)
+            .arg("--out")
+            .arg(dir.join("c.safetensors")));
+        assert_eq!(o.status.code(), Some(1));
+        assert!(text(&o).contains("--device cuda"), "{}", text(&o));
+    }
+}
