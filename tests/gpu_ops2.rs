@@ -611,6 +611,7 @@ fn train_steps<B: Backend>(
         out: None,
         grads_out: None,
         quiet: true,
+        resume: None,
     };
     let mut adam = Adam::new(dev, &m.params, opts.lr, opts.weight_decay)?;
     let mut losses = Vec::new();
