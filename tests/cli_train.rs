@@ -442,6 +442,43 @@ fn parquet_import_train_predict_and_walk_forward() {
     for f in ["corr.svg", "feature_weights.svg", "summary.json"] {
         assert!(report.join(f).exists(), "report lacks {f}");
     }
+    // With an embargo of 2 eras the first predicted era moves 2 eras later.
+    let oos2 = dir.join("oos2.csv");
+    let o = run(bin()
+        .args([
+            "train",
+            "--walk-forward",
+            "--window",
+            "10",
+            "--embargo",
+            "2",
+            "--epochs",
+            "1",
+            "--d-model",
+            "16",
+            "--heads",
+            "2",
+            "--data",
+        ])
+        .arg(&all)
+        .arg("--predictions-out")
+        .arg(&oos2));
+    assert!(o.status.success(), "{}", text(&o));
+    let log = text(&o);
+    assert!(
+        log.contains(&format!(
+            "trained on eras {}..{}, era {}",
+            store.era(0).name,
+            store.era(9).name,
+            store.era(12).name
+        )),
+        "{log}"
+    );
+    let expect2: usize = (12..store.n_eras()).map(|i| store.era(i).n_rows).sum();
+    assert_eq!(
+        std::fs::read_to_string(&oos2).unwrap().lines().count() - 1,
+        expect2
+    );
     // Train on the imported store (2 steps), predict live parquet imported with the same features.
     let ck = dir.join("m.safetensors");
     let o = run(bin()

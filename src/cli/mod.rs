@@ -171,6 +171,10 @@ pub struct TrainArgs {
     /// Walk-forward window length in eras
     #[arg(long)]
     pub window: Option<usize>,
+    /// Walk-forward gap in eras between the training window and the predicted era (Numerai's
+    /// targets look weeks ahead, so the newest eras' targets are not known yet when predicting live)
+    #[arg(long)]
+    pub embargo: Option<usize>,
     #[arg(long = "predictions-out")]
     pub predictions_out: Option<PathBuf>,
     #[arg(long = "report-dir")]

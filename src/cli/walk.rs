@@ -39,9 +39,11 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     if window == 0 || epochs == 0 {
         return Err(Error::usage("--window and --epochs must be at least 1"));
     }
-    if store.n_eras() <= window {
+    let embargo = a.embargo.unwrap_or(0);
+    if store.n_eras() <= window + embargo {
         return Err(Error::usage(format!(
-            "--window {window} needs more than {window} eras; {} has {}",
+            "--window {window} with --embargo {embargo} needs more than {} eras; {} has {}",
+            window + embargo,
             data.display(),
             store.n_eras()
         )));
@@ -99,6 +101,7 @@ fn walk<B: crate::device::Backend>(
     opts: &TrainOptions,
 ) -> Result<()> {
     let window = a.window.unwrap_or(52);
+    let embargo = a.embargo.unwrap_or(0);
     let epochs = opts.epochs;
     let tensors = match &a.init {
         Some(p) => {
@@ -129,10 +132,13 @@ fn walk<B: crate::device::Backend>(
     let mut step = 0u64;
     let mut results: Vec<Predicted> = Vec::new();
     let t = cfg.n_targets;
-    let total = store.n_eras() - window;
+    let first = window + embargo;
+    let total = store.n_eras() - first;
     let started = std::time::Instant::now();
-    for (done, next) in (window..store.n_eras()).enumerate() {
-        let mut eras: Vec<usize> = (next - window..next).collect();
+    for (done, next) in (first..store.n_eras()).enumerate() {
+        // Train on the `window` eras that end `embargo` eras before the predicted one.
+        let end = next - embargo;
+        let mut eras: Vec<usize> = (end - window..end).collect();
         for _ in 0..epochs {
             for i in (1..eras.len()).rev() {
                 let j = (rng.next_u32() as usize) % (i + 1);
@@ -166,8 +172,8 @@ fn walk<B: crate::device::Backend>(
                 "walk-forward {}/{}: trained on eras {}..{}, era {} corr {}  ({:.1} s)",
                 done + 1,
                 total,
-                store.era(next - window).name,
-                store.era(next - 1).name,
+                store.era(end - window).name,
+                store.era(end - 1).name,
                 batch.name,
                 c.map_or("n/a".to_string(), |c| format!("{c:+.4}")),
                 started.elapsed().as_secs_f64()
