@@ -364,17 +364,7 @@ pub fn features_json(cfg: &SynthConfig) -> serde_json::Value {
     })
 }
 
-/// Write `text` to `path` through a temporary file.
-pub fn write_atomic(path: &Path, text: &[u8]) -> Result<()> {
-    let tmp = super::store::temp_path(path, "part");
-    let r = std::fs::write(&tmp, text)
-        .map_err(|e| Error::io(&tmp, e))
-        .and_then(|_| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r
-}
+pub use crate::io::write_atomic;
 
 /// Paths written by `write_dataset`.
 #[derive(Clone, Debug)]
