@@ -52,25 +52,35 @@ extern "C" __global__ void layer_norm_bwd_f32(LayerNormBwdParams p) {
     float* my_acc = acc + warp * two_d;
     for (unsigned int row = blockIdx.x * warps + warp; row < p.n; row += gridDim.x * warps) {
         const unsigned long long base = (unsigned long long)row * p.d;
-        const float mean = p.mean[row];
-        const float rstd = p.rstd[row];
-        float s_dn = 0.0f;   // Σ dx̂
-        float s_dnx = 0.0f;  // Σ dx̂ x̂
+        // The row's statistics again, in double (as the CPU op does): for a row whose spread is
+        // small next to √eps the gradient is a difference of nearly equal terms, and the saved
+        // f32 mean/rstd would cost it 3–4 digits. (p.mean/p.rstd stay part of the interface.)
+        double sum = 0.0;
+        for (unsigned int j = lane; j < p.d; j += 32u) sum += (double)p.inp[base + j];
+        const double mean = warp_sum(sum) / (double)p.d;
+        double sq = 0.0;
         for (unsigned int j = lane; j < p.d; j += 32u) {
-            const float xhat = (p.inp[base + j] - mean) * rstd;
-            const float dy = p.dout[base + j];
-            const float dn = dy * p.gamma[j];
+            const double c = (double)p.inp[base + j] - mean;
+            sq += c * c;
+        }
+        const double rstd = 1.0 / sqrt(warp_sum(sq) / (double)p.d + (double)LN_EPS);
+        double s_dn = 0.0;   // Σ dx̂
+        double s_dnx = 0.0;  // Σ dx̂ x̂
+        for (unsigned int j = lane; j < p.d; j += 32u) {
+            const double xhat = ((double)p.inp[base + j] - mean) * rstd;
+            const double dy = (double)p.dout[base + j];
+            const double dn = dy * (double)p.gamma[j];
             s_dn += dn;
             s_dnx += dn * xhat;
-            my_acc[j] += dy * xhat;  // lane-owned column: no other thread touches it
-            my_acc[p.d + j] += dy;
+            my_acc[j] += (float)(dy * xhat);  // lane-owned column: no other thread touches it
+            my_acc[p.d + j] += (float)dy;
         }
-        const float m_dn = warp_sum(s_dn) / (float)p.d;
-        const float m_dnx = warp_sum(s_dnx) / (float)p.d;
+        const double m_dn = warp_sum(s_dn) / (double)p.d;
+        const double m_dnx = warp_sum(s_dnx) / (double)p.d;
         for (unsigned int j = lane; j < p.d; j += 32u) {
-            const float xhat = (p.inp[base + j] - mean) * rstd;
-            const float dn = p.dout[base + j] * p.gamma[j];
-            p.dinp[base + j] += rstd * (dn - m_dn - xhat * m_dnx);
+            const double xhat = ((double)p.inp[base + j] - mean) * rstd;
+            const double dn = (double)p.dout[base + j] * (double)p.gamma[j];
+            p.dinp[base + j] += (float)(rstd * (dn - m_dn - xhat * m_dnx));
         }
     }
     __syncthreads();
