@@ -8,7 +8,6 @@
 //! accumulate in f64); dropout masks must match exactly.
 
 use eraengine::device::{Backend, Cpu};
-use eraengine::gpu::{GpuBackend, Order};
 use eraengine::ops::elementwise::DropoutKey;
 use eraengine::ops::optim::AdamArgs;
 use proptest::prelude::*;
@@ -35,29 +34,9 @@ type LossCase = (
     Vec<f32>,
 );
 
-type Emu = GpuBackend<eraengine::gpu::EmuLauncher>;
-
-fn orders(seed: u64) -> [Order; 3] {
-    [Order::Forward, Order::Reverse, Order::Shuffle(seed)]
-}
-
-fn close(what: &str, gpu: &[f32], cpu: &[f32], atol: f32, rtol: f32) -> Result<(), TestCaseError> {
-    prop_assert_eq!(gpu.len(), cpu.len(), "{}: lengths", what);
-    for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
-        let ok = (g - c).abs() <= atol + rtol * c.abs() || (g.is_nan() && c.is_nan());
-        prop_assert!(
-            ok,
-            "{}[{}]: gpu {} vs cpu {} (atol {}, rtol {})",
-            what,
-            i,
-            g,
-            c,
-            atol,
-            rtol
-        );
-    }
-    Ok(())
-}
+mod gpu_common;
+use eraengine::gpu::Order;
+use gpu_common::{close, orders, Emu};
 
 fn vec_f32(len: std::ops::Range<usize>, lo: f32, hi: f32) -> impl Strategy<Value = Vec<f32>> {
     prop::collection::vec(lo..hi, len)

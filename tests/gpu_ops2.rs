@@ -9,33 +9,12 @@
 //! in a different order, some in f64).
 
 use eraengine::device::{Backend, Cpu};
-use eraengine::gpu::{GpuBackend, Order};
 use eraengine::ops::gate::GateSelect;
 use proptest::prelude::*;
 
-type Emu = GpuBackend<eraengine::gpu::EmuLauncher>;
-
-fn orders(seed: u64) -> [Order; 3] {
-    [Order::Forward, Order::Reverse, Order::Shuffle(seed)]
-}
-
-fn close(what: &str, gpu: &[f32], cpu: &[f32], atol: f32, rtol: f32) -> Result<(), TestCaseError> {
-    prop_assert_eq!(gpu.len(), cpu.len(), "{}: lengths", what);
-    for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
-        let ok = (g - c).abs() <= atol + rtol * c.abs() || (g.is_nan() && c.is_nan());
-        prop_assert!(
-            ok,
-            "{}[{}]: gpu {} vs cpu {} (atol {}, rtol {})",
-            what,
-            i,
-            g,
-            c,
-            atol,
-            rtol
-        );
-    }
-    Ok(())
-}
+mod gpu_common;
+use eraengine::gpu::Order;
+use gpu_common::{close, orders, Emu};
 
 fn vals(len: usize, lo: f32, hi: f32) -> BoxedStrategy<Vec<f32>> {
     prop::collection::vec(lo..hi, len).boxed()
