@@ -533,9 +533,20 @@ impl<B: Backend> Tape<B> {
     }
 
     /// Frees a tensor produced by a node whose backward has run.
-    fn free(&mut self, t: T) {
-        self.bufs[t.0] = None;
-        self.grads[t.0] = None;
+    fn free(&mut self, dev: &B, t: T) {
+        if let Some(b) = self.bufs[t.0].take() {
+            dev.recycle(b);
+        }
+        if let Some(g) = self.grads[t.0].take() {
+            dev.recycle(g);
+        }
+    }
+
+    /// Hands every buffer still on the tape back to the device for reuse (end of a step).
+    pub fn release(mut self, dev: &B) {
+        for b in self.bufs.drain(..).chain(self.grads.drain(..)).flatten() {
+            dev.recycle(b);
+        }
     }
 
     /// Backpropagates from the loss (the last node, seeded with dL = 1) into `params.grads` (`+=`)
@@ -621,7 +632,7 @@ impl<B: Backend> Tape<B> {
                         self.put_grad(inp, d);
                     }
                 }
-                self.free(out);
+                self.free(dev, out);
             }
             Node::LayerNorm {
                 out,
@@ -651,9 +662,9 @@ impl<B: Backend> Tape<B> {
                     )?;
                     self.put_grad(inp, dinp);
                 }
-                self.free(out);
-                self.free(mean);
-                self.free(rstd);
+                self.free(dev, out);
+                self.free(dev, mean);
+                self.free(dev, rstd);
             }
             Node::Gelu { out, inp } => {
                 if let Some(dout) = self.grads[out.0].take() {
@@ -661,7 +672,7 @@ impl<B: Backend> Tape<B> {
                     dev.gelu_bwd(&mut dinp, &dout, self.buf(inp)?)?;
                     self.put_grad(inp, dinp);
                 }
-                self.free(out);
+                self.free(dev, out);
             }
             Node::Add { out, a, b } => {
                 if let Some(dout) = self.grads[out.0].take() {
@@ -673,7 +684,7 @@ impl<B: Backend> Tape<B> {
                         }
                     }
                 }
-                self.free(out);
+                self.free(dev, out);
             }
             Node::Dropout {
                 out,
@@ -686,7 +697,7 @@ impl<B: Backend> Tape<B> {
                     dev.dropout_bwd(&mut dinp, &dout, prob, key)?;
                     self.put_grad(inp, dinp);
                 }
-                self.free(out);
+                self.free(dev, out);
             }
             Node::LinearAttention {
                 out,
@@ -725,9 +736,9 @@ impl<B: Backend> Tape<B> {
                     self.put_grad(k, dk);
                     self.put_grad(v, dv);
                 }
-                self.free(out);
-                self.free(s);
-                self.free(z);
+                self.free(dev, out);
+                self.free(dev, s);
+                self.free(dev, z);
             }
             Node::SoftmaxAttention {
                 out,
@@ -765,8 +776,8 @@ impl<B: Backend> Tape<B> {
                     self.put_grad(k, dk);
                     self.put_grad(v, dv);
                 }
-                self.free(out);
-                self.free(lse);
+                self.free(dev, out);
+                self.free(dev, lse);
             }
             Node::Gate {
                 xt,
@@ -817,7 +828,7 @@ impl<B: Backend> Tape<B> {
                     r,
                 )?;
                 for t in [xt, g, keep, xbar, u] {
-                    self.free(t);
+                    self.free(dev, t);
                 }
             }
         }

@@ -36,6 +36,11 @@ pub trait Backend {
     fn fill_zero(&self, buf: &mut Self::Buf) -> Result<()>;
     /// dst = src (same length).
     fn copy(&self, dst: &mut Self::Buf, src: &Self::Buf) -> Result<()>;
+    /// Hands a buffer that is no longer needed back for reuse by a later `zeros` (the default just
+    /// drops it).
+    fn recycle(&self, buf: Self::Buf) {
+        drop(buf);
+    }
 
     fn linear_fwd(
         &self,

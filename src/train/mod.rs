@@ -453,6 +453,7 @@ pub fn train_step<B: Backend>(
     let g = tape.download(dev, out.g)?;
     m.params.zero_grads(dev)?;
     tape.backward(dev, &mut m.params)?;
+    tape.release(dev);
     let (norm, bad) = m.params.grad_norm(dev)?;
     if let Some(name) = bad {
         return Err(Error::Numeric {
