@@ -71,7 +71,15 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Map<String, Value>, Host
     if hlen > (bytes.len() - 8) as u64 || hlen > 100_000_000 {
         return Err(err(
             "header",
-            format!("header length {hlen} exceeds the file size {}", bytes.len()),
+            format!(
+                "header length {hlen} exceeds the file size {}: not a safetensors checkpoint{}",
+                bytes.len(),
+                if bytes.starts_with(b"PAR1") {
+                    " (this is a parquet file)"
+                } else {
+                    ""
+                }
+            ),
         ));
     }
     let hlen = hlen as usize;
