@@ -263,10 +263,15 @@ impl Store {
         let b: &[u8] = &mmap;
         let file_len = b.len();
         if file_len < 8 || b[..8] != MAGIC {
+            let hint = if b.starts_with(b"PAR1") || path.extension().is_some_and(|e| e == "csv") {
+                ": it looks like Numerai data; convert it with `eraengine import`"
+            } else {
+                ""
+            };
             return Err(Error::format(
                 path,
                 "header",
-                "not an era store (wrong magic; expected \"ERASTORE\")",
+                format!("not an era store (wrong magic; expected \"ERASTORE\"){hint}"),
             ));
         }
         if file_len < HEADER_LEN {
