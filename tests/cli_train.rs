@@ -355,7 +355,12 @@ fn bad_inputs_are_clear_errors() {
         "{msg}"
     );
     // Numerai parquet given where a store is expected: the error says how to convert it.
-    let o = run(bin().args(["train", "--quiet", "--data", "tests/fixtures/numerai_v5.parquet"]));
+    let o = run(bin().args([
+        "train",
+        "--quiet",
+        "--data",
+        "tests/fixtures/numerai_v5.parquet",
+    ]));
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("eraengine import"), "{}", text(&o));
     // Unknown flags and bad values.

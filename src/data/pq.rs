@@ -177,6 +177,22 @@ enum Num {
 
 /// Column `j` of a batch into row-major `out[i * stride + j]` as feature codes, for the rows `keep`
 /// accepts. One type dispatch per column; the loop per type is tight.
+/// `dst[i * cols + j] = src[j * rows + i]`: a column-major [cols, rows] block to row-major
+/// [rows, cols], in 64 × 64 tiles so both sides stay in cache.
+fn transpose_i8(src: &[i8], dst: &mut [i8], cols: usize, rows: usize) {
+    const T: usize = 64;
+    for i0 in (0..rows).step_by(T) {
+        for j0 in (0..cols).step_by(T) {
+            for i in i0..(i0 + T).min(rows) {
+                let drow = &mut dst[i * cols..(i + 1) * cols];
+                for j in j0..(j0 + T).min(cols) {
+                    drow[j] = src[j * rows + i];
+                }
+            }
+        }
+    }
+}
+
 fn features_into(
     v: &Vals,
     keep: &[bool],
@@ -317,6 +333,7 @@ fn read_inner(
         .unwrap_or(4096)
         .clamp(256, 65536);
     let (mut keep, mut fb, mut tb) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cb: Vec<i8> = Vec::new();
     let mut file_row = 0u64;
     for g in 0..reader.num_row_groups() {
         let rg = reader
@@ -368,30 +385,43 @@ fn read_inner(
                 }
             }
             // features and targets column by column into row-major batch buffers
-            fb.clear();
-            fb.resize(n * nf, 0);
+            // each column into its own contiguous run of a column-major buffer (sequential writes),
+            // then one blocked transpose into the row-major batch: writing columns straight into
+            // row-major rows touches a new cache line per value
+            cb.clear();
+            cb.resize(n * nf, 0);
             for j in 0..nf {
                 let c = map.features[j];
-                features_into(&vals[f0 + j], &keep, &mut fb, nf, j, |i, v| match v {
-                    _ if matches!(vals[f0 + j], Vals::Str(_)) => Error::format(
-                        path,
-                        format!("column {}", names[c]),
-                        "a text feature column",
-                    ),
-                    Num::Int(v) => {
-                        feature_from_int(v, path, || at(i, c))
+                features_into(
+                    &vals[f0 + j],
+                    &keep,
+                    &mut cb[j * n..(j + 1) * n],
+                    1,
+                    0,
+                    |i, v| match v {
+                        _ if matches!(vals[f0 + j], Vals::Str(_)) => Error::format(
+                            path,
+                            format!("column {}", names[c]),
+                            "a text feature column",
+                        ),
+                        Num::Int(v) => {
+                            feature_from_int(v, path, || at(i, c))
+                                .err()
+                                .unwrap_or_else(|| {
+                                    Error::format(path, at(i, c), format!("feature value {v}"))
+                                })
+                        }
+                        Num::Float(v) => feature_from_float(v, path, || at(i, c))
                             .err()
                             .unwrap_or_else(|| {
                                 Error::format(path, at(i, c), format!("feature value {v}"))
-                            })
-                    }
-                    Num::Float(v) => feature_from_float(v, path, || at(i, c))
-                        .err()
-                        .unwrap_or_else(|| {
-                            Error::format(path, at(i, c), format!("feature value {v}"))
-                        }),
-                })?;
+                            }),
+                    },
+                )?;
             }
+            fb.clear();
+            fb.resize(n * nf, 0);
+            transpose_i8(&cb, &mut fb, nf, n);
             tb.clear();
             tb.resize(n * nt, f32::NAN);
             let mut k = f0 + nf;
