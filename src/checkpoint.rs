@@ -167,6 +167,39 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Map<String, Value>, Host
     Ok((metadata, tensors))
 }
 
+/// A string value of `__metadata__`, or an error saying the file is not `what`.
+pub fn meta_str<'a>(
+    meta: &'a Map<String, Value>,
+    key: &str,
+    path: &Path,
+    what: &str,
+) -> Result<&'a str> {
+    meta.get(key).and_then(Value::as_str).ok_or_else(|| {
+        Error::format(
+            path,
+            "__metadata__",
+            format!("key '{key}' is missing: not {what}"),
+        )
+    })
+}
+
+/// Checks `__metadata__.format`.
+pub fn expect_format(
+    meta: &Map<String, Value>,
+    path: &Path,
+    format: &str,
+    what: &str,
+) -> Result<()> {
+    if meta_str(meta, "format", path, what)? != format {
+        return Err(Error::format(
+            path,
+            "__metadata__.format",
+            format!("expected \"{format}\""),
+        ));
+    }
+    Ok(())
+}
+
 impl Checkpoint {
     pub fn metadata(&self) -> Map<String, Value> {
         let mut m = Map::new();
@@ -195,22 +228,8 @@ impl Checkpoint {
     pub fn load(path: &Path) -> Result<Checkpoint> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let (meta, tensors) = from_bytes(&bytes, path)?;
-        let get = |k: &str| -> Result<&str> {
-            meta.get(k).and_then(Value::as_str).ok_or_else(|| {
-                Error::format(
-                    path,
-                    "__metadata__",
-                    format!("key '{k}' is missing: not an eraengine checkpoint"),
-                )
-            })
-        };
-        if get("format")? != "eraengine" {
-            return Err(Error::format(
-                path,
-                "__metadata__.format",
-                "expected \"eraengine\"",
-            ));
-        }
+        let get = |k: &str| meta_str(&meta, k, path, "an eraengine checkpoint");
+        expect_format(&meta, path, "eraengine", "an eraengine checkpoint")?;
         let ver = get("format_version")?;
         if ver != "1" {
             return Err(Error::format(

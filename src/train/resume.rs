@@ -4,7 +4,7 @@
 //! reads both and continues with the next epoch, with the same era order and dropout masks as an
 //! uninterrupted run.
 
-use crate::checkpoint::{from_bytes, to_bytes, HostTensors};
+use crate::checkpoint::{expect_format, from_bytes, meta_str, to_bytes, HostTensors};
 use crate::{Error, Result};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -77,22 +77,9 @@ impl OptimState {
     pub fn load(path: &Path, params: &[(String, Vec<usize>)]) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let (meta, tensors) = from_bytes(&bytes, path)?;
-        let get = |k: &str| -> Result<&str> {
-            meta.get(k).and_then(Value::as_str).ok_or_else(|| {
-                Error::format(
-                    path,
-                    "__metadata__",
-                    format!("key '{k}' is missing: not an eraengine optimizer state"),
-                )
-            })
-        };
-        if get("format")? != "eraengine-optim" {
-            return Err(Error::format(
-                path,
-                "__metadata__.format",
-                "expected \"eraengine-optim\"",
-            ));
-        }
+        let what = "an eraengine optimizer state";
+        let get = |k: &str| meta_str(&meta, k, path, what);
+        expect_format(&meta, path, "eraengine-optim", what)?;
         let num = |k: &str| -> Result<u64> {
             get(k)?.parse().map_err(|_| {
                 Error::format(
