@@ -16,14 +16,8 @@ pub mod cpu;
 
 pub use cpu::Cpu;
 
-fn missing<T>(dev: &str, op: &str) -> Result<T> {
-    Err(crate::Error::device(format!(
-        "{op} has no kernel on device {dev} yet"
-    )))
-}
-
-/// Every op a device must provide. Default bodies say the op is missing on that device (an error,
-/// never a silent fallback); the CPU backend implements all of them.
+/// Every op a device must provide; the CPU and GPU backends implement all of them (an op is done
+/// only when forward and backward exist on every device).
 #[allow(clippy::too_many_arguments)]
 pub trait Backend {
     type Buf;
@@ -51,10 +45,7 @@ pub trait Backend {
         n: usize,
         k: usize,
         m: usize,
-    ) -> Result<()> {
-        let _ = (out, inp, w, b, n, k, m);
-        missing(&self.name(), "linear_fwd")
-    }
+    ) -> Result<()>;
     fn linear_bwd(
         &self,
         dinp: Option<&mut Self::Buf>,
@@ -66,10 +57,7 @@ pub trait Backend {
         n: usize,
         k: usize,
         m: usize,
-    ) -> Result<()> {
-        let _ = (dinp, dw, db, dout, inp, w, n, k, m);
-        missing(&self.name(), "linear_bwd")
-    }
+    ) -> Result<()>;
     fn layer_norm_fwd(
         &self,
         out: &mut Self::Buf,
@@ -80,10 +68,7 @@ pub trait Backend {
         beta: &Self::Buf,
         n: usize,
         d: usize,
-    ) -> Result<()> {
-        let _ = (out, mean, rstd, inp, gamma, beta, n, d);
-        missing(&self.name(), "layer_norm_fwd")
-    }
+    ) -> Result<()>;
     fn layer_norm_bwd(
         &self,
         dinp: &mut Self::Buf,
@@ -96,59 +81,29 @@ pub trait Backend {
         gamma: &Self::Buf,
         n: usize,
         d: usize,
-    ) -> Result<()> {
-        let _ = (dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma, n, d);
-        missing(&self.name(), "layer_norm_bwd")
-    }
-    fn gelu_fwd(&self, out: &mut Self::Buf, inp: &Self::Buf) -> Result<()> {
-        let _ = (out, inp);
-        missing(&self.name(), "gelu_fwd")
-    }
-    fn gelu_bwd(&self, dinp: &mut Self::Buf, dout: &Self::Buf, inp: &Self::Buf) -> Result<()> {
-        let _ = (dinp, dout, inp);
-        missing(&self.name(), "gelu_bwd")
-    }
-    fn elu1_fwd(&self, out: &mut Self::Buf, inp: &Self::Buf) -> Result<()> {
-        let _ = (out, inp);
-        missing(&self.name(), "elu1_fwd")
-    }
-    fn elu1_bwd(&self, dinp: &mut Self::Buf, dout: &Self::Buf, inp: &Self::Buf) -> Result<()> {
-        let _ = (dinp, dout, inp);
-        missing(&self.name(), "elu1_bwd")
-    }
-    fn add_fwd(&self, out: &mut Self::Buf, a: &Self::Buf, b: &Self::Buf) -> Result<()> {
-        let _ = (out, a, b);
-        missing(&self.name(), "add_fwd")
-    }
+    ) -> Result<()>;
+    fn gelu_fwd(&self, out: &mut Self::Buf, inp: &Self::Buf) -> Result<()>;
+    fn gelu_bwd(&self, dinp: &mut Self::Buf, dout: &Self::Buf, inp: &Self::Buf) -> Result<()>;
+    fn elu1_fwd(&self, out: &mut Self::Buf, inp: &Self::Buf) -> Result<()>;
+    fn elu1_bwd(&self, dinp: &mut Self::Buf, dout: &Self::Buf, inp: &Self::Buf) -> Result<()>;
+    fn add_fwd(&self, out: &mut Self::Buf, a: &Self::Buf, b: &Self::Buf) -> Result<()>;
     /// dst += src
-    fn accumulate(&self, dst: &mut Self::Buf, src: &Self::Buf) -> Result<()> {
-        let _ = (dst, src);
-        missing(&self.name(), "accumulate")
-    }
+    fn accumulate(&self, dst: &mut Self::Buf, src: &Self::Buf) -> Result<()>;
     fn dropout_fwd(
         &self,
         out: &mut Self::Buf,
         inp: &Self::Buf,
         p: f32,
         key: DropoutKey,
-    ) -> Result<()> {
-        let _ = (out, inp, p, key);
-        missing(&self.name(), "dropout_fwd")
-    }
+    ) -> Result<()>;
     fn dropout_bwd(
         &self,
         dinp: &mut Self::Buf,
         dout: &Self::Buf,
         p: f32,
         key: DropoutKey,
-    ) -> Result<()> {
-        let _ = (dinp, dout, p, key);
-        missing(&self.name(), "dropout_bwd")
-    }
-    fn pos_enc_add(&self, h: &mut Self::Buf, n: usize, d: usize) -> Result<()> {
-        let _ = (h, n, d);
-        missing(&self.name(), "pos_enc_add")
-    }
+    ) -> Result<()>;
+    fn pos_enc_add(&self, h: &mut Self::Buf, n: usize, d: usize) -> Result<()>;
     fn linear_attention_fwd(
         &self,
         out: &mut Self::Buf,
@@ -161,10 +116,7 @@ pub trait Backend {
         n: usize,
         d: usize,
         h: usize,
-    ) -> Result<()> {
-        let _ = (out, s, z, q, k, v, mask, n, d, h);
-        missing(&self.name(), "linear_attention_fwd")
-    }
+    ) -> Result<()>;
     fn linear_attention_bwd(
         &self,
         dq: &mut Self::Buf,
@@ -180,10 +132,7 @@ pub trait Backend {
         n: usize,
         d: usize,
         h: usize,
-    ) -> Result<()> {
-        let _ = (dq, dk, dv, dout, q, k, v, mask, s, z, n, d, h);
-        missing(&self.name(), "linear_attention_bwd")
-    }
+    ) -> Result<()>;
     fn softmax_attention_fwd(
         &self,
         out: &mut Self::Buf,
@@ -195,10 +144,7 @@ pub trait Backend {
         n: usize,
         d: usize,
         h: usize,
-    ) -> Result<()> {
-        let _ = (out, lse, q, k, v, mask, n, d, h);
-        missing(&self.name(), "softmax_attention_fwd")
-    }
+    ) -> Result<()>;
     fn softmax_attention_bwd(
         &self,
         dq: &mut Self::Buf,
@@ -214,10 +160,7 @@ pub trait Backend {
         n: usize,
         d: usize,
         h: usize,
-    ) -> Result<()> {
-        let _ = (dq, dk, dv, dout, out, lse, q, k, v, mask, n, d, h);
-        missing(&self.name(), "softmax_attention_bwd")
-    }
+    ) -> Result<()>;
     fn gate_fwd(
         &self,
         xt: &mut Self::Buf,
@@ -234,10 +177,7 @@ pub trait Backend {
         n: usize,
         f: usize,
         r: usize,
-    ) -> Result<()> {
-        let _ = (xt, g, keep, xbar, u, x, mask, w, a, b, select, n, f, r);
-        missing(&self.name(), "gate_fwd")
-    }
+    ) -> Result<()>;
     fn gate_bwd(
         &self,
         dw: &mut Self::Buf,
@@ -254,10 +194,7 @@ pub trait Backend {
         n: usize,
         f: usize,
         r: usize,
-    ) -> Result<()> {
-        let _ = (dw, da, db, dg, dxt, x, xbar, u, g, keep, b, n, f, r);
-        missing(&self.name(), "gate_bwd")
-    }
+    ) -> Result<()>;
     /// The one host read-back of a training step (loss parts).
     fn mse_sparsity_fwd(
         &self,
@@ -268,10 +205,7 @@ pub trait Backend {
         lambda: f32,
         n: usize,
         t: usize,
-    ) -> Result<LossParts> {
-        let _ = (yhat, y, mask, g, lambda, n, t);
-        missing(&self.name(), "mse_sparsity_fwd")
-    }
+    ) -> Result<LossParts>;
     fn mse_sparsity_bwd(
         &self,
         dyhat: &mut Self::Buf,
@@ -282,14 +216,8 @@ pub trait Backend {
         lambda: f32,
         n: usize,
         t: usize,
-    ) -> Result<()> {
-        let _ = (dyhat, dg, yhat, y, mask, lambda, n, t);
-        missing(&self.name(), "mse_sparsity_bwd")
-    }
-    fn sum_squares(&self, g: &Self::Buf) -> Result<f64> {
-        let _ = g;
-        missing(&self.name(), "sum_squares")
-    }
+    ) -> Result<()>;
+    fn sum_squares(&self, g: &Self::Buf) -> Result<f64>;
     fn adam_step(
         &self,
         p: &mut Self::Buf,
@@ -297,8 +225,5 @@ pub trait Backend {
         m: &mut Self::Buf,
         v: &mut Self::Buf,
         args: &AdamArgs,
-    ) -> Result<()> {
-        let _ = (p, g, m, v, args);
-        missing(&self.name(), "adam_step")
-    }
+    ) -> Result<()>;
 }
