@@ -99,7 +99,11 @@ fn model_flag_diffs(cfg: &Config, a: &TrainArgs, training_knobs: bool) -> Result
     if training_knobs {
         let f = |x: Option<f32>| x.map(|v| v.to_string());
         check("--dropout", f(a.dropout), cfg.dropout.to_string());
-        check("--lambda", f(a.lambda_sparsity), cfg.lambda_sparsity.to_string());
+        check(
+            "--lambda",
+            f(a.lambda_sparsity),
+            cfg.lambda_sparsity.to_string(),
+        );
         check("--threshold", f(a.threshold), cfg.threshold.to_string());
     }
     Ok(d)
@@ -290,6 +294,8 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     };
     let saved = resumed.as_ref().and_then(|(_, st)| st.settings.as_ref());
     let seed = a.seed.or(saved.map(|s| s.seed)).unwrap_or(0);
+    // Bad values are refused before any data is opened.
+    options_from_args(a, false, saved)?;
     let (train_store, valid_store, builtin) = open_data(a, seed)?;
     let mut render = Render::new(a.quiet);
     let res = train_one(
@@ -416,6 +422,7 @@ fn run_ensemble(a: &TrainArgs, seeds: &[u64]) -> Result<()> {
             dir.display()
         )));
     }
+    options_from_args(a, false, None)?;
     let device = super::device::resolve(&a.device, a.quiet)?;
     // The data does not depend on the member: the built-in data is seed 0's.
     let (train_store, valid_store, builtin) = open_data(a, 0)?;

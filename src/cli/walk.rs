@@ -27,13 +27,13 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             "--walk-forward does not take --seeds or --resume",
         ));
     }
+    let mut opts = super::train::options_from_args(a, false, None)?;
     let device = super::device::resolve(&a.device, a.quiet)?;
     let store = Store::open(data)?;
     let w = WalkOptions {
         window: a.window.unwrap_or(52),
         embargo: a.embargo.unwrap_or(0),
     };
-    let mut opts = super::train::options_from_args(a, false, None)?;
     opts.epochs = a.epochs.unwrap_or(1);
     opts.patience = 0;
     opts.threshold_warmup = 0;
@@ -103,7 +103,11 @@ fn report(a: &TrainArgs, store: &Store, cfg: &Config, res: &WalkResult) -> Resul
         let mut csv = String::from("id,era,prediction\n");
         for r in results {
             let era = &r.era;
-            for (id, v) in r.ids.iter().zip(crate::train::ensemble::rank_unit(&r.preds)) {
+            for (id, v) in r
+                .ids
+                .iter()
+                .zip(crate::train::ensemble::rank_unit(&r.preds))
+            {
                 let _ = writeln!(csv, "{id},{era},{v}");
             }
         }

@@ -67,7 +67,11 @@ pub fn members_of(dir: &Path) -> Result<Vec<PathBuf>> {
         out.push(dir.join(file));
     }
     if out.is_empty() {
-        return Err(Error::format(&path, "members", "the ensemble has no members"));
+        return Err(Error::format(
+            &path,
+            "members",
+            "the ensemble has no members",
+        ));
     }
     Ok(out)
 }

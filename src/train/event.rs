@@ -25,11 +25,19 @@ pub enum Event {
         ema: bool,
     },
     /// One epoch is done.
-    Epoch { report: EpochReport, epochs: usize, n_features: usize },
+    Epoch {
+        report: EpochReport,
+        epochs: usize,
+        n_features: usize,
+    },
     /// No better validation corr for `patience` epochs.
     EarlyStop { patience: usize },
     /// Ensembles: member `index` (0-based) of `total`, trained with `seed`, starts.
-    Member { index: usize, total: usize, seed: u64 },
+    Member {
+        index: usize,
+        total: usize,
+        seed: u64,
+    },
     /// Walk-forward: era `era` was predicted after training on eras `first..=last`.
     WalkEra {
         done: usize,

@@ -346,7 +346,16 @@ pub fn train<B: Backend>(
             let (parts, g) = step::accumulate(dev, &mut m, &batch, opts.seed, step)?;
             group += 1;
             if group == k {
-                finish_group(dev, &mut m, &mut adam, &mut ema, opts, group, step, total_steps)?;
+                finish_group(
+                    dev,
+                    &mut m,
+                    &mut adam,
+                    &mut ema,
+                    opts,
+                    group,
+                    step,
+                    total_steps,
+                )?;
                 group = 0;
             }
             g_last = g;
@@ -363,7 +372,16 @@ pub fn train<B: Backend>(
             });
         }
         if group > 0 {
-            finish_group(dev, &mut m, &mut adam, &mut ema, opts, group, step, total_steps)?;
+            finish_group(
+                dev,
+                &mut m,
+                &mut adam,
+                &mut ema,
+                opts,
+                group,
+                step,
+                total_steps,
+            )?;
         }
         if counted == 0 {
             break;
