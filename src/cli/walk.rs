@@ -27,6 +27,22 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             "--walk-forward does not take --seeds or --resume",
         ));
     }
+    // Walk-forward takes one Adam step per era at a constant rate (not yet the schedule, the
+    // accumulation, the EMA or the feature noise of plain training): refuse them rather than ignore.
+    for (given, flag) in [
+        (a.warmup.is_some(), "--warmup"),
+        (a.schedule.is_some(), "--schedule"),
+        (a.min_lr.is_some(), "--min-lr"),
+        (a.eras_per_step.is_some(), "--eras-per-step"),
+        (a.ema.is_some(), "--ema"),
+        (a.feature_noise.is_some(), "--feature-noise"),
+    ] {
+        if given {
+            return Err(Error::usage(format!(
+                "--walk-forward does not support {flag} yet; drop it"
+            )));
+        }
+    }
     let mut opts = super::train::options_from_args(a, false, None)?;
     let device = super::device::resolve(&a.device, a.quiet)?;
     let store = Store::open(data)?;
