@@ -14,7 +14,10 @@ pub use corr::{
     neutralize_svd, norm_ppf, numerai_corr, pearson, pearson_present, rank_average,
     rank_percentile, rank_predictions, rank_predictions_per_era,
 };
-pub use predictions::{read_meta_model, read_predictions};
+pub use predictions::{
+    csv_field, era_predictions_csv, predictions_csv, read_meta_model, read_predictions,
+    validate_submission,
+};
 pub use summary::{
     evaluate, evaluate_with, max_drawdown, mean_std, summarize, EraInput, EraScore, Evaluation,
 };
