@@ -109,6 +109,10 @@ fn validate_submission_as_numerai_tools() {
             "not a finite number",
         ),
         (sub(&[]), "no predictions"),
+        (
+            sub(&[("a", 0.5), ("b", 0.5), ("c", 0.5)]),
+            "zero standard deviation",
+        ),
     ];
     for (s, words) in cases {
         let e = validate_submission(&live, &s).unwrap_err();

@@ -105,11 +105,6 @@ pub fn run(a: &EvalArgs) -> Result<()> {
             meta: e.meta.as_deref(),
         })
         .collect();
-    if !a.no_fnc && nf > 1000 && !a.quiet {
-        eprintln!(
-            "note: feature-neutral corr over {nf} features solves a large least-squares problem per era (about a minute per era at 2,748 features on 2 cores); --no-fnc skips it"
-        );
-    }
     let ev = evaluate_with(&inputs, !a.no_fnc)?;
     if !a.quiet {
         if matched < store.n_rows() {

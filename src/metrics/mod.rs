@@ -5,6 +5,7 @@
 //! meta model; `svg`: charts. Everything takes plain slices, so it does not depend on the era store.
 
 pub mod corr;
+pub mod fnc;
 pub mod predictions;
 pub mod summary;
 pub mod svg;
@@ -13,6 +14,9 @@ pub use corr::{
     feature_exposure, feature_neutral_corr, gaussianize, lstsq, neutralize, neutralize_qrcp,
     neutralize_svd, norm_ppf, numerai_corr, pearson, pearson_present, rank_average,
     rank_percentile, rank_predictions, rank_predictions_per_era,
+};
+pub use fnc::{
+    neutralize as neutralize_per_era, neutralize_era, neutralize_features, neutralize_normal,
 };
 pub use predictions::{
     csv_field, era_predictions_csv, predictions_csv, read_meta_model, read_predictions,

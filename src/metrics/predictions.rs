@@ -447,6 +447,16 @@ pub fn validate_submission(live_ids: &[&str], submission: &[(String, f64)]) -> R
             cut(id)
         ));
     }
+    let n = submission.len() as f64;
+    let mean = submission.iter().map(|(_, v)| v).sum::<f64>() / n;
+    let var = submission
+        .iter()
+        .map(|(_, v)| (v - mean) * (v - mean))
+        .sum::<f64>()
+        / n;
+    if var.sqrt() <= 1e-8 {
+        return bad("every prediction is the same value (zero standard deviation)".into());
+    }
     Ok(())
 }
 
