@@ -232,7 +232,7 @@ fn edit_header(bytes: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u
     let mut h: serde_json::Value = serde_json::from_slice(&bytes[8..8 + hlen]).unwrap();
     edit(&mut h);
     let mut hb = h.to_string().into_bytes();
-    while hb.len() % 8 != 0 {
+    while !hb.len().is_multiple_of(8) {
         hb.push(b' ');
     }
     let mut out = (hb.len() as u64).to_le_bytes().to_vec();

@@ -44,12 +44,15 @@ pub fn era_predictions_csv<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str,
     out
 }
 
+/// One CSV record: the line it starts on and its fields.
+type Record = (usize, Vec<String>);
+
 /// Splits CSV text into records of fields (RFC 4180): commas separate fields, records end at LF or
 /// CRLF outside quotes, double quotes may wrap a field (`""` inside is a quote; commas and line
 /// breaks inside are data), whitespace around unquoted fields and around a quoted field is trimmed.
 /// Each record comes with the line number it starts on; blank lines are skipped. Errors on an
 /// unterminated quote or text after a closing quote, naming the line.
-fn split_records(text: &str) -> std::result::Result<Vec<(usize, Vec<String>)>, (usize, String)> {
+fn split_records(text: &str) -> std::result::Result<Vec<Record>, (usize, String)> {
     let mut records = Vec::new();
     let mut fields: Vec<String> = Vec::new();
     let mut cur = String::new();
