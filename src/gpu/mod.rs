@@ -12,8 +12,9 @@
 
 use crate::Result;
 
-mod backend;
+pub(crate) mod backend;
 mod cuda;
+mod device;
 mod emu;
 pub mod params;
 

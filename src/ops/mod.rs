@@ -18,3 +18,5 @@ pub mod linear;
 pub mod loss;
 pub mod optim;
 pub mod par;
+pub mod scalar;
+pub mod shape;
