@@ -2,6 +2,7 @@
 //! live in `crate::ops::<op>::gpu` (each checks buffer lengths against the shape letters before
 //! launching: a kernel trusts its sizes); `super::device` wires them into `Backend`.
 
+use super::params::Typed;
 use super::{CudaLauncher, EmuLauncher, LaunchCfg, Launcher, Order};
 use crate::Result;
 use bytemuck::Pod;
@@ -88,13 +89,13 @@ impl<L: Launcher> GpuBackend<L> {
         })
     }
 
-    /// Launches `kernel` with `params`.
+    /// Launches `kernel` with its parameter struct.
     ///
     /// # Safety
     /// The device addresses in `params` are live buffers of this backend, sized for `cfg`.
-    pub(crate) unsafe fn go<P: Pod>(&self, kernel: &str, cfg: LaunchCfg, params: &P) -> Result<()> {
+    pub(crate) unsafe fn go<P: Pod>(&self, kernel: Typed<P>, cfg: LaunchCfg, params: &P) -> Result<()> {
         self.launcher
-            .launch(kernel, cfg, bytemuck::bytes_of(params))
+            .launch_kernel(kernel.id, cfg, bytemuck::bytes_of(params))
     }
 
     /// `len` zeroed floats.

@@ -2,6 +2,7 @@
 //! `crate::ops::<op>::gpu`.
 
 use super::backend::{GpuBackend, GpuBuf};
+use super::params::kernel;
 use super::Launcher;
 use crate::device::Backend;
 use crate::ops::attention::gpu as attention;
@@ -113,10 +114,10 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         )
     }
     fn gelu_fwd(&self, out: &mut GpuBuf<L>, inp: &GpuBuf<L>) -> Result<()> {
-        elementwise::elementwise(self, "gelu_fwd_f32", out, inp, None)
+        elementwise::elementwise(self, kernel::GELU_FWD_F32, out, inp, None)
     }
     fn gelu_bwd(&self, dinp: &mut GpuBuf<L>, dout: &GpuBuf<L>, inp: &GpuBuf<L>) -> Result<()> {
-        elementwise::elementwise(self, "gelu_bwd_f32", dinp, inp, Some(dout))
+        elementwise::elementwise(self, kernel::GELU_BWD_F32, dinp, inp, Some(dout))
     }
     fn unary_fwd(&self, op: Unary, out: &mut GpuBuf<L>, inp: &GpuBuf<L>) -> Result<()> {
         elementwise::unary_fwd(self, op, out, inp)
@@ -131,10 +132,10 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         elementwise::unary_bwd(self, op, dinp, dout, inp)
     }
     fn add_fwd(&self, out: &mut GpuBuf<L>, a: &GpuBuf<L>, b: &GpuBuf<L>) -> Result<()> {
-        elementwise::elementwise(self, "add_fwd_f32", out, a, Some(b))
+        elementwise::elementwise(self, kernel::ADD_FWD_F32, out, a, Some(b))
     }
     fn accumulate(&self, dst: &mut GpuBuf<L>, src: &GpuBuf<L>) -> Result<()> {
-        elementwise::elementwise(self, "accumulate_fwd_f32", dst, src, None)
+        elementwise::elementwise(self, kernel::ACCUMULATE_FWD_F32, dst, src, None)
     }
     fn dropout_fwd(
         &self,
@@ -143,7 +144,7 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         p: f32,
         key: DropoutKey,
     ) -> Result<()> {
-        elementwise::dropout(self, "dropout_fwd_f32", out, inp, p, key)
+        elementwise::dropout(self, kernel::DROPOUT_FWD_F32, out, inp, p, key)
     }
     fn dropout_bwd(
         &self,
@@ -152,7 +153,7 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         p: f32,
         key: DropoutKey,
     ) -> Result<()> {
-        elementwise::dropout(self, "dropout_bwd_f32", dinp, dout, p, key)
+        elementwise::dropout(self, kernel::DROPOUT_BWD_F32, dinp, dout, p, key)
     }
     fn pos_enc_add(&self, h: &mut GpuBuf<L>, n: usize, d: usize) -> Result<()> {
         elementwise::pos_enc_add(self, h, n, d)

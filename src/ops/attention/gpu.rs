@@ -4,7 +4,7 @@
 
 use super::{check_linear_bwd, check_linear_fwd, check_softmax_bwd, check_softmax_fwd};
 use crate::gpu::backend::{blocks_for, GpuBackend, GpuBuf, BLOCK, MAX_DYN_SHARED, MAX_GRID};
-use crate::gpu::params::{
+use crate::gpu::params::{kernel, Typed, 
     LinAttnReduceParams, LinAttnRowsParams, LinAttnStateParams, SoftmaxAttnParams,
 };
 use crate::gpu::{LaunchCfg, Launcher};
@@ -19,7 +19,7 @@ use crate::{Error, Result};
 /// (backward); `s`, `z` hold h·dh² and h·dh floats.
 unsafe fn la_state<L: Launcher>(
     be: &GpuBackend<L>,
-    kernel: &str,
+    kernel: Typed<LinAttnStateParams>,
     mut st: LinAttnStateParams,
     s: u64,
     z: u64,
@@ -31,13 +31,15 @@ unsafe fn la_state<L: Launcher>(
     let rows = rows.min(64);
     if rows == 0 {
         return Err(Error::shape(format!(
-            "{kernel}: head width {dh} needs more shared memory than a block has"
+            "{}: head width {dh} needs more shared memory than a block has",
+            kernel.id.name()
         )));
     }
     let chunks = n.div_ceil(rows);
     if h > 65535 {
         return Err(Error::shape(format!(
-            "{kernel}: {h} heads exceed the launch grid"
+            "{}: {h} heads exceed the launch grid",
+            kernel.id.name()
         )));
     }
     let total = u32_of("chunks·h·(dh²+dh)", chunks * h * entries)?;
@@ -61,7 +63,7 @@ unsafe fn la_state<L: Launcher>(
         pad: 0,
     };
     let cfg = LaunchCfg::linear(blocks_for(h * entries, BLOCK, MAX_GRID), BLOCK, 0);
-    be.go("linear_attention_reduce_fwd_f32", cfg, &r)
+    be.go(kernel::LINEAR_ATTENTION_REDUCE_FWD_F32, cfg, &r)
 }
 
 /// Launch shape of the softmax attention kernels for head width `dh` and `rows` per-thread rows
@@ -163,8 +165,8 @@ pub(crate) fn linear_attention_fwd<L: Launcher>(
     let cfg = LaunchCfg::linear(blocks_for(n * d, BLOCK, MAX_GRID), BLOCK, 0);
     // SAFETY: lengths checked above.
     unsafe {
-        la_state(be, "linear_attention_state_fwd_f32", st, s.ptr(), z.ptr())?;
-        be.go("linear_attention_out_fwd_f32", cfg, &rp)
+        la_state(be, kernel::LINEAR_ATTENTION_STATE_FWD_F32, st, s.ptr(), z.ptr())?;
+        be.go(kernel::LINEAR_ATTENTION_OUT_FWD_F32, cfg, &rp)
     }
 }
 
@@ -227,19 +229,16 @@ pub(crate) fn linear_attention_bwd<L: Launcher>(
     let per_elt = LaunchCfg::linear(blocks_for(n * d, BLOCK, MAX_GRID), BLOCK, 0);
     // SAFETY: lengths checked above; scratch sized for n·h pairs, h·dh², h·dh.
     unsafe {
-        be.go(
-            "linear_attention_rows_bwd_f32",
+        be.go(kernel::LINEAR_ATTENTION_ROWS_BWD_F32,
             per_row,
             &rows(0, 0, q.ptr(), dout.ptr(), s.ptr(), z.ptr()),
         )?;
-        be.go(
-            "linear_attention_dq_bwd_f32",
+        be.go(kernel::LINEAR_ATTENTION_DQ_BWD_F32,
             per_elt,
             &rows(dq.ptr(), 0, q.ptr(), dout.ptr(), s.ptr(), z.ptr()),
         )?;
-        la_state(be, "linear_attention_state_bwd_f32", st, ds.ptr(), dz.ptr())?;
-        be.go(
-            "linear_attention_dkv_bwd_f32",
+        la_state(be, kernel::LINEAR_ATTENTION_STATE_BWD_F32, st, ds.ptr(), dz.ptr())?;
+        be.go(kernel::LINEAR_ATTENTION_DKV_BWD_F32,
             per_elt,
             &rows(dk.ptr(), dv.ptr(), k.ptr(), v.ptr(), ds.ptr(), dz.ptr()),
         )
@@ -289,7 +288,7 @@ pub(crate) fn softmax_attention_fwd<L: Launcher>(
     };
     let cfg = sa_grid(op, n, h, threads, shmem)?;
     // SAFETY: lengths checked above; shared memory sized by sa_shape.
-    unsafe { be.go("softmax_attention_fwd_f32", cfg, &p) }
+    unsafe { be.go(kernel::SOFTMAX_ATTENTION_FWD_F32, cfg, &p) }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -365,9 +364,9 @@ pub(crate) fn softmax_attention_bwd<L: Launcher>(
     let cfg_k = sa_grid(op, n, h, tk, sh_k)?;
     // SAFETY: lengths checked above; dd holds h·n floats; shared memory sized by sa_shape.
     unsafe {
-        be.go("softmax_attention_d_bwd_f32", cfg_d, &base)?;
-        be.go("softmax_attention_dq_bwd_f32", cfg_q, &pq)?;
-        be.go("softmax_attention_dkv_bwd_f32", cfg_k, &pk)
+        be.go(kernel::SOFTMAX_ATTENTION_D_BWD_F32, cfg_d, &base)?;
+        be.go(kernel::SOFTMAX_ATTENTION_DQ_BWD_F32, cfg_q, &pq)?;
+        be.go(kernel::SOFTMAX_ATTENTION_DKV_BWD_F32, cfg_k, &pk)
     }
 }
 

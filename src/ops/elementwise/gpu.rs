@@ -3,28 +3,28 @@
 
 use super::{check_pos_enc, check_same, Unary};
 use crate::gpu::backend::{blocks_for, GpuBackend, GpuBuf, BLOCK, MAX_GRID};
-use crate::gpu::params::{DropoutParams, EltParams, PosEncParams};
+use crate::gpu::params::{kernel, Typed, DropoutParams, EltParams, PosEncParams};
 use crate::gpu::{LaunchCfg, Launcher};
 use crate::ops::shape::u32_of;
 use crate::rng::DropoutKey;
 use crate::{Error, Result};
 
 /// The kernels of a [`Unary`] map: (forward, backward).
-fn unary_kernels(op: Unary) -> (&'static str, &'static str) {
+fn unary_kernels(op: Unary) -> (Typed<EltParams>, Typed<EltParams>) {
     match op {}
 }
 
 /// `kernel` over n = out.len(): out (op)= f(a[, b]) (see `EltParams` in kernels/common.cuh).
 pub(crate) fn elementwise<L: Launcher>(
     be: &GpuBackend<L>,
-    kernel: &str,
+    kernel: Typed<EltParams>,
     out: &mut GpuBuf<L>,
     a: &GpuBuf<L>,
     b: Option<&GpuBuf<L>>,
 ) -> Result<()> {
-    check_same(kernel, out.len(), &[("a", a.len())])?;
+    check_same(kernel.id.name(), out.len(), &[("a", a.len())])?;
     if let Some(b) = b {
-        check_same(kernel, out.len(), &[("b", b.len())])?;
+        check_same(kernel.id.name(), out.len(), &[("b", b.len())])?;
     }
     if out.is_empty() {
         return Ok(());
@@ -63,13 +63,13 @@ pub(crate) fn unary_bwd<L: Launcher>(
 /// Inverted dropout with the Philox mask of `key` (`dropout_fwd_f32` =, `dropout_bwd_f32` +=).
 pub(crate) fn dropout<L: Launcher>(
     be: &GpuBackend<L>,
-    kernel: &str,
+    kernel: Typed<DropoutParams>,
     out: &mut GpuBuf<L>,
     inp: &GpuBuf<L>,
     p: f32,
     key: DropoutKey,
 ) -> Result<()> {
-    check_same(kernel, out.len(), &[("input", inp.len())])?;
+    check_same(kernel.id.name(), out.len(), &[("input", inp.len())])?;
     if p.is_nan() {
         return Err(Error::usage("dropout probability is NaN"));
     }
@@ -112,5 +112,5 @@ pub(crate) fn pos_enc_add<L: Launcher>(
     };
     let cfg = LaunchCfg::linear(blocks_for(n * d, BLOCK, MAX_GRID), BLOCK, 0);
     // SAFETY: h holds n·d floats.
-    unsafe { be.go("pos_enc_add_fwd_f32", cfg, &p) }
+    unsafe { be.go(kernel::POS_ENC_ADD_FWD_F32, cfg, &p) }
 }

@@ -4,7 +4,7 @@
 use super::GateSelect;
 use crate::gpu::backend::{blocks_for, GpuBackend, GpuBuf, BLOCK, MAX_GRID};
 use crate::ops::shape::expect_len;
-use crate::gpu::params::{ColumnSumParams, GateApplyParams, GateBwdParams, GateParams};
+use crate::gpu::params::{kernel, ColumnSumParams, GateApplyParams, GateBwdParams, GateParams};
 use crate::gpu::{LaunchCfg, Launcher};
 use crate::ops::linear::gpu::column_sum;
 use crate::ops::shape::u32_of;
@@ -90,10 +90,10 @@ pub(crate) fn gate_fwd<L: Launcher>(
     // SAFETY: lengths checked above; work holds f + r doubles.
     unsafe {
         column_sum(be, cs)?;
-        be.go("gate_fwd_f32", LaunchCfg::linear(1, BLOCK, 0), &gp)?;
+        be.go(kernel::GATE_FWD_F32, LaunchCfg::linear(1, BLOCK, 0), &gp)?;
         if n > 0 {
             let cfg = LaunchCfg::linear(blocks_for(n * f, BLOCK, MAX_GRID), BLOCK, 0);
-            be.go("gate_apply_fwd_f32", cfg, &ap)?;
+            be.go(kernel::GATE_APPLY_FWD_F32, cfg, &ap)?;
         }
     }
     Ok(())
@@ -171,7 +171,7 @@ pub(crate) fn gate_bwd<L: Launcher>(
     // SAFETY: lengths checked above; work holds 2f + r doubles.
     unsafe {
         column_sum(be, cs)?;
-        be.go("gate_bwd_f32", LaunchCfg::linear(1, BLOCK, 0), &bp)
+        be.go(kernel::GATE_BWD_F32, LaunchCfg::linear(1, BLOCK, 0), &bp)
     }
 }
 

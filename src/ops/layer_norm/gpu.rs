@@ -3,7 +3,7 @@
 
 use super::{check_bwd, check_fwd};
 use crate::gpu::backend::{blocks_for, GpuBackend, GpuBuf, BLOCK, MAX_DYN_SHARED, MAX_REDUCE_BLOCKS};
-use crate::gpu::params::{LayerNormBwdParams, LayerNormFwdParams, LayerNormParamsBwdParams};
+use crate::gpu::params::{kernel, LayerNormBwdParams, LayerNormFwdParams, LayerNormParamsBwdParams};
 use crate::gpu::{LaunchCfg, Launcher};
 use crate::ops::shape::u32_of;
 use crate::{Error, Result};
@@ -47,7 +47,7 @@ pub(crate) fn layer_norm_fwd<L: Launcher>(
     let warps = BLOCK / 32;
     let cfg = LaunchCfg::linear(n.div_ceil(warps as usize) as u32, BLOCK, 0);
     // SAFETY: lengths checked above; one warp per row.
-    unsafe { be.go("layer_norm_fwd_f32", cfg, &p) }
+    unsafe { be.go(kernel::LAYER_NORM_FWD_F32, cfg, &p) }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -111,13 +111,11 @@ pub(crate) fn layer_norm_bwd<L: Launcher>(
     let shmem = (warps * 8 * d) as u32;
     // SAFETY: lengths checked above; partial holds blocks·2d floats.
     unsafe {
-        be.go(
-            "layer_norm_bwd_f32",
+        be.go(kernel::LAYER_NORM_BWD_F32,
             LaunchCfg::linear(blocks, warps as u32 * 32, shmem),
             &p1,
         )?;
-        be.go(
-            "layer_norm_params_bwd_f32",
+        be.go(kernel::LAYER_NORM_PARAMS_BWD_F32,
             LaunchCfg::linear(blocks_for(d, BLOCK, u32::MAX), BLOCK, 0),
             &p2,
         )

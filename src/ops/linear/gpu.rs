@@ -3,7 +3,7 @@
 
 use super::{check_bwd, check_fwd};
 use crate::gpu::backend::{blocks_for, GpuBackend, GpuBuf, BLOCK, MAX_GRID};
-use crate::gpu::params::{ColumnSumParams, GemmParams, SplitReduceParams};
+use crate::gpu::params::{kernel, Typed, ColumnSumParams, GemmParams, SplitReduceParams};
 use crate::gpu::{LaunchCfg, Launcher};
 use crate::ops::shape::u32_of;
 use crate::{Error, Result};
@@ -24,7 +24,7 @@ const MAX_DW_SPLITS: u32 = 64;
 /// `splits` in mode 2), bias cols floats or 0.
 unsafe fn gemm<L: Launcher>(
     be: &GpuBackend<L>,
-    kernel: &str,
+    kernel: Typed<GemmParams>,
     g: GemmParams,
     splits: u32,
 ) -> Result<()> {
@@ -32,7 +32,8 @@ unsafe fn gemm<L: Launcher>(
     let gy = g.rows.div_ceil(GEMM_TILE).max(1);
     if gy > 65535 || splits > 65535 {
         return Err(Error::shape(format!(
-            "{kernel}: {} rows exceed the launch grid",
+            "{}: {} rows exceed the launch grid",
+            kernel.id.name(),
             g.rows
         )));
     }
@@ -54,7 +55,7 @@ pub(crate) unsafe fn column_sum<L: Launcher>(be: &GpuBackend<L>, p: ColumnSumPar
         return Ok(());
     }
     let cfg = LaunchCfg::linear(p.cols.div_ceil(32), 256, 0);
-    be.go("column_sum_bwd_f32", cfg, &p)
+    be.go(kernel::COLUMN_SUM_BWD_F32, cfg, &p)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -92,7 +93,7 @@ pub(crate) fn linear_fwd<L: Launcher>(
         pad: 0,
     };
     // SAFETY: lengths checked above; inp [n,k], w [m,k], out [n,m], bias [m].
-    unsafe { gemm(be, "linear_fwd_f32", g, 1) }
+    unsafe { gemm(be, kernel::LINEAR_FWD_F32, g, 1) }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -145,7 +146,7 @@ pub(crate) fn linear_bwd<L: Launcher>(
                 pad: 0,
             };
             // SAFETY: lengths checked above.
-            unsafe { gemm(be, "linear_bwd_f32", g, 1)? };
+            unsafe { gemm(be, kernel::LINEAR_BWD_F32, g, 1)? };
         }
         // dw[m,k] += doutᵀ[m,n] · inp[n,k]: split over rows, partials summed in a second pass
         let splits = n32.div_ceil(DW_SPLIT_ROWS).clamp(1, MAX_DW_SPLITS);
@@ -177,8 +178,8 @@ pub(crate) fn linear_bwd<L: Launcher>(
         let cfg = LaunchCfg::linear(blocks_for(m * k, BLOCK, MAX_GRID), BLOCK, 0);
         // SAFETY: partial holds splits·m·k floats; dw m·k.
         unsafe {
-            gemm(be, "linear_bwd_f32", g, splits)?;
-            be.go("linear_reduce_bwd_f32", cfg, &r)?;
+            gemm(be, kernel::LINEAR_BWD_F32, g, splits)?;
+            be.go(kernel::LINEAR_REDUCE_BWD_F32, cfg, &r)?;
         }
     }
     if let Some(db) = db {

@@ -3,7 +3,7 @@
 
 use super::LossParts;
 use crate::gpu::backend::{blocks_for, GpuBackend, GpuBuf, BLOCK, MAX_GRID, MAX_REDUCE_BLOCKS};
-use crate::gpu::params::{LossBwdParams, LossFwdParams, LossReduceParams};
+use crate::gpu::params::{kernel, LossBwdParams, LossFwdParams, LossReduceParams};
 use crate::gpu::{LaunchCfg, Launcher};
 use crate::ops::shape::{expect_len, u32_of};
 use crate::device::Backend;
@@ -52,13 +52,11 @@ pub(crate) fn loss_parts<L: Launcher>(
     };
     // SAFETY: lengths checked above; partial holds `blocks` triples, parts 4 floats.
     unsafe {
-        be.go(
-            "mse_sparsity_fwd_f32",
+        be.go(kernel::MSE_SPARSITY_FWD_F32,
             LaunchCfg::linear(blocks, BLOCK, 0),
             &p1,
         )?;
-        be.go(
-            "mse_sparsity_reduce_fwd_f32",
+        be.go(kernel::MSE_SPARSITY_REDUCE_FWD_F32,
             LaunchCfg::linear(1, 32, 0),
             &p2,
         )?;
@@ -121,6 +119,6 @@ pub(crate) fn mse_sparsity_bwd<L: Launcher>(
     };
     let cfg = LaunchCfg::linear(blocks_for(len, BLOCK, MAX_GRID), BLOCK, 0);
     // SAFETY: lengths checked in loss_parts and above.
-    unsafe { be.go("mse_sparsity_bwd_f32", cfg, &p) }
+    unsafe { be.go(kernel::MSE_SPARSITY_BWD_F32, cfg, &p) }
 }
 

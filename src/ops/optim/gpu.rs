@@ -2,7 +2,7 @@
 
 use super::AdamArgs;
 use crate::gpu::backend::{blocks_for, GpuBackend, GpuBuf, BLOCK, MAX_GRID, MAX_REDUCE_BLOCKS};
-use crate::gpu::params::{AdamParams, SumSqParams, SumSqReduceParams};
+use crate::gpu::params::{kernel, AdamParams, SumSqParams, SumSqReduceParams};
 use crate::gpu::{LaunchCfg, Launcher};
 use crate::ops::shape::{expect_len, u32_of};
 use crate::Result;
@@ -29,13 +29,11 @@ pub(crate) fn sum_squares<L: Launcher>(be: &GpuBackend<L>, g: &GpuBuf<L>) -> Res
     let mut bytes = [0u8; 8];
     // SAFETY: partial holds `blocks` f64, out one f64.
     unsafe {
-        be.go(
-            "sum_squares_fwd_f32",
+        be.go(kernel::SUM_SQUARES_FWD_F32,
             LaunchCfg::linear(blocks, BLOCK, 0),
             &p1,
         )?;
-        be.go(
-            "sum_squares_reduce_fwd_f32",
+        be.go(kernel::SUM_SQUARES_REDUCE_FWD_F32,
             LaunchCfg::linear(1, 32, 0),
             &p2,
         )?;
@@ -80,5 +78,5 @@ pub(crate) fn adam_step<L: Launcher>(
     };
     let cfg = LaunchCfg::linear(blocks_for(p.len(), BLOCK, MAX_GRID), BLOCK, 0);
     // SAFETY: lengths checked above.
-    unsafe { be.go("adam_fwd_f32", cfg, &params) }
+    unsafe { be.go(kernel::ADAM_FWD_F32, cfg, &params) }
 }
