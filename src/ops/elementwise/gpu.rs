@@ -11,7 +11,9 @@ use crate::{Error, Result};
 
 /// The kernels of a [`Unary`] map: (forward, backward).
 fn unary_kernels(op: Unary) -> (Typed<EltParams>, Typed<EltParams>) {
-    match op {}
+    match op {
+        Unary::Sigmoid => (kernel::SIGMOID_FWD_F32, kernel::SIGMOID_BWD_F32),
+    }
 }
 
 /// `kernel` over n = out.len(): out (op)= f(a[, b]) (see `EltParams` in kernels/common.cuh).

@@ -7,36 +7,52 @@
 //! (A leaf of the module graph: the `Backend` trait and the tape name [`Unary`].)
 
 use crate::ops::par;
+use crate::ops::scalar::exp_f32;
 
 /// Which unary map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unary {
+    /// σ(x) = 1 / (1 + e⁻ˣ); σ'(x) = σ(1 − σ), computed as e⁻ˣ·σ² (no cancellation on either
+    /// side; e⁻ˣ saturates at e^88.7 through [`exp_f32`], so σ' stays finite).
+    Sigmoid,
 }
 
 impl Unary {
     /// Every map, for tests and the bench.
-    pub const ALL: &'static [Unary] = &[];
+    pub const ALL: &'static [Unary] = &[Unary::Sigmoid];
 
     /// Name as in the kernels (`<name>_fwd_f32`).
     pub fn name(self) -> &'static str {
-        match self {}
+        match self {
+            Unary::Sigmoid => "sigmoid",
+        }
     }
 
     /// f(x).
     #[inline(always)]
     pub fn f(self, x: f32) -> f32 {
-        match self {}
+        match self {
+            Unary::Sigmoid => 1.0 / (1.0 + exp_f32(-x)),
+        }
     }
 
     /// f'(x).
     #[inline(always)]
     pub fn grad(self, x: f32) -> f32 {
-        match self {}
+        match self {
+            Unary::Sigmoid => {
+                let e = exp_f32(-x);
+                let s = 1.0 / (1.0 + e);
+                e * s * s
+            }
+        }
     }
 
     /// Rough cost per element (sizes the parallel chunks).
     fn flops(self) -> usize {
-        match self {}
+        match self {
+            Unary::Sigmoid => 12,
+        }
     }
 }
 
