@@ -94,7 +94,7 @@ struct LossBwdParams {
     float lambda;
 };
 
-// elementwise over n: gelu/elu1 fwd (out = op(a)), bwd (out += b · op'(a), a = inp, b = dout),
+// elementwise over n: gelu/sigmoid fwd (out = op(a)), bwd (out += b · op'(a), a = inp, b = dout),
 // add_fwd (out = a + b), accumulate_fwd (out += a)
 struct EltParams {
     float* out;

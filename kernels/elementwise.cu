@@ -1,8 +1,6 @@
 // Elementwise ops over n floats, grid-stride, 256 threads per block, grid = min(ceil(n/256), 4096):
 //   gelu_fwd_f32:  out = 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³)))            (a = x)
 //   gelu_bwd_f32:  out += dout · (0.5 (1 + th) + 0.5 x (1 − th²) √(2/π)(1 + 3·0.044715 x²))
-//   elu1_fwd_f32:  out = x + 1 if x > 0 else eˣ   (φ of linear attention)
-//   elu1_bwd_f32:  out += dout · (1 if x > 0 else eˣ)
 //   sigmoid_fwd_f32: out = 1 / (1 + e⁻ˣ);  sigmoid_bwd_f32: out += dout · e⁻ˣ σ²  (e⁻ˣ clamped at
 //     e^88.7 as exp_f32 on the CPU does, so σ' stays finite; NaN stays NaN)
 //   add_fwd_f32:   out = a + b
@@ -29,20 +27,6 @@ extern "C" __global__ void gelu_bwd_f32(EltParams p) {
         const float th = tanhf(GELU_K * (x + GELU_C * x * x * x));
         const float dudx = GELU_K * (1.0f + 3.0f * GELU_C * x * x);
         p.out[i] += p.b[i] * (0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * dudx);
-    }
-}
-
-extern "C" __global__ void elu1_fwd_f32(EltParams p) {
-    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) {
-        const float x = p.a[i];
-        p.out[i] = x > 0.0f ? x + 1.0f : expf(x);
-    }
-}
-
-extern "C" __global__ void elu1_bwd_f32(EltParams p) {
-    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) {
-        const float x = p.a[i];
-        p.out[i] += p.b[i] * (x > 0.0f ? 1.0f : expf(x));
     }
 }
 

@@ -305,20 +305,34 @@ fn module_graph_has_no_circles() {
             e.remove(b);
         }
     }
-    assert!(circles.is_empty(), "import circles:\n  {}", circles.join("\n\n  "));
+    assert!(
+        circles.is_empty(),
+        "import circles:\n  {}",
+        circles.join("\n\n  ")
+    );
     // the graph is not trivially empty: the ops use the tape core, the tape uses the ops
     let tape = g.files[&vec!["tape".to_string()]].clone();
     let linear = g.files[&vec!["ops".to_string(), "linear".to_string()]].clone();
-    assert!(g.edges[&tape].contains(&linear), "tape → ops::linear not seen");
+    assert!(
+        g.edges[&tape].contains(&linear),
+        "tape → ops::linear not seen"
+    );
 }
 
 #[test]
 fn the_scanner_sees_circles() {
-    let code = "use crate::ops::{linear::gpu, shape::{expect_len, u32_of}};\nfn f() { super::x::y(); }";
+    let code =
+        "use crate::ops::{linear::gpu, shape::{expect_len, u32_of}};\nfn f() { super::x::y(); }";
     let paths = paths_in(&strip(code));
     let joined: Vec<String> = paths.iter().map(|p| p.join("::")).collect();
-    assert!(joined.contains(&"crate::ops::linear::gpu".to_string()), "{joined:?}");
-    assert!(joined.contains(&"crate::ops::shape::u32_of".to_string()), "{joined:?}");
+    assert!(
+        joined.contains(&"crate::ops::linear::gpu".to_string()),
+        "{joined:?}"
+    );
+    assert!(
+        joined.contains(&"crate::ops::shape::u32_of".to_string()),
+        "{joined:?}"
+    );
     assert!(joined.contains(&"super::x::y".to_string()), "{joined:?}");
     // a comment or a string names nothing
     assert!(paths_in(&strip("// crate::a::b\nlet s = \"crate::c\";")).is_empty());

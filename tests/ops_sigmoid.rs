@@ -142,7 +142,13 @@ fn extremes_stay_finite_and_nan_stays_nan() {
     b.unary_fwd(OP, &mut yb, &xb).unwrap();
     let got = b.download(&yb).unwrap();
     for i in 0..7 {
-        assert!((got[i] - y[i]).abs() <= 1e-6, "emu σ({}) = {}, cpu {}", x[i], got[i], y[i]);
+        assert!(
+            (got[i] - y[i]).abs() <= 1e-6,
+            "emu σ({}) = {}, cpu {}",
+            x[i],
+            got[i],
+            y[i]
+        );
     }
     assert!(got[7].is_nan());
 }

@@ -5,8 +5,8 @@ use crate::ops::elementwise::unary::Unary;
 use crate::ops::gate::select::GateSelect;
 use crate::ops::loss::parts::LossParts;
 use crate::ops::optim::AdamArgs;
-use crate::ops::{attention, elementwise, gate, layer_norm, linear, loss, optim};
 use crate::ops::shape::expect_len;
+use crate::ops::{attention, elementwise, gate, layer_norm, linear, loss, optim};
 use crate::rng::DropoutKey;
 use crate::Result;
 
@@ -152,7 +152,11 @@ impl Backend for Cpu {
         Ok(())
     }
     fn gelu_bwd(&self, dinp: &mut Vec<f32>, dout: &Vec<f32>, inp: &Vec<f32>) -> Result<()> {
-        elementwise::check_same("gelu_bwd", dinp.len(), &[("a", inp.len()), ("b", dout.len())])?;
+        elementwise::check_same(
+            "gelu_bwd",
+            dinp.len(),
+            &[("a", inp.len()), ("b", dout.len())],
+        )?;
         elementwise::gelu_bwd(dinp, dout, inp);
         Ok(())
     }
@@ -168,7 +172,11 @@ impl Backend for Cpu {
         dout: &Vec<f32>,
         inp: &Vec<f32>,
     ) -> Result<()> {
-        elementwise::check_same(op.name(), dinp.len(), &[("a", inp.len()), ("b", dout.len())])?;
+        elementwise::check_same(
+            op.name(),
+            dinp.len(),
+            &[("a", inp.len()), ("b", dout.len())],
+        )?;
         elementwise::unary_bwd(op, dinp, dout, inp);
         Ok(())
     }
@@ -224,7 +232,15 @@ impl Backend for Cpu {
         d: usize,
         h: usize,
     ) -> Result<()> {
-        let lens = (out.len(), s.len(), z.len(), q.len(), k.len(), v.len(), mask.len());
+        let lens = (
+            out.len(),
+            s.len(),
+            z.len(),
+            q.len(),
+            k.len(),
+            v.len(),
+            mask.len(),
+        );
         let (o, sl, zl, ql, kl, vl, ml) = lens;
         if attention::check_linear_fwd(o, sl, zl, ql, kl, vl, ml, n, d, h)?.is_none() {
             return Ok(());
@@ -248,7 +264,15 @@ impl Backend for Cpu {
         d: usize,
         h: usize,
     ) -> Result<()> {
-        let bufs = [dq.len(), dk.len(), dv.len(), dout.len(), q.len(), k.len(), v.len()];
+        let bufs = [
+            dq.len(),
+            dk.len(),
+            dv.len(),
+            dout.len(),
+            q.len(),
+            k.len(),
+            v.len(),
+        ];
         if attention::check_linear_bwd(bufs, mask.len(), s.len(), z.len(), n, d, h)?.is_none() {
             return Ok(());
         }

@@ -93,7 +93,12 @@ impl<L: Launcher> GpuBackend<L> {
     ///
     /// # Safety
     /// The device addresses in `params` are live buffers of this backend, sized for `cfg`.
-    pub(crate) unsafe fn go<P: Pod>(&self, kernel: Typed<P>, cfg: LaunchCfg, params: &P) -> Result<()> {
+    pub(crate) unsafe fn go<P: Pod>(
+        &self,
+        kernel: Typed<P>,
+        cfg: LaunchCfg,
+        params: &P,
+    ) -> Result<()> {
         self.launcher
             .launch_kernel(kernel.id, cfg, bytemuck::bytes_of(params))
     }

@@ -240,7 +240,9 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         f: usize,
         r: usize,
     ) -> Result<()> {
-        gate::gate_fwd(self, xt, g, keep, xbar, u, x, mask, w, a, b, select, n, f, r)
+        gate::gate_fwd(
+            self, xt, g, keep, xbar, u, x, mask, w, a, b, select, n, f, r,
+        )
     }
     fn gate_bwd(
         &self,

@@ -210,7 +210,6 @@ impl<B: Backend> Tape<B> {
         self.backward_done = true;
     }
 
-
     pub(crate) fn take(&mut self, t: T) -> Result<B::Buf> {
         self.bufs[t.0]
             .take()
@@ -249,7 +248,6 @@ impl<B: Backend> Tape<B> {
             dev.recycle(b);
         }
     }
-
 }
 
 pub(crate) fn two_mut<X>(v: &mut [X], i: usize, j: usize) -> Result<(&mut X, &mut X)> {
@@ -267,7 +265,12 @@ pub(crate) fn two_mut<X>(v: &mut [X], i: usize, j: usize) -> Result<(&mut X, &mu
     }
 }
 
-pub(crate) fn three_mut<X>(v: &mut [X], i: usize, j: usize, k: usize) -> Result<(&mut X, &mut X, &mut X)> {
+pub(crate) fn three_mut<X>(
+    v: &mut [X],
+    i: usize,
+    j: usize,
+    k: usize,
+) -> Result<(&mut X, &mut X, &mut X)> {
     if i == j || j == k || i == k || i.max(j).max(k) >= v.len() {
         return Err(Error::device(format!(
             "parameter ids {i}, {j}, {k} must differ and exist"

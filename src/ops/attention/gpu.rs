@@ -4,8 +4,8 @@
 
 use super::{check_linear_bwd, check_linear_fwd, check_softmax_bwd, check_softmax_fwd};
 use crate::gpu::backend::{blocks_for, GpuBackend, GpuBuf, BLOCK, MAX_DYN_SHARED, MAX_GRID};
-use crate::gpu::params::{kernel, Typed, 
-    LinAttnReduceParams, LinAttnRowsParams, LinAttnStateParams, SoftmaxAttnParams,
+use crate::gpu::params::{
+    kernel, LinAttnReduceParams, LinAttnRowsParams, LinAttnStateParams, SoftmaxAttnParams, Typed,
 };
 use crate::gpu::{LaunchCfg, Launcher};
 use crate::ops::shape::u32_of;
@@ -165,7 +165,13 @@ pub(crate) fn linear_attention_fwd<L: Launcher>(
     let cfg = LaunchCfg::linear(blocks_for(n * d, BLOCK, MAX_GRID), BLOCK, 0);
     // SAFETY: lengths checked above.
     unsafe {
-        la_state(be, kernel::LINEAR_ATTENTION_STATE_FWD_F32, st, s.ptr(), z.ptr())?;
+        la_state(
+            be,
+            kernel::LINEAR_ATTENTION_STATE_FWD_F32,
+            st,
+            s.ptr(),
+            z.ptr(),
+        )?;
         be.go(kernel::LINEAR_ATTENTION_OUT_FWD_F32, cfg, &rp)
     }
 }
@@ -187,7 +193,15 @@ pub(crate) fn linear_attention_bwd<L: Launcher>(
     d: usize,
     h: usize,
 ) -> Result<()> {
-    let bufs = [dq.len(), dk.len(), dv.len(), dout.len(), q.len(), k.len(), v.len()];
+    let bufs = [
+        dq.len(),
+        dk.len(),
+        dv.len(),
+        dout.len(),
+        q.len(),
+        k.len(),
+        v.len(),
+    ];
     let Some(dh) = check_linear_bwd(bufs, mask.len(), s.len(), z.len(), n, d, h)? else {
         return Ok(());
     };
@@ -229,16 +243,25 @@ pub(crate) fn linear_attention_bwd<L: Launcher>(
     let per_elt = LaunchCfg::linear(blocks_for(n * d, BLOCK, MAX_GRID), BLOCK, 0);
     // SAFETY: lengths checked above; scratch sized for n·h pairs, h·dh², h·dh.
     unsafe {
-        be.go(kernel::LINEAR_ATTENTION_ROWS_BWD_F32,
+        be.go(
+            kernel::LINEAR_ATTENTION_ROWS_BWD_F32,
             per_row,
             &rows(0, 0, q.ptr(), dout.ptr(), s.ptr(), z.ptr()),
         )?;
-        be.go(kernel::LINEAR_ATTENTION_DQ_BWD_F32,
+        be.go(
+            kernel::LINEAR_ATTENTION_DQ_BWD_F32,
             per_elt,
             &rows(dq.ptr(), 0, q.ptr(), dout.ptr(), s.ptr(), z.ptr()),
         )?;
-        la_state(be, kernel::LINEAR_ATTENTION_STATE_BWD_F32, st, ds.ptr(), dz.ptr())?;
-        be.go(kernel::LINEAR_ATTENTION_DKV_BWD_F32,
+        la_state(
+            be,
+            kernel::LINEAR_ATTENTION_STATE_BWD_F32,
+            st,
+            ds.ptr(),
+            dz.ptr(),
+        )?;
+        be.go(
+            kernel::LINEAR_ATTENTION_DKV_BWD_F32,
             per_elt,
             &rows(dk.ptr(), dv.ptr(), k.ptr(), v.ptr(), ds.ptr(), dz.ptr()),
         )
@@ -369,4 +392,3 @@ pub(crate) fn softmax_attention_bwd<L: Launcher>(
         be.go(kernel::SOFTMAX_ATTENTION_DKV_BWD_F32, cfg_k, &pk)
     }
 }
-

@@ -18,9 +18,9 @@
 //! the same row. Sums over rows (S, z, dS, dz, softmax accumulators) are f32 within a block of
 //! 64 rows (or keys) and f64 across blocks.
 
+use super::par;
 pub use super::scalar::exp_f32;
 use super::scalar::{elu1, elu1_grad};
-use super::par;
 
 pub(crate) mod gpu;
 mod tape;

@@ -3,7 +3,7 @@
 
 use super::{check_pos_enc, check_same, Unary};
 use crate::gpu::backend::{blocks_for, GpuBackend, GpuBuf, BLOCK, MAX_GRID};
-use crate::gpu::params::{kernel, Typed, DropoutParams, EltParams, PosEncParams};
+use crate::gpu::params::{kernel, DropoutParams, EltParams, PosEncParams, Typed};
 use crate::gpu::{LaunchCfg, Launcher};
 use crate::ops::shape::u32_of;
 use crate::rng::DropoutKey;

@@ -14,12 +14,11 @@ use unary::{acc2, elem_chunk, map1};
 
 pub(crate) mod gpu;
 pub mod unary;
-pub use unary::{unary_bwd, unary_fwd, Unary};
 pub use super::scalar::{elu1, elu1_grad, exp_f32};
 /// Moved to [`crate::rng`]; re-exported so existing paths keep working.
 pub use crate::rng::DropoutKey;
 use crate::rng::{dropout_counter, philox4x32_10, unit_f32};
-
+pub use unary::{unary_bwd, unary_fwd, Unary};
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 const GELU_C: f32 = 0.044_715;

@@ -89,7 +89,13 @@ pub(crate) fn map1(out: &mut [f32], a: &[f32], flops: usize, f: impl Fn(f32) -> 
 }
 
 /// out[i] += f(a[i], b[i]) over chunks in parallel.
-pub(crate) fn acc2(out: &mut [f32], a: &[f32], b: &[f32], flops: usize, f: impl Fn(f32, f32) -> f32 + Sync) {
+pub(crate) fn acc2(
+    out: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    flops: usize,
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) {
     let len = out.len().min(a.len()).min(b.len());
     if len == 0 {
         return;

@@ -3,10 +3,10 @@
 
 use super::GateSelect;
 use crate::gpu::backend::{blocks_for, GpuBackend, GpuBuf, BLOCK, MAX_GRID};
-use crate::ops::shape::expect_len;
 use crate::gpu::params::{kernel, ColumnSumParams, GateApplyParams, GateBwdParams, GateParams};
 use crate::gpu::{LaunchCfg, Launcher};
 use crate::ops::linear::gpu::column_sum;
+use crate::ops::shape::expect_len;
 use crate::ops::shape::u32_of;
 use crate::{Error, Result};
 
@@ -174,4 +174,3 @@ pub(crate) fn gate_bwd<L: Launcher>(
         be.go(kernel::GATE_BWD_F32, LaunchCfg::linear(1, BLOCK, 0), &bp)
     }
 }
-

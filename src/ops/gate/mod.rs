@@ -177,7 +177,13 @@ pub fn check_bwd(lens: [usize; 11], n: usize, f: usize, r: usize) -> Result<()> 
     expect_len(op, "x", x, n * f)?;
     expect_all(
         op,
-        &[("dw", dw), ("dg", dg), ("xbar", xbar), ("g", g), ("keep", keep)],
+        &[
+            ("dw", dw),
+            ("dg", dg),
+            ("xbar", xbar),
+            ("g", g),
+            ("keep", keep),
+        ],
         f,
     )?;
     expect_all(op, &[("da", da), ("db", db), ("b", b)], f * r)?;

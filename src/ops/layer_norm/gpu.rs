@@ -2,8 +2,12 @@
 //! forward; backward per-block partial dγ/dβ in shared memory, then an ordered second pass.
 
 use super::{check_bwd, check_fwd};
-use crate::gpu::backend::{blocks_for, GpuBackend, GpuBuf, BLOCK, MAX_DYN_SHARED, MAX_REDUCE_BLOCKS};
-use crate::gpu::params::{kernel, LayerNormBwdParams, LayerNormFwdParams, LayerNormParamsBwdParams};
+use crate::gpu::backend::{
+    blocks_for, GpuBackend, GpuBuf, BLOCK, MAX_DYN_SHARED, MAX_REDUCE_BLOCKS,
+};
+use crate::gpu::params::{
+    kernel, LayerNormBwdParams, LayerNormFwdParams, LayerNormParamsBwdParams,
+};
 use crate::gpu::{LaunchCfg, Launcher};
 use crate::ops::shape::u32_of;
 use crate::{Error, Result};
@@ -111,11 +115,13 @@ pub(crate) fn layer_norm_bwd<L: Launcher>(
     let shmem = (warps * 8 * d) as u32;
     // SAFETY: lengths checked above; partial holds blocks·2d floats.
     unsafe {
-        be.go(kernel::LAYER_NORM_BWD_F32,
+        be.go(
+            kernel::LAYER_NORM_BWD_F32,
             LaunchCfg::linear(blocks, warps as u32 * 32, shmem),
             &p1,
         )?;
-        be.go(kernel::LAYER_NORM_PARAMS_BWD_F32,
+        be.go(
+            kernel::LAYER_NORM_PARAMS_BWD_F32,
             LaunchCfg::linear(blocks_for(d, BLOCK, u32::MAX), BLOCK, 0),
             &p2,
         )

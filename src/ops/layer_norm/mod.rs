@@ -243,7 +243,9 @@ pub(crate) fn backward<B: Backend>(
         d,
     } = *node
     else {
-        return Err(Error::device("layer_norm::backward on another node".to_string()));
+        return Err(Error::device(
+            "layer_norm::backward on another node".to_string(),
+        ));
     };
     if let Some(dout) = tape.take_grad_if_any(out) {
         let mut dinp = tape.take_grad(dev, inp)?;

@@ -3,7 +3,7 @@
 
 use super::{check_bwd, check_fwd};
 use crate::gpu::backend::{blocks_for, GpuBackend, GpuBuf, BLOCK, MAX_GRID};
-use crate::gpu::params::{kernel, Typed, ColumnSumParams, GemmParams, SplitReduceParams};
+use crate::gpu::params::{kernel, ColumnSumParams, GemmParams, SplitReduceParams, Typed};
 use crate::gpu::{LaunchCfg, Launcher};
 use crate::ops::shape::u32_of;
 use crate::{Error, Result};

@@ -347,7 +347,9 @@ pub(crate) fn backward<B: Backend>(
         m,
     } = *node
     else {
-        return Err(Error::device("linear::backward on another node".to_string()));
+        return Err(Error::device(
+            "linear::backward on another node".to_string(),
+        ));
     };
     if let Some(dout) = tape.take_grad_if_any(out) {
         let mut dinp = if tape.requires_grad(inp) {

@@ -2,15 +2,14 @@
 //! an ordered second pass; the backward reads the count of scored targets on the device.
 
 use super::LossParts;
+use crate::device::Backend;
 use crate::gpu::backend::{blocks_for, GpuBackend, GpuBuf, BLOCK, MAX_GRID, MAX_REDUCE_BLOCKS};
 use crate::gpu::params::{kernel, LossBwdParams, LossFwdParams, LossReduceParams};
 use crate::gpu::{LaunchCfg, Launcher};
 use crate::ops::shape::{expect_len, u32_of};
-use crate::device::Backend;
 use crate::Result;
 
 /// Loss partial sums into a fresh `parts` buffer (loss, mse, sparsity, count) on the device.
-#[allow(clippy::too_many_arguments)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn loss_parts<L: Launcher>(
     be: &GpuBackend<L>,
@@ -52,11 +51,13 @@ pub(crate) fn loss_parts<L: Launcher>(
     };
     // SAFETY: lengths checked above; partial holds `blocks` triples, parts 4 floats.
     unsafe {
-        be.go(kernel::MSE_SPARSITY_FWD_F32,
+        be.go(
+            kernel::MSE_SPARSITY_FWD_F32,
             LaunchCfg::linear(blocks, BLOCK, 0),
             &p1,
         )?;
-        be.go(kernel::MSE_SPARSITY_REDUCE_FWD_F32,
+        be.go(
+            kernel::MSE_SPARSITY_REDUCE_FWD_F32,
             LaunchCfg::linear(1, 32, 0),
             &p2,
         )?;
@@ -121,4 +122,3 @@ pub(crate) fn mse_sparsity_bwd<L: Launcher>(
     // SAFETY: lengths checked in loss_parts and above.
     unsafe { be.go(kernel::MSE_SPARSITY_BWD_F32, cfg, &p) }
 }
-

@@ -107,7 +107,14 @@ pub fn mse_sparsity_bwd(
 // ---- shapes, tape record and backward -------------------------------------------------------
 
 /// Shape rule of the loss on every device: yhat, y [n,t], mask [n] (and dyhat [n,t]).
-pub fn check(yhat: usize, y: usize, mask: usize, dyhat: Option<usize>, n: usize, t: usize) -> Result<()> {
+pub fn check(
+    yhat: usize,
+    y: usize,
+    mask: usize,
+    dyhat: Option<usize>,
+    n: usize,
+    t: usize,
+) -> Result<()> {
     let op = "mse_sparsity";
     expect_len(op, "yhat", yhat, n * t)?;
     expect_len(op, "y", y, n * t)?;

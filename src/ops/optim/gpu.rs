@@ -8,7 +8,7 @@ use crate::ops::shape::{expect_len, u32_of};
 use crate::Result;
 
 pub(crate) fn sum_squares<L: Launcher>(be: &GpuBackend<L>, g: &GpuBuf<L>) -> Result<f64> {
-    if g.len() == 0 {
+    if g.is_empty() {
         return Ok(0.0);
     }
     let blocks = blocks_for(g.len(), BLOCK, MAX_REDUCE_BLOCKS);
@@ -29,11 +29,13 @@ pub(crate) fn sum_squares<L: Launcher>(be: &GpuBackend<L>, g: &GpuBuf<L>) -> Res
     let mut bytes = [0u8; 8];
     // SAFETY: partial holds `blocks` f64, out one f64.
     unsafe {
-        be.go(kernel::SUM_SQUARES_FWD_F32,
+        be.go(
+            kernel::SUM_SQUARES_FWD_F32,
             LaunchCfg::linear(blocks, BLOCK, 0),
             &p1,
         )?;
-        be.go(kernel::SUM_SQUARES_REDUCE_FWD_F32,
+        be.go(
+            kernel::SUM_SQUARES_REDUCE_FWD_F32,
             LaunchCfg::linear(1, 32, 0),
             &p2,
         )?;
@@ -55,7 +57,7 @@ pub(crate) fn adam_step<L: Launcher>(
     expect_len(op, "g", g.len(), p.len())?;
     expect_len(op, "m", m.len(), p.len())?;
     expect_len(op, "v", v.len(), p.len())?;
-    if p.len() == 0 {
+    if p.is_empty() {
         return Ok(());
     }
     // bias corrections as the CPU op computes them (f64 powers, step 0 counts as 1)
