@@ -11,7 +11,12 @@
 //!    Never runs nvcc or nvidia-smi. libnvrtc is opened with dlopen through a ten-line FFI instead
 //!    of cudarc as a build-dependency: that would compile a second copy of cudarc (and libloading)
 //!    for the host on every clean build, for the same ten symbols.
-//! 3. Compiles the CPU emulator (`kernels/emu/emu.cpp`) and the same `kernels/*.cu` files — plus the
+//! 3. Generates the Rust side of every kernel parameter struct of `kernels/common.cuh`
+//!    (`#[repr(C)]`, same field names, types and order, size asserted) and the kernel ids: an enum
+//!    `Kernel` over every `extern "C" __global__` entry point of `kernels/*.cu`, and one typed
+//!    constant per kernel (`kernel::LAYER_NORM_FWD_F32: Typed<LayerNormFwdParams>`), so a renamed
+//!    field or kernel, or a kernel launched with another kernel's struct, is a compile error.
+//! 4. Compiles the CPU emulator (`kernels/emu/emu.cpp`) and the same `kernels/*.cu` files — plus the
 //!    emulator-only test kernels of `kernels/emu/tests/*.cu` — as C++ with `emu.h` force-included
 //!    into a static library, with a kernel table generated from the `extern "C" __global__`
 //!    declarations. `ERAENGINE_EMU_ASAN=1` adds `-fsanitize=address -fno-omit-frame-pointer`.
@@ -66,6 +71,13 @@ fn run() -> BuildResult<()> {
         inlined.push((kf, src, p));
     }
 
+    // the kernel parameter structs (`...Params`); helper structs of the kernels stay C-only
+    let structs: Vec<CStruct> = parse_structs(&common)
+        .map_err(|e| format!("{}: {e}", common_path.display()))?
+        .into_iter()
+        .filter(|s| s.name.ends_with("Params"))
+        .collect();
+    write_params(&out, &structs, &product)?;
     let ptx = compile_nvrtc(&inlined, &out)?;
     write_rust_table(&out, &inlined, &ptx)?;
     build_emulator(&root, &out, &product, &tests)
@@ -197,6 +209,152 @@ fn kernel_decl(head: &str, params: &str, lineno: usize) -> BuildResult<(String, 
         ));
     }
     Ok((name, words[0].to_string()))
+}
+
+/// One parameter struct of common.cuh: name, doc lines, (C type, field).
+struct CStruct {
+    name: String,
+    doc: Vec<String>,
+    fields: Vec<(String, String)>,
+}
+
+/// The `struct Name { type field; ... };` blocks of common.cuh with the `//` lines just above each.
+fn parse_structs(src: &str) -> BuildResult<Vec<CStruct>> {
+    let mut out = Vec::new();
+    let mut doc: Vec<String> = Vec::new();
+    let mut cur: Option<CStruct> = None;
+    for (i, line) in src.lines().enumerate() {
+        let t = line.trim();
+        if let Some(st) = cur.as_mut() {
+            if t.starts_with("};") {
+                out.push(cur.take().ok_or("unreachable")?);
+                continue;
+            }
+            let code = t.split("//").next().unwrap_or("").trim();
+            if code.is_empty() {
+                continue;
+            }
+            let code = code
+                .strip_suffix(';')
+                .ok_or_else(|| format!("line {}: field without `;`: {t}", i + 1))?;
+            let (ty, name) = code
+                .rsplit_once(char::is_whitespace)
+                .ok_or_else(|| format!("line {}: cannot read field `{code}`", i + 1))?;
+            let ty = ty.trim().to_string();
+            let name = name.trim_start_matches('*').to_string();
+
+            let ty = if code.contains('*') && !ty.ends_with('*') {
+                format!("{ty}*")
+            } else {
+                ty
+            };
+            st.fields.push((ty, name));
+        } else if let Some(rest) = t.strip_prefix("struct ") {
+            let name = rest.trim_end_matches('{').trim().to_string();
+            cur = Some(CStruct {
+                name,
+                doc: std::mem::take(&mut doc),
+                fields: Vec::new(),
+            });
+        } else if let Some(c) = t.strip_prefix("//") {
+            doc.push(c.trim().to_string());
+        } else {
+            doc.clear();
+        }
+    }
+    Ok(out)
+}
+
+/// Rust type, size and alignment of a field's C type (pointers are 8-byte device addresses).
+fn rust_type(c: &str) -> BuildResult<(&'static str, usize)> {
+    if c.ends_with('*') {
+        return Ok(("u64", 8));
+    }
+    match c {
+        "unsigned int" => Ok(("u32", 4)),
+        "int" => Ok(("i32", 4)),
+        "float" => Ok(("f32", 4)),
+        "double" => Ok(("f64", 8)),
+        _ => Err(format!(
+            "kernel parameter type `{c}` has no Rust mirror (see build.rs)"
+        )),
+    }
+}
+
+/// `LayerNormFwdF32` from `layer_norm_fwd_f32`.
+fn camel(name: &str) -> String {
+    name.split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            match c.next() {
+                Some(f) => f.to_ascii_uppercase().to_string() + c.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect()
+}
+
+/// OUT_DIR/params.rs: the param structs and the kernel ids.
+fn write_params(out: &Path, structs: &[CStruct], product: &[KernelFile]) -> BuildResult<()> {
+    let mut rs =
+        String::from("// Generated by build.rs from kernels/common.cuh and kernels/*.cu.\n");
+    for st in structs {
+        let mut size = 0usize;
+        let mut align = 1usize;
+        let mut fields = String::new();
+        for (cty, name) in &st.fields {
+            if name.contains('[') {
+                return Err(format!(
+                    "{}: array field `{name}` has no Rust mirror",
+                    st.name
+                ));
+            }
+            let (ty, sz) = rust_type(cty).map_err(|e| format!("{}.{name}: {e}", st.name))?;
+            size = size.div_ceil(sz) * sz + sz;
+            align = align.max(sz);
+            let _ = writeln!(fields, "    pub {name}: {ty},");
+        }
+        let size = size.div_ceil(align) * align;
+        for d in &st.doc {
+            let _ = writeln!(rs, "/// {d}");
+        }
+        let _ = writeln!(
+            rs,
+            "#[repr(C)]\n#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]\npub struct {} {{\n{fields}}}\nconst _: () = assert!(std::mem::size_of::<{}>() == {size});\n",
+            st.name, st.name
+        );
+    }
+    let mut variants = String::new();
+    let mut names = String::new();
+    let mut modules = String::new();
+    let mut consts = String::new();
+    let mut all = String::new();
+    for kf in product {
+        for (k, ty) in &kf.kernels {
+            if !structs.iter().any(|s| &s.name == ty) {
+                return Err(format!(
+                    "kernels/{}.cu: kernel {k} takes `{ty}`, which kernels/common.cuh does not define",
+                    kf.stem
+                ));
+            }
+            let v = camel(k);
+            let _ = writeln!(variants, "    {v},");
+            let _ = write!(all, "Kernel::{v}, ");
+            let _ = writeln!(names, "            Kernel::{v} => {k:?},");
+            let _ = writeln!(modules, "            Kernel::{v} => {:?},", kf.stem);
+            let _ = writeln!(
+                consts,
+                "    /// `{k}` in kernels/{}.cu\n    pub const {}: Typed<{ty}> = Typed::new(Kernel::{v});",
+                kf.stem,
+                k.to_ascii_uppercase()
+            );
+        }
+    }
+    let _ = write!(
+        rs,
+        "/// Every kernel entry point of kernels/*.cu.\n#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]\npub enum Kernel {{\n{variants}}}\n\nimpl Kernel {{\n    /// Every kernel, in declaration order (`Kernel::ALL[k as usize] == k`).\n    pub const ALL: &'static [Kernel] = &[{all}];\n    /// The entry point's name.\n    pub const fn name(self) -> &'static str {{\n        match self {{\n{names}        }}\n    }}\n    /// The kernels/*.cu file (module) that defines it.\n    pub const fn module(self) -> &'static str {{\n        match self {{\n{modules}        }}\n    }}\n}}\n\n/// One typed constant per kernel: its id and its parameter struct.\npub mod kernel {{\n    use super::*;\n{consts}}}\n"
+    );
+    write(&out.join("params.rs"), rs.as_bytes())
 }
 
 /// Replaces `#include "common.cuh"` by its text, with `#line` directives so NVRTC's messages keep

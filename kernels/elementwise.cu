@@ -1,8 +1,8 @@
 // Elementwise ops over n floats, grid-stride, 256 threads per block, grid = min(ceil(n/256), 4096):
 //   gelu_fwd_f32:  out = 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³)))            (a = x)
 //   gelu_bwd_f32:  out += dout · (0.5 (1 + th) + 0.5 x (1 − th²) √(2/π)(1 + 3·0.044715 x²))
-//   elu1_fwd_f32:  out = x + 1 if x > 0 else eˣ   (φ of linear attention)
-//   elu1_bwd_f32:  out += dout · (1 if x > 0 else eˣ)
+//   sigmoid_fwd_f32: out = 1 / (1 + e⁻ˣ);  sigmoid_bwd_f32: out += dout · e⁻ˣ σ²  (e⁻ˣ clamped at
+//     e^88.7 as exp_f32 on the CPU does, so σ' stays finite; NaN stays NaN)
 //   add_fwd_f32:   out = a + b
 //   accumulate_fwd_f32: out += a   (the backward of add and of every fan-out)
 //   dropout_fwd_f32: out = keep ? x · s : 0;  dropout_bwd_f32: out += keep ? dout · s : 0, s = 1/(1 − p)
@@ -30,17 +30,23 @@ extern "C" __global__ void gelu_bwd_f32(EltParams p) {
     }
 }
 
-extern "C" __global__ void elu1_fwd_f32(EltParams p) {
+// e⁻ˣ with −x clamped to 88.7 (a comparison, not fminf, so NaN propagates)
+__device__ __forceinline__ float exp_neg_clamped(float x) {
+    const float nx = -x;
+    return expf(nx > 88.7f ? 88.7f : nx);
+}
+
+extern "C" __global__ void sigmoid_fwd_f32(EltParams p) {
     for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) {
-        const float x = p.a[i];
-        p.out[i] = x > 0.0f ? x + 1.0f : expf(x);
+        p.out[i] = 1.0f / (1.0f + exp_neg_clamped(p.a[i]));
     }
 }
 
-extern "C" __global__ void elu1_bwd_f32(EltParams p) {
+extern "C" __global__ void sigmoid_bwd_f32(EltParams p) {
     for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) {
-        const float x = p.a[i];
-        p.out[i] += p.b[i] * (x > 0.0f ? 1.0f : expf(x));
+        const float e = exp_neg_clamped(p.a[i]);
+        const float s = 1.0f / (1.0f + e);
+        p.out[i] += p.b[i] * (e * s * s);
     }
 }
 

@@ -1,8 +1,11 @@
 //! eraengine: era-level transformer training for Numerai tournament data.
 //!
-//! Layers from the ground up (each uses only those below it): `rng`, `ops` (CPU reference ops),
-//! `device` (backends: CPU, CUDA, emulator), `data` (era store, import, synth), `params`, `tape`,
-//! `model`, `checkpoint`, `metrics`, `train`, `cli`.
+//! Layers from the ground up (each uses only those below it; docs/architecture.md draws them and
+//! `tests/architecture.rs` checks there are no import circles): `rng`; the op leaves (`ops::par`,
+//! `ops::shape`, `ops::scalar`); `device` (the `Backend` trait, the CPU backend); `gpu` buffers and
+//! launchers; `params`; `tape::base`; one folder per op under `ops` (math, CPU fwd/bwd, tape record
+//! and backward, GPU launch recipe); `tape` (backward dispatch); `data`; `model`; `checkpoint`;
+//! `metrics`; `train`; `cli`.
 
 pub mod cli;
 pub mod data;

@@ -4,7 +4,13 @@
 //! counter and a 64-bit key to 128 random bits with no state, so a GPU thread can draw element e's
 //! dropout bit without knowing about any other element. The constants are Random123's.
 
-use crate::ops::elementwise::DropoutKey;
+/// Which dropout mask: Philox keyed by seed; counter from step, tensor id and element index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropoutKey {
+    pub seed: u64,
+    pub step: u32,
+    pub tensor: u32,
+}
 
 const M0: u32 = 0xD251_1F53;
 const M1: u32 = 0xCD9E_8D57;

@@ -1,11 +1,13 @@
 //! The CPU backend: buffers are `Vec<f32>`, ops are the reference functions of `crate::ops`.
 
 use super::Backend;
-use crate::ops::elementwise::DropoutKey;
-use crate::ops::gate::GateSelect;
-use crate::ops::loss::LossParts;
+use crate::ops::elementwise::unary::Unary;
+use crate::ops::gate::select::GateSelect;
+use crate::ops::loss::parts::LossParts;
 use crate::ops::optim::AdamArgs;
+use crate::ops::shape::expect_len;
 use crate::ops::{attention, elementwise, gate, layer_norm, linear, loss, optim};
+use crate::rng::DropoutKey;
 use crate::Result;
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -38,6 +40,7 @@ impl Backend for Cpu {
         Ok(())
     }
     fn copy(&self, dst: &mut Vec<f32>, src: &Vec<f32>) -> Result<()> {
+        expect_len("copy", "src", src.len(), dst.len())?;
         dst.copy_from_slice(src);
         Ok(())
     }
@@ -51,6 +54,7 @@ impl Backend for Cpu {
         k: usize,
         m: usize,
     ) -> Result<()> {
+        linear::check_fwd(out.len(), inp.len(), w.len(), b.map(|b| b.len()), n, k, m)?;
         linear::linear_fwd(out, inp, w, b.map(|x| x.as_slice()), n, k, m);
         Ok(())
     }
@@ -66,6 +70,17 @@ impl Backend for Cpu {
         k: usize,
         m: usize,
     ) -> Result<()> {
+        linear::check_bwd(
+            dinp.as_ref().map(|d| d.len()),
+            dw.len(),
+            db.as_ref().map(|d| d.len()),
+            dout.len(),
+            inp.len(),
+            w.len(),
+            n,
+            k,
+            m,
+        )?;
         linear::linear_bwd(
             dinp.map(|x| x.as_mut_slice()),
             dw,
@@ -90,6 +105,16 @@ impl Backend for Cpu {
         n: usize,
         d: usize,
     ) -> Result<()> {
+        layer_norm::check_fwd(
+            out.len(),
+            mean.len(),
+            rstd.len(),
+            inp.len(),
+            gamma.len(),
+            beta.len(),
+            n,
+            d,
+        )?;
         layer_norm::layer_norm_fwd(out, mean, rstd, inp, gamma, beta, n, d);
         Ok(())
     }
@@ -106,30 +131,62 @@ impl Backend for Cpu {
         n: usize,
         d: usize,
     ) -> Result<()> {
+        layer_norm::check_bwd(
+            dinp.len(),
+            dgamma.len(),
+            dbeta.len(),
+            dout.len(),
+            inp.len(),
+            mean.len(),
+            rstd.len(),
+            gamma.len(),
+            n,
+            d,
+        )?;
         layer_norm::layer_norm_bwd(dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma, n, d);
         Ok(())
     }
     fn gelu_fwd(&self, out: &mut Vec<f32>, inp: &Vec<f32>) -> Result<()> {
+        elementwise::check_same("gelu_fwd", out.len(), &[("a", inp.len())])?;
         elementwise::gelu_fwd(out, inp);
         Ok(())
     }
     fn gelu_bwd(&self, dinp: &mut Vec<f32>, dout: &Vec<f32>, inp: &Vec<f32>) -> Result<()> {
+        elementwise::check_same(
+            "gelu_bwd",
+            dinp.len(),
+            &[("a", inp.len()), ("b", dout.len())],
+        )?;
         elementwise::gelu_bwd(dinp, dout, inp);
         Ok(())
     }
-    fn elu1_fwd(&self, out: &mut Vec<f32>, inp: &Vec<f32>) -> Result<()> {
-        elementwise::elu1_fwd(out, inp);
+    fn unary_fwd(&self, op: Unary, out: &mut Vec<f32>, inp: &Vec<f32>) -> Result<()> {
+        elementwise::check_same(op.name(), out.len(), &[("a", inp.len())])?;
+        elementwise::unary_fwd(op, out, inp);
         Ok(())
     }
-    fn elu1_bwd(&self, dinp: &mut Vec<f32>, dout: &Vec<f32>, inp: &Vec<f32>) -> Result<()> {
-        elementwise::elu1_bwd(dinp, dout, inp);
+    fn unary_bwd(
+        &self,
+        op: Unary,
+        dinp: &mut Vec<f32>,
+        dout: &Vec<f32>,
+        inp: &Vec<f32>,
+    ) -> Result<()> {
+        elementwise::check_same(
+            op.name(),
+            dinp.len(),
+            &[("a", inp.len()), ("b", dout.len())],
+        )?;
+        elementwise::unary_bwd(op, dinp, dout, inp);
         Ok(())
     }
     fn add_fwd(&self, out: &mut Vec<f32>, a: &Vec<f32>, b: &Vec<f32>) -> Result<()> {
+        elementwise::check_same("add_fwd", out.len(), &[("a", a.len()), ("b", b.len())])?;
         elementwise::add_fwd(out, a, b);
         Ok(())
     }
     fn accumulate(&self, dst: &mut Vec<f32>, src: &Vec<f32>) -> Result<()> {
+        elementwise::check_same("accumulate_fwd", dst.len(), &[("a", src.len())])?;
         for (d, s) in dst.iter_mut().zip(src) {
             *d += s;
         }
@@ -142,6 +199,7 @@ impl Backend for Cpu {
         p: f32,
         key: DropoutKey,
     ) -> Result<()> {
+        elementwise::check_same("dropout_fwd", out.len(), &[("input", inp.len())])?;
         elementwise::dropout_fwd(out, inp, p, key);
         Ok(())
     }
@@ -152,10 +210,12 @@ impl Backend for Cpu {
         p: f32,
         key: DropoutKey,
     ) -> Result<()> {
+        elementwise::check_same("dropout_bwd", dinp.len(), &[("input", dout.len())])?;
         elementwise::dropout_bwd(dinp, dout, p, key);
         Ok(())
     }
     fn pos_enc_add(&self, h: &mut Vec<f32>, n: usize, d: usize) -> Result<()> {
+        elementwise::check_pos_enc(h.len(), n, d)?;
         elementwise::pos_enc_add(h, n, d);
         Ok(())
     }
@@ -172,6 +232,19 @@ impl Backend for Cpu {
         d: usize,
         h: usize,
     ) -> Result<()> {
+        let lens = (
+            out.len(),
+            s.len(),
+            z.len(),
+            q.len(),
+            k.len(),
+            v.len(),
+            mask.len(),
+        );
+        let (o, sl, zl, ql, kl, vl, ml) = lens;
+        if attention::check_linear_fwd(o, sl, zl, ql, kl, vl, ml, n, d, h)?.is_none() {
+            return Ok(());
+        }
         attention::linear_attention_fwd(out, s, z, q, k, v, mask, n, d, h);
         Ok(())
     }
@@ -191,6 +264,18 @@ impl Backend for Cpu {
         d: usize,
         h: usize,
     ) -> Result<()> {
+        let bufs = [
+            dq.len(),
+            dk.len(),
+            dv.len(),
+            dout.len(),
+            q.len(),
+            k.len(),
+            v.len(),
+        ];
+        if attention::check_linear_bwd(bufs, mask.len(), s.len(), z.len(), n, d, h)?.is_none() {
+            return Ok(());
+        }
         attention::linear_attention_bwd(dq, dk, dv, dout, q, k, v, mask, s, z, n, d, h);
         Ok(())
     }
@@ -206,6 +291,11 @@ impl Backend for Cpu {
         d: usize,
         h: usize,
     ) -> Result<()> {
+        let lens = (out.len(), lse.len(), q.len(), k.len(), v.len(), mask.len());
+        let (o, l, ql, kl, vl, ml) = lens;
+        if attention::check_softmax_fwd(o, l, ql, kl, vl, ml, n, d, h)?.is_none() {
+            return Ok(());
+        }
         attention::softmax_attention_fwd(out, lse, q, k, v, mask, n, d, h);
         Ok(())
     }
@@ -225,6 +315,19 @@ impl Backend for Cpu {
         d: usize,
         h: usize,
     ) -> Result<()> {
+        let bufs = [
+            dq.len(),
+            dk.len(),
+            dv.len(),
+            dout.len(),
+            out.len(),
+            q.len(),
+            k.len(),
+            v.len(),
+        ];
+        if attention::check_softmax_bwd(bufs, lse.len(), mask.len(), n, d, h)?.is_none() {
+            return Ok(());
+        }
         attention::softmax_attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, mask, n, d, h);
         Ok(())
     }
@@ -245,6 +348,19 @@ impl Backend for Cpu {
         f: usize,
         r: usize,
     ) -> Result<()> {
+        let lens = [
+            xt.len(),
+            g.len(),
+            keep.len(),
+            xbar.len(),
+            u.len(),
+            x.len(),
+            mask.len(),
+            w.len(),
+            a.len(),
+            b.len(),
+        ];
+        gate::check_fwd(lens, n, f, r)?;
         gate::gate_fwd(xt, g, keep, xbar, u, x, mask, w, a, b, select, n, f, r);
         Ok(())
     }
@@ -265,6 +381,20 @@ impl Backend for Cpu {
         f: usize,
         r: usize,
     ) -> Result<()> {
+        let lens = [
+            dw.len(),
+            da.len(),
+            db.len(),
+            dg.len(),
+            dxt.len(),
+            x.len(),
+            xbar.len(),
+            u.len(),
+            g.len(),
+            keep.len(),
+            b.len(),
+        ];
+        gate::check_bwd(lens, n, f, r)?;
         gate::gate_bwd(dw, da, db, dg, dxt, x, xbar, u, g, keep, b, n, f, r);
         Ok(())
     }
@@ -278,6 +408,7 @@ impl Backend for Cpu {
         n: usize,
         t: usize,
     ) -> Result<LossParts> {
+        loss::check(yhat.len(), y.len(), mask.len(), None, n, t)?;
         Ok(loss::mse_sparsity_fwd(yhat, y, mask, g, lambda, n, t))
     }
     fn mse_sparsity_bwd(
@@ -291,6 +422,7 @@ impl Backend for Cpu {
         n: usize,
         t: usize,
     ) -> Result<()> {
+        loss::check(yhat.len(), y.len(), mask.len(), Some(dyhat.len()), n, t)?;
         loss::mse_sparsity_bwd(dyhat, dg, yhat, y, mask, lambda, n, t);
         Ok(())
     }
@@ -305,6 +437,7 @@ impl Backend for Cpu {
         v: &mut Vec<f32>,
         args: &AdamArgs,
     ) -> Result<()> {
+        optim::check_adam(p.len(), g.len(), m.len(), v.len())?;
         optim::adam_step(p, g, m, v, args);
         Ok(())
     }

@@ -6,10 +6,11 @@
 //! function of the same name in `crate::ops` (shapes, saved tensors, `+=` in backwards): the CPU
 //! backend calls those functions; the CUDA backend launches the kernels in `kernels/`.
 
-use crate::ops::elementwise::DropoutKey;
-use crate::ops::gate::GateSelect;
-use crate::ops::loss::LossParts;
+use crate::ops::elementwise::unary::Unary;
+use crate::ops::gate::select::GateSelect;
+use crate::ops::loss::parts::LossParts;
 use crate::ops::optim::AdamArgs;
+use crate::rng::DropoutKey;
 use crate::Result;
 
 pub mod cpu;
@@ -84,8 +85,16 @@ pub trait Backend {
     ) -> Result<()>;
     fn gelu_fwd(&self, out: &mut Self::Buf, inp: &Self::Buf) -> Result<()>;
     fn gelu_bwd(&self, dinp: &mut Self::Buf, dout: &Self::Buf, inp: &Self::Buf) -> Result<()>;
-    fn elu1_fwd(&self, out: &mut Self::Buf, inp: &Self::Buf) -> Result<()>;
-    fn elu1_bwd(&self, dinp: &mut Self::Buf, dout: &Self::Buf, inp: &Self::Buf) -> Result<()>;
+    /// out = f(inp) for a map of the [`Unary`] table.
+    fn unary_fwd(&self, op: Unary, out: &mut Self::Buf, inp: &Self::Buf) -> Result<()>;
+    /// dinp += dout · f'(inp).
+    fn unary_bwd(
+        &self,
+        op: Unary,
+        dinp: &mut Self::Buf,
+        dout: &Self::Buf,
+        inp: &Self::Buf,
+    ) -> Result<()>;
     fn add_fwd(&self, out: &mut Self::Buf, a: &Self::Buf, b: &Self::Buf) -> Result<()>;
     /// dst += src
     fn accumulate(&self, dst: &mut Self::Buf, src: &Self::Buf) -> Result<()>;

@@ -6,6 +6,7 @@
 //! driver will not load: both versions are in [`cuda_info`].
 
 use super::generated::{IMAGES, KERNELS, NVRTC_BUILD_VERSION, SOURCES};
+use super::params::Kernel;
 use super::{LaunchCfg, Launcher};
 use crate::{Error, Result};
 use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaModule, CudaStream};
@@ -106,6 +107,8 @@ pub struct CudaLauncher {
     cc: (i32, i32),
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
     functions: Mutex<HashMap<String, CudaFunction>>,
+    /// Loaded functions by kernel id (`Kernel as usize`), for the backend's launches.
+    by_id: Mutex<Vec<Option<CudaFunction>>>,
 }
 
 impl CudaLauncher {
@@ -128,6 +131,7 @@ impl CudaLauncher {
                 cc,
                 modules: Mutex::new(HashMap::new()),
                 functions: Mutex::new(HashMap::new()),
+                by_id: Mutex::new(vec![None; Kernel::ALL.len()]),
             })
         });
         opened.unwrap_or_else(|_| Err(Error::device("cuda: opening device 0 panicked")))
@@ -203,6 +207,30 @@ impl CudaLauncher {
             .find(|(k, _)| *k == kernel)
             .map(|(_, m)| *m)
             .ok_or_else(|| Error::device(format!("cuda: no kernel named {kernel}")))?;
+        let f = self.load(module, kernel)?;
+        fns.insert(kernel.to_string(), f.clone());
+        Ok(f)
+    }
+
+    /// The function of kernel `k`, loaded once and cached by its id.
+    fn function_by_id(&self, k: Kernel) -> Result<CudaFunction> {
+        let mut fns = self
+            .by_id
+            .lock()
+            .map_err(|_| Error::device("cuda: function cache poisoned"))?;
+        let slot = fns
+            .get_mut(k as usize)
+            .ok_or_else(|| Error::device(format!("cuda: kernel id {k:?} out of range")))?;
+        if let Some(f) = slot {
+            return Ok(f.clone());
+        }
+        let f = self.load(k.module(), k.name())?;
+        *slot = Some(f.clone());
+        Ok(f)
+    }
+
+    /// Loads `kernel` from `module` (the module loaded once and cached).
+    fn load(&self, module: &'static str, kernel: &str) -> Result<CudaFunction> {
         let m = {
             let mut mods = self
                 .modules
@@ -220,11 +248,8 @@ impl CudaLauncher {
                 }
             }
         };
-        let f = m
-            .load_function(kernel)
-            .map_err(|e| derr(&format!("loading {kernel}"), e))?;
-        fns.insert(kernel.to_string(), f.clone());
-        Ok(f)
+        m.load_function(kernel)
+            .map_err(|e| derr(&format!("loading {kernel}"), e))
     }
 
     fn bind(&self) -> Result<()> {
@@ -280,6 +305,29 @@ impl Launcher for CudaLauncher {
     }
     unsafe fn launch(&self, kernel: &str, cfg: LaunchCfg, params: &[u8]) -> Result<()> {
         let f = self.function(kernel)?;
+        self.launch_function(&f, kernel, cfg, params)
+    }
+    unsafe fn launch_kernel(&self, kernel: Kernel, cfg: LaunchCfg, params: &[u8]) -> Result<()> {
+        let f = self.function_by_id(kernel)?;
+        self.launch_function(&f, kernel.name(), cfg, params)
+    }
+    fn synchronize(&self) -> Result<()> {
+        self.stream
+            .synchronize()
+            .map_err(|e| derr("synchronize", e))
+    }
+}
+
+impl CudaLauncher {
+    /// # Safety
+    /// As [`Launcher::launch`].
+    unsafe fn launch_function(
+        &self,
+        f: &CudaFunction,
+        kernel: &str,
+        cfg: LaunchCfg,
+        params: &[u8],
+    ) -> Result<()> {
         self.bind()?;
         // cuLaunchKernel copies the parameter bytes before it returns.
         let mut args = [params.as_ptr() as *mut c_void];
@@ -292,10 +340,5 @@ impl Launcher for CudaLauncher {
             &mut args,
         )
         .map_err(|e| derr(&format!("launching {kernel} {cfg:?}"), e))
-    }
-    fn synchronize(&self) -> Result<()> {
-        self.stream
-            .synchronize()
-            .map_err(|e| derr("synchronize", e))
     }
 }

@@ -11,9 +11,11 @@
 //! missing, so the probe runs inside `catch_unwind` once and caches the answer.
 
 use crate::Result;
+use params::Kernel;
 
-mod backend;
+pub(crate) mod backend;
 mod cuda;
+mod device;
 mod emu;
 pub mod params;
 
@@ -77,6 +79,14 @@ pub trait Launcher: Send + Sync + 'static {
     /// Every device address inside `params` is live and spans what the kernel touches for this
     /// configuration.
     unsafe fn launch(&self, kernel: &str, cfg: LaunchCfg, params: &[u8]) -> Result<()>;
+    /// Launches the kernel with id `kernel` (the backend's path: no lookup by name where the
+    /// launcher can index by id).
+    ///
+    /// # Safety
+    /// As [`Launcher::launch`].
+    unsafe fn launch_kernel(&self, kernel: Kernel, cfg: LaunchCfg, params: &[u8]) -> Result<()> {
+        self.launch(kernel.name(), cfg, params)
+    }
     /// Waits for all queued work (no-op for the emulator).
     fn synchronize(&self) -> Result<()>;
 }

@@ -1,4 +1,7 @@
-//! CPU reference ops: plain forward/backward pairs over slices (llm.c style), one file per op.
+//! The ops, one folder per op (dfdx's habit): `<op>/mod.rs` holds the math in its doc comment, the
+//! CPU reference forward/backward over plain slices (llm.c style), the shape rule every device
+//! checks, and the tape recorder with its backward; `<op>/gpu.rs` the launch recipe for
+//! `GpuBackend`; the kernel is `kernels/<op>.cu`. See docs/architecture.md, "adding an op".
 //!
 //! Conventions (every op follows them; the CUDA kernels in `kernels/` mirror them):
 //! - Row-major buffers; shape letters in the signature: n rows, d model width, f features, r gate
@@ -18,3 +21,5 @@ pub mod linear;
 pub mod loss;
 pub mod optim;
 pub mod par;
+pub mod scalar;
+pub mod shape;

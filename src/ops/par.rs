@@ -89,7 +89,7 @@ mod pool {
     use std::cell::Cell;
     use std::panic::{catch_unwind, AssertUnwindSafe};
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+    use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
     /// A type-erased task: run item `i`. Lives on the caller's stack for the duration of a job.
     type Task = dyn Fn(usize) + Sync;
@@ -191,12 +191,11 @@ mod pool {
         let mut seen = 0u64;
         loop {
             let job = {
-                let Ok(mut slot) = sh.slot.lock() else { return };
+                // a poisoned lock only means another thread panicked holding it; the data
+                // (a counter and a job handle) is still consistent, so recover it
+                let mut slot = sh.slot.lock().unwrap_or_else(PoisonError::into_inner);
                 while slot.0 == seen {
-                    slot = match sh.wake.wait(slot) {
-                        Ok(s) => s,
-                        Err(_) => return,
-                    };
+                    slot = sh.wake.wait(slot).unwrap_or_else(PoisonError::into_inner);
                 }
                 seen = slot.0;
                 slot.1.clone()
@@ -205,7 +204,7 @@ mod pool {
                 if job.work() {
                     // Take the lock so the notification cannot slip between the caller's check
                     // and its wait.
-                    let _g = sh.done.lock();
+                    let _g = sh.done.lock().unwrap_or_else(PoisonError::into_inner);
                     sh.done_cv.notify_all();
                 }
             }
@@ -245,7 +244,8 @@ mod pool {
             panic: Mutex::new(None),
         });
         let sh = &pool.shared;
-        if let Ok(mut slot) = sh.slot.lock() {
+        {
+            let mut slot = sh.slot.lock().unwrap_or_else(PoisonError::into_inner);
             slot.0 += 1;
             slot.1 = Some(job.clone());
             sh.wake.notify_all();
@@ -253,18 +253,17 @@ mod pool {
         IN_TASK.with(|t| t.set(true));
         job.work();
         IN_TASK.with(|t| t.set(false));
-        if let Ok(mut g) = sh.done.lock() {
+        // The SAFETY argument above needs this wait to happen whatever state the locks are in:
+        // a poisoned lock (a thread panicked while holding it) is recovered, never a reason to
+        // skip the wait.
+        {
+            let mut g = sh.done.lock().unwrap_or_else(PoisonError::into_inner);
             while job.remaining.load(Ordering::Acquire) != 0 {
-                g = match sh.done_cv.wait(g) {
-                    Ok(g) => g,
-                    Err(_) => break,
-                };
+                g = sh.done_cv.wait(g).unwrap_or_else(PoisonError::into_inner);
             }
         }
         // Drop the job from the slot so no worker holds the task pointer past this call.
-        if let Ok(mut slot) = sh.slot.lock() {
-            slot.1 = None;
-        }
+        sh.slot.lock().unwrap_or_else(PoisonError::into_inner).1 = None;
         if let Some(p) = job.panic.lock().ok().and_then(|mut p| p.take()) {
             std::panic::resume_unwind(p);
         }

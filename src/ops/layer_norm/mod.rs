@@ -8,6 +8,13 @@
 //! Row statistics and the sums over rows are accumulated in f64.
 
 use super::par;
+use super::shape::expect_len;
+use crate::device::Backend;
+use crate::params::{ParamId, Params};
+use crate::tape::base::{two_mut, Node, Tape, T};
+use crate::{Error, Result};
+
+pub(crate) mod gpu;
 
 pub const LN_EPS: f32 = 1e-5;
 
@@ -124,4 +131,142 @@ pub fn layer_norm_bwd(
         dgamma[kk] = (dgamma[kk] as f64 + total[kk]) as f32;
         dbeta[kk] = (dbeta[kk] as f64 + total[d + kk]) as f32;
     }
+}
+
+// ---- shapes, tape record and backward -------------------------------------------------------
+
+/// The forward's shape rule on every device: out, inp [n,d]; mean, rstd [n]; gamma, beta [d].
+#[allow(clippy::too_many_arguments)]
+pub fn check_fwd(
+    out: usize,
+    mean: usize,
+    rstd: usize,
+    inp: usize,
+    gamma: usize,
+    beta: usize,
+    n: usize,
+    d: usize,
+) -> Result<()> {
+    let op = "layer_norm_fwd";
+    expect_len(op, "out", out, n * d)?;
+    expect_len(op, "inp", inp, n * d)?;
+    expect_len(op, "mean", mean, n)?;
+    expect_len(op, "rstd", rstd, n)?;
+    expect_len(op, "gamma", gamma, d)?;
+    expect_len(op, "beta", beta, d)
+}
+
+/// The backward's shape rule on every device (`lens` in the order of [`layer_norm_bwd`]'s slices).
+#[allow(clippy::too_many_arguments)]
+pub fn check_bwd(
+    dinp: usize,
+    dgamma: usize,
+    dbeta: usize,
+    dout: usize,
+    inp: usize,
+    mean: usize,
+    rstd: usize,
+    gamma: usize,
+    n: usize,
+    d: usize,
+) -> Result<()> {
+    let op = "layer_norm_bwd";
+    expect_len(op, "dinp", dinp, n * d)?;
+    expect_len(op, "dout", dout, n * d)?;
+    expect_len(op, "inp", inp, n * d)?;
+    expect_len(op, "mean", mean, n)?;
+    expect_len(op, "rstd", rstd, n)?;
+    expect_len(op, "gamma", gamma, d)?;
+    expect_len(op, "dgamma", dgamma, d)?;
+    expect_len(op, "dbeta", dbeta, d)
+}
+
+impl<B: Backend> Tape<B> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn layer_norm(
+        &mut self,
+        dev: &B,
+        p: &Params<B>,
+        inp: T,
+        gamma: ParamId,
+        beta: ParamId,
+        n: usize,
+        d: usize,
+    ) -> Result<T> {
+        let out = self.new_tensor(dev, n * d)?;
+        let mean = self.new_tensor(dev, n)?;
+        let rstd = self.new_tensor(dev, n)?;
+        let (mut o, mut mu, mut rs) = (self.take(out)?, self.take(mean)?, self.take(rstd)?);
+        let r = dev.layer_norm_fwd(
+            &mut o,
+            &mut mu,
+            &mut rs,
+            self.buf(inp)?,
+            &p.values[gamma.0],
+            &p.values[beta.0],
+            n,
+            d,
+        );
+        self.put(out, o);
+        self.put(mean, mu);
+        self.put(rstd, rs);
+        r?;
+        self.record(Node::LayerNorm {
+            out,
+            mean,
+            rstd,
+            inp,
+            gamma,
+            beta,
+            n,
+            d,
+        });
+        Ok(out)
+    }
+}
+
+/// Backward of [`Node::LayerNorm`].
+pub(crate) fn backward<B: Backend>(
+    tape: &mut Tape<B>,
+    dev: &B,
+    p: &mut Params<B>,
+    node: &Node,
+) -> Result<()> {
+    let Node::LayerNorm {
+        out,
+        mean,
+        rstd,
+        inp,
+        gamma,
+        beta,
+        n,
+        d,
+    } = *node
+    else {
+        return Err(Error::device(
+            "layer_norm::backward on another node".to_string(),
+        ));
+    };
+    if let Some(dout) = tape.take_grad_if_any(out) {
+        let mut dinp = tape.take_grad(dev, inp)?;
+        let (pw, pg) = (&p.values, &mut p.grads);
+        let (dgamma, dbeta) = two_mut(pg, gamma.0, beta.0)?;
+        dev.layer_norm_bwd(
+            &mut dinp,
+            dgamma,
+            dbeta,
+            &dout,
+            tape.buf(inp)?,
+            tape.buf(mean)?,
+            tape.buf(rstd)?,
+            &pw[gamma.0],
+            n,
+            d,
+        )?;
+        tape.put_grad(inp, dinp);
+    }
+    tape.free(dev, out);
+    tape.free(dev, mean);
+    tape.free(dev, rstd);
+    Ok(())
 }

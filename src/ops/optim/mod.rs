@@ -4,6 +4,10 @@
 //! m̂ = m / (1 − β1^step), v̂ = v / (1 − β2^step); step 0 is treated as step 1.
 
 use super::par;
+use super::shape::expect_all;
+use crate::Result;
+
+pub(crate) mod gpu;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamArgs {
@@ -48,4 +52,9 @@ pub fn adam_step(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], args: &
 /// Σ g² in f64.
 pub fn sum_squares(g: &[f32]) -> f64 {
     g.iter().map(|&x| x as f64 * x as f64).sum()
+}
+
+/// Shape rule of the Adam step on every device: g, m, v as long as p.
+pub fn check_adam(p: usize, g: usize, m: usize, v: usize) -> Result<()> {
+    expect_all("adam_step", &[("g", g), ("m", m), ("v", v)], p)
 }

@@ -10,6 +10,13 @@
 //! blocks of rows in f32 inside the kernel, then adds the blocks together in f64.
 
 use super::par;
+use super::shape::expect_len;
+use crate::device::Backend;
+use crate::params::{ParamId, Params};
+use crate::tape::base::{two_mut, Node, Tape, T};
+use crate::{Error, Result};
+
+pub(crate) mod gpu;
 
 /// Rows of the register tile.
 const TILE_ROWS: usize = 4;
@@ -233,4 +240,140 @@ pub fn linear_bwd(
             *d = (*d as f64 + a) as f32;
         }
     }
+}
+
+// ---- shapes, tape record and backward -------------------------------------------------------
+
+/// The forward's shape rule on every device: out [n,m], inp [n,k], w [m,k], b [m].
+pub fn check_fwd(
+    out: usize,
+    inp: usize,
+    w: usize,
+    b: Option<usize>,
+    n: usize,
+    k: usize,
+    m: usize,
+) -> Result<()> {
+    let op = "linear_fwd";
+    expect_len(op, "out", out, n * m)?;
+    expect_len(op, "inp", inp, n * k)?;
+    expect_len(op, "w", w, m * k)?;
+    if let Some(b) = b {
+        expect_len(op, "b", b, m)?;
+    }
+    Ok(())
+}
+
+/// The backward's shape rule on every device.
+#[allow(clippy::too_many_arguments)]
+pub fn check_bwd(
+    dinp: Option<usize>,
+    dw: usize,
+    db: Option<usize>,
+    dout: usize,
+    inp: usize,
+    w: usize,
+    n: usize,
+    k: usize,
+    m: usize,
+) -> Result<()> {
+    let op = "linear_bwd";
+    expect_len(op, "dout", dout, n * m)?;
+    expect_len(op, "inp", inp, n * k)?;
+    expect_len(op, "w", w, m * k)?;
+    expect_len(op, "dw", dw, m * k)?;
+    if let Some(d) = dinp {
+        expect_len(op, "dinp", d, n * k)?;
+    }
+    if let Some(d) = db {
+        expect_len(op, "db", d, m)?;
+    }
+    Ok(())
+}
+
+impl<B: Backend> Tape<B> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear(
+        &mut self,
+        dev: &B,
+        p: &Params<B>,
+        inp: T,
+        w: ParamId,
+        b: ParamId,
+        n: usize,
+        k: usize,
+        m: usize,
+    ) -> Result<T> {
+        let out = self.new_tensor(dev, n * m)?;
+        let mut o = self.take(out)?;
+        let r = dev.linear_fwd(
+            &mut o,
+            self.buf(inp)?,
+            &p.values[w.0],
+            Some(&p.values[b.0]),
+            n,
+            k,
+            m,
+        );
+        self.put(out, o);
+        r?;
+        self.record(Node::Linear {
+            out,
+            inp,
+            w,
+            b,
+            n,
+            k,
+            m,
+        });
+        Ok(out)
+    }
+}
+
+/// Backward of [`Node::Linear`].
+pub(crate) fn backward<B: Backend>(
+    tape: &mut Tape<B>,
+    dev: &B,
+    p: &mut Params<B>,
+    node: &Node,
+) -> Result<()> {
+    let Node::Linear {
+        out,
+        inp,
+        w,
+        b,
+        n,
+        k,
+        m,
+    } = *node
+    else {
+        return Err(Error::device(
+            "linear::backward on another node".to_string(),
+        ));
+    };
+    if let Some(dout) = tape.take_grad_if_any(out) {
+        let mut dinp = if tape.requires_grad(inp) {
+            Some(tape.take_grad(dev, inp)?)
+        } else {
+            None
+        };
+        let (pw, pg) = (&p.values, &mut p.grads);
+        let (dw, db) = two_mut(pg, w.0, b.0)?;
+        dev.linear_bwd(
+            dinp.as_mut(),
+            dw,
+            Some(db),
+            &dout,
+            tape.buf(inp)?,
+            &pw[w.0],
+            n,
+            k,
+            m,
+        )?;
+        if let Some(d) = dinp {
+            tape.put_grad(inp, d);
+        }
+    }
+    tape.free(dev, out);
+    Ok(())
 }

@@ -4,14 +4,14 @@
 //!
 //! f is the length of g (of dg in the backward); f = 0 gives sparsity 0. Sums are f64.
 
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct LossParts {
-    pub loss: f32,
-    pub mse: f32,
-    pub sparsity: f32,
-    /// Σ t: how many targets were scored
-    pub count: f32,
-}
+use super::shape::expect_len;
+use crate::device::Backend;
+use crate::tape::base::{Node, Tape, T};
+use crate::{Error, Result};
+
+pub(crate) mod gpu;
+pub mod parts;
+pub use parts::LossParts;
 
 /// t_ik as a weight: m_i where y_ik is present, 0 where it is NaN (or the row is padding).
 #[inline]
@@ -102,4 +102,92 @@ pub fn mse_sparsity_bwd(
             *v += step;
         }
     }
+}
+
+// ---- shapes, tape record and backward -------------------------------------------------------
+
+/// Shape rule of the loss on every device: yhat, y [n,t], mask [n] (and dyhat [n,t]).
+pub fn check(
+    yhat: usize,
+    y: usize,
+    mask: usize,
+    dyhat: Option<usize>,
+    n: usize,
+    t: usize,
+) -> Result<()> {
+    let op = "mse_sparsity";
+    expect_len(op, "yhat", yhat, n * t)?;
+    expect_len(op, "y", y, n * t)?;
+    expect_len(op, "mask", mask, n)?;
+    if let Some(d) = dyhat {
+        expect_len("mse_sparsity_bwd", "dyhat", d, n * t)?;
+    }
+    Ok(())
+}
+
+impl<B: Backend> Tape<B> {
+    /// MSE over present targets + λ·mean(g): the root of the graph.
+    #[allow(clippy::too_many_arguments)]
+    pub fn loss(
+        &mut self,
+        dev: &B,
+        yhat: T,
+        y: T,
+        mask: T,
+        g: T,
+        lambda: f32,
+        n: usize,
+        t: usize,
+    ) -> Result<LossParts> {
+        let parts = dev.mse_sparsity_fwd(
+            self.buf(yhat)?,
+            self.buf(y)?,
+            self.buf(mask)?,
+            self.buf(g)?,
+            lambda,
+            n,
+            t,
+        )?;
+        self.record(Node::Loss {
+            yhat,
+            y,
+            mask,
+            g,
+            lambda,
+            n,
+            t,
+        });
+        Ok(parts)
+    }
+}
+
+/// Backward of [`Node::Loss`] (seeded with dL = 1).
+pub(crate) fn backward<B: Backend>(tape: &mut Tape<B>, dev: &B, node: &Node) -> Result<()> {
+    let Node::Loss {
+        yhat,
+        y,
+        mask,
+        g,
+        lambda,
+        n,
+        t,
+    } = *node
+    else {
+        return Err(Error::device("loss::backward on another node".to_string()));
+    };
+    let mut dy = tape.take_grad(dev, yhat)?;
+    let mut dg = tape.take_grad(dev, g)?;
+    dev.mse_sparsity_bwd(
+        &mut dy,
+        &mut dg,
+        tape.buf(yhat)?,
+        tape.buf(y)?,
+        tape.buf(mask)?,
+        lambda,
+        n,
+        t,
+    )?;
+    tape.put_grad(yhat, dy);
+    tape.put_grad(g, dg);
+    Ok(())
 }

@@ -18,9 +18,14 @@
 //! the same row. Sums over rows (S, z, dS, dz, softmax accumulators) are f32 within a block of
 //! 64 rows (or keys) and f64 across blocks.
 
-pub use super::elementwise::exp_f32;
-use super::elementwise::{elu1, elu1_grad};
 use super::par;
+pub use super::scalar::exp_f32;
+use super::scalar::{elu1, elu1_grad};
+
+pub(crate) mod gpu;
+mod tape;
+pub(crate) use tape::backward;
+pub use tape::{check_linear_bwd, check_linear_fwd, check_softmax_bwd, check_softmax_fwd};
 
 pub const ATTN_EPS: f32 = 1e-6;
 

@@ -1,64 +1,27 @@
 //! Elementwise ops: GELU (tanh form), ELU+1 (φ of linear attention), residual add, inverted dropout
-//! with a Philox4x32-10 mask, sinusoidal positional encoding.
+//! with a Philox4x32-10 mask, sinusoidal positional encoding; the table of plain unary maps
+//! (sigmoid, …) is [`unary`].
 //!
 //! Derivatives: GELU' = ½(1 + t) + ½x(1 − t²)·√(2/π)(1 + 3·0.044715x²), t = tanh(√(2/π)(x + 0.044715x³));
 //! (elu + 1)' = 1 for x > 0, eˣ otherwise. Dropout's backward reuses the forward's mask (same key).
 
 use super::par;
-use crate::rng::{dropout_counter, philox4x32_10, unit_f32};
+use super::shape::expect_len;
+use crate::device::Backend;
+use crate::tape::base::{Node, Tape, T};
+use crate::{Error, Result};
+use unary::{acc2, elem_chunk, map1};
 
-/// Which dropout mask: Philox keyed by seed; counter from step, tensor id and element index.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DropoutKey {
-    pub seed: u64,
-    pub step: u32,
-    pub tensor: u32,
-}
+pub(crate) mod gpu;
+pub mod unary;
+pub use super::scalar::{elu1, elu1_grad, exp_f32};
+/// Moved to [`crate::rng`]; re-exported so existing paths keep working.
+pub use crate::rng::DropoutKey;
+use crate::rng::{dropout_counter, philox4x32_10, unit_f32};
+pub use unary::{unary_bwd, unary_fwd, Unary};
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 const GELU_C: f32 = 0.044_715;
-
-/// Elements per chunk for an elementwise op costing `flops` per element, a multiple of 4.
-fn elem_chunk(len: usize, flops: usize) -> usize {
-    par::chunk_rows_aligned(len, flops, 4)
-}
-
-/// out[i] = f(a[i]) over chunks in parallel.
-fn map1(out: &mut [f32], a: &[f32], flops: usize, f: impl Fn(f32) -> f32 + Sync) {
-    let len = out.len().min(a.len());
-    if len == 0 {
-        return;
-    }
-    let chunk = elem_chunk(len, flops);
-    par::run(
-        out[..len].chunks_mut(chunk).zip(a[..len].chunks(chunk)),
-        |(o, a)| {
-            for (ov, &av) in o.iter_mut().zip(a) {
-                *ov = f(av);
-            }
-        },
-    );
-}
-
-/// out[i] += f(a[i], b[i]) over chunks in parallel.
-fn acc2(out: &mut [f32], a: &[f32], b: &[f32], flops: usize, f: impl Fn(f32, f32) -> f32 + Sync) {
-    let len = out.len().min(a.len()).min(b.len());
-    if len == 0 {
-        return;
-    }
-    let chunk = elem_chunk(len, flops);
-    par::run(
-        out[..len]
-            .chunks_mut(chunk)
-            .zip(a[..len].chunks(chunk))
-            .zip(b[..len].chunks(chunk)),
-        |((o, a), b)| {
-            for ((ov, &av), &bv) in o.iter_mut().zip(a).zip(b) {
-                *ov += f(av, bv);
-            }
-        },
-    );
-}
 
 #[inline]
 fn gelu(x: f32) -> f32 {
@@ -81,59 +44,6 @@ fn gelu_grad(x: f32) -> f32 {
     // d/dx x·σ(2v) = σ + 2x·σ(1 − σ)·v′ (= 0.5(1 + t) + 0.5x(1 − t²)v′ with t = tanh v)
     let (s, one_minus_s) = gelu_sigmoid(x);
     s + 2.0 * x * s * one_minus_s * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x)
-}
-
-/// φ(x) = elu(x) + 1: x + 1 for x > 0, eˣ otherwise (always > 0). Branch-free, so loops over it
-/// vectorise.
-#[inline(always)]
-pub fn elu1(x: f32) -> f32 {
-    // (not f32::min, which would turn a NaN into 0)
-    let e = exp_f32(if x > 0.0 { 0.0 } else { x });
-    if x > 0.0 {
-        x + 1.0
-    } else {
-        e
-    }
-}
-
-/// φ'(x): 1 for x > 0, eˣ otherwise.
-#[inline(always)]
-pub fn elu1_grad(x: f32) -> f32 {
-    // (not f32::min, which would turn a NaN into 0)
-    let e = exp_f32(if x > 0.0 { 0.0 } else { x });
-    if x > 0.0 {
-        1.0
-    } else {
-        e
-    }
-}
-
-/// eˣ in f32 to about 2 ulp, branch-free so a loop over a block of scores vectorises (libm's expf
-/// does not): x = n·ln2 + r with |r| ≤ ln2/2, eʳ by the Cephes polynomial, 2ⁿ through the exponent
-/// bits. Inputs below −87.3 give e^−87.3 ≈ 1e−38 (softmax weights that small do not matter);
-/// inputs above 88.7 are clamped (scores here are ≤ 0 after subtracting the maximum); NaN stays NaN.
-#[inline(always)]
-pub fn exp_f32(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // ln2 split in two so n·C1 is exact
-    const C1: f32 = 0.693_359_4;
-    const C2: f32 = -2.121_944_4e-4;
-    // adding 1.5·2²³ rounds to the nearest integer without a libm call
-    const ROUND: f32 = 12_582_912.0;
-    let x = if x < -87.3 { -87.3 } else { x };
-    let x = if x > 88.7 { 88.7 } else { x };
-    let n = (x * LOG2E + ROUND) - ROUND;
-    let r = x - n * C1 - n * C2;
-    let mut y = 1.987_569_2e-4;
-    y = y * r + 1.398_2e-3;
-    y = y * r + 8.333_452e-3;
-    y = y * r + 4.166_579_6e-2;
-    y = y * r + 1.666_666_5e-1;
-    y = y * r + 0.5;
-    let y = y * r * r + r + 1.0;
-    // 2ⁿ: n + 127 in the exponent field (n ∈ [−126, 128] after the clamps)
-    let pow2 = f32::from_bits(((n as i32 + 127).clamp(1, 254) as u32) << 23);
-    y * pow2
 }
 
 pub fn gelu_fwd(out: &mut [f32], inp: &[f32]) {
@@ -268,6 +178,135 @@ pub fn pos_enc_add(h: &mut [f32], n: usize, d: usize) {
             }
         }
     });
+}
+
+// ---- shapes, tape records and backward ------------------------------------------------------
+
+/// The shape rule of every elementwise op on every device: each input as long as the output.
+pub fn check_same(op: &str, out: usize, inputs: &[(&str, usize)]) -> Result<()> {
+    for &(name, len) in inputs {
+        expect_len(op, name, len, out)?;
+    }
+    Ok(())
+}
+
+/// The shape rule of the positional encoding: h [n,d].
+pub fn check_pos_enc(h: usize, n: usize, d: usize) -> Result<()> {
+    expect_len("pos_enc_add", "h", h, n * d)
+}
+
+impl<B: Backend> Tape<B> {
+    pub fn gelu(&mut self, dev: &B, inp: T) -> Result<T> {
+        let out = self.new_tensor(dev, self.len_of(inp))?;
+        let mut o = self.take(out)?;
+        let r = dev.gelu_fwd(&mut o, self.buf(inp)?);
+        self.put(out, o);
+        r?;
+        self.record(Node::Gelu { out, inp });
+        Ok(out)
+    }
+
+    /// y = f(x) for a map of the [`Unary`] table.
+    pub fn unary(&mut self, dev: &B, op: Unary, inp: T) -> Result<T> {
+        let out = self.new_tensor(dev, self.len_of(inp))?;
+        let mut o = self.take(out)?;
+        let r = dev.unary_fwd(op, &mut o, self.buf(inp)?);
+        self.put(out, o);
+        r?;
+        self.record(Node::Unary { op, out, inp });
+        Ok(out)
+    }
+
+    pub fn add(&mut self, dev: &B, a: T, b: T) -> Result<T> {
+        if self.len_of(a) != self.len_of(b) {
+            return Err(Error::shape(format!(
+                "add of {} and {} elements",
+                self.len_of(a),
+                self.len_of(b)
+            )));
+        }
+        let out = self.new_tensor(dev, self.len_of(a))?;
+        let mut o = self.take(out)?;
+        let r = dev.add_fwd(&mut o, self.buf(a)?, self.buf(b)?);
+        self.put(out, o);
+        r?;
+        self.record(Node::Add { out, a, b });
+        Ok(out)
+    }
+
+    /// Inverted dropout; p = 0 records nothing and returns `inp`.
+    pub fn dropout(&mut self, dev: &B, inp: T, p: f32, key: DropoutKey) -> Result<T> {
+        if p <= 0.0 {
+            return Ok(inp);
+        }
+        let out = self.new_tensor(dev, self.len_of(inp))?;
+        let mut o = self.take(out)?;
+        let r = dev.dropout_fwd(&mut o, self.buf(inp)?, p, key);
+        self.put(out, o);
+        r?;
+        self.record(Node::Dropout { out, inp, p, key });
+        Ok(out)
+    }
+
+    /// Adds the sinusoidal positional encoding in place (its gradient is the identity).
+    pub fn pos_enc_add(&mut self, dev: &B, h: T, n: usize, d: usize) -> Result<()> {
+        let buf = self.buf_mut(h)?;
+        dev.pos_enc_add(buf, n, d)
+    }
+}
+
+/// Backward of the elementwise nodes ([`Node::Gelu`], [`Node::Unary`], [`Node::Add`],
+/// [`Node::Dropout`]).
+pub(crate) fn backward<B: Backend>(tape: &mut Tape<B>, dev: &B, node: &Node) -> Result<()> {
+    match *node {
+        Node::Gelu { out, inp } => {
+            if let Some(dout) = tape.take_grad_if_any(out) {
+                let mut dinp = tape.take_grad(dev, inp)?;
+                dev.gelu_bwd(&mut dinp, &dout, tape.buf(inp)?)?;
+                tape.put_grad(inp, dinp);
+            }
+            tape.free(dev, out);
+        }
+        Node::Unary { op, out, inp } => {
+            if let Some(dout) = tape.take_grad_if_any(out) {
+                let mut dinp = tape.take_grad(dev, inp)?;
+                dev.unary_bwd(op, &mut dinp, &dout, tape.buf(inp)?)?;
+                tape.put_grad(inp, dinp);
+            }
+            tape.free(dev, out);
+        }
+        Node::Add { out, a, b } => {
+            if let Some(dout) = tape.take_grad_if_any(out) {
+                for x in [a, b] {
+                    if tape.requires_grad(x) {
+                        let mut dx = tape.take_grad(dev, x)?;
+                        dev.accumulate(&mut dx, &dout)?;
+                        tape.put_grad(x, dx);
+                    }
+                }
+            }
+            tape.free(dev, out);
+        }
+        Node::Dropout {
+            out,
+            inp,
+            p: prob,
+            key,
+        } => {
+            if let Some(dout) = tape.take_grad_if_any(out) {
+                let mut dinp = tape.take_grad(dev, inp)?;
+                dev.dropout_bwd(&mut dinp, &dout, prob, key)?;
+                tape.put_grad(inp, dinp);
+            }
+            tape.free(dev, out);
+        }
+        _ => {
+            return Err(Error::device(
+                "elementwise::backward on another node".to_string(),
+            ))
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,394 @@
+//! Launch recipes of the attentions for [`GpuBackend`] (`kernels/linear_attention.cu`,
+//! `kernels/softmax_attention.cu`): linear attention sums its state per (chunk, head) and reduces
+//! the partials in order; softmax attention is flash style over tiles of keys in shared memory.
+
+use super::{check_linear_bwd, check_linear_fwd, check_softmax_bwd, check_softmax_fwd};
+use crate::gpu::backend::{blocks_for, GpuBackend, GpuBuf, BLOCK, MAX_DYN_SHARED, MAX_GRID};
+use crate::gpu::params::{
+    kernel, LinAttnReduceParams, LinAttnRowsParams, LinAttnStateParams, SoftmaxAttnParams, Typed,
+};
+use crate::gpu::{LaunchCfg, Launcher};
+use crate::ops::shape::u32_of;
+use crate::{Error, Result};
+
+/// Σ over rows of the linear-attention state (S, z forward; dS, dz backward) into `s`, `z`
+/// (h·dh² and h·dh floats): per-(chunk, head) partials, then an ordered f64 reduction.
+///
+/// # Safety
+/// `st` addresses live [n, d] tensors (x, y), `mask` [n] (forward) or `rowscale` [n·h·2]
+/// (backward); `s`, `z` hold h·dh² and h·dh floats.
+unsafe fn la_state<L: Launcher>(
+    be: &GpuBackend<L>,
+    kernel: Typed<LinAttnStateParams>,
+    mut st: LinAttnStateParams,
+    s: u64,
+    z: u64,
+) -> Result<()> {
+    let (n, h, dh) = (st.n as usize, st.h as usize, st.dh as usize);
+    let entries = dh * dh + dh;
+    // rows per chunk: 64 (the CPU op's f32 block) or fewer when the tile would not fit
+    let rows = (MAX_DYN_SHARED / 4 - 64) / (2 * dh + 1);
+    let rows = rows.min(64);
+    if rows == 0 {
+        return Err(Error::shape(format!(
+            "{}: head width {dh} needs more shared memory than a block has",
+            kernel.id.name()
+        )));
+    }
+    let chunks = n.div_ceil(rows);
+    if h > 65535 {
+        return Err(Error::shape(format!(
+            "{}: {h} heads exceed the launch grid",
+            kernel.id.name()
+        )));
+    }
+    let total = u32_of("chunks·h·(dh²+dh)", chunks * h * entries)?;
+    let partial = be.scratch(total as usize * 4)?;
+    st.partial = partial.ptr();
+    st.rows = rows as u32;
+    let threads = (entries.div_ceil(32) * 32).min(BLOCK as usize) as u32;
+    let cfg = LaunchCfg {
+        grid: [u32_of("chunks", chunks)?, h as u32, 1],
+        block: [threads, 1, 1],
+        shmem: ((2 * rows * dh + rows) * 4) as u32,
+    };
+    be.go(kernel, cfg, &st)?;
+    let r = LinAttnReduceParams {
+        s,
+        z,
+        partial: partial.ptr(),
+        chunks: chunks as u32,
+        h: st.h,
+        dh: st.dh,
+        pad: 0,
+    };
+    let cfg = LaunchCfg::linear(blocks_for(h * entries, BLOCK, MAX_GRID), BLOCK, 0);
+    be.go(kernel::LINEAR_ATTENTION_REDUCE_FWD_F32, cfg, &r)
+}
+
+/// Launch shape of the softmax attention kernels for head width `dh` and `rows` per-thread rows
+/// of shared memory: (threads per block, rows per tile, row stride, dynamic shared bytes).
+fn sa_shape(op: &str, dh: usize, rows: usize) -> Result<(u32, u32, u32, u32)> {
+    let stride = dh | 1; // odd: consecutive threads' rows fall in different banks
+    let words = MAX_DYN_SHARED / 4;
+    for threads in [64usize, 32] {
+        let own = threads * stride * rows;
+        if own >= words {
+            continue;
+        }
+        let tile = ((words - own) / (2 * dh + 2)).min(32);
+        if tile > 0 {
+            let bytes = (own + tile * (2 * dh + 2)) * 4;
+            return Ok((threads as u32, tile as u32, stride as u32, bytes as u32));
+        }
+    }
+    Err(Error::shape(format!(
+        "{op}: head width {dh} needs more shared memory than a block has"
+    )))
+}
+
+/// Grid of the softmax attention kernels: (⌈n / threads⌉, h).
+fn sa_grid(op: &str, n: usize, h: usize, threads: u32, shmem: u32) -> Result<LaunchCfg> {
+    if h > 65535 {
+        return Err(Error::shape(format!(
+            "{op}: {h} heads exceed the launch grid"
+        )));
+    }
+    Ok(LaunchCfg {
+        grid: [u32_of("blocks", n.div_ceil(threads as usize))?, h as u32, 1],
+        block: [threads, 1, 1],
+        shmem,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn linear_attention_fwd<L: Launcher>(
+    be: &GpuBackend<L>,
+    out: &mut GpuBuf<L>,
+    s: &mut GpuBuf<L>,
+    z: &mut GpuBuf<L>,
+    q: &GpuBuf<L>,
+    k: &GpuBuf<L>,
+    v: &GpuBuf<L>,
+    mask: &GpuBuf<L>,
+    n: usize,
+    d: usize,
+    h: usize,
+) -> Result<()> {
+    let Some(dh) = check_linear_fwd(
+        out.len(),
+        s.len(),
+        z.len(),
+        q.len(),
+        k.len(),
+        v.len(),
+        mask.len(),
+        n,
+        d,
+        h,
+    )?
+    else {
+        return Ok(());
+    };
+    if n == 0 {
+        be.zero(s)?;
+        return be.zero(z);
+    }
+    u32_of("n·d", n * d)?;
+    let st = LinAttnStateParams {
+        partial: 0,
+        x: k.ptr(),
+        y: v.ptr(),
+        rowscale: 0,
+        mask: mask.ptr(),
+        n: n as u32,
+        d: d as u32,
+        h: h as u32,
+        dh: dh as u32,
+        rows: 0,
+        pad: 0,
+    };
+    let rp = LinAttnRowsParams {
+        out: out.ptr(),
+        out2: 0,
+        x: q.ptr(),
+        y: 0,
+        s: s.ptr(),
+        z: z.ptr(),
+        rowscale: 0,
+        mask: mask.ptr(),
+        n: n as u32,
+        d: d as u32,
+        h: h as u32,
+        dh: dh as u32,
+    };
+    let cfg = LaunchCfg::linear(blocks_for(n * d, BLOCK, MAX_GRID), BLOCK, 0);
+    // SAFETY: lengths checked above.
+    unsafe {
+        la_state(
+            be,
+            kernel::LINEAR_ATTENTION_STATE_FWD_F32,
+            st,
+            s.ptr(),
+            z.ptr(),
+        )?;
+        be.go(kernel::LINEAR_ATTENTION_OUT_FWD_F32, cfg, &rp)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn linear_attention_bwd<L: Launcher>(
+    be: &GpuBackend<L>,
+    dq: &mut GpuBuf<L>,
+    dk: &mut GpuBuf<L>,
+    dv: &mut GpuBuf<L>,
+    dout: &GpuBuf<L>,
+    q: &GpuBuf<L>,
+    k: &GpuBuf<L>,
+    v: &GpuBuf<L>,
+    mask: &GpuBuf<L>,
+    s: &GpuBuf<L>,
+    z: &GpuBuf<L>,
+    n: usize,
+    d: usize,
+    h: usize,
+) -> Result<()> {
+    let bufs = [
+        dq.len(),
+        dk.len(),
+        dv.len(),
+        dout.len(),
+        q.len(),
+        k.len(),
+        v.len(),
+    ];
+    let Some(dh) = check_linear_bwd(bufs, mask.len(), s.len(), z.len(), n, d, h)? else {
+        return Ok(());
+    };
+    if n == 0 {
+        return Ok(());
+    }
+    u32_of("n·d", n * d)?;
+    let rowscale = be.scratch(n * h * 2 * 4)?;
+    let ds = be.scratch(h * dh * dh * 4)?;
+    let dz = be.scratch(h * dh * 4)?;
+    let rows = |out: u64, out2: u64, x: u64, y: u64, s: u64, z: u64| LinAttnRowsParams {
+        out,
+        out2,
+        x,
+        y,
+        s,
+        z,
+        rowscale: rowscale.ptr(),
+        mask: mask.ptr(),
+        n: n as u32,
+        d: d as u32,
+        h: h as u32,
+        dh: dh as u32,
+    };
+    let st = LinAttnStateParams {
+        partial: 0,
+        x: q.ptr(),
+        y: dout.ptr(),
+        rowscale: rowscale.ptr(),
+        mask: 0,
+        n: n as u32,
+        d: d as u32,
+        h: h as u32,
+        dh: dh as u32,
+        rows: 0,
+        pad: 0,
+    };
+    let per_row = LaunchCfg::linear(blocks_for(n * h, BLOCK, MAX_GRID), BLOCK, 0);
+    let per_elt = LaunchCfg::linear(blocks_for(n * d, BLOCK, MAX_GRID), BLOCK, 0);
+    // SAFETY: lengths checked above; scratch sized for n·h pairs, h·dh², h·dh.
+    unsafe {
+        be.go(
+            kernel::LINEAR_ATTENTION_ROWS_BWD_F32,
+            per_row,
+            &rows(0, 0, q.ptr(), dout.ptr(), s.ptr(), z.ptr()),
+        )?;
+        be.go(
+            kernel::LINEAR_ATTENTION_DQ_BWD_F32,
+            per_elt,
+            &rows(dq.ptr(), 0, q.ptr(), dout.ptr(), s.ptr(), z.ptr()),
+        )?;
+        la_state(
+            be,
+            kernel::LINEAR_ATTENTION_STATE_BWD_F32,
+            st,
+            ds.ptr(),
+            dz.ptr(),
+        )?;
+        be.go(
+            kernel::LINEAR_ATTENTION_DKV_BWD_F32,
+            per_elt,
+            &rows(dk.ptr(), dv.ptr(), k.ptr(), v.ptr(), ds.ptr(), dz.ptr()),
+        )
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn softmax_attention_fwd<L: Launcher>(
+    be: &GpuBackend<L>,
+    out: &mut GpuBuf<L>,
+    lse: &mut GpuBuf<L>,
+    q: &GpuBuf<L>,
+    k: &GpuBuf<L>,
+    v: &GpuBuf<L>,
+    mask: &GpuBuf<L>,
+    n: usize,
+    d: usize,
+    h: usize,
+) -> Result<()> {
+    let op = "softmax_attention_fwd";
+    let lens = (out.len(), lse.len(), q.len(), k.len(), v.len(), mask.len());
+    let Some(dh) = check_softmax_fwd(lens.0, lens.1, lens.2, lens.3, lens.4, lens.5, n, d, h)?
+    else {
+        return Ok(());
+    };
+    u32_of("n·d", n * d)?;
+    let (threads, tile, stride, shmem) = sa_shape(op, dh, 1)?;
+    let p = SoftmaxAttnParams {
+        out: out.ptr(),
+        out2: lse.ptr(),
+        dd: 0,
+        q: q.ptr(),
+        k: k.ptr(),
+        v: v.ptr(),
+        dout: 0,
+        o: 0,
+        lse: 0,
+        mask: mask.ptr(),
+        n: n as u32,
+        d: d as u32,
+        h: h as u32,
+        dh: dh as u32,
+        tile,
+        stride,
+        scale: 1.0 / (dh as f32).sqrt(),
+        pad: 0,
+    };
+    let cfg = sa_grid(op, n, h, threads, shmem)?;
+    // SAFETY: lengths checked above; shared memory sized by sa_shape.
+    unsafe { be.go(kernel::SOFTMAX_ATTENTION_FWD_F32, cfg, &p) }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn softmax_attention_bwd<L: Launcher>(
+    be: &GpuBackend<L>,
+    dq: &mut GpuBuf<L>,
+    dk: &mut GpuBuf<L>,
+    dv: &mut GpuBuf<L>,
+    dout: &GpuBuf<L>,
+    out: &GpuBuf<L>,
+    lse: &GpuBuf<L>,
+    q: &GpuBuf<L>,
+    k: &GpuBuf<L>,
+    v: &GpuBuf<L>,
+    mask: &GpuBuf<L>,
+    n: usize,
+    d: usize,
+    h: usize,
+) -> Result<()> {
+    let op = "softmax_attention_bwd";
+    let bufs = [
+        dq.len(),
+        dk.len(),
+        dv.len(),
+        dout.len(),
+        out.len(),
+        q.len(),
+        k.len(),
+        v.len(),
+    ];
+    let Some(dh) = check_softmax_bwd(bufs, lse.len(), mask.len(), n, d, h)? else {
+        return Ok(());
+    };
+    u32_of("n·d", n * d)?;
+    let dd = be.scratch(h * n * 4)?;
+    let base = SoftmaxAttnParams {
+        out: 0,
+        out2: 0,
+        dd: dd.ptr(),
+        q: q.ptr(),
+        k: k.ptr(),
+        v: v.ptr(),
+        dout: dout.ptr(),
+        o: out.ptr(),
+        lse: lse.ptr(),
+        mask: mask.ptr(),
+        n: n as u32,
+        d: d as u32,
+        h: h as u32,
+        dh: dh as u32,
+        tile: 0,
+        stride: 0,
+        scale: 1.0 / (dh as f32).sqrt(),
+        pad: 0,
+    };
+    let (tq, tile_q, stride_q, sh_q) = sa_shape(op, dh, 1)?;
+    let (tk, tile_k, stride_k, sh_k) = sa_shape(op, dh, 2)?;
+    let pq = SoftmaxAttnParams {
+        out: dq.ptr(),
+        tile: tile_q,
+        stride: stride_q,
+        ..base
+    };
+    let pk = SoftmaxAttnParams {
+        out: dk.ptr(),
+        out2: dv.ptr(),
+        tile: tile_k,
+        stride: stride_k,
+        ..base
+    };
+    let cfg_d = LaunchCfg::linear(blocks_for(n * h, BLOCK, MAX_GRID), BLOCK, 0);
+    let cfg_q = sa_grid(op, n, h, tq, sh_q)?;
+    let cfg_k = sa_grid(op, n, h, tk, sh_k)?;
+    // SAFETY: lengths checked above; dd holds h·n floats; shared memory sized by sa_shape.
+    unsafe {
+        be.go(kernel::SOFTMAX_ATTENTION_D_BWD_F32, cfg_d, &base)?;
+        be.go(kernel::SOFTMAX_ATTENTION_DQ_BWD_F32, cfg_q, &pq)?;
+        be.go(kernel::SOFTMAX_ATTENTION_DKV_BWD_F32, cfg_k, &pk)
+    }
+}

@@ -1,0 +1,115 @@
+//! Unary elementwise maps y = f(x), one table for every device: the CPU loops here, one kernel
+//! pair `<name>_fwd_f32` / `<name>_bwd_f32` per entry in `kernels/elementwise.cu`, one tape node
+//! kind ([`crate::tape::Node::Unary`]). Adding a map is a variant here, its kernels, and its
+//! kernel ids in `gpu.rs` (see docs/architecture.md).
+//!
+//! Forward: out = f(inp). Backward: dinp += dout · f'(inp) (accumulates, as every backward).
+//! (A leaf of the module graph: the `Backend` trait and the tape name [`Unary`].)
+
+use crate::ops::par;
+use crate::ops::scalar::exp_f32;
+
+/// Which unary map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unary {
+    /// σ(x) = 1 / (1 + e⁻ˣ); σ'(x) = σ(1 − σ), computed as e⁻ˣ·σ² (no cancellation on either
+    /// side; e⁻ˣ saturates at e^88.7 through [`exp_f32`], so σ' stays finite).
+    Sigmoid,
+}
+
+impl Unary {
+    /// Every map, for tests and the bench.
+    pub const ALL: &'static [Unary] = &[Unary::Sigmoid];
+
+    /// Name as in the kernels (`<name>_fwd_f32`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Unary::Sigmoid => "sigmoid",
+        }
+    }
+
+    /// f(x).
+    #[inline(always)]
+    pub fn f(self, x: f32) -> f32 {
+        match self {
+            Unary::Sigmoid => 1.0 / (1.0 + exp_f32(-x)),
+        }
+    }
+
+    /// f'(x).
+    #[inline(always)]
+    pub fn grad(self, x: f32) -> f32 {
+        match self {
+            Unary::Sigmoid => {
+                let e = exp_f32(-x);
+                let s = 1.0 / (1.0 + e);
+                e * s * s
+            }
+        }
+    }
+
+    /// Rough cost per element (sizes the parallel chunks).
+    fn flops(self) -> usize {
+        match self {
+            Unary::Sigmoid => 12,
+        }
+    }
+}
+
+/// out = f(inp) elementwise.
+pub fn unary_fwd(op: Unary, out: &mut [f32], inp: &[f32]) {
+    map1(out, inp, op.flops(), |x| op.f(x));
+}
+
+/// dinp += dout · f'(inp) elementwise.
+pub fn unary_bwd(op: Unary, dinp: &mut [f32], dout: &[f32], inp: &[f32]) {
+    acc2(dinp, dout, inp, op.flops() + 2, |g, x| g * op.grad(x));
+}
+
+/// Elements per chunk for an elementwise op costing `flops` per element, a multiple of 4.
+pub(crate) fn elem_chunk(len: usize, flops: usize) -> usize {
+    par::chunk_rows_aligned(len, flops, 4)
+}
+
+/// out[i] = f(a[i]) over chunks in parallel.
+pub(crate) fn map1(out: &mut [f32], a: &[f32], flops: usize, f: impl Fn(f32) -> f32 + Sync) {
+    let len = out.len().min(a.len());
+    if len == 0 {
+        return;
+    }
+    let chunk = elem_chunk(len, flops);
+    par::run(
+        out[..len].chunks_mut(chunk).zip(a[..len].chunks(chunk)),
+        |(o, a)| {
+            for (ov, &av) in o.iter_mut().zip(a) {
+                *ov = f(av);
+            }
+        },
+    );
+}
+
+/// out[i] += f(a[i], b[i]) over chunks in parallel.
+pub(crate) fn acc2(
+    out: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    flops: usize,
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) {
+    let len = out.len().min(a.len()).min(b.len());
+    if len == 0 {
+        return;
+    }
+    let chunk = elem_chunk(len, flops);
+    par::run(
+        out[..len]
+            .chunks_mut(chunk)
+            .zip(a[..len].chunks(chunk))
+            .zip(b[..len].chunks(chunk)),
+        |((o, a), b)| {
+            for ((ov, &av), &bv) in o.iter_mut().zip(a).zip(b) {
+                *ov += f(av, bv);
+            }
+        },
+    );
+}

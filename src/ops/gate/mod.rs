@@ -1,0 +1,329 @@
+//! Era-dependent feature gate (SPEC §3), x: [n,f] preprocessed features, a, b: [f,r].
+//! x̄ = Σ_i m_i x_i / Σ_i m_i (zeros if no real row); u = Aᵀ x̄ [r]; ℓ = w + B u; g = sigmoid(ℓ);
+//! keep_f = 1[g_f ≥ τ] (or top-k: the k largest g, ties to the lower index); xt = x ⊙ (g ⊙ keep).
+//! Saves xbar[f], u[r], g[f], keep[f] (1.0/0.0).
+//! Backward (keep is a constant): ds_f = Σ_i dxt_if x_if; dg_f (input, e.g. from the sparsity term)
+//! += ds_f keep_f; dℓ = dg ⊙ g(1−g); dw += dℓ; db[f,j] += dℓ_f u_j; dA[f,j] += x̄_f Σ_f' dℓ_f' B[f',j].
+//!
+//! r = 0 is the static gate: ℓ = w, and a, b, u, da, db are empty. Sums over rows are f64.
+
+use super::par;
+use super::shape::{expect_all, expect_at_least, expect_len};
+use crate::device::Backend;
+use crate::params::{ParamId, Params};
+use crate::tape::base::{three_mut, Node, Tape, T};
+use crate::{Error, Result};
+
+pub(crate) mod gpu;
+
+pub mod select;
+pub use select::{select_gates, GateSelect};
+
+#[allow(clippy::too_many_arguments)]
+pub fn gate_fwd(
+    xt: &mut [f32],
+    g: &mut [f32],
+    keep: &mut [f32],
+    xbar: &mut [f32],
+    u: &mut [f32],
+    x: &[f32],
+    mask: &[f32],
+    w: &[f32],
+    a: &[f32],
+    b: &[f32],
+    select: GateSelect,
+    n: usize,
+    f: usize,
+    r: usize,
+) {
+    if f == 0 {
+        return;
+    }
+    // x̄: masked mean over rows
+    let mut sum = vec![0f64; f];
+    let mut count = 0f64;
+    for i in 0..n {
+        let mi = mask[i];
+        if mi == 0.0 {
+            continue;
+        }
+        count += mi as f64;
+        for (s, &xv) in sum.iter_mut().zip(&x[i * f..(i + 1) * f]) {
+            *s += mi as f64 * xv as f64;
+        }
+    }
+    let xbar64: Vec<f64> = if count > 0.0 {
+        sum.iter().map(|s| s / count).collect()
+    } else {
+        vec![0.0; f]
+    };
+    for (o, &v) in xbar[..f].iter_mut().zip(&xbar64) {
+        *o = v as f32;
+    }
+    // u = Aᵀ x̄
+    let mut u64v = vec![0f64; r];
+    for ff in 0..f {
+        for (uj, &av) in u64v.iter_mut().zip(&a[ff * r..(ff + 1) * r]) {
+            *uj += av as f64 * xbar64[ff];
+        }
+    }
+    for (o, &v) in u[..r].iter_mut().zip(&u64v) {
+        *o = v as f32;
+    }
+    // g = sigmoid(w + B u)
+    for ff in 0..f {
+        let mut l = w[ff] as f64;
+        for (&bv, &uj) in b[ff * r..(ff + 1) * r].iter().zip(&u64v) {
+            l += bv as f64 * uj;
+        }
+        g[ff] = (1.0 / (1.0 + (-l).exp())) as f32;
+    }
+    select_gates(&mut keep[..f], &g[..f], select);
+    if n == 0 {
+        return;
+    }
+    let s: Vec<f32> = (0..f).map(|ff| g[ff] * keep[ff]).collect();
+    let s = &s;
+    let chunk = par::chunk_rows(n, f);
+    par::run(xt[..n * f].chunks_mut(chunk * f).enumerate(), |(c, xc)| {
+        let r0 = c * chunk;
+        for (ii, row) in xc.chunks_mut(f).enumerate() {
+            let xr = &x[(r0 + ii) * f..(r0 + ii + 1) * f];
+            for ((o, &xv), &sv) in row.iter_mut().zip(xr).zip(s) {
+                *o = xv * sv;
+            }
+        }
+    });
+}
+
+/// `dg` holds the gradient already flowing into g (from the sparsity term) and is consumed.
+#[allow(clippy::too_many_arguments)]
+pub fn gate_bwd(
+    dw: &mut [f32],
+    da: &mut [f32],
+    db: &mut [f32],
+    dg: &mut [f32],
+    dxt: &[f32],
+    x: &[f32],
+    xbar: &[f32],
+    u: &[f32],
+    g: &[f32],
+    keep: &[f32],
+    b: &[f32],
+    n: usize,
+    f: usize,
+    r: usize,
+) {
+    if f == 0 {
+        return;
+    }
+    // ds_f = Σ_i dxt_if x_if, in f64 over rows
+    let mut ds = vec![0f64; f];
+    for i in 0..n {
+        let gr = &dxt[i * f..(i + 1) * f];
+        let xr = &x[i * f..(i + 1) * f];
+        for ((s, &gv), &xv) in ds.iter_mut().zip(gr).zip(xr) {
+            *s += gv as f64 * xv as f64;
+        }
+    }
+    let mut dl = vec![0f64; f];
+    for ff in 0..f {
+        dg[ff] = (dg[ff] as f64 + ds[ff] * keep[ff] as f64) as f32;
+        let gv = g[ff] as f64;
+        dl[ff] = dg[ff] as f64 * gv * (1.0 - gv);
+        dw[ff] += dl[ff] as f32;
+    }
+    if r == 0 {
+        return;
+    }
+    // du_j = Σ_f dℓ_f B[f, j]
+    let mut du = vec![0f64; r];
+    for ff in 0..f {
+        for (duj, &bv) in du.iter_mut().zip(&b[ff * r..(ff + 1) * r]) {
+            *duj += dl[ff] * bv as f64;
+        }
+    }
+    for ff in 0..f {
+        for j in 0..r {
+            db[ff * r + j] += (dl[ff] * u[j] as f64) as f32;
+            da[ff * r + j] += (xbar[ff] as f64 * du[j]) as f32;
+        }
+    }
+}
+
+// ---- shapes, tape record and backward -------------------------------------------------------
+
+/// Shape rule of the gate forward on every device (lengths of xt, g, keep, xbar, u, x, mask, w,
+/// a, b).
+#[allow(clippy::too_many_arguments)]
+pub fn check_fwd(lens: [usize; 10], n: usize, f: usize, r: usize) -> Result<()> {
+    let op = "gate_fwd";
+    let [xt, g, keep, xbar, u, x, mask, w, a, b] = lens;
+    expect_len(op, "xt", xt, n * f)?;
+    expect_len(op, "x", x, n * f)?;
+    expect_len(op, "mask", mask, n)?;
+    expect_all(op, &[("g", g), ("keep", keep), ("xbar", xbar), ("w", w)], f)?;
+    expect_len(op, "a", a, f * r)?;
+    expect_len(op, "b", b, f * r)?;
+    expect_at_least(op, "u", u, r)
+}
+
+/// Shape rule of the gate backward on every device (lengths of dw, da, db, dg, dxt, x, xbar, u,
+/// g, keep, b).
+pub fn check_bwd(lens: [usize; 11], n: usize, f: usize, r: usize) -> Result<()> {
+    let op = "gate_bwd";
+    let [dw, da, db, dg, dxt, x, xbar, u, g, keep, b] = lens;
+    expect_len(op, "dxt", dxt, n * f)?;
+    expect_len(op, "x", x, n * f)?;
+    expect_all(
+        op,
+        &[
+            ("dw", dw),
+            ("dg", dg),
+            ("xbar", xbar),
+            ("g", g),
+            ("keep", keep),
+        ],
+        f,
+    )?;
+    expect_all(op, &[("da", da), ("db", db), ("b", b)], f * r)?;
+    expect_at_least(op, "u", u, r)
+}
+
+impl<B: Backend> Tape<B> {
+    /// The feature gate; returns (x̃, g, keep). With rank 0 (`a`, `b` None) the gate is static.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gate(
+        &mut self,
+        dev: &B,
+        p: &Params<B>,
+        x: T,
+        mask: T,
+        w: ParamId,
+        ab: Option<(ParamId, ParamId)>,
+        select: GateSelect,
+        n: usize,
+        f: usize,
+        r: usize,
+    ) -> Result<(T, T, T)> {
+        let xt = self.new_tensor(dev, n * f)?;
+        let g = self.new_tensor(dev, f)?;
+        let keep = self.new_tensor(dev, f)?;
+        let xbar = self.new_tensor(dev, f)?;
+        let u = self.new_tensor(dev, r.max(1))?;
+        let empty = dev.zeros(0)?;
+        let (av, bv) = match ab {
+            Some((a, b)) => (&p.values[a.0], &p.values[b.0]),
+            None => (&empty, &empty),
+        };
+        let (mut xtb, mut gb, mut kb, mut xb, mut ub) = (
+            self.take(xt)?,
+            self.take(g)?,
+            self.take(keep)?,
+            self.take(xbar)?,
+            self.take(u)?,
+        );
+        let res = dev.gate_fwd(
+            &mut xtb,
+            &mut gb,
+            &mut kb,
+            &mut xb,
+            &mut ub,
+            self.buf(x)?,
+            self.buf(mask)?,
+            &p.values[w.0],
+            av,
+            bv,
+            select,
+            n,
+            f,
+            r,
+        );
+        self.put(xt, xtb);
+        self.put(g, gb);
+        self.put(keep, kb);
+        self.put(xbar, xb);
+        self.put(u, ub);
+        res?;
+        self.record(Node::Gate {
+            xt,
+            g,
+            keep,
+            xbar,
+            u,
+            x,
+            mask,
+            w,
+            a: ab.map(|x| x.0),
+            b: ab.map(|x| x.1),
+            n,
+            f,
+            r,
+        });
+        Ok((xt, g, keep))
+    }
+}
+
+/// Backward of [`Node::Gate`].
+pub(crate) fn backward<B: Backend>(
+    tape: &mut Tape<B>,
+    dev: &B,
+    p: &mut Params<B>,
+    node: &Node,
+) -> Result<()> {
+    let Node::Gate {
+        xt,
+        g,
+        keep,
+        xbar,
+        u,
+        x,
+        mask: _,
+        w,
+        a,
+        b,
+        n,
+        f,
+        r,
+    } = *node
+    else {
+        return Err(Error::device("gate::backward on another node".to_string()));
+    };
+    let dxt = match tape.take_grad_if_any(xt) {
+        Some(d) => d,
+        None => dev.zeros(n * f)?,
+    };
+    let mut dg = tape.take_grad(dev, g)?;
+    let mut empty_a = dev.zeros(0)?;
+    let mut empty_b = dev.zeros(0)?;
+    let empty_bv = dev.zeros(0)?;
+    let grads = &mut p.grads;
+    // Three distinct parameter gradients, borrowed at once.
+    let (dw, da, db, bval) = match (a, b) {
+        (Some(a), Some(b)) => {
+            let (dw, da, db) = three_mut(grads, w.0, a.0, b.0)?;
+            (dw, da, db, &p.values[b.0])
+        }
+        _ => (&mut grads[w.0], &mut empty_a, &mut empty_b, &empty_bv),
+    };
+    dev.gate_bwd(
+        dw,
+        da,
+        db,
+        &mut dg,
+        &dxt,
+        tape.buf(x)?,
+        tape.buf(xbar)?,
+        tape.buf(u)?,
+        tape.buf(g)?,
+        tape.buf(keep)?,
+        bval,
+        n,
+        f,
+        r,
+    )?;
+    for t in [xt, g, keep, xbar, u] {
+        tape.free(dev, t);
+    }
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! Launch recipe of the linear op for [`GpuBackend`] (`kernels/linear.cu`): the tiled GEMM for
+//! out and dinp, a split-K GEMM plus an ordered reduction for dw, a column sum for db.
+
+use super::{check_bwd, check_fwd};
+use crate::gpu::backend::{blocks_for, GpuBackend, GpuBuf, BLOCK, MAX_GRID};
+use crate::gpu::params::{kernel, ColumnSumParams, GemmParams, SplitReduceParams, Typed};
+use crate::gpu::{LaunchCfg, Launcher};
+use crate::ops::shape::u32_of;
+use crate::{Error, Result};
+
+/// Output tile edge of the GEMM kernel (`kernels/linear.cu`) and its inner-dimension slice.
+const GEMM_TILE: u32 = 64;
+const GEMM_K: u32 = 16;
+/// Rows of dout/inp summed by one split of the dw product (as the CPU op's blocks of 256 rows).
+const DW_SPLIT_ROWS: u32 = 256;
+/// Cap on the splits of the dw product.
+const MAX_DW_SPLITS: u32 = 64;
+
+/// One tiled GEMM launch: C (op)= A·B over `g`, split `splits` ways along the inner dimension in
+/// mode 2.
+///
+/// # Safety
+/// `g` addresses live buffers: a and b span the strided ranges, out rows·cols floats (times
+/// `splits` in mode 2), bias cols floats or 0.
+unsafe fn gemm<L: Launcher>(
+    be: &GpuBackend<L>,
+    kernel: Typed<GemmParams>,
+    g: GemmParams,
+    splits: u32,
+) -> Result<()> {
+    let gx = g.cols.div_ceil(GEMM_TILE).max(1);
+    let gy = g.rows.div_ceil(GEMM_TILE).max(1);
+    if gy > 65535 || splits > 65535 {
+        return Err(Error::shape(format!(
+            "{}: {} rows exceed the launch grid",
+            kernel.id.name(),
+            g.rows
+        )));
+    }
+    let cfg = LaunchCfg {
+        grid: [gx, gy, splits.max(1)],
+        block: [256, 1, 1],
+        shmem: 0,
+    };
+    be.go(kernel, cfg, &g)
+}
+
+/// s[c] = Σ_i rowmask[i]·a[i,c]·b[i,c] over n rows, into `out_f64` (=, f64 scratch) or
+/// `out_f32` (+=). Shared with the gate.
+///
+/// # Safety
+/// a (and b) hold n·cols floats, rowmask n floats or is 0, the output cols values.
+pub(crate) unsafe fn column_sum<L: Launcher>(be: &GpuBackend<L>, p: ColumnSumParams) -> Result<()> {
+    if p.cols == 0 {
+        return Ok(());
+    }
+    let cfg = LaunchCfg::linear(p.cols.div_ceil(32), 256, 0);
+    be.go(kernel::COLUMN_SUM_BWD_F32, cfg, &p)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn linear_fwd<L: Launcher>(
+    be: &GpuBackend<L>,
+    out: &mut GpuBuf<L>,
+    inp: &GpuBuf<L>,
+    w: &GpuBuf<L>,
+    b: Option<&GpuBuf<L>>,
+    n: usize,
+    k: usize,
+    m: usize,
+) -> Result<()> {
+    check_fwd(out.len(), inp.len(), w.len(), b.map(|b| b.len()), n, k, m)?;
+    if n == 0 || m == 0 {
+        return Ok(());
+    }
+    u32_of("n·k", n * k)?;
+    u32_of("n·m", n * m)?;
+    u32_of("m·k", m * k)?;
+    let g = GemmParams {
+        out: out.ptr(),
+        a: inp.ptr(),
+        b: w.ptr(),
+        bias: b.map_or(0, |b| b.ptr()),
+        rows: u32_of("n", n)?,
+        cols: u32_of("m", m)?,
+        inner: u32_of("k", k)?,
+        a_rs: k as u32,
+        a_is: 1,
+        b_is: 1,
+        b_cs: k as u32,
+        mode: 0,
+        k_chunk: k as u32,
+        pad: 0,
+    };
+    // SAFETY: lengths checked above; inp [n,k], w [m,k], out [n,m], bias [m].
+    unsafe { gemm(be, kernel::LINEAR_FWD_F32, g, 1) }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn linear_bwd<L: Launcher>(
+    be: &GpuBackend<L>,
+    dinp: Option<&mut GpuBuf<L>>,
+    dw: &mut GpuBuf<L>,
+    db: Option<&mut GpuBuf<L>>,
+    dout: &GpuBuf<L>,
+    inp: &GpuBuf<L>,
+    w: &GpuBuf<L>,
+    n: usize,
+    k: usize,
+    m: usize,
+) -> Result<()> {
+    check_bwd(
+        dinp.as_ref().map(|d| d.len()),
+        dw.len(),
+        db.as_ref().map(|d| d.len()),
+        dout.len(),
+        inp.len(),
+        w.len(),
+        n,
+        k,
+        m,
+    )?;
+    if n == 0 || m == 0 {
+        return Ok(());
+    }
+    let (n32, k32, m32) = (u32_of("n", n)?, u32_of("k", k)?, u32_of("m", m)?);
+    u32_of("n·k", n * k)?;
+    u32_of("n·m", n * m)?;
+    if k > 0 {
+        if let Some(dinp) = dinp {
+            // dinp[n,k] += dout[n,m] · w[m,k]
+            let g = GemmParams {
+                out: dinp.ptr(),
+                a: dout.ptr(),
+                b: w.ptr(),
+                bias: 0,
+                rows: n32,
+                cols: k32,
+                inner: m32,
+                a_rs: m32,
+                a_is: 1,
+                b_is: k32,
+                b_cs: 1,
+                mode: 1,
+                k_chunk: m32,
+                pad: 0,
+            };
+            // SAFETY: lengths checked above.
+            unsafe { gemm(be, kernel::LINEAR_BWD_F32, g, 1)? };
+        }
+        // dw[m,k] += doutᵀ[m,n] · inp[n,k]: split over rows, partials summed in a second pass
+        let splits = n32.div_ceil(DW_SPLIT_ROWS).clamp(1, MAX_DW_SPLITS);
+        let k_chunk = n32.div_ceil(splits).div_ceil(GEMM_K) * GEMM_K;
+        let len = u32_of("splits·m·k", splits as usize * m * k)?;
+        let partial = be.scratch(len as usize * 4)?;
+        let g = GemmParams {
+            out: partial.ptr(),
+            a: dout.ptr(),
+            b: inp.ptr(),
+            bias: 0,
+            rows: m32,
+            cols: k32,
+            inner: n32,
+            a_rs: 1,
+            a_is: m32,
+            b_is: k32,
+            b_cs: 1,
+            mode: 2,
+            k_chunk,
+            pad: 0,
+        };
+        let r = SplitReduceParams {
+            out: dw.ptr(),
+            partial: partial.ptr(),
+            splits,
+            len: (m * k) as u32,
+        };
+        let cfg = LaunchCfg::linear(blocks_for(m * k, BLOCK, MAX_GRID), BLOCK, 0);
+        // SAFETY: partial holds splits·m·k floats; dw m·k.
+        unsafe {
+            gemm(be, kernel::LINEAR_BWD_F32, g, splits)?;
+            be.go(kernel::LINEAR_REDUCE_BWD_F32, cfg, &r)?;
+        }
+    }
+    if let Some(db) = db {
+        let p = ColumnSumParams {
+            out_f32: db.ptr(),
+            out_f64: 0,
+            a: dout.ptr(),
+            b: 0,
+            rowmask: 0,
+            n: n32,
+            cols: m32,
+        };
+        // SAFETY: dout holds n·m floats, db m.
+        unsafe { column_sum(be, p)? };
+    }
+    Ok(())
+}

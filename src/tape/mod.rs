@@ -1,0 +1,66 @@
+//! The autograd tape (micrograd's habit): ops are recorded in execution order as plain enum
+//! records; `backward` walks the record in reverse, so the reversed record is a valid topological
+//! order. Every backward accumulates (`+=`) into gradient buffers, so a tensor used twice gets the
+//! sum over its paths. Once a node's backward has run, the tensors it produced (activations, saved
+//! statistics, their gradients) are freed.
+//!
+//! The core types live in [`base`]; each op's recorder (`Tape::linear`, `Tape::gelu`, …) and its
+//! backward live in the op's folder `crate::ops::<op>`. This file only dispatches: one call per
+//! [`Node`] arm.
+
+pub mod base;
+
+pub use base::{Node, Tape, T};
+
+use crate::device::Backend;
+use crate::ops::{attention, elementwise, gate, layer_norm, linear, loss};
+use crate::params::Params;
+use crate::{Error, Result};
+
+impl<B: Backend> Tape<B> {
+    /// Backpropagates from the loss (the last node, seeded with dL = 1) into `params.grads` (`+=`)
+    /// and into leaves. Calling it twice on one recording is an error.
+    pub fn backward(&mut self, dev: &B, params: &mut Params<B>) -> Result<()> {
+        if self.backward_done() {
+            return Err(Error::device(
+                "backward called twice on one tape: record the forward again".to_string(),
+            ));
+        }
+        match self.nodes.last() {
+            Some(Node::Loss { .. }) => {}
+            _ => {
+                return Err(Error::device(
+                    "backward needs a tape that ends with a loss".to_string(),
+                ))
+            }
+        }
+        self.mark_backward_done();
+        let nodes = std::mem::take(&mut self.nodes);
+        for node in nodes.iter().rev() {
+            backward_node(self, dev, params, node)?;
+        }
+        self.nodes = nodes;
+        Ok(())
+    }
+}
+
+/// One node's backward: a call into the op's folder.
+fn backward_node<B: Backend>(
+    tape: &mut Tape<B>,
+    dev: &B,
+    p: &mut Params<B>,
+    node: &Node,
+) -> Result<()> {
+    match *node {
+        Node::Loss { .. } => loss::backward(tape, dev, node),
+        Node::Linear { .. } => linear::backward(tape, dev, p, node),
+        Node::LayerNorm { .. } => layer_norm::backward(tape, dev, p, node),
+        Node::Gelu { .. } | Node::Add { .. } | Node::Dropout { .. } | Node::Unary { .. } => {
+            elementwise::backward(tape, dev, node)
+        }
+        Node::LinearAttention { .. } | Node::SoftmaxAttention { .. } => {
+            attention::backward(tape, dev, node)
+        }
+        Node::Gate { .. } => gate::backward(tape, dev, p, node),
+    }
+}
