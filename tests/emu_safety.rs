@@ -25,7 +25,6 @@ struct TestParams {
     c: u32,
 }
 
-
 /// Runs `kernel` over `inp` with `out_len` outputs; Ok(outputs) or Err(emulator message).
 fn run(
     kernel: &str,
