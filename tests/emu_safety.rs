@@ -8,7 +8,10 @@
 
 use bytemuck::{Pod, Zeroable};
 use eraengine::device::Backend;
-use eraengine::gpu::{EmuLauncher, GpuBackend, LaunchCfg, Launcher, Order};
+use eraengine::gpu::{LaunchCfg, Launcher, Order};
+
+mod gpu_common;
+use gpu_common::Emu;
 
 /// Mirror of `EmuTestParams` in emu_checks.cu.
 #[repr(C)]
@@ -21,8 +24,6 @@ struct TestParams {
     b: u32,
     c: u32,
 }
-
-type Emu = GpuBackend<EmuLauncher>;
 
 /// Runs `kernel` over `inp` with `out_len` outputs; Ok(outputs) or Err(emulator message).
 fn run(

@@ -1,6 +1,8 @@
 //! The CUDA launcher: without a GPU (every CI machine) it must fail cleanly with the reason; with
-//! one, the same backend code must match the CPU reference. Also checks that the kernel tables
-//! build.rs generates agree between the NVRTC path and the emulator.
+//! one, the same backend code must match the CPU reference (here one layer norm; every op and the
+//! model run on the GPU through the `::cuda` variants of the device-generic tests, see
+//! tests/gpu_common). Also checks that the kernel tables build.rs generates agree between the NVRTC
+//! path and the emulator.
 
 use eraengine::device::{Backend, Cpu};
 use eraengine::gpu::generated::{IMAGES, KERNELS, NVRTC_BUILD_VERSION, SOURCES};

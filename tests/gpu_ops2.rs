@@ -1,9 +1,11 @@
 //! The GPU kernels of part 2 (linear, linear attention, gate, positional encoding, softmax attention)
-//! against the CPU reference: `GpuBackend<EmuLauncher>` (the very same `.cu` sources run by the CPU
-//! emulator, with the backend's real launch configurations) vs `device::Cpu`, forward and backward,
-//! on small odd shapes (n = 1, partial tiles, fully masked eras, heads = 1 and heads = d), under three
-//! thread orders (forward, reverse, seeded shuffle). Backwards start from non-zero gradients, so the
-//! `+=` contract is checked too. Finally one whole training step of the model on both devices.
+//! against the CPU reference: the GPU backend (`emu`: the very same `.cu` sources run by the CPU
+//! emulator, with the backend's real launch configurations, under three thread orders; `cuda`: a
+//! real GPU when there is one, see tests/gpu_common) vs `device::Cpu`, forward and backward, on
+//! small odd shapes (n = 1, partial tiles, fully masked eras, heads = 1 and heads = d). Backwards
+//! start from non-zero gradients, so the `+=` contract is checked too. Finally three training steps
+//! of the model on both devices. The device-generic properties of the same ops (f64 oracle, finite
+//! differences) are in tests/ops_*.rs and tests/model.rs.
 //!
 //! Tolerances: |gpu − cpu| ≤ atol + rtol·|cpu|, stated per op below (f32 kernels vs CPU ops that sum
 //! in a different order, some in f64).
@@ -11,10 +13,12 @@
 use eraengine::device::{Backend, Cpu};
 use eraengine::ops::gate::GateSelect;
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseResult;
 
+#[macro_use]
 mod gpu_common;
 use eraengine::gpu::Order;
-use gpu_common::{close, orders, Emu};
+use gpu_common::matches_ref;
 
 fn vals(len: usize, lo: f32, hi: f32) -> BoxedStrategy<Vec<f32>> {
     prop::collection::vec(lo..hi, len).boxed()
@@ -111,24 +115,28 @@ fn lin_run<B: Backend>(
     ])
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(20))]
-
-    /// Tolerance 1e-5 + 1e-5·|cpu|: both sides are f32 dot products of ≤ 40 terms of size ≤ 2.
-    #[test]
-    fn linear_matches_cpu((n, k, m, bias, with_dinp, inp, w, b, dout, g0) in lin_case(), seed in any::<u64>()) {
-        let cpu = lin_run(&Cpu, (n, k, m), bias, with_dinp, &inp, &w, &b, &dout, &g0).unwrap();
-        for order in orders(seed) {
-            let gpu = lin_run(&Emu::new(order), (n, k, m), bias, with_dinp, &inp, &w, &b, &dout, &g0).unwrap();
-            for (j, name) in ["out", "dinp", "dw", "db"].iter().enumerate() {
-                close(&format!("{order:?} {name} n={n} k={k} m={m}"), &gpu[j], &cpu[j], 2e-5, 1e-5)?;
-            }
-        }
+/// Tolerance 2e-5 + 1e-5·|cpu|: both sides are f32 dot products of ≤ 40 terms of size ≤ 2.
+fn linear_matches_cpu<B: Backend>(
+    dev: &B,
+    (n, k, m, bias, with_dinp, inp, w, b, dout, g0): &LinCase,
+) -> TestCaseResult {
+    let (n, k, m, bias, with_dinp) = (*n, *k, *m, *bias, *with_dinp);
+    let cpu = lin_run(&Cpu, (n, k, m), bias, with_dinp, inp, w, b, dout, g0).unwrap();
+    let got = lin_run(dev, (n, k, m), bias, with_dinp, inp, w, b, dout, g0).unwrap();
+    for (j, name) in ["out", "dinp", "dw", "db"].iter().enumerate() {
+        matches_ref(
+            &format!("{name} n={n} k={k} m={m}"),
+            &got[j],
+            &cpu[j],
+            2e-5,
+            1e-5,
+        )?;
     }
+    Ok(())
 }
+gpu_proptest!(20, linear_matches_cpu, lin_case());
 
-#[test]
-fn linear_with_many_rows_splits_dw_and_matches_cpu() {
+fn linear_with_many_rows_splits_dw_and_matches_cpu<B: Backend>(dev: &B) -> TestCaseResult {
     // n = 600 rows: three splits of the dw product and 10 row tiles of the forward; k, m past one tile
     let (n, k, m) = (600usize, 70usize, 5usize);
     let inp: Vec<f32> = (0..n * k)
@@ -145,28 +153,17 @@ fn linear_with_many_rows_splits_dw_and_matches_cpu() {
         .map(|i| (i % 3) as f32 * 0.5)
         .collect();
     let cpu = lin_run(&Cpu, (n, k, m), true, true, &inp, &w, &b, &dout, &g0).unwrap();
-    let gpu = lin_run(
-        &Emu::new(Order::Forward),
-        (n, k, m),
-        true,
-        true,
-        &inp,
-        &w,
-        &b,
-        &dout,
-        &g0,
-    )
-    .unwrap();
+    let got = lin_run(dev, (n, k, m), true, true, &inp, &w, &b, &dout, &g0).unwrap();
     for j in 0..4 {
-        for (i, (g, c)) in gpu[j].iter().zip(&cpu[j]).enumerate() {
-            // dw sums 600 products: 1e-4 relative
-            assert!(
-                (g - c).abs() <= 1e-4 + 1e-4 * c.abs(),
-                "output {j}[{i}]: {g} vs {c}"
-            );
-        }
+        // dw sums 600 products: 1e-4 relative
+        matches_ref(&format!("output {j}"), &got[j], &cpu[j], 1e-4, 1e-4)?;
     }
+    Ok(())
 }
+gpu_test!(
+    linear_with_many_rows_splits_dw_and_matches_cpu,
+    [Order::Forward]
+);
 
 // ---------------------------------------------------------------------------------------------
 // attention (linear and softmax share the case generator)
@@ -252,22 +249,27 @@ fn lin_attn_run<B: Backend>(
     ])
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(20))]
-
-    /// Tolerance 1e-4 + 1e-4·|cpu|: S and z sum up to 40 products of φ ≤ 3 and |v| ≤ 2 in f32; the
-    /// output divides by den ≥ 1e-6 (a fully masked era gives 0 / 1e-6 = 0 exactly on both).
-    #[test]
-    fn linear_attention_matches_cpu((n, d, h, q, k, v, mask, dout, g0) in attn_case(), seed in any::<u64>()) {
-        let cpu = lin_attn_run(&Cpu, n, d, h, &q, &k, &v, &mask, &dout, &g0).unwrap();
-        for order in orders(seed) {
-            let gpu = lin_attn_run(&Emu::new(order), n, d, h, &q, &k, &v, &mask, &dout, &g0).unwrap();
-            for (j, name) in ["out", "s", "z", "dq", "dk", "dv"].iter().enumerate() {
-                close(&format!("{order:?} {name} n={n} d={d} h={h}"), &gpu[j], &cpu[j], 1e-4, 1e-4)?;
-            }
-        }
+/// Tolerance 1e-4 + 1e-4·|cpu|: S and z sum up to 40 products of φ ≤ 3 and |v| ≤ 2 in f32; the
+/// output divides by den ≥ 1e-6 (a fully masked era gives 0 / 1e-6 = 0 exactly on both).
+fn linear_attention_matches_cpu<B: Backend>(
+    dev: &B,
+    (n, d, h, q, k, v, mask, dout, g0): &AttnCase,
+) -> TestCaseResult {
+    let (n, d, h) = (*n, *d, *h);
+    let cpu = lin_attn_run(&Cpu, n, d, h, q, k, v, mask, dout, g0).unwrap();
+    let got = lin_attn_run(dev, n, d, h, q, k, v, mask, dout, g0).unwrap();
+    for (j, name) in ["out", "s", "z", "dq", "dk", "dv"].iter().enumerate() {
+        matches_ref(
+            &format!("{name} n={n} d={d} h={h}"),
+            &got[j],
+            &cpu[j],
+            1e-4,
+            1e-4,
+        )?;
     }
+    Ok(())
 }
+gpu_proptest!(20, linear_attention_matches_cpu, attn_case());
 
 // ---------------------------------------------------------------------------------------------
 // gate
@@ -366,26 +368,34 @@ fn gate_run<B: Backend>(
     ])
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
-
-    /// Both devices compute x̄, u, ℓ and the backward sums in f64 and round once: 1e-6 + 1e-6·|cpu|;
-    /// keep (threshold and top-k with ties) must match exactly.
-    #[test]
-    fn gate_matches_cpu((n, f, r, select, x, mask, w, a, b, dxt, g0) in gate_case(), seed in any::<u64>()) {
-        let cpu = gate_run(&Cpu, (n, f, r), select, &x, &mask, &w, &a, &b, &dxt, &g0).unwrap();
-        for order in orders(seed) {
-            let gpu = gate_run(&Emu::new(order), (n, f, r), select, &x, &mask, &w, &a, &b, &dxt, &g0).unwrap();
-            prop_assert_eq!(&gpu[2], &cpu[2], "keep ({:?}, {:?})", order, select);
-            for (j, name) in ["xt", "g", "keep", "xbar", "u", "dw", "da", "db", "dg"].iter().enumerate() {
-                close(&format!("{order:?} {name} n={n} f={f} r={r} {select:?}"), &gpu[j], &cpu[j], 1e-6, 1e-6)?;
-            }
-        }
+/// Both devices compute x̄, u, ℓ and the backward sums in f64 and round once: 1e-6 + 1e-6·|cpu|;
+/// keep (threshold and top-k with ties) must match exactly.
+fn gate_matches_cpu<B: Backend>(
+    dev: &B,
+    (n, f, r, select, x, mask, w, a, b, dxt, g0): &GateCase,
+) -> TestCaseResult {
+    let (n, f, r, select) = (*n, *f, *r, *select);
+    let cpu = gate_run(&Cpu, (n, f, r), select, x, mask, w, a, b, dxt, g0).unwrap();
+    let got = gate_run(dev, (n, f, r), select, x, mask, w, a, b, dxt, g0).unwrap();
+    prop_assert_eq!(&got[2], &cpu[2], "keep ({:?})", select);
+    for (j, name) in ["xt", "g", "keep", "xbar", "u", "dw", "da", "db", "dg"]
+        .iter()
+        .enumerate()
+    {
+        matches_ref(
+            &format!("{name} n={n} f={f} r={r} {select:?}"),
+            &got[j],
+            &cpu[j],
+            1e-6,
+            1e-6,
+        )?;
     }
+    Ok(())
 }
+gpu_proptest!(24, gate_matches_cpu, gate_case());
 
-#[test]
-fn top_k_ties_go_to_the_lower_feature_index() {
+/// On every device (an invariant, not a comparison).
+fn top_k_ties_go_to_the_lower_feature_index<B: Backend>(dev: &B) -> TestCaseResult {
     // static gate, w = [1, 2, 2, 1, 2]: gates tie in two groups; top-2 keeps features 1 and 2,
     // top-4 also keeps feature 0 (the lower index of the tied 1s)
     let (n, f) = (3usize, 5usize);
@@ -396,61 +406,66 @@ fn top_k_ties_go_to_the_lower_feature_index() {
         (2usize, vec![0.0f32, 1.0, 1.0, 0.0, 0.0]),
         (4, vec![1.0, 1.0, 1.0, 0.0, 1.0]),
     ] {
-        for order in [Order::Forward, Order::Reverse] {
-            let dev = Emu::new(order);
-            let got = gate_run(
-                &dev,
-                (n, f, 0),
-                GateSelect::TopK(k),
-                &x,
-                &mask,
-                &w,
-                &[],
-                &[],
-                &vec![0.0; n * f],
-                &vec![0.0; 2 * f],
-            )
-            .unwrap();
-            assert_eq!(got[2], want, "top-{k}");
-        }
+        let got = gate_run(
+            dev,
+            (n, f, 0),
+            GateSelect::TopK(k),
+            &x,
+            &mask,
+            &w,
+            &[],
+            &[],
+            &vec![0.0; n * f],
+            &vec![0.0; 2 * f],
+        )
+        .unwrap();
+        prop_assert_eq!(&got[2], &want, "top-{}", k);
     }
+    Ok(())
 }
+device_test!(
+    top_k_ties_go_to_the_lower_feature_index,
+    [Order::Forward, Order::Reverse]
+);
 
 // ---------------------------------------------------------------------------------------------
 // positional encoding
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(16))]
-
-    /// Both sides compute the encoding in f64 and round once; the f32 add may differ by one ulp of
-    /// |h| + 1: 1e-6 + 1e-6·|cpu|.
-    #[test]
-    fn pos_enc_add_matches_cpu((n, d, h0) in (1usize..41, 1usize..17).prop_flat_map(|(n, d)| (Just(n), Just(d), vals(n * d, -2.0, 2.0))), seed in any::<u64>()) {
-        let mut want = h0.clone();
-        Cpu.pos_enc_add(&mut want, n, d).unwrap();
-        for order in orders(seed) {
-            let dev = Emu::new(order);
-            let mut h = dev.upload(&h0).unwrap();
-            dev.pos_enc_add(&mut h, n, d).unwrap();
-            close(&format!("pos_enc n={n} d={d}"), &dev.download(&h).unwrap(), &want, 1e-6, 1e-6)?;
-        }
-    }
+fn pos_enc_case() -> impl Strategy<Value = (usize, usize, Vec<f32>)> {
+    (1usize..41, 1usize..17).prop_flat_map(|(n, d)| (Just(n), Just(d), vals(n * d, -2.0, 2.0)))
 }
 
-#[test]
-fn pos_enc_add_matches_cpu_on_long_eras() {
+/// Both sides compute the encoding in f64 and round once; the f32 add may differ by one ulp of
+/// |h| + 1: 1e-6 + 1e-6·|cpu|.
+fn pos_enc_add_matches_cpu<B: Backend>(
+    dev: &B,
+    (n, d, h0): &(usize, usize, Vec<f32>),
+) -> TestCaseResult {
+    let (n, d) = (*n, *d);
+    let mut want = h0.clone();
+    Cpu.pos_enc_add(&mut want, n, d).unwrap();
+    let mut h = dev.upload(h0).unwrap();
+    dev.pos_enc_add(&mut h, n, d).unwrap();
+    matches_ref(
+        &format!("pos_enc n={n} d={d}"),
+        &dev.download(&h).unwrap(),
+        &want,
+        1e-6,
+        1e-6,
+    )
+}
+gpu_proptest!(16, pos_enc_add_matches_cpu, pos_enc_case());
+
+fn pos_enc_add_matches_cpu_on_long_eras<B: Backend>(dev: &B) -> TestCaseResult {
     // row indices up to 5000: the angle of column 0 is i radians, far past one turn
     let (n, d) = (5000usize, 6usize);
     let mut want = vec![0.0f32; n * d];
     Cpu.pos_enc_add(&mut want, n, d).unwrap();
-    let dev = Emu::new(Order::Forward);
     let mut h = dev.zeros(n * d).unwrap();
     dev.pos_enc_add(&mut h, n, d).unwrap();
-    let got = dev.download(&h).unwrap();
-    for (i, (g, c)) in got.iter().zip(&want).enumerate() {
-        assert!((g - c).abs() <= 1e-6, "pe[{i}]: {g} vs {c}");
-    }
+    matches_ref("pe", &dev.download(&h).unwrap(), &want, 1e-6, 0.0)
 }
+gpu_test!(pos_enc_add_matches_cpu_on_long_eras, [Order::Forward]);
 
 #[allow(clippy::too_many_arguments)]
 fn softmax_attn_run<B: Backend>(
@@ -490,30 +505,39 @@ fn softmax_attn_run<B: Backend>(
     ])
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(20))]
-
-    /// Tolerance 1e-5 + 1e-4·|cpu|: online softmax in f32 on the GPU (per key) vs f32 blocks of 64
-    /// keys with an f64 denominator on the CPU; fully masked eras must give out = 0, lse = 0 and
-    /// leave the gradients as they were.
-    #[test]
-    fn softmax_attention_matches_cpu((n, d, h, q, k, v, mask, dout, g0) in attn_case(), seed in any::<u64>()) {
-        let cpu = softmax_attn_run(&Cpu, n, d, h, &q, &k, &v, &mask, &dout, &g0).unwrap();
-        if mask.iter().all(|&m| m == 0.0) {
-            prop_assert!(cpu[0].iter().all(|&o| o == 0.0));
-            prop_assert_eq!(&cpu[2], &g0[..n * d].to_vec());
-        }
-        for order in orders(seed) {
-            let gpu = softmax_attn_run(&Emu::new(order), n, d, h, &q, &k, &v, &mask, &dout, &g0).unwrap();
-            for (j, name) in ["out", "lse", "dq", "dk", "dv"].iter().enumerate() {
-                close(&format!("{order:?} {name} n={n} d={d} h={h}"), &gpu[j], &cpu[j], 1e-5, 1e-4)?;
-            }
+/// Tolerance 1e-5 + 1e-4·|cpu|: online softmax in f32 on the GPU (per key) vs f32 blocks of 64
+/// keys with an f64 denominator on the CPU; fully masked eras must give out = 0, lse = 0 and
+/// leave the gradients as they were (asserted on both devices).
+fn softmax_attention_matches_cpu<B: Backend>(
+    dev: &B,
+    (n, d, h, q, k, v, mask, dout, g0): &AttnCase,
+) -> TestCaseResult {
+    let (n, d, h) = (*n, *d, *h);
+    let cpu = softmax_attn_run(&Cpu, n, d, h, q, k, v, mask, dout, g0).unwrap();
+    let got = softmax_attn_run(dev, n, d, h, q, k, v, mask, dout, g0).unwrap();
+    if mask.iter().all(|&m| m == 0.0) {
+        for r in [&cpu, &got] {
+            prop_assert!(r[0].iter().all(|&o| o == 0.0));
+            prop_assert!(r[1].iter().all(|&l| l == 0.0));
+            prop_assert_eq!(&r[2], &g0[..n * d].to_vec());
         }
     }
+    for (j, name) in ["out", "lse", "dq", "dk", "dv"].iter().enumerate() {
+        matches_ref(
+            &format!("{name} n={n} d={d} h={h}"),
+            &got[j],
+            &cpu[j],
+            1e-5,
+            1e-4,
+        )?;
+    }
+    Ok(())
 }
+gpu_proptest!(20, softmax_attention_matches_cpu, attn_case());
 
-#[test]
-fn softmax_attention_with_many_keys_and_wide_heads_matches_cpu() {
+fn softmax_attention_with_many_keys_and_wide_heads_matches_cpu<B: Backend>(
+    dev: &B,
+) -> TestCaseResult {
     // n = 150 keys: several key tiles and three query blocks; dh = 96 forces smaller tiles
     for (n, d, h) in [(150usize, 8usize, 2usize), (70, 96, 1)] {
         let q: Vec<f32> = (0..n * d)
@@ -531,29 +555,23 @@ fn softmax_attention_with_many_keys_and_wide_heads_matches_cpu() {
             .collect();
         let g0: Vec<f32> = (0..3 * n * d).map(|i| (i % 3) as f32 * 0.5).collect();
         let cpu = softmax_attn_run(&Cpu, n, d, h, &q, &k, &v, &mask, &dout, &g0).unwrap();
-        let gpu = softmax_attn_run(
-            &Emu::new(Order::Reverse),
-            n,
-            d,
-            h,
-            &q,
-            &k,
-            &v,
-            &mask,
-            &dout,
-            &g0,
-        )
-        .unwrap();
+        let got = softmax_attn_run(dev, n, d, h, &q, &k, &v, &mask, &dout, &g0).unwrap();
         for j in 0..5 {
-            for (i, (g, c)) in gpu[j].iter().zip(&cpu[j]).enumerate() {
-                assert!(
-                    (g - c).abs() <= 1e-5 + 1e-4 * c.abs(),
-                    "n={n} d={d} output {j}[{i}]: {g} vs {c}"
-                );
-            }
+            matches_ref(
+                &format!("n={n} d={d} output {j}"),
+                &got[j],
+                &cpu[j],
+                1e-5,
+                1e-4,
+            )?;
         }
     }
+    Ok(())
 }
+gpu_test!(
+    softmax_attention_with_many_keys_and_wide_heads_matches_cpu,
+    [Order::Reverse]
+);
 
 // ---------------------------------------------------------------------------------------------
 // the whole model: forward, loss, backward, clipped Adam through `train::train_step`
@@ -643,8 +661,7 @@ fn tiny_batch(n: usize, f: usize, t: usize) -> eraengine::train::era::EraBatch {
 /// AdamW steps of lr 1e-3, each moving a parameter by about lr) to 2e-6 absolute, except where the
 /// gradient is zero up to rounding (see below). The second configuration switches every option that
 /// has its own kernel: softmax attention, positional encoding, top-k selection, the static gate.
-#[test]
-fn one_training_step_of_the_model_matches_cpu() {
+fn one_training_step_of_the_model_matches_cpu<B: Backend>(dev: &B) -> TestCaseResult {
     use eraengine::model::{Attention, Config};
     let (n, f, t) = (7usize, 5usize, 2usize);
     let batch = tiny_batch(n, f, t);
@@ -664,13 +681,13 @@ fn one_training_step_of_the_model_matches_cpu() {
         ("softmax, pos-enc, top-k, static gate", variant),
     ] {
         let cpu = train_steps(&Cpu, &cfg, &batch, 3).unwrap();
-        for order in [Order::Forward, Order::Reverse] {
-            let gpu = train_steps(&Emu::new(order), &cfg, &batch, 3).unwrap();
+        {
+            let gpu = train_steps(dev, &cfg, &batch, 3).unwrap();
             for (s, (g, c)) in gpu.0.iter().zip(&cpu.0).enumerate() {
                 for k in 0..4 {
                     assert!(
                         (g[k] - c[k]).abs() <= 1e-5 * c[k].abs().max(1e-3),
-                        "{name} {order:?} step {s} loss part {k}: {} vs {}",
+                        "{name} step {s} loss part {k}: {} vs {}",
                         g[k],
                         c[k]
                     );
@@ -680,7 +697,7 @@ fn one_training_step_of_the_model_matches_cpu() {
                 for (i, (a, b)) in g.iter().zip(c).enumerate() {
                     assert!(
                         (a - b).abs() <= 1e-5 + 1e-3 * b.abs(),
-                        "{name} {order:?} grad {p}[{i}]: {a} vs {b}"
+                        "{name} grad {p}[{i}]: {a} vs {b}"
                     );
                 }
             }
@@ -691,12 +708,14 @@ fn one_training_step_of_the_model_matches_cpu() {
                     // of ±lr whose sign is noise on both devices: only the size of the move is bound
                     let noise = cpu.1[p][i].abs() < 1e-7;
                     let tol = if noise { 3.0 * 3e-3 } else { 2e-6 };
-                    assert!(
-                        (a - b).abs() <= tol,
-                        "{name} {order:?} param {p}[{i}]: {a} vs {b}"
-                    );
+                    assert!((a - b).abs() <= tol, "{name} param {p}[{i}]: {a} vs {b}");
                 }
             }
         }
     }
+    Ok(())
 }
+gpu_test!(
+    one_training_step_of_the_model_matches_cpu,
+    [Order::Forward, Order::Reverse]
+);

@@ -3,63 +3,44 @@
     clippy::type_complexity,
     clippy::needless_range_loop
 )]
-//! The whole model against a naive f64 oracle written straight from SPEC §3: forward values,
+//! The whole model against a naive f64 oracle written straight from SPEC §3 (built from the op
+//! oracles of tests/oracle), on every device (cpu, emu, cuda; see tests/gpu_common): forward values,
 //! every parameter's gradient against central finite differences, padding invariance, and the
 //! tape's rules (sum over paths, backward twice is an error).
 
-use eraengine::device::Cpu;
+#[macro_use]
+mod gpu_common;
+mod oracle;
+
+use eraengine::device::Backend;
+use eraengine::gpu::Order;
 use eraengine::model::{init_params, Attention, Config, EraInputs, EraTransformer, TrainCtx};
 use eraengine::ops::elementwise::DropoutKey;
 use eraengine::params::Params;
-use eraengine::rng::{dropout_uniform, Rng};
+use eraengine::rng::Rng;
 use eraengine::tape::Tape;
+use oracle::{f64s, gelu};
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseResult;
 use std::collections::HashMap;
+
+/// The op oracles of tests/oracle, which this model oracle is built from.
+mod ops {
+    pub use super::oracle::{dropout, layer_norm, linear, linear_attention, softmax_attention};
+}
 
 type P = HashMap<String, (Vec<usize>, Vec<f64>)>;
 
 fn lin(x: &[f64], n: usize, k: usize, p: &P, name: &str) -> Vec<f64> {
     let w = &p[&format!("{name}.weight")].1;
     let b = &p[&format!("{name}.bias")].1;
-    let m = b.len();
-    let mut out = vec![0.0; n * m];
-    for i in 0..n {
-        for o in 0..m {
-            let mut s = b[o];
-            for j in 0..k {
-                s += x[i * k + j] * w[o * k + j];
-            }
-            out[i * m + o] = s;
-        }
-    }
-    out
+    ops::linear(x, w, Some(b), n, k, b.len())
 }
 
 fn layer_norm(x: &[f64], n: usize, d: usize, p: &P, name: &str) -> Vec<f64> {
     let g = &p[&format!("{name}.weight")].1;
     let b = &p[&format!("{name}.bias")].1;
-    let mut out = vec![0.0; n * d];
-    for i in 0..n {
-        let row = &x[i * d..(i + 1) * d];
-        let mu = row.iter().sum::<f64>() / d as f64;
-        let var = row.iter().map(|v| (v - mu).powi(2)).sum::<f64>() / d as f64;
-        for j in 0..d {
-            out[i * d + j] = (row[j] - mu) / (var + 1e-5).sqrt() * g[j] + b[j];
-        }
-    }
-    out
-}
-
-fn gelu(x: f64) -> f64 {
-    0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
-}
-
-fn phi(x: f64) -> f64 {
-    if x > 0.0 {
-        x + 1.0
-    } else {
-        x.exp()
-    }
+    ops::layer_norm(x, g, b, n, d)
 }
 
 fn attention(
@@ -72,66 +53,16 @@ fn attention(
     h: usize,
     kind: Attention,
 ) -> Vec<f64> {
-    let dh = d / h;
-    let mut out = vec![0.0; n * d];
-    for hd in 0..h {
-        let c = |i: usize, j: usize| i * d + hd * dh + j;
-        for i in 0..n {
-            match kind {
-                Attention::Linear => {
-                    let mut den = 1e-6;
-                    let mut num = vec![0.0; dh];
-                    for jr in 0..n {
-                        let mut qk = 0.0;
-                        for a in 0..dh {
-                            qk += phi(q[c(i, a)]) * phi(k[c(jr, a)]);
-                        }
-                        den += mask[jr] * qk;
-                        for b in 0..dh {
-                            num[b] += mask[jr] * qk * v[c(jr, b)];
-                        }
-                    }
-                    for b in 0..dh {
-                        out[c(i, b)] = num[b] / den;
-                    }
-                }
-                Attention::Softmax => {
-                    let scores: Vec<f64> = (0..n)
-                        .map(|jr| {
-                            (0..dh).map(|a| q[c(i, a)] * k[c(jr, a)]).sum::<f64>()
-                                / (dh as f64).sqrt()
-                        })
-                        .collect();
-                    let mx = (0..n)
-                        .filter(|&jr| mask[jr] > 0.0)
-                        .map(|jr| scores[jr])
-                        .fold(f64::NEG_INFINITY, f64::max);
-                    if mx == f64::NEG_INFINITY {
-                        continue;
-                    }
-                    let z: f64 = (0..n)
-                        .filter(|&jr| mask[jr] > 0.0)
-                        .map(|jr| (scores[jr] - mx).exp())
-                        .sum();
-                    for jr in (0..n).filter(|&jr| mask[jr] > 0.0) {
-                        let wgt = (scores[jr] - mx).exp() / z;
-                        for b in 0..dh {
-                            out[c(i, b)] += wgt * v[c(jr, b)];
-                        }
-                    }
-                }
-            }
-        }
+    let mask: Vec<f32> = mask.iter().map(|&m| m as f32).collect();
+    match kind {
+        Attention::Linear => ops::linear_attention(q, k, v, &mask, n, d, h),
+        Attention::Softmax => ops::softmax_attention(q, k, v, &mask, n, d, h),
     }
-    out
 }
 
-fn dropout(x: &mut [f64], p: f64, key: Option<DropoutKey>) {
+fn dropout(x: &mut Vec<f64>, p: f64, key: Option<DropoutKey>) {
     if let Some(key) = key {
-        for (e, v) in x.iter_mut().enumerate() {
-            let keep = dropout_uniform(key, e as u64) as f64 >= p;
-            *v = if keep { *v / (1.0 - p) } else { 0.0 };
-        }
+        *x = ops::dropout(x, p, key);
     }
 }
 
@@ -305,33 +236,29 @@ fn to_p(t: &[(String, Vec<usize>, Vec<f32>)]) -> P {
         .collect()
 }
 
-fn f64s(v: &[f32]) -> Vec<f64> {
-    v.iter().map(|&x| x as f64).collect()
-}
-
 /// Runs the f32 model on the tape: (yhat, g, loss, grads by name).
-fn run_model(
+fn run_model<B: Backend>(
+    dev: &B,
     c: &Case,
     train: Option<TrainCtx>,
 ) -> (Vec<f32>, Vec<f32>, f32, Vec<(String, Vec<f32>)>) {
-    let dev = Cpu;
-    let mut params = Params::from_host(&dev, &c.tensors).unwrap();
+    let mut params = Params::from_host(dev, &c.tensors).unwrap();
     let model = EraTransformer::new(c.cfg.clone(), &params).unwrap();
     let mut tape = Tape::new();
     let inputs = EraInputs {
-        x: tape.input(&dev, &c.x).unwrap(),
-        mask: tape.input(&dev, &c.mask).unwrap(),
-        y: tape.input(&dev, &c.y).unwrap(),
+        x: tape.input(dev, &c.x).unwrap(),
+        mask: tape.input(dev, &c.mask).unwrap(),
+        y: tape.input(dev, &c.y).unwrap(),
         n: c.n,
     };
     let out = model
-        .forward(&dev, &mut tape, &params, &inputs, train)
+        .forward(dev, &mut tape, &params, &inputs, train)
         .unwrap();
-    let yhat = tape.download(&dev, out.yhat).unwrap();
-    let g = tape.download(&dev, out.g).unwrap();
+    let yhat = tape.download(dev, out.yhat).unwrap();
+    let g = tape.download(dev, out.g).unwrap();
     let parts = tape
         .loss(
-            &dev,
+            dev,
             out.yhat,
             inputs.y,
             inputs.mask,
@@ -341,9 +268,9 @@ fn run_model(
             c.cfg.n_targets,
         )
         .unwrap();
-    tape.backward(&dev, &mut params).unwrap();
+    tape.backward(dev, &mut params).unwrap();
     let grads = params
-        .grads_to_host(&dev)
+        .grads_to_host(dev)
         .unwrap()
         .into_iter()
         .map(|(n, _, g)| (n, g))
@@ -351,23 +278,30 @@ fn run_model(
     (yhat, g, parts.loss, grads)
 }
 
-fn check_case(c: &Case, train: Option<TrainCtx>) {
-    let (yhat, g, loss, grads) = run_model(c, train);
+fn check_case<B: Backend>(dev: &B, c: &Case, train: Option<TrainCtx>) -> TestCaseResult {
+    let (yhat, g, loss, grads) = run_model(dev, c, train);
     let p = to_p(&c.tensors);
     let (x, y, m) = (f64s(&c.x), f64s(&c.y), f64s(&c.mask));
     let (oy, og, oloss) = oracle(&c.cfg, &p, &x, &y, &m, c.n, train);
+    prop_assert_eq!(yhat.len(), oy.len());
     for (i, (a, b)) in yhat.iter().zip(&oy).enumerate() {
-        assert!(
+        prop_assert!(
             (*a as f64 - b).abs() <= 1e-4 * (1.0 + b.abs()),
-            "yhat[{i}] {a} vs oracle {b}"
+            "yhat[{}] {} vs oracle {}",
+            i,
+            a,
+            b
         );
     }
+    prop_assert_eq!(g.len(), og.len());
     for (a, b) in g.iter().zip(&og) {
-        assert!((*a as f64 - b).abs() <= 1e-5, "gate {a} vs {b}");
+        prop_assert!((*a as f64 - b).abs() <= 1e-5, "gate {} vs {}", a, b);
     }
-    assert!(
+    prop_assert!(
         (loss as f64 - oloss).abs() <= 1e-4 * (1.0 + oloss.abs()),
-        "loss {loss} vs {oloss}"
+        "loss {} vs {}",
+        loss,
+        oloss
     );
     // Every parameter element: analytic gradient vs central differences of the f64 oracle.
     let eps = 1e-6;
@@ -380,75 +314,125 @@ fn check_case(c: &Case, train: Option<TrainCtx>) {
             let down = oracle(&c.cfg, &pp, &x, &y, &m, c.n, train).2;
             let num = (up - down) / (2.0 * eps);
             let ana = grad[e] as f64;
-            assert!(
+            prop_assert!(
                 (ana - num).abs() <= 2e-3 * num.abs().max(1e-2),
-                "d loss / d {name}[{e}]: tape {ana:.6e}, finite differences {num:.6e}"
+                "d loss / d {}[{}]: tape {:.6e}, finite differences {:.6e}",
+                name,
+                e,
+                ana,
+                num
             );
         }
     }
+    Ok(())
 }
 
-#[test]
-fn model_matches_oracle_and_finite_differences_linear_attention() {
-    check_case(&case(1, 7, 0, Attention::Linear, 2, 3, 0.0, false), None);
+fn model_matches_oracle_and_finite_differences_linear_attention<B: Backend>(
+    dev: &B,
+) -> TestCaseResult {
+    check_case(
+        dev,
+        &case(1, 7, 0, Attention::Linear, 2, 3, 0.0, false),
+        None,
+    )
 }
+device_test!(
+    model_matches_oracle_and_finite_differences_linear_attention,
+    [Order::Forward, Order::Reverse]
+);
 
-#[test]
-fn model_gradients_with_dropout_padding_and_pos_enc() {
+fn model_gradients_with_dropout_padding_and_pos_enc<B: Backend>(dev: &B) -> TestCaseResult {
     let c = case(2, 6, 3, Attention::Linear, 4, 2, 0.25, true);
-    check_case(&c, Some(TrainCtx { seed: 11, step: 5 }));
+    check_case(dev, &c, Some(TrainCtx { seed: 11, step: 5 }))
 }
+device_test!(
+    model_gradients_with_dropout_padding_and_pos_enc,
+    [Order::Forward, Order::Reverse]
+);
 
-#[test]
-fn model_gradients_softmax_attention_static_gate() {
-    check_case(&case(3, 5, 2, Attention::Softmax, 1, 0, 0.0, false), None);
+fn model_gradients_softmax_attention_static_gate<B: Backend>(dev: &B) -> TestCaseResult {
+    check_case(
+        dev,
+        &case(3, 5, 2, Attention::Softmax, 1, 0, 0.0, false),
+        None,
+    )
 }
+device_test!(
+    model_gradients_softmax_attention_static_gate,
+    [Order::Forward, Order::Reverse]
+);
 
-#[test]
-fn model_gradients_one_row_era_heads_equal_d() {
-    check_case(&case(4, 1, 0, Attention::Linear, 8, 2, 0.0, false), None);
+fn model_gradients_one_row_era_heads_equal_d<B: Backend>(dev: &B) -> TestCaseResult {
+    check_case(
+        dev,
+        &case(4, 1, 0, Attention::Linear, 8, 2, 0.0, false),
+        None,
+    )
 }
+device_test!(
+    model_gradients_one_row_era_heads_equal_d,
+    [Order::Forward, Order::Reverse]
+);
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(12))]
-    /// Padding rows (mask 0) never change real rows' outputs or any gradient.
-    #[test]
-    fn padded_rows_do_not_change_real_rows(seed in 0u64..1000, n in 1usize..9, pad in 1usize..5, soft in any::<bool>()) {
-        let kind = if soft { Attention::Softmax } else { Attention::Linear };
-        let padded = case(seed, n, pad, kind, 2, 2, 0.0, false);
-        let mut plain = case(seed, n, pad, kind, 2, 2, 0.0, false);
-        plain.n = n;
-        plain.x.truncate(n * 5);
-        plain.y.truncate(n * 2);
-        plain.mask.truncate(n);
-        let (ya, ga, la, gra) = run_model(&padded, None);
-        let (yb, gb, lb, grb) = run_model(&plain, None);
-        for i in 0..n * 2 {
-            prop_assert!((ya[i] - yb[i]).abs() <= 1e-5 * (1.0 + yb[i].abs()), "yhat[{}] {} vs {}", i, ya[i], yb[i]);
-        }
-        for (x, y) in ga.iter().zip(&gb) {
-            prop_assert!((x - y).abs() <= 1e-6, "gate {} vs {}", x, y);
-        }
-        prop_assert!((la - lb).abs() <= 1e-5 * (1.0 + lb.abs()));
-        for ((name, a), (_, b)) in gra.iter().zip(&grb) {
-            for (x, y) in a.iter().zip(b) {
-                prop_assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "grad {} {} vs {}", name, x, y);
-            }
+/// Padding rows (mask 0) never change real rows' outputs or any gradient.
+fn padded_rows_do_not_change_real_rows<B: Backend>(
+    dev: &B,
+    &(seed, n, pad, soft): &(u64, usize, usize, bool),
+) -> TestCaseResult {
+    let kind = if soft {
+        Attention::Softmax
+    } else {
+        Attention::Linear
+    };
+    let padded = case(seed, n, pad, kind, 2, 2, 0.0, false);
+    let mut plain = case(seed, n, pad, kind, 2, 2, 0.0, false);
+    plain.n = n;
+    plain.x.truncate(n * 5);
+    plain.y.truncate(n * 2);
+    plain.mask.truncate(n);
+    let (ya, ga, la, gra) = run_model(dev, &padded, None);
+    let (yb, gb, lb, grb) = run_model(dev, &plain, None);
+    for i in 0..n * 2 {
+        prop_assert!(
+            (ya[i] - yb[i]).abs() <= 1e-5 * (1.0 + yb[i].abs()),
+            "yhat[{}] {} vs {}",
+            i,
+            ya[i],
+            yb[i]
+        );
+    }
+    for (x, y) in ga.iter().zip(&gb) {
+        prop_assert!((x - y).abs() <= 1e-6, "gate {} vs {}", x, y);
+    }
+    prop_assert!((la - lb).abs() <= 1e-5 * (1.0 + lb.abs()));
+    for ((name, a), (_, b)) in gra.iter().zip(&grb) {
+        for (x, y) in a.iter().zip(b) {
+            prop_assert!(
+                (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                "grad {} {} vs {}",
+                name,
+                x,
+                y
+            );
         }
     }
+    Ok(())
 }
+device_proptest!(
+    12,
+    padded_rows_do_not_change_real_rows,
+    (0u64..1000, 1usize..9, 1usize..5, any::<bool>())
+);
 
-#[test]
-fn parameter_used_twice_gets_the_sum_over_paths() {
+fn parameter_used_twice_gets_the_sum_over_paths<B: Backend>(dev: &B) -> TestCaseResult {
     // h = x W1ᵀ + b1, then the same linear map again: dW = sum of both uses.
-    let dev = Cpu;
     let w: Vec<f32> = vec![0.5, -0.25, 0.75, 0.1];
     let b: Vec<f32> = vec![0.05, -0.02];
     let tensors = vec![
         ("l.weight".to_string(), vec![2, 2], w.clone()),
         ("l.bias".to_string(), vec![2], b.clone()),
     ];
-    let mut params = Params::from_host(&dev, &tensors).unwrap();
+    let mut params = Params::from_host(dev, &tensors).unwrap();
     let (wid, bid) = (params.id("l.weight").unwrap(), params.id("l.bias").unwrap());
     let x = [1.0f32, 2.0, -1.0, 0.5, 0.3, -0.7];
     let y = [0.2f32, -0.1, 0.4, 0.0, 0.1, 0.3];
@@ -472,31 +456,35 @@ fn parameter_used_twice_gets_the_sum_over_paths() {
             .sum::<f64>()
             / 6.0
     };
-    let mut tape: Tape<Cpu> = Tape::new();
-    let xi = tape.input(&dev, &x).unwrap();
-    let yi = tape.input(&dev, &y).unwrap();
-    let mask = tape.input(&dev, &[1.0; 3]).unwrap();
-    let g = tape.input(&dev, &[0.0]).unwrap();
-    let h1 = tape.linear(&dev, &params, xi, wid, bid, 3, 2, 2).unwrap();
-    let h2 = tape.linear(&dev, &params, h1, wid, bid, 3, 2, 2).unwrap();
-    tape.loss(&dev, h2, yi, mask, g, 0.0, 3, 2).unwrap();
-    tape.backward(&dev, &mut params).unwrap();
-    let grads = params.grads_to_host(&dev).unwrap();
+    let mut tape: Tape<B> = Tape::new();
+    let xi = tape.input(dev, &x).unwrap();
+    let yi = tape.input(dev, &y).unwrap();
+    let mask = tape.input(dev, &[1.0; 3]).unwrap();
+    let g = tape.input(dev, &[0.0]).unwrap();
+    let h1 = tape.linear(dev, &params, xi, wid, bid, 3, 2, 2).unwrap();
+    let h2 = tape.linear(dev, &params, h1, wid, bid, 3, 2, 2).unwrap();
+    tape.loss(dev, h2, yi, mask, g, 0.0, 3, 2).unwrap();
+    tape.backward(dev, &mut params).unwrap();
+    let grads = params.grads_to_host(dev).unwrap();
     for e in 0..4 {
         let (mut wp, mut wm) = (w.clone(), w.clone());
         wp[e] += 1e-3;
         wm[e] -= 1e-3;
         let num = (run(&wp, &b) - run(&wm, &b)) / 2e-3;
-        assert!(
+        prop_assert!(
             (grads[0].2[e] as f64 - num).abs() < 1e-3,
-            "dW[{e}] {} vs {num}",
-            grads[0].2[e]
+            "dW[{}] {} vs {}",
+            e,
+            grads[0].2[e],
+            num
         );
     }
     // Backward twice on one recording is an error, not a wrong answer.
-    let err = tape.backward(&dev, &mut params).unwrap_err();
-    assert!(err.to_string().contains("backward called twice"), "{err}");
+    let err = tape.backward(dev, &mut params).unwrap_err();
+    prop_assert!(err.to_string().contains("backward called twice"), "{}", err);
+    Ok(())
 }
+device_test!(parameter_used_twice_gets_the_sum_over_paths);
 
 #[test]
 fn init_is_deterministic_and_follows_the_spec() {

@@ -1,14 +1,18 @@
 //! Masked multi-head linear and softmax attention against the f64 oracle (the oracle's softmax
-//! builds the n × n score matrix): forward, backward against central finite differences for q, k
-//! and v, the `+=` rule, and padding never changing real rows.
+//! builds the n × n score matrix) on every device (cpu, emu, cuda; see tests/gpu_common): forward,
+//! backward against central finite differences for q, k and v, the `+=` rule, and padding never
+//! changing real rows.
 
+#[macro_use]
+mod gpu_common;
 mod oracle;
 
-use eraengine::ops::attention::{
-    linear_attention_bwd, linear_attention_fwd, softmax_attention_bwd, softmax_attention_fwd,
-};
+use eraengine::device::Backend;
+use eraengine::gpu::Order;
+use gpu_common::threaded;
 use oracle::*;
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseResult;
 
 struct Case {
     n: usize,
@@ -55,24 +59,63 @@ fn fd_qkv(cs: &Case, c: &[f32], f: Fwd) -> [Vec<f64>; 3] {
     ]
 }
 
-fn run_linear(cs: &Case) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let (n, d, h) = (cs.n, cs.d, cs.h);
-    let dh = d / h;
-    let mut out = vec![7.0; n * d];
-    let mut s = vec![7.0; h * dh * dh];
-    let mut z = vec![7.0; h * dh];
-    linear_attention_fwd(
-        &mut out, &mut s, &mut z, &cs.q, &cs.k, &cs.v, &cs.mask, n, d, h,
-    );
-    (out, s, z)
+/// q, k, v and the mask on the device.
+struct DevCase<B: Backend> {
+    q: B::Buf,
+    k: B::Buf,
+    v: B::Buf,
+    mask: B::Buf,
 }
 
-fn run_softmax(cs: &Case) -> (Vec<f32>, Vec<f32>) {
+fn upload<B: Backend>(dev: &B, cs: &Case) -> DevCase<B> {
+    DevCase {
+        q: dev.upload(&cs.q).unwrap(),
+        k: dev.upload(&cs.k).unwrap(),
+        v: dev.upload(&cs.v).unwrap(),
+        mask: dev.upload(&cs.mask).unwrap(),
+    }
+}
+
+/// Linear attention forward: (out, s, z) on the device.
+fn run_linear<B: Backend>(dev: &B, cs: &Case, x: &DevCase<B>) -> [B::Buf; 3] {
     let (n, d, h) = (cs.n, cs.d, cs.h);
-    let mut out = vec![7.0; n * d];
-    let mut lse = vec![7.0; h * n];
-    softmax_attention_fwd(&mut out, &mut lse, &cs.q, &cs.k, &cs.v, &cs.mask, n, d, h);
-    (out, lse)
+    let dh = d / h;
+    // garbage: the forward overwrites
+    let mut out = dev.upload(&vec![7.0; n * d]).unwrap();
+    let mut s = dev.upload(&vec![7.0; h * dh * dh]).unwrap();
+    let mut z = dev.upload(&vec![7.0; h * dh]).unwrap();
+    dev.linear_attention_fwd(&mut out, &mut s, &mut z, &x.q, &x.k, &x.v, &x.mask, n, d, h)
+        .unwrap();
+    [out, s, z]
+}
+
+/// Softmax attention forward: (out, lse) on the device.
+fn run_softmax<B: Backend>(dev: &B, cs: &Case, x: &DevCase<B>) -> [B::Buf; 2] {
+    let (n, d, h) = (cs.n, cs.d, cs.h);
+    let mut out = dev.upload(&vec![7.0; n * d]).unwrap();
+    let mut lse = dev.upload(&vec![7.0; h * n]).unwrap();
+    dev.softmax_attention_fwd(&mut out, &mut lse, &x.q, &x.k, &x.v, &x.mask, n, d, h)
+        .unwrap();
+    [out, lse]
+}
+
+/// The three gradient buffers after a backward `bwd(dq, dk, dv)` that started from `d0`.
+fn grads<B: Backend>(
+    dev: &B,
+    d0: [&[f32]; 3],
+    bwd: impl FnOnce(&mut B::Buf, &mut B::Buf, &mut B::Buf) -> eraengine::Result<()>,
+) -> [Vec<f32>; 3] {
+    let (mut dq, mut dk, mut dv) = (
+        dev.upload(d0[0]).unwrap(),
+        dev.upload(d0[1]).unwrap(),
+        dev.upload(d0[2]).unwrap(),
+    );
+    bwd(&mut dq, &mut dk, &mut dv).unwrap();
+    [
+        dev.download(&dq).unwrap(),
+        dev.download(&dk).unwrap(),
+        dev.download(&dv).unwrap(),
+    ]
 }
 
 /// Padding rows' q, k, v replaced by other values.
@@ -106,100 +149,159 @@ fn real_rows(x: &[f32], mask: &[f32], d: usize) -> Vec<f32> {
         .collect()
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+/// n, heads, head width, mask kind, data seed
+type AttnCase = (usize, usize, usize, u8, u64);
 
-    #[test]
-    fn linear_attention_matches_oracle(n in 1usize..7, h in 1usize..4, dh in 1usize..4, mk in 0u8..4, seed: u64) {
-        let (cs, mut g) = case(n, h, dh, mk, seed);
-        let (out, s, z) = run_linear(&cs);
-        let want = linear_attention(&f64s(&cs.q), &f64s(&cs.k), &f64s(&cs.v), &cs.mask, n, cs.d, h);
-        close("out", &out, &want, FWD_RTOL, FWD_ATOL)?;
-        if cs.mask.iter().all(|&m| m == 0.0) {
-            prop_assert!(out.iter().all(|&o| o == 0.0));
-            prop_assert!(s.iter().chain(&z).all(|&o| o == 0.0));
-        }
-
-        let c = g.vec(n * cs.d, -1.0, 1.0);
-        let d0: Vec<Vec<f32>> = (0..3).map(|_| g.vec(n * cs.d, -1.0, 1.0)).collect();
-        let (mut dq, mut dk, mut dv) = (d0[0].clone(), d0[1].clone(), d0[2].clone());
-        linear_attention_bwd(&mut dq, &mut dk, &mut dv, &c, &cs.q, &cs.k, &cs.v, &cs.mask, &s, &z, n, cs.d, h);
-        let [wq, wk, wv] = fd_qkv(&cs, &c, linear_attention);
-        close("dq", &added(&dq, &d0[0]), &wq, BWD_RTOL, BWD_ATOL)?;
-        close("dk", &added(&dk, &d0[1]), &wk, BWD_RTOL, BWD_ATOL)?;
-        close("dv", &added(&dv, &d0[2]), &wv, BWD_RTOL, BWD_ATOL)?;
-    }
-
-    #[test]
-    fn softmax_attention_matches_oracle(n in 1usize..7, h in 1usize..4, dh in 1usize..4, mk in 0u8..4, seed: u64) {
-        let (cs, mut g) = case(n, h, dh, mk, seed);
-        let (out, lse) = run_softmax(&cs);
-        let want = softmax_attention(&f64s(&cs.q), &f64s(&cs.k), &f64s(&cs.v), &cs.mask, n, cs.d, h);
-        close("out", &out, &want, FWD_RTOL, FWD_ATOL)?;
-        prop_assert!(lse.iter().all(|l| l.is_finite()));
-        if cs.mask.iter().all(|&m| m == 0.0) {
-            prop_assert!(out.iter().all(|&o| o == 0.0));
-        }
-
-        let c = g.vec(n * cs.d, -1.0, 1.0);
-        let d0: Vec<Vec<f32>> = (0..3).map(|_| g.vec(n * cs.d, -1.0, 1.0)).collect();
-        let (mut dq, mut dk, mut dv) = (d0[0].clone(), d0[1].clone(), d0[2].clone());
-        softmax_attention_bwd(&mut dq, &mut dk, &mut dv, &c, &out, &lse, &cs.q, &cs.k, &cs.v, &cs.mask, n, cs.d, h);
-        let [wq, wk, wv] = fd_qkv(&cs, &c, softmax_attention);
-        close("dq", &added(&dq, &d0[0]), &wq, BWD_RTOL, BWD_ATOL)?;
-        close("dk", &added(&dk, &d0[1]), &wk, BWD_RTOL, BWD_ATOL)?;
-        close("dv", &added(&dv, &d0[2]), &wv, BWD_RTOL, BWD_ATOL)?;
-    }
-
-    #[test]
-    fn padded_rows_do_not_change_real_rows(n in 2usize..9, h in 1usize..4, dh in 1usize..4, seed: u64) {
-        let (cs, mut g) = case(n, h, dh, 1, seed);
-        let other = repad(&cs, &mut g);
-        let d = cs.d;
-        let (a, ..) = run_linear(&cs);
-        let (b, ..) = run_linear(&other);
-        prop_assert_eq!(real_rows(&a, &cs.mask, d), real_rows(&b, &cs.mask, d));
-        let (a, _) = run_softmax(&cs);
-        let (b, _) = run_softmax(&other);
-        prop_assert_eq!(real_rows(&a, &cs.mask, d), real_rows(&b, &cs.mask, d));
-    }
+fn attn_case() -> impl Strategy<Value = AttnCase> {
+    (1usize..7, 1usize..4, 1usize..4, 0u8..4, any::<u64>())
 }
 
-/// Long enough to cross the threading threshold and to span several online-softmax key blocks.
-#[test]
-fn attention_agrees_with_oracle_when_threaded() {
+fn linear_attention_matches_oracle<B: Backend>(
+    dev: &B,
+    &(n, h, dh, mk, seed): &AttnCase,
+) -> TestCaseResult {
+    let (cs, mut g) = case(n, h, dh, mk, seed);
+    let x = upload(dev, &cs);
+    let [outb, sb, zb] = run_linear(dev, &cs, &x);
+    let (out, s, z) = (
+        dev.download(&outb).unwrap(),
+        dev.download(&sb).unwrap(),
+        dev.download(&zb).unwrap(),
+    );
+    let want = linear_attention(
+        &f64s(&cs.q),
+        &f64s(&cs.k),
+        &f64s(&cs.v),
+        &cs.mask,
+        n,
+        cs.d,
+        h,
+    );
+    close("out", &out, &want, FWD_RTOL, FWD_ATOL)?;
+    if cs.mask.iter().all(|&m| m == 0.0) {
+        prop_assert!(out.iter().all(|&o| o == 0.0));
+        prop_assert!(s.iter().chain(&z).all(|&o| o == 0.0));
+    }
+
+    let c = g.vec(n * cs.d, -1.0, 1.0);
+    let d0: Vec<Vec<f32>> = (0..3).map(|_| g.vec(n * cs.d, -1.0, 1.0)).collect();
+    let cb = dev.upload(&c).unwrap();
+    let [dq, dk, dv] = grads(dev, [&d0[0], &d0[1], &d0[2]], |dq, dk, dv| {
+        dev.linear_attention_bwd(
+            dq, dk, dv, &cb, &x.q, &x.k, &x.v, &x.mask, &sb, &zb, n, cs.d, h,
+        )
+    });
+    let [wq, wk, wv] = fd_qkv(&cs, &c, linear_attention);
+    close("dq", &added(&dq, &d0[0]), &wq, BWD_RTOL, BWD_ATOL)?;
+    close("dk", &added(&dk, &d0[1]), &wk, BWD_RTOL, BWD_ATOL)?;
+    close("dv", &added(&dv, &d0[2]), &wv, BWD_RTOL, BWD_ATOL)
+}
+device_proptest!(48, linear_attention_matches_oracle, attn_case());
+
+fn softmax_attention_matches_oracle<B: Backend>(
+    dev: &B,
+    &(n, h, dh, mk, seed): &AttnCase,
+) -> TestCaseResult {
+    let (cs, mut g) = case(n, h, dh, mk, seed);
+    let x = upload(dev, &cs);
+    let [outb, lseb] = run_softmax(dev, &cs, &x);
+    let (out, lse) = (dev.download(&outb).unwrap(), dev.download(&lseb).unwrap());
+    let want = softmax_attention(
+        &f64s(&cs.q),
+        &f64s(&cs.k),
+        &f64s(&cs.v),
+        &cs.mask,
+        n,
+        cs.d,
+        h,
+    );
+    close("out", &out, &want, FWD_RTOL, FWD_ATOL)?;
+    prop_assert!(lse.iter().all(|l| l.is_finite()));
+    if cs.mask.iter().all(|&m| m == 0.0) {
+        prop_assert!(out.iter().all(|&o| o == 0.0));
+    }
+
+    let c = g.vec(n * cs.d, -1.0, 1.0);
+    let d0: Vec<Vec<f32>> = (0..3).map(|_| g.vec(n * cs.d, -1.0, 1.0)).collect();
+    let cb = dev.upload(&c).unwrap();
+    let [dq, dk, dv] = grads(dev, [&d0[0], &d0[1], &d0[2]], |dq, dk, dv| {
+        dev.softmax_attention_bwd(
+            dq, dk, dv, &cb, &outb, &lseb, &x.q, &x.k, &x.v, &x.mask, n, cs.d, h,
+        )
+    });
+    let [wq, wk, wv] = fd_qkv(&cs, &c, softmax_attention);
+    close("dq", &added(&dq, &d0[0]), &wq, BWD_RTOL, BWD_ATOL)?;
+    close("dk", &added(&dk, &d0[1]), &wk, BWD_RTOL, BWD_ATOL)?;
+    close("dv", &added(&dv, &d0[2]), &wv, BWD_RTOL, BWD_ATOL)
+}
+device_proptest!(48, softmax_attention_matches_oracle, attn_case());
+
+fn padded_rows_do_not_change_real_rows<B: Backend>(
+    dev: &B,
+    &(n, h, dh, seed): &(usize, usize, usize, u64),
+) -> TestCaseResult {
+    let (cs, mut g) = case(n, h, dh, 1, seed);
+    let other = repad(&cs, &mut g);
+    let d = cs.d;
+    let (xa, xb) = (upload(dev, &cs), upload(dev, &other));
+    let a = dev.download(&run_linear(dev, &cs, &xa)[0]).unwrap();
+    let b = dev.download(&run_linear(dev, &other, &xb)[0]).unwrap();
+    prop_assert_eq!(real_rows(&a, &cs.mask, d), real_rows(&b, &cs.mask, d));
+    let a = dev.download(&run_softmax(dev, &cs, &xa)[0]).unwrap();
+    let b = dev.download(&run_softmax(dev, &other, &xb)[0]).unwrap();
+    prop_assert_eq!(real_rows(&a, &cs.mask, d), real_rows(&b, &cs.mask, d));
+    Ok(())
+}
+device_proptest!(
+    48,
+    padded_rows_do_not_change_real_rows,
+    (2usize..9, 1usize..4, 1usize..4, any::<u64>())
+);
+
+/// Long enough to cross the CPU's threading threshold (asserted there: every forward and backward
+/// split its work) and to span several online-softmax key blocks.
+fn attention_agrees_with_oracle_when_threaded<B: Backend>(dev: &B) -> TestCaseResult {
     let (cs, mut g) = case(300, 4, 8, 1, 11);
     let (n, d, h) = (cs.n, cs.d, cs.h);
     let (q, k, v) = (f64s(&cs.q), f64s(&cs.k), f64s(&cs.v));
-    let (out, s, z) = run_linear(&cs);
+    let x = upload(dev, &cs);
+    let [outb, sb, zb] = threaded(dev, "linear_attention_fwd", 1, || run_linear(dev, &cs, &x));
     close(
         "linear out",
-        &out,
+        &dev.download(&outb).unwrap(),
         &linear_attention(&q, &k, &v, &cs.mask, n, d, h),
         FWD_RTOL,
         FWD_ATOL,
-    )
-    .unwrap();
-    let (sout, lse) = run_softmax(&cs);
+    )?;
+    let [soutb, lseb] = threaded(dev, "softmax_attention_fwd", 1, || {
+        run_softmax(dev, &cs, &x)
+    });
     close(
         "softmax out",
-        &sout,
+        &dev.download(&soutb).unwrap(),
         &softmax_attention(&q, &k, &v, &cs.mask, n, d, h),
         FWD_RTOL,
         FWD_ATOL,
-    )
-    .unwrap();
+    )?;
 
     // backward: a few finite-difference probes per input (the full gradient costs too much here)
     let c = g.vec(n * d, -1.0, 1.0);
-    let mut lin = [vec![0.0; n * d], vec![0.0; n * d], vec![0.0; n * d]];
-    let [a, b, cc] = &mut lin;
-    linear_attention_bwd(a, b, cc, &c, &cs.q, &cs.k, &cs.v, &cs.mask, &s, &z, n, d, h);
-    let mut smx = [vec![0.0; n * d], vec![0.0; n * d], vec![0.0; n * d]];
-    let [a, b, cc] = &mut smx;
-    softmax_attention_bwd(
-        a, b, cc, &c, &sout, &lse, &cs.q, &cs.k, &cs.v, &cs.mask, n, d, h,
-    );
+    let cb = dev.upload(&c).unwrap();
+    let z = vec![0.0; n * d];
+    let lin = threaded(dev, "linear_attention_bwd", 1, || {
+        grads(dev, [&z, &z, &z], |dq, dk, dv| {
+            dev.linear_attention_bwd(
+                dq, dk, dv, &cb, &x.q, &x.k, &x.v, &x.mask, &sb, &zb, n, d, h,
+            )
+        })
+    });
+    let smx = threaded(dev, "softmax_attention_bwd", 1, || {
+        grads(dev, [&z, &z, &z], |dq, dk, dv| {
+            dev.softmax_attention_bwd(
+                dq, dk, dv, &cb, &soutb, &lseb, &x.q, &x.k, &x.v, &x.mask, n, d, h,
+            )
+        })
+    });
     let eps = 1e-6;
     for probe in 0..6 {
         let which = probe % 3;
@@ -219,10 +321,12 @@ fn attention_agrees_with_oracle_when_threaded() {
             x[which][e] -= 2.0 * eps;
             let fm = functional(&c, &f(&x[0], &x[1], &x[2], &cs.mask, n, d, h));
             let want = (fp - fm) / (2.0 * eps);
-            close(name, &got[which][e..e + 1], &[want], 1e-3, 1e-4).unwrap();
+            close(name, &got[which][e..e + 1], &[want], 1e-3, 1e-4)?;
         }
     }
+    Ok(())
 }
+device_test!(attention_agrees_with_oracle_when_threaded, [Order::Forward]);
 
 #[test]
 fn exp_f32_is_within_a_few_ulp_of_exp() {

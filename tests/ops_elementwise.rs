@@ -1,126 +1,237 @@
-//! GELU, ELU+1, add, dropout and positional encoding against the f64 oracle; dropout's mask
-//! properties (p = 0, determinism per key, keep rate).
+//! GELU, add, dropout and positional encoding against the f64 oracle on every device (cpu, emu,
+//! cuda; see tests/gpu_common); dropout's mask properties (p = 0, determinism per key, keep rate).
+//! ELU+1 is a CPU helper of linear attention (no device op): its scalar functions are checked here
+//! on the CPU.
 
+#[macro_use]
+mod gpu_common;
 mod oracle;
 
-use eraengine::ops::elementwise::{
-    add_bwd, add_fwd, dropout_bwd, dropout_fwd, elu1_bwd, elu1_fwd, gelu_bwd, gelu_fwd,
-    pos_enc_add, DropoutKey,
-};
+use eraengine::device::Backend;
+use eraengine::gpu::Order;
+use eraengine::ops::elementwise::{elu1 as elu1_f32, elu1_grad, DropoutKey};
 use eraengine::rng::dropout_uniform;
+use gpu_common::threaded;
 use oracle::*;
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseResult;
+
+/// y = op(x) on the device, for a unary forward `op(dev, out, inp)`.
+fn unary<B: Backend>(
+    dev: &B,
+    x: &[f32],
+    op: impl FnOnce(&B, &mut B::Buf, &B::Buf) -> eraengine::Result<()>,
+) -> Vec<f32> {
+    let xb = dev.upload(x).unwrap();
+    // garbage: the forward overwrites
+    let mut out = dev.upload(&vec![7.0; x.len()]).unwrap();
+    op(dev, &mut out, &xb).unwrap();
+    dev.download(&out).unwrap()
+}
+
+/// d0 + (the backward `op(dev, d, c, x)` accumulated into d0) on the device.
+fn backward<B: Backend>(
+    dev: &B,
+    d0: &[f32],
+    c: &[f32],
+    x: &[f32],
+    op: impl FnOnce(&B, &mut B::Buf, &B::Buf, &B::Buf) -> eraengine::Result<()>,
+) -> Vec<f32> {
+    let (cb, xb) = (dev.upload(c).unwrap(), dev.upload(x).unwrap());
+    let mut d = dev.upload(d0).unwrap();
+    op(dev, &mut d, &cb, &xb).unwrap();
+    dev.download(&d).unwrap()
+}
+
+fn gelu_matches_oracle<B: Backend>(
+    dev: &B,
+    &(len, seed, spread): &(usize, u64, f32),
+) -> TestCaseResult {
+    let mut g = Gen::new(seed);
+    let x = g.vec(len, -spread, spread);
+    let x64 = f64s(&x);
+    let c = g.vec(len, -1.0, 1.0);
+    let y = unary(dev, &x, |d, o, i| d.gelu_fwd(o, i));
+    close("gelu", &y, &map(&x64, gelu), FWD_RTOL, FWD_ATOL)?;
+    let d0 = g.vec(len, -1.0, 1.0);
+    let d = backward(dev, &d0, &c, &x, |dv, d, c, x| dv.gelu_bwd(d, c, x));
+    let want = fd_grad(&x64, |v| functional(&c, &map(v, gelu)));
+    close("gelu dinp", &added(&d, &d0), &want, BWD_RTOL, BWD_ATOL)
+}
+device_proptest!(
+    48,
+    gelu_matches_oracle,
+    (1usize..40, any::<u64>(), 0.1f32..6.0)
+);
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
+    /// φ = ELU + 1 and φ' (the CPU scalar functions linear attention uses).
     #[test]
-    fn gelu_and_elu1_match_oracle(len in 1usize..40, seed: u64, spread in 0.1f32..6.0) {
+    fn elu1_matches_oracle(len in 1usize..40, seed: u64, spread in 0.1f32..6.0) {
         let mut g = Gen::new(seed);
         let x = g.vec(len, -spread, spread);
         let x64 = f64s(&x);
         let c = g.vec(len, -1.0, 1.0);
-
-        let mut y = vec![7.0; len];
-        gelu_fwd(&mut y, &x);
-        close("gelu", &y, &map(&x64, gelu), FWD_RTOL, FWD_ATOL)?;
-        let d0 = g.vec(len, -1.0, 1.0);
-        let mut d = d0.clone();
-        gelu_bwd(&mut d, &c, &x);
-        let want = fd_grad(&x64, |v| functional(&c, &map(v, gelu)));
-        close("gelu dinp", &added(&d, &d0), &want, BWD_RTOL, BWD_ATOL)?;
-
-        elu1_fwd(&mut y, &x);
+        let y: Vec<f32> = x.iter().map(|&v| elu1_f32(v)).collect();
         close("elu1", &y, &map(&x64, elu1), FWD_RTOL, FWD_ATOL)?;
         prop_assert!(y.iter().all(|&v| v > 0.0));
-        let mut d = d0.clone();
-        elu1_bwd(&mut d, &c, &x);
+        let grad: Vec<f32> = x.iter().zip(&c).map(|(&v, &cc)| cc * elu1_grad(v)).collect();
         let want = fd_grad(&x64, |v| functional(&c, &map(v, elu1)));
-        close("elu1 dinp", &added(&d, &d0), &want, BWD_RTOL, BWD_ATOL)?;
-    }
-
-    #[test]
-    fn add_matches_oracle(len in 1usize..40, seed: u64) {
-        let mut g = Gen::new(seed);
-        let a = g.vec(len, -2.0, 2.0);
-        let b = g.vec(len, -2.0, 2.0);
-        let mut y = vec![7.0; len];
-        add_fwd(&mut y, &a, &b);
-        close("add", &y, &add(&f64s(&a), &f64s(&b)), FWD_RTOL, FWD_ATOL)?;
-        let c = g.vec(len, -1.0, 1.0);
-        let da0 = g.vec(len, -1.0, 1.0);
-        let db0 = g.vec(len, -1.0, 1.0);
-        let (mut da, mut db) = (da0.clone(), db0.clone());
-        add_bwd(&mut da, &mut db, &c);
-        let b64 = f64s(&b);
-        let a64 = f64s(&a);
-        close("da", &added(&da, &da0), &fd_grad(&a64, |v| functional(&c, &add(v, &b64))), BWD_RTOL, BWD_ATOL)?;
-        close("db", &added(&db, &db0), &fd_grad(&b64, |v| functional(&c, &add(&a64, v))), BWD_RTOL, BWD_ATOL)?;
-    }
-
-    #[test]
-    fn dropout_matches_oracle(len in 1usize..60, p in 0.0f32..0.95, seed: u64, step: u32, tensor: u32) {
-        let mut g = Gen::new(seed);
-        let key = DropoutKey { seed: g.next_u64(), step, tensor };
-        let x = g.vec(len, -2.0, 2.0);
-        let x64 = f64s(&x);
-        let mut y = vec![7.0; len];
-        dropout_fwd(&mut y, &x, p, key);
-        close("dropout", &y, &dropout(&x64, p as f64, key), FWD_RTOL, FWD_ATOL)?;
-        for (e, (&yv, &xv)) in y.iter().zip(&x).enumerate() {
-            let kept = dropout_uniform(key, e as u64) >= p;
-            prop_assert_eq!(yv == 0.0, !kept || xv == 0.0);
-        }
-        let c = g.vec(len, -1.0, 1.0);
-        let d0 = g.vec(len, -1.0, 1.0);
-        let mut d = d0.clone();
-        dropout_bwd(&mut d, &c, p, key);
-        let want = fd_grad(&x64, |v| functional(&c, &dropout(v, p as f64, key)));
-        close("dropout dinp", &added(&d, &d0), &want, BWD_RTOL, BWD_ATOL)?;
-    }
-
-    #[test]
-    fn dropout_with_p_zero_is_identity(len in 1usize..100, seed: u64) {
-        let mut g = Gen::new(seed);
-        let key = DropoutKey { seed, step: 3, tensor: 1 };
-        let x = g.vec(len, -2.0, 2.0);
-        let mut y = vec![0.0; len];
-        dropout_fwd(&mut y, &x, 0.0, key);
-        prop_assert_eq!(&y, &x);
-        let c = g.vec(len, -1.0, 1.0);
-        let mut d = vec![0.0; len];
-        dropout_bwd(&mut d, &c, 0.0, key);
-        prop_assert_eq!(&d, &c);
-    }
-
-    #[test]
-    fn pos_enc_adds_the_sinusoid(n in 1usize..20, d in 1usize..17, seed: u64) {
-        let mut g = Gen::new(seed);
-        let h0 = g.vec(n * d, -1.0, 1.0);
-        let mut h = h0.clone();
-        pos_enc_add(&mut h, n, d);
-        close("pe", &added(&h, &h0), &pos_enc(n, d), FWD_RTOL, FWD_ATOL)?;
+        close("elu1 dinp", &grad, &want, BWD_RTOL, BWD_ATOL)?;
     }
 }
 
-fn mask_of(len: usize, p: f32, key: DropoutKey) -> Vec<bool> {
-    let x = vec![1.0; len];
-    let mut y = vec![0.0; len];
-    dropout_fwd(&mut y, &x, p, key);
+/// add, and its backward as the tape runs it: `accumulate` of the output gradient into each input's.
+fn add_matches_oracle<B: Backend>(dev: &B, &(len, seed): &(usize, u64)) -> TestCaseResult {
+    let mut g = Gen::new(seed);
+    let a = g.vec(len, -2.0, 2.0);
+    let b = g.vec(len, -2.0, 2.0);
+    let (ab, bb) = (dev.upload(&a).unwrap(), dev.upload(&b).unwrap());
+    let mut y = dev.upload(&vec![7.0; len]).unwrap();
+    dev.add_fwd(&mut y, &ab, &bb).unwrap();
+    close(
+        "add",
+        &dev.download(&y).unwrap(),
+        &add(&f64s(&a), &f64s(&b)),
+        FWD_RTOL,
+        FWD_ATOL,
+    )?;
+    let c = g.vec(len, -1.0, 1.0);
+    let da0 = g.vec(len, -1.0, 1.0);
+    let db0 = g.vec(len, -1.0, 1.0);
+    let da = backward(dev, &da0, &c, &a, |dv, d, c, _| dv.accumulate(d, c));
+    let db = backward(dev, &db0, &c, &b, |dv, d, c, _| dv.accumulate(d, c));
+    let b64 = f64s(&b);
+    let a64 = f64s(&a);
+    close(
+        "da",
+        &added(&da, &da0),
+        &fd_grad(&a64, |v| functional(&c, &add(v, &b64))),
+        BWD_RTOL,
+        BWD_ATOL,
+    )?;
+    close(
+        "db",
+        &added(&db, &db0),
+        &fd_grad(&b64, |v| functional(&c, &add(&a64, v))),
+        BWD_RTOL,
+        BWD_ATOL,
+    )
+}
+device_proptest!(48, add_matches_oracle, (1usize..40, any::<u64>()));
+
+/// len, p, data seed, step, tensor
+type DropCase = (usize, f32, u64, u32, u32);
+
+fn dropout_matches_oracle<B: Backend>(
+    dev: &B,
+    &(len, p, seed, step, tensor): &DropCase,
+) -> TestCaseResult {
+    let mut g = Gen::new(seed);
+    let key = DropoutKey {
+        seed: g.next_u64(),
+        step,
+        tensor,
+    };
+    let x = g.vec(len, -2.0, 2.0);
+    let x64 = f64s(&x);
+    let y = unary(dev, &x, |d, o, i| d.dropout_fwd(o, i, p, key));
+    close(
+        "dropout",
+        &y,
+        &dropout(&x64, p as f64, key),
+        FWD_RTOL,
+        FWD_ATOL,
+    )?;
+    for (e, (&yv, &xv)) in y.iter().zip(&x).enumerate() {
+        let kept = dropout_uniform(key, e as u64) >= p;
+        prop_assert_eq!(yv == 0.0, !kept || xv == 0.0);
+    }
+    let c = g.vec(len, -1.0, 1.0);
+    let d0 = g.vec(len, -1.0, 1.0);
+    let d = backward(dev, &d0, &c, &x, |dv, d, c, _| dv.dropout_bwd(d, c, p, key));
+    let want = fd_grad(&x64, |v| functional(&c, &dropout(v, p as f64, key)));
+    close("dropout dinp", &added(&d, &d0), &want, BWD_RTOL, BWD_ATOL)
+}
+device_proptest!(
+    48,
+    dropout_matches_oracle,
+    (
+        1usize..60,
+        0.0f32..0.95,
+        any::<u64>(),
+        any::<u32>(),
+        any::<u32>()
+    )
+);
+
+fn dropout_with_p_zero_is_identity<B: Backend>(
+    dev: &B,
+    &(len, seed): &(usize, u64),
+) -> TestCaseResult {
+    let mut g = Gen::new(seed);
+    let key = DropoutKey {
+        seed,
+        step: 3,
+        tensor: 1,
+    };
+    let x = g.vec(len, -2.0, 2.0);
+    let y = unary(dev, &x, |d, o, i| d.dropout_fwd(o, i, 0.0, key));
+    prop_assert_eq!(&y, &x);
+    let c = g.vec(len, -1.0, 1.0);
+    let d = backward(dev, &vec![0.0; len], &c, &x, |dv, d, c, _| {
+        dv.dropout_bwd(d, c, 0.0, key)
+    });
+    prop_assert_eq!(&d, &c);
+    Ok(())
+}
+device_proptest!(
+    48,
+    dropout_with_p_zero_is_identity,
+    (1usize..100, any::<u64>())
+);
+
+fn pos_enc_adds_the_sinusoid<B: Backend>(
+    dev: &B,
+    &(n, d, seed): &(usize, usize, u64),
+) -> TestCaseResult {
+    let mut g = Gen::new(seed);
+    let h0 = g.vec(n * d, -1.0, 1.0);
+    let mut h = dev.upload(&h0).unwrap();
+    dev.pos_enc_add(&mut h, n, d).unwrap();
+    close(
+        "pe",
+        &added(&dev.download(&h).unwrap(), &h0),
+        &pos_enc(n, d),
+        FWD_RTOL,
+        FWD_ATOL,
+    )
+}
+device_proptest!(
+    48,
+    pos_enc_adds_the_sinusoid,
+    (1usize..20, 1usize..17, any::<u64>())
+);
+
+fn mask_of<B: Backend>(dev: &B, len: usize, p: f32, key: DropoutKey) -> Vec<bool> {
+    let y = unary(dev, &vec![1.0; len], |d, o, i| d.dropout_fwd(o, i, p, key));
     y.iter().map(|&v| v != 0.0).collect()
 }
 
-#[test]
-fn dropout_mask_is_deterministic_per_key_and_differs_across_steps_and_tensors() {
-    // large enough to be split over threads
+/// Large enough to be split over threads on the CPU (asserted there).
+fn dropout_mask_is_deterministic_per_key_and_differs_across_steps_and_tensors<B: Backend>(
+    dev: &B,
+) -> TestCaseResult {
     let len = 100_003;
     let key = DropoutKey {
         seed: 0x1234_5678_9ABC,
         step: 5,
         tensor: 2,
     };
-    let a = mask_of(len, 0.3, key);
-    assert_eq!(a, mask_of(len, 0.3, key));
+    let a = threaded(dev, "dropout_fwd", 1, || mask_of(dev, len, 0.3, key));
+    prop_assert_eq!(&a, &mask_of(dev, len, 0.3, key));
     for other in [
         DropoutKey { step: 6, ..key },
         DropoutKey { tensor: 3, ..key },
@@ -129,17 +240,23 @@ fn dropout_mask_is_deterministic_per_key_and_differs_across_steps_and_tensors() 
             ..key
         },
     ] {
-        let b = mask_of(len, 0.3, other);
+        let b = mask_of(dev, len, 0.3, other);
         let same = a.iter().zip(&b).filter(|(x, y)| x == y).count() as f64 / len as f64;
         // independent masks with keep rate 0.7 agree on 0.7² + 0.3² = 58% of elements
-        assert!((same - 0.58).abs() < 0.02, "{other:?} agrees on {same}");
+        prop_assert!((same - 0.58).abs() < 0.02, "{:?} agrees on {}", other, same);
     }
     // element e's decision does not depend on the buffer length (prefix property)
-    assert_eq!(mask_of(1001, 0.3, key)[..], a[..1001]);
+    prop_assert_eq!(&mask_of(dev, 1001, 0.3, key)[..], &a[..1001]);
+    Ok(())
 }
+device_test!(
+    dropout_mask_is_deterministic_per_key_and_differs_across_steps_and_tensors,
+    [Order::Forward]
+);
 
-#[test]
-fn dropout_keep_rate_is_one_minus_p_and_scale_keeps_the_mean() {
+fn dropout_keep_rate_is_one_minus_p_and_scale_keeps_the_mean<B: Backend>(
+    dev: &B,
+) -> TestCaseResult {
     let len = 200_000;
     for p in [0.1f32, 0.5, 0.9] {
         let key = DropoutKey {
@@ -147,61 +264,88 @@ fn dropout_keep_rate_is_one_minus_p_and_scale_keeps_the_mean() {
             step: 1,
             tensor: 7,
         };
-        let x = vec![1.0f32; len];
-        let mut y = vec![0.0; len];
-        dropout_fwd(&mut y, &x, p, key);
+        let y = unary(dev, &vec![1.0f32; len], |d, o, i| {
+            d.dropout_fwd(o, i, p, key)
+        });
         let kept = y.iter().filter(|&&v| v != 0.0).count() as f64 / len as f64;
         // binomial standard error ≤ 0.0012
-        assert!(
+        prop_assert!(
             (kept - (1.0 - p as f64)).abs() < 0.006,
-            "p = {p}: kept {kept}"
+            "p = {}: kept {}",
+            p,
+            kept
         );
         let mean = y.iter().map(|&v| v as f64).sum::<f64>() / len as f64;
-        assert!((mean - 1.0).abs() < 0.06, "p = {p}: mean {mean}");
-        assert!(y
+        prop_assert!((mean - 1.0).abs() < 0.06, "p = {}: mean {}", p, mean);
+        prop_assert!(y
             .iter()
             .all(|&v| v == 0.0 || (v as f64 - 1.0 / (1.0 - p as f64)).abs() < 1e-5));
     }
     // p = 1 drops everything without producing NaN
-    let mut y = vec![5.0; 16];
-    dropout_fwd(
-        &mut y,
-        &[1.0; 16],
-        1.0,
-        DropoutKey {
-            seed: 1,
-            step: 1,
-            tensor: 1,
-        },
-    );
-    assert!(y.iter().all(|&v| v == 0.0));
+    let key = DropoutKey {
+        seed: 1,
+        step: 1,
+        tensor: 1,
+    };
+    let xb = dev.upload(&[1.0; 16]).unwrap();
+    let mut y = dev.upload(&[5.0; 16]).unwrap();
+    dev.dropout_fwd(&mut y, &xb, 1.0, key).unwrap();
+    prop_assert!(dev.download(&y).unwrap().iter().all(|&v| v == 0.0));
+    Ok(())
 }
+device_test!(
+    dropout_keep_rate_is_one_minus_p_and_scale_keeps_the_mean,
+    [Order::Forward]
+);
 
-#[test]
-fn elementwise_ops_agree_with_oracle_when_threaded() {
+/// Big enough that the CPU splits the work over threads (asserted there).
+fn elementwise_ops_agree_with_oracle_when_threaded<B: Backend>(dev: &B) -> TestCaseResult {
     let len = 50_001;
     let mut g = Gen::new(3);
     let x = g.vec(len, -4.0, 4.0);
-    let mut y = vec![0.0; len];
-    gelu_fwd(&mut y, &x);
-    close("gelu", &y, &map(&f64s(&x), gelu), FWD_RTOL, FWD_ATOL).unwrap();
-    elu1_fwd(&mut y, &x);
-    close("elu1", &y, &map(&f64s(&x), elu1), FWD_RTOL, FWD_ATOL).unwrap();
+    let y = threaded(dev, "gelu_fwd", 1, || {
+        unary(dev, &x, |d, o, i| d.gelu_fwd(o, i))
+    });
+    close("gelu", &y, &map(&f64s(&x), gelu), FWD_RTOL, FWD_ATOL)?;
     let (n, d) = (2000, 48);
-    let mut h = vec![0.0; n * d];
-    pos_enc_add(&mut h, n, d);
-    close("pe", &h, &pos_enc(n, d), FWD_RTOL, FWD_ATOL).unwrap();
+    let mut h = dev.zeros(n * d).unwrap();
+    threaded(dev, "pos_enc_add", 1, || {
+        dev.pos_enc_add(&mut h, n, d).unwrap()
+    });
+    close(
+        "pe",
+        &dev.download(&h).unwrap(),
+        &pos_enc(n, d),
+        FWD_RTOL,
+        FWD_ATOL,
+    )
 }
+device_test!(
+    elementwise_ops_agree_with_oracle_when_threaded,
+    [Order::Forward]
+);
 
 #[test]
-fn nan_inputs_stay_nan() {
+fn elu1_agrees_with_oracle_over_a_wide_range() {
+    let mut g = Gen::new(3);
+    let x = g.vec(50_001, -4.0, 4.0);
+    let y: Vec<f32> = x.iter().map(|&v| elu1_f32(v)).collect();
+    close("elu1", &y, &map(&f64s(&x), elu1), FWD_RTOL, FWD_ATOL).unwrap();
+}
+
+fn nan_inputs_stay_nan<B: Backend>(dev: &B) -> TestCaseResult {
     let x = [f32::NAN, 1.0, -1.0];
-    let mut y = [0.0; 3];
-    elu1_fwd(&mut y, &x);
+    let y = unary(dev, &x, |d, o, i| d.gelu_fwd(o, i));
+    prop_assert!(y[0].is_nan() && y[1].is_finite());
+    Ok(())
+}
+device_test!(nan_inputs_stay_nan);
+
+#[test]
+fn elu1_keeps_nan() {
+    let x = [f32::NAN, 1.0, -1.0];
+    let y: Vec<f32> = x.iter().map(|&v| elu1_f32(v)).collect();
     assert!(y[0].is_nan() && y[1] == 2.0 && (y[2] - (-1f32).exp()).abs() < 1e-7);
-    gelu_fwd(&mut y, &x);
-    assert!(y[0].is_nan() && y[1].is_finite());
-    let mut d = [0.0; 3];
-    elu1_bwd(&mut d, &[1.0; 3], &x);
+    let d: Vec<f32> = x.iter().map(|&v| elu1_grad(v)).collect();
     assert!(d[0].is_nan() && d[1] == 1.0);
 }

@@ -1,50 +1,111 @@
-//! Adam / AdamW against a hand-written f64 step, and sum_squares.
+//! Adam / AdamW against a hand-written f64 step, and sum_squares, on every device (cpu, emu, cuda;
+//! see tests/gpu_common).
 
+#[macro_use]
+mod gpu_common;
 mod oracle;
 
-use eraengine::ops::optim::{adam_step, sum_squares, AdamArgs};
+use eraengine::device::Backend;
+use eraengine::gpu::Order;
+use eraengine::ops::optim::AdamArgs;
+use gpu_common::threaded;
 use oracle::*;
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseResult;
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
-
-    #[test]
-    fn adam_step_matches_f64_adam(len in 1usize..50, step in 1u32..2000, wd in prop_oneof![Just(0.0f32), 0.0f32..0.1],
-                                  scale in prop_oneof![Just(1.0f32), 0.01f32..1.0], seed: u64) {
-        let mut g = Gen::new(seed);
-        let p0 = g.vec(len, -1.0, 1.0);
-        let grad = g.vec(len, -2.0, 2.0);
-        let m0 = g.vec(len, -0.1, 0.1);
-        let v0 = g.vec(len, 0.0, 0.01);
-        let args = AdamArgs { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: wd, step, grad_scale: scale };
-        let (mut p, mut m, mut v) = (p0.clone(), m0.clone(), v0.clone());
-        adam_step(&mut p, &grad, &mut m, &mut v, &args);
-        let (wp, wm, wv) = adam(&f64s(&p0), &f64s(&grad), &f64s(&m0), &f64s(&v0),
-                                // the f32 hyperparameters exactly (0.999f32 ≠ 0.999)
-                                args.lr as f64, args.beta1 as f64, args.beta2 as f64, args.eps as f64,
-                                wd as f64, step as i32, scale as f64);
-        close("m", &m, &wm, FWD_RTOL, 1e-7)?;
-        close("v", &v, &wv, FWD_RTOL, 1e-9)?;
-        // the update is ~lr = 1e-2; p is compared to within a few f32 ulps of |p| ≤ 1.01
-        close("p", &p, &wp, 0.0, 3e-7)?;
-    }
-
-    #[test]
-    fn sum_squares_matches_f64(len in 0usize..5000, seed: u64) {
-        let mut g = Gen::new(seed);
-        let x = g.vec(len, -3.0, 3.0);
-        let want: f64 = x.iter().map(|&v| (v as f64).powi(2)).sum();
-        prop_assert!((sum_squares(&x) - want).abs() <= 1e-12 * want.max(1.0));
-    }
+/// (p, m, v) after one step on the device.
+fn step<B: Backend>(
+    dev: &B,
+    p0: &[f32],
+    grad: &[f32],
+    m0: &[f32],
+    v0: &[f32],
+    args: &AdamArgs,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let up = |v: &[f32]| dev.upload(v).unwrap();
+    let (mut p, mut m, mut v) = (up(p0), up(m0), up(v0));
+    dev.adam_step(&mut p, &up(grad), &mut m, &mut v, args)
+        .unwrap();
+    (
+        dev.download(&p).unwrap(),
+        dev.download(&m).unwrap(),
+        dev.download(&v).unwrap(),
+    )
 }
 
-#[test]
-fn first_adam_step_moves_each_weight_by_about_lr_against_its_gradient() {
+/// len, step, weight decay, gradient scale, data seed
+type AdamCase = (usize, u32, f32, f32, u64);
+
+fn adam_step_matches_f64_adam<B: Backend>(
+    dev: &B,
+    &(len, step_no, wd, scale, seed): &AdamCase,
+) -> TestCaseResult {
+    let mut g = Gen::new(seed);
+    let p0 = g.vec(len, -1.0, 1.0);
+    let grad = g.vec(len, -2.0, 2.0);
+    let m0 = g.vec(len, -0.1, 0.1);
+    let v0 = g.vec(len, 0.0, 0.01);
+    let args = AdamArgs {
+        lr: 1e-2,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: wd,
+        step: step_no,
+        grad_scale: scale,
+    };
+    let (p, m, v) = step(dev, &p0, &grad, &m0, &v0, &args);
+    let (wp, wm, wv) = adam(
+        &f64s(&p0),
+        &f64s(&grad),
+        &f64s(&m0),
+        &f64s(&v0),
+        // the f32 hyperparameters exactly (0.999f32 ≠ 0.999)
+        args.lr as f64,
+        args.beta1 as f64,
+        args.beta2 as f64,
+        args.eps as f64,
+        wd as f64,
+        step_no as i32,
+        scale as f64,
+    );
+    close("m", &m, &wm, FWD_RTOL, 1e-7)?;
+    close("v", &v, &wv, FWD_RTOL, 1e-9)?;
+    // the update is ~lr = 1e-2; p is compared to within a few f32 ulps of |p| ≤ 1.01
+    close("p", &p, &wp, 0.0, 3e-7)
+}
+device_proptest!(
+    64,
+    adam_step_matches_f64_adam,
+    (
+        1usize..50,
+        1u32..2000,
+        prop_oneof![Just(0.0f32), 0.0f32..0.1],
+        prop_oneof![Just(1.0f32), 0.01f32..1.0],
+        any::<u64>()
+    )
+);
+
+fn sum_squares_matches_f64<B: Backend>(dev: &B, &(len, seed): &(usize, u64)) -> TestCaseResult {
+    let mut g = Gen::new(seed);
+    let x = g.vec(len, -3.0, 3.0);
+    let want: f64 = x.iter().map(|&v| (v as f64).powi(2)).sum();
+    let got = dev.sum_squares(&dev.upload(&x).unwrap()).unwrap();
+    prop_assert!(
+        (got - want).abs() <= 1e-12 * want.max(1.0),
+        "sum_squares {} vs {} (len {})",
+        got,
+        want,
+        len
+    );
+    Ok(())
+}
+device_proptest!(64, sum_squares_matches_f64, (0usize..5000, any::<u64>()));
+
+fn first_adam_step_moves_each_weight_by_about_lr_against_its_gradient<B: Backend>(
+    dev: &B,
+) -> TestCaseResult {
     // at step 1, m̂ = g and v̂ = g², so the step is lr · g/(|g| + ε) = ±lr
-    let mut p = vec![0.5f32, -0.5, 0.25];
-    let grad = [0.3f32, -2.0, 1e-3];
-    let (mut m, mut v) = (vec![0.0; 3], vec![0.0; 3]);
     let args = AdamArgs {
         lr: 0.01,
         beta1: 0.9,
@@ -54,28 +115,36 @@ fn first_adam_step_moves_each_weight_by_about_lr_against_its_gradient() {
         step: 1,
         grad_scale: 1.0,
     };
-    adam_step(&mut p, &grad, &mut m, &mut v, &args);
+    let (p, ..) = step(
+        dev,
+        &[0.5, -0.5, 0.25],
+        &[0.3, -2.0, 1e-3],
+        &[0.0; 3],
+        &[0.0; 3],
+        &args,
+    );
     for (got, want) in p.iter().zip([0.49f32, -0.49, 0.24]) {
-        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        prop_assert!((got - want).abs() < 1e-5, "{} vs {}", got, want);
     }
     // AdamW shrinks weights with a zero gradient by lr · wd · p
-    let mut p = vec![2.0f32];
-    let (mut m, mut v) = (vec![0.0], vec![0.0]);
-    adam_step(
-        &mut p,
+    let (p, ..) = step(
+        dev,
+        &[2.0],
         &[0.0],
-        &mut m,
-        &mut v,
+        &[0.0],
+        &[0.0],
         &AdamArgs {
             weight_decay: 0.1,
             ..args
         },
     );
-    assert!((p[0] - (2.0 - 0.01 * 0.1 * 2.0)).abs() < 1e-6, "{}", p[0]);
+    prop_assert!((p[0] - (2.0 - 0.01 * 0.1 * 2.0)).abs() < 1e-6, "{}", p[0]);
+    Ok(())
 }
+device_test!(first_adam_step_moves_each_weight_by_about_lr_against_its_gradient);
 
-#[test]
-fn adam_agrees_with_oracle_when_threaded() {
+/// Big enough that the CPU splits the step over threads (asserted there).
+fn adam_agrees_with_oracle_when_threaded<B: Backend>(dev: &B) -> TestCaseResult {
     let len = 100_000;
     let mut g = Gen::new(9);
     let p0 = g.vec(len, -1.0, 1.0);
@@ -89,8 +158,8 @@ fn adam_agrees_with_oracle_when_threaded() {
         step: 3,
         grad_scale: 0.5,
     };
-    let (mut p, mut m, mut v) = (p0.clone(), vec![0.0; len], vec![0.0; len]);
-    adam_step(&mut p, &grad, &mut m, &mut v, &args);
+    let z = vec![0.0; len];
+    let (p, ..) = threaded(dev, "adam_step", 1, || step(dev, &p0, &grad, &z, &z, &args));
     let z = vec![0.0; len];
     let (wp, ..) = adam(
         &f64s(&p0),
@@ -105,5 +174,6 @@ fn adam_agrees_with_oracle_when_threaded() {
         3,
         0.5,
     );
-    close("p", &p, &wp, 0.0, 3e-7).unwrap();
+    close("p", &p, &wp, 0.0, 3e-7)
 }
+device_test!(adam_agrees_with_oracle_when_threaded, [Order::Forward]);

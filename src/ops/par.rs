@@ -58,6 +58,7 @@ where
     if items.len() <= 1 {
         return items.into_iter().map(&f).collect();
     }
+    count_parallel_dispatch();
     match pool::Pool::get().and_then(|p| p.try_lock()) {
         Some(guard) => pool::run_on(guard, items, &f),
         None => run_scoped(items, &f),
@@ -283,4 +284,28 @@ mod pool {
 pub fn ranges(n: usize, chunk: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
     let c = chunk.max(1);
     (0..n.div_ceil(c)).map(move |i| i * c..((i + 1) * c).min(n))
+}
+
+/// Calls of [`run`] that split their work over more than one thread since the process started, from
+/// every thread together. Tests read it to check that a "threaded" case really ran threaded; it only
+/// grows (and other threads add to it), so compare before and after with "at least".
+pub fn parallel_dispatches() -> u64 {
+    PARALLEL_DISPATCHES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Like [`parallel_dispatches`], counting only the calls of [`run`] made on the calling thread (so a
+/// test's count is not inflated by tests running beside it).
+pub fn parallel_dispatches_on_this_thread() -> u64 {
+    DISPATCHES_HERE.with(|c| c.get())
+}
+
+static PARALLEL_DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+thread_local! {
+    static DISPATCHES_HERE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn count_parallel_dispatch() {
+    PARALLEL_DISPATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    DISPATCHES_HERE.with(|c| c.set(c.get() + 1));
 }
