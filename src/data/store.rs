@@ -700,38 +700,6 @@ impl Store {
         }
         Ok(())
     }
-
-    /// SPEC §2 `info STORE --json`, plus `eras_all_targets_missing` and `data_checksum`.
-    pub fn info_json(&self) -> serde_json::Value {
-        use serde_json::json;
-        let era_table: Vec<_> = self
-            .eras()
-            .map(|e| json!({"era": e.name, "first_row": e.first_row, "rows": e.n_rows}))
-            .collect();
-        let mut missing_targets = serde_json::Map::new();
-        for (name, m) in self.target_names.iter().zip(self.missing_targets()) {
-            missing_targets.insert(name.clone(), json!(m));
-        }
-        let all_missing: Vec<_> = self
-            .eras()
-            .filter(|e| e.all_targets_missing())
-            .map(|e| e.name.to_string())
-            .collect();
-        json!({
-            "format_version": self.version,
-            "rows": self.n_rows,
-            "eras": self.n_eras(),
-            "features": self.n_features,
-            "targets": self.n_targets,
-            "feature_names": self.feature_names,
-            "target_names": self.target_names,
-            "era_table": era_table,
-            "missing_features": self.missing_features(),
-            "missing_targets": missing_targets,
-            "eras_all_targets_missing": all_missing,
-            "data_checksum": format!("{:016x}", self.data_checksum),
-        })
-    }
 }
 
 /// (missing values, values outside 0..4 that are not `MISSING`) in a feature slice. Branch-free so
