@@ -30,7 +30,7 @@ pub const GENERATOR: &str = "numerai-v1";
 /// Number of hidden regimes.
 pub const REGIMES: usize = 4;
 /// Probability that an era keeps the previous era's regime.
-pub const STAY: f64 = 0.9;
+pub const STAY: f64 = 0.8;
 /// Standard deviation of one step of the drift angle θ (radians per era).
 pub const DRIFT_STEP: f64 = 0.12;
 /// Features per group.
