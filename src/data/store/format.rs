@@ -50,25 +50,59 @@ pub(super) fn align_up(x: u64) -> u64 {
     x.div_ceil(ALIGN) * ALIGN
 }
 
-pub(super) fn rd_u32(b: &[u8], at: usize) -> u32 {
-    let mut w = [0u8; 4];
-    w.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(w)
-}
-
 pub(super) fn rd_u64(b: &[u8], at: usize) -> u64 {
     let mut w = [0u8; 8];
     w.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(w)
 }
 
-/// Header checksum: over the header and section table with the checksum field (bytes 48..56)
-/// taken as zero.
-pub(super) fn header_checksum(header: &[u8]) -> u64 {
-    let mut h = [0u8; HEADER_LEN];
-    h.copy_from_slice(&header[..HEADER_LEN]);
-    h[48..56].fill(0);
-    checksum::hash(&h)
+/// One entry of the section table (32 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct SectionEntry {
+    pub kind: u32,
+    pub reserved: u32,
+    pub offset: u64,
+    pub len: u64,
+    pub reserved2: u64,
+}
+
+/// The header and section table exactly as stored (`HEADER_LEN` bytes, little-endian: the crate
+/// refuses big-endian targets above).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Header {
+    pub magic: [u8; 8],
+    pub version: u32,
+    pub n_sections: u32,
+    pub n_rows: u64,
+    pub n_eras: u64,
+    pub n_features: u64,
+    pub n_targets: u64,
+    /// `Header::checksum` of this header.
+    pub header_checksum: u64,
+    pub data_checksum: u64,
+    pub sections: [SectionEntry; N_SECTIONS],
+}
+
+const _: () = assert!(std::mem::size_of::<Header>() == HEADER_LEN);
+const _: () = assert!(std::mem::size_of::<SectionEntry>() == SECTION_ENTRY);
+
+impl Header {
+    /// The first `HEADER_LEN` bytes of `b` (which must be at least that long).
+    pub fn read(b: &[u8]) -> Header {
+        bytemuck::pod_read_unaligned(&b[..HEADER_LEN])
+    }
+    pub fn bytes(&self) -> &[u8] {
+        bytemuck::bytes_of(self)
+    }
+    /// The header checksum: over the header and section table with `header_checksum` taken as
+    /// zero.
+    pub fn checksum(&self) -> u64 {
+        let mut h = *self;
+        h.header_checksum = 0;
+        checksum::hash(h.bytes())
+    }
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -184,7 +184,8 @@ impl Store {
                 format!("file is {file_len} bytes, shorter than the {HEADER_LEN}-byte header (truncated?)"),
             ));
         }
-        let version = rd_u32(b, 8);
+        let hd = Header::read(b);
+        let version = hd.version;
         if version != FORMAT_VERSION {
             return Err(Error::format(
                 path,
@@ -192,8 +193,8 @@ impl Store {
                 format!("format version {version}; this eraengine reads version {FORMAT_VERSION}"),
             ));
         }
-        let stored = rd_u64(b, 48);
-        let computed = header_checksum(b);
+        let stored = hd.header_checksum;
+        let computed = hd.checksum();
         if stored != computed {
             return Err(Error::format(
                 path,
@@ -201,7 +202,7 @@ impl Store {
                 format!("header checksum mismatch (stored {stored:016x}, computed {computed:016x}): the header or section table is corrupt"),
             ));
         }
-        let n_sections = rd_u32(b, 12) as usize;
+        let n_sections = hd.n_sections as usize;
         if n_sections != N_SECTIONS {
             return Err(Error::format(
                 path,
@@ -216,10 +217,10 @@ impl Store {
                 format!("{what} count {v} is implausibly large"),
             )
         };
-        let n_rows_u = rd_u64(b, 16);
-        let n_eras_u = rd_u64(b, 24);
-        let n_features_u = rd_u64(b, 32);
-        let n_targets_u = rd_u64(b, 40);
+        let n_rows_u = hd.n_rows;
+        let n_eras_u = hd.n_eras;
+        let n_features_u = hd.n_features;
+        let n_targets_u = hd.n_targets;
         // Every count must fit in the file (ids need 8 bytes per row, names 8 bytes each...).
         for (what, v) in [
             ("row", n_rows_u),
@@ -233,12 +234,12 @@ impl Store {
         }
         let (n_rows, n_eras) = (n_rows_u as usize, n_eras_u as usize);
         let (n_features, n_targets) = (n_features_u as usize, n_targets_u as usize);
-        let data_checksum = rd_u64(b, 56);
+        let data_checksum = hd.data_checksum;
 
         let mut secs = Vec::with_capacity(N_SECTIONS);
         for i in 0..N_SECTIONS {
-            let at = HEADER_FIXED + i * SECTION_ENTRY;
-            let kind = rd_u32(b, at);
+            let entry = hd.sections[i];
+            let kind = entry.kind;
             let want = i as u32 + 1;
             let place = format!("section table entry {i}");
             if kind != want {
@@ -248,8 +249,8 @@ impl Store {
                     format!("kind {kind}, expected {want} ({})", section_name(want)),
                 ));
             }
-            let offset = rd_u64(b, at + 8);
-            let len = rd_u64(b, at + 16);
+            let offset = entry.offset;
+            let len = entry.len;
             let end = offset.checked_add(len);
             if !offset.is_multiple_of(ALIGN) || offset < HEADER_LEN as u64 {
                 return Err(Error::format(

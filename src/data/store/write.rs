@@ -376,29 +376,30 @@ impl StoreWriter {
         self.secs[SEC_ROW_IDS as usize - 1] = (istart, self.pos - istart);
         self.pad()?;
 
-        let mut h = [0u8; HEADER_LEN];
-        h[..8].copy_from_slice(&MAGIC);
-        h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        h[12..16].copy_from_slice(&(N_SECTIONS as u32).to_le_bytes());
-        h[16..24].copy_from_slice(&self.n_rows.to_le_bytes());
-        h[24..32].copy_from_slice(&(self.eras.len() as u64).to_le_bytes());
-        h[32..40].copy_from_slice(&(self.feature_names.len() as u64).to_le_bytes());
-        h[40..48].copy_from_slice(&(self.target_names.len() as u64).to_le_bytes());
-        h[56..64].copy_from_slice(&self.hasher.finish().to_le_bytes());
-        for (i, (off, len)) in self.secs.iter().enumerate() {
-            let at = HEADER_FIXED + i * SECTION_ENTRY;
-            h[at..at + 4].copy_from_slice(&(i as u32 + 1).to_le_bytes());
-            h[at + 8..at + 16].copy_from_slice(&off.to_le_bytes());
-            h[at + 16..at + 24].copy_from_slice(&len.to_le_bytes());
+        let mut h = Header {
+            magic: MAGIC,
+            version: FORMAT_VERSION,
+            n_sections: N_SECTIONS as u32,
+            n_rows: self.n_rows,
+            n_eras: self.eras.len() as u64,
+            n_features: self.feature_names.len() as u64,
+            n_targets: self.target_names.len() as u64,
+            header_checksum: 0,
+            data_checksum: self.hasher.finish(),
+            sections: [SectionEntry::default(); N_SECTIONS],
+        };
+        for (i, (e, (off, len))) in h.sections.iter_mut().zip(&self.secs).enumerate() {
+            e.kind = i as u32 + 1;
+            e.offset = *off;
+            e.len = *len;
         }
-        let hc = header_checksum(&h);
-        h[48..56].copy_from_slice(&hc.to_le_bytes());
+        h.header_checksum = h.checksum();
         let tmp = self.tmp.clone();
         let io = |e| Error::io(&tmp, e);
         self.out.flush().map_err(io)?;
         let f = self.out.get_mut();
         f.seek(SeekFrom::Start(0)).map_err(io)?;
-        f.write_all(&h).map_err(io)?;
+        f.write_all(h.bytes()).map_err(io)?;
         f.sync_all().map_err(io)?;
         std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
         Ok(())

@@ -7,8 +7,8 @@
 //!   quantiles (codes 0..4, shares 5/20/50/20/5%), x_j = (X_j − 2)/2. The regime moves the means of
 //!   a few features (δ) and the correlation within every group (ρ): it shows in the era's rows,
 //!   never in one row;
-//! - the signal μ = Σ_j (a_j + b_{j,k} + d_j cos(θ_g + φ_j)) x_j + Σ_pairs c x_p x_q
-//!   + Σ_squares c (x_q² − 0.2): static, regime-dependent (balanced: zero on average over regimes),
+//! - the signal μ = Σ_j (a_j + b_{j,k} + d_j cos(θ_g + φ_j)) x_j + Σ_pairs c x_p x_q plus
+//!   Σ_squares c (x_q² − 0.2): static, regime-dependent (balanced: zero on average over regimes),
 //!   drifting (one feature group) and non-linear parts, scaled to the variance shares `SHARES`;
 //! - the latent target s = μ + σ ε (σ = `noise`), and target = 0.25 · #{i : s > t_i} with per-era
 //!   thresholds t solving mean_rows Φ((t − μ)/σ) = 5, 25, 75, 95%, so the target has the
@@ -364,7 +364,7 @@ pub fn generate_era(cfg: &SynthConfig, w: &World, g: usize, noise_seed: u64) -> 
     let mut targets = vec![f32::NAN; n * nt];
     let live = g == cfg.live_era();
     if !live && !cfg.unlabelled_validation(g) {
-        let mut rng = Rng::new(noise_seed ^ 0x7A26_E7, 2_000_000 + g as u64);
+        let mut rng = Rng::new(noise_seed ^ 0x007A_26E7, 2_000_000 + g as u64);
         let aux2_nan = g % 5 == 3;
         for r in 0..n {
             let t = &mut targets[r * nt..(r + 1) * nt];
