@@ -1,6 +1,7 @@
 //! The era store: one little-endian file, memory-mapped, read without copies.
 //!
-//! The byte layout is documented in `docs/era-store.md`; this file is its only reader and writer.
+//! The byte layout is documented in `docs/era-store.md`; this module is its only reader and writer
+//! (`format.rs`: constants and the `Header` struct; `read.rs`: `Store`; `write.rs`: `StoreWriter`).
 //! Summary: a 64-byte header and a table of 7 sections, then the sections, each starting on a
 //! 64-byte boundary so that it can be cast in place (`bytemuck`) once mapped:
 //!
