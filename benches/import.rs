@@ -67,7 +67,7 @@ fn main() {
             rows,
             features,
             seed: 1,
-            ..SynthConfig::default()
+            ..SynthConfig::easy()
         };
         let files = match write_dataset(&dir, &cfg, true) {
             Ok(f) => f,

@@ -163,7 +163,7 @@ fn pyarrow_parquet_imports_every_value() {
     );
     assert!(s.missing_features() > 0, "the fixture has null features");
     // era 0005 has all targets NaN, and info says so
-    let info = s.info_json();
+    let info = eraengine::cli::info::store_json(&s);
     assert_eq!(
         info["eras_all_targets_missing"],
         serde_json::json!(["0005"])

@@ -125,7 +125,7 @@ proptest! {
         assert_store_holds(&s, f, t, &eras);
         s.verify().unwrap();
         // info agrees with the data
-        let info = s.info_json();
+        let info = eraengine::cli::info::store_json(&s);
         prop_assert_eq!(info["rows"].as_u64().unwrap() as usize, s.n_rows());
         prop_assert_eq!(info["era_table"].as_array().unwrap().len(), eras.len());
         // only the store is left in the directory

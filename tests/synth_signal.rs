@@ -27,7 +27,7 @@ fn small(seed: u64) -> SynthConfig {
         rows: 250,
         features: 16,
         seed,
-        ..SynthConfig::default()
+        ..SynthConfig::easy()
     }
 }
 
@@ -314,10 +314,10 @@ fn builtin_dataset_is_written_once_and_reused() {
     let d = tmpdir();
     let (t, v) = builtin(&d, 0).unwrap();
     let (st, sv) = (Store::open(&t).unwrap(), Store::open(&v).unwrap());
-    assert_eq!((st.n_eras(), st.n_features()), (100, 24));
-    assert_eq!(sv.n_eras(), 24);
+    assert_eq!((st.n_eras(), st.n_features()), (120, 64));
+    assert_eq!(sv.n_eras(), 20);
     assert!(
-        st.n_rows() > 30_000 && st.n_rows() < 50_000,
+        st.n_rows() > 100_000 && st.n_rows() < 140_000,
         "{}",
         st.n_rows()
     );

@@ -98,7 +98,7 @@ fn build_info(json: bool) -> Result<()> {
 fn store_info(path: &Path, json: bool) -> Result<()> {
     let s = Store::open(path)?;
     if json {
-        println!("{:#}", s.info_json());
+        println!("{:#}", store_json(&s));
         return Ok(());
     }
     println!("{}", path.display());
@@ -158,4 +158,36 @@ fn store_info(path: &Path, json: bool) -> Result<()> {
         path.display()
     );
     Ok(())
+}
+
+/// SPEC §2 `info STORE --json`, plus `eras_all_targets_missing` and `data_checksum`.
+pub fn store_json(s: &Store) -> serde_json::Value {
+    use serde_json::json;
+    let era_table: Vec<_> = s
+        .eras()
+        .map(|e| json!({"era": e.name, "first_row": e.first_row, "rows": e.n_rows}))
+        .collect();
+    let mut missing_targets = serde_json::Map::new();
+    for (name, m) in s.target_names().iter().zip(s.missing_targets()) {
+        missing_targets.insert(name.clone(), json!(m));
+    }
+    let all_missing: Vec<_> = s
+        .eras()
+        .filter(|e| e.all_targets_missing())
+        .map(|e| e.name.to_string())
+        .collect();
+    json!({
+        "format_version": s.format_version(),
+        "rows": s.n_rows(),
+        "eras": s.n_eras(),
+        "features": s.n_features(),
+        "targets": s.n_targets(),
+        "feature_names": s.feature_names(),
+        "target_names": s.target_names(),
+        "era_table": era_table,
+        "missing_features": s.missing_features(),
+        "missing_targets": missing_targets,
+        "eras_all_targets_missing": all_missing,
+        "data_checksum": format!("{:016x}", s.data_checksum()),
+    })
 }

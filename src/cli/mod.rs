@@ -75,21 +75,39 @@ pub struct ImportArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct SynthArgs {
-    /// Output directory (train, validation and live stores, features.json)
+    /// Output directory (train, validation, test and live stores, features.json, and for
+    /// --kind numerai bayes.csv with E[target | features, era] and bayes.json with its mean corr)
     #[arg(long)]
     pub out: PathBuf,
+    /// numerai (Numerai's difficulty: low signal, hidden regimes, drift) | easy (strong signal,
+    /// learnt in a few epochs)
+    #[arg(long, default_value = "numerai")]
+    pub kind: String,
+    /// Training eras [default: numerai 120, easy 100]
     #[arg(long)]
     pub eras: Option<usize>,
-    /// Mean rows per era (row counts vary by era)
+    /// Validation eras [default: numerai 20, easy 24; with --eras: numerai eras/6, easy eras/4, at least 3]
+    #[arg(long = "valid-eras")]
+    pub valid_eras: Option<usize>,
+    /// Test eras after the validation eras [default: numerai 20 (eras/6 with --eras), easy 0]
+    #[arg(long = "test-eras")]
+    pub test_eras: Option<usize>,
+    /// Mean rows per era; row counts vary by era [default: numerai 1000, easy 400]
     #[arg(long)]
     pub rows: Option<usize>,
+    /// Features [default: numerai 64, easy 24]
     #[arg(long)]
     pub features: Option<usize>,
+    /// Random seed [default: 0]
     #[arg(long)]
     pub seed: Option<u64>,
+    /// numerai: target noise in units of the signal's standard deviation (larger = harder) [default: 5.5]
+    #[arg(long)]
+    pub noise: Option<f64>,
     /// Also write Numerai-schema parquet files
     #[arg(long)]
     pub parquet: bool,
+    /// Print nothing
     #[arg(long)]
     pub quiet: bool,
 }

@@ -7,7 +7,7 @@
 //! legacy float (0, 0.25, ..., 1 → round(4v)); empty, `nan`, `NaN`, `NA`, `null` are missing.
 //! Targets: floats; empty / `nan` is NaN.
 
-use super::import::{feature_from_float, feature_from_int, map_columns, target_value, EraSink};
+use super::columns::{feature_from_float, feature_from_int, map_columns, target_value, EraSink};
 use super::store::MISSING;
 use crate::{Error, Result};
 use std::fs::File;

@@ -8,6 +8,7 @@
 
 pub mod batch;
 pub mod checksum;
+pub mod columns;
 pub mod csv;
 pub mod import;
 #[cfg(feature = "parquet")]

@@ -5,7 +5,7 @@
 //! whatever the row-group size. Writing (for `synth --parquet`): the Numerai schema, int8 features
 //! (INT32 with the INT(8, signed) annotation, as pyarrow writes them), float targets.
 
-use super::import::{feature_from_float, feature_from_int, map_columns, target_value, EraSink};
+use super::columns::{feature_from_float, feature_from_int, map_columns, target_value, EraSink};
 use super::store::MISSING;
 use crate::{Error, Result};
 use parquet::basic::{Compression, Type as Physical};
