@@ -13,6 +13,7 @@
 pub mod attention;
 pub mod elementwise;
 pub mod gate;
+pub mod gemm;
 pub mod layer_norm;
 pub mod linear;
 pub mod loss;
