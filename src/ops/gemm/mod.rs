@@ -475,21 +475,33 @@ fn serial<K: Kernel>(p: &Prob, out: Out) {
     })
 }
 
+/// Per-(jc, pc, ic) block state shared by every tile of the block.
+struct Block<'p, 'a> {
+    p: &'p Prob<'a>,
+    bpack: &'p [f32],
+    apack: &'p [f32],
+    pack_a: bool,
+    ic: usize,
+    mc: usize,
+    jc: usize,
+    nc: usize,
+    pc: usize,
+    kc: usize,
+    first: bool,
+    last: bool,
+}
+
 fn run_blocks<K: Kernel>(p: &Prob, out: Out, buf: &mut [f32], b_len: usize, pack_a: bool) {
     let off = align64(buf);
     let (bpack, apack) = buf[off..].split_at_mut(b_len);
     let (m, n, k) = (p.m, p.n, p.k);
     let Out { c, ldc } = out;
-    let half_w = K::NR / 2;
     let mut tb = TileBuf([0.0; TILE_MAX]);
     for jc in (0..n).step_by(K::NC) {
         let nc = K::NC.min(n - jc);
         for pc in (0..k).step_by(K::KC) {
             let kc = K::KC.min(k - pc);
             pack::b(bpack, &p.b, pc, kc, jc, nc, K::NR);
-            let first = pc == 0;
-            let last = pc + kc == k;
-            let beta = p.beta || !first;
             for ic in (0..m).step_by(K::MC) {
                 let mc = K::MC.min(m - ic);
                 let full_rows = mc / K::MR * K::MR;
@@ -499,94 +511,132 @@ fn run_blocks<K: Kernel>(p: &Prob, out: Out, buf: &mut [f32], b_len: usize, pack
                     // the partial last panel is packed (zero-padded); full panels are read in place
                     pack::a(apack, &p.a, ic + full_rows, mc - full_rows, pc, kc, K::MR);
                 }
-                for jr in (0..nc).step_by(K::NR) {
-                    let j0 = jc + jr;
-                    let nr = K::NR.min(nc - jr);
-                    let half = nr <= half_w;
-                    let width = if half { half_w } else { K::NR };
-                    let bp = &bpack[jr * kc..][..kc * width];
+                let blk = Block {
+                    p,
+                    bpack,
+                    apack,
+                    pack_a,
+                    ic,
+                    mc,
+                    jc,
+                    nc,
+                    pc,
+                    kc,
+                    first: pc == 0,
+                    last: pc + kc == k,
+                };
+                if pack_a {
+                    // B micro-panel stays in L1 while the packed A panels stream from L2
+                    for jr in (0..nc).step_by(K::NR) {
+                        for ir in (0..mc).step_by(K::MR) {
+                            tile::<K>(&blk, ir, jr, c, ldc, &mut tb);
+                        }
+                    }
+                } else {
+                    // A read in place: its MR rows stay in L1 across the (few) column panels
                     for ir in (0..mc).step_by(K::MR) {
-                        let i0 = ic + ir;
-                        let mr = K::MR.min(mc - ir);
-                        let (a_ptr, lda, direct) = if pack_a {
-                            (apack[ir * kc..][..kc * K::MR].as_ptr(), 0, false)
-                        } else if mr == K::MR {
-                            // SAFETY: (i0 + r, pc + q) for r < MR ≤ m - i0, q < kc ≤ k - pc are
-                            // elements of op(A), all inside a.data (Prob invariant); i0 < m so the
-                            // offset itself is in bounds.
-                            let ptr = unsafe { p.a.data.as_ptr().add(p.a.idx(i0, pc)) };
-                            (ptr, p.a.ld, true)
-                        } else {
-                            (apack[..kc * K::MR].as_ptr(), 0, false)
-                        };
-                        let bias_j = p.bias.filter(|_| first).map(|b| &b[j0..j0 + nr]);
-                        if mr == K::MR && nr == width {
-                            let t = Tile {
-                                kc,
-                                a: a_ptr,
-                                lda,
-                                direct,
-                                b: bp.as_ptr(),
-                                half,
-                                // SAFETY: i0 < m, j0 < n, so i0·ldc + j0 ≤ (m-1)·ldc + n - 1
-                                c: unsafe { c.as_mut_ptr().add(i0 * ldc + j0) },
-                                ldc,
-                                alpha: p.alpha,
-                                beta,
-                                bias: bias_j.map_or(std::ptr::null(), |b| b.as_ptr()),
-                            };
-                            // SAFETY: the caller picked K because the CPU supports it; A rows
-                            // i0..i0+MR, cols pc..pc+kc are in bounds (direct) or apack holds
-                            // kc·MR values (packed); bp holds kc·width; C rows i0..i0+MR (< m) and
-                            // cols j0..j0+width (= nr ≤ n - j0) are inside c by the Out invariant;
-                            // bias_j holds nr = width values.
-                            unsafe { K::tile(&t) };
-                            if last {
-                                if let Some(act) = p.act {
-                                    for r in 0..mr {
-                                        act(&mut c[(i0 + r) * ldc + j0..][..nr]);
-                                    }
-                                }
-                            }
-                        } else {
-                            let t = Tile {
-                                kc,
-                                a: a_ptr,
-                                lda,
-                                direct,
-                                b: bp.as_ptr(),
-                                half,
-                                c: tb.0.as_mut_ptr(),
-                                ldc: width,
-                                alpha: 1.0,
-                                beta: false,
-                                bias: std::ptr::null(),
-                            };
-                            // SAFETY: as above for A and B; C is the stack tile of
-                            // TILE_MAX ≥ MR·NR values at stride width ≤ NR; no bias.
-                            unsafe { K::tile(&t) };
-                            for r in 0..mr {
-                                let row = &mut c[(i0 + r) * ldc + j0..][..nr];
-                                let src = &tb.0[r * width..][..nr];
-                                for (j, (cv, &v)) in row.iter_mut().zip(src).enumerate() {
-                                    let mut x = p.alpha * v;
-                                    if beta {
-                                        x += *cv;
-                                    }
-                                    if let Some(b) = bias_j {
-                                        x += b[j];
-                                    }
-                                    *cv = x;
-                                }
-                                if last {
-                                    if let Some(act) = p.act {
-                                        act(row);
-                                    }
-                                }
-                            }
+                        for jr in (0..nc).step_by(K::NR) {
+                            tile::<K>(&blk, ir, jr, c, ldc, &mut tb);
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// One MR × NR tile of C at block offsets (ir, jr).
+fn tile<K: Kernel>(
+    blk: &Block,
+    ir: usize,
+    jr: usize,
+    c: &mut [f32],
+    ldc: usize,
+    tb: &mut TileBuf,
+) {
+    let p = blk.p;
+    let kc = blk.kc;
+    let half_w = K::NR / 2;
+    let j0 = blk.jc + jr;
+    let nr = K::NR.min(blk.nc - jr);
+    let half = nr <= half_w;
+    let width = if half { half_w } else { K::NR };
+    let bp = &blk.bpack[jr * kc..][..kc * width];
+    let beta = p.beta || !blk.first;
+    let i0 = blk.ic + ir;
+    let mr = K::MR.min(blk.mc - ir);
+    let (a_ptr, lda, direct) = if blk.pack_a {
+        (blk.apack[ir * kc..][..kc * K::MR].as_ptr(), 0, false)
+    } else if mr == K::MR {
+        // SAFETY: (i0 + r, pc + q) for r < MR ≤ m - i0, q < kc ≤ k - pc are elements of op(A), all
+        // inside a.data (Prob invariant); i0 < m, so the offset itself is in bounds.
+        let ptr = unsafe { p.a.data.as_ptr().add(p.a.idx(i0, blk.pc)) };
+        (ptr, p.a.ld, true)
+    } else {
+        (blk.apack[..kc * K::MR].as_ptr(), 0, false)
+    };
+    let bias_j = p.bias.filter(|_| blk.first).map(|b| &b[j0..j0 + nr]);
+    if mr == K::MR && nr == width {
+        let t = Tile {
+            kc,
+            a: a_ptr,
+            lda,
+            direct,
+            b: bp.as_ptr(),
+            half,
+            // SAFETY: i0 < m, j0 < n, so i0·ldc + j0 ≤ (m-1)·ldc + n - 1 < c.len()
+            c: unsafe { c.as_mut_ptr().add(i0 * ldc + j0) },
+            ldc,
+            alpha: p.alpha,
+            beta,
+            bias: bias_j.map_or(std::ptr::null(), |b| b.as_ptr()),
+        };
+        // SAFETY: the caller picked K because the CPU supports it; A rows i0..i0+MR, cols
+        // pc..pc+kc are in bounds (direct) or apack holds kc·MR values (packed); bp holds
+        // kc·width; C rows i0..i0+MR (≤ m) and cols j0..j0+width (= nr ≤ n - j0) are inside c by
+        // the Out invariant; bias_j holds nr = width values.
+        unsafe { K::tile(&t) };
+        if blk.last {
+            if let Some(act) = p.act {
+                for r in 0..mr {
+                    act(&mut c[(i0 + r) * ldc + j0..][..nr]);
+                }
+            }
+        }
+        return;
+    }
+    let t = Tile {
+        kc,
+        a: a_ptr,
+        lda,
+        direct,
+        b: bp.as_ptr(),
+        half,
+        c: tb.0.as_mut_ptr(),
+        ldc: width,
+        alpha: 1.0,
+        beta: false,
+        bias: std::ptr::null(),
+    };
+    // SAFETY: as above for A and B; C is the stack tile of TILE_MAX ≥ MR·NR values at stride
+    // width ≤ NR; no bias.
+    unsafe { K::tile(&t) };
+    for r in 0..mr {
+        let row = &mut c[(i0 + r) * ldc + j0..][..nr];
+        let src = &tb.0[r * width..][..nr];
+        for (j, (cv, &v)) in row.iter_mut().zip(src).enumerate() {
+            let mut x = p.alpha * v;
+            if beta {
+                x += *cv;
+            }
+            if let Some(b) = bias_j {
+                x += b[j];
+            }
+            *cv = x;
+        }
+        if blk.last {
+            if let Some(act) = p.act {
+                act(row);
             }
         }
     }
