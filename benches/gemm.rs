@@ -26,7 +26,9 @@ const SHAPES: [(&str, usize, usize, usize, bool, bool); 6] = [
 ];
 
 fn fill(len: usize) -> Vec<f32> {
-    (0..len).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect()
+    (0..len)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect()
 }
 
 /// Nanoseconds this thread has spent on a CPU (Linux schedstat), if readable.

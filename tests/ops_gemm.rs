@@ -85,7 +85,11 @@ fn check(cs: &Case, simd: Simd) {
         for j in 0..ldc {
             let got = c[i * ldc + j] as f64;
             if j >= n {
-                assert_eq!(got, c0[i * ldc + j] as f64, "padding of C changed at ({i},{j})");
+                assert_eq!(
+                    got,
+                    c0[i * ldc + j] as f64,
+                    "padding of C changed at ({i},{j})"
+                );
                 continue;
             }
             let (mut s, mut mag) = (0f64, 0f64);
@@ -142,12 +146,13 @@ proptest! {
     }
 }
 
-/// Shapes that cross every block boundary (k > KC, m > MC, more than four column panels so A is
-/// packed in every form, ragged edges), each form, single- and multi-threaded.
+/// Shapes that cross every block boundary (k > KC, m > MC, ragged edges), with row-major A both
+/// packed (n > 128) and read in place (n ≤ 128), each form, single- and multi-threaded.
 #[test]
 fn blocked_and_threaded_shapes_match_the_oracle() {
     let shapes = [
-        (401, 150, 300),  // m > MC (384), k > KC, n → A packed, ragged m and n
+        (401, 150, 300),  // m > MC (384), k > KC, n > 128: A packed, ragged m and n
+        (401, 100, 300),  // the same with A read in place
         (37, 42, 700),    // n = 42: full + half panel; k spans three KC blocks
         (130, 64, 64),    // the model's d × d, m-split over threads
         (20, 24, 12_000), // small m, huge k: split-k over threads
@@ -216,7 +221,21 @@ fn short_slices_and_bad_strides_are_shape_errors() {
     ));
     // overflow in (rows - 1) · ld is an error, not a wrap
     assert!(matches!(
-        gemm(None, false, false, 2, 2, 3, &a, usize::MAX, &b, 2, &mut c, 2, false),
+        gemm(
+            None,
+            false,
+            false,
+            2,
+            2,
+            3,
+            &a,
+            usize::MAX,
+            &b,
+            2,
+            &mut c,
+            2,
+            false
+        ),
         Err(Error::Shape(_))
     ));
     let short_bias = [0f32; 1];

@@ -35,9 +35,9 @@ use std::sync::OnceLock;
 
 /// Below this many flops (2·m·n·k) the product runs on the calling thread.
 const PAR_FLOPS: usize = 4 << 20;
-/// With A row-major, A is packed only when the row panel is reused over more than this many
-/// NR-wide column panels (else the microkernel reads A in place).
-const PACK_A_MIN_PANELS: usize = 4;
+/// With A row-major, A is packed only when n exceeds this (each packed value is then reused over
+/// enough columns to pay for the transposing copy); else the microkernel reads A in place.
+const PACK_A_MIN_COLS: usize = 128;
 
 /// Which microkernel family runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -247,9 +247,7 @@ fn need(what: &str, len: usize, rows: usize, cols: usize, ld: usize) -> Result<(
             "gemm: {what} is stored [{rows}, {cols}] but its stride is {ld}"
         )));
     }
-    let want = (rows - 1)
-        .checked_mul(ld)
-        .and_then(|x| x.checked_add(cols));
+    let want = (rows - 1).checked_mul(ld).and_then(|x| x.checked_add(cols));
     match want {
         Some(w) if w <= len => Ok(()),
         _ => Err(Error::shape(format!(
@@ -452,7 +450,7 @@ fn align64(v: &[f32]) -> usize {
 
 /// One thread's GEMM on a validated problem.
 fn serial<K: Kernel>(p: &Prob, out: Out) {
-    let pack_a = p.a.trans || p.n.div_ceil(K::NR) > PACK_A_MIN_PANELS;
+    let pack_a = p.a.trans || p.n > PACK_A_MIN_COLS;
     let kc_max = K::KC.min(p.k);
     let nc_max = K::NC.min(p.n).div_ceil(K::NR) * K::NR;
     let mc_max = if pack_a {
@@ -546,14 +544,7 @@ fn run_blocks<K: Kernel>(p: &Prob, out: Out, buf: &mut [f32], b_len: usize, pack
 }
 
 /// One MR × NR tile of C at block offsets (ir, jr).
-fn tile<K: Kernel>(
-    blk: &Block,
-    ir: usize,
-    jr: usize,
-    c: &mut [f32],
-    ldc: usize,
-    tb: &mut TileBuf,
-) {
+fn tile<K: Kernel>(blk: &Block, ir: usize, jr: usize, c: &mut [f32], ldc: usize, tb: &mut TileBuf) {
     let p = blk.p;
     let kc = blk.kc;
     let half_w = K::NR / 2;
