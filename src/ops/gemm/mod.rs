@@ -490,6 +490,7 @@ struct Block<'p, 'a> {
 }
 
 fn run_blocks<K: Kernel>(p: &Prob, out: Out, buf: &mut [f32], b_len: usize, pack_a: bool) {
+    const { assert!(K::MR * K::NR <= TILE_MAX, "edge tile buffer too small") };
     let off = align64(buf);
     let (bpack, apack) = buf[off..].split_at_mut(b_len);
     let (m, n, k) = (p.m, p.n, p.k);
