@@ -16,6 +16,7 @@
 pub mod attention;
 pub mod elementwise;
 pub mod gate;
+pub mod gemm;
 pub mod layer_norm;
 pub mod linear;
 pub mod loss;

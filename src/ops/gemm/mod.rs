@@ -1,0 +1,644 @@
+//! f32 GEMM: C[m,n] = act(alpha · op(A) · op(B) + beta · C + bias), beta ∈ {0, 1}.
+//!
+//! op(A) is [m,k]: A stored row-major [m,k] (`ta = false`) or [k,m] (`ta = true`); op(B) is [k,n]:
+//! B stored [k,n] (`tb = false`) or [n,k] (`tb = true`). No transpose is ever materialised: the
+//! packing routines read either layout. The linear op's three products are
+//! - forward  out = inp · Wᵀ + b:   `ta = false, tb = true`,  bias fused;
+//! - dinp    += dout · W:           `ta = false, tb = false`, accumulate;
+//! - dW      += doutᵀ · inp:        `ta = true,  tb = false`, accumulate.
+//!
+//! Structure (BLIS / Goto): loop over NC-wide column blocks of C, KC-deep slices of k (B packed
+//! into NR-wide panels, zero-padded), MC-tall row blocks (A packed into MR-tall panels, or read in
+//! place when A is row-major and n is small, where packing would cost as much as it saves), then an
+//! MR × NR register tile per microkernel call. Microkernels: AVX-512 (12 × 32, 24 zmm
+//! accumulators), AVX2 + FMA (6 × 16, 12 ymm), portable (4 × 16 plain arrays); each has a half-width
+//! variant for the last panel so n = 42 computes 48 columns, not 64. The path is picked at run time
+//! ([`Simd::detect`], cached) and can be forced ([`Gemm::simd`]) for tests.
+//!
+//! The epilogue (alpha, beta, bias) runs in registers when the tile is full; edge tiles go through a
+//! stack buffer. `act` (e.g. GELU) is applied to each finished tile row while it is in cache.
+//!
+//! Parallel over [`par`]: row slabs of C (multiples of MR, several per thread, taken dynamically)
+//! when m is large, else split-k with the
+//! partial products summed in chunk order (deterministic for a given thread count).
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod pack;
+mod portable;
+
+use super::par;
+use crate::error::{Error, Result};
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+/// Below this many flops (2·m·n·k) the product runs on the calling thread.
+const PAR_FLOPS: usize = 4 << 20;
+/// Row slabs per thread for large m (the pool hands them out dynamically).
+const SLABS_PER_THREAD: usize = 4;
+/// With A row-major, A is packed only when n exceeds this (each packed value is then reused over
+/// enough columns to pay for the transposing copy); else the microkernel reads A in place.
+const PACK_A_MIN_COLS: usize = 128;
+
+/// Which microkernel family runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Simd {
+    /// AVX-512F: 12 × 32 tile, 512-bit FMA.
+    Avx512,
+    /// AVX2 + FMA: 6 × 16 tile, 256-bit FMA.
+    Avx2,
+    /// Plain Rust, whatever the compiler makes of it.
+    Portable,
+}
+
+impl Simd {
+    /// Every path, fastest first.
+    pub const ALL: [Simd; 3] = [Simd::Avx512, Simd::Avx2, Simd::Portable];
+
+    /// The fastest path this CPU supports (probed once).
+    pub fn detect() -> Simd {
+        static BEST: OnceLock<Simd> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            Simd::ALL
+                .into_iter()
+                .find(|s| s.available())
+                .unwrap_or(Simd::Portable)
+        })
+    }
+
+    /// Whether this CPU can run the path.
+    pub fn available(self) -> bool {
+        match self {
+            Simd::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => std::is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2 => {
+                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Simd::Avx512 => "avx512",
+            Simd::Avx2 => "avx2",
+            Simd::Portable => "portable",
+        }
+    }
+}
+
+/// An activation applied in place to finished runs of C (one tile row at a time).
+pub type Act<'a> = &'a (dyn Fn(&mut [f32]) + Sync);
+
+/// One GEMM call: shapes, layouts and epilogue. Build with [`Gemm::new`], adjust fields, [`run`].
+///
+/// [`run`]: Gemm::run
+#[derive(Clone, Copy)]
+pub struct Gemm<'a> {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    /// A is stored [k,m] (op(A) = Aᵀ).
+    pub ta: bool,
+    /// B is stored [n,k] (op(B) = Bᵀ).
+    pub tb: bool,
+    /// Row strides of the stored A, B, C (at least their stored row lengths).
+    pub lda: usize,
+    pub ldb: usize,
+    pub ldc: usize,
+    pub alpha: f32,
+    /// beta = 1 (C += …) when true, beta = 0 (C = …, C's old values never read) when false.
+    pub accumulate: bool,
+    /// Added to every row of C (length ≥ n), once.
+    pub bias: Option<&'a [f32]>,
+    /// Applied in place to the finished output.
+    pub act: Option<Act<'a>>,
+    /// Force a microkernel family (error if the CPU lacks it); None picks [`Simd::detect`].
+    pub simd: Option<Simd>,
+    /// Threads to split over (None: [`par::threads`]).
+    pub threads: Option<usize>,
+}
+
+impl<'a> Gemm<'a> {
+    /// Dense operands (strides = stored row lengths), alpha 1, C overwritten, no epilogue.
+    pub fn new(ta: bool, tb: bool, m: usize, n: usize, k: usize) -> Self {
+        Gemm {
+            m,
+            n,
+            k,
+            ta,
+            tb,
+            lda: if ta { m } else { k },
+            ldb: if tb { k } else { n },
+            ldc: n,
+            alpha: 1.0,
+            accumulate: false,
+            bias: None,
+            act: None,
+            simd: None,
+            threads: None,
+        }
+    }
+
+    /// Runs the product. Errors (nothing written) on a slice too short for its shape and stride,
+    /// a stride below the stored row length, a short bias, or a forced path the CPU lacks.
+    pub fn run(&self, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<()> {
+        let (m, n, k) = (self.m, self.n, self.k);
+        let (ar, ac) = if self.ta { (k, m) } else { (m, k) };
+        let (br, bc) = if self.tb { (n, k) } else { (k, n) };
+        need("A", a.len(), ar, ac, self.lda)?;
+        need("B", b.len(), br, bc, self.ldb)?;
+        need("C", c.len(), m, n, self.ldc)?;
+        if let Some(bias) = self.bias {
+            if bias.len() < n {
+                return Err(Error::shape(format!(
+                    "gemm: bias has {} values, n = {n}",
+                    bias.len()
+                )));
+            }
+        }
+        let simd = match self.simd {
+            Some(s) if !s.available() => {
+                return Err(Error::usage(format!(
+                    "gemm: this CPU cannot run the {} path",
+                    s.name()
+                )))
+            }
+            Some(s) => s,
+            None => Simd::detect(),
+        };
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        let prob = Prob {
+            m,
+            n,
+            k,
+            a: View {
+                data: a,
+                ld: self.lda,
+                trans: self.ta,
+            },
+            b: View {
+                data: b,
+                ld: self.ldb,
+                trans: self.tb,
+            },
+            alpha: self.alpha,
+            beta: self.accumulate,
+            bias: self.bias,
+            act: self.act,
+        };
+        let c = Out { c, ldc: self.ldc };
+        if k == 0 {
+            // alpha · (empty product) = 0: only the epilogue remains.
+            finish(&prob, c, &[]);
+            return Ok(());
+        }
+        let threads = self.threads.unwrap_or_else(par::threads).max(1);
+        match simd {
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => split::<avx512::Avx512>(&prob, c, threads),
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2 => split::<avx2::Avx2>(&prob, c, threads),
+            _ => split::<portable::Portable>(&prob, c, threads),
+        }
+        Ok(())
+    }
+}
+
+/// BLAS-style entry point: C = op(A)·op(B) (+ C if `accumulate`), on `simd` or the detected path.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    simd: Option<Simd>,
+    ta: bool,
+    tb: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) -> Result<()> {
+    Gemm {
+        lda,
+        ldb,
+        ldc,
+        accumulate,
+        simd,
+        ..Gemm::new(ta, tb, m, n, k)
+    }
+    .run(a, b, c)
+}
+
+/// Checks that a stored [rows, cols] matrix with row stride `ld` fits in `len` values.
+fn need(what: &str, len: usize, rows: usize, cols: usize, ld: usize) -> Result<()> {
+    if rows == 0 || cols == 0 {
+        return Ok(());
+    }
+    if ld < cols {
+        return Err(Error::shape(format!(
+            "gemm: {what} is stored [{rows}, {cols}] but its stride is {ld}"
+        )));
+    }
+    let want = (rows - 1).checked_mul(ld).and_then(|x| x.checked_add(cols));
+    match want {
+        Some(w) if w <= len => Ok(()),
+        _ => Err(Error::shape(format!(
+            "gemm: {what} is stored [{rows}, {cols}] with stride {ld} but has {len} values"
+        ))),
+    }
+}
+
+/// A stored matrix read as its logical op(X): element (r, c) of op(X) is `data[idx(r, c)]`.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    data: &'a [f32],
+    ld: usize,
+    trans: bool,
+}
+
+impl<'a> View<'a> {
+    #[inline(always)]
+    fn idx(&self, r: usize, c: usize) -> usize {
+        if self.trans {
+            c * self.ld + r
+        } else {
+            r * self.ld + c
+        }
+    }
+
+    /// The view whose (0, 0) is this view's (r0, c0); (r0, c0) must be an element.
+    fn shift(self, r0: usize, c0: usize) -> View<'a> {
+        View {
+            data: &self.data[self.idx(r0, c0)..],
+            ..self
+        }
+    }
+}
+
+/// A validated problem: every A(i,p), B(p,j) with i < m, p < k, j < n indexes inside its slice.
+#[derive(Clone, Copy)]
+struct Prob<'a> {
+    m: usize,
+    n: usize,
+    k: usize,
+    a: View<'a>,
+    b: View<'a>,
+    alpha: f32,
+    beta: bool,
+    bias: Option<&'a [f32]>,
+    act: Option<Act<'a>>,
+}
+
+/// The output: (m - 1)·ldc + n ≤ c.len() for the problem it belongs to.
+struct Out<'c> {
+    c: &'c mut [f32],
+    ldc: usize,
+}
+
+/// What a microkernel reads and writes for one MR × width tile (width = NR, or NR/2 if `half`).
+pub(super) struct Tile {
+    pub kc: usize,
+    /// Direct: A(r, p) at a + r·lda + p. Packed: at a + p·MR + r.
+    pub a: *const f32,
+    pub lda: usize,
+    pub direct: bool,
+    /// Packed B: B(p, j) at b + p·width + j.
+    pub b: *const f32,
+    pub half: bool,
+    /// C(r, j) at c + r·ldc + j.
+    pub c: *mut f32,
+    pub ldc: usize,
+    pub alpha: f32,
+    /// C = alpha·AB (+ C if beta) (+ bias[j] unless bias is null).
+    pub beta: bool,
+    pub bias: *const f32,
+}
+
+/// A microkernel family and its blocking.
+pub(super) trait Kernel {
+    const MR: usize;
+    const NR: usize;
+    const KC: usize;
+    const MC: usize;
+    const NC: usize;
+    /// # Safety
+    /// The CPU supports the family's instructions; `t.a` is readable for MR rows × kc as laid out
+    /// per `t.direct`, `t.b` for kc × width, `t.c` readable and writable for MR rows × width at
+    /// stride `t.ldc`, and `t.bias` is null or readable for width values.
+    unsafe fn tile(t: &Tile);
+}
+
+/// Largest MR × NR over the families (the edge-tile buffer).
+const TILE_MAX: usize = 12 * 32;
+
+#[repr(C, align(64))]
+struct TileBuf([f32; TILE_MAX]);
+
+thread_local! {
+    /// Packing buffers, kept per thread (the pool's workers are persistent).
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Splits the problem over threads and runs each part.
+fn split<K: Kernel>(p: &Prob, out: Out, threads: usize) {
+    let flops = 2usize
+        .saturating_mul(p.m)
+        .saturating_mul(p.n)
+        .saturating_mul(p.k);
+    if threads <= 1 || flops < PAR_FLOPS {
+        return serial::<K>(p, out);
+    }
+    if p.m >= 4 * K::MR * threads {
+        // row slabs, each a whole number of MR panels; SLABS_PER_THREAD per thread when m allows,
+        // so a worker that wakes late (loaded machine) still takes a share instead of none
+        let parts = if p.m >= 4 * K::MR * threads * SLABS_PER_THREAD {
+            threads * SLABS_PER_THREAD
+        } else {
+            threads
+        };
+        let slab = p.m.div_ceil(parts).div_ceil(K::MR) * K::MR;
+        let ldc = out.ldc;
+        let mut items = Vec::with_capacity(parts);
+        let mut rest = out.c;
+        let mut r0 = 0;
+        while r0 < p.m {
+            let rows = slab.min(p.m - r0);
+            // the slab's rows; the last slab keeps whatever tail the caller's slice has
+            let take = if r0 + rows < p.m {
+                rows * ldc
+            } else {
+                rest.len()
+            };
+            let (mine, tail) = rest.split_at_mut(take);
+            rest = tail;
+            items.push((r0, rows, mine));
+            r0 += rows;
+        }
+        par::run(items, |(r0, rows, c)| {
+            let sub = Prob {
+                m: rows,
+                a: p.a.shift(r0, 0),
+                ..*p
+            };
+            serial::<K>(&sub, Out { c, ldc });
+        });
+        return;
+    }
+    if p.k >= 128 * threads {
+        // split-k: partial products into scratch, summed in order
+        let chunk = p.k.div_ceil(threads);
+        let parts = par::run(par::ranges(p.k, chunk), |kr| {
+            let mut part = vec![0f32; p.m * p.n];
+            let sub = Prob {
+                k: kr.len(),
+                a: p.a.shift(0, kr.start),
+                b: p.b.shift(kr.start, 0),
+                alpha: 1.0,
+                beta: false,
+                bias: None,
+                act: None,
+                ..*p
+            };
+            serial::<K>(
+                &sub,
+                Out {
+                    c: &mut part,
+                    ldc: p.n,
+                },
+            );
+            part
+        });
+        let mut sum = parts.first().cloned().unwrap_or_default();
+        for part in parts.iter().skip(1) {
+            for (s, &v) in sum.iter_mut().zip(part) {
+                *s += v;
+            }
+        }
+        finish(p, out, &sum);
+        return;
+    }
+    serial::<K>(p, out)
+}
+
+/// C = act(alpha·prod + beta·C + bias) with `prod` [m, n] dense (empty: a zero product).
+fn finish(p: &Prob, out: Out, prod: &[f32]) {
+    for i in 0..p.m {
+        let row = &mut out.c[i * out.ldc..][..p.n];
+        for (j, cv) in row.iter_mut().enumerate() {
+            let mut v = prod.get(i * p.n + j).map_or(0.0, |&x| p.alpha * x);
+            if p.beta {
+                v += *cv;
+            }
+            if let Some(b) = p.bias {
+                v += b[j];
+            }
+            *cv = v;
+        }
+        if let Some(act) = p.act {
+            act(row);
+        }
+    }
+}
+
+/// Aligns a scratch region to 64 bytes: returns the first aligned index.
+fn align64(v: &[f32]) -> usize {
+    let addr = v.as_ptr() as usize;
+    ((64 - addr % 64) % 64) / std::mem::size_of::<f32>()
+}
+
+/// One thread's GEMM on a validated problem.
+fn serial<K: Kernel>(p: &Prob, out: Out) {
+    let pack_a = p.a.trans || p.n > PACK_A_MIN_COLS;
+    let kc_max = K::KC.min(p.k);
+    let nc_max = K::NC.min(p.n).div_ceil(K::NR) * K::NR;
+    let mc_max = if pack_a {
+        K::MC.min(p.m).div_ceil(K::MR) * K::MR
+    } else {
+        K::MR
+    };
+    let b_len = kc_max * nc_max;
+    let a_len = kc_max * mc_max;
+    let total = b_len + a_len + 64;
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < total {
+                buf.resize(total, 0.0);
+            }
+            run_blocks::<K>(p, out, &mut buf[..], b_len, pack_a);
+        }
+        // re-entered from an `act` callback: use a fresh buffer
+        Err(_) => run_blocks::<K>(p, out, &mut vec![0f32; total], b_len, pack_a),
+    })
+}
+
+/// Per-(jc, pc, ic) block state shared by every tile of the block.
+struct Block<'p, 'a> {
+    p: &'p Prob<'a>,
+    bpack: &'p [f32],
+    apack: &'p [f32],
+    pack_a: bool,
+    ic: usize,
+    mc: usize,
+    jc: usize,
+    nc: usize,
+    pc: usize,
+    kc: usize,
+    first: bool,
+    last: bool,
+}
+
+fn run_blocks<K: Kernel>(p: &Prob, out: Out, buf: &mut [f32], b_len: usize, pack_a: bool) {
+    const { assert!(K::MR * K::NR <= TILE_MAX, "edge tile buffer too small") };
+    let off = align64(buf);
+    let (bpack, apack) = buf[off..].split_at_mut(b_len);
+    let (m, n, k) = (p.m, p.n, p.k);
+    let Out { c, ldc } = out;
+    let mut tb = TileBuf([0.0; TILE_MAX]);
+    for jc in (0..n).step_by(K::NC) {
+        let nc = K::NC.min(n - jc);
+        for pc in (0..k).step_by(K::KC) {
+            let kc = K::KC.min(k - pc);
+            pack::b(bpack, &p.b, pc, kc, jc, nc, K::NR);
+            for ic in (0..m).step_by(K::MC) {
+                let mc = K::MC.min(m - ic);
+                let full_rows = mc / K::MR * K::MR;
+                if pack_a {
+                    pack::a(apack, &p.a, ic, mc, pc, kc, K::MR);
+                } else if full_rows < mc {
+                    // the partial last panel is packed (zero-padded); full panels are read in place
+                    pack::a(apack, &p.a, ic + full_rows, mc - full_rows, pc, kc, K::MR);
+                }
+                let blk = Block {
+                    p,
+                    bpack,
+                    apack,
+                    pack_a,
+                    ic,
+                    mc,
+                    jc,
+                    nc,
+                    pc,
+                    kc,
+                    first: pc == 0,
+                    last: pc + kc == k,
+                };
+                if pack_a {
+                    // B micro-panel stays in L1 while the packed A panels stream from L2
+                    for jr in (0..nc).step_by(K::NR) {
+                        for ir in (0..mc).step_by(K::MR) {
+                            tile::<K>(&blk, ir, jr, c, ldc, &mut tb);
+                        }
+                    }
+                } else {
+                    // A read in place: its MR rows stay in L1 across the (few) column panels
+                    for ir in (0..mc).step_by(K::MR) {
+                        for jr in (0..nc).step_by(K::NR) {
+                            tile::<K>(&blk, ir, jr, c, ldc, &mut tb);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One MR × NR tile of C at block offsets (ir, jr).
+fn tile<K: Kernel>(blk: &Block, ir: usize, jr: usize, c: &mut [f32], ldc: usize, tb: &mut TileBuf) {
+    let p = blk.p;
+    let kc = blk.kc;
+    let half_w = K::NR / 2;
+    let j0 = blk.jc + jr;
+    let nr = K::NR.min(blk.nc - jr);
+    let half = nr <= half_w;
+    let width = if half { half_w } else { K::NR };
+    let bp = &blk.bpack[jr * kc..][..kc * width];
+    let beta = p.beta || !blk.first;
+    let i0 = blk.ic + ir;
+    let mr = K::MR.min(blk.mc - ir);
+    let (a_ptr, lda, direct) = if blk.pack_a {
+        (blk.apack[ir * kc..][..kc * K::MR].as_ptr(), 0, false)
+    } else if mr == K::MR {
+        // SAFETY: (i0 + r, pc + q) for r < MR ≤ m - i0, q < kc ≤ k - pc are elements of op(A), all
+        // inside a.data (Prob invariant); i0 < m, so the offset itself is in bounds.
+        let ptr = unsafe { p.a.data.as_ptr().add(p.a.idx(i0, blk.pc)) };
+        (ptr, p.a.ld, true)
+    } else {
+        (blk.apack[..kc * K::MR].as_ptr(), 0, false)
+    };
+    let bias_j = p.bias.filter(|_| blk.first).map(|b| &b[j0..j0 + nr]);
+    if mr == K::MR && nr == width {
+        let t = Tile {
+            kc,
+            a: a_ptr,
+            lda,
+            direct,
+            b: bp.as_ptr(),
+            half,
+            // SAFETY: i0 < m, j0 < n, so i0·ldc + j0 ≤ (m-1)·ldc + n - 1 < c.len()
+            c: unsafe { c.as_mut_ptr().add(i0 * ldc + j0) },
+            ldc,
+            alpha: p.alpha,
+            beta,
+            bias: bias_j.map_or(std::ptr::null(), |b| b.as_ptr()),
+        };
+        // SAFETY: the caller picked K because the CPU supports it; A rows i0..i0+MR, cols
+        // pc..pc+kc are in bounds (direct) or apack holds kc·MR values (packed); bp holds
+        // kc·width; C rows i0..i0+MR (≤ m) and cols j0..j0+width (= nr ≤ n - j0) are inside c by
+        // the Out invariant; bias_j holds nr = width values.
+        unsafe { K::tile(&t) };
+        if blk.last {
+            if let Some(act) = p.act {
+                for r in 0..mr {
+                    act(&mut c[(i0 + r) * ldc + j0..][..nr]);
+                }
+            }
+        }
+        return;
+    }
+    let t = Tile {
+        kc,
+        a: a_ptr,
+        lda,
+        direct,
+        b: bp.as_ptr(),
+        half,
+        c: tb.0.as_mut_ptr(),
+        ldc: width,
+        alpha: 1.0,
+        beta: false,
+        bias: std::ptr::null(),
+    };
+    // SAFETY: as above for A and B; C is the stack tile of TILE_MAX ≥ MR·NR values at stride
+    // width ≤ NR; no bias.
+    unsafe { K::tile(&t) };
+    for r in 0..mr {
+        let row = &mut c[(i0 + r) * ldc + j0..][..nr];
+        let src = &tb.0[r * width..][..nr];
+        for (j, (cv, &v)) in row.iter_mut().zip(src).enumerate() {
+            let mut x = p.alpha * v;
+            if beta {
+                x += *cv;
+            }
+            if let Some(b) = bias_j {
+                x += b[j];
+            }
+            *cv = x;
+        }
+        if blk.last {
+            if let Some(act) = p.act {
+                act(row);
+            }
+        }
+    }
+}
