@@ -307,6 +307,7 @@ pub fn run(cli: Cli) -> crate::Result<()> {
     match cli.command {
         Command::Import(a) => import::run(&a),
         Command::Synth(a) => synth::run(&a),
+        Command::Train(a) if a.walk_forward => walk::run(&a),
         Command::Train(a) => train::run(&a),
         Command::Predict(a) => predict::run(&a),
         Command::Eval(a) => eval::run(&a),

@@ -270,10 +270,8 @@ fn load_resume(out: &Path) -> Result<(Checkpoint, OptimState)> {
     Ok((ck, st))
 }
 
+/// `train` without `--walk-forward` (the CLI's dispatcher sends walk-forward to `cli::walk`).
 pub fn run(a: &TrainArgs) -> Result<()> {
-    if a.walk_forward {
-        return crate::cli::walk::run(a);
-    }
     if let Some(seeds) = &a.seeds {
         return run_ensemble(a, seeds);
     }

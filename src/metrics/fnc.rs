@@ -13,7 +13,7 @@
 //! [`MAX_COND`] (10× inside the cut); otherwise (or when Cholesky meets a non-positive pivot) it
 //! returns None and the callers use the rank-revealing path of `corr::neutralize`.
 
-use super::corr::{neutralize as neutralize_lstsq, NEUTRALIZE_RCOND};
+use super::lstsq::{neutralize as neutralize_lstsq, NEUTRALIZE_RCOND};
 
 /// Largest `σ_max(A)/σ_min(A)` the normal equations are used for: a tenth of `1/rcond`, so every
 /// singular value is surely kept by numpy, and small enough that two refinement steps bring the

@@ -6,6 +6,7 @@
 
 pub mod corr;
 pub mod fnc;
+pub mod lstsq;
 pub mod predictions;
 pub mod summary;
 pub mod svg;
