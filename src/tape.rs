@@ -90,6 +90,23 @@ pub enum Node {
         f: usize,
         r: usize,
     },
+    CorrLoss {
+        yhat: T,
+        y: T,
+        mask: T,
+        stats: T,
+        weight: f32,
+        n: usize,
+        t: usize,
+    },
+    Film {
+        out: T,
+        inp: T,
+        gamma: T,
+        beta: T,
+        n: usize,
+        d: usize,
+    },
     Loss {
         yhat: T,
         y: T,
@@ -474,6 +491,68 @@ impl<B: Backend> Tape<B> {
         Ok((xt, g, keep))
     }
 
+    /// The per-era correlation loss term w · (1 − corr) (docs/model.md). Record it before `loss`,
+    /// which stays the root of the graph.
+    #[allow(clippy::too_many_arguments)]
+    pub fn corr_loss(
+        &mut self,
+        dev: &B,
+        yhat: T,
+        y: T,
+        mask: T,
+        weight: f32,
+        n: usize,
+        t: usize,
+    ) -> Result<crate::ops::corr_loss::CorrParts> {
+        let stats = self.new_tensor(dev, t * crate::ops::corr_loss::CORR_STATS)?;
+        let mut sb = self.take(stats)?;
+        let r = dev.corr_loss_fwd(
+            &mut sb,
+            self.buf(yhat)?,
+            self.buf(y)?,
+            self.buf(mask)?,
+            n,
+            t,
+        );
+        self.put(stats, sb);
+        let parts = r?;
+        self.nodes.push(Node::CorrLoss {
+            yhat,
+            y,
+            mask,
+            stats,
+            weight,
+            n,
+            t,
+        });
+        Ok(parts)
+    }
+
+    /// FiLM: out = inp ⊙ (1 + γ) + β per row, γ and β tape tensors of length d.
+    pub fn film(&mut self, dev: &B, inp: T, gamma: T, beta: T, n: usize, d: usize) -> Result<T> {
+        let out = self.new_tensor(dev, n * d)?;
+        let mut o = self.take(out)?;
+        let r = dev.film_fwd(
+            &mut o,
+            self.buf(inp)?,
+            self.buf(gamma)?,
+            self.buf(beta)?,
+            n,
+            d,
+        );
+        self.put(out, o);
+        r?;
+        self.nodes.push(Node::Film {
+            out,
+            inp,
+            gamma,
+            beta,
+            n,
+            d,
+        });
+        Ok(out)
+    }
+
     /// MSE over present targets + λ·mean(g): the root of the graph.
     #[allow(clippy::too_many_arguments)]
     pub fn loss(
@@ -599,6 +678,59 @@ impl<B: Backend> Tape<B> {
                 )?;
                 self.put_grad(yhat, dy);
                 self.put_grad(g, dg);
+            }
+            Node::CorrLoss {
+                yhat,
+                y,
+                mask,
+                stats,
+                weight,
+                n,
+                t,
+            } => {
+                let mut dy = self.take_grad(dev, yhat)?;
+                dev.corr_loss_bwd(
+                    &mut dy,
+                    self.buf(yhat)?,
+                    self.buf(y)?,
+                    self.buf(mask)?,
+                    self.buf(stats)?,
+                    weight,
+                    n,
+                    t,
+                )?;
+                self.put_grad(yhat, dy);
+                self.free(dev, stats);
+            }
+            Node::Film {
+                out,
+                inp,
+                gamma,
+                beta,
+                n,
+                d,
+            } => {
+                if let Some(dout) = self.grads[out.0].take() {
+                    let mut di = self.take_grad(dev, inp)?;
+                    let mut dg = self.take_grad(dev, gamma)?;
+                    let mut db = self.take_grad(dev, beta)?;
+                    let r = dev.film_bwd(
+                        &mut di,
+                        &mut dg,
+                        &mut db,
+                        &dout,
+                        self.buf(inp)?,
+                        self.buf(gamma)?,
+                        n,
+                        d,
+                    );
+                    self.put_grad(inp, di);
+                    self.put_grad(gamma, dg);
+                    self.put_grad(beta, db);
+                    dev.recycle(dout);
+                    r?;
+                }
+                self.free(dev, out);
             }
             Node::Linear {
                 out,

@@ -57,6 +57,15 @@ pub fn apply_model_flags(cfg: &mut Config, a: &TrainArgs) -> Result<()> {
     if a.pos_enc {
         cfg.pos_enc = true;
     }
+    if let Some(x) = a.corr_weight {
+        cfg.corr_weight = x;
+    }
+    if let Some(x) = a.context_dim {
+        cfg.context_dim = x;
+    }
+    if let Some(x) = a.context_noise {
+        cfg.context_noise = x;
+    }
     cfg.validate()
 }
 
@@ -72,6 +81,9 @@ fn model_flags_given(a: &TrainArgs) -> bool {
         || a.lambda_sparsity.is_some()
         || a.attention.is_some()
         || a.pos_enc
+        || a.corr_weight.is_some()
+        || a.context_dim.is_some()
+        || a.context_noise.is_some()
 }
 
 pub fn run(a: &TrainArgs) -> Result<()> {

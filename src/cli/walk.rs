@@ -118,6 +118,17 @@ fn walk<B: crate::device::Backend>(
         }
         None => crate::model::init_params(&cfg, a.seed),
     };
+    // The era context's standardisation: from the checkpoint, else fitted on the store's feature
+    // statistics (features only, no targets).
+    let (context, tensors) = crate::train::context::ContextNorm::split(&tensors);
+    let context = match (cfg.context_dim, context) {
+        (0, _) => None,
+        (_, Some(c)) => Some(c),
+        (_, None) => Some(crate::train::context::ContextNorm::fit(
+            store,
+            &ColumnMap::identity(store),
+        )?),
+    };
     let params = Params::from_host(dev, &tensors)?;
     let model = EraTransformer::new(cfg.clone(), &params)?;
     let mut m = Trained {
@@ -125,6 +136,7 @@ fn walk<B: crate::device::Backend>(
         params,
         features: store.feature_names().to_vec(),
         targets: store.target_names().to_vec(),
+        context,
     };
     let mut adam = Adam::new(dev, &m.params, opts.lr, opts.weight_decay)?;
     let map = ColumnMap::identity(store);

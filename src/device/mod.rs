@@ -7,6 +7,7 @@
 //! backend calls those functions; the CUDA backend launches the kernels in `kernels/`.
 
 use crate::ops::elementwise::DropoutKey;
+use crate::ops::corr_loss::CorrParts;
 use crate::ops::gate::GateSelect;
 use crate::ops::loss::LossParts;
 use crate::ops::optim::AdamArgs;
@@ -216,6 +217,49 @@ pub trait Backend {
         lambda: f32,
         n: usize,
         t: usize,
+    ) -> Result<()>;
+    /// Per-era correlation loss (docs/model.md): fills stats [t·4], returns the mean correlation.
+    fn corr_loss_fwd(
+        &self,
+        stats: &mut Self::Buf,
+        yhat: &Self::Buf,
+        y: &Self::Buf,
+        mask: &Self::Buf,
+        n: usize,
+        t: usize,
+    ) -> Result<CorrParts>;
+    /// dyhat += ∂(w · (1 − corr))/∂ŷ
+    fn corr_loss_bwd(
+        &self,
+        dyhat: &mut Self::Buf,
+        yhat: &Self::Buf,
+        y: &Self::Buf,
+        mask: &Self::Buf,
+        stats: &Self::Buf,
+        weight: f32,
+        n: usize,
+        t: usize,
+    ) -> Result<()>;
+    /// out = inp ⊙ (1 + γ) + β per row (docs/model.md, FiLM)
+    fn film_fwd(
+        &self,
+        out: &mut Self::Buf,
+        inp: &Self::Buf,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        n: usize,
+        d: usize,
+    ) -> Result<()>;
+    fn film_bwd(
+        &self,
+        dinp: &mut Self::Buf,
+        dgamma: &mut Self::Buf,
+        dbeta: &mut Self::Buf,
+        dout: &Self::Buf,
+        inp: &Self::Buf,
+        gamma: &Self::Buf,
+        n: usize,
+        d: usize,
     ) -> Result<()>;
     fn sum_squares(&self, g: &Self::Buf) -> Result<f64>;
     fn adam_step(

@@ -1230,6 +1230,54 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         unsafe { self.go("mse_sparsity_bwd_f32", cfg, &p) }
     }
 
+    fn corr_loss_fwd(
+        &self,
+        _stats: &mut GpuBuf<L>,
+        _yhat: &GpuBuf<L>,
+        _y: &GpuBuf<L>,
+        _mask: &GpuBuf<L>,
+        _n: usize,
+        _t: usize,
+    ) -> Result<crate::ops::corr_loss::CorrParts> {
+        Err(Error::device("corr_loss: TODO-WIRE".to_string()))
+    }
+    fn corr_loss_bwd(
+        &self,
+        _dyhat: &mut GpuBuf<L>,
+        _yhat: &GpuBuf<L>,
+        _y: &GpuBuf<L>,
+        _mask: &GpuBuf<L>,
+        _stats: &GpuBuf<L>,
+        _weight: f32,
+        _n: usize,
+        _t: usize,
+    ) -> Result<()> {
+        Err(Error::device("corr_loss: TODO-WIRE".to_string()))
+    }
+    fn film_fwd(
+        &self,
+        _out: &mut GpuBuf<L>,
+        _inp: &GpuBuf<L>,
+        _gamma: &GpuBuf<L>,
+        _beta: &GpuBuf<L>,
+        _n: usize,
+        _d: usize,
+    ) -> Result<()> {
+        Err(Error::device("film: TODO-WIRE".to_string()))
+    }
+    fn film_bwd(
+        &self,
+        _dinp: &mut GpuBuf<L>,
+        _dgamma: &mut GpuBuf<L>,
+        _dbeta: &mut GpuBuf<L>,
+        _dout: &GpuBuf<L>,
+        _inp: &GpuBuf<L>,
+        _gamma: &GpuBuf<L>,
+        _n: usize,
+        _d: usize,
+    ) -> Result<()> {
+        Err(Error::device("film: TODO-WIRE".to_string()))
+    }
     fn sum_squares(&self, g: &GpuBuf<L>) -> Result<f64> {
         if g.len == 0 {
             return Ok(0.0);

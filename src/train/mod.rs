@@ -1,6 +1,7 @@
 //! The training loop: one era per optimizer step, validation corr per epoch, early stopping that
 //! keeps the best checkpoint. Generic over the device; it never branches on which one it runs on.
 
+pub mod context;
 pub mod era;
 pub mod resume;
 
@@ -71,33 +72,73 @@ pub struct Trained<B: Backend> {
     pub params: Params<B>,
     pub features: Vec<String>,
     pub targets: Vec<String>,
+    /// The era context's standardisation, when the model has an era context.
+    pub context: Option<context::ContextNorm>,
 }
 
 impl<B: Backend> Trained<B> {
     pub fn from_checkpoint(dev: &B, ck: &Checkpoint) -> Result<Self> {
-        let params = Params::from_host(dev, &ck.tensors)?;
+        let (context, tensors) = context::ContextNorm::split(&ck.tensors);
+        let params = Params::from_host(dev, &tensors)?;
         let model = EraTransformer::new(ck.config.clone(), &params)?;
+        if model.cfg.context_dim > 0 {
+            match &context {
+                Some(c) if c.mean.len() == 2 * model.cfg.n_features
+                    && c.std.len() == 2 * model.cfg.n_features => {}
+                _ => {
+                    return Err(Error::shape(format!(
+                        "the model has an era context: tensors '{}' and '{}' of length {} are needed",
+                        context::MEAN_TENSOR,
+                        context::STD_TENSOR,
+                        2 * model.cfg.n_features
+                    )))
+                }
+            }
+        }
         Ok(Trained {
             model,
             params,
             features: ck.features.clone(),
             targets: ck.targets.clone(),
+            context,
         })
     }
 
     pub fn to_checkpoint(&self, dev: &B) -> Result<Checkpoint> {
+        let mut tensors = self.params.to_host(dev)?;
+        if let Some(c) = &self.context {
+            tensors.extend(c.tensors());
+        }
         Ok(Checkpoint {
             config: self.model.cfg.clone(),
             features: self.features.clone(),
             targets: self.targets.clone(),
-            tensors: self.params.to_host(dev)?,
+            tensors,
         })
+    }
+
+    /// The era's inputs on the tape, with the standardised era statistics when the model has an
+    /// era context (noised when `train` gives (seed, step)).
+    pub fn inputs(
+        &self,
+        dev: &B,
+        tape: &mut Tape<B>,
+        batch: &EraBatch,
+        train: Option<(u64, u64)>,
+    ) -> Result<crate::model::EraInputs> {
+        let mut inputs = batch.to_tape(dev, tape)?;
+        if let (true, Some(c)) = (self.model.cfg.context_dim > 0, &self.context) {
+            let noise = train.map(|(seed, step)| (self.model.cfg.context_noise, seed, step));
+            let s = c.input(batch, noise)?;
+            inputs.ctx = Some(tape.input(dev, &s)?);
+        }
+        Ok(inputs)
     }
 
     /// Model outputs [n, T] for one era, no dropout, plus the gate values [F].
     pub fn predict_era(&self, dev: &B, batch: &EraBatch) -> Result<(Vec<f32>, Vec<f32>)> {
         let mut tape = Tape::new();
-        let inputs = batch.to_tape(dev, &mut tape)?;
+        let inputs = self.inputs(dev, &mut tape, batch, None)?;
         let out = self
             .model
             .forward(dev, &mut tape, &self.params, &inputs, None)?;
@@ -178,17 +219,23 @@ pub fn train<B: Backend>(
     };
     let params = Params::from_host(dev, &tensors)?;
     let model = EraTransformer::new(cfg.clone(), &params)?;
+    let train_map = ColumnMap::identity(train);
+    let context = match (cfg.context_dim, init) {
+        (0, _) => None,
+        (_, Some(ck)) => context::ContextNorm::split(&ck.tensors).0,
+        (_, None) => Some(context::ContextNorm::fit(train, &train_map)?),
+    };
     let mut m = Trained {
         model,
         params,
         features: features.clone(),
         targets: targets.clone(),
+        context,
     };
     let mut adam = match &opts.resume {
         Some(st) => Adam::from_state(dev, &st.m, &st.v, st.adam_step, opts.lr, opts.weight_decay)?,
         None => Adam::new(dev, &m.params, opts.lr, opts.weight_decay)?,
     };
-    let train_map = ColumnMap::identity(train);
     let valid_map = match valid {
         Some(v) => Some(ColumnMap::for_model(v, &features, &targets)?),
         None => None,
@@ -421,7 +468,7 @@ pub fn train_step<B: Backend>(
     step: u64,
 ) -> Result<(crate::ops::loss::LossParts, Vec<f32>)> {
     let mut tape = Tape::new();
-    let inputs = batch.to_tape(dev, &mut tape)?;
+    let inputs = m.inputs(dev, &mut tape, batch, Some((opts.seed, step)))?;
     let ctx = TrainCtx {
         seed: opts.seed,
         step: step as u32,
@@ -430,7 +477,20 @@ pub fn train_step<B: Backend>(
         .model
         .forward(dev, &mut tape, &m.params, &inputs, Some(ctx))?;
     let cfg = &m.model.cfg;
-    let parts = tape.loss(
+    let corr = if cfg.corr_weight > 0.0 {
+        Some(tape.corr_loss(
+            dev,
+            out.yhat,
+            inputs.y,
+            inputs.mask,
+            cfg.corr_weight,
+            batch.n,
+            cfg.n_targets,
+        )?)
+    } else {
+        None
+    };
+    let mut parts = tape.loss(
         dev,
         out.yhat,
         inputs.y,
@@ -440,6 +500,9 @@ pub fn train_step<B: Backend>(
         batch.n,
         cfg.n_targets,
     )?;
+    if let Some(c) = corr {
+        parts.loss += cfg.corr_weight * (1.0 - c.corr);
+    }
     if !parts.loss.is_finite() {
         return Err(Error::Numeric {
             step,
