@@ -264,6 +264,7 @@ pub fn run<B: Backend>(dev: &B, cfg: Config, n: usize, reps: usize) -> Result<Be
         grads_out: None,
         quiet: true,
         resume: None,
+        ..TrainOptions::default()
     };
     let mut step = 0u64;
     let step_ms = time_ms(reps, || {

@@ -591,6 +591,7 @@ fn train_steps<B: Backend>(
         grads_out: None,
         quiet: true,
         resume: None,
+        ..TrainOptions::default()
     };
     let mut adam = Adam::new(dev, &m.params, opts.lr, opts.weight_decay)?;
     let mut losses = Vec::new();

@@ -94,117 +94,159 @@ pub struct SynthArgs {
     pub quiet: bool,
 }
 
+/// Flags of `train`. Model flags left out take the SPEC §3 defaults (or the `--init`/`--resume`
+/// checkpoint's values); numbers may be negative so that a bad value gets a range error.
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
-    /// Training era store (default: built-in synthetic data)
+    /// Training era store [default: built-in synthetic data]
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Validation era store (default: the built-in synthetic validation eras when --data is absent)
+    /// Validation era store [default: the built-in validation eras when --data is absent; none otherwise]
     #[arg(long)]
     pub valid: Option<PathBuf>,
-    /// Checkpoint to write (best validation corr)
+    /// Checkpoint to write (best validation corr); with --seeds, a directory of members [default: model.safetensors]
     #[arg(long)]
     pub out: Option<PathBuf>,
-    #[arg(long)]
+    /// Passes over the training eras [default: 12 on built-in data, 20 otherwise, 1 per round with --walk-forward]
+    #[arg(long, allow_negative_numbers = true)]
     pub epochs: Option<usize>,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// auto | cpu | cuda
+    /// Seed of the initial weights, era order and dropout (also picks the built-in data) [default: 0]
+    #[arg(long, allow_negative_numbers = true)]
+    pub seed: Option<u64>,
+    /// Train one ensemble member per seed into the directory --out (comma-separated, e.g. 1,2,3) [default: one model]
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    pub seeds: Option<Vec<u64>>,
+    /// auto | cpu | cuda | emu
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Start from this checkpoint's weights
+    /// Start from this checkpoint's weights (model flags, if given, must match it) [default: fresh weights]
     #[arg(long)]
     pub init: Option<PathBuf>,
-    /// Stop after this many optimizer steps
-    #[arg(long = "max-steps")]
+    /// Stop after this many optimizer steps [default: no limit]
+    #[arg(long = "max-steps", allow_negative_numbers = true)]
     pub max_steps: Option<u64>,
-    #[arg(long)]
+    /// Peak learning rate (Adam) [default: 1e-3]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f32>,
+    /// Steps of linear learning-rate warm-up [default: 0 = off]
+    #[arg(long, allow_negative_numbers = true)]
+    pub warmup: Option<u64>,
+    /// Learning-rate schedule after the warm-up: constant | cosine (down to --min-lr at the last step) [default: constant]
     #[arg(long)]
+    pub schedule: Option<String>,
+    /// Learning rate at the end of a cosine schedule [default: 0]
+    #[arg(long = "min-lr", allow_negative_numbers = true)]
+    pub min_lr: Option<f32>,
+    /// Eras whose gradients are averaged into one Adam step [default: 1]
+    #[arg(long = "eras-per-step", allow_negative_numbers = true)]
+    pub eras_per_step: Option<usize>,
+    /// Decay of an exponential moving average of the weights, used for validation and the checkpoint [default: 0 = off]
+    #[arg(long, allow_negative_numbers = true)]
+    pub ema: Option<f32>,
+    /// Per training era, drop (zero) or reverse (negate) each feature with probability P/2 each [default: 0 = off]
+    #[arg(long = "feature-noise", allow_negative_numbers = true)]
+    pub feature_noise: Option<f32>,
+    /// Dropout probability [default: 0.1]
+    #[arg(long, allow_negative_numbers = true)]
     pub dropout: Option<f32>,
-    /// Global-norm gradient clipping (0 = off)
-    #[arg(long)]
+    /// Global-norm gradient clipping (0 = off) [default: 1.0]
+    #[arg(long, allow_negative_numbers = true)]
     pub clip: Option<f32>,
     /// Continue the run that writes --out from its last completed epoch (NAME.last.safetensors
     /// and NAME.last.optim.safetensors beside it); run the same command again with --resume
     #[arg(long)]
     pub resume: bool,
-    /// Epochs over which the gate threshold ramps linearly from 0 to --threshold
-    #[arg(long = "threshold-warmup")]
+    /// Epochs over which the gate threshold ramps linearly from 0 to --threshold [default: 0 = off]
+    #[arg(long = "threshold-warmup", allow_negative_numbers = true)]
     pub threshold_warmup: Option<usize>,
-    /// Write the last step's gradients as safetensors
+    /// Write the last step's gradients as safetensors [default: not written]
     #[arg(long = "grads-out")]
     pub grads_out: Option<PathBuf>,
-    #[arg(long = "d-model")]
+    /// Model width [default: 64]
+    #[arg(long = "d-model", allow_negative_numbers = true)]
     pub d_model: Option<usize>,
-    #[arg(long)]
+    /// Attention heads (must divide --d-model) [default: 4]
+    #[arg(long, allow_negative_numbers = true)]
     pub heads: Option<usize>,
-    #[arg(long)]
+    /// Transformer layers [default: 2]
+    #[arg(long, allow_negative_numbers = true)]
     pub layers: Option<usize>,
-    #[arg(long = "d-ff")]
+    /// Feed-forward width [default: 2 x --d-model = 128]
+    #[arg(long = "d-ff", allow_negative_numbers = true)]
     pub d_ff: Option<usize>,
-    #[arg(long = "gate-rank")]
+    /// Rank of the feature gate's low-rank map [default: 8]
+    #[arg(long = "gate-rank", allow_negative_numbers = true)]
     pub gate_rank: Option<usize>,
-    /// Gate threshold τ (0 = off)
-    #[arg(long)]
+    /// Gate threshold τ (0 = off) [default: 0]
+    #[arg(long, allow_negative_numbers = true)]
     pub threshold: Option<f32>,
-    /// Keep the k largest gates per era instead of a threshold
-    #[arg(long = "top-k")]
+    /// Keep the k largest gates per era instead of a threshold [default: off]
+    #[arg(long = "top-k", allow_negative_numbers = true)]
     pub top_k: Option<usize>,
-    /// Sparsity weight λ
-    #[arg(long = "lambda")]
+    /// Sparsity weight λ [default: 1e-3]
+    #[arg(long = "lambda", allow_negative_numbers = true)]
     pub lambda_sparsity: Option<f32>,
-    #[arg(long = "weight-decay")]
+    /// AdamW weight decay [default: 0]
+    #[arg(long = "weight-decay", allow_negative_numbers = true)]
     pub weight_decay: Option<f32>,
-    /// linear | softmax
+    /// linear | softmax [default: linear]
     #[arg(long)]
     pub attention: Option<String>,
-    /// Sinusoidal positional encoding by row index
+    /// Sinusoidal positional encoding by row index [default: off]
     #[arg(long = "pos-enc")]
     pub pos_enc: bool,
     /// Weight w of the per-era correlation loss term w·(1 − corr), added to the MSE
     /// (docs/model.md) [default: 0]
-    #[arg(long = "corr-weight")]
+    #[arg(long = "corr-weight", allow_negative_numbers = true)]
     pub corr_weight: Option<f32>,
     /// Width of the era context (per-era feature means/stds, standardised and compressed) that
     /// scales and shifts every layer (FiLM, docs/model.md); 0 = off [default: 0]
-    #[arg(long = "context-dim")]
+    #[arg(long = "context-dim", allow_negative_numbers = true)]
     pub context_dim: Option<usize>,
     /// Noise (std) added to the standardised era statistics in training [default: 0]
-    #[arg(long = "context-noise")]
+    #[arg(long = "context-noise", allow_negative_numbers = true)]
     pub context_noise: Option<f32>,
-    /// Early-stopping patience in epochs
-    #[arg(long)]
+    /// Early-stopping patience in epochs (0 = never stop early) [default: 6]
+    #[arg(long, allow_negative_numbers = true)]
     pub patience: Option<usize>,
-    /// Walk-forward: train on a sliding window of past eras, predict the next
+    /// Walk-forward: train on a sliding window of past eras, predict the next [default: off]
     #[arg(long = "walk-forward")]
     pub walk_forward: bool,
-    /// Walk-forward window length in eras
-    #[arg(long)]
+    /// Walk-forward window length in eras [default: 52]
+    #[arg(long, allow_negative_numbers = true)]
     pub window: Option<usize>,
     /// Walk-forward gap in eras between the training window and the predicted era (Numerai's
-    /// targets look weeks ahead, so the newest eras' targets are not known yet when predicting live)
-    #[arg(long)]
+    /// targets look weeks ahead, so the newest eras' targets are not known yet when predicting live) [default: 0]
+    #[arg(long, allow_negative_numbers = true)]
     pub embargo: Option<usize>,
+    /// Walk-forward: out-of-sample predictions as id,era,prediction CSV [default: not written]
     #[arg(long = "predictions-out")]
     pub predictions_out: Option<PathBuf>,
+    /// Walk-forward: directory for the charts and summary JSON [default: not written]
     #[arg(long = "report-dir")]
     pub report_dir: Option<PathBuf>,
+    /// Print only the final summary line [default: off]
     #[arg(long)]
     pub quiet: bool,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct PredictArgs {
-    #[arg(long)]
-    pub model: PathBuf,
+    /// A checkpoint, or an ensemble directory (with ensemble.json); repeat for an ensemble whose
+    /// members' per-era ranks are averaged
+    #[arg(long, required = true)]
+    pub model: Vec<PathBuf>,
+    /// The era store to predict
     #[arg(long)]
     pub data: PathBuf,
+    /// The id,prediction CSV to write
     #[arg(long)]
     pub out: PathBuf,
-    /// Write the model's output 0 unchanged instead of per-era ranks
+    /// Write the model's output 0 unchanged instead of per-era ranks (an ensemble: the mean of its
+    /// members' raw outputs) [default: off]
     #[arg(long)]
     pub raw: bool,
+    /// auto | cpu | cuda | emu
     #[arg(long, default_value = "auto")]
     pub device: String,
 }

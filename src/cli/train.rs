@@ -1,12 +1,17 @@
-//! `eraengine train`.
+//! `eraengine train`: flags → `TrainOptions`, the store and the checkpoint to start from; progress
+//! events rendered on stderr; one model, or one ensemble member per `--seeds` seed.
 
 use super::TrainArgs;
 use crate::checkpoint::Checkpoint;
 use crate::data::store::Store;
 use crate::model::{Attention, Config};
-use crate::train::{train, TrainOptions};
+use crate::train::ensemble::{self, Member};
+use crate::train::resume::{OptimState, Settings};
+use crate::train::{train, Event, Schedule, TrainOptions, TrainResult};
 use crate::{Error, Result};
-use std::path::PathBuf;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// Where built-in synthetic data and default outputs live.
 pub fn cache_dir() -> PathBuf {
@@ -69,28 +74,187 @@ pub fn apply_model_flags(cfg: &mut Config, a: &TrainArgs) -> Result<()> {
     cfg.validate()
 }
 
-fn model_flags_given(a: &TrainArgs) -> bool {
-    a.d_model.is_some()
-        || a.heads.is_some()
-        || a.layers.is_some()
-        || a.d_ff.is_some()
-        || a.gate_rank.is_some()
-        || a.threshold.is_some()
-        || a.top_k.is_some()
-        || a.dropout.is_some()
-        || a.lambda_sparsity.is_some()
-        || a.attention.is_some()
-        || a.pos_enc
-        || a.corr_weight.is_some()
-        || a.context_dim.is_some()
-        || a.context_noise.is_some()
+/// The model flags that were given, as (flag, given value, the config's value).
+fn model_flag_diffs(cfg: &Config, a: &TrainArgs, training_knobs: bool) -> Result<Vec<String>> {
+    let mut d = Vec::new();
+    let mut check = |flag: &str, given: Option<String>, have: String| {
+        if let Some(g) = given {
+            if g != have {
+                d.push(format!("{flag} {g} (the checkpoint has {have})"));
+            }
+        }
+    };
+    let s = |x: Option<usize>| x.map(|v| v.to_string());
+    check("--d-model", s(a.d_model), cfg.d_model.to_string());
+    check("--heads", s(a.heads), cfg.heads.to_string());
+    check("--layers", s(a.layers), cfg.layers.to_string());
+    check("--d-ff", s(a.d_ff), cfg.d_ff.to_string());
+    check("--gate-rank", s(a.gate_rank), cfg.gate_rank.to_string());
+    check(
+        "--top-k",
+        s(a.top_k),
+        cfg.top_k.map_or("off".into(), |k| k.to_string()),
+    );
+    let attention = match &a.attention {
+        Some(x) => Some(Attention::parse(x)?.as_str().to_string()),
+        None => None,
+    };
+    check("--attention", attention, cfg.attention.as_str().into());
+    check(
+        "--pos-enc",
+        a.pos_enc.then(|| "on".to_string()),
+        if cfg.pos_enc { "on" } else { "off" }.into(),
+    );
+    check(
+        "--context-dim",
+        s(a.context_dim),
+        cfg.context_dim.to_string(),
+    );
+    if training_knobs {
+        let f = |x: Option<f32>| x.map(|v| v.to_string());
+        check(
+            "--corr-weight",
+            f(a.corr_weight),
+            cfg.corr_weight.to_string(),
+        );
+        check(
+            "--context-noise",
+            f(a.context_noise),
+            cfg.context_noise.to_string(),
+        );
+        check("--dropout", f(a.dropout), cfg.dropout.to_string());
+        check(
+            "--lambda",
+            f(a.lambda_sparsity),
+            cfg.lambda_sparsity.to_string(),
+        );
+        check("--threshold", f(a.threshold), cfg.threshold.to_string());
+    }
+    Ok(d)
 }
 
-pub fn run(a: &TrainArgs) -> Result<()> {
-    if a.walk_forward {
-        return crate::cli::walk::run(a);
+/// The config of a run that starts from checkpoint `ck`: its architecture (a model flag that
+/// disagrees is an error naming it); with `--init` the training knobs (dropout, λ, threshold) may
+/// change, with `--resume` nothing may.
+pub fn config_from_checkpoint(ck: &Checkpoint, a: &TrainArgs, resume: bool) -> Result<Config> {
+    let what = if resume { "--resume" } else { "--init" };
+    let diffs = model_flag_diffs(&ck.config, a, resume)?;
+    if !diffs.is_empty() {
+        return Err(Error::usage(format!(
+            "{what}: model flags disagree with the checkpoint: {}; drop them to {} the checkpoint as it is",
+            diffs.join(", "),
+            if resume { "resume" } else { "fine-tune" }
+        )));
     }
-    let device = super::device::resolve(&a.device, a.quiet)?;
+    let mut cfg = ck.config.clone();
+    if !resume {
+        if let Some(x) = a.dropout {
+            cfg.dropout = x;
+        }
+        if let Some(x) = a.lambda_sparsity {
+            cfg.lambda_sparsity = x;
+        }
+        if let Some(x) = a.threshold {
+            cfg.threshold = x;
+        }
+        if let Some(x) = a.corr_weight {
+            cfg.corr_weight = x;
+        }
+        if let Some(x) = a.context_noise {
+            cfg.context_noise = x;
+        }
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Training options from the flags; a flag left out takes the resumed run's value, else the default.
+pub fn options_from_args(
+    a: &TrainArgs,
+    builtin: bool,
+    saved: Option<&Settings>,
+) -> Result<TrainOptions> {
+    let d = TrainOptions::default();
+    let schedule = match (&a.schedule, saved) {
+        (Some(s), _) => Schedule::parse(s)?,
+        (None, Some(st)) => st.schedule,
+        (None, None) => d.schedule,
+    };
+    macro_rules! pick {
+        ($flag:expr, $field:ident) => {
+            $flag.or(saved.map(|s| s.$field)).unwrap_or(d.$field)
+        };
+    }
+    let opts = TrainOptions {
+        epochs: a.epochs.unwrap_or(if builtin { 12 } else { d.epochs }),
+        seed: pick!(a.seed, seed),
+        lr: pick!(a.lr, lr),
+        weight_decay: pick!(a.weight_decay, weight_decay),
+        clip: pick!(a.clip, clip),
+        max_steps: a.max_steps,
+        patience: a.patience.unwrap_or(d.patience),
+        threshold_warmup: a.threshold_warmup.unwrap_or(d.threshold_warmup),
+        out: None,
+        grads_out: a.grads_out.clone(),
+        quiet: a.quiet,
+        resume: None,
+        warmup: pick!(a.warmup, warmup),
+        schedule,
+        min_lr: pick!(a.min_lr, min_lr),
+        eras_per_step: pick!(a.eras_per_step, eras_per_step),
+        ema: pick!(a.ema, ema),
+        feature_noise: pick!(a.feature_noise, feature_noise),
+    };
+    opts.validate()?;
+    Ok(opts)
+}
+
+/// Renders training events on stderr: progress lines overwrite each other on a terminal.
+pub struct Render {
+    quiet: bool,
+    tty: bool,
+    last: Instant,
+    partial: bool,
+}
+
+impl Render {
+    pub fn new(quiet: bool) -> Self {
+        Render {
+            quiet,
+            tty: std::io::stderr().is_terminal(),
+            last: Instant::now(),
+            partial: false,
+        }
+    }
+
+    pub fn show(&mut self, e: &Event) {
+        if self.quiet {
+            return;
+        }
+        match e {
+            Event::Era { .. } => {
+                if self.tty && self.last.elapsed().as_millis() > 300 {
+                    eprint!("\r{}   ", e.line());
+                    let _ = std::io::stderr().flush();
+                    self.last = Instant::now();
+                    self.partial = true;
+                }
+            }
+            // The epoch line carries the score; say so only when it is the average's.
+            Event::Validation { ema: false, .. } => {}
+            _ => {
+                if self.partial {
+                    eprint!("\r{:70}\r", "");
+                    self.partial = false;
+                }
+                eprintln!("{}", e.line());
+            }
+        }
+    }
+}
+
+/// The training and validation stores (built-in data for `seed` when --data is absent).
+fn open_data(a: &TrainArgs, seed: u64) -> Result<(Store, Option<Store>, bool)> {
     let (train_path, valid_path, builtin) = match (&a.data, &a.valid) {
         (Some(d), v) => (d.clone(), v.clone(), false),
         (None, Some(_)) => {
@@ -99,14 +263,14 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             ))
         }
         (None, None) => {
-            let dir = cache_dir().join(format!("builtin-seed{}", a.seed));
+            let dir = cache_dir().join(format!("builtin-seed{seed}"));
             if !a.quiet {
                 eprintln!(
                     "no --data given: using the built-in synthetic dataset in {}",
                     dir.display()
                 );
             }
-            let (t, v) = crate::data::synth::builtin(&dir, a.seed)?;
+            let (t, v) = crate::data::synth::builtin(&dir, seed)?;
             (t, Some(v), true)
         }
     };
@@ -115,114 +279,63 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         Some(p) => Some(Store::open(p)?),
         None => None,
     };
+    Ok((train_store, valid_store, builtin))
+}
+
+/// The last state of the run writing `out`.
+fn load_resume(out: &Path) -> Result<(Checkpoint, OptimState)> {
+    let last = crate::train::resume::last_path(out);
+    if !last.exists() {
+        return Err(Error::usage(format!(
+            "--resume: {} does not exist (a run with --out {} writes it after every epoch)",
+            last.display(),
+            out.display()
+        )));
+    }
+    let ck = Checkpoint::load(&last)?;
+    let st = OptimState::load(
+        &crate::train::resume::optim_path(&last),
+        &crate::model::param_specs(&ck.config),
+    )?;
+    Ok((ck, st))
+}
+
+pub fn run(a: &TrainArgs) -> Result<()> {
+    if a.walk_forward {
+        return crate::cli::walk::run(a);
+    }
+    if let Some(seeds) = &a.seeds {
+        return run_ensemble(a, seeds);
+    }
+    let device = super::device::resolve(&a.device, a.quiet)?;
     let out = a
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("model.safetensors"));
-    let (init, resume) = if a.resume {
+    let resumed = if a.resume {
         if a.init.is_some() {
             return Err(Error::usage(
                 "--resume continues a run from its own last state; drop --init",
             ));
         }
-        let last = crate::train::resume::last_path(&out);
-        if !last.exists() {
-            return Err(Error::usage(format!(
-                "--resume: {} does not exist (a run with --out {} writes it after every epoch)",
-                last.display(),
-                out.display()
-            )));
-        }
-        let ck = Checkpoint::load(&last)?;
-        let st = crate::train::resume::OptimState::load(
-            &crate::train::resume::optim_path(&last),
-            &crate::model::param_specs(&ck.config),
-        )?;
-        (Some(ck), Some(st))
+        Some(load_resume(&out)?)
     } else {
-        match &a.init {
-            Some(p) => (Some(Checkpoint::load(p)?), None),
-            None => (None, None),
-        }
+        None
     };
-    let cfg = match &init {
-        Some(ck) => {
-            let mut cfg = ck.config.clone();
-            if model_flags_given(a) {
-                // Only the training-time knobs may change when fine-tuning.
-                if let Some(x) = a.dropout {
-                    cfg.dropout = x;
-                }
-                if let Some(x) = a.lambda_sparsity {
-                    cfg.lambda_sparsity = x;
-                }
-                if let Some(x) = a.threshold {
-                    cfg.threshold = x;
-                }
-                cfg.validate()?;
-            }
-            cfg
-        }
-        None => {
-            let mut cfg = Config::new(train_store.n_features(), train_store.n_targets());
-            apply_model_flags(&mut cfg, a)?;
-            cfg
-        }
-    };
-    let init = init.map(|mut ck| {
-        ck.config = cfg.clone();
-        ck
-    });
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("model.safetensors"));
-    let opts = TrainOptions {
-        epochs: a.epochs.unwrap_or(if builtin { 12 } else { 20 }),
-        seed: a.seed,
-        lr: a.lr.unwrap_or(1e-3),
-        weight_decay: a.weight_decay.unwrap_or(0.0),
-        clip: a.clip.unwrap_or(1.0),
-        max_steps: a.max_steps,
-        patience: a.patience.unwrap_or(6),
-        threshold_warmup: a.threshold_warmup.unwrap_or(0),
-        out: Some(out.clone()),
-        grads_out: a.grads_out.clone(),
-        quiet: a.quiet,
-        resume,
-    };
-    check_train_options(&opts)?;
-    if !a.quiet {
-        eprintln!(
-            "training on {} ({} eras, {} rows, {} features, {} targets){}",
-            train_path.display(),
-            train_store.n_eras(),
-            train_store.n_rows(),
-            train_store.n_features(),
-            train_store.n_targets(),
-            match &valid_store {
-                Some(v) => format!(
-                    ", validating on {} ({} eras)",
-                    v.path().display(),
-                    v.n_eras()
-                ),
-                None => String::new(),
-            }
-        );
-        eprintln!(
-            "model: d_model {} heads {} layers {} d_ff {} gate rank {} attention {} dropout {} lambda {}",
-            cfg.d_model, cfg.heads, cfg.layers, cfg.d_ff, cfg.gate_rank, cfg.attention.as_str(), cfg.dropout, cfg.lambda_sparsity
-        );
-    }
-    let res = super::device::dispatch(
+    let saved = resumed.as_ref().and_then(|(_, st)| st.settings.as_ref());
+    let seed = a.seed.or(saved.map(|s| s.seed)).unwrap_or(0);
+    // Bad values are refused before any data is opened.
+    options_from_args(a, false, saved)?;
+    let (train_store, valid_store, builtin) = open_data(a, seed)?;
+    let mut render = Render::new(a.quiet);
+    let res = train_one(
+        a,
         device,
-        TrainJob {
-            cfg,
-            init: init.as_ref(),
-            train: &train_store,
-            valid: valid_store.as_ref(),
-            opts: &opts,
-        },
+        (&train_store, valid_store.as_ref(), builtin),
+        seed,
+        &out,
+        resumed,
+        &mut render,
     )?;
     match (res.best_epoch, res.best) {
         (Some(e), Some(b)) => println!(
@@ -237,45 +350,184 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// One training run with `seed` writing `out`.
+fn train_one(
+    a: &TrainArgs,
+    device: super::device::DeviceChoice,
+    (train_store, valid_store, builtin): (&Store, Option<&Store>, bool),
+    seed: u64,
+    out: &Path,
+    resumed: Option<(Checkpoint, OptimState)>,
+    render: &mut Render,
+) -> Result<TrainResult> {
+    let saved = resumed.as_ref().and_then(|(_, st)| st.settings.clone());
+    let mut opts = options_from_args(a, builtin, saved.as_ref())?;
+    opts.seed = seed;
+    opts.out = Some(out.to_path_buf());
+    if let Some(st) = &saved {
+        let now = Settings::from_options(&opts, train_store.data_checksum());
+        if let Some((flag, was, is)) = st.diff(&now) {
+            return Err(Error::usage(format!(
+                "--resume: {flag} changed ({is}; the run to resume used {was}); resume with the same settings, or start a new run"
+            )));
+        }
+    }
+    let (init, resume) = match resumed {
+        Some((ck, st)) => (Some(ck), Some(st)),
+        None => match &a.init {
+            Some(p) => (Some(Checkpoint::load(p)?), None),
+            None => (None, None),
+        },
+    };
+    let cfg = match &init {
+        Some(ck) => config_from_checkpoint(ck, a, resume.is_some())?,
+        None => {
+            let mut cfg = Config::new(train_store.n_features(), train_store.n_targets());
+            apply_model_flags(&mut cfg, a)?;
+            cfg
+        }
+    };
+    let init = init.map(|mut ck| {
+        ck.config = cfg.clone();
+        ck
+    });
+    opts.resume = resume;
+    if !a.quiet {
+        eprintln!(
+            "training on {} ({} eras, {} rows, {} features, {} targets){}",
+            train_store.path().display(),
+            train_store.n_eras(),
+            train_store.n_rows(),
+            train_store.n_features(),
+            train_store.n_targets(),
+            match valid_store {
+                Some(v) => format!(
+                    ", validating on {} ({} eras)",
+                    v.path().display(),
+                    v.n_eras()
+                ),
+                None => String::new(),
+            }
+        );
+        eprintln!(
+            "model: d_model {} heads {} layers {} d_ff {} gate rank {} attention {} dropout {} lambda {}",
+            cfg.d_model, cfg.heads, cfg.layers, cfg.d_ff, cfg.gate_rank, cfg.attention.as_str(), cfg.dropout, cfg.lambda_sparsity
+        );
+    }
+    super::device::dispatch(
+        device,
+        TrainJob {
+            cfg,
+            init: init.as_ref(),
+            train: train_store,
+            valid: valid_store,
+            opts: &opts,
+            render,
+        },
+    )
+}
+
+/// `--seeds 1,2,3 --out DIR`: one member per seed, then DIR/ensemble.json.
+fn run_ensemble(a: &TrainArgs, seeds: &[u64]) -> Result<()> {
+    if seeds.is_empty() {
+        return Err(Error::usage("--seeds needs at least one seed"));
+    }
+    if a.resume || a.seed.is_some() {
+        return Err(Error::usage(
+            "--seeds trains fresh members with each seed; drop --resume and --seed",
+        ));
+    }
+    let mut uniq = seeds.to_vec();
+    uniq.sort_unstable();
+    uniq.dedup();
+    if uniq.len() != seeds.len() {
+        return Err(Error::usage("--seeds lists a seed twice"));
+    }
+    let dir = a.out.clone().ok_or_else(|| {
+        Error::usage("--seeds needs --out DIR (the directory the members are written into)")
+    })?;
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::usage(format!(
+            "--seeds: --out {} must be a directory, and is a file",
+            dir.display()
+        )));
+    }
+    options_from_args(a, false, None)?;
+    let device = super::device::resolve(&a.device, a.quiet)?;
+    // The data does not depend on the member: the built-in data is seed 0's.
+    let (train_store, valid_store, builtin) = open_data(a, 0)?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let mut render = Render::new(a.quiet);
+    let mut members = Vec::new();
+    for (index, &seed) in seeds.iter().enumerate() {
+        render.show(&Event::Member {
+            index,
+            total: seeds.len(),
+            seed,
+        });
+        let file = ensemble::member_file(seed);
+        let res = train_one(
+            a,
+            device,
+            (&train_store, valid_store.as_ref(), builtin),
+            seed,
+            &dir.join(&file),
+            None,
+            &mut render,
+        )?;
+        members.push(Member {
+            seed,
+            file,
+            best_epoch: res.best_epoch,
+            valid_corr: res.best.map(|b| b.mean),
+        });
+    }
+    let manifest = serde_json::to_string_pretty(&ensemble::manifest_json(&members))
+        .map_err(|e| Error::usage(format!("ensemble manifest: {e}")))?;
+    crate::io::write_atomic(&dir.join(ensemble::MANIFEST), manifest.as_bytes())?;
+    for m in &members {
+        match m.valid_corr {
+            Some(c) => println!(
+                "member seed {}: validation mean corr {c:+.4} (epoch {})",
+                m.seed,
+                m.best_epoch.unwrap_or(0)
+            ),
+            None => println!("member seed {}: {}", m.seed, m.file),
+        }
+    }
+    println!(
+        "ensemble of {} members in {} (predict --model {})",
+        members.len(),
+        dir.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
 struct TrainJob<'a> {
     cfg: Config,
     init: Option<&'a Checkpoint>,
     train: &'a Store,
     valid: Option<&'a Store>,
     opts: &'a TrainOptions,
+    render: &'a mut Render,
 }
 
 impl super::device::DeviceJob for TrainJob<'_> {
-    type Out = crate::train::TrainResult;
+    type Out = TrainResult;
     fn run<B: crate::device::Backend>(self, dev: &B) -> Result<Self::Out> {
         if !self.opts.quiet {
             eprintln!("training on device {}", dev.name());
         }
-        train(dev, self.cfg, self.init, self.train, self.valid, self.opts)
+        let render = self.render;
+        train(
+            dev,
+            self.cfg,
+            self.init,
+            self.train,
+            self.valid,
+            self.opts,
+            &mut |e| render.show(e),
+        )
     }
-}
-
-pub fn check_train_options(o: &TrainOptions) -> Result<()> {
-    if o.epochs == 0 {
-        return Err(Error::usage("--epochs must be at least 1"));
-    }
-    if !(o.lr.is_finite() && o.lr > 0.0) {
-        return Err(Error::usage(format!(
-            "--lr must be a positive number, got {}",
-            o.lr
-        )));
-    }
-    if !(o.clip.is_finite() && o.clip >= 0.0) {
-        return Err(Error::usage(format!("--clip must be >= 0, got {}", o.clip)));
-    }
-    if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
-        return Err(Error::usage(format!(
-            "--weight-decay must be >= 0, got {}",
-            o.weight_decay
-        )));
-    }
-    if o.max_steps == Some(0) {
-        return Err(Error::usage("--max-steps must be at least 1"));
-    }
-    Ok(())
 }

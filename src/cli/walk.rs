@@ -1,27 +1,17 @@
-//! `eraengine train --walk-forward`: continual training on a sliding window of past eras, predicting
-//! the next era each time (out-of-sample, as it would have run live). Writes the out-of-sample
-//! predictions (`--predictions-out`, `id,era,prediction`) and a report (`--report-dir`: per-era and
-//! cumulative corr chart, feature weights over eras, summary JSON).
+//! `eraengine train --walk-forward`: the CLI side of `train::walk` (continual training on a sliding
+//! window of past eras, predicting the next era each time). Writes the out-of-sample predictions
+//! (`--predictions-out`, `id,era,prediction`) and a report (`--report-dir`: per-era and cumulative
+//! corr chart, feature weights over eras, summary JSON).
 
 use super::TrainArgs;
+use crate::checkpoint::Checkpoint;
 use crate::data::store::Store;
 use crate::metrics::{evaluate, EraInput};
-use crate::model::{Config, EraTransformer};
-use crate::params::{Adam, Params};
-use crate::rng::Rng;
-use crate::train::era::{ColumnMap, EraBatch};
-use crate::train::{train_step, TrainOptions, Trained};
+use crate::model::Config;
+use crate::train::walk::{walk, WalkOptions, WalkResult};
+use crate::train::TrainOptions;
 use crate::{Error, Result};
 use std::fmt::Write;
-
-/// One out-of-sample era: its ids, predictions (output 0), target 0 and gate values.
-struct Predicted {
-    era: String,
-    ids: Vec<String>,
-    preds: Vec<f64>,
-    target: Vec<f64>,
-    gates: Vec<f32>,
-}
 
 pub fn run(a: &TrainArgs) -> Result<()> {
     let data = a.data.as_ref().ok_or_else(|| {
@@ -32,179 +22,108 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             "--walk-forward scores each next era itself; drop --valid",
         ));
     }
+    if a.seeds.is_some() || a.resume {
+        return Err(Error::usage(
+            "--walk-forward does not take --seeds or --resume",
+        ));
+    }
+    // Walk-forward takes one Adam step per era at a constant rate (not yet the schedule, the
+    // accumulation, the EMA or the feature noise of plain training): refuse them rather than ignore.
+    for (given, flag) in [
+        (a.warmup.is_some(), "--warmup"),
+        (a.schedule.is_some(), "--schedule"),
+        (a.min_lr.is_some(), "--min-lr"),
+        (a.eras_per_step.is_some(), "--eras-per-step"),
+        (a.ema.is_some(), "--ema"),
+        (a.feature_noise.is_some(), "--feature-noise"),
+    ] {
+        if given {
+            return Err(Error::usage(format!(
+                "--walk-forward does not support {flag} yet; drop it"
+            )));
+        }
+    }
+    let mut opts = super::train::options_from_args(a, false, None)?;
     let device = super::device::resolve(&a.device, a.quiet)?;
     let store = Store::open(data)?;
-    let window = a.window.unwrap_or(52);
-    let epochs = a.epochs.unwrap_or(1);
-    if window == 0 || epochs == 0 {
-        return Err(Error::usage("--window and --epochs must be at least 1"));
-    }
-    let embargo = a.embargo.unwrap_or(0);
-    if store.n_eras() <= window + embargo {
-        return Err(Error::usage(format!(
-            "--window {window} with --embargo {embargo} needs more than {} eras; {} has {}",
-            window + embargo,
-            data.display(),
-            store.n_eras()
-        )));
-    }
-    let mut cfg = Config::new(store.n_features(), store.n_targets());
-    super::train::apply_model_flags(&mut cfg, a)?;
-    let opts = TrainOptions {
-        epochs,
-        seed: a.seed,
-        lr: a.lr.unwrap_or(1e-3),
-        weight_decay: a.weight_decay.unwrap_or(0.0),
-        clip: a.clip.unwrap_or(1.0),
-        max_steps: a.max_steps,
-        patience: 0,
-        threshold_warmup: 0,
-        out: a.out.clone(),
-        grads_out: None,
-        quiet: a.quiet,
-        resume: None,
+    let w = WalkOptions {
+        window: a.window.unwrap_or(52),
+        embargo: a.embargo.unwrap_or(0),
     };
-    super::train::check_train_options(&opts)?;
-    super::device::dispatch(
+    opts.epochs = a.epochs.unwrap_or(1);
+    opts.patience = 0;
+    opts.threshold_warmup = 0;
+    opts.grads_out = None;
+    w.validate(&store, opts.epochs)?;
+    let init = match &a.init {
+        Some(p) => Some(Checkpoint::load(p)?),
+        None => None,
+    };
+    let cfg = match &init {
+        Some(ck) => super::train::config_from_checkpoint(ck, a, false)?,
+        None => {
+            let mut cfg = Config::new(store.n_features(), store.n_targets());
+            super::train::apply_model_flags(&mut cfg, a)?;
+            cfg
+        }
+    };
+    let init = init.map(|mut ck| {
+        ck.config = cfg.clone();
+        ck
+    });
+    let mut render = super::train::Render::new(a.quiet);
+    let res = super::device::dispatch(
         device,
         WalkJob {
-            a,
-            data,
+            cfg: &cfg,
+            init: init.as_ref(),
             store: &store,
-            cfg,
+            w: &w,
             opts: &opts,
+            render: &mut render,
         },
-    )
+    )?;
+    report(a, &store, &cfg, &res)
 }
 
 struct WalkJob<'a> {
-    a: &'a TrainArgs,
-    data: &'a std::path::Path,
+    cfg: &'a Config,
+    init: Option<&'a Checkpoint>,
     store: &'a Store,
-    cfg: Config,
+    w: &'a WalkOptions,
     opts: &'a TrainOptions,
+    render: &'a mut super::train::Render,
 }
 
 impl super::device::DeviceJob for WalkJob<'_> {
-    type Out = ();
-    fn run<B: crate::device::Backend>(self, dev: &B) -> Result<()> {
-        walk(dev, self.a, self.data, self.store, self.cfg, self.opts)
+    type Out = WalkResult;
+    fn run<B: crate::device::Backend>(self, dev: &B) -> Result<WalkResult> {
+        let render = self.render;
+        walk(
+            dev,
+            self.cfg,
+            self.init,
+            self.store,
+            self.w,
+            self.opts,
+            &mut |e| render.show(e),
+        )
     }
 }
 
-fn walk<B: crate::device::Backend>(
-    dev: &B,
-    a: &TrainArgs,
-    data: &std::path::Path,
-    store: &Store,
-    mut cfg: Config,
-    opts: &TrainOptions,
-) -> Result<()> {
-    let window = a.window.unwrap_or(52);
-    let embargo = a.embargo.unwrap_or(0);
-    let epochs = opts.epochs;
-    let tensors = match &a.init {
-        Some(p) => {
-            let ck = crate::checkpoint::Checkpoint::load(p)?;
-            if ck.features != store.feature_names() || ck.targets != store.target_names() {
-                return Err(Error::usage(format!(
-                    "--init {}: trained on other features/targets than {}",
-                    p.display(),
-                    data.display()
-                )));
-            }
-            cfg = ck.config.clone();
-            ck.tensors
-        }
-        None => crate::model::init_params(&cfg, a.seed),
-    };
-    // The era context's standardisation: from the checkpoint, else fitted on the store's feature
-    // statistics (features only, no targets).
-    let (context, tensors) = crate::train::context::ContextNorm::split(&tensors);
-    let context = match (cfg.context_dim, context) {
-        (0, _) => None,
-        (_, Some(c)) => Some(c),
-        (_, None) => Some(crate::train::context::ContextNorm::fit(
-            store,
-            &ColumnMap::identity(store),
-        )?),
-    };
-    let params = Params::from_host(dev, &tensors)?;
-    let model = EraTransformer::new(cfg.clone(), &params)?;
-    let mut m = Trained {
-        model,
-        params,
-        features: store.feature_names().to_vec(),
-        targets: store.target_names().to_vec(),
-        context,
-    };
-    let mut adam = Adam::new(dev, &m.params, opts.lr, opts.weight_decay)?;
-    let map = ColumnMap::identity(store);
-    let mut rng = Rng::new(a.seed, 0x3A1C);
-    let mut step = 0u64;
-    let mut results: Vec<Predicted> = Vec::new();
-    let t = cfg.n_targets;
-    let first = window + embargo;
-    let total = store.n_eras() - first;
-    let started = std::time::Instant::now();
-    for (done, next) in (first..store.n_eras()).enumerate() {
-        // Train on the `window` eras that end `embargo` eras before the predicted one.
-        let end = next - embargo;
-        let mut eras: Vec<usize> = (end - window..end).collect();
-        for _ in 0..epochs {
-            for i in (1..eras.len()).rev() {
-                let j = (rng.next_u32() as usize) % (i + 1);
-                eras.swap(i, j);
-            }
-            for &e in &eras {
-                if opts.max_steps.is_some_and(|ms| step >= ms) {
-                    break;
-                }
-                let batch = EraBatch::load(store, e, &map)?;
-                if batch.n == 0 || batch.present_targets() == 0 {
-                    continue;
-                }
-                step += 1;
-                train_step(dev, &mut m, &mut adam, &batch, opts, step)?;
-            }
-        }
-        let batch = EraBatch::load(store, next, &map)?;
-        let era = store.era(next);
-        let ids: Vec<String> = (0..batch.n).map(|r| era.id(r).to_string()).collect();
-        let (preds, gates) = if batch.n == 0 {
-            (Vec::new(), vec![0.0; cfg.n_features])
-        } else {
-            let (yhat, g) = m.predict_era(dev, &batch)?;
-            ((0..batch.n).map(|r| yhat[r * t] as f64).collect(), g)
-        };
-        let target: Vec<f64> = (0..batch.n).map(|r| batch.y[r * t] as f64).collect();
-        if !a.quiet {
-            let c = crate::metrics::numerai_corr(&preds, &target);
-            eprintln!(
-                "walk-forward {}/{}: trained on eras {}..{}, era {} corr {}  ({:.1} s)",
-                done + 1,
-                total,
-                store.era(end - window).name,
-                store.era(end - 1).name,
-                batch.name,
-                c.map_or("n/a".to_string(), |c| format!("{c:+.4}")),
-                started.elapsed().as_secs_f64()
-            );
-        }
-        results.push(Predicted {
-            era: batch.name,
-            ids,
-            preds,
-            target,
-            gates,
-        });
-    }
+/// Predictions CSV, the evaluation table, the report directory and the final checkpoint.
+fn report(a: &TrainArgs, store: &Store, cfg: &Config, res: &WalkResult) -> Result<()> {
+    let results = &res.eras;
     // Out-of-sample predictions, ranked per era.
     if let Some(path) = &a.predictions_out {
         let mut csv = String::from("id,era,prediction\n");
-        for r in &results {
+        for r in results {
             let era = &r.era;
-            for (id, v) in r.ids.iter().zip(super::predict::rank_unit(&r.preds)) {
+            for (id, v) in r
+                .ids
+                .iter()
+                .zip(crate::train::ensemble::rank_unit(&r.preds))
+            {
                 let _ = writeln!(csv, "{id},{era},{v}");
             }
         }
@@ -269,7 +188,7 @@ fn walk<B: crate::device::Backend>(
         eprintln!("report written to {}", dir.display());
     }
     if let Some(out) = &a.out {
-        m.to_checkpoint(dev)?.save(out)?;
+        res.checkpoint.save(out)?;
     }
     Ok(())
 }

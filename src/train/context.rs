@@ -6,7 +6,22 @@
 use super::era::{ColumnMap, EraBatch};
 use crate::data::Store;
 use crate::rng::Rng;
+use crate::model::Config;
 use crate::{Error, Result};
+
+/// A model with an era context needs its standardisation, of length 2F.
+pub fn check(cfg: &Config, norm: Option<&ContextNorm>) -> Result<()> {
+    if cfg.context_dim == 0 {
+        return Ok(());
+    }
+    match norm {
+        Some(c) if c.mean.len() == 2 * cfg.n_features && c.std.len() == 2 * cfg.n_features => Ok(()),
+        _ => Err(Error::shape(format!(
+            "the model has an era context: tensors '{MEAN_TENSOR}' and '{STD_TENSOR}' of length {} are needed",
+            2 * cfg.n_features
+        ))),
+    }
+}
 
 pub const MEAN_TENSOR: &str = "context.mean";
 pub const STD_TENSOR: &str = "context.std";

@@ -170,3 +170,28 @@ impl EraBatch {
         })
     }
 }
+
+/// Fisher–Yates shuffle driven by `rng` (plain training and walk-forward share it).
+pub fn shuffle(order: &mut [usize], rng: &mut crate::rng::Rng) {
+    for i in (1..order.len()).rev() {
+        let j = (rng.next_u32() as usize) % (i + 1);
+        order.swap(i, j);
+    }
+}
+
+/// True when era `i` has rows and at least one target value (something to learn from).
+pub fn learnable(store: &Store, i: usize) -> bool {
+    let era = store.era(i);
+    era.n_rows > 0 && !era.all_targets_missing()
+}
+
+/// True when the store has a value for the model's target 0 somewhere (it can score validation).
+pub fn has_target0(store: &Store, map: &ColumnMap) -> bool {
+    match map.targets.first().copied().flatten() {
+        Some(j) => store
+            .missing_targets()
+            .get(j)
+            .is_some_and(|&m| (m as usize) < store.n_rows()),
+        None => false,
+    }
+}

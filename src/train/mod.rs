@@ -1,42 +1,34 @@
-//! The training loop: one era per optimizer step, validation corr per epoch, early stopping that
-//! keeps the best checkpoint. Generic over the device; it never branches on which one it runs on.
+//! The training loop: one era (or `eras_per_step` eras) per optimizer step, validation corr per
+//! epoch, early stopping that keeps the best checkpoint. Generic over the device; it never branches
+//! on which one it runs on, and it prints nothing: progress goes to an event sink.
 
 pub mod context;
+pub mod ema;
+pub mod ensemble;
 pub mod era;
+pub mod event;
+pub mod noise;
+pub mod options;
 pub mod resume;
+pub mod step;
+pub mod walk;
 
 use crate::checkpoint::Checkpoint;
 use crate::data::store::Store;
 use crate::device::Backend;
-use crate::model::{Config, EraTransformer, TrainCtx};
+use crate::model::{Config, EraTransformer};
 use crate::params::{Adam, Params};
 use crate::rng::Rng;
 use crate::tape::Tape;
 use crate::{Error, Result};
+use ema::Ema;
 use era::{ColumnMap, EraBatch};
-use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Instant;
 
-#[derive(Clone, Debug)]
-pub struct TrainOptions {
-    pub epochs: usize,
-    pub seed: u64,
-    pub lr: f32,
-    pub weight_decay: f32,
-    /// global-norm clip; 0 = off
-    pub clip: f32,
-    pub max_steps: Option<u64>,
-    /// epochs without a better validation corr before stopping
-    pub patience: usize,
-    /// epochs over which the gate threshold ramps from 0 to its configured value
-    pub threshold_warmup: usize,
-    pub out: Option<PathBuf>,
-    pub grads_out: Option<PathBuf>,
-    pub quiet: bool,
-    /// Continue a killed run from its last state (weights come in `init`).
-    pub resume: Option<resume::OptimState>,
-}
+pub use event::Event;
+pub use options::{Schedule, TrainOptions};
+pub use step::train_step;
 
 /// Validation summary over eras with a score.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -81,20 +73,7 @@ impl<B: Backend> Trained<B> {
         let (context, tensors) = context::ContextNorm::split(&ck.tensors);
         let params = Params::from_host(dev, &tensors)?;
         let model = EraTransformer::new(ck.config.clone(), &params)?;
-        if model.cfg.context_dim > 0 {
-            match &context {
-                Some(c) if c.mean.len() == 2 * model.cfg.n_features
-                    && c.std.len() == 2 * model.cfg.n_features => {}
-                _ => {
-                    return Err(Error::shape(format!(
-                        "the model has an era context: tensors '{}' and '{}' of length {} are needed",
-                        context::MEAN_TENSOR,
-                        context::STD_TENSOR,
-                        2 * model.cfg.n_features
-                    )))
-                }
-            }
-        }
+        context::check(&model.cfg, context.as_ref())?;
         Ok(Trained {
             model,
             params,
@@ -118,7 +97,7 @@ impl<B: Backend> Trained<B> {
     }
 
     /// The era's inputs on the tape, with the standardised era statistics when the model has an
-    /// era context (noised when `train` gives (seed, step)).
+    /// era context (noised in training, when `train` gives (seed, step)).
     pub fn inputs(
         &self,
         dev: &B,
@@ -184,21 +163,20 @@ pub fn summarize(corrs: &[f64]) -> ValidScore {
     }
 }
 
-/// Trains on `train` (every era, shuffled each epoch), validating on `valid` after each epoch.
-/// Returns the best checkpoint (by validation mean corr; the last one without validation).
-pub fn train<B: Backend>(
+/// The model a run starts from, shared by plain training and walk-forward: the weights of `init`
+/// (which must have config `cfg` and the store's features and targets) or fresh ones from `seed`.
+pub fn build<B: Backend>(
     dev: &B,
-    cfg: Config,
+    cfg: &Config,
     init: Option<&Checkpoint>,
-    train: &Store,
-    valid: Option<&Store>,
-    opts: &TrainOptions,
-) -> Result<TrainResult> {
-    let features = train.feature_names().to_vec();
-    let targets = train.target_names().to_vec();
+    store: &Store,
+    seed: u64,
+) -> Result<Trained<B>> {
+    let features = store.feature_names().to_vec();
+    let targets = store.target_names().to_vec();
     let tensors = match init {
         Some(ck) => {
-            if ck.config != cfg {
+            if &ck.config != cfg {
                 return Err(Error::usage(
                     "--init: the checkpoint's config differs from the requested model flags; drop the model flags to fine-tune it as it is",
                 ));
@@ -208,70 +186,171 @@ pub fn train<B: Backend>(
                     "--init: the checkpoint was trained on {} features / targets {:?}, the store {} has {} / {:?}",
                     ck.features.len(),
                     ck.targets,
-                    train.path().display(),
+                    store.path().display(),
                     features.len(),
                     targets
                 )));
             }
             ck.tensors.clone()
         }
-        None => crate::model::init_params(&cfg, opts.seed),
+        None => crate::model::init_params(cfg, seed),
+    };
+    // The era context's standardisation: from the checkpoint, else fitted on the store's feature
+    // statistics (features only, never targets).
+    let (context, tensors) = context::ContextNorm::split(&tensors);
+    let context = match (cfg.context_dim, context) {
+        (0, _) => None,
+        (_, Some(c)) => Some(c),
+        (_, None) => Some(context::ContextNorm::fit(store, &ColumnMap::identity(store))?),
     };
     let params = Params::from_host(dev, &tensors)?;
     let model = EraTransformer::new(cfg.clone(), &params)?;
-    let train_map = ColumnMap::identity(train);
-    let context = match (cfg.context_dim, init) {
-        (0, _) => None,
-        (_, Some(ck)) => context::ContextNorm::split(&ck.tensors).0,
-        (_, None) => Some(context::ContextNorm::fit(train, &train_map)?),
-    };
-    let mut m = Trained {
+    context::check(cfg, context.as_ref())?;
+    Ok(Trained {
         model,
         params,
-        features: features.clone(),
-        targets: targets.clone(),
+        features,
+        targets,
         context,
-    };
+    })
+}
+
+/// The weights to score and save: the moving average when there is one, else the raw weights.
+fn scored_weights<B: Backend>(dev: &B, m: &Trained<B>, ema: &Option<Ema>) -> Result<Checkpoint> {
+    match ema {
+        Some(e) => {
+            let mut tensors = e.tensors.clone();
+            if let Some(c) = &m.context {
+                tensors.extend(c.tensors());
+            }
+            Ok(Checkpoint {
+                config: m.model.cfg.clone(),
+                features: m.features.clone(),
+                targets: m.targets.clone(),
+                tensors,
+            })
+        }
+        None => m.to_checkpoint(dev),
+    }
+}
+
+/// Validation score of the weights `scored_weights` would save.
+fn score<B: Backend>(
+    dev: &B,
+    m: &Trained<B>,
+    ema: &Option<Ema>,
+    store: &Store,
+    map: &ColumnMap,
+) -> Result<ValidScore> {
+    match ema {
+        Some(e) => {
+            let params = Params::from_host(dev, &e.tensors)?;
+            let avg = Trained {
+                model: EraTransformer::new(m.model.cfg.clone(), &params)?,
+                params,
+                features: m.features.clone(),
+                targets: m.targets.clone(),
+                context: m.context.clone(),
+            };
+            avg.validate(dev, store, map)
+        }
+        None => m.validate(dev, store, map),
+    }
+}
+
+/// Trains on `train` (every era, shuffled each epoch), validating on `valid` after each epoch.
+/// Returns the best checkpoint (by validation mean corr; the last one without validation).
+/// Progress goes to `on_event`.
+pub fn train<B: Backend>(
+    dev: &B,
+    cfg: Config,
+    init: Option<&Checkpoint>,
+    train: &Store,
+    valid: Option<&Store>,
+    opts: &TrainOptions,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<TrainResult> {
+    opts.validate()?;
+    let learnable = (0..train.n_eras())
+        .filter(|&i| era::learnable(train, i))
+        .count();
+    if learnable == 0 {
+        return Err(Error::format(
+            train.path(),
+            "targets",
+            format!(
+                "nothing to learn: the store has {} eras and none has a target value",
+                train.n_eras()
+            ),
+        ));
+    }
+    let mut m = build(dev, &cfg, init, train, opts.seed)?;
+    let features = m.features.clone();
+    let targets = m.targets.clone();
     let mut adam = match &opts.resume {
         Some(st) => Adam::from_state(dev, &st.m, &st.v, st.adam_step, opts.lr, opts.weight_decay)?,
         None => Adam::new(dev, &m.params, opts.lr, opts.weight_decay)?,
     };
-    let valid_map = match valid {
-        Some(v) => Some(ColumnMap::for_model(v, &features, &targets)?),
+    let train_map = ColumnMap::identity(train);
+    let valid = match valid {
+        Some(v) => {
+            let map = ColumnMap::for_model(v, &features, &targets)?;
+            if era::has_target0(v, &map) {
+                Some((v, map))
+            } else {
+                on_event(&Event::NoValidation {
+                    reason: format!(
+                        "{} has no values of target {}",
+                        v.path().display(),
+                        targets.first().map_or("0", |s| s.as_str())
+                    ),
+                });
+                None
+            }
+        }
         None => None,
     };
+    let k = opts.eras_per_step;
+    let per_epoch = learnable.div_ceil(k) as u64;
+    let mut total_steps = per_epoch * opts.epochs as u64;
+    if let Some(ms) = opts.max_steps {
+        total_steps = total_steps.min(ms);
+    }
     let target_tau = cfg.threshold;
     let mut reports = Vec::new();
     let mut best: Option<(usize, ValidScore, Checkpoint)> = None;
     let mut since_best = 0usize;
     let mut step: u64 = 0;
     let mut first_epoch = 1;
+    let mut ema = if opts.ema > 0.0 {
+        let start = match opts.resume.as_ref().and_then(|st| st.ema.clone()) {
+            Some(t) => t,
+            None => m.params.to_host(dev)?,
+        };
+        Some(Ema::new(opts.ema, start))
+    } else {
+        None
+    };
     if let Some(st) = &opts.resume {
         step = st.global_step;
         first_epoch = st.epoch + 1;
         since_best = st.since_best;
-        if let (Some(e), Some(c)) = (st.best_epoch, st.best_corr) {
+        if let (Some(e), Some(s)) = (st.best_epoch, st.best) {
             // The best checkpoint so far is the one at --out; keep it unless beaten.
             let ck = match &opts.out {
                 Some(p) if p.exists() => Checkpoint::load(p)?,
-                _ => m.to_checkpoint(dev)?,
+                _ => scored_weights(dev, &m, &ema)?,
             };
-            let score = ValidScore {
-                mean: c,
-                ..ValidScore::default()
-            };
-            best = Some((e, score, ck));
+            best = Some((e, s, ck));
         }
-        if !opts.quiet {
-            eprintln!(
-                "resuming after epoch {} (step {})",
-                st.epoch, st.global_step
-            );
-        }
+        on_event(&Event::Resumed {
+            epoch: st.epoch,
+            step: st.global_step,
+        });
     }
+    let stop_at = |adam: &Adam<B>| opts.max_steps.is_some_and(|ms| adam.step as u64 >= ms);
     let mut order: Vec<usize> = (0..train.n_eras()).collect();
-    let tty = std::io::stderr().is_terminal();
-    'epochs: for epoch in first_epoch..=opts.epochs {
+    for epoch in first_epoch..=opts.epochs {
         // The era order of an epoch depends only on the seed and the epoch (so a resumed run
         // sees the same order as an uninterrupted one).
         let mut rng = Rng::new(
@@ -282,55 +361,88 @@ pub fn train<B: Backend>(
             let frac = (epoch as f32 / opts.threshold_warmup as f32).min(1.0);
             m.model.cfg.threshold = target_tau * frac;
         }
-        // Fisher–Yates shuffle of the era order, from the identity each epoch.
         for (i, o) in order.iter_mut().enumerate() {
             *o = i;
         }
-        for i in (1..order.len()).rev() {
-            let j = (rng.next_u32() as usize) % (i + 1);
-            order.swap(i, j);
-        }
+        era::shuffle(&mut order, &mut rng);
         let t0 = Instant::now();
         let (mut loss_sum, mut mse_sum, mut counted) = (0.0f64, 0.0f64, 0usize);
-        let mut last_print = Instant::now();
         let mut g_last: Vec<f32> = Vec::new();
-        let mut done_eras = 0usize;
-        for (k, &ei) in order.iter().enumerate() {
-            if opts.max_steps.is_some_and(|ms| step >= ms) {
+        let mut group = 0usize;
+        for (i, &ei) in order.iter().enumerate() {
+            if group == 0 && stop_at(&adam) {
                 break;
             }
-            let batch = EraBatch::load(train, ei, &train_map)?;
+            let mut batch = EraBatch::load(train, ei, &train_map)?;
             if batch.n == 0 || batch.present_targets() == 0 {
                 continue;
             }
+            noise::apply(
+                &mut batch,
+                opts.seed,
+                epoch as u64,
+                ei as u64,
+                opts.feature_noise,
+            );
+            if group == 0 {
+                m.params.zero_grads(dev)?;
+            }
             step += 1;
-            let (parts, g) = train_step(dev, &mut m, &mut adam, &batch, opts, step)?;
+            let (parts, g) = step::accumulate(dev, &mut m, &batch, opts.seed, step)?;
+            group += 1;
+            if group == k {
+                finish_group(
+                    dev,
+                    &mut m,
+                    &mut adam,
+                    &mut ema,
+                    opts,
+                    group,
+                    step,
+                    total_steps,
+                )?;
+                group = 0;
+            }
             g_last = g;
             loss_sum += parts.loss as f64;
             mse_sum += parts.mse as f64;
             counted += 1;
-            done_eras += 1;
-            if !opts.quiet && tty && last_print.elapsed().as_millis() > 300 {
-                let rate = done_eras as f64 / t0.elapsed().as_secs_f64();
-                eprint!(
-                    "\repoch {epoch}/{} era {}/{}  loss {:.5}  {:.1} eras/s   ",
-                    opts.epochs,
-                    k + 1,
-                    order.len(),
-                    loss_sum / counted as f64,
-                    rate
-                );
-                let _ = std::io::stderr().flush();
-                last_print = Instant::now();
-            }
+            on_event(&Event::Era {
+                epoch,
+                epochs: opts.epochs,
+                done: i + 1,
+                total: order.len(),
+                loss: loss_sum / counted as f64,
+                eras_per_s: counted as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+            });
         }
-        if done_eras == 0 {
-            break 'epochs;
+        if group > 0 {
+            finish_group(
+                dev,
+                &mut m,
+                &mut adam,
+                &mut ema,
+                opts,
+                group,
+                step,
+                total_steps,
+            )?;
+        }
+        if counted == 0 {
+            break;
         }
         let secs = t0.elapsed().as_secs_f64();
-        let vscore = match (valid, &valid_map) {
-            (Some(v), Some(map)) => Some(m.validate(dev, v, map)?),
-            _ => None,
+        let vscore = match &valid {
+            Some((v, map)) => {
+                let s = score(dev, &m, &ema, v, map)?;
+                on_event(&Event::Validation {
+                    epoch,
+                    score: s,
+                    ema: ema.is_some(),
+                });
+                Some(s)
+            }
+            None => None,
         };
         let features_kept = if g_last.is_empty() {
             0
@@ -347,27 +459,24 @@ pub fn train<B: Backend>(
             train_loss: loss_sum / counted.max(1) as f64,
             train_mse: mse_sum / counted.max(1) as f64,
             valid: vscore,
-            eras_per_s: done_eras as f64 / secs.max(1e-9),
+            eras_per_s: counted as f64 / secs.max(1e-9),
             mean_gate: g_last.iter().map(|&g| g as f64).sum::<f64>() / g_last.len().max(1) as f64,
             features_kept,
         };
-        if !opts.quiet {
-            if tty {
-                eprint!("\r{:70}\r", "");
-            }
-            eprintln!(
-                "{}",
-                format_report(&report, opts.epochs, m.model.cfg.n_features)
-            );
-        }
+        on_event(&Event::Epoch {
+            report: report.clone(),
+            epochs: opts.epochs,
+            n_features: m.model.cfg.n_features,
+        });
         reports.push(report);
         let improved = match (vscore, &best) {
             (Some(v), Some((_, b, _))) => v.mean > b.mean,
             (Some(_), None) => true,
             (None, _) => true,
         };
+        let mut stop = false;
         if improved {
-            let ck = m.to_checkpoint(dev)?;
+            let ck = scored_weights(dev, &m, &ema)?;
             if let Some(path) = &opts.out {
                 ck.save(path)?;
             }
@@ -376,19 +485,23 @@ pub fn train<B: Backend>(
         } else {
             since_best += 1;
             if valid.is_some() && opts.patience > 0 && since_best >= opts.patience {
-                if !opts.quiet {
-                    eprintln!(
-                        "early stop: no better validation corr for {} epochs",
-                        opts.patience
-                    );
-                }
-                break;
+                on_event(&Event::EarlyStop {
+                    patience: opts.patience,
+                });
+                stop = true;
             }
         }
         if let Some(out) = &opts.out {
-            save_last(dev, &m, &adam, out, epoch, step, &best, since_best)?;
+            let state = Progress {
+                epoch,
+                step,
+                best: &best,
+                since_best,
+                data_checksum: train.data_checksum(),
+            };
+            save_last(dev, &m, &adam, &ema, out, opts, &state)?;
         }
-        if opts.max_steps.is_some_and(|ms| step >= ms) {
+        if stop || stop_at(&adam) {
             break;
         }
     }
@@ -399,9 +512,9 @@ pub fn train<B: Backend>(
         crate::io::write_atomic(path, &crate::checkpoint::to_bytes(&grads, &meta))?;
     }
     let (best_epoch, best_score, checkpoint) = match best {
-        Some((e, s, ck)) => (Some(e), valid.map(|_| s), ck),
+        Some((e, s, ck)) => (Some(e), valid.as_ref().map(|_| s), ck),
         None => {
-            let ck = m.to_checkpoint(dev)?;
+            let ck = scored_weights(dev, &m, &ema)?;
             if let Some(path) = &opts.out {
                 ck.save(path)?;
             }
@@ -416,17 +529,44 @@ pub fn train<B: Backend>(
     })
 }
 
-/// Writes the last-epoch weights and optimizer state beside `out` (for `--resume`).
+/// Ends a group of `eras` accumulated eras: the scheduled learning rate, one Adam step, the EMA.
 #[allow(clippy::too_many_arguments)]
+fn finish_group<B: Backend>(
+    dev: &B,
+    m: &mut Trained<B>,
+    adam: &mut Adam<B>,
+    ema: &mut Option<Ema>,
+    opts: &TrainOptions,
+    eras: usize,
+    step: u64,
+    total_steps: u64,
+) -> Result<()> {
+    adam.lr = opts.lr_at(adam.step as u64 + 1, total_steps);
+    step::apply(dev, m, adam, opts.clip, eras, step)?;
+    if let Some(e) = ema {
+        e.update(dev, &m.params)?;
+    }
+    Ok(())
+}
+
+/// Loop counters written with the last state.
+struct Progress<'a> {
+    epoch: usize,
+    step: u64,
+    best: &'a Option<(usize, ValidScore, Checkpoint)>,
+    since_best: usize,
+    data_checksum: u64,
+}
+
+/// Writes the last-epoch weights and optimizer state beside `out` (for `--resume`).
 fn save_last<B: Backend>(
     dev: &B,
     m: &Trained<B>,
     adam: &Adam<B>,
-    out: &std::path::Path,
-    epoch: usize,
-    step: u64,
-    best: &Option<(usize, ValidScore, Checkpoint)>,
-    since_best: usize,
+    ema: &Option<Ema>,
+    out: &Path,
+    opts: &TrainOptions,
+    p: &Progress,
 ) -> Result<()> {
     let last = resume::last_path(out);
     m.to_checkpoint(dev)?.save(&last)?;
@@ -435,101 +575,13 @@ fn save_last<B: Backend>(
         m: mm,
         v: vv,
         adam_step: adam.step,
-        global_step: step,
-        epoch,
-        best_epoch: best.as_ref().map(|b| b.0),
-        best_corr: best.as_ref().map(|b| b.1.mean),
-        since_best,
+        global_step: p.step,
+        epoch: p.epoch,
+        best_epoch: p.best.as_ref().map(|b| b.0),
+        best: p.best.as_ref().map(|b| b.1),
+        since_best: p.since_best,
+        settings: Some(resume::Settings::from_options(opts, p.data_checksum)),
+        ema: ema.as_ref().map(|e| e.tensors.clone()),
     }
     .save(&resume::optim_path(&last))
-}
-
-fn format_report(r: &EpochReport, epochs: usize, n_features: usize) -> String {
-    let v = match r.valid {
-        Some(v) => format!(
-            "valid corr {:+.4} sharpe {:+.2} ({} eras)",
-            v.mean, v.sharpe, v.eras
-        ),
-        None => "no validation data".to_string(),
-    };
-    format!(
-        "epoch {:>3}/{epochs}  loss {:.5}  mse {:.5}  {v}  gate {:.3} ({}/{} kept)  {:.1} eras/s",
-        r.epoch, r.train_loss, r.train_mse, r.mean_gate, r.features_kept, n_features, r.eras_per_s
-    )
-}
-
-/// Forward + loss + backward + clipped Adam for one era. Returns the loss parts and the gate values.
-pub fn train_step<B: Backend>(
-    dev: &B,
-    m: &mut Trained<B>,
-    adam: &mut Adam<B>,
-    batch: &EraBatch,
-    opts: &TrainOptions,
-    step: u64,
-) -> Result<(crate::ops::loss::LossParts, Vec<f32>)> {
-    let mut tape = Tape::new();
-    let inputs = m.inputs(dev, &mut tape, batch, Some((opts.seed, step)))?;
-    let ctx = TrainCtx {
-        seed: opts.seed,
-        step: step as u32,
-    };
-    let out = m
-        .model
-        .forward(dev, &mut tape, &m.params, &inputs, Some(ctx))?;
-    let cfg = &m.model.cfg;
-    let corr = if cfg.corr_weight > 0.0 {
-        Some(tape.corr_loss(
-            dev,
-            out.yhat,
-            inputs.y,
-            inputs.mask,
-            cfg.corr_weight,
-            batch.n,
-            cfg.n_targets,
-        )?)
-    } else {
-        None
-    };
-    let mut parts = tape.loss(
-        dev,
-        out.yhat,
-        inputs.y,
-        inputs.mask,
-        out.g,
-        cfg.lambda_sparsity,
-        batch.n,
-        cfg.n_targets,
-    )?;
-    if let Some(c) = corr {
-        parts.loss += cfg.corr_weight * (1.0 - c.corr);
-    }
-    if !parts.loss.is_finite() {
-        return Err(Error::Numeric {
-            step,
-            tensor: "loss".into(),
-            msg: format!(
-                "loss is {} (mse {}, sparsity {})",
-                parts.loss, parts.mse, parts.sparsity
-            ),
-        });
-    }
-    let g = tape.download(dev, out.g)?;
-    m.params.zero_grads(dev)?;
-    tape.backward(dev, &mut m.params)?;
-    tape.release(dev);
-    let (norm, bad) = m.params.grad_norm(dev)?;
-    if let Some(name) = bad {
-        return Err(Error::Numeric {
-            step,
-            tensor: format!("{name} (gradient)"),
-            msg: "gradient has NaN or Inf values".into(),
-        });
-    }
-    let scale = if opts.clip > 0.0 && norm > opts.clip as f64 {
-        (opts.clip as f64 / norm) as f32
-    } else {
-        1.0
-    };
-    adam.update(dev, &mut m.params, scale)?;
-    Ok((parts, g))
 }

@@ -1,0 +1,130 @@
+//! One optimizer step, split so several eras can share it (`--eras-per-step K`):
+//! `accumulate` runs forward, loss and backward for one era and adds its gradients (`+=`) into the
+//! parameter gradients; `apply` checks, clips and takes one Adam step with what was accumulated
+//! (the caller zeroes the gradients before each group).
+//!
+//! Loss scaling: each era's loss is its usual per-era mean (every era weighs the same whatever its
+//! row count). The K eras' gradients are summed on the device and multiplied by 1/K inside the Adam
+//! step (its `grad_scale`), so Adam sees the mean gradient of the group and `--clip` bounds the norm
+//! of that mean. With K = 1 the scale is exactly 1 and the step is the one-era step bit for bit.
+
+use super::era::EraBatch;
+use super::{TrainOptions, Trained};
+use crate::device::Backend;
+use crate::model::TrainCtx;
+use crate::ops::loss::LossParts;
+use crate::params::Adam;
+use crate::tape::Tape;
+use crate::{Error, Result};
+
+/// Forward + loss + backward for one era, adding its gradients into `m.params.grads`.
+/// `step` keys the dropout masks. Returns the loss parts and the gate values.
+pub fn accumulate<B: Backend>(
+    dev: &B,
+    m: &mut Trained<B>,
+    batch: &EraBatch,
+    seed: u64,
+    step: u64,
+) -> Result<(LossParts, Vec<f32>)> {
+    let mut tape = Tape::new();
+    let inputs = m.inputs(dev, &mut tape, batch, Some((seed, step)))?;
+    let ctx = TrainCtx {
+        seed,
+        step: step as u32,
+    };
+    let out = m
+        .model
+        .forward(dev, &mut tape, &m.params, &inputs, Some(ctx))?;
+    let cfg = &m.model.cfg;
+    // The per-era correlation loss w · (1 − corr) (docs/model.md), recorded before the MSE loss,
+    // which stays the root of the tape.
+    let corr = if cfg.corr_weight > 0.0 {
+        Some(tape.corr_loss(
+            dev,
+            out.yhat,
+            inputs.y,
+            inputs.mask,
+            cfg.corr_weight,
+            batch.n,
+            cfg.n_targets,
+        )?)
+    } else {
+        None
+    };
+    let mut parts = tape.loss(
+        dev,
+        out.yhat,
+        inputs.y,
+        inputs.mask,
+        out.g,
+        cfg.lambda_sparsity,
+        batch.n,
+        cfg.n_targets,
+    )?;
+    if let Some(c) = corr {
+        parts.loss += cfg.corr_weight * (1.0 - c.corr);
+    }
+    if !parts.loss.is_finite() {
+        return Err(Error::Numeric {
+            step,
+            tensor: "loss".into(),
+            msg: format!(
+                "loss is {} (mse {}, sparsity {})",
+                parts.loss, parts.mse, parts.sparsity
+            ),
+        });
+    }
+    let g = tape.download(dev, out.g)?;
+    tape.backward(dev, &mut m.params)?;
+    tape.release(dev);
+    Ok((parts, g))
+}
+
+/// One clipped Adam step with the gradients of `eras` accumulated eras (mean gradient, see the
+/// module doc). The gradients stay (for `--grads-out`); zero them before the next group.
+/// `step` names the step in errors.
+pub fn apply<B: Backend>(
+    dev: &B,
+    m: &mut Trained<B>,
+    adam: &mut Adam<B>,
+    clip: f32,
+    eras: usize,
+    step: u64,
+) -> Result<()> {
+    let (norm, bad) = m.params.grad_norm(dev)?;
+    if let Some(name) = bad {
+        return Err(Error::Numeric {
+            step,
+            tensor: format!("{name} (gradient)"),
+            msg: "gradient has NaN or Inf values".into(),
+        });
+    }
+    let k = eras.max(1) as f64;
+    let mean_norm = norm / k;
+    let clip_scale = if clip > 0.0 && mean_norm > clip as f64 {
+        (clip as f64 / mean_norm) as f32
+    } else {
+        1.0
+    };
+    let scale = if eras <= 1 {
+        clip_scale
+    } else {
+        clip_scale / eras as f32
+    };
+    adam.update(dev, &mut m.params, scale)
+}
+
+/// Forward + loss + backward + clipped Adam for one era. Returns the loss parts and the gate values.
+pub fn train_step<B: Backend>(
+    dev: &B,
+    m: &mut Trained<B>,
+    adam: &mut Adam<B>,
+    batch: &EraBatch,
+    opts: &TrainOptions,
+    step: u64,
+) -> Result<(LossParts, Vec<f32>)> {
+    m.params.zero_grads(dev)?;
+    let (parts, g) = accumulate(dev, m, batch, opts.seed, step)?;
+    apply(dev, m, adam, opts.clip, 1, step)?;
+    Ok((parts, g))
+}

@@ -1,0 +1,335 @@
+//! `train`/`predict` flags through the binary: help lines with defaults, negative numbers, --init and
+//! --resume refusing changed settings by name, the resumed summary, ensembles.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_eraengine"))
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("eraengine-flags-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A small synthetic dataset: (train, validation) stores.
+fn data(dir: &Path) -> (PathBuf, PathBuf) {
+    let o = bin()
+        .args([
+            "synth",
+            "--eras",
+            "10",
+            "--rows",
+            "40",
+            "--features",
+            "12",
+            "--seed",
+            "2",
+            "--out",
+        ])
+        .arg(dir.join("d"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let find = |stem: &str| {
+        std::fs::read_dir(dir.join("d"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(stem))
+            .unwrap()
+    };
+    (find("train"), find("validation"))
+}
+
+const SMALL: [&str; 7] = ["--d-model", "8", "--heads", "2", "--layers", "1", "--quiet"];
+
+fn train(train: &Path, valid: &Path, extra: &[&str]) -> Output {
+    bin()
+        .arg("train")
+        .arg("--data")
+        .arg(train)
+        .arg("--valid")
+        .arg(valid)
+        .args(SMALL)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn every_train_and_predict_flag_has_a_help_line_with_its_default() {
+    for (cmd, no_default) in [
+        ("train", &["--resume", "--help"][..]),
+        ("predict", &["--model", "--data", "--out", "--help"][..]),
+    ] {
+        let o = bin().args([cmd, "--help"]).output().unwrap();
+        let help = String::from_utf8_lossy(&o.stdout).to_string();
+        let lines: Vec<&str> = help.lines().collect();
+        let mut flags = 0;
+        for (i, l) in lines.iter().enumerate() {
+            let t = l.trim_start();
+            if !t.starts_with("--") && !t.starts_with("-h") {
+                continue;
+            }
+            let flag = t
+                .split([' ', ','])
+                .find(|w| w.starts_with("--"))
+                .unwrap()
+                .to_string();
+            // The description: the rest of the line (short help) and the following lines up to
+            // the next flag (long help).
+            let rest: Vec<&str> = t
+                .split_whitespace()
+                .skip_while(|w| w.starts_with('-') || w.starts_with('<'))
+                .collect();
+            let desc: String = std::iter::once(rest.join(" "))
+                .chain(
+                    lines[i + 1..]
+                        .iter()
+                        .take_while(|l| !l.trim_start().starts_with('-'))
+                        .map(|l| l.to_string()),
+                )
+                .collect::<Vec<_>>()
+                .join(" ");
+            assert!(!desc.trim().is_empty(), "{cmd} {flag} has no help line");
+            if !no_default.contains(&flag.as_str()) {
+                assert!(
+                    desc.contains("[default:"),
+                    "{cmd} {flag} shows no default: {desc}"
+                );
+            }
+            flags += 1;
+        }
+        assert!(flags > 3, "{cmd}: {help}");
+    }
+}
+
+#[test]
+fn negative_numbers_parse_and_get_range_errors() {
+    for (flag, words) in [
+        ("--lr", "--lr must be a positive number"),
+        ("--ema", "--ema must be in"),
+        ("--feature-noise", "--feature-noise must be in"),
+        ("--clip", "--clip must be >= 0"),
+    ] {
+        let o = bin()
+            .args(["train", flag, "-1", "--data", "/nonexistent"])
+            .output()
+            .unwrap();
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{flag}: {t}");
+        assert!(!t.contains("unexpected argument"), "{flag}: {t}");
+        assert!(t.contains(words), "{flag}: {t}");
+    }
+    let o = bin().args(["train", "--epochs", "-3"]).output().unwrap();
+    assert!(!text(&o).contains("unexpected argument"), "{}", text(&o));
+}
+
+#[test]
+fn init_and_resume_refuse_changed_settings_naming_the_flag() {
+    let dir = scratch("resume");
+    let (t, v) = data(&dir);
+    let out = dir.join("m.safetensors");
+    let o = train(
+        &t,
+        &v,
+        &[
+            "--epochs",
+            "1",
+            "--ema",
+            "0.5",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let resume = |extra: &[&str]| {
+        let mut args = vec!["--epochs", "2", "--resume", "--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        train(&t, &v, &args)
+    };
+    for (extra, flag) in [
+        (&["--lr", "0.01"][..], "--lr"),
+        (&["--seed", "9"][..], "--seed"),
+        (&["--ema", "0.9"][..], "--ema"),
+        (&["--schedule", "cosine"][..], "--schedule"),
+        (&["--dropout", "0"][..], "--dropout"),
+        (&["--layers", "2"][..], "--layers"),
+    ] {
+        let o = resume(extra);
+        assert!(
+            !o.status.success() && text(&o).contains(flag),
+            "{flag}: {}",
+            text(&o)
+        );
+    }
+    // Other data is refused too.
+    let o = bin()
+        .arg("train")
+        .arg("--data")
+        .arg(&v)
+        .arg("--valid")
+        .arg(&v)
+        .args(SMALL)
+        .args(["--epochs", "2", "--resume", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && text(&o).contains("--data"),
+        "{}",
+        text(&o)
+    );
+    // The same settings resume, and the summary is the whole run's.
+    let o = resume(&[]);
+    let log = text(&o);
+    assert!(o.status.success(), "{log}");
+    assert!(
+        log.contains("best epoch") && !log.contains("over 0 eras"),
+        "{log}"
+    );
+    // --init with a model flag that disagrees names it.
+    let o = train(
+        &t,
+        &v,
+        &[
+            "--epochs",
+            "1",
+            "--init",
+            out.to_str().unwrap(),
+            "--gate-rank",
+            "3",
+        ],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("--gate-rank 3"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn an_ensemble_trains_per_seed_and_predicts_the_rank_average() {
+    let dir = scratch("ens");
+    let (t, v) = data(&dir);
+    let ens = dir.join("ens");
+    let o = train(
+        &t,
+        &v,
+        &[
+            "--epochs",
+            "1",
+            "--seeds",
+            "1,2",
+            "--out",
+            ens.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ens.join("ensemble.json")).unwrap()).unwrap();
+    assert_eq!(manifest["members"].as_array().unwrap().len(), 2);
+    let (a, b) = (
+        ens.join("seed-1.safetensors"),
+        ens.join("seed-2.safetensors"),
+    );
+    let predict = |models: &[&Path], name: &str| -> String {
+        let out = dir.join(name);
+        let mut c = bin();
+        c.arg("predict");
+        for m in models {
+            c.arg("--model").arg(m);
+        }
+        let o = c
+            .arg("--data")
+            .arg(&v)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        std::fs::read_to_string(out).unwrap()
+    };
+    let one = predict(&[&a], "a.csv");
+    assert_eq!(
+        predict(&[&a, &a], "aa.csv"),
+        one,
+        "identical members differ from one"
+    );
+    let ab = predict(&[&a, &b], "ab.csv");
+    assert_eq!(
+        predict(&[&b, &a], "ba.csv"),
+        ab,
+        "the order of --model matters"
+    );
+    assert_eq!(
+        predict(&[&ens], "dir.csv"),
+        ab,
+        "--model DIR is not its members"
+    );
+    assert_ne!(ab, one);
+    // Members with other features are refused.
+    let o = bin()
+        .args([
+            "synth",
+            "--eras",
+            "4",
+            "--rows",
+            "30",
+            "--features",
+            "9",
+            "--out",
+        ])
+        .arg(dir.join("other"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let other_train = std::fs::read_dir(dir.join("other"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("train")
+        })
+        .unwrap();
+    let c = dir.join("c.safetensors");
+    let o = bin()
+        .arg("train")
+        .arg("--data")
+        .arg(&other_train)
+        .args(SMALL)
+        .args(["--epochs", "1", "--out"])
+        .arg(&c)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = bin()
+        .args(["predict", "--model"])
+        .arg(&a)
+        .arg("--model")
+        .arg(&c)
+        .arg("--data")
+        .arg(&v)
+        .arg("--out")
+        .arg(dir.join("x.csv"))
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && text(&o).contains("disagree on features"),
+        "{}",
+        text(&o)
+    );
+}

@@ -1,0 +1,363 @@
+//! The training loop's knobs against hand-computed values and against the plain one-era-a-step loop:
+//! learning-rate schedule, EMA, eras-per-step, feature noise, nothing-to-learn errors, ensembles.
+
+use eraengine::checkpoint::Checkpoint;
+use eraengine::data::store::Store;
+use eraengine::data::synth::{write_dataset, SynthConfig};
+use eraengine::device::Cpu;
+use eraengine::model::Config;
+use eraengine::params::Adam;
+use eraengine::rng::Rng;
+use eraengine::train::ema::Ema;
+use eraengine::train::ensemble::{combine, rank_unit};
+use eraengine::train::era::{self, ColumnMap, EraBatch};
+use eraengine::train::noise::{self, Noise};
+use eraengine::train::{build, train, train_step, Event, Schedule, TrainOptions, Trained};
+use std::path::PathBuf;
+
+fn dataset(tag: &str, valid_eras: usize, nan_valid: usize) -> (PathBuf, PathBuf, PathBuf) {
+    let dir =
+        std::env::temp_dir().join(format!("eraengine-trainloop-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = SynthConfig {
+        eras: 8,
+        valid_eras,
+        rows: 40,
+        features: 12,
+        seed: 3,
+        nan_valid_eras: nan_valid,
+        ..SynthConfig::default()
+    };
+    let f = write_dataset(&dir, &cfg, false).unwrap();
+    (f.train, f.validation, f.live)
+}
+
+fn tiny(store: &Store) -> Config {
+    let mut c = Config::new(store.n_features(), store.n_targets());
+    c.d_model = 8;
+    c.heads = 2;
+    c.layers = 1;
+    c.d_ff = 16;
+    c.gate_rank = 2;
+    c
+}
+
+fn opts(epochs: usize) -> TrainOptions {
+    TrainOptions {
+        epochs,
+        seed: 11,
+        quiet: true,
+        ..TrainOptions::default()
+    }
+}
+
+#[test]
+fn warmup_and_cosine_match_hand_computed_values() {
+    let o = TrainOptions {
+        lr: 1e-2,
+        warmup: 4,
+        schedule: Schedule::Cosine,
+        min_lr: 1e-3,
+        ..TrainOptions::default()
+    };
+    // warm-up: lr · step / 4
+    assert_eq!(o.lr_at(1, 14), 2.5e-3);
+    assert_eq!(o.lr_at(2, 14), 5e-3);
+    assert_eq!(o.lr_at(4, 14), 1e-2);
+    // cosine over steps 5..=14 (span 10): min + (lr − min)·(1 + cos(π·(s − 4)/10))/2
+    let hand = |s: f64| {
+        (1e-3 + 9e-3 * 0.5 * (1.0 + (std::f64::consts::PI * (s - 4.0) / 10.0).cos())) as f32
+    };
+    assert_eq!(o.lr_at(9, 14), hand(9.0));
+    assert!(
+        (o.lr_at(9, 14) - 5.5e-3).abs() < 1e-9,
+        "half way is the midpoint"
+    );
+    assert!(
+        (o.lr_at(14, 14) - 1e-3).abs() < 1e-9,
+        "the last step is at min_lr"
+    );
+    assert!(
+        (o.lr_at(20, 14) - 1e-3).abs() < 1e-9,
+        "past the end stays at min_lr"
+    );
+    // constant without warm-up is lr itself, bit for bit
+    let c = TrainOptions::default();
+    for s in [1, 7, 1000] {
+        assert_eq!(c.lr_at(s, 10), c.lr);
+    }
+    // a constant schedule after a warm-up
+    let w = TrainOptions {
+        warmup: 10,
+        ..TrainOptions::default()
+    };
+    assert_eq!(w.lr_at(5, 100), 5e-4);
+    assert_eq!(w.lr_at(11, 100), 1e-3);
+}
+
+#[test]
+fn ema_matches_hand_computed_values() {
+    let start = vec![("w".to_string(), vec![2], vec![1.0f32, 2.0])];
+    let mut e = Ema::new(0.5, start);
+    let w = vec![("w".to_string(), vec![2], vec![3.0f32, 4.0])];
+    e.update_host(&w);
+    assert_eq!(e.tensors[0].2, vec![2.0, 3.0]);
+    e.update_host(&w);
+    assert_eq!(e.tensors[0].2, vec![2.5, 3.5]);
+    let mut e = Ema::new(0.9, vec![("w".to_string(), vec![1], vec![0.0f32])]);
+    let one = vec![("w".to_string(), vec![1], vec![1.0f32])];
+    for _ in 0..3 {
+        e.update_host(&one);
+    }
+    // 1 − 0.9³
+    assert!(
+        (e.tensors[0].2[0] - 0.271).abs() < 1e-6,
+        "{}",
+        e.tensors[0].2[0]
+    );
+}
+
+/// Today's loop, written out: one era per Adam step in the per-epoch shuffled order.
+fn plain_loop(
+    store: &Store,
+    cfg: &Config,
+    o: &TrainOptions,
+) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let dev = Cpu;
+    let mut m: Trained<Cpu> = build(&dev, cfg, None, store, o.seed).unwrap();
+    let mut adam = Adam::new(&dev, &m.params, o.lr, o.weight_decay).unwrap();
+    let map = ColumnMap::identity(store);
+    let mut step = 0u64;
+    for epoch in 1..=o.epochs {
+        let mut rng = Rng::new(
+            o.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            0x5EED,
+        );
+        let mut order: Vec<usize> = (0..store.n_eras()).collect();
+        era::shuffle(&mut order, &mut rng);
+        for &e in &order {
+            let batch = EraBatch::load(store, e, &map).unwrap();
+            if batch.n == 0 || batch.present_targets() == 0 {
+                continue;
+            }
+            step += 1;
+            train_step(&dev, &mut m, &mut adam, &batch, o, step).unwrap();
+        }
+    }
+    m.params.to_host(&dev).unwrap()
+}
+
+#[test]
+fn one_era_per_step_is_the_plain_loop_bit_for_bit_and_two_differ() {
+    let (t, _, _) = dataset("k1", 2, 0);
+    let store = Store::open(&t).unwrap();
+    let cfg = tiny(&store);
+    let o = opts(2);
+    let want = plain_loop(&store, &cfg, &o);
+    let got = train(&Cpu, cfg.clone(), None, &store, None, &o, &mut |_| {}).unwrap();
+    assert_eq!(got.checkpoint.tensors, want, "K = 1 is not the plain loop");
+    let o2 = TrainOptions {
+        eras_per_step: 2,
+        ..o.clone()
+    };
+    let two = train(&Cpu, cfg, None, &store, None, &o2, &mut |_| {}).unwrap();
+    assert_ne!(
+        two.checkpoint.tensors, want,
+        "K = 2 took the same steps as K = 1"
+    );
+    // 8 eras in groups of 2 = 4 Adam steps per epoch
+    assert_eq!(two.epochs.last().unwrap().steps, 16);
+}
+
+#[test]
+fn max_steps_counts_optimizer_steps_with_accumulation() {
+    let (t, _, _) = dataset("ms", 2, 0);
+    let store = Store::open(&t).unwrap();
+    let o = TrainOptions {
+        eras_per_step: 3,
+        max_steps: Some(2),
+        ..opts(3)
+    };
+    let r = train(&Cpu, tiny(&store), None, &store, None, &o, &mut |_| {}).unwrap();
+    // two Adam steps of three eras each
+    assert_eq!(r.epochs.last().unwrap().steps, 6);
+}
+
+#[test]
+fn ema_weights_are_what_is_saved_and_validated() {
+    let (t, v, _) = dataset("ema", 3, 0);
+    let (store, valid) = (Store::open(&t).unwrap(), Store::open(&v).unwrap());
+    let o = TrainOptions {
+        ema: 0.5,
+        patience: 0,
+        ..opts(1)
+    };
+    let mut seen = Vec::new();
+    let r = train(
+        &Cpu,
+        tiny(&store),
+        None,
+        &store,
+        Some(&valid),
+        &o,
+        &mut |e| {
+            if let Event::Validation { score, ema, .. } = e {
+                seen.push((*score, *ema));
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].1, "validation did not use the EMA weights");
+    let raw = plain_loop(&store, &tiny(&store), &o);
+    assert_ne!(
+        r.checkpoint.tensors, raw,
+        "the checkpoint holds the raw weights"
+    );
+    let m = Trained::from_checkpoint(&Cpu, &r.checkpoint).unwrap();
+    let map = ColumnMap::for_model(&valid, &m.features, &m.targets).unwrap();
+    assert_eq!(m.validate(&Cpu, &valid, &map).unwrap(), seen[0].0);
+}
+
+#[test]
+fn feature_noise_is_deterministic_per_seed_epoch_era_and_has_its_rate() {
+    let p = 0.4;
+    let mut counts = [0usize; 3];
+    for j in 0..20_000 {
+        let a = noise::draw(7, 2, 5, j, p);
+        assert_eq!(a, noise::draw(7, 2, 5, j, p));
+        counts[a as usize] += 1;
+    }
+    let n = 20_000.0;
+    assert!(
+        (counts[Noise::Drop as usize] as f64 / n - 0.2).abs() < 0.015,
+        "{counts:?}"
+    );
+    assert!(
+        (counts[Noise::Reverse as usize] as f64 / n - 0.2).abs() < 0.015,
+        "{counts:?}"
+    );
+    let fates = |round, era| {
+        (0..64)
+            .map(|j| noise::draw(7, round, era, j, p))
+            .collect::<Vec<_>>()
+    };
+    assert_ne!(
+        fates(2, 5),
+        fates(3, 5),
+        "the epoch does not change the draw"
+    );
+    assert_ne!(fates(2, 5), fates(2, 6), "the era does not change the draw");
+    assert!((0..64).all(|j| noise::draw(7, 2, 5, j, 0.0) == Noise::Keep));
+
+    let (t, _, _) = dataset("noise", 2, 0);
+    let store = Store::open(&t).unwrap();
+    let map = ColumnMap::identity(&store);
+    let clean = EraBatch::load(&store, 1, &map).unwrap();
+    let mut noisy = EraBatch::load(&store, 1, &map).unwrap();
+    noise::apply(&mut noisy, 7, 2, 1, 1.0);
+    let f = clean.f;
+    for j in 0..f {
+        let col = |b: &EraBatch| (0..b.n).map(|r| b.x[r * f + j]).collect::<Vec<_>>();
+        let (c, x) = (col(&clean), col(&noisy));
+        match noise::draw(7, 2, 1, j, 1.0) {
+            Noise::Drop => assert!(x.iter().all(|&v| v == 0.0)),
+            Noise::Reverse => assert_eq!(x, c.iter().map(|v| -v).collect::<Vec<_>>()),
+            Noise::Keep => panic!("p = 1 kept feature {j}"),
+        }
+    }
+    assert_eq!(noisy.y, clean.y, "noise touched the targets");
+}
+
+#[test]
+fn feature_noise_changes_training_but_never_validation() {
+    let (t, v, _) = dataset("noisev", 3, 0);
+    let (store, valid) = (Store::open(&t).unwrap(), Store::open(&v).unwrap());
+    let o = TrainOptions {
+        feature_noise: 1.0,
+        ..opts(1)
+    };
+    let mut score = None;
+    let r = train(
+        &Cpu,
+        tiny(&store),
+        None,
+        &store,
+        Some(&valid),
+        &o,
+        &mut |e| {
+            if let Event::Validation { score: s, .. } = e {
+                score = Some(*s);
+            }
+        },
+    )
+    .unwrap();
+    assert_ne!(r.checkpoint.tensors, plain_loop(&store, &tiny(&store), &o));
+    // The score the loop reported is the clean validation of the weights it kept.
+    let m = Trained::from_checkpoint(&Cpu, &r.checkpoint).unwrap();
+    let map = ColumnMap::for_model(&valid, &m.features, &m.targets).unwrap();
+    assert_eq!(Some(m.validate(&Cpu, &valid, &map).unwrap()), score);
+}
+
+#[test]
+fn nothing_to_learn_is_an_error_and_a_store_without_targets_is_no_validation() {
+    let (t, v, live) = dataset("empty", 2, 2);
+    let (store, valid, live) = (
+        Store::open(&t).unwrap(),
+        Store::open(&v).unwrap(),
+        Store::open(&live).unwrap(),
+    );
+    let err = train(&Cpu, tiny(&live), None, &live, None, &opts(1), &mut |_| {})
+        .err()
+        .expect("training on a store without targets succeeded");
+    assert!(err.to_string().contains("nothing to learn"), "{err}");
+    let mut said = Vec::new();
+    let r = train(
+        &Cpu,
+        tiny(&store),
+        None,
+        &store,
+        Some(&valid),
+        &opts(2),
+        &mut |e| {
+            if let Event::NoValidation { reason } = e {
+                said.push(reason.clone());
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(r.best.is_none() && r.epochs.iter().all(|e| e.valid.is_none()));
+}
+
+#[test]
+fn an_ensemble_of_identical_members_is_that_member_and_order_does_not_matter() {
+    let mut rng = Rng::new(5, 1);
+    for n in [1usize, 2, 7, 50] {
+        let a: Vec<f64> = (0..n).map(|_| (rng.next_u32() % 9) as f64).collect();
+        let b: Vec<f64> = (0..n).map(|_| rng.next_u32() as f64 / 7.0).collect();
+        let c: Vec<f64> = (0..n).map(|_| -(rng.next_u32() as f64).sqrt()).collect();
+        let one = rank_unit(&a);
+        assert_eq!(rank_unit(&combine(&[&a, &a, &a], false)), one);
+        assert_eq!(combine(&[&a], false), one);
+        assert_eq!(combine(&[&a, &a], true), a);
+        let abc = combine(&[&a, &b, &c], false);
+        assert_eq!(abc, combine(&[&c, &a, &b], false));
+        assert_eq!(abc, combine(&[&b, &c, &a], false));
+        assert_eq!(combine(&[&a, &b, &c], true), combine(&[&c, &b, &a], true));
+    }
+}
+
+#[test]
+fn init_must_match_the_store() {
+    let (t, _, _) = dataset("init", 2, 0);
+    let store = Store::open(&t).unwrap();
+    let cfg = tiny(&store);
+    let r = train(&Cpu, cfg.clone(), None, &store, None, &opts(1), &mut |_| {}).unwrap();
+    let mut other: Checkpoint = r.checkpoint.clone();
+    other.features.reverse();
+    assert!(build::<Cpu>(&Cpu, &cfg, Some(&other), &store, 0).is_err());
+    let mut wider = cfg.clone();
+    wider.d_model = 16;
+    assert!(build::<Cpu>(&Cpu, &wider, Some(&r.checkpoint), &store, 0).is_err());
+}
