@@ -25,10 +25,19 @@ pub fn to_bytes(
     tensors: &[(String, Vec<usize>, Vec<f32>)],
     metadata: &Map<String, Value>,
 ) -> Vec<u8> {
-    let mut header = Map::new();
-    if !metadata.is_empty() {
-        header.insert("__metadata__".into(), Value::Object(metadata.clone()));
+    let mut data = Vec::with_capacity(tensors.iter().map(|t| t.2.len() * 4).sum());
+    for (_, _, d) in tensors {
+        for x in d {
+            data.extend_from_slice(&x.to_le_bytes());
+        }
     }
+    let mut metadata = metadata.clone();
+    metadata.insert(
+        DATA_CHECKSUM_KEY.into(),
+        Value::String(data_checksum(&data)),
+    );
+    let mut header = Map::new();
+    header.insert("__metadata__".into(), Value::Object(metadata));
     let mut offset = 0usize;
     for (name, shape, data) in tensors {
         let end = offset + data.len() * 4;
@@ -45,13 +54,96 @@ pub fn to_bytes(
     let mut out = Vec::with_capacity(8 + h.len() + offset);
     out.extend_from_slice(&(h.len() as u64).to_le_bytes());
     out.extend_from_slice(&h);
-    for (_, _, data) in tensors {
-        for x in data {
-            out.extend_from_slice(&x.to_le_bytes());
-        }
-    }
+    out.extend_from_slice(&data);
     out
 }
+
+/// `__metadata__` key holding the checksum of the tensor data (every byte after the header).
+pub const DATA_CHECKSUM_KEY: &str = "data_checksum";
+
+/// The checksum written under [`DATA_CHECKSUM_KEY`]: the store's 64-bit hash
+/// (`data::checksum::hash`) of the data bytes, as 16 lowercase hex digits.
+pub fn data_checksum(data: &[u8]) -> String {
+    format!("{:016x}", crate::data::checksum::hash(data))
+}
+
+/// Note for a file without [`DATA_CHECKSUM_KEY`] (written before checksums existed): it loads,
+/// but corruption of its tensor data cannot be detected.
+pub fn no_checksum_note(path: &Path) -> String {
+    format!(
+        "{}: no data checksum (written by an older eraengine); corrupted weights would go unnoticed. Save it again to add one",
+        path.display()
+    )
+}
+
+/// Reads a safetensors file after checking, from its first bytes, that it is a regular file and
+/// that what the header claims fits the file: the header length and the largest data offset must
+/// lie within the file size. A device such as /dev/zero, or a file whose header claims terabytes,
+/// is refused before anything large is read or allocated.
+pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let err = |place: &str, m: String| Error::format(path, place, m);
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let meta = f.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(err(
+            "",
+            "not a regular file; expected a .safetensors checkpoint".into(),
+        ));
+    }
+    let len = meta.len();
+    let mut lenb = [0u8; 8];
+    if len < 8 || f.read_exact(&mut lenb).is_err() {
+        return Err(err(
+            "header",
+            format!("file is {len} bytes, too short for a safetensors header"),
+        ));
+    }
+    let hlen = u64::from_le_bytes(lenb);
+    if hlen > len - 8 || hlen > MAX_HEADER {
+        return Err(err(
+            "header",
+            format!(
+                "header length {hlen} exceeds the file size {len}: not a safetensors checkpoint{}",
+                if &lenb[..4] == b"PAR1" {
+                    " (this is a parquet file)"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    let mut header = vec![0u8; hlen as usize];
+    f.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
+    let data_len = len - 8 - hlen;
+    if let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(&header) {
+        for (name, v) in &obj {
+            let end = v
+                .get("data_offsets")
+                .and_then(Value::as_array)
+                .and_then(|a| a.get(1))
+                .and_then(Value::as_u64);
+            if let Some(end) = end {
+                if end > data_len {
+                    return Err(err(
+                        &format!("tensor '{name}'"),
+                        format!(
+                            "data_offsets end at byte {end}, but the file holds only {data_len} data bytes (truncated or not a checkpoint)"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    bytes.extend_from_slice(&lenb);
+    bytes.extend_from_slice(&header);
+    f.read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    Ok(bytes)
+}
+
+/// Largest header accepted (bytes).
+const MAX_HEADER: u64 = 100_000_000;
 
 /// Parses safetensors bytes into (metadata, tensors in file order). Every offset is checked.
 pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Map<String, Value>, HostTensors)> {
@@ -68,7 +160,7 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Map<String, Value>, Host
     let mut lenb = [0u8; 8];
     lenb.copy_from_slice(&bytes[..8]);
     let hlen = u64::from_le_bytes(lenb);
-    if hlen > (bytes.len() - 8) as u64 || hlen > 100_000_000 {
+    if hlen > (bytes.len() - 8) as u64 || hlen > MAX_HEADER {
         return Err(err(
             "header",
             format!(
@@ -89,6 +181,22 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Map<String, Value>, Host
         .as_object()
         .ok_or_else(|| err("header", "header is not a JSON object".into()))?;
     let data = &bytes[8 + hlen..];
+    if let Some(v) = obj
+        .get("__metadata__")
+        .and_then(|m| m.get(DATA_CHECKSUM_KEY))
+    {
+        let want = v.as_str().unwrap_or("");
+        let got = data_checksum(data);
+        if want != got {
+            return Err(err(
+                &format!("__metadata__.{DATA_CHECKSUM_KEY}"),
+                format!(
+                    "the tensor data does not match its checksum (stored {}, computed {got}): the file is corrupted",
+                    if want.len() > 20 { &want[..20] } else { want }
+                ),
+            ));
+        }
+    }
     let mut metadata = Map::new();
     let mut entries = Vec::new();
     for (name, v) in obj {
@@ -226,8 +334,15 @@ impl Checkpoint {
     }
 
     pub fn load(path: &Path) -> Result<Checkpoint> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::load_checked(path).map(|(c, _)| c)
+    }
+
+    /// Loads a checkpoint (as [`Checkpoint::load`]) and returns a note for the CLI to print when
+    /// the file has no data checksum (older files still load).
+    pub fn load_checked(path: &Path) -> Result<(Checkpoint, Option<String>)> {
+        let bytes = read_file(path)?;
         let (meta, tensors) = from_bytes(&bytes, path)?;
+        let note = (!meta.contains_key(DATA_CHECKSUM_KEY)).then(|| no_checksum_note(path));
         let get = |k: &str| meta_str(&meta, k, path, "an eraengine checkpoint");
         expect_format(&meta, path, "eraengine", "an eraengine checkpoint")?;
         let ver = get("format_version")?;
@@ -261,6 +376,16 @@ impl Checkpoint {
         };
         let features = names("features")?;
         let targets = names("targets")?;
+        for (k, list) in [("features", &features), ("targets", &targets)] {
+            let mut seen = std::collections::HashSet::with_capacity(list.len());
+            if let Some(d) = list.iter().find(|n| !seen.insert(n.as_str())) {
+                return Err(Error::format(
+                    path,
+                    format!("__metadata__.{k}"),
+                    format!("name '{d}' appears twice: columns would map ambiguously"),
+                ));
+            }
+        }
         if features.len() != config.n_features || targets.len() != config.n_targets {
             return Err(Error::format(
                 path,
@@ -308,12 +433,15 @@ impl Checkpoint {
                 "is not a parameter of this config",
             ));
         }
-        Ok(Checkpoint {
-            config,
-            features,
-            targets,
-            tensors: ordered,
-        })
+        Ok((
+            Checkpoint {
+                config,
+                features,
+                targets,
+                tensors: ordered,
+            },
+            note,
+        ))
     }
 }
 

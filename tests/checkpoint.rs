@@ -112,7 +112,14 @@ fn metadata_holds_exactly_the_spec_keys() {
     keys.sort();
     assert_eq!(
         keys,
-        ["config", "features", "format", "format_version", "targets"]
+        [
+            "config",
+            "data_checksum",
+            "features",
+            "format",
+            "format_version",
+            "targets"
+        ]
     );
     let cfg: serde_json::Value = serde_json::from_str(meta["config"].as_str().unwrap()).unwrap();
     for k in [
@@ -215,6 +222,113 @@ proptest! {
         if let Ok(c) = Checkpoint::load(&path) {
             prop_assert!(c.tensors.iter().all(|t| t.2.iter().all(|x| x.is_finite())));
         }
+        std::fs::remove_file(&path).unwrap();
+    }
+}
+
+/// Rewrites a checkpoint's header through `edit` (the data stays), re-padding the header.
+fn edit_header(bytes: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    let hlen = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut h: serde_json::Value = serde_json::from_slice(&bytes[8..8 + hlen]).unwrap();
+    edit(&mut h);
+    let mut hb = h.to_string().into_bytes();
+    while !hb.len().is_multiple_of(8) {
+        hb.push(b' ');
+    }
+    let mut out = (hb.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&hb);
+    out.extend_from_slice(&bytes[8 + hlen..]);
+    out
+}
+
+#[test]
+fn a_flipped_tensor_byte_fails_the_data_checksum() {
+    let ck = sample(Config::new(3, 1));
+    let good = to_bytes(&ck.tensors, &ck.metadata());
+    let hlen = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+    // a flip that keeps the weight finite: the lowest mantissa bit of every 4th byte position
+    for pos in [8 + hlen, 8 + hlen + 4 * 7, good.len() - 4] {
+        let mut bad = good.clone();
+        bad[pos] ^= 1;
+        let e = load_err(&bad, "flipdata");
+        assert!(e.contains("checksum") && e.contains("corrupted"), "{e}");
+    }
+}
+
+#[test]
+fn a_checkpoint_without_checksum_loads_with_a_note() {
+    let dir = tmpdir("nock");
+    let ck = sample(Config::new(3, 1));
+    let good = to_bytes(&ck.tensors, &ck.metadata());
+    let old = edit_header(&good, |h| {
+        h["__metadata__"]
+            .as_object_mut()
+            .unwrap()
+            .remove("data_checksum");
+    });
+    let p = dir.join("old.safetensors");
+    std::fs::write(&p, &old).unwrap();
+    let (back, note) = Checkpoint::load_checked(&p).unwrap();
+    assert_eq!(back.tensors, ck.tensors);
+    let note = note.expect("a note for a file without a checksum");
+    assert!(
+        note.contains("no data checksum") && note.contains("old.safetensors"),
+        "{note}"
+    );
+    // with a checksum: no note
+    let q = dir.join("new.safetensors");
+    ck.save(&q).unwrap();
+    assert!(Checkpoint::load_checked(&q).unwrap().1.is_none());
+    // a garbled checksum value is an error, not a silent load
+    let bad = edit_header(&good, |h| {
+        h["__metadata__"]["data_checksum"] = "0000000000000000".into();
+    });
+    assert!(load_err(&bad, "garbled").contains("checksum"));
+}
+
+#[test]
+fn duplicate_feature_or_target_names_are_errors() {
+    let mut ck = sample(Config::new(3, 2));
+    ck.features[2] = ck.features[0].clone();
+    let e = load_err(&to_bytes(&ck.tensors, &ck.metadata()), "dupf");
+    assert!(e.contains("appears twice") && e.contains("features"), "{e}");
+    let mut ck = sample(Config::new(3, 2));
+    ck.targets[1] = ck.targets[0].clone();
+    let e = load_err(&to_bytes(&ck.tensors, &ck.metadata()), "dupt");
+    assert!(e.contains("appears twice") && e.contains("targets"), "{e}");
+}
+
+#[test]
+fn a_header_claiming_more_than_the_file_is_refused_before_reading() {
+    let ck = sample(Config::new(3, 1));
+    let good = to_bytes(&ck.tensors, &ck.metadata());
+    let huge = edit_header(&good, |h| {
+        h["head.1.bias"]["data_offsets"] = serde_json::json!([0u64, 1u64 << 50]);
+    });
+    let e = load_err(&huge, "huge");
+    assert!(e.contains("holds only"), "{e}");
+    // a device is not read at all
+    let e = Checkpoint::load(Path::new("/dev/zero"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// Any change to a byte of the tensor data is caught (by the checksum or the finite check).
+    #[test]
+    fn any_data_byte_change_is_an_error(pos in 0usize..100_000, val in 1u8..=255) {
+        let ck = sample(Config::new(3, 1));
+        let mut bytes = to_bytes(&ck.tensors, &ck.metadata());
+        let hlen = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let data = bytes.len() - 8 - hlen;
+        let p = 8 + hlen + pos % data;
+        bytes[p] ^= val;
+        let dir = tmpdir("dataflip");
+        let path = dir.join(format!("d{p}-{val}.safetensors"));
+        std::fs::write(&path, &bytes).unwrap();
+        prop_assert!(Checkpoint::load(&path).is_err());
         std::fs::remove_file(&path).unwrap();
     }
 }

@@ -3,7 +3,7 @@
 use super::EvalArgs;
 use crate::data::batch::imputed_features;
 use crate::data::store::Store;
-use crate::io::write_atomic;
+use crate::io::{check_outputs, write_atomic, write_stdout};
 use crate::metrics::{corr_chart, evaluate_with, read_meta_model, read_predictions, EraInput};
 use crate::{Error, Result};
 use std::collections::HashMap;
@@ -18,6 +18,19 @@ struct EraRows {
 }
 
 pub fn run(a: &EvalArgs) -> Result<()> {
+    let mut outputs: Vec<(&str, &std::path::Path)> = Vec::new();
+    if let Some(p) = &a.json {
+        outputs.push(("--json", p));
+    }
+    if let Some(p) = &a.svg {
+        outputs.push(("--svg", p));
+    }
+    let mut inputs: Vec<(&str, &std::path::Path)> =
+        vec![("--predictions", &a.predictions), ("--data", &a.data)];
+    if let Some(p) = &a.meta_model {
+        inputs.push(("--meta-model", p));
+    }
+    check_outputs(&outputs, &inputs)?;
     let preds = read_predictions(&a.predictions)?;
     let store = Store::open(&a.data)?;
     let target = match &a.target {
@@ -92,11 +105,6 @@ pub fn run(a: &EvalArgs) -> Result<()> {
             meta: e.meta.as_deref(),
         })
         .collect();
-    if !a.no_fnc && nf > 1000 && !a.quiet {
-        eprintln!(
-            "note: feature-neutral corr over {nf} features solves a large least-squares problem per era (about a minute per era at 2,748 features on 2 cores); --no-fnc skips it"
-        );
-    }
     let ev = evaluate_with(&inputs, !a.no_fnc)?;
     if !a.quiet {
         if matched < store.n_rows() {
@@ -118,7 +126,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
             eprintln!("warning: {w}");
         }
     }
-    println!("{}", ev.table());
+    write_stdout(format!("{}\n", ev.table()).as_bytes())?;
     if let Some(p) = &a.json {
         let s =
             serde_json::to_string_pretty(&ev.to_json()).map_err(|e| Error::usage(e.to_string()))?;

@@ -289,15 +289,12 @@ pub fn feature_neutral_corr(
     }
     let g = gaussianize(&kept);
     let m = rows.len();
-    let n = nf + 1;
-    // design matrix [features, 1], row-major [m, n]
-    let mut a = vec![1.0; m * n];
-    for (k, &i) in rows.iter().enumerate() {
-        for f in 0..nf {
-            a[k * n + f] = features[i * nf + f] as f64;
-        }
+    let mut kept_features = Vec::with_capacity(m * nf);
+    for &i in &rows {
+        kept_features.extend_from_slice(&features[i * nf..(i + 1) * nf]);
     }
-    let neutral = neutralize(&a, m, n, &g, NEUTRALIZE_RCOND);
+    // normal equations when well conditioned, else the rank-revealing least squares
+    let neutral = super::fnc::neutralize_features(&kept_features, m, nf, &g);
     let mean = neutral.iter().sum::<f64>() / m as f64;
     let std = (neutral.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / m as f64).sqrt();
     // g has std ≈ 1; a residual this small is rounding noise, not a signal

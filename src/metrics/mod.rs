@@ -5,6 +5,7 @@
 //! meta model; `svg`: charts. Everything takes plain slices, so it does not depend on the era store.
 
 pub mod corr;
+pub mod fnc;
 pub mod predictions;
 pub mod summary;
 pub mod svg;
@@ -14,7 +15,13 @@ pub use corr::{
     neutralize_svd, norm_ppf, numerai_corr, pearson, pearson_present, rank_average,
     rank_percentile, rank_predictions, rank_predictions_per_era,
 };
-pub use predictions::{read_meta_model, read_predictions};
+pub use fnc::{
+    neutralize as neutralize_per_era, neutralize_era, neutralize_features, neutralize_normal,
+};
+pub use predictions::{
+    csv_field, era_predictions_csv, predictions_csv, read_meta_model, read_predictions,
+    validate_submission,
+};
 pub use summary::{
     evaluate, evaluate_with, max_drawdown, mean_std, summarize, EraInput, EraScore, Evaluation,
 };

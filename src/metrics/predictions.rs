@@ -1,17 +1,71 @@
 //! Reading what `eval` scores: a predictions CSV and a meta-model file (parquet or CSV).
 
 use crate::{Error, Result};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-/// Splits one CSV line into fields: commas separate, double quotes may wrap a field (`""` inside is
-/// a quote), whitespace around fields is trimmed. Errors on an unterminated quote.
-fn split_csv(line: &str) -> std::result::Result<Vec<String>, String> {
-    let mut fields = Vec::new();
+/// A field as RFC 4180 writes it: wrapped in double quotes (inner quotes doubled) when it holds a
+/// comma, a quote, a line break, or leading/trailing whitespace (which readers trim); else as is.
+pub fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
+    let needs = s.contains([',', '"', '\n', '\r'])
+        || s.starts_with(char::is_whitespace)
+        || s.ends_with(char::is_whitespace);
+    if needs {
+        std::borrow::Cow::Owned(format!("\"{}\"", s.replace('"', "\"\"")))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+/// The CSV `predict` writes: header `id,prediction`, one row per id, ids quoted by [`csv_field`],
+/// values in Rust's shortest round-trip form.
+pub fn predictions_csv<'a>(rows: impl IntoIterator<Item = (&'a str, f64)>) -> String {
+    let mut out = String::from("id,prediction\n");
+    for (id, v) in rows {
+        out += &csv_field(id);
+        out.push(',');
+        out += &v.to_string();
+        out.push('\n');
+    }
+    out
+}
+
+/// The CSV walk-forward writes: header `id,era,prediction`, fields quoted by [`csv_field`].
+pub fn era_predictions_csv<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str, f64)>) -> String {
+    let mut out = String::from("id,era,prediction\n");
+    for (id, era, v) in rows {
+        out += &csv_field(id);
+        out.push(',');
+        out += &csv_field(era);
+        out.push(',');
+        out += &v.to_string();
+        out.push('\n');
+    }
+    out
+}
+
+/// One CSV record: the line it starts on and its fields.
+type Record = (usize, Vec<String>);
+
+/// Splits CSV text into records of fields (RFC 4180): commas separate fields, records end at LF or
+/// CRLF outside quotes, double quotes may wrap a field (`""` inside is a quote; commas and line
+/// breaks inside are data), whitespace around unquoted fields and around a quoted field is trimmed.
+/// Each record comes with the line number it starts on; blank lines are skipped. Errors on an
+/// unterminated quote or text after a closing quote, naming the line.
+fn split_records(text: &str) -> std::result::Result<Vec<Record>, (usize, String)> {
+    let mut records = Vec::new();
+    let mut fields: Vec<String> = Vec::new();
     let mut cur = String::new();
-    let mut chars = line.chars().peekable();
+    let mut line = 1usize;
+    let mut rec_line = 1usize;
     let mut in_quotes = false;
     let mut quoted = false;
+    let mut quote_line = 0usize;
+    let mut chars = text.chars().peekable();
+    let end_field = |cur: &mut String, quoted: bool, fields: &mut Vec<String>| {
+        let f = std::mem::take(cur);
+        fields.push(if quoted { f } else { f.trim().to_string() });
+    };
     while let Some(ch) = chars.next() {
         if in_quotes {
             if ch == '"' {
@@ -22,29 +76,54 @@ fn split_csv(line: &str) -> std::result::Result<Vec<String>, String> {
                     in_quotes = false;
                 }
             } else {
+                if ch == '\n' {
+                    line += 1;
+                }
                 cur.push(ch);
             }
-        } else if ch == '"' && cur.trim().is_empty() && !quoted {
-            cur.clear();
-            in_quotes = true;
-            quoted = true;
-        } else if ch == ',' {
-            fields.push(if quoted {
-                std::mem::take(&mut cur)
-            } else {
-                cur.trim().to_string()
-            });
-            cur.clear();
-            quoted = false;
-        } else if !(quoted && ch.is_whitespace()) {
-            cur.push(ch);
+            continue;
+        }
+        match ch {
+            '"' if !quoted && cur.trim().is_empty() => {
+                cur.clear();
+                in_quotes = true;
+                quoted = true;
+                quote_line = line;
+            }
+            ',' => {
+                end_field(&mut cur, quoted, &mut fields);
+                quoted = false;
+            }
+            '\n' | '\r' => {
+                if ch == '\r' && chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                end_field(&mut cur, quoted, &mut fields);
+                let blank = fields.len() == 1 && fields[0].is_empty() && !quoted;
+                if !blank {
+                    records.push((rec_line, std::mem::take(&mut fields)));
+                }
+                fields.clear();
+                quoted = false;
+                line += 1;
+                rec_line = line;
+            }
+            c if quoted => {
+                if !c.is_whitespace() {
+                    return Err((line, "text after a closing double quote".into()));
+                }
+            }
+            c => cur.push(c),
         }
     }
     if in_quotes {
-        return Err("unterminated double quote".into());
+        return Err((quote_line, "unterminated double quote".into()));
     }
-    fields.push(if quoted { cur } else { cur.trim().to_string() });
-    Ok(fields)
+    if quoted || !cur.trim().is_empty() || !fields.is_empty() {
+        end_field(&mut cur, quoted, &mut fields);
+        records.push((rec_line, fields));
+    }
+    Ok(records)
 }
 
 /// A CSV file read as (line number, fields) rows after its header; blank lines are skipped.
@@ -63,40 +142,31 @@ fn read_csv(path: &Path) -> Result<Csv> {
         )
     })?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let mut header: Option<Vec<String>> = None;
-    let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let lineno = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let fields =
-            split_csv(line).map_err(|m| Error::format(path, format!("line {lineno}"), m))?;
-        match &header {
-            None => header = Some(fields),
-            Some(h) => {
-                if fields.len() != h.len() {
-                    return Err(Error::format(
-                        path,
-                        format!("line {lineno}"),
-                        format!(
-                            "{} fields, but the header has {} columns",
-                            fields.len(),
-                            h.len()
-                        ),
-                    ));
-                }
-                rows.push((lineno, fields));
-            }
-        }
-    }
-    let header = header.ok_or_else(|| {
+    let records =
+        split_records(text).map_err(|(l, m)| Error::format(path, format!("line {l}"), m))?;
+    let mut it = records.into_iter();
+    let header = it.next().map(|(_, h)| h).ok_or_else(|| {
         Error::format(
             path,
             "line 1",
             "empty file: expected a header line naming the columns",
         )
     })?;
+    let mut rows = Vec::new();
+    for (lineno, fields) in it {
+        if fields.len() != header.len() {
+            return Err(Error::format(
+                path,
+                format!("line {lineno}"),
+                format!(
+                    "{} fields, but the header has {} columns",
+                    fields.len(),
+                    header.len()
+                ),
+            ));
+        }
+        rows.push((lineno, fields));
+    }
     Ok(Csv { header, rows })
 }
 
@@ -135,21 +205,21 @@ pub fn read_predictions(path: &Path) -> Result<Vec<(String, f64)>> {
             Error::format(
                 path,
                 format!("line {lineno}, column prediction"),
-                format!("'{raw}' is not a number"),
+                format!("'{}' is not a number", cut(raw)),
             )
         })?;
         if !value.is_finite() {
             return Err(Error::format(
                 path,
                 format!("line {lineno}, column prediction"),
-                format!("'{raw}': predictions must be finite numbers"),
+                format!("'{}': predictions must be finite numbers", cut(raw)),
             ));
         }
         if let Some(first) = seen.insert(id.clone(), lineno) {
             return Err(Error::format(
                 path,
                 place,
-                format!("duplicate id '{id}' (first seen on line {first})"),
+                format!("duplicate id '{}' (first seen on line {first})", cut(&id)),
             ));
         }
         out.push((id, value));
@@ -310,4 +380,94 @@ fn read_meta_parquet(path: &Path) -> Result<HashMap<String, f64>> {
         "",
         "this build has no parquet support (feature 'parquet'); give the meta model as CSV id,numerai_meta_model",
     ))
+}
+
+/// Checks a submission as numerai-tools' `validate_submission_numerai` does, against the live ids:
+/// every live id appears exactly once, no id outside the live ids, no NaN/infinite value, every
+/// value strictly inside (0, 1). `submission` is (id, prediction) rows as [`read_predictions`]
+/// returns them. The error (a usage error) says what is wrong and gives a few examples.
+pub fn validate_submission(live_ids: &[&str], submission: &[(String, f64)]) -> Result<()> {
+    let bad = |m: String| Err(Error::usage(format!("submission is not valid: {m}")));
+    let examples = |v: &[&str]| -> String {
+        let shown: Vec<String> = v.iter().take(3).map(|s| format!("'{}'", cut(s))).collect();
+        format!(
+            "{}{}",
+            shown.join(", "),
+            if v.len() > 3 { ", ..." } else { "" }
+        )
+    };
+    if submission.is_empty() {
+        return bad("no predictions".into());
+    }
+    let mut seen: HashSet<&str> = HashSet::with_capacity(submission.len());
+    let dups: Vec<&str> = submission
+        .iter()
+        .filter(|(id, _)| !seen.insert(id.as_str()))
+        .map(|(id, _)| id.as_str())
+        .collect();
+    if !dups.is_empty() {
+        return bad(format!(
+            "{} duplicate ids ({})",
+            dups.len(),
+            examples(&dups)
+        ));
+    }
+    let live: HashSet<&str> = live_ids.iter().copied().collect();
+    let missing: Vec<&str> = live_ids
+        .iter()
+        .copied()
+        .filter(|id| !seen.contains(id))
+        .collect();
+    if !missing.is_empty() {
+        return bad(format!(
+            "{} of {} live ids have no prediction ({})",
+            missing.len(),
+            live_ids.len(),
+            examples(&missing)
+        ));
+    }
+    let extra: Vec<&str> = submission
+        .iter()
+        .map(|(id, _)| id.as_str())
+        .filter(|id| !live.contains(id))
+        .collect();
+    if !extra.is_empty() {
+        return bad(format!(
+            "{} ids are not live ids ({})",
+            extra.len(),
+            examples(&extra)
+        ));
+    }
+    if let Some((id, _)) = submission.iter().find(|(_, v)| !v.is_finite()) {
+        return bad(format!(
+            "prediction of id '{}' is not a finite number",
+            cut(id)
+        ));
+    }
+    if let Some((id, v)) = submission.iter().find(|(_, v)| !(*v > 0.0 && *v < 1.0)) {
+        return bad(format!(
+            "prediction {v} of id '{}' is not strictly between 0 and 1",
+            cut(id)
+        ));
+    }
+    let n = submission.len() as f64;
+    let mean = submission.iter().map(|(_, v)| v).sum::<f64>() / n;
+    let var = submission
+        .iter()
+        .map(|(_, v)| (v - mean) * (v - mean))
+        .sum::<f64>()
+        / n;
+    if var.sqrt() <= 1e-8 {
+        return bad("every prediction is the same value (zero standard deviation)".into());
+    }
+    Ok(())
+}
+
+/// At most 40 characters of `s` for a message, with an ellipsis when cut.
+fn cut(s: &str) -> String {
+    if s.chars().count() <= 40 {
+        s.to_string()
+    } else {
+        format!("{}...", s.chars().take(40).collect::<String>())
+    }
 }
