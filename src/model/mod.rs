@@ -56,6 +56,18 @@ pub fn param_specs(cfg: &Config) -> Vec<(String, Vec<usize>)> {
     v
 }
 
+/// Tensors a checkpoint holds besides the parameters, never trained: the era context's
+/// standardisation (docs/model.md), written by the trainer, not by `init_params`.
+pub fn buffer_specs(cfg: &Config) -> Vec<(String, Vec<usize>)> {
+    if cfg.context_dim == 0 {
+        return Vec::new();
+    }
+    vec![
+        ("context.mean".to_string(), vec![2 * cfg.n_features]),
+        ("context.std".to_string(), vec![2 * cfg.n_features]),
+    ]
+}
+
 /// Deterministic initialisation from the seed (SPEC §3): linear weights and biases
 /// U(−1/√fan_in, 1/√fan_in), LN γ = 1, β = 0, gate w = 2, A ~ N(0, 0.01²), B = 0. Parameter i
 /// draws from its own Philox stream i.

@@ -23,6 +23,7 @@ pub fn check(cfg: &Config, norm: Option<&ContextNorm>) -> Result<()> {
     }
 }
 
+/// Checkpoint names of the standardisation (`crate::model::buffer_specs`).
 pub const MEAN_TENSOR: &str = "context.mean";
 pub const STD_TENSOR: &str = "context.std";
 /// Added to the standard deviation before dividing (docs/model.md).
