@@ -340,6 +340,35 @@ static_assert(sizeof(GateBwdParams) == 88, "GateBwdParams layout changed: update
 static_assert(sizeof(PosEncParams) == 16, "PosEncParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(SoftmaxAttnParams) == 112, "SoftmaxAttnParams layout changed: update src/gpu/params.rs");
 
+// corr_loss_{sums,means,moments,reduce}_fwd_f32 / corr_loss_bwd_f32 (kernels/corr_loss.cu):
+// partial[t][blocks][3] scratch, stats[t][4], parts[2] = (corr, K); dyhat only in the backward
+struct CorrLossParams {
+    float* partial;
+    float* stats;
+    float* parts;
+    float* dyhat;
+    const float* yhat;
+    const float* y;
+    const float* mask;
+    unsigned int n;
+    unsigned int t;
+    unsigned int blocks;
+    float weight;
+};
+
+// film_fwd_f32 / film_bwd_f32 (kernels/film.cu): out[n,d], inp[n,d], gamma[d], beta[d]
+struct FilmParams {
+    float* out;
+    const float* inp;
+    const float* gamma;
+    const float* beta;
+    unsigned int n;
+    unsigned int d;
+};
+
+static_assert(sizeof(CorrLossParams) == 72, "CorrLossParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(FilmParams) == 40, "FilmParams layout changed: update src/gpu/params.rs");
+
 // ---------------------------------------------------------------------------------------------
 // Helpers
 

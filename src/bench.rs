@@ -247,6 +247,7 @@ pub fn run<B: Backend>(dev: &B, cfg: Config, n: usize, reps: usize) -> Result<Be
         params,
         features: vec![],
         targets: vec![],
+        context: None,
     };
     let mut adam = Adam::new(dev, &m.params, 1e-3, 0.0)?;
     let batch = random_era(n, f, 3);

@@ -400,7 +400,9 @@ impl Checkpoint {
             ));
         }
         // Put tensors in model order and check each one's shape and values.
-        let specs = crate::model::param_specs(&config);
+        // parameters, then the (not trained) buffers such as the era context's standardisation
+        let mut specs = crate::model::param_specs(&config);
+        specs.extend(crate::model::buffer_specs(&config));
         let mut ordered = Vec::with_capacity(specs.len());
         for (name, shape) in &specs {
             let t = tensors

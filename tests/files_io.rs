@@ -20,6 +20,8 @@ fn store_and_preds(dir: &Path) -> (PathBuf, PathBuf) {
     let st = Command::new(BIN)
         .args([
             "synth",
+            "--kind",
+            "easy",
             "--eras",
             "3",
             "--rows",

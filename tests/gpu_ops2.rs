@@ -595,6 +595,11 @@ fn train_steps<B: Backend>(
         params,
         features: (0..cfg.n_features).map(|i| format!("f{i}")).collect(),
         targets: (0..cfg.n_targets).map(|i| format!("t{i}")).collect(),
+        // a fixed standardisation (mean 0.1, std 0.5 per statistic) when the model has an era context
+        context: (cfg.context_dim > 0).then(|| eraengine::train::context::ContextNorm {
+            mean: vec![0.1; 2 * cfg.n_features],
+            std: vec![0.5; 2 * cfg.n_features],
+        }),
     };
     let opts = TrainOptions {
         epochs: 1,
@@ -660,7 +665,8 @@ fn tiny_batch(n: usize, f: usize, t: usize) -> eraengine::train::era::EraBatch {
 /// CPU agree. Losses to 1e-5 relative; gradients to 1e-5 + 1e-3·|cpu|; parameters (after three
 /// AdamW steps of lr 1e-3, each moving a parameter by about lr) to 2e-6 absolute, except where the
 /// gradient is zero up to rounding (see below). The second configuration switches every option that
-/// has its own kernel: softmax attention, positional encoding, top-k selection, the static gate.
+/// has its own kernel: softmax attention, positional encoding, top-k selection, the static gate;
+/// the third the correlation loss and the era context with FiLM (docs/model.md).
 fn one_training_step_of_the_model_matches_cpu<B: Backend>(dev: &B) -> TestCaseResult {
     use eraengine::model::{Attention, Config};
     let (n, f, t) = (7usize, 5usize, 2usize);
@@ -676,9 +682,15 @@ fn one_training_step_of_the_model_matches_cpu<B: Backend>(dev: &B) -> TestCaseRe
     variant.pos_enc = true;
     variant.top_k = Some(3);
     variant.gate_rank = 0;
+    // the options of docs/model.md: the correlation loss and the era context with FiLM (noised)
+    let mut quality = base.clone();
+    quality.corr_weight = 1.0;
+    quality.context_dim = 3;
+    quality.context_noise = 0.5;
     for (name, cfg) in [
         ("linear attention", base),
         ("softmax, pos-enc, top-k, static gate", variant),
+        ("correlation loss, era context with FiLM", quality),
     ] {
         let cpu = train_steps(&Cpu, &cfg, &batch, 3).unwrap();
         {

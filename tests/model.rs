@@ -250,6 +250,7 @@ fn run_model<B: Backend>(
         mask: tape.input(dev, &c.mask).unwrap(),
         y: tape.input(dev, &c.y).unwrap(),
         n: c.n,
+        ctx: None,
     };
     let out = model
         .forward(dev, &mut tape, &params, &inputs, train)

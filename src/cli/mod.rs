@@ -213,6 +213,17 @@ pub struct TrainArgs {
     /// Sinusoidal positional encoding by row index [default: off]
     #[arg(long = "pos-enc")]
     pub pos_enc: bool,
+    /// Weight w of the per-era correlation loss term w·(1 − corr), added to the MSE
+    /// (docs/model.md) [default: 0]
+    #[arg(long = "corr-weight", allow_negative_numbers = true)]
+    pub corr_weight: Option<f32>,
+    /// Width of the era context (per-era feature means/stds, standardised and compressed) that
+    /// scales and shifts every layer (FiLM, docs/model.md); 0 = off [default: 0]
+    #[arg(long = "context-dim", allow_negative_numbers = true)]
+    pub context_dim: Option<usize>,
+    /// Noise (std) added to the standardised era statistics in training [default: 0]
+    #[arg(long = "context-noise", allow_negative_numbers = true)]
+    pub context_noise: Option<f32>,
     /// Early-stopping patience in epochs (0 = never stop early) [default: 6]
     #[arg(long, allow_negative_numbers = true)]
     pub patience: Option<usize>,

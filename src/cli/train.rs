@@ -62,6 +62,15 @@ pub fn apply_model_flags(cfg: &mut Config, a: &TrainArgs) -> Result<()> {
     if a.pos_enc {
         cfg.pos_enc = true;
     }
+    if let Some(x) = a.corr_weight {
+        cfg.corr_weight = x;
+    }
+    if let Some(x) = a.context_dim {
+        cfg.context_dim = x;
+    }
+    if let Some(x) = a.context_noise {
+        cfg.context_noise = x;
+    }
     cfg.validate()
 }
 
@@ -96,8 +105,23 @@ fn model_flag_diffs(cfg: &Config, a: &TrainArgs, training_knobs: bool) -> Result
         a.pos_enc.then(|| "on".to_string()),
         if cfg.pos_enc { "on" } else { "off" }.into(),
     );
+    check(
+        "--context-dim",
+        s(a.context_dim),
+        cfg.context_dim.to_string(),
+    );
     if training_knobs {
         let f = |x: Option<f32>| x.map(|v| v.to_string());
+        check(
+            "--corr-weight",
+            f(a.corr_weight),
+            cfg.corr_weight.to_string(),
+        );
+        check(
+            "--context-noise",
+            f(a.context_noise),
+            cfg.context_noise.to_string(),
+        );
         check("--dropout", f(a.dropout), cfg.dropout.to_string());
         check(
             "--lambda",
@@ -132,6 +156,12 @@ pub fn config_from_checkpoint(ck: &Checkpoint, a: &TrainArgs, resume: bool) -> R
         }
         if let Some(x) = a.threshold {
             cfg.threshold = x;
+        }
+        if let Some(x) = a.corr_weight {
+            cfg.corr_weight = x;
+        }
+        if let Some(x) = a.context_noise {
+            cfg.context_noise = x;
         }
     }
     cfg.validate()?;

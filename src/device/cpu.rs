@@ -426,6 +426,73 @@ impl Backend for Cpu {
         loss::mse_sparsity_bwd(dyhat, dg, yhat, y, mask, lambda, n, t);
         Ok(())
     }
+    fn corr_loss_fwd(
+        &self,
+        stats: &mut Vec<f32>,
+        yhat: &Vec<f32>,
+        y: &Vec<f32>,
+        mask: &Vec<f32>,
+        n: usize,
+        t: usize,
+    ) -> Result<crate::ops::corr_loss::CorrParts> {
+        crate::ops::corr_loss::check(yhat.len(), y.len(), mask.len(), stats.len(), None, n, t)?;
+        Ok(crate::ops::corr_loss::corr_loss_fwd(
+            stats, yhat, y, mask, n, t,
+        ))
+    }
+    fn corr_loss_bwd(
+        &self,
+        dyhat: &mut Vec<f32>,
+        yhat: &Vec<f32>,
+        y: &Vec<f32>,
+        mask: &Vec<f32>,
+        stats: &Vec<f32>,
+        weight: f32,
+        n: usize,
+        t: usize,
+    ) -> Result<()> {
+        crate::ops::corr_loss::check(
+            yhat.len(),
+            y.len(),
+            mask.len(),
+            stats.len(),
+            Some(dyhat.len()),
+            n,
+            t,
+        )?;
+        crate::ops::corr_loss::corr_loss_bwd(dyhat, yhat, y, mask, stats, weight, n, t);
+        Ok(())
+    }
+    fn film_fwd(
+        &self,
+        out: &mut Vec<f32>,
+        inp: &Vec<f32>,
+        gamma: &Vec<f32>,
+        beta: &Vec<f32>,
+        n: usize,
+        d: usize,
+    ) -> Result<()> {
+        crate::ops::film::check(out.len(), inp.len(), gamma.len(), beta.len(), n, d)?;
+        crate::ops::film::film_fwd(out, inp, gamma, beta, n, d);
+        Ok(())
+    }
+    fn film_bwd(
+        &self,
+        dinp: &mut Vec<f32>,
+        dgamma: &mut Vec<f32>,
+        dbeta: &mut Vec<f32>,
+        dout: &Vec<f32>,
+        inp: &Vec<f32>,
+        gamma: &Vec<f32>,
+        n: usize,
+        d: usize,
+    ) -> Result<()> {
+        crate::ops::film::check(dinp.len(), inp.len(), gamma.len(), dgamma.len(), n, d)?;
+        crate::ops::shape::expect_len("film_bwd", "dout", dout.len(), n * d)?;
+        crate::ops::shape::expect_len("film_bwd", "dbeta", dbeta.len(), d)?;
+        crate::ops::film::film_bwd(dinp, dgamma, dbeta, dout, inp, gamma, n, d);
+        Ok(())
+    }
     fn sum_squares(&self, g: &Vec<f32>) -> Result<f64> {
         Ok(optim::sum_squares(g))
     }

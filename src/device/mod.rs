@@ -6,6 +6,7 @@
 //! function of the same name in `crate::ops` (shapes, saved tensors, `+=` in backwards): the CPU
 //! backend calls those functions; the CUDA backend launches the kernels in `kernels/`.
 
+use crate::ops::corr_loss::parts::CorrParts;
 use crate::ops::elementwise::unary::Unary;
 use crate::ops::gate::select::GateSelect;
 use crate::ops::loss::parts::LossParts;
@@ -225,6 +226,49 @@ pub trait Backend {
         lambda: f32,
         n: usize,
         t: usize,
+    ) -> Result<()>;
+    /// Per-era correlation loss (docs/model.md): fills stats [t·4], returns the mean correlation.
+    fn corr_loss_fwd(
+        &self,
+        stats: &mut Self::Buf,
+        yhat: &Self::Buf,
+        y: &Self::Buf,
+        mask: &Self::Buf,
+        n: usize,
+        t: usize,
+    ) -> Result<CorrParts>;
+    /// dyhat += ∂(w · (1 − corr))/∂ŷ
+    fn corr_loss_bwd(
+        &self,
+        dyhat: &mut Self::Buf,
+        yhat: &Self::Buf,
+        y: &Self::Buf,
+        mask: &Self::Buf,
+        stats: &Self::Buf,
+        weight: f32,
+        n: usize,
+        t: usize,
+    ) -> Result<()>;
+    /// out = inp ⊙ (1 + γ) + β per row (docs/model.md, FiLM)
+    fn film_fwd(
+        &self,
+        out: &mut Self::Buf,
+        inp: &Self::Buf,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        n: usize,
+        d: usize,
+    ) -> Result<()>;
+    fn film_bwd(
+        &self,
+        dinp: &mut Self::Buf,
+        dgamma: &mut Self::Buf,
+        dbeta: &mut Self::Buf,
+        dout: &Self::Buf,
+        inp: &Self::Buf,
+        gamma: &Self::Buf,
+        n: usize,
+        d: usize,
     ) -> Result<()>;
     fn sum_squares(&self, g: &Self::Buf) -> Result<f64>;
     fn adam_step(

@@ -288,6 +288,54 @@ impl<L: Launcher> Backend for GpuBackend<L> {
     ) -> Result<()> {
         loss::mse_sparsity_bwd(self, dyhat, dg, yhat, y, mask, lambda, n, t)
     }
+    fn corr_loss_fwd(
+        &self,
+        stats: &mut GpuBuf<L>,
+        yhat: &GpuBuf<L>,
+        y: &GpuBuf<L>,
+        mask: &GpuBuf<L>,
+        n: usize,
+        t: usize,
+    ) -> Result<crate::ops::corr_loss::CorrParts> {
+        crate::ops::corr_loss::gpu::corr_loss_fwd(self, stats, yhat, y, mask, n, t)
+    }
+    fn corr_loss_bwd(
+        &self,
+        dyhat: &mut GpuBuf<L>,
+        yhat: &GpuBuf<L>,
+        y: &GpuBuf<L>,
+        mask: &GpuBuf<L>,
+        stats: &GpuBuf<L>,
+        weight: f32,
+        n: usize,
+        t: usize,
+    ) -> Result<()> {
+        crate::ops::corr_loss::gpu::corr_loss_bwd(self, dyhat, yhat, y, mask, stats, weight, n, t)
+    }
+    fn film_fwd(
+        &self,
+        out: &mut GpuBuf<L>,
+        inp: &GpuBuf<L>,
+        gamma: &GpuBuf<L>,
+        beta: &GpuBuf<L>,
+        n: usize,
+        d: usize,
+    ) -> Result<()> {
+        crate::ops::film::gpu::film_fwd(self, out, inp, gamma, beta, n, d)
+    }
+    fn film_bwd(
+        &self,
+        dinp: &mut GpuBuf<L>,
+        dgamma: &mut GpuBuf<L>,
+        dbeta: &mut GpuBuf<L>,
+        dout: &GpuBuf<L>,
+        inp: &GpuBuf<L>,
+        gamma: &GpuBuf<L>,
+        n: usize,
+        d: usize,
+    ) -> Result<()> {
+        crate::ops::film::gpu::film_bwd(self, dinp, dgamma, dbeta, dout, inp, gamma, n, d)
+    }
     fn sum_squares(&self, g: &GpuBuf<L>) -> Result<f64> {
         optim::sum_squares(self, g)
     }

@@ -44,6 +44,12 @@ pub struct Config {
     pub lambda_sparsity: f32,
     pub eps_attention: f32,
     pub eps_layer_norm: f32,
+    /// Weight w of the per-era correlation loss term w · (1 − corr) (docs/model.md; 0 = off)
+    pub corr_weight: f32,
+    /// Width C of the era context that modulates every layer through FiLM (docs/model.md; 0 = off)
+    pub context_dim: usize,
+    /// Standard deviation of the noise added to the standardised era statistics in training
+    pub context_noise: f32,
 }
 
 /// An f32 as the f64 with the same shortest decimal form (0.1, not 0.10000000149011612).
@@ -70,6 +76,9 @@ impl Config {
             lambda_sparsity: 1e-3,
             eps_attention: crate::ops::attention::ATTN_EPS,
             eps_layer_norm: crate::ops::layer_norm::LN_EPS,
+            corr_weight: 0.0,
+            context_dim: 0,
+            context_noise: 0.0,
         }
     }
 
@@ -110,6 +119,18 @@ impl Config {
         if !self.lambda_sparsity.is_finite() || self.lambda_sparsity < 0.0 {
             return bad(format!("lambda must be >= 0, got {}", self.lambda_sparsity));
         }
+        if !self.corr_weight.is_finite() || self.corr_weight < 0.0 {
+            return bad(format!(
+                "corr weight must be >= 0, got {}",
+                self.corr_weight
+            ));
+        }
+        if !self.context_noise.is_finite() || self.context_noise < 0.0 {
+            return bad(format!(
+                "context noise must be >= 0, got {}",
+                self.context_noise
+            ));
+        }
         if (self.eps_attention - crate::ops::attention::ATTN_EPS).abs() > 0.0
             || (self.eps_layer_norm - crate::ops::layer_norm::LN_EPS).abs() > 0.0
         {
@@ -139,6 +160,9 @@ impl Config {
             "lambda_sparsity": short(self.lambda_sparsity),
             "eps_attention": short(self.eps_attention),
             "eps_layer_norm": short(self.eps_layer_norm),
+            "corr_weight": short(self.corr_weight),
+            "context_dim": self.context_dim,
+            "context_noise": short(self.context_noise),
         })
     }
 
@@ -160,6 +184,24 @@ impl Config {
                 .and_then(Value::as_f64)
                 .map(|x| x as f32)
                 .ok_or_else(|| err(format!("key '{k}' missing or not a number")))
+        };
+        let opt_float = |k: &str, default: f32| -> Result<f32> {
+            match obj.get(k) {
+                None => Ok(default),
+                Some(v) => v
+                    .as_f64()
+                    .map(|x| x as f32)
+                    .ok_or_else(|| err(format!("key '{k}' is not a number"))),
+            }
+        };
+        let opt_uint = |k: &str, default: usize| -> Result<usize> {
+            match obj.get(k) {
+                None => Ok(default),
+                Some(v) => v
+                    .as_u64()
+                    .map(|x| x as usize)
+                    .ok_or_else(|| err(format!("key '{k}' is not a non-negative integer"))),
+            }
         };
         let top_k = match obj.get("top_k") {
             None | Some(Value::Null) => None,
@@ -193,6 +235,10 @@ impl Config {
             lambda_sparsity: float("lambda_sparsity")?,
             eps_attention: float("eps_attention")?,
             eps_layer_norm: float("eps_layer_norm")?,
+            // keys added after format_version 1's first release: absent means the base model
+            corr_weight: opt_float("corr_weight", 0.0)?,
+            context_dim: opt_uint("context_dim", 0)?,
+            context_noise: opt_float("context_noise", 0.0)?,
         };
         cfg.validate().map_err(|e| err(e.to_string()))?;
         Ok(cfg)

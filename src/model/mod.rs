@@ -43,10 +43,29 @@ pub fn param_specs(cfg: &Config) -> Vec<(String, Vec<usize>)> {
         lin(&mut v, format!("layers.{l}.ffn.1"), d, dff);
         v.push((format!("layers.{l}.norm2.weight"), vec![d]));
         v.push((format!("layers.{l}.norm2.bias"), vec![d]));
+        if cfg.context_dim > 0 {
+            lin(&mut v, format!("layers.{l}.film.gamma"), d, cfg.context_dim);
+            lin(&mut v, format!("layers.{l}.film.beta"), d, cfg.context_dim);
+        }
+    }
+    if cfg.context_dim > 0 {
+        lin(&mut v, "context.proj".into(), cfg.context_dim, 2 * f);
     }
     lin(&mut v, "head.0".into(), d, d);
     lin(&mut v, "head.1".into(), t, d);
     v
+}
+
+/// Tensors a checkpoint holds besides the parameters, never trained: the era context's
+/// standardisation (docs/model.md), written by the trainer, not by `init_params`.
+pub fn buffer_specs(cfg: &Config) -> Vec<(String, Vec<usize>)> {
+    if cfg.context_dim == 0 {
+        return Vec::new();
+    }
+    vec![
+        ("context.mean".to_string(), vec![2 * cfg.n_features]),
+        ("context.std".to_string(), vec![2 * cfg.n_features]),
+    ]
 }
 
 /// Deterministic initialisation from the seed (SPEC §3): linear weights and biases
@@ -64,7 +83,11 @@ pub fn init_params(cfg: &Config, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>
                 vec![2.0; len]
             } else if name == "gate.a" {
                 (0..len).map(|_| 0.01 * rng.normal()).collect()
-            } else if name == "gate.b" || (name.contains("norm") && name.ends_with(".bias")) {
+            } else if name == "gate.b"
+                || name.contains(".film.")
+                || (name.contains("norm") && name.ends_with(".bias"))
+            {
+                // FiLM starts as the identity (docs/model.md)
                 vec![0.0; len]
             } else if name.contains("norm") {
                 vec![1.0; len]
@@ -102,6 +125,8 @@ struct Layer {
     ffn0: Lin,
     ffn1: Lin,
     norm2: Lin,
+    /// FiLM (γ, β) maps from the era context, when the config has one
+    film: Option<(Lin, Lin)>,
 }
 
 /// The model: its config and the ids of its parameters in a [`Params`] store.
@@ -114,6 +139,7 @@ pub struct EraTransformer {
     layers: Vec<Layer>,
     head0: Lin,
     head1: Lin,
+    context: Option<Lin>,
 }
 
 /// The era as tape tensors: preprocessed features [n, F], row mask [n], targets [n, T] (NaN = missing).
@@ -122,6 +148,8 @@ pub struct EraInputs {
     pub mask: T,
     pub y: T,
     pub n: usize,
+    /// [2F] standardised era statistics (docs/model.md), when the model has an era context
+    pub ctx: Option<T>,
 }
 
 /// What a forward pass produced.
@@ -178,6 +206,14 @@ impl EraTransformer {
                 ffn0: lin(&format!("layers.{l}.ffn.0"))?,
                 ffn1: lin(&format!("layers.{l}.ffn.1"))?,
                 norm2: lin(&format!("layers.{l}.norm2"))?,
+                film: if cfg.context_dim > 0 {
+                    Some((
+                        lin(&format!("layers.{l}.film.gamma"))?,
+                        lin(&format!("layers.{l}.film.beta"))?,
+                    ))
+                } else {
+                    None
+                },
             });
         }
         let gate_ab = if cfg.gate_rank > 0 {
@@ -193,6 +229,11 @@ impl EraTransformer {
             layers,
             head0: lin("head.0")?,
             head1: lin("head.1")?,
+            context: if cfg.context_dim > 0 {
+                Some(lin("context.proj")?)
+            } else {
+                None
+            },
             cfg,
         })
     }
@@ -249,6 +290,19 @@ impl EraTransformer {
                 _ => Ok(x),
             }
         };
+        // Era context: c = W_c s̃ + b_c, one row (docs/model.md).
+        let ctx = match (&self.context, era.ctx) {
+            (Some(cl), Some(s)) => {
+                Some(tape.linear(dev, p, s, cl.w, cl.b, 1, 2 * f, c.context_dim)?)
+            }
+            (Some(_), None) => {
+                return Err(Error::shape(
+                    "the model has an era context but the era came without its statistics"
+                        .to_string(),
+                ))
+            }
+            _ => None,
+        };
         for (l, ly) in self.layers.iter().enumerate() {
             let q = tape.linear(dev, p, hs, ly.q.w, ly.q.b, n, d, d)?;
             let k = tape.linear(dev, p, hs, ly.k.w, ly.k.b, n, d, d)?;
@@ -265,7 +319,13 @@ impl EraTransformer {
             let f1 = tape.gelu(dev, f0)?;
             let f2 = tape.linear(dev, p, f1, ly.ffn1.w, ly.ffn1.b, n, c.d_ff, d)?;
             let r2 = tape.add(dev, h1, f2)?;
-            let n2 = tape.layer_norm(dev, p, r2, ly.norm2.w, ly.norm2.b, n, d)?;
+            let mut n2 = tape.layer_norm(dev, p, r2, ly.norm2.w, ly.norm2.b, n, d)?;
+            if let (Some((gl, bl)), Some(cv)) = (&ly.film, ctx) {
+                let cd = c.context_dim;
+                let gamma = tape.linear(dev, p, cv, gl.w, gl.b, 1, cd, d)?;
+                let beta = tape.linear(dev, p, cv, bl.w, bl.b, 1, cd, d)?;
+                n2 = tape.film(dev, n2, gamma, beta, n, d)?;
+            }
             hs = drop(tape, n2, 2 * l as u32 + 1)?;
         }
         let o0 = tape.linear(dev, p, hs, self.head0.w, self.head0.b, n, d, d)?;

@@ -14,7 +14,9 @@
 //!   place per op so a later issue can swap them for faster ones.
 
 pub mod attention;
+pub mod corr_loss;
 pub mod elementwise;
+pub mod film;
 pub mod gate;
 pub mod gemm;
 pub mod layer_norm;

@@ -102,6 +102,23 @@ pub enum Node {
         n: usize,
         t: usize,
     },
+    CorrLoss {
+        yhat: T,
+        y: T,
+        mask: T,
+        stats: T,
+        weight: f32,
+        n: usize,
+        t: usize,
+    },
+    Film {
+        out: T,
+        inp: T,
+        gamma: T,
+        beta: T,
+        n: usize,
+        d: usize,
+    },
 }
 
 pub struct Tape<B: Backend> {

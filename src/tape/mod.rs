@@ -13,7 +13,7 @@ pub mod base;
 pub use base::{Node, Tape, T};
 
 use crate::device::Backend;
-use crate::ops::{attention, elementwise, gate, layer_norm, linear, loss};
+use crate::ops::{attention, corr_loss, elementwise, film, gate, layer_norm, linear, loss};
 use crate::params::Params;
 use crate::{Error, Result};
 
@@ -62,5 +62,7 @@ fn backward_node<B: Backend>(
             attention::backward(tape, dev, node)
         }
         Node::Gate { .. } => gate::backward(tape, dev, p, node),
+        Node::CorrLoss { .. } => corr_loss::backward(tape, dev, node),
+        Node::Film { .. } => film::backward(tape, dev, node),
     }
 }

@@ -118,6 +118,43 @@ impl EraBatch {
         })
     }
 
+    /// The era statistics s = [μ_1..μ_F, σ_1..σ_F] of docs/model.md over the real rows (f64 sums;
+    /// zeros for an era without real rows).
+    pub fn context_stats(&self) -> Vec<f32> {
+        let (n, f) = (self.n, self.f);
+        let mut sum = vec![0f64; f];
+        let mut rows = 0f64;
+        for i in 0..n {
+            if self.mask[i] == 0.0 {
+                continue;
+            }
+            rows += 1.0;
+            for (s, &v) in sum.iter_mut().zip(&self.x[i * f..(i + 1) * f]) {
+                *s += v as f64;
+            }
+        }
+        let mut out = vec![0f32; 2 * f];
+        if rows == 0.0 {
+            return out;
+        }
+        let mean: Vec<f64> = sum.iter().map(|s| s / rows).collect();
+        let mut var = vec![0f64; f];
+        for i in 0..n {
+            if self.mask[i] == 0.0 {
+                continue;
+            }
+            for ((v, &x), &m) in var.iter_mut().zip(&self.x[i * f..(i + 1) * f]).zip(&mean) {
+                let c = x as f64 - m;
+                *v += c * c;
+            }
+        }
+        for j in 0..f {
+            out[j] = mean[j] as f32;
+            out[f + j] = (var[j] / rows).sqrt() as f32;
+        }
+        out
+    }
+
     /// Targets present on real rows.
     pub fn present_targets(&self) -> usize {
         self.y.iter().filter(|v| !v.is_nan()).count()
@@ -129,6 +166,7 @@ impl EraBatch {
             mask: tape.input(dev, &self.mask)?,
             y: tape.input(dev, &self.y)?,
             n: self.n,
+            ctx: None,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! epoch, early stopping that keeps the best checkpoint. Generic over the device; it never branches
 //! on which one it runs on, and it prints nothing: progress goes to an event sink.
 
+pub mod context;
 pub mod ema;
 pub mod ensemble;
 pub mod era;
@@ -63,33 +64,60 @@ pub struct Trained<B: Backend> {
     pub params: Params<B>,
     pub features: Vec<String>,
     pub targets: Vec<String>,
+    /// The era context's standardisation, when the model has an era context.
+    pub context: Option<context::ContextNorm>,
 }
 
 impl<B: Backend> Trained<B> {
     pub fn from_checkpoint(dev: &B, ck: &Checkpoint) -> Result<Self> {
-        let params = Params::from_host(dev, &ck.tensors)?;
+        let (context, tensors) = context::ContextNorm::split(&ck.tensors);
+        let params = Params::from_host(dev, &tensors)?;
         let model = EraTransformer::new(ck.config.clone(), &params)?;
+        context::check(&model.cfg, context.as_ref())?;
         Ok(Trained {
             model,
             params,
             features: ck.features.clone(),
             targets: ck.targets.clone(),
+            context,
         })
     }
 
     pub fn to_checkpoint(&self, dev: &B) -> Result<Checkpoint> {
+        let mut tensors = self.params.to_host(dev)?;
+        if let Some(c) = &self.context {
+            tensors.extend(c.tensors());
+        }
         Ok(Checkpoint {
             config: self.model.cfg.clone(),
             features: self.features.clone(),
             targets: self.targets.clone(),
-            tensors: self.params.to_host(dev)?,
+            tensors,
         })
+    }
+
+    /// The era's inputs on the tape, with the standardised era statistics when the model has an
+    /// era context (noised in training, when `train` gives (seed, step)).
+    pub fn inputs(
+        &self,
+        dev: &B,
+        tape: &mut Tape<B>,
+        batch: &EraBatch,
+        train: Option<(u64, u64)>,
+    ) -> Result<crate::model::EraInputs> {
+        let mut inputs = batch.to_tape(dev, tape)?;
+        if let (true, Some(c)) = (self.model.cfg.context_dim > 0, &self.context) {
+            let noise = train.map(|(seed, step)| (self.model.cfg.context_noise, seed, step));
+            let s = c.input(batch, noise)?;
+            inputs.ctx = Some(tape.input(dev, &s)?);
+        }
+        Ok(inputs)
     }
 
     /// Model outputs [n, T] for one era, no dropout, plus the gate values [F].
     pub fn predict_era(&self, dev: &B, batch: &EraBatch) -> Result<(Vec<f32>, Vec<f32>)> {
         let mut tape = Tape::new();
-        let inputs = batch.to_tape(dev, &mut tape)?;
+        let inputs = self.inputs(dev, &mut tape, batch, None)?;
         let out = self
             .model
             .forward(dev, &mut tape, &self.params, &inputs, None)?;
@@ -167,25 +195,44 @@ pub fn build<B: Backend>(
         }
         None => crate::model::init_params(cfg, seed),
     };
+    // The era context's standardisation: from the checkpoint, else fitted on the store's feature
+    // statistics (features only, never targets).
+    let (context, tensors) = context::ContextNorm::split(&tensors);
+    let context = match (cfg.context_dim, context) {
+        (0, _) => None,
+        (_, Some(c)) => Some(c),
+        (_, None) => Some(context::ContextNorm::fit(
+            store,
+            &ColumnMap::identity(store),
+        )?),
+    };
     let params = Params::from_host(dev, &tensors)?;
     let model = EraTransformer::new(cfg.clone(), &params)?;
+    context::check(cfg, context.as_ref())?;
     Ok(Trained {
         model,
         params,
         features,
         targets,
+        context,
     })
 }
 
 /// The weights to score and save: the moving average when there is one, else the raw weights.
 fn scored_weights<B: Backend>(dev: &B, m: &Trained<B>, ema: &Option<Ema>) -> Result<Checkpoint> {
     match ema {
-        Some(e) => Ok(Checkpoint {
-            config: m.model.cfg.clone(),
-            features: m.features.clone(),
-            targets: m.targets.clone(),
-            tensors: e.tensors.clone(),
-        }),
+        Some(e) => {
+            let mut tensors = e.tensors.clone();
+            if let Some(c) = &m.context {
+                tensors.extend(c.tensors());
+            }
+            Ok(Checkpoint {
+                config: m.model.cfg.clone(),
+                features: m.features.clone(),
+                targets: m.targets.clone(),
+                tensors,
+            })
+        }
         None => m.to_checkpoint(dev),
     }
 }
@@ -206,6 +253,7 @@ fn score<B: Backend>(
                 params,
                 features: m.features.clone(),
                 targets: m.targets.clone(),
+                context: m.context.clone(),
             };
             avg.validate(dev, store, map)
         }

@@ -27,7 +27,7 @@ pub fn accumulate<B: Backend>(
     step: u64,
 ) -> Result<(LossParts, Vec<f32>)> {
     let mut tape = Tape::new();
-    let inputs = batch.to_tape(dev, &mut tape)?;
+    let inputs = m.inputs(dev, &mut tape, batch, Some((seed, step)))?;
     let ctx = TrainCtx {
         seed,
         step: step as u32,
@@ -36,9 +36,22 @@ pub fn accumulate<B: Backend>(
         .model
         .forward(dev, &mut tape, &m.params, &inputs, Some(ctx))?;
     let cfg = &m.model.cfg;
-    // HOOK(issue 9 item 2): the per-era Pearson correlation loss op, mixed with the MSE by
-    // `--corr-weight`, is recorded here beside `tape.loss` once the op exists on every device.
-    let parts = tape.loss(
+    // The per-era correlation loss w · (1 − corr) (docs/model.md), recorded before the MSE loss,
+    // which stays the root of the tape.
+    let corr = if cfg.corr_weight > 0.0 {
+        Some(tape.corr_loss(
+            dev,
+            out.yhat,
+            inputs.y,
+            inputs.mask,
+            cfg.corr_weight,
+            batch.n,
+            cfg.n_targets,
+        )?)
+    } else {
+        None
+    };
+    let mut parts = tape.loss(
         dev,
         out.yhat,
         inputs.y,
@@ -48,6 +61,9 @@ pub fn accumulate<B: Backend>(
         batch.n,
         cfg.n_targets,
     )?;
+    if let Some(c) = corr {
+        parts.loss += cfg.corr_weight * (1.0 - c.corr);
+    }
     if !parts.loss.is_finite() {
         return Err(Error::Numeric {
             step,
