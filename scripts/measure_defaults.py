@@ -31,6 +31,7 @@ SHAPES = {
 }
 
 _cores = None
+REPORT_ONLY = False
 _lock = threading.Lock()
 
 
@@ -72,6 +73,8 @@ def job(bin_, work, shape, seed, name, flags, epochs):
     os.makedirs(out, exist_ok=True)
     score_path = os.path.join(out, "scores.json")
     if not os.path.exists(score_path):
+        if REPORT_ONLY:
+            raise RuntimeError(f"{shape}-s{seed} {name}: not run yet")
         core = take_core()
         try:
             t0 = time.time()
@@ -99,7 +102,7 @@ def job(bin_, work, shape, seed, name, flags, epochs):
 
 
 def main():
-    global _cores
+    global _cores, REPORT_ONLY
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default="target/release/eraengine")
     ap.add_argument("--work", default="/tmp/eraengine-measure")
@@ -109,8 +112,11 @@ def main():
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--out", default=None)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--report-only", action="store_true",
+                    help="write the table from the runs already finished under --work; train nothing")
     a = ap.parse_args()
     _cores = list(range(a.jobs))
+    REPORT_ONLY = a.report_only
     seeds = [int(s) for s in a.seeds.split(",")]
     shapes = a.shapes.split(",")
     with open(a.configs) as f:
@@ -126,7 +132,8 @@ def main():
             try:
                 r = fu.result()
             except Exception as e:  # one failed run is reported, the table goes on
-                print(f"FAILED: {e}", file=sys.stderr)
+                if not REPORT_ONLY:
+                    print(f"FAILED: {e}", file=sys.stderr)
                 continue
             results.append(r)
             print(f"{r[0]}-s{r[1]} {r[2]}: test corr {r[3]:+.4f} ({r[3] / bayes[(r[0], r[1])]:.0%} of Bayes), "

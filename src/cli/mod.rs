@@ -164,7 +164,7 @@ pub struct TrainArgs {
     /// Per training era, drop (zero) or reverse (negate) each feature with probability P/2 each [default: 0 = off]
     #[arg(long = "feature-noise", allow_negative_numbers = true)]
     pub feature_noise: Option<f32>,
-    /// Dropout probability [default: 0.1]
+    /// Dropout probability [default: 0; 0.1 with --preset spec]
     #[arg(long, allow_negative_numbers = true)]
     pub dropout: Option<f32>,
     /// Global-norm gradient clipping (0 = off) [default: 1.0]
@@ -213,15 +213,22 @@ pub struct TrainArgs {
     /// Sinusoidal positional encoding by row index [default: off]
     #[arg(long = "pos-enc")]
     pub pos_enc: bool,
+    /// Starting config: recommended (chosen by measurement, docs/defaults.md: dropout 0,
+    /// correlation loss weight 1, era context 8 with noise 0.5) | spec (SPEC §3 exactly); model
+    /// flags override it [default: recommended]
+    #[arg(long, default_value = "recommended")]
+    pub preset: String,
     /// Weight w of the per-era correlation loss term w·(1 − corr), added to the MSE
-    /// (docs/model.md) [default: 0]
+    /// (docs/model.md) [default: 1; 0 with --preset spec]
     #[arg(long = "corr-weight", allow_negative_numbers = true)]
     pub corr_weight: Option<f32>,
     /// Width of the era context (per-era feature means/stds, standardised and compressed) that
-    /// scales and shifts every layer (FiLM, docs/model.md); 0 = off [default: 0]
+    /// scales and shifts every layer (FiLM, docs/model.md); 0 = off [default: 8; 0 with --preset
+    /// spec]
     #[arg(long = "context-dim", allow_negative_numbers = true)]
     pub context_dim: Option<usize>,
-    /// Noise (std) added to the standardised era statistics in training [default: 0]
+    /// Noise (std) added to the standardised era statistics in training [default: 0.5; 0 with
+    /// --preset spec]
     #[arg(long = "context-noise", allow_negative_numbers = true)]
     pub context_noise: Option<f32>,
     /// Early-stopping patience in epochs (0 = never stop early) [default: 6]

@@ -380,7 +380,8 @@ fn train_one(
     let cfg = match &init {
         Some(ck) => config_from_checkpoint(ck, a, resume.is_some())?,
         None => {
-            let mut cfg = Config::new(train_store.n_features(), train_store.n_targets());
+            let mut cfg = crate::model::Preset::parse(&a.preset)?
+                .config(train_store.n_features(), train_store.n_targets());
             apply_model_flags(&mut cfg, a)?;
             cfg
         }
@@ -408,8 +409,10 @@ fn train_one(
             }
         );
         eprintln!(
-            "model: d_model {} heads {} layers {} d_ff {} gate rank {} attention {} dropout {} lambda {}",
-            cfg.d_model, cfg.heads, cfg.layers, cfg.d_ff, cfg.gate_rank, cfg.attention.as_str(), cfg.dropout, cfg.lambda_sparsity
+            "model: d_model {} heads {} layers {} d_ff {} gate rank {} attention {} dropout {} lambda {} corr weight {} era context {}",
+            cfg.d_model, cfg.heads, cfg.layers, cfg.d_ff, cfg.gate_rank, cfg.attention.as_str(), cfg.dropout, cfg.lambda_sparsity,
+            cfg.corr_weight,
+            if cfg.context_dim > 0 { format!("{} (noise {})", cfg.context_dim, cfg.context_noise) } else { "off".to_string() }
         );
     }
     super::device::dispatch(

@@ -57,7 +57,48 @@ fn short(x: f32) -> f64 {
     format!("{x}").parse().unwrap_or(x as f64)
 }
 
+/// Named starting configs for `train` (`--preset`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preset {
+    /// What measurement chose (docs/defaults.md): the base model without dropout, trained with the
+    /// per-era correlation loss, with an 8-wide era context modulating every layer (FiLM).
+    Recommended,
+    /// SPEC §3 exactly (dropout 0.1, MSE + sparsity, no era context).
+    Spec,
+}
+
+impl Preset {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "recommended" => Ok(Preset::Recommended),
+            "spec" => Ok(Preset::Spec),
+            other => Err(Error::usage(format!(
+                "--preset must be 'recommended' or 'spec', got '{other}'"
+            ))),
+        }
+    }
+
+    pub fn config(self, n_features: usize, n_targets: usize) -> Config {
+        match self {
+            Preset::Recommended => Config::recommended(n_features, n_targets),
+            Preset::Spec => Config::new(n_features, n_targets),
+        }
+    }
+}
+
 impl Config {
+    /// The defaults measurement chose (docs/defaults.md, the table there): SPEC §3 with dropout 0,
+    /// the correlation loss at weight 1 and an era context of width 8 with noise 0.5.
+    pub fn recommended(n_features: usize, n_targets: usize) -> Self {
+        Config {
+            dropout: 0.0,
+            corr_weight: 1.0,
+            context_dim: 8,
+            context_noise: 0.5,
+            ..Config::new(n_features, n_targets)
+        }
+    }
+
     /// SPEC §3 defaults for a store with `n_features` features and `n_targets` targets.
     pub fn new(n_features: usize, n_targets: usize) -> Self {
         Config {

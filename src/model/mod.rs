@@ -3,7 +3,7 @@
 
 pub mod config;
 
-pub use config::{Attention, Config};
+pub use config::{Attention, Config, Preset};
 
 use crate::device::Backend;
 use crate::ops::elementwise::DropoutKey;
