@@ -478,9 +478,9 @@ fn predict_neutralize_matches_a_least_squares_oracle() {
             let y: Vec<f64> = raw[at..at + rows].iter().map(|x| x.1).collect();
             let mut g = vec![0.0; k * k];
             let mut b = vec![0.0; k];
-            for r in 0..rows {
+            for (r, yr) in y.iter().enumerate() {
                 for i in 0..k {
-                    b[i] += a(r, i) * y[r];
+                    b[i] += a(r, i) * yr;
                     for j in 0..k {
                         g[i * k + j] += a(r, i) * a(r, j);
                     }
