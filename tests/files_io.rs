@@ -27,7 +27,7 @@ fn store_and_preds(dir: &Path) -> (PathBuf, PathBuf) {
             "--rows",
             "40",
             "--features",
-            "6",
+            "8",
             "--quiet",
             "--out",
         ])

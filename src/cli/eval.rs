@@ -4,7 +4,10 @@ use super::EvalArgs;
 use crate::data::batch::imputed_features;
 use crate::data::store::Store;
 use crate::io::{check_outputs, write_atomic, write_stdout};
-use crate::metrics::{corr_chart, evaluate_with, read_meta_model, read_predictions, EraInput};
+use crate::metrics::{
+    corr_chart, evaluate_with_progress, feature_exposure, neutralize_era, read_meta_model,
+    read_predictions, EraInput,
+};
 use crate::{Error, Result};
 use std::collections::HashMap;
 
@@ -31,8 +34,15 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         inputs.push(("--meta-model", p));
     }
     check_outputs(&outputs, &inputs)?;
+    if let Some(p) = a.neutralize {
+        if !(0.0..=1.0).contains(&p) {
+            return Err(Error::usage(format!(
+                "--neutralize {p}: the proportion must be within 0..1"
+            )));
+        }
+    }
     let preds = read_predictions(&a.predictions)?;
-    let store = Store::open(&a.data)?;
+    let store = Store::open_checked(&a.data, !a.no_verify)?;
     let target = match &a.target {
         None => 0,
         Some(name) => store
@@ -105,7 +115,12 @@ pub fn run(a: &EvalArgs) -> Result<()> {
             meta: e.meta.as_deref(),
         })
         .collect();
-    let ev = evaluate_with(&inputs, !a.no_fnc)?;
+    let mut meter = super::progress::Meter::new(a.quiet);
+    let ev = evaluate_with_progress(&inputs, !a.no_fnc, &mut |p| meter.show(p))?;
+    let neutral_exposure = match a.neutralize {
+        Some(prop) => Some(neutralized_exposure(&eras, nf, prop)?),
+        None => None,
+    };
     if !a.quiet {
         if matched < store.n_rows() {
             eprintln!(
@@ -126,14 +141,60 @@ pub fn run(a: &EvalArgs) -> Result<()> {
             eprintln!("warning: {w}");
         }
     }
-    write_stdout(format!("{}\n", ev.table()).as_bytes())?;
+    let mut table = ev.table();
+    if let (Some(prop), Some(x)) = (a.neutralize, neutral_exposure) {
+        table += &format!(
+            "\nfeature exposure after neutralizing by {prop}: {}",
+            x.map_or("n/a".to_string(), |v| format!("{v:.4}"))
+        );
+    }
+    write_stdout(format!("{table}\n").as_bytes())?;
     if let Some(p) = &a.json {
-        let s =
-            serde_json::to_string_pretty(&ev.to_json()).map_err(|e| Error::usage(e.to_string()))?;
+        let mut j = ev.to_json();
+        if let (Some(prop), Some(x), Some(obj)) =
+            (a.neutralize, neutral_exposure, j.as_object_mut())
+        {
+            obj.insert(
+                "neutralized".into(),
+                serde_json::json!({"proportion": prop, "feature_exposure": x}),
+            );
+        }
+        let s = serde_json::to_string_pretty(&j).map_err(|e| Error::usage(e.to_string()))?;
         write_atomic(p, s.as_bytes())?;
     }
     if let Some(p) = &a.svg {
         write_atomic(p, corr_chart(&ev).as_bytes())?;
     }
     Ok(())
+}
+
+/// Mean over eras of the feature exposure of the predictions neutralized by `prop` (rows without a
+/// prediction left out; eras with fewer than 2 predicted rows skipped). None when no era counts.
+fn neutralized_exposure(eras: &[EraRows], nf: usize, prop: f64) -> Result<Option<f64>> {
+    let mut sum = 0.0;
+    let mut n = 0usize;
+    for e in eras {
+        let keep: Vec<usize> = (0..e.preds.len())
+            .filter(|&r| !e.preds[r].is_nan())
+            .collect();
+        if keep.len() < 2 {
+            continue;
+        }
+        let p: Vec<f64> = keep.iter().map(|&r| e.preds[r]).collect();
+        let mut f = Vec::with_capacity(keep.len() * nf);
+        for &r in &keep {
+            f.extend_from_slice(&e.features[r * nf..(r + 1) * nf]);
+        }
+        let q = neutralize_era(&p, &f, nf, prop).ok_or_else(|| {
+            Error::usage(format!("--neutralize: era {} has NaN predictions", e.era))
+        })?;
+        if q.iter().any(|v| v.is_nan()) {
+            continue; // constant predictions: numerai-tools gives NaN, exposure undefined
+        }
+        if let Some(x) = feature_exposure(&q, &f, nf) {
+            sum += x;
+            n += 1;
+        }
+    }
+    Ok((n > 0).then(|| sum / n as f64))
 }

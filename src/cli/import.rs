@@ -99,9 +99,11 @@ pub fn run(args: &super::ImportArgs) -> Result<()> {
         features,
         targets,
         data_type: args.data_type.clone(),
-        progress: !args.quiet,
     };
-    let s = import::import(&args.inputs, out, &opts)?;
+    let inputs: Vec<(&str, &Path)> = args.inputs.iter().map(|p| ("input", p.as_path())).collect();
+    crate::io::check_outputs(&[("--out", out)], &inputs)?;
+    let mut meter = super::progress::Meter::new(args.quiet);
+    let s = import::import_with_progress(&args.inputs, out, &opts, &mut |p| meter.show(p))?;
     if args.verify {
         verify(out, true)?;
     }

@@ -9,6 +9,7 @@ pub mod eval;
 pub mod import;
 pub mod info;
 pub mod predict;
+pub mod progress;
 pub mod synth;
 pub mod train;
 pub mod walk;
@@ -66,9 +67,11 @@ pub struct ImportArgs {
     /// Keep only rows whose data_type is this (e.g. validation)
     #[arg(long = "data-type")]
     pub data_type: Option<String>,
-    /// Check the full data checksum of an existing store instead of importing
+    /// Check the full data checksum of an existing store instead of importing (with --out:
+    /// verify the store just written) [default: off]
     #[arg(long)]
     pub verify: bool,
+    /// No progress and no summary on stderr [default: off]
     #[arg(long)]
     pub quiet: bool,
 }
@@ -250,6 +253,9 @@ pub struct TrainArgs {
     /// Walk-forward: directory for the charts and summary JSON [default: not written]
     #[arg(long = "report-dir")]
     pub report_dir: Option<PathBuf>,
+    /// Skip the check of the stores' data checksums on open [default: checked]
+    #[arg(long = "no-verify")]
+    pub no_verify: bool,
     /// Print only the final summary line [default: off]
     #[arg(long)]
     pub quiet: bool,
@@ -264,7 +270,7 @@ pub struct PredictArgs {
     /// The era store to predict
     #[arg(long)]
     pub data: PathBuf,
-    /// The id,prediction CSV to write
+    /// The id,prediction CSV to write (`-` = standard output); never one of the inputs
     #[arg(long)]
     pub out: PathBuf,
     /// Write the model's output 0 unchanged instead of per-era ranks (an ensemble: the mean of its
@@ -274,28 +280,60 @@ pub struct PredictArgs {
     /// auto | cpu | cuda | emu
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Neutralize each era's raw output 0 against the era's features by this proportion (0..1, as
+    /// numerai-tools' neutralize), then rank [default: off]
+    #[arg(long, allow_negative_numbers = true)]
+    pub neutralize: Option<f64>,
+    /// Features to neutralize against, comma-separated [default: every feature of the model]
+    #[arg(
+        long = "neutralize-features",
+        value_delimiter = ',',
+        requires = "neutralize"
+    )]
+    pub neutralize_features: Option<Vec<String>>,
+    /// Validate the submission as numerai-tools' validate_submission_numerai does (every id of
+    /// the store once, values strictly inside (0, 1)) [default: on when the store's only era is "X" (live)]
+    #[arg(long = "live-check")]
+    pub live_check: bool,
+    /// Skip the check of the store's data checksum on open [default: checked]
+    #[arg(long = "no-verify")]
+    pub no_verify: bool,
+    /// Print nothing but errors [default: off]
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct EvalArgs {
-    /// CSV with columns id,prediction
+    /// CSV with columns id,prediction (as `predict` writes it)
     #[arg(long)]
     pub predictions: PathBuf,
+    /// The era store holding the targets (and features) of the predicted rows
     #[arg(long)]
     pub data: PathBuf,
+    /// Write the per-era scores and summary as JSON here (`-` = standard output) [default: not written]
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write the per-era and cumulative corr chart here [default: not written]
     #[arg(long)]
     pub svg: Option<PathBuf>,
-    /// Parquet (or CSV) with id and numerai_meta_model columns
+    /// Parquet (or CSV) with id and numerai_meta_model columns [default: no meta-model corr]
     #[arg(long = "meta-model")]
     pub meta_model: Option<PathBuf>,
-    /// Target to score against (default: target 0 of the store)
+    /// Target to score against [default: target 0 of the store]
     #[arg(long)]
     pub target: Option<String>,
-    /// Skip the feature-neutral corr (a least-squares fit per era over every feature)
+    /// Skip the feature-neutral corr (a least-squares fit per era over every feature) [default: computed]
     #[arg(long = "no-fnc")]
     pub no_fnc: bool,
+    /// Also report the feature exposure of the predictions neutralized per era by this proportion
+    /// (0..1, as `predict --neutralize P`) [default: off]
+    #[arg(long, allow_negative_numbers = true)]
+    pub neutralize: Option<f64>,
+    /// Skip the check of the store's data checksum on open [default: checked]
+    #[arg(long = "no-verify")]
+    pub no_verify: bool,
+    /// Print only the table (no warnings, no progress) [default: off]
     #[arg(long)]
     pub quiet: bool,
 }
@@ -315,8 +353,9 @@ pub struct BenchArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct InfoArgs {
-    /// An era store or a checkpoint (.safetensors)
+    /// An era store or a checkpoint (.safetensors) [default: describe the build and devices]
     pub path: Option<PathBuf>,
+    /// Print JSON instead of text [default: off]
     #[arg(long)]
     pub json: bool,
 }

@@ -274,16 +274,60 @@ fn open_data(a: &TrainArgs, seed: u64) -> Result<(Store, Option<Store>, bool)> {
             (t, Some(v), true)
         }
     };
-    let train_store = Store::open(&train_path)?;
+    let verify = !a.no_verify;
+    let train_store = Store::open_checked(&train_path, verify)?;
     let valid_store = match &valid_path {
-        Some(p) => Some(Store::open(p)?),
+        Some(p) => Some(Store::open_checked(p, verify)?),
         None => None,
     };
     Ok((train_store, valid_store, builtin))
 }
 
+/// Refuses, before any work, an output (`--out`, `--grads-out`, `--predictions-out`, the files of
+/// `--report-dir`) that is one of the inputs (`--data`, `--valid`, `--init`) or another output.
+pub fn check_train_outputs(a: &TrainArgs) -> Result<()> {
+    let mut outputs: Vec<(&str, PathBuf)> = Vec::new();
+    let default_out = PathBuf::from("model.safetensors");
+    let out = a.out.as_ref().unwrap_or(&default_out);
+    if a.seeds.is_none() {
+        outputs.push(("--out", out.clone()));
+    }
+    if let Some(p) = &a.grads_out {
+        outputs.push(("--grads-out", p.clone()));
+    }
+    if let Some(p) = &a.predictions_out {
+        outputs.push(("--predictions-out", p.clone()));
+    }
+    if let Some(d) = &a.report_dir {
+        for f in ["corr.svg", "summary.json", "feature_weights.svg"] {
+            outputs.push(("--report-dir", d.join(f)));
+        }
+    }
+    let mut inputs: Vec<(&str, &Path)> = Vec::new();
+    for (flag, p) in [
+        ("--data", &a.data),
+        ("--valid", &a.valid),
+        ("--init", &a.init),
+    ] {
+        if let Some(p) = p {
+            inputs.push((flag, p.as_path()));
+        }
+    }
+    let outs: Vec<(&str, &Path)> = outputs.iter().map(|(f, p)| (*f, p.as_path())).collect();
+    crate::io::check_outputs(&outs, &inputs)
+}
+
+/// Loads a checkpoint, checking its data checksum; a file without one loads with a note on stderr.
+pub fn load_noting(path: &Path, quiet: bool) -> Result<Checkpoint> {
+    let (ck, note) = Checkpoint::load_checked(path)?;
+    if let (Some(n), false) = (note, quiet) {
+        eprintln!("note: {n}");
+    }
+    Ok(ck)
+}
+
 /// The last state of the run writing `out`.
-fn load_resume(out: &Path) -> Result<(Checkpoint, OptimState)> {
+fn load_resume(out: &Path, quiet: bool) -> Result<(Checkpoint, OptimState)> {
     let last = crate::train::resume::last_path(out);
     if !last.exists() {
         return Err(Error::usage(format!(
@@ -292,7 +336,7 @@ fn load_resume(out: &Path) -> Result<(Checkpoint, OptimState)> {
             out.display()
         )));
     }
-    let ck = Checkpoint::load(&last)?;
+    let ck = load_noting(&last, quiet)?;
     let st = OptimState::load(
         &crate::train::resume::optim_path(&last),
         &crate::model::param_specs(&ck.config),
@@ -302,6 +346,7 @@ fn load_resume(out: &Path) -> Result<(Checkpoint, OptimState)> {
 
 /// `train` without `--walk-forward` (the CLI's dispatcher sends walk-forward to `cli::walk`).
 pub fn run(a: &TrainArgs) -> Result<()> {
+    check_train_outputs(a)?;
     if let Some(seeds) = &a.seeds {
         return run_ensemble(a, seeds);
     }
@@ -316,7 +361,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
                 "--resume continues a run from its own last state; drop --init",
             ));
         }
-        Some(load_resume(&out)?)
+        Some(load_resume(&out, a.quiet)?)
     } else {
         None
     };
@@ -373,7 +418,7 @@ fn train_one(
     let (init, resume) = match resumed {
         Some((ck, st)) => (Some(ck), Some(st)),
         None => match &a.init {
-            Some(p) => (Some(Checkpoint::load(p)?), None),
+            Some(p) => (Some(load_noting(p, a.quiet)?), None),
             None => (None, None),
         },
     };
@@ -391,6 +436,13 @@ fn train_one(
         ck
     });
     opts.resume = resume;
+    let max_rows = train_store
+        .eras()
+        .chain(valid_store.iter().flat_map(|v| v.eras()))
+        .map(|e| e.n_rows)
+        .max()
+        .unwrap_or(0);
+    crate::memory::check_train(&cfg, max_rows, opts.ema > 0.0, opts.eras_per_step)?;
     if !a.quiet {
         eprintln!(
             "training on {} ({} eras, {} rows, {} features, {} targets){}",

@@ -11,7 +11,6 @@ use crate::model::Config;
 use crate::train::walk::{walk, WalkOptions, WalkResult};
 use crate::train::TrainOptions;
 use crate::{Error, Result};
-use std::fmt::Write;
 
 pub fn run(a: &TrainArgs) -> Result<()> {
     let data = a.data.as_ref().ok_or_else(|| {
@@ -44,8 +43,9 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         }
     }
     let mut opts = super::train::options_from_args(a, false, None)?;
+    super::train::check_train_outputs(a)?;
     let device = super::device::resolve(&a.device, a.quiet)?;
-    let store = Store::open(data)?;
+    let store = Store::open_checked(data, !a.no_verify)?;
     let w = WalkOptions {
         window: a.window.unwrap_or(52),
         embargo: a.embargo.unwrap_or(0),
@@ -56,7 +56,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     opts.grads_out = None;
     w.validate(&store, opts.epochs)?;
     let init = match &a.init {
-        Some(p) => Some(Checkpoint::load(p)?),
+        Some(p) => Some(super::train::load_noting(p, a.quiet)?),
         None => None,
     };
     let cfg = match &init {
@@ -72,6 +72,8 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         ck.config = cfg.clone();
         ck
     });
+    let max_rows = store.eras().map(|e| e.n_rows).max().unwrap_or(0);
+    crate::memory::check_train(&cfg, max_rows, false, 1)?;
     let mut render = super::train::Render::new(a.quiet);
     let res = super::device::dispatch(
         device,
@@ -117,17 +119,17 @@ fn report(a: &TrainArgs, store: &Store, cfg: &Config, res: &WalkResult) -> Resul
     let results = &res.eras;
     // Out-of-sample predictions, ranked per era.
     if let Some(path) = &a.predictions_out {
-        let mut csv = String::from("id,era,prediction\n");
-        for r in results {
-            let era = &r.era;
-            for (id, v) in r
-                .ids
-                .iter()
-                .zip(crate::train::ensemble::rank_unit(&r.preds))
-            {
-                let _ = writeln!(csv, "{id},{era},{v}");
-            }
-        }
+        let ranked: Vec<Vec<f64>> = results
+            .iter()
+            .map(|r| crate::train::ensemble::rank_unit(&r.preds))
+            .collect();
+        let csv =
+            crate::metrics::era_predictions_csv(results.iter().zip(&ranked).flat_map(|(r, v)| {
+                r.ids
+                    .iter()
+                    .zip(v)
+                    .map(move |(id, &x)| (id.as_str(), r.era.as_str(), x))
+            }));
         crate::io::write_atomic(path, csv.as_bytes())?;
     }
     let inputs: Vec<EraInput> = results

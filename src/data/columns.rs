@@ -5,6 +5,7 @@
 //! A leaf below `import`, `csv` and `pq`: it uses only the store writer.
 
 use super::store::{StoreWriter, MISSING};
+use crate::progress::{Progress, Stage};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -170,20 +171,31 @@ struct EraBuf {
 
 /// Receives rows in file order, groups consecutive rows of one era, writes each era when the
 /// next begins.
-pub struct EraSink {
+pub struct EraSink<'a> {
     writer: StoreWriter,
     n_features: usize,
     n_targets: usize,
     cur: Option<EraBuf>,
     pub rows_read: u64,
     pub rows_kept: u64,
-    progress: bool,
-    started: Instant,
+    on_progress: Option<ProgressFn<'a>>,
+    stage: Stage,
     last_report: Instant,
 }
 
-impl EraSink {
-    pub fn new(writer: StoreWriter, n_features: usize, n_targets: usize, progress: bool) -> Self {
+/// The callback that receives an [`EraSink`]'s progress (rows read so far).
+pub type ProgressFn<'a> = &'a mut dyn FnMut(&Progress);
+
+impl<'a> EraSink<'a> {
+    /// A sink writing into `writer`. `on_progress` receives the rows read so far (of `total_rows`
+    /// when known) at most once a quarter second, and once more when the sink finishes.
+    pub fn new(
+        writer: StoreWriter,
+        n_features: usize,
+        n_targets: usize,
+        total_rows: Option<u64>,
+        on_progress: Option<ProgressFn<'a>>,
+    ) -> Self {
         EraSink {
             writer,
             n_features,
@@ -191,8 +203,8 @@ impl EraSink {
             cur: None,
             rows_read: 0,
             rows_kept: 0,
-            progress,
-            started: Instant::now(),
+            on_progress,
+            stage: Stage::new("import", total_rows, "rows"),
             last_report: Instant::now(),
         }
     }
@@ -248,15 +260,12 @@ impl EraSink {
                 }
                 other => other,
             })?;
-        if self.progress && self.last_report.elapsed().as_secs_f64() > 1.0 {
+        if self.last_report.elapsed().as_secs_f64() >= 0.25 {
             self.last_report = Instant::now();
-            let s = self.started.elapsed().as_secs_f64().max(1e-9);
-            eprintln!(
-                "import: {} eras, {} rows ({:.0} rows/s)",
-                self.writer.n_eras(),
-                self.writer.n_rows(),
-                self.writer.n_rows() as f64 / s
-            );
+            let p = self.stage.at(self.rows_read, false);
+            if let Some(f) = self.on_progress.as_mut() {
+                f(&p);
+            }
         }
         Ok(())
     }
@@ -265,6 +274,10 @@ impl EraSink {
         self.flush()?;
         let (rows, eras) = (self.writer.n_rows(), self.writer.n_eras());
         self.writer.finish()?;
+        let p = self.stage.at(self.rows_read, true);
+        if let Some(f) = self.on_progress.as_mut() {
+            f(&p);
+        }
         Ok((rows, eras))
     }
 }

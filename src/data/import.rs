@@ -35,8 +35,6 @@ pub struct ImportOptions {
     pub targets: Option<Vec<String>>,
     /// Keep only rows whose `data_type` equals this.
     pub data_type: Option<String>,
-    /// Progress on stderr.
-    pub progress: bool,
 }
 
 impl Default for ImportOptions {
@@ -45,7 +43,6 @@ impl Default for ImportOptions {
             features: FeatureChoice::AllPrefixed,
             targets: None,
             data_type: None,
-            progress: false,
         }
     }
 }
@@ -179,17 +176,37 @@ fn no_parquet(path: &Path) -> Error {
 /// Import `inputs` (concatenated in order) into a new store at `out`. On any error nothing is
 /// left at `out` (nor any temporary file).
 pub fn import(inputs: &[PathBuf], out: &Path, opts: &ImportOptions) -> Result<ImportSummary> {
+    import_with_progress(inputs, out, opts, &mut |_| {})
+}
+
+/// Rows in a parquet file from its footer (None for CSV or an unreadable footer).
+#[cfg(feature = "parquet")]
+fn rows_hint(path: &Path) -> Option<u64> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let f = std::fs::File::open(path).ok()?;
+    let r = SerializedFileReader::new(f).ok()?;
+    u64::try_from(r.metadata().file_metadata().num_rows()).ok()
+}
+
+#[cfg(not(feature = "parquet"))]
+fn rows_hint(_path: &Path) -> Option<u64> {
+    None
+}
+
+/// [`import`] that reports the rows read so far (of the total, when every input is parquet)
+/// to `on_progress`.
+pub fn import_with_progress(
+    inputs: &[PathBuf],
+    out: &Path,
+    opts: &ImportOptions,
+    on_progress: &mut dyn FnMut(&crate::progress::Progress),
+) -> Result<ImportSummary> {
     let first = inputs
         .first()
         .ok_or_else(|| Error::usage("import needs at least one input file"))?;
-    for p in inputs {
-        if p == out {
-            return Err(Error::usage(format!(
-                "{}: the output would overwrite an input",
-                out.display()
-            )));
-        }
-    }
+    let named: Vec<(&str, &Path)> = inputs.iter().map(|p| ("input", p.as_path())).collect();
+    crate::io::check_outputs(&[("--out", out)], &named)?;
+    let _ = crate::io::remove_stale_temps(out);
     let features = match &opts.features {
         FeatureChoice::List(l) => l.clone(),
         FeatureChoice::AllPrefixed => {
@@ -213,7 +230,20 @@ pub fn import(inputs: &[PathBuf], out: &Path, opts: &ImportOptions) -> Result<Im
         return Err(Error::usage("--targets needs at least one name"));
     }
     let writer = StoreWriter::create(out, &features, &targets)?;
-    let mut sink = EraSink::new(writer, features.len(), targets.len(), opts.progress);
+    let total_rows = inputs
+        .iter()
+        .map(|p| match input_kind(p) {
+            Ok(InputKind::Parquet) => rows_hint(p),
+            _ => None,
+        })
+        .sum::<Option<u64>>();
+    let mut sink = EraSink::new(
+        writer,
+        features.len(),
+        targets.len(),
+        total_rows,
+        Some(on_progress),
+    );
     for path in inputs {
         let dt = opts.data_type.as_deref();
         match input_kind(path)? {

@@ -24,7 +24,8 @@ pub use predictions::{
     validate_submission,
 };
 pub use summary::{
-    evaluate, evaluate_with, max_drawdown, mean_std, summarize, EraInput, EraScore, Evaluation,
+    evaluate, evaluate_with, evaluate_with_progress, max_drawdown, mean_std, summarize, EraInput,
+    EraScore, Evaluation,
 };
 pub use svg::{corr_chart, line_chart};
 

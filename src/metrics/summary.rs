@@ -54,6 +54,15 @@ pub fn evaluate(eras: &[EraInput]) -> Result<Evaluation> {
 /// [`evaluate`], with the feature-neutral corr left out when `fnc` is false (it solves a least
 /// squares problem per era over every feature: slow for thousands of features).
 pub fn evaluate_with(eras: &[EraInput], fnc: bool) -> Result<Evaluation> {
+    evaluate_with_progress(eras, fnc, &mut |_| {})
+}
+
+/// [`evaluate_with`] that reports the eras scored so far to `on_progress` (stage "eval").
+pub fn evaluate_with_progress(
+    eras: &[EraInput],
+    fnc: bool,
+    on_progress: &mut dyn FnMut(&crate::progress::Progress),
+) -> Result<Evaluation> {
     for e in eras {
         let n = e.preds.len();
         if e.target.len() != n {
@@ -90,7 +99,14 @@ pub fn evaluate_with(eras: &[EraInput], fnc: bool) -> Result<Evaluation> {
         .iter()
         .filter(|e| e.target.iter().any(|t| !t.is_nan()))
         .collect();
-    let scores = par_map(&kept, |e| score_era(e, fnc));
+    let stage = crate::progress::Stage::new("eval", Some(kept.len() as u64), "eras");
+    let batch = 4 * std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut scores = Vec::with_capacity(kept.len());
+    for chunk in kept.chunks(batch) {
+        scores.extend(par_map(chunk, |e| score_era(e, fnc)));
+        on_progress(&stage.at(scores.len() as u64, false));
+    }
+    on_progress(&stage.at(scores.len() as u64, true));
     let mut warnings = Vec::new();
     for s in &scores {
         if s.corr.is_none() {

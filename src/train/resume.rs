@@ -223,7 +223,7 @@ impl OptimState {
 
     /// Reads the state for parameters `params` (names and shapes in model order).
     pub fn load(path: &Path, params: &[(String, Vec<usize>)]) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::checkpoint::read_file(path)?;
         let (meta, tensors) = from_bytes(&bytes, path)?;
         let what = "an eraengine optimizer state";
         let get = |k: &str| meta_str(&meta, k, path, what);

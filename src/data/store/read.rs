@@ -156,6 +156,21 @@ impl Store {
     /// never the feature or target pages.
     pub fn open(path: &Path) -> Result<Store> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+        if meta.is_dir() {
+            return Err(Error::format(
+                path,
+                "",
+                "is a directory; expected an era store file (written by `eraengine import` or `synth`)",
+            ));
+        }
+        if !meta.is_file() {
+            return Err(Error::format(
+                path,
+                "",
+                "not a regular file (a device or FIFO); expected an era store file",
+            ));
+        }
         // SAFETY: the map is read-only; a store must not be modified while it is open (as for any
         // memory-mapped file). Every slice handed out is bounds-checked against the map below.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
@@ -540,20 +555,38 @@ impl Store {
         m
     }
 
-    /// Read every byte: the data checksum, feature codes (0..4 or `MISSING`), targets (no ±Inf),
-    /// the era stats. The first problem found is returned, naming the section, row and column.
-    pub fn verify(&self) -> Result<()> {
+    /// Opens a store and, unless `verify` is false, checks its data checksum
+    /// ([`Store::verify_checksum`]) so that a flipped byte is found before anything trains or
+    /// predicts on it.
+    pub fn open_checked(path: &Path, verify: bool) -> Result<Store> {
+        let s = Store::open(path)?;
+        if verify {
+            s.verify_checksum()?;
+        }
+        Ok(s)
+    }
+
+    /// Hashes every data byte and compares with the header's data checksum (one sequential read
+    /// of the file; well under a second per GB).
+    pub fn verify_checksum(&self) -> Result<()> {
         let computed = checksum::hash(&self.mmap[HEADER_LEN..]);
         if computed != self.data_checksum {
             return Err(Error::format(
                 &self.path,
                 "data",
                 format!(
-                    "data checksum mismatch (stored {:016x}, computed {computed:016x}): the file is corrupt",
+                    "data checksum mismatch (stored {:016x}, computed {computed:016x}): the file is corrupt; re-import it (or pass --no-verify to use it anyway)",
                     self.data_checksum
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Read every byte: the data checksum, feature codes (0..4 or `MISSING`), targets (no ±Inf),
+    /// the era stats. The first problem found is returned, naming the section, row and column.
+    pub fn verify(&self) -> Result<()> {
+        self.verify_checksum()?;
         for (i, era) in self.eras().enumerate() {
             let (missing_f, bad) = count_codes(era.features);
             if bad > 0 {

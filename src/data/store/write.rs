@@ -88,6 +88,8 @@ impl StoreWriter {
         };
         dup(feature_names, "feature")?;
         dup(target_names, "target")?;
+        // temporary files a killed writer (kill -9 during import) left beside the output
+        let _ = crate::io::remove_stale_temps(path);
         let tmp = temp_path(path, "part");
         let tgt_tmp = temp_path(path, "targets");
         let out = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
