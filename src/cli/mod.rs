@@ -11,6 +11,7 @@ pub mod info;
 pub mod predict;
 pub mod synth;
 pub mod train;
+pub mod tune;
 pub mod walk;
 
 #[derive(Parser, Debug)]
@@ -41,6 +42,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Describe an era store or a checkpoint, or the devices and build when given neither
     Info(InfoArgs),
+    /// Search training settings: random trials with successive halving, scored on validation corr
+    Tune(TuneArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -235,6 +238,46 @@ pub struct TrainArgs {
     /// Print only the final summary line [default: off]
     #[arg(long)]
     pub quiet: bool,
+    /// A JSON object of flag names to values (e.g. the best.json of `tune`); flags given on the
+    /// command line override it [default: none]
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// Flags of `tune` (docs/tuning.md).
+#[derive(Args, Debug, Clone)]
+pub struct TuneArgs {
+    /// Training era store [default: the built-in synthetic data of `train`]
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Validation era store that scores each trial (needs --data) [default: the built-in validation eras]
+    #[arg(long)]
+    pub valid: Option<PathBuf>,
+    /// Number of sampled configurations [default: 32]
+    #[arg(long, default_value_t = 32)]
+    pub trials: usize,
+    /// Search space as JSON: flag name -> value or {"log_uniform"|"uniform"|"int": [lo, hi]} or
+    /// {"choice": [...]} [default: the built-in space of docs/tuning.md]
+    #[arg(long)]
+    pub space: Option<PathBuf>,
+    /// Output directory: trials.csv, trials.json, best.json, and per-trial results in trials/
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Seed of the sampled configurations and of each trial's training seed [default: 0]
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Epochs of each successive-halving rung, comma-separated, increasing [default: 1,3,9]
+    #[arg(long, value_delimiter = ',', default_value = "1,3,9")]
+    pub rungs: Vec<usize>,
+    /// Promotion factor: the best 1/eta of a rung's trials go on to the next rung [default: 3]
+    #[arg(long, default_value_t = 3)]
+    pub eta: usize,
+    /// auto | cpu | cuda | emu
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Print nothing but errors [default: off]
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -307,8 +350,15 @@ pub fn run(cli: Cli) -> crate::Result<()> {
     match cli.command {
         Command::Import(a) => import::run(&a),
         Command::Synth(a) => synth::run(&a),
-        Command::Train(a) if a.walk_forward => walk::run(&a),
-        Command::Train(a) => train::run(&a),
+        Command::Train(mut a) => {
+            train::apply_config_file(&mut a)?;
+            if a.walk_forward {
+                walk::run(&a)
+            } else {
+                train::run(&a)
+            }
+        }
+        Command::Tune(a) => tune::run(&a),
         Command::Predict(a) => predict::run(&a),
         Command::Eval(a) => eval::run(&a),
         Command::Bench(a) => bench::run(&a),
