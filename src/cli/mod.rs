@@ -174,7 +174,9 @@ pub struct TrainArgs {
     #[arg(long, allow_negative_numbers = true)]
     pub clip: Option<f32>,
     /// Continue the run that writes --out from its last completed epoch (NAME.last.safetensors
-    /// and NAME.last.optim.safetensors beside it); run the same command again with --resume
+    /// and NAME.last.optim.safetensors beside it); run the same command again with --resume.
+    /// With --walk-forward: continue from the last finished era (CSV.walk-state.safetensors
+    /// beside --predictions-out)
     #[arg(long)]
     pub resume: bool,
     /// Epochs over which the gate threshold ramps linearly from 0 to --threshold [default: 0 = off]
@@ -229,7 +231,15 @@ pub struct TrainArgs {
     /// targets look weeks ahead, so the newest eras' targets are not known yet when predicting live) [default: 0]
     #[arg(long, allow_negative_numbers = true)]
     pub embargo: Option<usize>,
-    /// Walk-forward: out-of-sample predictions as id,era,prediction CSV [default: not written]
+    /// Walk-forward rehearsal: after each window era's step, replay one older era from the
+    /// reservoir with this probability [default: 0 = off]
+    #[arg(long, allow_negative_numbers = true)]
+    pub rehearsal: Option<f32>,
+    /// Walk-forward rehearsal: eras kept in the reservoir of older eras [default: 32]
+    #[arg(long = "rehearsal-size", allow_negative_numbers = true)]
+    pub rehearsal_size: Option<usize>,
+    /// Walk-forward: out-of-sample predictions as id,era,prediction CSV; the state that
+    /// `--resume` continues from is written beside it after every era [default: not written]
     #[arg(long = "predictions-out")]
     pub predictions_out: Option<PathBuf>,
     /// Walk-forward: directory for the charts and summary JSON [default: not written]
@@ -354,6 +364,10 @@ pub fn run(cli: Cli) -> crate::Result<()> {
             train::apply_config_file(&mut a)?;
             if a.walk_forward {
                 walk::run(&a)
+            } else if a.rehearsal.is_some() || a.rehearsal_size.is_some() {
+                Err(crate::Error::usage(
+                    "--rehearsal and --rehearsal-size apply to --walk-forward only",
+                ))
             } else {
                 train::run(&a)
             }

@@ -547,6 +547,8 @@ pub const CONFIG_KEYS: &[&str] = &[
     "patience",
     "window",
     "embargo",
+    "rehearsal",
+    "rehearsal_size",
 ];
 
 /// Maps a JSON object of flag names → values onto the fields of `a` that were not given on the
@@ -625,6 +627,8 @@ pub fn apply_config(
             "patience" => fill(&mut a.patience, size()?),
             "window" => fill(&mut a.window, size()?),
             "embargo" => fill(&mut a.embargo, size()?),
+            "rehearsal" => fill(&mut a.rehearsal, num()?),
+            "rehearsal_size" => fill(&mut a.rehearsal_size, size()?),
             _ => {
                 return Err(Error::format(
                     path,
