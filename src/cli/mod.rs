@@ -12,6 +12,7 @@ pub mod predict;
 pub mod progress;
 pub mod synth;
 pub mod train;
+pub mod tune;
 pub mod walk;
 
 #[derive(Parser, Debug)]
@@ -42,6 +43,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Describe an era store or a checkpoint, or the devices and build when given neither
     Info(InfoArgs),
+    /// Search training settings: random trials with successive halving, scored on validation corr
+    Tune(TuneArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -174,7 +177,9 @@ pub struct TrainArgs {
     #[arg(long, allow_negative_numbers = true)]
     pub clip: Option<f32>,
     /// Continue the run that writes --out from its last completed epoch (NAME.last.safetensors
-    /// and NAME.last.optim.safetensors beside it); run the same command again with --resume
+    /// and NAME.last.optim.safetensors beside it); run the same command again with --resume.
+    /// With --walk-forward: continue from the last finished era (CSV.walk-state.safetensors
+    /// beside --predictions-out)
     #[arg(long)]
     pub resume: bool,
     /// Epochs over which the gate threshold ramps linearly from 0 to --threshold [default: 0 = off]
@@ -247,7 +252,15 @@ pub struct TrainArgs {
     /// targets look weeks ahead, so the newest eras' targets are not known yet when predicting live) [default: 0]
     #[arg(long, allow_negative_numbers = true)]
     pub embargo: Option<usize>,
-    /// Walk-forward: out-of-sample predictions as id,era,prediction CSV [default: not written]
+    /// Walk-forward rehearsal: after each window era's step, replay one older era from the
+    /// reservoir with this probability [default: 0 = off]
+    #[arg(long, allow_negative_numbers = true)]
+    pub rehearsal: Option<f32>,
+    /// Walk-forward rehearsal: eras kept in the reservoir of older eras [default: 32]
+    #[arg(long = "rehearsal-size", allow_negative_numbers = true)]
+    pub rehearsal_size: Option<usize>,
+    /// Walk-forward: out-of-sample predictions as id,era,prediction CSV; the state that
+    /// `--resume` continues from is written beside it after every era [default: not written]
     #[arg(long = "predictions-out")]
     pub predictions_out: Option<PathBuf>,
     /// Walk-forward: directory for the charts and summary JSON [default: not written]
@@ -257,6 +270,46 @@ pub struct TrainArgs {
     #[arg(long = "no-verify")]
     pub no_verify: bool,
     /// Print only the final summary line [default: off]
+    #[arg(long)]
+    pub quiet: bool,
+    /// A JSON object of flag names to values (e.g. the best.json of `tune`); flags given on the
+    /// command line override it [default: none]
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// Flags of `tune` (docs/tuning.md).
+#[derive(Args, Debug, Clone)]
+pub struct TuneArgs {
+    /// Training era store [default: the built-in synthetic data of `train`]
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Validation era store that scores each trial (needs --data) [default: the built-in validation eras]
+    #[arg(long)]
+    pub valid: Option<PathBuf>,
+    /// Number of sampled configurations [default: 32]
+    #[arg(long, default_value_t = 32)]
+    pub trials: usize,
+    /// Search space as JSON: flag name -> value or {"log_uniform"|"uniform"|"int": [lo, hi]} or
+    /// {"choice": [...]} [default: the built-in space of docs/tuning.md]
+    #[arg(long)]
+    pub space: Option<PathBuf>,
+    /// Output directory: trials.csv, trials.json, best.json, and per-trial results in trials/
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Seed of the sampled configurations and of each trial's training seed [default: 0]
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Epochs of each successive-halving rung, comma-separated, increasing [default: 1,3,9]
+    #[arg(long, value_delimiter = ',', default_value = "1,3,9")]
+    pub rungs: Vec<usize>,
+    /// Promotion factor: the best 1/eta of a rung's trials go on to the next rung [default: 3]
+    #[arg(long, default_value_t = 3)]
+    pub eta: usize,
+    /// auto | cpu | cuda | emu
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Print nothing but errors [default: off]
     #[arg(long)]
     pub quiet: bool,
 }
@@ -364,8 +417,19 @@ pub fn run(cli: Cli) -> crate::Result<()> {
     match cli.command {
         Command::Import(a) => import::run(&a),
         Command::Synth(a) => synth::run(&a),
-        Command::Train(a) if a.walk_forward => walk::run(&a),
-        Command::Train(a) => train::run(&a),
+        Command::Train(mut a) => {
+            train::apply_config_file(&mut a)?;
+            if a.walk_forward {
+                walk::run(&a)
+            } else if a.rehearsal.is_some() || a.rehearsal_size.is_some() {
+                Err(crate::Error::usage(
+                    "--rehearsal and --rehearsal-size apply to --walk-forward only",
+                ))
+            } else {
+                train::run(&a)
+            }
+        }
+        Command::Tune(a) => tune::run(&a),
         Command::Predict(a) => predict::run(&a),
         Command::Eval(a) => eval::run(&a),
         Command::Bench(a) => bench::run(&a),

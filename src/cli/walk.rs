@@ -21,10 +21,8 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             "--walk-forward scores each next era itself; drop --valid",
         ));
     }
-    if a.seeds.is_some() || a.resume {
-        return Err(Error::usage(
-            "--walk-forward does not take --seeds or --resume",
-        ));
+    if a.seeds.is_some() {
+        return Err(Error::usage("--walk-forward does not take --seeds"));
     }
     // Walk-forward takes one Adam step per era at a constant rate (not yet the schedule, the
     // accumulation, the EMA or the feature noise of plain training): refuse them rather than ignore.
@@ -49,6 +47,14 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let w = WalkOptions {
         window: a.window.unwrap_or(52),
         embargo: a.embargo.unwrap_or(0),
+        rehearsal: a.rehearsal.unwrap_or(0.0),
+        rehearsal_size: a.rehearsal_size.unwrap_or(32),
+        state: a
+            .predictions_out
+            .as_deref()
+            .filter(|p| !crate::io::is_stdio(p))
+            .map(crate::train::walk::state_path),
+        resume: a.resume,
     };
     opts.epochs = a.epochs.unwrap_or(1);
     opts.patience = 0;

@@ -11,6 +11,7 @@ pub mod noise;
 pub mod options;
 pub mod resume;
 pub mod step;
+pub mod tune;
 pub mod walk;
 
 use crate::checkpoint::Checkpoint;
