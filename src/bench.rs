@@ -17,9 +17,15 @@ pub struct BenchReport {
     pub device: String,
     pub cfg: Config,
     pub rows: usize,
+    /// Median wall time of a step.
     pub step_ms: f64,
+    /// Process CPU time (user + system, every thread) per step over the timed steps; None where
+    /// the OS does not report it.
+    pub step_cpu_ms: Option<f64>,
     pub ops: Vec<(String, f64)>,
     pub flops_per_step: f64,
+    /// Worker threads of the CPU ops.
+    pub threads: usize,
 }
 
 impl BenchReport {
@@ -29,14 +35,19 @@ impl BenchReport {
     pub fn gflops(&self) -> f64 {
         self.flops_per_step / (self.step_ms / 1e3) / 1e9
     }
+    /// The SPEC §2 `bench --json` object; every key is built here (one place to add keys).
     pub fn to_json(&self) -> Value {
+        let c = &self.cfg;
         json!({
             "device": self.device,
-            "config": {"rows": self.rows, "features": self.cfg.n_features, "d_model": self.cfg.d_model,
-                       "heads": self.cfg.heads, "layers": self.cfg.layers, "d_ff": self.cfg.d_ff,
-                       "attention": self.cfg.attention.as_str()},
+            "config": {"rows": self.rows, "features": c.n_features, "d_model": c.d_model,
+                       "heads": c.heads, "layers": c.layers, "d_ff": c.d_ff, "dropout": short_f64(c.dropout),
+                       "attention": c.attention.as_str()},
+            "threads": self.threads,
             "step_ms": self.step_ms,
+            "step_cpu_ms": self.step_cpu_ms,
             "rows_per_s": self.rows_per_s(),
+            "flops_per_step": self.flops_per_step,
             "gflops": self.gflops(),
             "ops": self.ops.iter().map(|(n, ms)| json!({"name": n, "ms": ms})).collect::<Vec<_>>(),
         })
@@ -62,11 +73,19 @@ impl BenchReport {
             self.rows_per_s(),
             self.gflops()
         );
+        if let Some(cpu) = self.step_cpu_ms {
+            s += &format!(
+                "{:<28} {:>10.3}   ({} threads)\n",
+                "  cpu time per step", cpu, self.threads
+            );
+        }
         s
     }
 }
 
-/// Matmul flops of one training step (forward 2nkm, backward 4nkm per linear map).
+/// Flops of one training step: 6·n·(m·k) per linear map (forward 2, backward 4), and attention
+/// at forward + backward ≈ 3 × forward (linear: S and φ(Q)ᵀS, 4·d·dh per row forward; softmax:
+/// QKᵀ and PV, 4·n·d per row forward, backward 2.5 × forward as in flash attention).
 pub fn step_flops(cfg: &Config, n: usize) -> f64 {
     let (f, d, dff, t) = (
         cfg.n_features as f64,
@@ -78,8 +97,25 @@ pub fn step_flops(cfg: &Config, n: usize) -> f64 {
     let dh = d / cfg.heads as f64;
     let per_layer = 4.0 * d * d + 2.0 * d * dff;
     let lin = f * d + d * d + cfg.layers as f64 * per_layer + d * d + d * t;
-    let attn = cfg.layers as f64 * 4.0 * d * dh; // S and φ(Q)S per row
-    6.0 * n * (lin + attn)
+    let layers = cfg.layers as f64;
+    let attn = match cfg.attention {
+        crate::model::Attention::Linear => layers * 3.0 * 4.0 * n * d * dh,
+        crate::model::Attention::Softmax => layers * 3.5 * 4.0 * n * n * d,
+    };
+    6.0 * n * lin + attn
+}
+
+/// CPU time (user + system, all threads) of this process in ms, from /proc/self/stat; None
+/// where that file is missing or unreadable.
+pub fn process_cpu_ms() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // fields after the parenthesised command name; utime and stime are fields 14 and 15
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let mut it = rest.split_whitespace().skip(11);
+    let ut: f64 = it.next()?.parse().ok()?;
+    let st: f64 = it.next()?.parse().ok()?;
+    // USER_HZ is 100 on every Linux ABI
+    Some((ut + st) * 10.0)
 }
 
 /// Median wall time in ms of `reps` runs of `f` after one warm-up run.
@@ -163,22 +199,40 @@ pub fn run<B: Backend>(dev: &B, cfg: Config, n: usize, reps: usize) -> Result<Be
             )
         })?,
     ));
-    let (mut s, mut z) = (dev.zeros(h * (d / h) * (d / h))?, dev.zeros(d)?);
-    ops.push((
-        "linear_attention_fwd".to_string(),
-        time_ms(reps, || {
-            dev.linear_attention_fwd(&mut out, &mut s, &mut z, &h1, &h2, &h1, &mask, n, d, h)
-        })?,
-    ));
     let (mut dq, mut dk, mut dv) = (dev.zeros(n * d)?, dev.zeros(n * d)?, dev.zeros(n * d)?);
-    ops.push((
-        "linear_attention_bwd".to_string(),
-        time_ms(reps, || {
-            dev.linear_attention_bwd(
-                &mut dq, &mut dk, &mut dv, &h2, &h1, &h2, &h1, &mask, &s, &z, n, d, h,
-            )
-        })?,
-    ));
+    if cfg.attention == crate::model::Attention::Linear {
+        let (mut s, mut z) = (dev.zeros(h * (d / h) * (d / h))?, dev.zeros(d)?);
+        ops.push((
+            "linear_attention_fwd".to_string(),
+            time_ms(reps, || {
+                dev.linear_attention_fwd(&mut out, &mut s, &mut z, &h1, &h2, &h1, &mask, n, d, h)
+            })?,
+        ));
+        ops.push((
+            "linear_attention_bwd".to_string(),
+            time_ms(reps, || {
+                dev.linear_attention_bwd(
+                    &mut dq, &mut dk, &mut dv, &h2, &h1, &h2, &h1, &mask, &s, &z, n, d, h,
+                )
+            })?,
+        ));
+    } else {
+        let mut lse = dev.zeros(h * n)?;
+        ops.push((
+            "softmax_attention_fwd".to_string(),
+            time_ms(reps, || {
+                dev.softmax_attention_fwd(&mut out, &mut lse, &h1, &h2, &h1, &mask, n, d, h)
+            })?,
+        ));
+        ops.push((
+            "softmax_attention_bwd".to_string(),
+            time_ms(reps, || {
+                dev.softmax_attention_bwd(
+                    &mut dq, &mut dk, &mut dv, &h2, &out, &lse, &h1, &h2, &h1, &mask, n, d, h,
+                )
+            })?,
+        ));
+    }
     let (mut mean, mut rstd) = (dev.zeros(n)?, dev.zeros(n)?);
     ops.push((
         "layer_norm_fwd".to_string(),
@@ -267,16 +321,30 @@ pub fn run<B: Backend>(dev: &B, cfg: Config, n: usize, reps: usize) -> Result<Be
         ..TrainOptions::default()
     };
     let mut step = 0u64;
+    let mut cpu0 = None;
     let step_ms = time_ms(reps, || {
+        if step == 1 {
+            // the warm-up step is done: time the rest
+            cpu0 = process_cpu_ms();
+        }
         step += 1;
         train_step(dev, &mut m, &mut adam, &batch, &opts, step).map(|_| ())
     })?;
+    let timed = reps.max(1) as f64;
+    let step_cpu_ms = cpu0.zip(process_cpu_ms()).map(|(a, b)| (b - a) / timed);
     Ok(BenchReport {
         device: dev.name(),
         flops_per_step: step_flops(&cfg, n),
         cfg,
         rows: n,
         step_ms,
+        step_cpu_ms,
         ops,
+        threads: crate::ops::par::threads(),
     })
+}
+
+/// An f32 as the f64 with the same shortest decimal form (0.1, not 0.10000000149011612).
+fn short_f64(x: f32) -> f64 {
+    format!("{x}").parse().unwrap_or(x as f64)
 }

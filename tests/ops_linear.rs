@@ -208,12 +208,13 @@ fn layer_norm_matches_oracle<B: Backend>(
 }
 device_proptest!(48, layer_norm_matches_oracle, ln_case());
 
-/// Shapes crossing the register tile (4 rows × 8 or 16 columns, with leftovers) and the 256-long
-/// inner blocks (k = 300 in the forward, n = 601 in dw); the first two are big enough to cross the
-/// CPU's threading threshold, and on the CPU the test asserts that both passes were split.
+/// Shapes crossing the GEMM's register tiles (12 × 32 / 6 × 16 / 4 × 16, with leftovers), its
+/// 256-deep k slices (k = 300 in the forward) and the 512-row blocks of dw (n = 601, 2000); the
+/// first two are big enough to cross the GEMM's threading threshold (4 Mflop), and on the CPU the
+/// test asserts that both passes were split.
 fn linear_agrees_with_oracle_on_tiled_and_blocked_shapes<B: Backend>(dev: &B) -> TestCaseResult {
     for (n, k, m, split) in [
-        (300, 37, 29, 1),
+        (2000, 37, 29, 1),
         (601, 300, 17, 1),
         (9, 5, 64, 0),
         (2, 1, 1, 0),

@@ -2,17 +2,30 @@
 
 use super::device::DeviceChoice;
 use super::BenchArgs;
-use crate::model::Config;
+use crate::model::{Attention, Config};
 use crate::{Error, Result};
 
 pub fn run(a: &BenchArgs) -> Result<()> {
-    let rows = a.rows.unwrap_or(5000);
-    let features = a.features.unwrap_or(42);
-    if rows == 0 || features == 0 {
-        return Err(Error::usage("--rows and --features must be at least 1"));
+    let rows = a.rows;
+    let features = a.features;
+    if rows == 0 || features == 0 || a.layers == 0 {
+        return Err(Error::usage(
+            "--rows, --features and --layers must be at least 1",
+        ));
     }
-    let cfg = Config::new(features, 1);
-    let reps = if rows * features > 2_000_000 { 3 } else { 5 };
+    let mut cfg = Config::new(features, 1);
+    cfg.d_model = a.d_model;
+    cfg.d_ff = 2 * a.d_model;
+    cfg.heads = a.heads;
+    cfg.layers = a.layers;
+    cfg.dropout = a.dropout;
+    cfg.attention = Attention::parse(&a.attention)?;
+    cfg.validate()?;
+    let reps = match a.reps {
+        0 if rows * features > 2_000_000 || cfg.attention == Attention::Softmax => 3,
+        0 => 10,
+        r => r,
+    };
     // Every available device: the CPU always, CUDA when a usable GPU is found (or the one named).
     let mut choices = vec![];
     match a.device.as_str() {

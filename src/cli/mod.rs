@@ -393,13 +393,34 @@ pub struct EvalArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
+    /// Print one JSON object per device (SPEC §2 keys) instead of a table [default: off]
     #[arg(long)]
     pub json: bool,
-    /// Rows per era
-    #[arg(long)]
-    pub rows: Option<usize>,
-    #[arg(long)]
-    pub features: Option<usize>,
+    /// Rows per era (one era = one training step)
+    #[arg(long, default_value_t = 5000)]
+    pub rows: usize,
+    /// Input features
+    #[arg(long, default_value_t = 42)]
+    pub features: usize,
+    /// Model width (d_ff is twice this)
+    #[arg(long = "d-model", default_value_t = 64)]
+    pub d_model: usize,
+    /// Attention heads (must divide --d-model)
+    #[arg(long, default_value_t = 4)]
+    pub heads: usize,
+    /// Transformer layers
+    #[arg(long, default_value_t = 2)]
+    pub layers: usize,
+    /// Attention over the era's rows: linear or softmax
+    #[arg(long, default_value = "linear")]
+    pub attention: String,
+    /// Dropout probability
+    #[arg(long, default_value_t = 0.1)]
+    pub dropout: f32,
+    /// Timed repetitions of each op and of the step (median reported; 0 = 10, or 3 for big shapes)
+    #[arg(long, default_value_t = 0)]
+    pub reps: usize,
+    /// Device: auto (the CPU, and CUDA when usable), cpu, cuda or emu
     #[arg(long, default_value = "auto")]
     pub device: String,
 }

@@ -55,8 +55,7 @@ impl Backend for Cpu {
         m: usize,
     ) -> Result<()> {
         linear::check_fwd(out.len(), inp.len(), w.len(), b.map(|b| b.len()), n, k, m)?;
-        linear::linear_fwd(out, inp, w, b.map(|x| x.as_slice()), n, k, m);
-        Ok(())
+        linear::linear_fwd(out, inp, w, b.map(|x| x.as_slice()), n, k, m)
     }
     fn linear_bwd(
         &self,
@@ -91,8 +90,7 @@ impl Backend for Cpu {
             n,
             k,
             m,
-        );
-        Ok(())
+        )
     }
     fn layer_norm_fwd(
         &self,

@@ -48,7 +48,7 @@ pub fn neutralize_normal(features: &[u8], m: usize, nf: usize, b: &[f64]) -> Opt
     if nf > 0 {
         let x: Vec<f32> = features.iter().map(|&v| v as f32).collect();
         let mut xtx = vec![0f32; nf * nf];
-        crate::ops::linear::linear_bwd(None, &mut xtx, None, &x, &x, &[], m, nf, nf);
+        crate::ops::linear::linear_bwd(None, &mut xtx, None, &x, &x, &[], m, nf, nf).ok()?;
         for i in 0..nf {
             g[(i + 1) * n + 1..(i + 2) * n].copy_from_slice(
                 &xtx[i * nf..(i + 1) * nf]

@@ -23,7 +23,9 @@ pub use super::scalar::exp_f32;
 use super::scalar::{elu1, elu1_grad};
 
 pub(crate) mod gpu;
+mod linear_cpu;
 mod tape;
+pub use linear_cpu::{linear_attention_bwd_on, linear_attention_fwd_on};
 pub(crate) use tape::backward;
 pub use tape::{check_linear_bwd, check_linear_fwd, check_softmax_bwd, check_softmax_fwd};
 
@@ -43,8 +45,47 @@ fn flush(dst: &mut [f64], src: &mut [f32]) {
     }
 }
 
+/// The fused forward ([`linear_attention_fwd_on`] on the detected SIMD path).
 #[allow(clippy::too_many_arguments)]
 pub fn linear_attention_fwd(
+    out: &mut [f32],
+    s: &mut [f32],
+    z: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: &[f32],
+    n: usize,
+    d: usize,
+    h: usize,
+) {
+    linear_attention_fwd_on(None, out, s, z, q, k, v, mask, n, d, h)
+}
+
+/// The fused backward ([`linear_attention_bwd_on`] on the detected SIMD path).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_attention_bwd(
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+    dout: &[f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: &[f32],
+    s: &[f32],
+    z: &[f32],
+    n: usize,
+    d: usize,
+    h: usize,
+) {
+    linear_attention_bwd_on(None, dq, dk, dv, dout, q, k, v, mask, s, z, n, d, h)
+}
+
+/// The straightforward forward, head by head (the fused one's test twin; same results up to f32
+/// rounding).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_attention_fwd_naive(
     out: &mut [f32],
     s: &mut [f32],
     z: &mut [f32],
@@ -141,8 +182,9 @@ pub fn linear_attention_fwd(
     });
 }
 
+/// The straightforward backward (the fused one's test twin).
 #[allow(clippy::too_many_arguments)]
-pub fn linear_attention_bwd(
+pub fn linear_attention_bwd_naive(
     dq: &mut [f32],
     dk: &mut [f32],
     dv: &mut [f32],
@@ -259,7 +301,7 @@ pub fn linear_attention_bwd(
     });
 }
 
-#[inline]
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     // four partial sums so the compiler can vectorise
     let mut acc = [0f32; 4];

@@ -2,13 +2,17 @@
 //! out[n,m] = inp[n,k] · w[m,k]ᵀ + b[m].
 //! Backward: dinp[n,k] += dout · w; dw[m,k] += doutᵀ · inp; db[m] += Σ_rows dout.
 //!
-//! All three products go through one kernel, [`gemm_acc`]: out[r,c] += Σ_i a[r,i] · b[i,c] with b
-//! row-major [inner, cols], so the innermost loop runs along contiguous columns. It keeps a
-//! 4-row × C-column tile of out in registers (C = 16 with AVX2, picked at run time; 8 otherwise)
-//! and walks the inner dimension in blocks of [`INNER_BLOCK`] so the slice of b in use stays in
-//! cache. The forward transposes w once to [k,m]; dinp uses w as it is; dw transposes dout and sums
-//! blocks of rows in f32 inside the kernel, then adds the blocks together in f64.
+//! All three products run on the packed GEMM of [`super::gemm`], which reads every transposed form
+//! in place (no materialised transpose):
+//! - forward: `Gemm::new(false, true, n, m, k)` with the bias added in the epilogue;
+//! - dinp: `Gemm::new(false, false, n, k, m)`, accumulating into dinp;
+//! - dW: `Gemm::new(true, false, m, k, rows)` per block of [`DW_ROW_BLOCK`] rows, summed in f32
+//!   inside a block and in f64 across blocks (so XᵀX of small integer codes stays exact, and long
+//!   eras do not lose the small terms); the bias gradient is summed in the same pass over the block.
+//!   Blocks are split over threads in contiguous runs and the per-thread f64 totals are added in
+//!   thread order (deterministic for a given thread count).
 
+use super::gemm::Gemm;
 use super::par;
 use super::shape::expect_len;
 use crate::device::Backend;
@@ -18,128 +22,10 @@ use crate::{Error, Result};
 
 pub(crate) mod gpu;
 
-/// Rows of the register tile.
-const TILE_ROWS: usize = 4;
-/// Inner-dimension block: b[i0..i0 + INNER_BLOCK, :] is reused by every row tile.
-const INNER_BLOCK: usize = 256;
+/// Rows of dout and inp whose dW (and db) contributions are summed in f32 before the f64 total.
+pub const DW_ROW_BLOCK: usize = 512;
 
-/// out[r·cols + c] += Σ_{i < inner} a[r·lda + i] · b[i·cols + c] for r < rows, c < cols.
-fn gemm_acc(
-    out: &mut [f32],
-    a: &[f32],
-    lda: usize,
-    b: &[f32],
-    rows: usize,
-    inner: usize,
-    cols: usize,
-) {
-    if rows == 0 || inner == 0 || cols == 0 {
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            unsafe { gemm_acc_avx2(out, a, lda, b, rows, inner, cols) };
-            return;
-        }
-    }
-    gemm_kernel::<8>(out, a, lda, b, rows, inner, cols);
-}
-
-/// The same kernel compiled for AVX2 (8-wide f32), with a 4 × 16 tile (8 ymm accumulators).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn gemm_acc_avx2(
-    out: &mut [f32],
-    a: &[f32],
-    lda: usize,
-    b: &[f32],
-    rows: usize,
-    inner: usize,
-    cols: usize,
-) {
-    gemm_kernel::<16>(out, a, lda, b, rows, inner, cols);
-}
-
-#[inline(always)]
-fn gemm_kernel<const C: usize>(
-    out: &mut [f32],
-    a: &[f32],
-    lda: usize,
-    b: &[f32],
-    rows: usize,
-    inner: usize,
-    cols: usize,
-) {
-    const R: usize = TILE_ROWS;
-    let mut i0 = 0;
-    while i0 < inner {
-        let i1 = (i0 + INNER_BLOCK).min(inner);
-        let bi = &b[i0 * cols..i1 * cols];
-        let mut r0 = 0;
-        while r0 + R <= rows {
-            // seek to a[r0 + r, i0..i1] for the tile's rows
-            let ar: [&[f32]; R] = std::array::from_fn(|r| &a[(r0 + r) * lda + i0..][..i1 - i0]);
-            let mut c0 = 0;
-            while c0 + C <= cols {
-                let mut acc = [[0f32; C]; R];
-                for (ii, brow) in bi.chunks_exact(cols).enumerate() {
-                    let bs = &brow[c0..c0 + C];
-                    for r in 0..R {
-                        let av = ar[r][ii];
-                        for c in 0..C {
-                            acc[r][c] += av * bs[c];
-                        }
-                    }
-                }
-                for (r, accr) in acc.iter().enumerate() {
-                    let o = &mut out[(r0 + r) * cols + c0..][..C];
-                    for (ov, &v) in o.iter_mut().zip(accr) {
-                        *ov += v;
-                    }
-                }
-                c0 += C;
-            }
-            if c0 < cols {
-                // leftover columns: one dot product per output
-                for (r, arow) in ar.iter().enumerate() {
-                    for c in c0..cols {
-                        let mut s = 0f32;
-                        for (ii, &av) in arow.iter().enumerate() {
-                            s += av * bi[ii * cols + c];
-                        }
-                        out[(r0 + r) * cols + c] += s;
-                    }
-                }
-            }
-            r0 += R;
-        }
-        // leftover rows: axpy over rows of b
-        for r in r0..rows {
-            let arow = &a[r * lda + i0..][..i1 - i0];
-            let o = &mut out[r * cols..(r + 1) * cols];
-            for (&av, brow) in arow.iter().zip(bi.chunks_exact(cols)) {
-                for (ov, &bv) in o.iter_mut().zip(brow) {
-                    *ov += av * bv;
-                }
-            }
-        }
-        i0 = i1;
-    }
-}
-
-/// x[r, c] → xt[c, r] for a row-major [rows, cols] matrix.
-fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut xt = vec![0f32; rows * cols];
-    for r in 0..rows {
-        for c in 0..cols {
-            xt[c * rows + r] = x[r * cols + c];
-        }
-    }
-    xt
-}
-
+/// out[n,m] = inp[n,k] · w[m,k]ᵀ + b (b = 0 when None). The shapes are checked ([`check_fwd`]).
 pub fn linear_fwd(
     out: &mut [f32],
     inp: &[f32],
@@ -148,26 +34,20 @@ pub fn linear_fwd(
     n: usize,
     k: usize,
     m: usize,
-) {
+) -> Result<()> {
+    check_fwd(out.len(), inp.len(), w.len(), b.map(|b| b.len()), n, k, m)?;
     if n == 0 || m == 0 {
-        return;
+        return Ok(());
     }
-    let wt = transpose(&w[..m * k], m, k);
-    let wt = &wt;
-    let chunk = par::chunk_rows(n, 2 * k * m);
-    par::run(out[..n * m].chunks_mut(chunk * m).enumerate(), |(c, o)| {
-        let r0 = c * chunk;
-        let rows = o.len() / m;
-        for orow in o.chunks_mut(m) {
-            match b {
-                Some(b) => orow.copy_from_slice(&b[..m]),
-                None => orow.fill(0.0),
-            }
-        }
-        gemm_acc(o, &inp[r0 * k..], k, wt, rows, k, m);
-    });
+    Gemm {
+        bias: b.map(|b| &b[..m]),
+        ..Gemm::new(false, true, n, m, k)
+    }
+    .run(&inp[..n * k], &w[..m * k], &mut out[..n * m])
 }
 
+/// dinp += dout · w (when given), dw += doutᵀ · inp, db += Σ_rows dout (when given). `w` is read
+/// only for dinp (it may be empty without it).
 #[allow(clippy::too_many_arguments)]
 pub fn linear_bwd(
     dinp: Option<&mut [f32]>,
@@ -179,67 +59,106 @@ pub fn linear_bwd(
     n: usize,
     k: usize,
     m: usize,
-) {
+) -> Result<()> {
+    let op = "linear_bwd";
+    expect_len(op, "dout", dout.len(), n * m)?;
+    expect_len(op, "inp", inp.len(), n * k)?;
+    expect_len(op, "dw", dw.len(), m * k)?;
+    if let Some(d) = &db {
+        expect_len(op, "db", d.len(), m)?;
+    }
     if n == 0 || m == 0 {
-        return;
+        return Ok(());
     }
     if let Some(dinp) = dinp {
+        expect_len(op, "dinp", dinp.len(), n * k)?;
+        expect_len(op, "w", w.len(), m * k)?;
         if k > 0 {
-            // dinp[n,k] += dout[n,m] · w[m,k]
-            let chunk = par::chunk_rows(n, 2 * k * m);
-            par::run(
-                dinp[..n * k].chunks_mut(chunk * k).enumerate(),
-                |(c, di)| {
-                    let r0 = c * chunk;
-                    gemm_acc(di, &dout[r0 * m..], m, w, di.len() / k, m, k);
-                },
-            );
+            Gemm {
+                accumulate: true,
+                ..Gemm::new(false, false, n, k, m)
+            }
+            .run(dout, w, dinp)?;
         }
     }
-    if k > 0 {
-        // dw[m,k] += doutᵀ[m,n] · inp[n,k], in f32 per block of rows and f64 across blocks
-        let dt = transpose(&dout[..n * m], n, m);
-        let dt = &dt;
-        let chunk = par::chunk_rows(m, 2 * n * k);
-        par::run(dw[..m * k].chunks_mut(chunk * k).enumerate(), |(c, dwc)| {
-            let j0 = c * chunk;
-            let rows = dwc.len() / k;
-            let mut part = vec![0f32; rows * k];
-            let mut acc = vec![0f64; rows * k];
-            let mut i0 = 0;
-            while i0 < n {
-                let i1 = (i0 + INNER_BLOCK).min(n);
-                part.fill(0.0);
-                gemm_acc(
-                    &mut part,
-                    &dt[j0 * n + i0..],
-                    n,
-                    &inp[i0 * k..i1 * k],
-                    rows,
-                    i1 - i0,
-                    k,
-                );
+    dw_db(dw, db, dout, inp, n, k, m)
+}
+
+/// dw[m,k] += doutᵀ · inp and db[m] += Σ_rows dout, f32 within a row block and f64 across.
+fn dw_db(
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    dout: &[f32],
+    inp: &[f32],
+    n: usize,
+    k: usize,
+    m: usize,
+) -> Result<()> {
+    let with_db = db.is_some();
+    let blocks = n.div_ceil(DW_ROW_BLOCK);
+    let flops = 2 * n * m * k.max(1);
+    let threads = if flops < (1 << 21) {
+        1
+    } else {
+        par::threads().min(blocks)
+    };
+    let per = blocks.div_ceil(threads.max(1));
+    let parts = par::run(par::ranges(blocks, per), |br| -> Result<Vec<f64>> {
+        let mut acc = vec![0f64; m * k + if with_db { m } else { 0 }];
+        let mut part = vec![0f32; m * k];
+        let mut colsum = vec![0f32; m];
+        for blk in br {
+            let r0 = blk * DW_ROW_BLOCK;
+            let rows = DW_ROW_BLOCK.min(n - r0);
+            let g = &dout[r0 * m..(r0 + rows) * m];
+            if k > 0 {
+                Gemm {
+                    threads: Some(1),
+                    ..Gemm::new(true, false, m, k, rows)
+                }
+                .run(g, &inp[r0 * k..(r0 + rows) * k], &mut part)?;
                 for (a, &p) in acc.iter_mut().zip(&part) {
                     *a += p as f64;
                 }
-                i0 = i1;
             }
-            for (d, &a) in dwc.iter_mut().zip(&acc) {
-                *d = (*d as f64 + a) as f32;
-            }
-        });
-    }
-    if let Some(db) = db {
-        let mut acc = vec![0f64; m];
-        for g in dout[..n * m].chunks(m) {
-            for (a, &gv) in acc.iter_mut().zip(g) {
-                *a += gv as f64;
+            if with_db {
+                colsum.fill(0.0);
+                for grow in g.chunks_exact(m) {
+                    for (c, &v) in colsum.iter_mut().zip(grow) {
+                        *c += v;
+                    }
+                }
+                for (a, &c) in acc[m * k..].iter_mut().zip(&colsum) {
+                    *a += c as f64;
+                }
             }
         }
-        for (d, a) in db[..m].iter_mut().zip(acc) {
+        Ok(acc)
+    });
+    let mut total: Option<Vec<f64>> = None;
+    for part in parts {
+        let part = part?;
+        match total.as_mut() {
+            None => total = Some(part),
+            Some(t) => {
+                for (x, y) in t.iter_mut().zip(part) {
+                    *x += y;
+                }
+            }
+        }
+    }
+    let Some(total) = total else {
+        return Ok(());
+    };
+    for (d, &a) in dw[..m * k].iter_mut().zip(&total) {
+        *d = (*d as f64 + a) as f32;
+    }
+    if let Some(db) = db {
+        for (d, &a) in db[..m].iter_mut().zip(&total[m * k..]) {
             *d = (*d as f64 + a) as f32;
         }
     }
+    Ok(())
 }
 
 // ---- shapes, tape record and backward -------------------------------------------------------

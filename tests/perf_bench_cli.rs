@@ -1,0 +1,107 @@
+//! `eraengine bench --json` with the shape flags: the SPEC §2 keys, the config echoed back, a FLOP
+//! count that grows with the shape, and a usage error for heads that do not divide d_model.
+
+use std::process::Command;
+
+fn bench(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_eraengine"))
+        .arg("bench")
+        .args(["--device", "cpu", "--json", "--reps", "1"])
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    let out = bench(args);
+    assert!(
+        out.status.success(),
+        "bench {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("bench --json prints one JSON object")
+}
+
+#[test]
+fn bench_json_has_the_spec_keys_and_echoes_the_shape() {
+    for attention in ["linear", "softmax"] {
+        let args = [
+            "--rows",
+            "37",
+            "--features",
+            "11",
+            "--d-model",
+            "12",
+            "--heads",
+            "3",
+            "--layers",
+            "1",
+            "--attention",
+            attention,
+        ];
+        let v = json(&args);
+        assert_eq!(v["device"], "cpu");
+        let c = &v["config"];
+        assert_eq!(c["rows"], 37);
+        assert_eq!(c["features"], 11);
+        assert_eq!(c["d_model"], 12);
+        assert_eq!(c["heads"], 3);
+        assert_eq!(c["layers"], 1);
+        assert_eq!(c["dropout"], 0.1);
+        assert_eq!(c["attention"], attention);
+        for key in ["step_ms", "rows_per_s", "gflops"] {
+            let x = v[key].as_f64().unwrap_or(-1.0);
+            assert!(x.is_finite() && x > 0.0, "{key} = {}", v[key]);
+        }
+        let ops = v["ops"].as_array().expect("ops is an array");
+        assert!(ops.len() >= 5);
+        for op in ops {
+            assert!(op["name"].is_string());
+            assert!(op["ms"].as_f64().is_some_and(|x| x >= 0.0));
+        }
+        let names: Vec<&str> = ops.iter().filter_map(|o| o["name"].as_str()).collect();
+        assert!(
+            names.iter().any(|n| n.starts_with(attention)),
+            "{attention} attention is timed: {names:?}"
+        );
+    }
+}
+
+#[test]
+fn bench_flops_grow_with_the_shape() {
+    let small = json(&[
+        "--rows",
+        "20",
+        "--features",
+        "5",
+        "--d-model",
+        "8",
+        "--heads",
+        "2",
+        "--layers",
+        "1",
+    ]);
+    let big = json(&[
+        "--rows",
+        "40",
+        "--features",
+        "5",
+        "--d-model",
+        "8",
+        "--heads",
+        "2",
+        "--layers",
+        "2",
+    ]);
+    let f = |v: &serde_json::Value| v["flops_per_step"].as_f64().unwrap_or(0.0);
+    assert!(f(&small) > 0.0);
+    // twice the rows and twice the layers: more than twice the work
+    assert!(f(&big) > 2.0 * f(&small), "{} vs {}", f(&big), f(&small));
+}
+
+#[test]
+fn bench_rejects_heads_that_do_not_divide_d_model() {
+    let out = bench(&["--rows", "10", "--d-model", "10", "--heads", "3"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("heads"));
+}
