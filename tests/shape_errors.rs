@@ -1,8 +1,7 @@
 //! A wrong buffer length is `Error::Shape` on every device — never a slice panic on the CPU, never
 //! a launch on the GPU (issue 7, item 5): every op family, each with one buffer one element short.
 
-// (only `Emu` is used here)
-#[allow(dead_code)]
+// (only `Emu` is used here; the harness allows its own dead code)
 mod gpu_common;
 
 use eraengine::device::{Backend, Cpu};

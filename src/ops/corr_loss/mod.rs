@@ -52,9 +52,9 @@ pub fn corr_loss_fwd(
     let mut moments = vec![(0f64, 0f64, 0f64, 0f64, 0f64); t];
     for (k, mo) in moments.iter_mut().enumerate() {
         let (mut sw, mut sp, mut sy) = (0f64, 0f64, 0f64);
-        for i in 0..n {
+        for (i, &mi) in mask[..n].iter().enumerate() {
             let e = i * t + k;
-            let w = weight(mask[i], y[e]);
+            let w = weight(mi, y[e]);
             if w == 0.0 {
                 continue;
             }
@@ -67,9 +67,9 @@ pub fn corr_loss_fwd(
         }
         let (mp, my) = (sp / sw, sy / sw);
         let (mut sab, mut saa, mut sbb) = (0f64, 0f64, 0f64);
-        for i in 0..n {
+        for (i, &mi) in mask[..n].iter().enumerate() {
             let e = i * t + k;
-            let w = weight(mask[i], y[e]);
+            let w = weight(mi, y[e]);
             if w == 0.0 {
                 continue;
             }
@@ -124,10 +124,10 @@ pub fn corr_loss_bwd(
     n: usize,
     t: usize,
 ) {
-    for i in 0..n {
+    for (i, &mi) in mask[..n].iter().enumerate() {
         for k in 0..t {
             let e = i * t + k;
-            let w = weight(mask[i], y[e]);
+            let w = weight(mi, y[e]);
             if w == 0.0 {
                 continue;
             }
