@@ -390,7 +390,36 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         ),
         _ => println!("checkpoint {}", out.display()),
     }
+    if builtin && !a.quiet {
+        if let (Some(line), Some(b)) = (builtin_yardsticks(seed), res.best) {
+            println!("{line}; this model reaches {:.0}% of the limit", 100.0 * b.mean / line.1);
+        }
+    }
     Ok(())
+}
+
+/// The built-in data's yardsticks on its validation eras, from its `bayes.json`: a row-wise ridge
+/// model's mean corr and the Bayes limit (docs/synthetic-data.md). None when unreadable.
+fn builtin_yardsticks(seed: u64) -> Option<Yardsticks> {
+    let dir = cache_dir().join(format!("builtin-seed{seed}"));
+    let path = crate::data::synth::builtin_files(&dir, seed).ok()?.bayes_json;
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let ridge = v["ridge_mean_corr"]["validation"].as_f64()?;
+    let bayes = v["bayes_mean_corr"]["validation"].as_f64()?;
+    Some(Yardsticks(ridge, bayes))
+}
+
+/// (ridge baseline, Bayes limit) mean corr on the built-in validation eras.
+struct Yardsticks(f64, f64);
+
+impl std::fmt::Display for Yardsticks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "on the same validation eras: a row-wise ridge model {:+.4}, the Bayes limit {:+.4}",
+            self.0, self.1
+        )
+    }
 }
 
 /// One training run with `seed` writing `out`.
