@@ -191,6 +191,16 @@ fn parse_kernels(src: &str) -> BuildResult<Vec<(String, String)>> {
     Ok(found)
 }
 
+/// N of `__launch_bounds__(N)` on kernel `name` in `src` (comments stripped), if any.
+fn launch_bounds(src: &str, name: &str) -> Option<u32> {
+    let at = src.find(&format!(" {name}("))?;
+    let line_start = src[..at].rfind('\n').map_or(0, |i| i + 1);
+    let head = &src[line_start..at];
+    let lb = head.find("__launch_bounds__(")? + "__launch_bounds__(".len();
+    let end = head[lb..].find([')', ','])?;
+    head[lb..lb + end].trim().parse().ok()
+}
+
 fn kernel_decl(head: &str, params: &str, lineno: usize) -> BuildResult<(String, String)> {
     let name = head
         .split_whitespace()
@@ -329,7 +339,10 @@ fn write_params(out: &Path, structs: &[CStruct], product: &[KernelFile]) -> Buil
     let mut modules = String::new();
     let mut consts = String::new();
     let mut all = String::new();
+    let mut bounds = String::new();
+    let mut psizes = String::new();
     for kf in product {
+        let src = strip_comments(&read(&kf.path)?);
         for (k, ty) in &kf.kernels {
             if !structs.iter().any(|s| &s.name == ty) {
                 return Err(format!(
@@ -343,6 +356,15 @@ fn write_params(out: &Path, structs: &[CStruct], product: &[KernelFile]) -> Buil
             let _ = writeln!(names, "            Kernel::{v} => {k:?},");
             let _ = writeln!(modules, "            Kernel::{v} => {:?},", kf.stem);
             let _ = writeln!(
+                bounds,
+                "            Kernel::{v} => {},",
+                launch_bounds(&src, k).unwrap_or(1024)
+            );
+            let _ = writeln!(
+                psizes,
+                "            Kernel::{v} => std::mem::size_of::<{ty}>(),"
+            );
+            let _ = writeln!(
                 consts,
                 "    /// `{k}` in kernels/{}.cu\n    pub const {}: Typed<{ty}> = Typed::new(Kernel::{v});",
                 kf.stem,
@@ -352,7 +374,7 @@ fn write_params(out: &Path, structs: &[CStruct], product: &[KernelFile]) -> Buil
     }
     let _ = write!(
         rs,
-        "/// Every kernel entry point of kernels/*.cu.\n#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]\npub enum Kernel {{\n{variants}}}\n\nimpl Kernel {{\n    /// Every kernel, in declaration order (`Kernel::ALL[k as usize] == k`).\n    pub const ALL: &'static [Kernel] = &[{all}];\n    /// The entry point's name.\n    pub const fn name(self) -> &'static str {{\n        match self {{\n{names}        }}\n    }}\n    /// The kernels/*.cu file (module) that defines it.\n    pub const fn module(self) -> &'static str {{\n        match self {{\n{modules}        }}\n    }}\n}}\n\n/// One typed constant per kernel: its id and its parameter struct.\npub mod kernel {{\n    use super::*;\n{consts}}}\n"
+        "/// Every kernel entry point of kernels/*.cu.\n#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]\npub enum Kernel {{\n{variants}}}\n\nimpl Kernel {{\n    /// Every kernel, in declaration order (`Kernel::ALL[k as usize] == k`).\n    pub const ALL: &'static [Kernel] = &[{all}];\n    /// The entry point's name.\n    pub const fn name(self) -> &'static str {{\n        match self {{\n{names}        }}\n    }}\n    /// The kernels/*.cu file (module) that defines it.\n    pub const fn module(self) -> &'static str {{\n        match self {{\n{modules}        }}\n    }}\n    /// Most threads per block: `__launch_bounds__` (the PTX `.maxntid`), else the hardware's 1024.\n    pub const fn max_threads(self) -> u32 {{\n        match self {{\n{bounds}        }}\n    }}\n    /// Bytes of its parameter struct (the PTX `.param` size).\n    pub const fn param_bytes(self) -> usize {{\n        match self {{\n{psizes}        }}\n    }}\n}}\n\n/// One typed constant per kernel: its id and its parameter struct.\npub mod kernel {{\n    use super::*;\n{consts}}}\n"
     );
     write(&out.join("params.rs"), rs.as_bytes())
 }

@@ -20,6 +20,8 @@ pub struct BenchReport {
     pub step_ms: f64,
     pub ops: Vec<(String, f64)>,
     pub flops_per_step: f64,
+    /// GPU backends: launches, syncs, allocations, bytes per steady-state step and the H100 estimate
+    pub gpu: Option<Value>,
 }
 
 impl BenchReport {
@@ -30,7 +32,7 @@ impl BenchReport {
         self.flops_per_step / (self.step_ms / 1e3) / 1e9
     }
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "device": self.device,
             "config": {"rows": self.rows, "features": self.cfg.n_features, "d_model": self.cfg.d_model,
                        "heads": self.cfg.heads, "layers": self.cfg.layers, "d_ff": self.cfg.d_ff,
@@ -39,7 +41,9 @@ impl BenchReport {
             "rows_per_s": self.rows_per_s(),
             "gflops": self.gflops(),
             "ops": self.ops.iter().map(|(n, ms)| json!({"name": n, "ms": ms})).collect::<Vec<_>>(),
-        })
+        });
+        crate::gpu::stats::merge_json(&mut v, self.gpu.as_ref());
+        v
     }
     pub fn table(&self) -> String {
         let mut s = format!(
@@ -266,10 +270,16 @@ pub fn run<B: Backend>(dev: &B, cfg: Config, n: usize, reps: usize) -> Result<Be
         ..TrainOptions::default()
     };
     let mut step = 0u64;
+    let mut after_first = crate::gpu::stats::snapshot();
     let step_ms = time_ms(reps, || {
         step += 1;
-        train_step(dev, &mut m, &mut adam, &batch, &opts, step).map(|_| ())
+        let r = train_step(dev, &mut m, &mut adam, &batch, &opts, step).map(|_| ());
+        if step == 1 {
+            after_first = crate::gpu::stats::snapshot();
+        }
+        r
     })?;
+    let gpu = crate::gpu::stats::steady_json(&dev.name(), &after_first, step - 1);
     Ok(BenchReport {
         device: dev.name(),
         flops_per_step: step_flops(&cfg, n),
@@ -277,5 +287,6 @@ pub fn run<B: Backend>(dev: &B, cfg: Config, n: usize, reps: usize) -> Result<Be
         rows: n,
         step_ms,
         ops,
+        gpu,
     })
 }

@@ -6,7 +6,6 @@
 //! ones column by least squares (`lstsq`, rcond 1e-6, minimum-norm like numpy), divided by their std,
 //! then `numerai_corr` again.
 
-
 // Wichura (1988), Algorithm AS 241, PPND16: coefficients as published, lowest degree first.
 #[allow(clippy::excessive_precision, clippy::unreadable_literal)]
 mod as241 {
