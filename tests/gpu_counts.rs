@@ -125,7 +125,7 @@ fn cached_buffers_come_back_zeroed_and_counters_are_per_thread() {
     let c = snapshot().since(&before);
     assert_eq!((c.allocs, c.cache_hits), (0, 1), "same size class: reused");
     assert!(dev.download(&b).unwrap().iter().all(|&v| v == 0.0));
-    let other = std::thread::spawn(|| snapshot()).join().unwrap();
+    let other = std::thread::spawn(snapshot).join().unwrap();
     assert_eq!(other.allocs, 0, "another thread sees its own counters");
 }
 

@@ -150,7 +150,7 @@ impl CudaLauncher {
                 .map_err(|e| derr("reading the compute capability", e))?;
             let pooled = ctx
                 .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED)
-                .map_or(false, |v| v != 0);
+                .is_ok_and(|v| v != 0);
             if pooled {
                 // Keep freed pool memory instead of returning it to the OS at every sync: the
                 // release threshold, set once (the backend's cache makes frees rare anyway).
