@@ -15,14 +15,14 @@
 #define GELU_C 0.044715f
 
 extern "C" __global__ void gelu_fwd_f32(EltParams p) {
-    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) {
+    GRID_STRIDE(i, p.n) {
         const float x = p.a[i];
         p.out[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + GELU_C * x * x * x)));
     }
 }
 
 extern "C" __global__ void gelu_bwd_f32(EltParams p) {
-    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) {
+    GRID_STRIDE(i, p.n) {
         const float x = p.a[i];
         const float th = tanhf(GELU_K * (x + GELU_C * x * x * x));
         const float dudx = GELU_K * (1.0f + 3.0f * GELU_C * x * x);
@@ -37,13 +37,13 @@ __device__ __forceinline__ float exp_neg_clamped(float x) {
 }
 
 extern "C" __global__ void sigmoid_fwd_f32(EltParams p) {
-    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) {
+    GRID_STRIDE(i, p.n) {
         p.out[i] = 1.0f / (1.0f + exp_neg_clamped(p.a[i]));
     }
 }
 
 extern "C" __global__ void sigmoid_bwd_f32(EltParams p) {
-    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) {
+    GRID_STRIDE(i, p.n) {
         const float e = exp_neg_clamped(p.a[i]);
         const float s = 1.0f / (1.0f + e);
         p.out[i] += p.b[i] * (e * s * s);
@@ -51,27 +51,28 @@ extern "C" __global__ void sigmoid_bwd_f32(EltParams p) {
 }
 
 extern "C" __global__ void add_fwd_f32(EltParams p) {
-    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) {
+    GRID_STRIDE(i, p.n) {
         p.out[i] = p.a[i] + p.b[i];
     }
 }
 
 extern "C" __global__ void accumulate_fwd_f32(EltParams p) {
-    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) {
+    GRID_STRIDE(i, p.n) {
         p.out[i] += p.a[i];
     }
 }
 
 extern "C" __global__ void dropout_fwd_f32(DropoutParams p) {
-    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) {
+    GRID_STRIDE(i, p.n) {
         const float u = philox_uniform(i, p.seed_lo, p.seed_hi, p.step, p.tensor);
         p.out[i] = u >= p.p ? p.inp[i] * p.scale : 0.0f;
     }
 }
 
 extern "C" __global__ void dropout_bwd_f32(DropoutParams p) {
-    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) {
+    GRID_STRIDE(i, p.n) {
         const float u = philox_uniform(i, p.seed_lo, p.seed_hi, p.step, p.tensor);
-        if (u >= p.p) p.out[i] += p.inp[i] * p.scale;
+        // __fmul_rn: the product rounded on its own, as the CPU does (no fused multiply-add)
+        if (u >= p.p) p.out[i] += __fmul_rn(p.inp[i], p.scale);
     }
 }

@@ -73,7 +73,7 @@ extern "C" __global__ void gate_fwd_f32(GateParams p) {
 
 extern "C" __global__ void gate_apply_fwd_f32(GateApplyParams p) {
     const unsigned long long total = (unsigned long long)p.n * p.f;
-    for (unsigned long long e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+    GRID_STRIDE(e, total) {
         const unsigned int c = (unsigned int)(e % p.f);
         p.xt[e] = p.x[e] * (p.g[c] * p.keep[c]);
     }

@@ -118,7 +118,7 @@ extern "C" __global__ void __launch_bounds__(256) linear_fwd_f32(GemmParams p) {
 extern "C" __global__ void __launch_bounds__(256) linear_bwd_f32(GemmParams p) { gemm_tile(p); }
 
 extern "C" __global__ void linear_reduce_bwd_f32(SplitReduceParams p) {
-    for (unsigned int e = blockIdx.x * blockDim.x + threadIdx.x; e < p.len; e += gridDim.x * blockDim.x) {
+    GRID_STRIDE(e, p.len) {
         double s = 0.0;
         for (unsigned int z = 0; z < p.splits; ++z) s += (double)p.partial[(unsigned long long)z * p.len + e];
         p.out[e] = (float)((double)p.out[e] + s);

@@ -85,7 +85,7 @@ extern "C" __global__ void linear_attention_state_bwd_f32(LinAttnStateParams p) 
 extern "C" __global__ void linear_attention_reduce_fwd_f32(LinAttnReduceParams p) {
     const unsigned int entries = p.dh * p.dh + p.dh;
     const unsigned int total = p.h * entries;
-    for (unsigned int t = blockIdx.x * blockDim.x + threadIdx.x; t < total; t += gridDim.x * blockDim.x) {
+    GRID_STRIDE(t, total) {
         const unsigned int hd = t / entries;
         const unsigned int e = t - hd * entries;
         double acc = 0.0;
@@ -101,7 +101,7 @@ extern "C" __global__ void linear_attention_reduce_fwd_f32(LinAttnReduceParams p
 extern "C" __global__ void linear_attention_out_fwd_f32(LinAttnRowsParams p) {
     const unsigned int dh = p.dh;
     const unsigned long long total = (unsigned long long)p.n * p.d;
-    for (unsigned long long t = blockIdx.x * blockDim.x + threadIdx.x; t < total; t += gridDim.x * blockDim.x) {
+    GRID_STRIDE(t, total) {
         const unsigned long long i = t / p.d;
         const unsigned int col = (unsigned int)(t - i * p.d);
         const unsigned int hd = col / dh;
@@ -123,7 +123,7 @@ extern "C" __global__ void linear_attention_out_fwd_f32(LinAttnRowsParams p) {
 extern "C" __global__ void linear_attention_rows_bwd_f32(LinAttnRowsParams p) {
     const unsigned int dh = p.dh;
     const unsigned long long total = (unsigned long long)p.n * p.h;
-    for (unsigned long long t = blockIdx.x * blockDim.x + threadIdx.x; t < total; t += gridDim.x * blockDim.x) {
+    GRID_STRIDE(t, total) {
         const unsigned long long i = t / p.h;
         const unsigned int hd = (unsigned int)(t - i * p.h);
         const unsigned long long off = i * p.d + hd * dh;
@@ -149,7 +149,7 @@ extern "C" __global__ void linear_attention_rows_bwd_f32(LinAttnRowsParams p) {
 extern "C" __global__ void linear_attention_dq_bwd_f32(LinAttnRowsParams p) {
     const unsigned int dh = p.dh;
     const unsigned long long total = (unsigned long long)p.n * p.d;
-    for (unsigned long long t = blockIdx.x * blockDim.x + threadIdx.x; t < total; t += gridDim.x * blockDim.x) {
+    GRID_STRIDE(t, total) {
         const unsigned long long i = t / p.d;
         const unsigned int col = (unsigned int)(t - i * p.d);
         const unsigned int hd = col / dh;
@@ -168,7 +168,7 @@ extern "C" __global__ void linear_attention_dq_bwd_f32(LinAttnRowsParams p) {
 extern "C" __global__ void linear_attention_dkv_bwd_f32(LinAttnRowsParams p) {
     const unsigned int dh = p.dh;
     const unsigned long long total = (unsigned long long)p.n * p.d;
-    for (unsigned long long t = blockIdx.x * blockDim.x + threadIdx.x; t < total; t += gridDim.x * blockDim.x) {
+    GRID_STRIDE(t, total) {
         const unsigned long long j = t / p.d;
         const float mj = p.mask[j];
         if (mj == 0.0f) continue;

@@ -9,7 +9,7 @@
 // mse_sparsity_bwd_f32: elementwise over max(n·t, f), reads count from parts[3] on the device.
 #include "common.cuh"
 
-__device__ __forceinline__ float target_weight(const LossFwdParams& p, unsigned int e, float* diff) {
+__device__ __forceinline__ float target_weight(const LossFwdParams& p, unsigned long long e, float* diff) {
     const float yv = p.y[e];
     const float m = p.mask[e / p.t];
     if (isnan(yv) || m == 0.0f) {
@@ -22,18 +22,17 @@ __device__ __forceinline__ float target_weight(const LossFwdParams& p, unsigned 
 
 extern "C" __global__ void mse_sparsity_fwd_f32(LossFwdParams p) {
     __shared__ float scratch[32];
-    const unsigned int stride = gridDim.x * blockDim.x;
-    const unsigned int total = p.n * p.t;
+    const unsigned long long total = (unsigned long long)p.n * p.t;
     float sse = 0.0f;
     float count = 0.0f;
     float gsum = 0.0f;
-    for (unsigned int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += stride) {
+    GRID_STRIDE(e, total) {
         float diff;
         const float w = target_weight(p, e, &diff);
         sse += w * diff * diff;
         count += w;
     }
-    for (unsigned int k = blockIdx.x * blockDim.x + threadIdx.x; k < p.f; k += stride) gsum += p.g[k];
+    GRID_STRIDE(k, p.f) gsum += p.g[k];
     sse = block_sum(sse, scratch);
     count = block_sum(count, scratch);
     gsum = block_sum(gsum, scratch);
@@ -66,12 +65,11 @@ extern "C" __global__ void mse_sparsity_reduce_fwd_f32(LossReduceParams p) {
 }
 
 extern "C" __global__ void mse_sparsity_bwd_f32(LossBwdParams p) {
-    const unsigned int total = p.n * p.t;
+    const unsigned long long total = (unsigned long long)p.n * p.t;
     const float count = p.parts[3];
     const float scale = count > 0.0f ? 2.0f / count : 0.0f;
-    const unsigned int stride = gridDim.x * blockDim.x;
-    const unsigned int len = total > p.f ? total : p.f;
-    for (unsigned int e = blockIdx.x * blockDim.x + threadIdx.x; e < len; e += stride) {
+    const unsigned long long len = total > p.f ? total : p.f;
+    GRID_STRIDE(e, len) {
         if (e < total) {
             const float yv = p.y[e];
             const float m = p.mask[e / p.t];

@@ -8,7 +8,7 @@
 #include "common.cuh"
 
 extern "C" __global__ void adam_fwd_f32(AdamParams p) {
-    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) {
+    GRID_STRIDE(i, p.n) {
         const float g = p.g[i] * p.grad_scale;
         const float m = p.beta1 * p.m[i] + (1.0f - p.beta1) * g;
         const float v = p.beta2 * p.v[i] + (1.0f - p.beta2) * g * g;
@@ -23,7 +23,7 @@ extern "C" __global__ void adam_fwd_f32(AdamParams p) {
 extern "C" __global__ void sum_squares_fwd_f32(SumSqParams p) {
     __shared__ double scratch[32];
     double s = 0.0;
-    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) {
+    GRID_STRIDE(i, p.n) {
         const double g = (double)p.g[i];
         s += g * g;
     }

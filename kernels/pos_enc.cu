@@ -7,7 +7,7 @@
 
 extern "C" __global__ void pos_enc_add_fwd_f32(PosEncParams p) {
     const unsigned long long total = (unsigned long long)p.n * p.d;
-    for (unsigned long long e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+    GRID_STRIDE(e, total) {
         const unsigned long long i = e / p.d;
         const unsigned int c = (unsigned int)(e - i * p.d);
         const double inv_freq = 1.0 / pow(10000.0, (double)(c - (c & 1u)) / (double)p.d);

@@ -106,7 +106,7 @@ extern "C" __global__ void softmax_attention_fwd_f32(SoftmaxAttnParams p) {
 
 extern "C" __global__ void softmax_attention_d_bwd_f32(SoftmaxAttnParams p) {
     const unsigned long long total = (unsigned long long)p.n * p.h;
-    for (unsigned long long t = blockIdx.x * blockDim.x + threadIdx.x; t < total; t += gridDim.x * blockDim.x) {
+    GRID_STRIDE(t, total) {
         const unsigned long long i = t / p.h;
         const unsigned int hd = (unsigned int)(t - i * p.h);
         const unsigned long long off = i * p.d + hd * p.dh;

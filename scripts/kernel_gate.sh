@@ -30,7 +30,7 @@ fi
 rm -rf "$PTX_DIR"
 echo "kernel_gate: NVRTC build (compute_80, compute_90, sm_80, sm_90)"
 ERAENGINE_NVRTC_LIB="$NVRTC_LIB" ERAENGINE_REQUIRE_NVRTC=1 ERAENGINE_PTX_DIR="$PTX_DIR" \
-    cargo test --release --quiet --test gpu_cuda
+    cargo test --release --quiet --test gpu_cuda --test gpu_param_abi
 
 shopt -s nullglob
 ptx_files=("$PTX_DIR"/*.ptx)

@@ -26,6 +26,8 @@ pub struct BenchReport {
     pub flops_per_step: f64,
     /// Worker threads of the CPU ops.
     pub threads: usize,
+    /// GPU backends: launches, syncs, allocations, bytes per steady-state step and the H100 estimate
+    pub gpu: Option<Value>,
 }
 
 impl BenchReport {
@@ -38,7 +40,7 @@ impl BenchReport {
     /// The SPEC §2 `bench --json` object; every key is built here (one place to add keys).
     pub fn to_json(&self) -> Value {
         let c = &self.cfg;
-        json!({
+        let mut v = json!({
             "device": self.device,
             "config": {"rows": self.rows, "features": c.n_features, "d_model": c.d_model,
                        "heads": c.heads, "layers": c.layers, "d_ff": c.d_ff, "dropout": short_f64(c.dropout),
@@ -50,7 +52,9 @@ impl BenchReport {
             "flops_per_step": self.flops_per_step,
             "gflops": self.gflops(),
             "ops": self.ops.iter().map(|(n, ms)| json!({"name": n, "ms": ms})).collect::<Vec<_>>(),
-        })
+        });
+        crate::gpu::stats::merge_json(&mut v, self.gpu.as_ref());
+        v
     }
     pub fn table(&self) -> String {
         let mut s = format!(
@@ -322,16 +326,22 @@ pub fn run<B: Backend>(dev: &B, cfg: Config, n: usize, reps: usize) -> Result<Be
     };
     let mut step = 0u64;
     let mut cpu0 = None;
+    let mut after_first = crate::gpu::stats::snapshot();
     let step_ms = time_ms(reps, || {
         if step == 1 {
             // the warm-up step is done: time the rest
             cpu0 = process_cpu_ms();
         }
         step += 1;
-        train_step(dev, &mut m, &mut adam, &batch, &opts, step).map(|_| ())
+        let r = train_step(dev, &mut m, &mut adam, &batch, &opts, step).map(|_| ());
+        if step == 1 {
+            after_first = crate::gpu::stats::snapshot();
+        }
+        r
     })?;
     let timed = reps.max(1) as f64;
     let step_cpu_ms = cpu0.zip(process_cpu_ms()).map(|(a, b)| (b - a) / timed);
+    let gpu = crate::gpu::stats::steady_json(&dev.name(), &after_first, step - 1);
     Ok(BenchReport {
         device: dev.name(),
         flops_per_step: step_flops(&cfg, n),
@@ -341,6 +351,7 @@ pub fn run<B: Backend>(dev: &B, cfg: Config, n: usize, reps: usize) -> Result<Be
         step_cpu_ms,
         ops,
         threads: crate::ops::par::threads(),
+        gpu,
     })
 }
 

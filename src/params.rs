@@ -81,11 +81,13 @@ impl<B: Backend> Params<B> {
             .collect()
     }
 
-    /// Global L2 norm of all gradients; `Err` names the first non-finite gradient tensor.
+    /// Global L2 norm of all gradients (Σ g² per tensor on the device, read back at once, summed
+    /// in tensor order in f64); the name of the first non-finite gradient tensor, if any.
     pub fn grad_norm(&self, dev: &B) -> Result<(f64, Option<String>)> {
         let mut total = 0.0f64;
-        for (name, g) in self.names.iter().zip(&self.grads) {
-            let s = dev.sum_squares(g)?;
+        let grads: Vec<&B::Buf> = self.grads.iter().collect();
+        let sums = dev.sum_squares_each(&grads)?;
+        for (name, &s) in self.names.iter().zip(&sums) {
             if !s.is_finite() {
                 return Ok((f64::NAN, Some(name.clone())));
             }

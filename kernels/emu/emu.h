@@ -141,6 +141,12 @@ inline float __sinf(float x) { return sinf(x); }
 inline float __cosf(float x) { return cosf(x); }
 inline float __powf(float x, float y) { return powf(x, y); }
 inline float __fdividef(float a, float b) { return a / b; }
+// a·b rounded to f32 and never fused into a following add (the volatile store forces the
+// rounding even in the -ffp-contract=fast build), like CUDA's __fmul_rn
+inline float __fmul_rn(float a, float b) {
+    volatile float r = a * b;
+    return r;
+}
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 inline double rsqrt(double x) { return 1.0 / sqrt(x); }
 // sin(πx), cos(πx): fmod by 2 is exact, as CUDA's argument reduction is

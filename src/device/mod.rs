@@ -271,6 +271,11 @@ pub trait Backend {
         d: usize,
     ) -> Result<()>;
     fn sum_squares(&self, g: &Self::Buf) -> Result<f64>;
+    /// Σ g² of each buffer (f64), read back together (one host sync on a GPU); the default calls
+    /// `sum_squares` per buffer.
+    fn sum_squares_each(&self, gs: &[&Self::Buf]) -> Result<Vec<f64>> {
+        gs.iter().map(|g| self.sum_squares(g)).collect()
+    }
     fn adam_step(
         &self,
         p: &mut Self::Buf,

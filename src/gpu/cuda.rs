@@ -109,7 +109,30 @@ pub struct CudaLauncher {
     functions: Mutex<HashMap<String, CudaFunction>>,
     /// Loaded functions by kernel id (`Kernel as usize`), for the backend's launches.
     by_id: Mutex<Vec<Option<CudaFunction>>>,
+    /// stream-ordered allocation from the device's memory pool; false: `cuMemAlloc`/`cuMemFree`
+    /// (devices without memory pools, some virtualised GPUs)
+    pooled: bool,
+    /// `ERAENGINE_CUDA_SYNC=1`: wait after every launch, so a fault names its kernel
+    sync_each: bool,
+    /// pinned host memory that uploads go through, reused after each synchronisation
+    staging: Mutex<Staging>,
 }
+
+/// Pinned upload buffers: `cur` is filled from `used`; copies queued from it (and from the
+/// `retired` ones) are complete after the next stream synchronisation, which resets it.
+struct Staging {
+    cur: *mut u8,
+    cap: usize,
+    used: usize,
+    retired: Vec<*mut u8>,
+}
+
+// SAFETY: the pinned pointers are plain host memory owned by the launcher; every access goes
+// through the Mutex around Staging.
+unsafe impl Send for Staging {}
+
+/// The largest pinned staging buffer; an upload that does not fit waits for the stream first.
+const MAX_STAGING: usize = 256 << 20;
 
 impl CudaLauncher {
     /// Opens device 0. Err (never a panic) when there is no driver or device.
@@ -125,6 +148,27 @@ impl CudaLauncher {
             let cc = ctx
                 .compute_capability()
                 .map_err(|e| derr("reading the compute capability", e))?;
+            let pooled = ctx
+                .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED)
+                .is_ok_and(|v| v != 0);
+            if pooled {
+                // Keep freed pool memory instead of returning it to the OS at every sync: the
+                // release threshold, set once (the backend's cache makes frees rare anyway).
+                // SAFETY: the device comes from the context; the value is a u64 as the
+                // attribute requires.
+                unsafe {
+                    let pool = result::device::get_default_mem_pool(ctx.cu_device())
+                        .map_err(|e| derr("reading the memory pool", e))?;
+                    let mut keep = u64::MAX;
+                    result::mem_pool::set_attribute(
+                        pool,
+                        sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                        &mut keep as *mut u64 as *mut c_void,
+                    )
+                    .map_err(|e| derr("setting the pool's release threshold", e))?;
+                }
+            }
+            let sync_each = std::env::var("ERAENGINE_CUDA_SYNC").is_ok_and(|v| v == "1");
             Ok(CudaLauncher {
                 ctx,
                 stream,
@@ -132,6 +176,14 @@ impl CudaLauncher {
                 modules: Mutex::new(HashMap::new()),
                 functions: Mutex::new(HashMap::new()),
                 by_id: Mutex::new(vec![None; Kernel::ALL.len()]),
+                pooled,
+                sync_each,
+                staging: Mutex::new(Staging {
+                    cur: std::ptr::null_mut(),
+                    cap: 0,
+                    used: 0,
+                    retired: Vec::new(),
+                }),
             })
         });
         opened.unwrap_or_else(|_| Err(Error::device("cuda: opening device 0 panicked")))
@@ -266,10 +318,14 @@ impl Launcher for CudaLauncher {
     fn alloc(&self, bytes: usize) -> Result<u64> {
         self.bind()?;
         let bytes = bytes.max(1);
-        // SAFETY: allocation on our stream, zeroed before any use.
+        // SAFETY: allocation on our stream (or synchronous), zeroed before any use.
         unsafe {
-            let p = result::malloc_async(self.stream.cu_stream(), bytes)
-                .map_err(|e| derr(&format!("allocating {bytes} bytes"), e))?;
+            let p = if self.pooled {
+                result::malloc_async(self.stream.cu_stream(), bytes)
+            } else {
+                result::malloc_sync(bytes)
+            }
+            .map_err(|e| derr(&format!("allocating {bytes} bytes"), e))?;
             result::memset_d8_async(p, 0, bytes, self.stream.cu_stream())
                 .map_err(|e| derr("zeroing", e))?;
             Ok(p)
@@ -277,21 +333,61 @@ impl Launcher for CudaLauncher {
     }
     unsafe fn free(&self, ptr: u64) {
         if self.bind().is_ok() {
-            let _ = result::free_async(ptr, self.stream.cu_stream());
+            if self.pooled {
+                let _ = result::free_async(ptr, self.stream.cu_stream());
+            } else {
+                // cuMemFree waits for work on the memory to finish
+                let _ = result::free_sync(ptr);
+            }
         }
     }
     unsafe fn htod(&self, dst: u64, src: &[u8]) -> Result<()> {
         self.bind()?;
-        result::memcpy_htod_async(dst, src, self.stream.cu_stream())
-            .map_err(|e| derr("copy to device", e))?;
-        // `src` is pageable host memory borrowed only for this call
-        self.synchronize()
+        let len = src.len();
+        if len == 0 {
+            return Ok(());
+        }
+        let mut st = self
+            .staging
+            .lock()
+            .map_err(|_| Error::device("cuda: staging poisoned"))?;
+        if st.used + len > st.cap {
+            if st.cap >= MAX_STAGING || len > MAX_STAGING {
+                // wait for the queued copies, then reuse the buffer from its start
+                drop(st);
+                self.synchronize()?;
+                st = self
+                    .staging
+                    .lock()
+                    .map_err(|_| Error::device("cuda: staging poisoned"))?;
+            }
+            if st.used + len > st.cap {
+                let cap = (2 * st.cap).max(len).max(1 << 20).min(MAX_STAGING.max(len));
+                let p = result::malloc_host(cap, 0)
+                    .map_err(|e| derr(&format!("pinning {cap} bytes"), e))?
+                    as *mut u8;
+                let old = std::mem::replace(&mut st.cur, p);
+                if !old.is_null() {
+                    st.retired.push(old);
+                }
+                st.cap = cap;
+                st.used = 0;
+            }
+        }
+        let at = st.used;
+        // SAFETY: cur holds cap ≥ at + len bytes, not read by any queued copy past `used`.
+        let staged = std::slice::from_raw_parts_mut(st.cur.add(at), len);
+        staged.copy_from_slice(src);
+        st.used = (at + len).div_ceil(256) * 256;
+        result::memcpy_htod_async(dst, staged, self.stream.cu_stream())
+            .map_err(|e| derr("copy to device", e))
     }
     unsafe fn dtoh(&self, dst: &mut [u8], src: u64) -> Result<()> {
         self.bind()?;
+        // pageable destination: the driver completes this copy before it returns; the backend
+        // synchronises once after all of a read-back's copies
         result::memcpy_dtoh_async(dst, src, self.stream.cu_stream())
-            .map_err(|e| derr("copy to host", e))?;
-        self.synchronize()
+            .map_err(|e| derr("copy to host", e))
     }
     unsafe fn memset_zero(&self, ptr: u64, bytes: usize) -> Result<()> {
         self.bind()?;
@@ -304,6 +400,13 @@ impl Launcher for CudaLauncher {
             .map_err(|e| derr("copy on device", e))
     }
     unsafe fn launch(&self, kernel: &str, cfg: LaunchCfg, params: &[u8]) -> Result<()> {
+        super::stats::validate(
+            kernel,
+            super::stats::MAX_BLOCK_THREADS,
+            None,
+            cfg,
+            params.len(),
+        )?;
         let f = self.function(kernel)?;
         self.launch_function(&f, kernel, cfg, params)
     }
@@ -312,9 +415,21 @@ impl Launcher for CudaLauncher {
         self.launch_function(&f, kernel.name(), cfg, params)
     }
     fn synchronize(&self) -> Result<()> {
+        super::stats::count_sync();
         self.stream
             .synchronize()
-            .map_err(|e| derr("synchronize", e))
+            .map_err(|e| derr("synchronize", e))?;
+        // every queued upload has landed: the staging buffers are free again
+        if let Ok(mut st) = self.staging.lock() {
+            st.used = 0;
+            for p in std::mem::take(&mut st.retired) {
+                // SAFETY: p came from malloc_host and no queued copy reads it any more.
+                unsafe {
+                    let _ = result::free_host(p as *mut c_void);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -339,6 +454,27 @@ impl CudaLauncher {
             self.stream.cu_stream(),
             &mut args,
         )
-        .map_err(|e| derr(&format!("launching {kernel} {cfg:?}"), e))
+        .map_err(|e| derr(&format!("launching {kernel} {cfg:?}"), e))?;
+        if self.sync_each {
+            self.synchronize()
+                .map_err(|e| Error::device(format!("cuda: {kernel} {cfg:?} faulted: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for CudaLauncher {
+    fn drop(&mut self) {
+        if self.synchronize().is_ok() {
+            if let Ok(st) = self.staging.get_mut() {
+                if !st.cur.is_null() {
+                    // SAFETY: from malloc_host; the stream is idle.
+                    unsafe {
+                        let _ = result::free_host(st.cur as *mut c_void);
+                    }
+                    st.cur = std::ptr::null_mut();
+                }
+            }
+        }
     }
 }

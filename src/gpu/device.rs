@@ -16,7 +16,6 @@ use crate::ops::loss::gpu as loss;
 use crate::ops::loss::parts::LossParts;
 use crate::ops::optim::gpu as optim;
 use crate::ops::optim::AdamArgs;
-use crate::ops::shape::expect_len;
 use crate::rng::DropoutKey;
 use crate::Result;
 
@@ -34,27 +33,18 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         self.alloc_f32(len)
     }
     fn upload(&self, host: &[f32]) -> Result<GpuBuf<L>> {
-        let b = self.zeros(host.len())?;
-        // SAFETY: b holds host.len() floats.
-        unsafe { self.launcher().htod(b.ptr(), bytemuck::cast_slice(host))? };
+        let mut b = self.zeros(host.len())?;
+        self.write(&mut b, host)?;
         Ok(b)
     }
     fn download(&self, buf: &GpuBuf<L>) -> Result<Vec<f32>> {
-        let mut v = vec![0.0f32; buf.len()];
-        // SAFETY: buf holds buf.len floats.
-        unsafe {
-            self.launcher()
-                .dtoh(bytemuck::cast_slice_mut(&mut v), buf.ptr())?
-        };
-        Ok(v)
+        self.download_cached(buf)
     }
     fn fill_zero(&self, buf: &mut GpuBuf<L>) -> Result<()> {
         self.zero(buf)
     }
     fn copy(&self, dst: &mut GpuBuf<L>, src: &GpuBuf<L>) -> Result<()> {
-        expect_len("copy", "src", src.len(), dst.len())?;
-        // SAFETY: equal lengths, distinct buffers (dst is borrowed mutably).
-        unsafe { self.launcher().dtod(dst.ptr(), src.ptr(), dst.len() * 4) }
+        self.copy_dev(dst, src)
     }
 
     fn linear_fwd(
@@ -338,6 +328,9 @@ impl<L: Launcher> Backend for GpuBackend<L> {
     }
     fn sum_squares(&self, g: &GpuBuf<L>) -> Result<f64> {
         optim::sum_squares(self, g)
+    }
+    fn sum_squares_each(&self, gs: &[&GpuBuf<L>]) -> Result<Vec<f64>> {
+        optim::sum_squares_each(self, gs)
     }
     fn adam_step(
         &self,

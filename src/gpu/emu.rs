@@ -95,6 +95,13 @@ impl Launcher for EmuLauncher {
         Ok(())
     }
     unsafe fn launch(&self, kernel: &str, cfg: LaunchCfg, params: &[u8]) -> Result<()> {
+        super::stats::validate(
+            kernel,
+            super::stats::MAX_BLOCK_THREADS,
+            None,
+            cfg,
+            params.len(),
+        )?;
         let name = CString::new(kernel)
             .map_err(|_| Error::device(format!("bad kernel name {kernel:?}")))?;
         let (order, seed) = match self.order {
@@ -125,6 +132,8 @@ impl Launcher for EmuLauncher {
         )))
     }
     fn synchronize(&self) -> Result<()> {
+        // the emulator is synchronous; counted where a GPU would wait
+        super::stats::count_sync();
         Ok(())
     }
 }

@@ -18,6 +18,7 @@ mod cuda;
 mod device;
 mod emu;
 pub mod params;
+pub mod stats;
 
 pub use backend::{GpuBackend, GpuBuf};
 pub use cuda::{cuda_available, cuda_info, CudaLauncher};
@@ -61,9 +62,14 @@ pub trait Launcher: Send + Sync + 'static {
     /// # Safety
     /// `ptr` came from `alloc` of this launcher and is freed once.
     unsafe fn free(&self, ptr: u64);
+    /// Queues a copy to the device; `src` may be reused as soon as this returns.
+    ///
     /// # Safety
     /// `dst..dst+src.len()` lies in one live allocation.
     unsafe fn htod(&self, dst: u64, src: &[u8]) -> Result<()>;
+    /// Queues a copy to the host; `dst` holds the bytes once [`Launcher::synchronize`] returns
+    /// (the backend reads several buffers with one wait).
+    ///
     /// # Safety
     /// `src..src+dst.len()` lies in one live allocation.
     unsafe fn dtoh(&self, dst: &mut [u8], src: u64) -> Result<()>;
@@ -87,6 +93,6 @@ pub trait Launcher: Send + Sync + 'static {
     unsafe fn launch_kernel(&self, kernel: Kernel, cfg: LaunchCfg, params: &[u8]) -> Result<()> {
         self.launch(kernel.name(), cfg, params)
     }
-    /// Waits for all queued work (no-op for the emulator).
+    /// Waits for all queued work (for the emulator, counts the wait a GPU would make).
     fn synchronize(&self) -> Result<()>;
 }

@@ -2,7 +2,6 @@
 //! an ordered second pass; the backward reads the count of scored targets on the device.
 
 use super::LossParts;
-use crate::device::Backend;
 use crate::gpu::backend::{blocks_for, GpuBackend, GpuBuf, BLOCK, MAX_GRID, MAX_REDUCE_BLOCKS};
 use crate::gpu::params::{kernel, LossBwdParams, LossFwdParams, LossReduceParams};
 use crate::gpu::{LaunchCfg, Launcher};
@@ -77,7 +76,15 @@ pub(crate) fn mse_sparsity_fwd<L: Launcher>(
     t: usize,
 ) -> Result<LossParts> {
     let parts = loss_parts(be, yhat, y, mask, g, lambda, n, t)?;
-    let v = be.download(&parts)?;
+    // The step's one read-back: the loss parts and, in the same wait, the gate values (the
+    // training loop downloads them next; the backend serves that download from this copy).
+    let mut back = be.read_back(&[&parts, g])?;
+    let gate = back.pop().unwrap_or_default();
+    be.stash(g, gate);
+    let v = back.pop().unwrap_or_default();
+    if v.len() < 4 {
+        return Err(crate::Error::device("loss parts: short read-back"));
+    }
     Ok(LossParts {
         loss: v[0],
         mse: v[1],

@@ -26,7 +26,6 @@ pub(crate) fn sum_squares<L: Launcher>(be: &GpuBackend<L>, g: &GpuBuf<L>) -> Res
         blocks,
         pad: 0,
     };
-    let mut bytes = [0u8; 8];
     // SAFETY: partial holds `blocks` f64, out one f64.
     unsafe {
         be.go(
@@ -39,9 +38,65 @@ pub(crate) fn sum_squares<L: Launcher>(be: &GpuBackend<L>, g: &GpuBuf<L>) -> Res
             LaunchCfg::linear(1, 32, 0),
             &p2,
         )?;
-        be.launcher().dtoh(&mut bytes, out.ptr())?;
     }
-    Ok(f64::from_ne_bytes(bytes))
+    let words = be.read_back(&[&out])?.remove(0);
+    Ok(f64_at(&words, 0))
+}
+
+/// Σ g² of every buffer: per buffer a partial pass and an ordered reduce into its slot of ONE
+/// device buffer of f64, then one read-back (no per-tensor wait). Same kernels and summation
+/// order as [`sum_squares`], so each value is bit-identical to it.
+pub(crate) fn sum_squares_each<L: Launcher>(
+    be: &GpuBackend<L>,
+    gs: &[&GpuBuf<L>],
+) -> Result<Vec<f64>> {
+    if gs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let blocks: Vec<u32> = gs
+        .iter()
+        .map(|g| blocks_for(g.len(), BLOCK, MAX_REDUCE_BLOCKS))
+        .collect();
+    let total: usize = blocks.iter().map(|&b| b as usize).sum();
+    let partial = be.scratch(total * 8)?;
+    let out = be.scratch(gs.len() * 8)?;
+    let mut at = 0usize;
+    for (i, (g, &b)) in gs.iter().zip(&blocks).enumerate() {
+        let part = partial.ptr() + (at * 8) as u64;
+        at += b as usize;
+        let slot = out.ptr() + (i * 8) as u64;
+        if g.is_empty() {
+            continue; // its slot stays 0 (scratch is zeroed)
+        }
+        let p1 = SumSqParams {
+            partial: part,
+            g: g.ptr(),
+            n: u32_of("n", g.len())?,
+            pad: 0,
+        };
+        let p2 = SumSqReduceParams {
+            out: slot,
+            partial: part,
+            blocks: b,
+            pad: 0,
+        };
+        // SAFETY: partial holds Σ blocks f64 (this buffer's run starts at `part`), out one f64
+        // per buffer.
+        unsafe {
+            be.go(
+                kernel::SUM_SQUARES_FWD_F32,
+                LaunchCfg::linear(b, BLOCK, 0),
+                &p1,
+            )?;
+            be.go(
+                kernel::SUM_SQUARES_REDUCE_FWD_F32,
+                LaunchCfg::linear(1, 32, 0),
+                &p2,
+            )?;
+        }
+    }
+    let words = be.read_back(&[&out])?.remove(0);
+    Ok((0..gs.len()).map(|i| f64_at(&words, i)).collect())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -81,4 +136,17 @@ pub(crate) fn adam_step<L: Launcher>(
     let cfg = LaunchCfg::linear(blocks_for(p.len(), BLOCK, MAX_GRID), BLOCK, 0);
     // SAFETY: lengths checked above.
     unsafe { be.go(kernel::ADAM_FWD_F32, cfg, &params) }
+}
+
+/// The f64 stored in f32 words `2i, 2i+1` of a read-back.
+pub(crate) fn f64_at(words: &[f32], i: usize) -> f64 {
+    let (lo, hi) = (
+        words[2 * i].to_bits() as u64,
+        words[2 * i + 1].to_bits() as u64,
+    );
+    if cfg!(target_endian = "little") {
+        f64::from_bits(lo | hi << 32)
+    } else {
+        f64::from_bits(hi | lo << 32)
+    }
 }
