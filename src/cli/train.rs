@@ -392,7 +392,10 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     }
     if builtin && !a.quiet {
         if let (Some(line), Some(b)) = (builtin_yardsticks(seed), res.best) {
-            println!("{line}; this model reaches {:.0}% of the limit", 100.0 * b.mean / line.1);
+            println!(
+                "{line}; this model reaches {:.0}% of the limit",
+                100.0 * b.mean / line.1
+            );
         }
     }
     Ok(())
@@ -402,7 +405,9 @@ pub fn run(a: &TrainArgs) -> Result<()> {
 /// model's mean corr and the Bayes limit (docs/synthetic-data.md). None when unreadable.
 fn builtin_yardsticks(seed: u64) -> Option<Yardsticks> {
     let dir = cache_dir().join(format!("builtin-seed{seed}"));
-    let path = crate::data::synth::builtin_files(&dir, seed).ok()?.bayes_json;
+    let path = crate::data::synth::builtin_files(&dir, seed)
+        .ok()?
+        .bayes_json;
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
     let ridge = v["ridge_mean_corr"]["validation"].as_f64()?;
     let bayes = v["bayes_mean_corr"]["validation"].as_f64()?;
