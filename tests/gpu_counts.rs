@@ -60,6 +60,7 @@ fn steps(dev: &GpuBackend<EmuLauncher>, cfg: &Config, eras: &[EraBatch]) -> (Vec
         params,
         features: vec![],
         targets: vec![],
+        context: None,
     };
     let opts = TrainOptions {
         clip: 1.0,

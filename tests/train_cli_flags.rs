@@ -164,7 +164,7 @@ fn init_and_resume_refuse_changed_settings_naming_the_flag() {
         (&["--seed", "9"][..], "--seed"),
         (&["--ema", "0.9"][..], "--ema"),
         (&["--schedule", "cosine"][..], "--schedule"),
-        (&["--dropout", "0"][..], "--dropout"),
+        (&["--dropout", "0.2"][..], "--dropout"),
         (&["--layers", "2"][..], "--layers"),
     ] {
         let o = resume(extra);

@@ -92,8 +92,11 @@ fn resumed_search_gives_the_same_table_as_an_uninterrupted_one() {
     assert!(o.status.success(), "{}", text(&o));
     let log = text(&o);
     assert!(log.contains("(done before)"), "nothing was reused:\n{log}");
+    // rung 1: trials 0 and 2 survived the cut (1 was lost); rung 2 may also reuse the cut run's
+    // promoted trial when the full run promotes it too
+    let rung1 = log.split("rung 2/").next().unwrap_or("");
     assert_eq!(
-        log.matches("(done before)").count(),
+        rung1.matches("(done before)").count(),
         2,
         "trials 0 and 2 of rung 1 are reused:\n{log}"
     );

@@ -4,6 +4,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 pub mod bench;
+pub mod config;
 pub mod device;
 pub mod eval;
 pub mod import;

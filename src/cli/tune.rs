@@ -127,7 +127,8 @@ fn setup(
     a.quiet = true;
     super::train::apply_config(&mut a, origin, params)?;
     let opts = super::train::options_from_args(&a, false, None)?;
-    let mut cfg = Config::new(store.n_features(), store.n_targets());
+    let mut cfg =
+        crate::model::Preset::parse(&a.preset)?.config(store.n_features(), store.n_targets());
     super::train::apply_model_flags(&mut cfg, &a)?;
     Ok((cfg, opts))
 }

@@ -397,6 +397,22 @@ fn cost(k: Kernel, cfg: LaunchCfg, params: &[u8]) -> (f64, f64, f64) {
         }
         SoftmaxAttentionDBwdF32 => read::<SoftmaxAttnParams>(params)
             .map(|p| (2.0 * f(p.n) * f(p.d), 0.0, 4.0 * 2.0 * f(p.n) * f(p.d))),
+        // the correlation loss: each pass reads ŷ, y [n, t] and the mask; the reductions are tiny
+        CorrLossSumsFwdF32 | CorrLossMomentsFwdF32 => read::<CorrLossParams>(params).map(|p| {
+            let nt = f(p.n) * f(p.t);
+            (6.0 * nt, 0.0, 4.0 * (2.0 * nt + f(p.n)))
+        }),
+        CorrLossMeansFwdF32 | CorrLossReduceFwdF32 => read::<CorrLossParams>(params)
+            .map(|p| (0.0, 8.0 * f(p.blocks) * f(p.t), 12.0 * f(p.blocks) * f(p.t))),
+        CorrLossBwdF32 => read::<CorrLossParams>(params).map(|p| {
+            let nt = f(p.n) * f(p.t);
+            (6.0 * nt, 0.0, 4.0 * (3.0 * nt + f(p.n)))
+        }),
+        // FiLM: one multiply-add per element, inp/out [n, d] plus γ, β
+        FilmFwdF32 | FilmBwdF32 => read::<FilmParams>(params).map(|p| {
+            let nd = f(p.n) * f(p.d);
+            (2.0 * nd, 0.0, 4.0 * (2.0 * nd + 2.0 * f(p.d)))
+        }),
     };
     c.unwrap_or(fallback)
 }
