@@ -13,7 +13,7 @@
 //! [`MAX_COND`] (10× inside the cut); otherwise (or when Cholesky meets a non-positive pivot) it
 //! returns None and the callers use the rank-revealing path of `corr::neutralize`.
 
-use super::lstsq::{neutralize as neutralize_lstsq, NEUTRALIZE_RCOND};
+use super::lstsq::{dot, neutralize as neutralize_lstsq, NEUTRALIZE_RCOND};
 
 /// Largest `σ_max(A)/σ_min(A)` the normal equations are used for: a tenth of `1/rcond`, so every
 /// singular value is surely kept by numpy, and small enough that two refinement steps bring the
@@ -213,26 +213,6 @@ fn well_conditioned(g: &[f64], l: &[f64], n: usize) -> bool {
     lmax.is_finite() && inv_max.is_finite() && inv_max > 0.0 && lmax * inv_max < MAX_COND * MAX_COND
 }
 
-/// Dot product with 8 independent accumulators (vectorizes).
-#[inline]
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0f64; 8];
-    let ca = a.chunks_exact(8);
-    let cb = b.chunks_exact(8);
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
-}
 
 /// `b − A·lstsq(A, b, 1e-6)` for `A = [features, 1]`: the normal equations when they are safe,
 /// else the rank-revealing path (`corr::neutralize`).

@@ -338,8 +338,9 @@ fn two_cols(w: &mut [f64], rows: usize, i: usize, j: usize) -> (&mut [f64], &mut
 
 /// Dot product with 8 independent accumulators, so the loop vectorizes instead of waiting on one
 /// running sum (the summation order differs from a plain loop only in rounding).
+/// Σ a·b over the common length, in eight lanes (shared by the least-squares paths and FNC).
 #[inline]
-fn dot(a: &[f64], b: &[f64]) -> f64 {
+pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0.0f64; 8];
