@@ -224,7 +224,7 @@ pub struct TrainArgs {
     pub pos_enc: bool,
     /// Starting config: recommended (chosen by measurement, docs/defaults.md: dropout 0,
     /// correlation loss weight 1, era context 8 with noise 0.5) | spec (SPEC §3 exactly); model
-    /// flags override it [default: recommended]
+    /// flags override it
     #[arg(long, default_value = "recommended")]
     pub preset: String,
     /// Weight w of the per-era correlation loss term w·(1 − corr), added to the MSE
