@@ -532,11 +532,14 @@ fn build_emulator(
         .flag_if_supported("-Wno-unknown-pragmas")
         .flag_if_supported("-Wno-unused-parameter")
         .file(emu_dir.join("emu.cpp"));
+    println!("cargo:rustc-check-cfg=cfg(eraengine_emu_asan)");
     if env::var("ERAENGINE_EMU_ASAN").is_ok_and(|v| v == "1") {
         build
             .flag("-fsanitize=address")
             .flag("-fno-omit-frame-pointer");
         println!("cargo:rustc-link-lib=dylib=asan");
+        // the emulator's buffers take their exact size, so ASan sees every byte past the end
+        println!("cargo:rustc-cfg=eraengine_emu_asan");
     }
     if env::var("ERAENGINE_EMU_FMA").is_ok_and(|v| v == "1") {
         // what NVRTC does by default: a*b+c fused into one rounding; shows tolerances that hold

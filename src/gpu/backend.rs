@@ -54,7 +54,11 @@ pub(crate) fn size_class(bytes: usize) -> usize {
 
 impl<L: Launcher> Shared<L> {
     fn take(&self, bytes: usize) -> Result<(u64, usize)> {
-        let class = size_class(bytes);
+        let class = if self.launcher.exact_sizes() {
+            bytes.max(1)
+        } else {
+            size_class(bytes)
+        };
         let hit = {
             let mut c = self
                 .cache

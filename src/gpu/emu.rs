@@ -63,6 +63,9 @@ impl Launcher for EmuLauncher {
     fn name(&self) -> String {
         format!("emu ({:?} thread order)", self.order)
     }
+    fn exact_sizes(&self) -> bool {
+        cfg!(eraengine_emu_asan)
+    }
     fn alloc(&self, bytes: usize) -> Result<u64> {
         // SAFETY: plain malloc; zeroed below.
         let p = unsafe { emu_alloc(bytes) };

@@ -59,6 +59,11 @@ pub trait Launcher: Send + Sync + 'static {
     fn name(&self) -> String;
     /// `bytes` of zeroed device memory (at least 1 byte is reserved for 0).
     fn alloc(&self, bytes: usize) -> Result<u64>;
+    /// Whether buffers must be allocated at their exact size instead of a rounded size class (the
+    /// emulator under AddressSanitizer: a size class would hide a write past a buffer's end).
+    fn exact_sizes(&self) -> bool {
+        false
+    }
     /// # Safety
     /// `ptr` came from `alloc` of this launcher and is freed once.
     unsafe fn free(&self, ptr: u64);
