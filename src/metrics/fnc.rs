@@ -213,7 +213,6 @@ fn well_conditioned(g: &[f64], l: &[f64], n: usize) -> bool {
     lmax.is_finite() && inv_max.is_finite() && inv_max > 0.0 && lmax * inv_max < MAX_COND * MAX_COND
 }
 
-
 /// `b − A·lstsq(A, b, 1e-6)` for `A = [features, 1]`: the normal equations when they are safe,
 /// else the rank-revealing path (`corr::neutralize`).
 pub fn neutralize_features(features: &[u8], m: usize, nf: usize, b: &[f64]) -> Vec<f64> {
