@@ -253,10 +253,11 @@ impl Render {
     }
 }
 
-/// The training and validation stores (built-in data for `seed` when --data is absent).
-fn open_data(a: &TrainArgs, seed: u64) -> Result<(Store, Option<Store>, bool)> {
+/// The training and validation stores (built-in data for `seed` when --data is absent, then also
+/// the path of its `bayes.json`).
+fn open_data(a: &TrainArgs, seed: u64) -> Result<(Store, Option<Store>, Option<PathBuf>)> {
     let (train_path, valid_path, builtin) = match (&a.data, &a.valid) {
-        (Some(d), v) => (d.clone(), v.clone(), false),
+        (Some(d), v) => (d.clone(), v.clone(), None),
         (None, Some(_)) => {
             return Err(Error::usage(
                 "--valid needs --data (the built-in data has its own validation eras)",
@@ -270,8 +271,8 @@ fn open_data(a: &TrainArgs, seed: u64) -> Result<(Store, Option<Store>, bool)> {
                     dir.display()
                 );
             }
-            let (t, v) = crate::data::synth::builtin(&dir, seed)?;
-            (t, Some(v), true)
+            let b = crate::data::synth::builtin_files(&dir, seed)?;
+            (b.train, Some(b.validation), Some(b.bayes_json))
         }
     };
     let verify = !a.no_verify;
@@ -369,7 +370,8 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let seed = a.seed.or(saved.map(|s| s.seed)).unwrap_or(0);
     // Bad values are refused before any data is opened.
     options_from_args(a, false, saved)?;
-    let (train_store, valid_store, builtin) = open_data(a, seed)?;
+    let (train_store, valid_store, bayes_json) = open_data(a, seed)?;
+    let builtin = bayes_json.is_some();
     let mut render = Render::new(a.quiet);
     let res = train_one(
         a,
@@ -390,41 +392,27 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         ),
         _ => println!("checkpoint {}", out.display()),
     }
-    if builtin && !a.quiet {
-        if let (Some(line), Some(b)) = (builtin_yardsticks(seed), res.best) {
+    if let (Some(path), Some(b), false) = (&bayes_json, res.best, a.quiet) {
+        if let Some((ridge, bayes)) = yardsticks(path) {
             println!(
-                "{line}; this model reaches {:.0}% of the limit",
-                100.0 * b.mean / line.1
+                "on the same validation eras: a row-wise ridge model {ridge:+.4}, the Bayes limit \
+                 {bayes:+.4}; this model reaches {:.0}% of the limit",
+                100.0 * b.mean / bayes
             );
         }
     }
     Ok(())
 }
 
-/// The built-in data's yardsticks on its validation eras, from its `bayes.json`: a row-wise ridge
-/// model's mean corr and the Bayes limit (docs/synthetic-data.md). None when unreadable.
-fn builtin_yardsticks(seed: u64) -> Option<Yardsticks> {
-    let dir = cache_dir().join(format!("builtin-seed{seed}"));
-    let path = crate::data::synth::builtin_files(&dir, seed)
-        .ok()?
-        .bayes_json;
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    let ridge = v["ridge_mean_corr"]["validation"].as_f64()?;
-    let bayes = v["bayes_mean_corr"]["validation"].as_f64()?;
-    Some(Yardsticks(ridge, bayes))
-}
-
-/// (ridge baseline, Bayes limit) mean corr on the built-in validation eras.
-struct Yardsticks(f64, f64);
-
-impl std::fmt::Display for Yardsticks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "on the same validation eras: a row-wise ridge model {:+.4}, the Bayes limit {:+.4}",
-            self.0, self.1
-        )
-    }
+/// The built-in data's yardsticks on its validation eras, read from its `bayes.json`: (a row-wise
+/// ridge model's mean corr, the Bayes limit) (docs/synthetic-data.md). None when unreadable.
+fn yardsticks(bayes_json: &Path) -> Option<(f64, f64)> {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bayes_json).ok()?).ok()?;
+    Some((
+        v["ridge_mean_corr"]["validation"].as_f64()?,
+        v["bayes_mean_corr"]["validation"].as_f64()?,
+    ))
 }
 
 /// One training run with `seed` writing `out`.
@@ -542,7 +530,8 @@ fn run_ensemble(a: &TrainArgs, seeds: &[u64]) -> Result<()> {
     options_from_args(a, false, None)?;
     let device = super::device::resolve(&a.device, a.quiet)?;
     // The data does not depend on the member: the built-in data is seed 0's.
-    let (train_store, valid_store, builtin) = open_data(a, 0)?;
+    let (train_store, valid_store, bayes_json) = open_data(a, 0)?;
+    let builtin = bayes_json.is_some();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let mut render = Render::new(a.quiet);
     let mut members = Vec::new();

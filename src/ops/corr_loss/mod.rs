@@ -29,14 +29,7 @@ pub const CORR_EPS: f64 = 1e-8;
 /// Floats saved per target column.
 pub const CORR_STATS: usize = 4;
 
-#[inline]
-fn weight(m: f32, y: f32) -> f64 {
-    if m == 0.0 || y.is_nan() {
-        0.0
-    } else {
-        m as f64
-    }
-}
+use super::loss::weight;
 
 /// Forward: fills `stats` [t · CORR_STATS] and returns the mean correlation.
 pub fn corr_loss_fwd(

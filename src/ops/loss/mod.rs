@@ -15,7 +15,7 @@ pub use parts::LossParts;
 
 /// t_ik as a weight: m_i where y_ik is present, 0 where it is NaN (or the row is padding).
 #[inline]
-fn weight(m: f32, y: f32) -> f64 {
+pub(crate) fn weight(m: f32, y: f32) -> f64 {
     if m == 0.0 || y.is_nan() {
         0.0
     } else {
