@@ -105,6 +105,7 @@ pub fn step_flops(cfg: &Config, n: usize) -> f64 {
     let attn = match cfg.attention {
         crate::model::Attention::Linear => layers * 3.0 * 4.0 * n * d * dh,
         crate::model::Attention::Softmax => layers * 3.5 * 4.0 * n * n * d,
+        crate::model::Attention::Induced => layers * 2.0 * 3.5 * 4.0 * n * cfg.inducing as f64 * d,
     };
     6.0 * n * lin + attn
 }

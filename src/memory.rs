@@ -45,6 +45,10 @@ pub fn activation_elems(cfg: &Config, rows: usize) -> u128 {
         Attention::Linear => m(h, m(dh, dh) + dh).saturating_add(m(2, m(n, d))),
         // scores and probabilities [heads, n, n]
         Attention::Softmax => m(2, m(h, m(n, n))),
+        // scores and probabilities [heads, n, M] both ways, the M inducing rows' states
+        Attention::Induced => {
+            m(4, m(h, m(n, cfg.inducing as u128))).saturating_add(m(4, m(cfg.inducing as u128, d)))
+        }
     };
     let per_layer = m(14, m(n, d))
         .saturating_add(m(2, m(n, dff)))

@@ -51,6 +51,10 @@ pub const CONFIG_KEYS: &[&str] = &[
     "context_noise",
     "weight_decay",
     "attention",
+    "inducing",
+    "ffn",
+    "selection",
+    "ortho_weight",
     "pos_enc",
     "patience",
     "window",
@@ -130,6 +134,10 @@ pub fn apply_config(
             "context_noise" => fill(&mut a.context_noise, num()?),
             "weight_decay" => fill(&mut a.weight_decay, num()?),
             "attention" => fill(&mut a.attention, text()?),
+            "inducing" => fill(&mut a.inducing, size()?),
+            "ffn" => fill(&mut a.ffn, text()?),
+            "selection" => fill(&mut a.selection, text()?),
+            "ortho_weight" => fill(&mut a.ortho_weight, num()?),
             "pos_enc" => match v {
                 Value::Bool(b) => a.pos_enc |= *b,
                 Value::Null => {}

@@ -216,9 +216,25 @@ pub struct TrainArgs {
     /// AdamW weight decay [default: 0]
     #[arg(long = "weight-decay", allow_negative_numbers = true)]
     pub weight_decay: Option<f32>,
-    /// linear | softmax [default: linear]
+    /// linear | softmax | induced (M learned points attend over the era, the rows attend over
+    /// them; docs/model.md) [default: linear]
     #[arg(long)]
     pub attention: Option<String>,
+    /// Inducing points M of --attention induced [default: 32]
+    #[arg(long, allow_negative_numbers = true)]
+    pub inducing: Option<usize>,
+    /// Feed-forward block: gelu (SPEC §3) | grn (TFT gated residual network with the era
+    /// context as covariate; docs/model.md) [default: gelu]
+    #[arg(long)]
+    pub ffn: Option<String>,
+    /// Feature selection: gate (SPEC §3 sigmoid gate) | vsn (TFT variable selection network,
+    /// per-row softmax weights over the features; docs/model.md) [default: gate]
+    #[arg(long)]
+    pub selection: Option<String>,
+    /// Weight μ of the orthogonal-embedding loss μ·‖HᵀH/n − I‖²/d² on the final hidden states
+    /// (docs/model.md); 0 = off [default: 0]
+    #[arg(long = "ortho-weight", allow_negative_numbers = true)]
+    pub ortho_weight: Option<f32>,
     /// Sinusoidal positional encoding by row index [default: off]
     #[arg(long = "pos-enc")]
     pub pos_enc: bool,

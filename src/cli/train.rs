@@ -4,7 +4,7 @@
 use super::TrainArgs;
 use crate::checkpoint::Checkpoint;
 use crate::data::store::Store;
-use crate::model::{Attention, Config};
+use crate::model::{Attention, Config, Ffn, Selection};
 use crate::train::ensemble::{self, Member};
 use crate::train::resume::{OptimState, Settings};
 use crate::train::{train, Event, Schedule, TrainOptions, TrainResult};
@@ -59,6 +59,18 @@ pub fn apply_model_flags(cfg: &mut Config, a: &TrainArgs) -> Result<()> {
     if let Some(x) = &a.attention {
         cfg.attention = Attention::parse(x)?;
     }
+    if let Some(x) = a.inducing {
+        cfg.inducing = x;
+    }
+    if let Some(x) = &a.ffn {
+        cfg.ffn = Ffn::parse(x)?;
+    }
+    if let Some(x) = &a.selection {
+        cfg.selection = Selection::parse(x)?;
+    }
+    if let Some(x) = a.ortho_weight {
+        cfg.ortho_weight = x;
+    }
     if a.pos_enc {
         cfg.pos_enc = true;
     }
@@ -100,6 +112,17 @@ fn model_flag_diffs(cfg: &Config, a: &TrainArgs, training_knobs: bool) -> Result
         None => None,
     };
     check("--attention", attention, cfg.attention.as_str().into());
+    check("--inducing", s(a.inducing), cfg.inducing.to_string());
+    let ffn = match &a.ffn {
+        Some(x) => Some(Ffn::parse(x)?.as_str().to_string()),
+        None => None,
+    };
+    check("--ffn", ffn, cfg.ffn.as_str().into());
+    let selection = match &a.selection {
+        Some(x) => Some(Selection::parse(x)?.as_str().to_string()),
+        None => None,
+    };
+    check("--selection", selection, cfg.selection.as_str().into());
     check(
         "--pos-enc",
         a.pos_enc.then(|| "on".to_string()),
@@ -123,6 +146,11 @@ fn model_flag_diffs(cfg: &Config, a: &TrainArgs, training_knobs: bool) -> Result
             cfg.context_noise.to_string(),
         );
         check("--dropout", f(a.dropout), cfg.dropout.to_string());
+        check(
+            "--ortho-weight",
+            f(a.ortho_weight),
+            cfg.ortho_weight.to_string(),
+        );
         check(
             "--lambda",
             f(a.lambda_sparsity),
@@ -162,6 +190,9 @@ pub fn config_from_checkpoint(ck: &Checkpoint, a: &TrainArgs, resume: bool) -> R
         }
         if let Some(x) = a.context_noise {
             cfg.context_noise = x;
+        }
+        if let Some(x) = a.ortho_weight {
+            cfg.ortho_weight = x;
         }
     }
     cfg.validate()?;

@@ -7,6 +7,9 @@ use serde_json::{json, Value};
 pub enum Attention {
     Linear,
     Softmax,
+    /// Induced set attention (Set Transformer): `inducing` learned points attend over the era's
+    /// rows, then every row attends over them (docs/model.md)
+    Induced,
 }
 
 impl Attention {
@@ -14,14 +17,70 @@ impl Attention {
         match self {
             Attention::Linear => "linear",
             Attention::Softmax => "softmax",
+            Attention::Induced => "induced",
         }
     }
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             "linear" => Ok(Attention::Linear),
             "softmax" => Ok(Attention::Softmax),
+            "induced" => Ok(Attention::Induced),
             other => Err(Error::usage(format!(
-                "attention must be 'linear' or 'softmax', got '{other}'"
+                "attention must be 'linear', 'softmax' or 'induced', got '{other}'"
+            ))),
+        }
+    }
+}
+
+/// The feed-forward block of each layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ffn {
+    /// SPEC §3: LN(h + W₂ GELU(W₁ h + b₁) + b₂)
+    Gelu,
+    /// TFT gated residual network with the era context as its covariate (docs/model.md)
+    Grn,
+}
+
+impl Ffn {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Ffn::Gelu => "gelu",
+            Ffn::Grn => "grn",
+        }
+    }
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "gelu" => Ok(Ffn::Gelu),
+            "grn" => Ok(Ffn::Grn),
+            other => Err(Error::usage(format!(
+                "ffn must be 'gelu' or 'grn', got '{other}'"
+            ))),
+        }
+    }
+}
+
+/// How the model weighs its input features.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// SPEC §3: the era-dependent sigmoid feature gate
+    Gate,
+    /// TFT variable selection network: per-row softmax weights over the features (docs/model.md)
+    Vsn,
+}
+
+impl Selection {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Selection::Gate => "gate",
+            Selection::Vsn => "vsn",
+        }
+    }
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "gate" => Ok(Selection::Gate),
+            "vsn" => Ok(Selection::Vsn),
+            other => Err(Error::usage(format!(
+                "selection must be 'gate' or 'vsn', got '{other}'"
             ))),
         }
     }
@@ -50,6 +109,14 @@ pub struct Config {
     pub context_dim: usize,
     /// Standard deviation of the noise added to the standardised era statistics in training
     pub context_noise: f32,
+    /// Feed-forward block: SPEC's GELU MLP or a gated residual network (docs/model.md)
+    pub ffn: Ffn,
+    /// Feature selection: SPEC's gate or a variable selection network (docs/model.md)
+    pub selection: Selection,
+    /// Inducing points M of induced set attention (used with `Attention::Induced` only)
+    pub inducing: usize,
+    /// Weight μ of the orthogonal-embedding loss on the final hidden states (docs/model.md; 0 = off)
+    pub ortho_weight: f32,
 }
 
 /// An f32 as the f64 with the same shortest decimal form (0.1, not 0.10000000149011612).
@@ -120,6 +187,10 @@ impl Config {
             corr_weight: 0.0,
             context_dim: 0,
             context_noise: 0.0,
+            ffn: Ffn::Gelu,
+            selection: Selection::Gate,
+            inducing: 32,
+            ortho_weight: 0.0,
         }
     }
 
@@ -172,6 +243,15 @@ impl Config {
                 self.context_noise
             ));
         }
+        if self.attention == Attention::Induced && self.inducing == 0 {
+            return bad("induced attention needs at least one inducing point".into());
+        }
+        if !self.ortho_weight.is_finite() || self.ortho_weight < 0.0 {
+            return bad(format!(
+                "ortho weight must be >= 0, got {}",
+                self.ortho_weight
+            ));
+        }
         if (self.eps_attention - crate::ops::attention::ATTN_EPS).abs() > 0.0
             || (self.eps_layer_norm - crate::ops::layer_norm::LN_EPS).abs() > 0.0
         {
@@ -204,6 +284,10 @@ impl Config {
             "corr_weight": short(self.corr_weight),
             "context_dim": self.context_dim,
             "context_noise": short(self.context_noise),
+            "ffn": self.ffn.as_str(),
+            "selection": self.selection.as_str(),
+            "inducing": self.inducing,
+            "ortho_weight": short(self.ortho_weight),
         })
     }
 
@@ -260,6 +344,15 @@ impl Config {
             .get("attention")
             .and_then(Value::as_str)
             .ok_or_else(|| err("key 'attention' missing or not a string".into()))?;
+        let opt_text = |k: &str, default: &'static str| -> Result<String> {
+            match obj.get(k) {
+                None => Ok(default.to_string()),
+                Some(v) => v
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| err(format!("key '{k}' is not a string"))),
+            }
+        };
         let cfg = Config {
             n_features: uint("n_features")?,
             n_targets: uint("n_targets")?,
@@ -280,6 +373,11 @@ impl Config {
             corr_weight: opt_float("corr_weight", 0.0)?,
             context_dim: opt_uint("context_dim", 0)?,
             context_noise: opt_float("context_noise", 0.0)?,
+            ffn: Ffn::parse(&opt_text("ffn", "gelu")?).map_err(|e| err(e.to_string()))?,
+            selection: Selection::parse(&opt_text("selection", "gate")?)
+                .map_err(|e| err(e.to_string()))?,
+            inducing: opt_uint("inducing", 32)?,
+            ortho_weight: opt_float("ortho_weight", 0.0)?,
         };
         cfg.validate().map_err(|e| err(e.to_string()))?;
         Ok(cfg)

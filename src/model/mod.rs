@@ -3,7 +3,7 @@
 
 pub mod config;
 
-pub use config::{Attention, Config, Preset};
+pub use config::{Attention, Config, Ffn, Preset, Selection};
 
 use crate::device::Backend;
 use crate::ops::elementwise::DropoutKey;
@@ -256,6 +256,15 @@ impl EraTransformer {
     ) -> Result<Outputs> {
         let c = &self.cfg;
         let (n, f, d, h) = (era.n, c.n_features, c.d_model, c.heads);
+        if c.ffn != Ffn::Gelu || c.selection != Selection::Gate || c.attention == Attention::Induced
+        {
+            return Err(Error::usage(format!(
+                "ffn '{}', selection '{}', attention '{}': not built yet",
+                c.ffn.as_str(),
+                c.selection.as_str(),
+                c.attention.as_str()
+            )));
+        }
         // Feature gate: x̃ = x ⊙ s.
         let (xt, g, keep) = tape.gate(
             dev,
@@ -309,7 +318,9 @@ impl EraTransformer {
             let v = tape.linear(dev, p, hs, ly.v.w, ly.v.b, n, d, d)?;
             let att = match c.attention {
                 Attention::Linear => tape.linear_attention(dev, q, k, v, era.mask, n, d, h)?,
-                Attention::Softmax => tape.softmax_attention(dev, q, k, v, era.mask, n, d, h)?,
+                Attention::Softmax | Attention::Induced => {
+                    tape.softmax_attention(dev, q, k, v, era.mask, n, d, h)?
+                }
             };
             let a = tape.linear(dev, p, att, ly.o.w, ly.o.b, n, d, d)?;
             let r1 = tape.add(dev, hs, a)?;
