@@ -10,7 +10,10 @@ Jobs run in parallel, one per core, each pinned to its core (so each uses one th
 Usage:
   scripts/measure_defaults.py --bin target/release/eraengine --work /tmp/measure \
       --seeds 1,2,3,4,5 --shapes base,wide --configs CONFIGS.json --out docs/defaults-table.md
-CONFIGS.json: {"name": ["--flag", "value", ...], ...} — extra `train` flags per candidate.
+CONFIGS.json: {"name": ["--flag", "value", ...], ...} — extra `train` flags per candidate, or
+{"name": {"pretrain": [...], "train": [...]}} to run `eraengine pretrain` on the train store's
+features first (with those flags) and start `train --init` from its checkpoint (the pretraining
+time counts in the train seconds).
 A config named with a "+ens3" suffix trains seeds 1,2,3 (`train --seeds`) and predicts their
 rank-average ensemble.
 """
@@ -78,6 +81,15 @@ def job(bin_, work, shape, seed, name, flags, epochs):
         core = take_core()
         try:
             t0 = time.time()
+            pre_flags = None
+            if isinstance(flags, dict):
+                pre_flags = flags.get("pretrain", [])
+                flags = flags.get("train", [])
+            if pre_flags is not None:
+                pre = os.path.join(out, "pretrained.safetensors")
+                run([bin_, "pretrain", "--data", f"{d}/train.store", "--out", pre, "--quiet",
+                     "--device", "cpu", "--seed", "1"] + pre_flags, core)
+                flags = flags + ["--init", pre]
             ens = name.endswith("+ens3")
             model = os.path.join(out, "ens" if ens else "model.safetensors")
             train = [bin_, "train", "--data", f"{d}/train.store", "--valid", f"{d}/validation.store",

@@ -46,7 +46,10 @@ pub enum Event {
         last: String,
         era: String,
         corr: Option<f64>,
+        /// Seconds since this run began
         secs: f64,
+        /// Seconds left at this run's rate so far
+        eta_s: f64,
     },
     /// Walk-forward continues after a kill from the last finished era.
     WalkResumed { done: usize, total: usize },
@@ -94,8 +97,10 @@ impl Event {
                 era,
                 corr,
                 secs,
+                eta_s,
             } => format!(
-                "walk-forward {done}/{total}: trained on eras {first}..{last}, era {era} corr {}  ({secs:.1} s)",
+                "walk-forward {done}/{total} ({:.0}%): trained on eras {first}..{last}, era {era} corr {}  ({secs:.1} s, {eta_s:.0} s left)",
+                100.0 * *done as f64 / (*total).max(1) as f64,
                 corr.map_or("n/a".to_string(), |c| format!("{c:+.4}"))
             ),
             Event::WalkResumed { done, total } => {

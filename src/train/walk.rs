@@ -186,6 +186,7 @@ pub fn walk<B: Backend>(
         }
     }
     let started = std::time::Instant::now();
+    let resumed = results.len();
     for (done, next) in (first..store.n_eras()).enumerate().skip(results.len()) {
         // Train on the `window` eras that end `embargo` eras before the predicted one.
         let end = next - w.embargo;
@@ -230,6 +231,8 @@ pub fn walk<B: Backend>(
             era: p.era.clone(),
             corr: crate::metrics::numerai_corr(&p.preds, &p.target),
             secs: started.elapsed().as_secs_f64(),
+            eta_s: started.elapsed().as_secs_f64() / (done + 1 - resumed) as f64
+                * (total - done - 1) as f64,
         });
         results.push(p);
         if let Some(path) = &w.state {
