@@ -363,3 +363,29 @@ fn init_must_match_the_store() {
     wider.d_model = 16;
     assert!(build::<Cpu>(&Cpu, &wider, Some(&r.checkpoint), &store, 0).is_err());
 }
+
+#[test]
+fn prefetch_yields_the_order_with_the_batches_a_direct_load_gives_and_can_stop_early() {
+    let (t, _, _) = dataset("prefetch", 2, 0);
+    let store = Store::open(&t).unwrap();
+    let map = ColumnMap::identity(&store);
+    let order = vec![3, 0, 5, 5, 1, 7];
+    let seen = era::with_prefetch(&store, &map, &order, |eras| {
+        eras.map(|(ei, b)| (ei, b.unwrap())).collect::<Vec<_>>()
+    });
+    assert_eq!(seen.iter().map(|(ei, _)| *ei).collect::<Vec<_>>(), order);
+    for (ei, b) in &seen {
+        let direct = EraBatch::load(&store, *ei, &map).unwrap();
+        assert_eq!(b.name, direct.name);
+        assert_eq!(b.x, direct.x);
+        assert_eq!(
+            b.y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            direct.y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+    }
+    // stopping after two eras returns (the loader, blocked on its next send, stops)
+    let first_two = era::with_prefetch(&store, &map, &order, |eras| {
+        eras.take(2).map(|(ei, _)| ei).collect::<Vec<_>>()
+    });
+    assert_eq!(first_two, vec![3, 0]);
+}

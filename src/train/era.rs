@@ -195,3 +195,29 @@ pub fn has_target0(store: &Store, map: &ColumnMap) -> bool {
         None => false,
     }
 }
+
+/// Runs `body` over the eras of `order`, each loaded (read from the store's map and converted from
+/// int8) on a worker thread one era ahead, so reading the store overlaps the training step
+/// instead of stalling it. `body` gets `(era index, its batch)` in `order`'s order; it may stop
+/// early (the loader then stops at its next era). One batch is in flight at most, so memory
+/// grows by one era.
+pub fn with_prefetch<R>(
+    store: &Store,
+    map: &ColumnMap,
+    order: &[usize],
+    body: impl FnOnce(&mut dyn Iterator<Item = (usize, Result<EraBatch>)>) -> R,
+) -> R {
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        s.spawn(move || {
+            for &ei in order {
+                // a closed channel means the body stopped early: stop loading
+                if tx.send((ei, EraBatch::load(store, ei, map))).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut eras = rx.into_iter();
+        body(&mut eras)
+    })
+}

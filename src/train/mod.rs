@@ -373,53 +373,57 @@ pub fn train<B: Backend>(
         let (mut loss_sum, mut mse_sum, mut counted) = (0.0f64, 0.0f64, 0usize);
         let mut g_last: Vec<f32> = Vec::new();
         let mut group = 0usize;
-        for (i, &ei) in order.iter().enumerate() {
-            if group == 0 && stop_at(&adam) {
-                break;
+        let n_order = order.len();
+        era::with_prefetch(train, &train_map, &order, |eras| -> Result<()> {
+            for (i, (ei, batch)) in eras.enumerate() {
+                if group == 0 && stop_at(&adam) {
+                    break;
+                }
+                let mut batch = batch?;
+                if batch.n == 0 || batch.present_targets() == 0 {
+                    continue;
+                }
+                noise::apply(
+                    &mut batch,
+                    opts.seed,
+                    epoch as u64,
+                    ei as u64,
+                    opts.feature_noise,
+                );
+                if group == 0 {
+                    m.params.zero_grads(dev)?;
+                }
+                step += 1;
+                let (parts, g) = step::accumulate(dev, &mut m, &batch, opts.seed, step)?;
+                group += 1;
+                if group == k {
+                    finish_group(
+                        dev,
+                        &mut m,
+                        &mut adam,
+                        &mut ema,
+                        opts,
+                        group,
+                        step,
+                        total_steps,
+                    )?;
+                    group = 0;
+                }
+                g_last = g;
+                loss_sum += parts.loss as f64;
+                mse_sum += parts.mse as f64;
+                counted += 1;
+                on_event(&Event::Era {
+                    epoch,
+                    epochs: opts.epochs,
+                    done: i + 1,
+                    total: n_order,
+                    loss: loss_sum / counted as f64,
+                    eras_per_s: counted as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+                });
             }
-            let mut batch = EraBatch::load(train, ei, &train_map)?;
-            if batch.n == 0 || batch.present_targets() == 0 {
-                continue;
-            }
-            noise::apply(
-                &mut batch,
-                opts.seed,
-                epoch as u64,
-                ei as u64,
-                opts.feature_noise,
-            );
-            if group == 0 {
-                m.params.zero_grads(dev)?;
-            }
-            step += 1;
-            let (parts, g) = step::accumulate(dev, &mut m, &batch, opts.seed, step)?;
-            group += 1;
-            if group == k {
-                finish_group(
-                    dev,
-                    &mut m,
-                    &mut adam,
-                    &mut ema,
-                    opts,
-                    group,
-                    step,
-                    total_steps,
-                )?;
-                group = 0;
-            }
-            g_last = g;
-            loss_sum += parts.loss as f64;
-            mse_sum += parts.mse as f64;
-            counted += 1;
-            on_event(&Event::Era {
-                epoch,
-                epochs: opts.epochs,
-                done: i + 1,
-                total: order.len(),
-                loss: loss_sum / counted as f64,
-                eras_per_s: counted as f64 / t0.elapsed().as_secs_f64().max(1e-9),
-            });
-        }
+            Ok(())
+        })?;
         if group > 0 {
             finish_group(
                 dev,
