@@ -16,6 +16,7 @@ fn design(features: &[u8], m: usize, nf: usize) -> Vec<f64> {
     a
 }
 
+/// 31 random bits (so `lcg / 2^30 − 1` is uniform on [−1, 1)).
 fn lcg(seed: &mut u64) -> u64 {
     *seed = seed
         .wrapping_mul(6364136223846793005)
@@ -29,23 +30,28 @@ fn main() {
     // correlated quantized features, as Numerai's: a few latent factors plus noise, binned to 0..4
     let k = 40;
     let lat: Vec<f64> = (0..m * k)
-        .map(|_| lcg(&mut s) as f64 / 2f64.powi(31) - 1.0)
+        .map(|_| lcg(&mut s) as f64 / 2f64.powi(30) - 1.0)
         .collect();
     let load: Vec<f64> = (0..k * nf)
-        .map(|_| lcg(&mut s) as f64 / 2f64.powi(31) - 1.0)
+        .map(|_| lcg(&mut s) as f64 / 2f64.powi(30) - 1.0)
         .collect();
     let mut f = vec![0u8; m * nf];
     for i in 0..m {
         for j in 0..nf {
-            let mut v = (lcg(&mut s) as f64 / 2f64.powi(31) - 1.0) * 2.0;
+            let mut v = (lcg(&mut s) as f64 / 2f64.powi(30) - 1.0) * 2.0;
             for q in 0..k {
                 v += lat[i * k + q] * load[q * nf + j];
             }
             f[i * nf + j] = (v * 0.8 + 2.5).clamp(0.0, 4.0) as u8;
         }
     }
+    let mut hist = [0usize; 5];
+    for &v in &f {
+        hist[v as usize] += 1;
+    }
+    eprintln!("feature codes 0..4: {hist:?}");
     let b: Vec<f64> = (0..m)
-        .map(|_| lcg(&mut s) as f64 / 2f64.powi(31) - 1.0)
+        .map(|_| lcg(&mut s) as f64 / 2f64.powi(30) - 1.0)
         .collect();
     let t = std::time::Instant::now();
     let fast = neutralize_normal(&f, m, nf, &b);

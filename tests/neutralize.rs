@@ -1,6 +1,7 @@
 //! Issue 12, items 6 and 7: numerai-tools' `neutralize` (fixtures from numerai-tools itself) and
 //! the fast normal-equation neutralization against the rank-revealing least squares.
 
+use eraengine::metrics::chol::{chol_solve, cholesky, cholesky_dropping};
 use eraengine::metrics::corr::{neutralize as neutralize_lstsq, NEUTRALIZE_RCOND};
 use eraengine::metrics::fnc::{neutralize, neutralize_era, neutralize_features, neutralize_normal};
 use proptest::prelude::*;
@@ -87,25 +88,53 @@ fn nan_predictions_and_bad_shapes_are_errors() {
 }
 
 #[test]
-fn ill_conditioned_designs_fall_back_to_the_rank_revealing_path() {
+fn rank_deficient_designs_take_the_fast_path_and_match_lstsq() {
     let mut seed = 7u64;
-    let (m, nf) = (80, 6);
+    let (m, nf) = (80, 7);
     let mut f: Vec<u8> = (0..m * nf).map(|_| (lcg(&mut seed) % 5) as u8).collect();
     for i in 0..m {
-        f[i * nf + 4] = f[i * nf + 2]; // duplicate column: rank deficient
+        f[i * nf + 4] = f[i * nf + 2]; // duplicate column
+        f[i * nf + 5] = 3; // constant column: a multiple of the ones column
+        f[i * nf + 6] = 4 - f[i * nf + 1]; // affine in another column and the ones column
     }
     let b: Vec<f64> = (0..m)
-        .map(|_| lcg(&mut seed) as f64 / 2f64.powi(31) - 1.0)
+        .map(|_| lcg(&mut seed) as f64 / 2f64.powi(30) - 1.0)
         .collect();
-    assert!(neutralize_normal(&f, m, nf, &b).is_none());
+    let want = neutralize_lstsq(&design(&f, m, nf), m, nf + 1, &b, NEUTRALIZE_RCOND);
+    let fast =
+        neutralize_normal(&f, m, nf, &b).expect("exact dependencies are dropped, not refused");
+    for (g, w) in fast.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-9, "{g} vs {w}");
+    }
+    // more columns than rows: at most m columns are kept, the rest are dependent
+    let f2: Vec<u8> = (0..5 * 9).map(|_| (lcg(&mut seed) % 5) as u8).collect();
+    let want2 = neutralize_lstsq(&design(&f2, 5, 9), 5, 10, &b[..5], NEUTRALIZE_RCOND);
+    let got2 = neutralize_features(&f2, 5, 9, &b[..5]);
+    for (g, w) in got2.iter().zip(&want2) {
+        assert!((g - w).abs() <= 1e-9, "{g} vs {w}");
+    }
+}
+
+#[test]
+fn a_nearly_dependent_column_is_refused_by_the_fast_path_and_the_fallback_matches() {
+    // column 3 = column 2 except in one row of many: independent, but with a tiny pivot
+    // relative to its norm, so it is dropped by the factorization and then fails the exact
+    // dependence check (its residual is a unit vector's worth, far above 1e-10 of its norm)
+    let mut seed = 3u64;
+    let (m, nf) = (200_000, 4);
+    let mut f: Vec<u8> = (0..m * nf).map(|_| (lcg(&mut seed) % 5) as u8).collect();
+    for i in 0..m {
+        f[i * nf + 3] = f[i * nf + 2];
+    }
+    f[7 * nf + 3] = (f[7 * nf + 2] + 1) % 5;
+    let b: Vec<f64> = (0..m)
+        .map(|_| lcg(&mut seed) as f64 / 2f64.powi(30) - 1.0)
+        .collect();
     let want = neutralize_lstsq(&design(&f, m, nf), m, nf + 1, &b, NEUTRALIZE_RCOND);
     let got = neutralize_features(&f, m, nf, &b);
     for (g, w) in got.iter().zip(&want) {
-        assert!((g - w).abs() <= 1e-9);
+        assert!((g - w).abs() <= 1e-9, "{g} vs {w}");
     }
-    // more columns than rows: also not for the normal equations
-    let f2: Vec<u8> = (0..5 * 9).map(|_| (lcg(&mut seed) % 5) as u8).collect();
-    assert!(neutralize_normal(&f2, 5, 9, &b[..5]).is_none());
 }
 
 proptest! {
@@ -125,6 +154,71 @@ proptest! {
         let got = neutralize_features(&f, m, nf, &b);
         for (g, w) in got.iter().zip(&want) {
             prop_assert!((g - w).abs() <= 1e-6, "{} vs {}", g, w);
+        }
+    }
+}
+
+/// A random symmetric positive semi-definite `[n, n]` matrix `BᵀB` of rank `rank` (f64).
+fn gram(n: usize, rank: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed;
+    let b: Vec<f64> = (0..rank * n)
+        .map(|_| lcg(&mut s) as f64 / 2f64.powi(30) - 1.0)
+        .collect();
+    let mut g = vec![0.0; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            g[i * n + j] = (0..rank).map(|r| b[r * n + i] * b[r * n + j]).sum();
+        }
+    }
+    g
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    /// The blocked, threaded, SIMD Cholesky (sizes across several 64-row blocks and 4-row tails)
+    /// against the textbook f64 loop, and its solve against the matrix.
+    #[test]
+    fn blocked_cholesky_matches_the_textbook_loop(n in 1usize..200, seed in any::<u64>()) {
+        let mut g = gram(n, n + 3, seed);
+        for i in 0..n {
+            g[i * n + i] += 1.0;
+        }
+        let l = cholesky(&g, n).expect("positive definite");
+        let mut want = vec![0.0f64; n * n];
+        for i in 0..n {
+            for j in 0..=i {
+                let s: f64 = g[i * n + j] - (0..j).map(|k| want[i * n + k] * want[j * n + k]).sum::<f64>();
+                want[i * n + j] = if i == j { s.sqrt() } else { s / want[j * n + j] };
+            }
+        }
+        for (a, b) in l.iter().zip(&want) {
+            prop_assert!((a - b).abs() <= 1e-9 * (1.0 + b.abs()), "{} vs {}", a, b);
+        }
+        let y: Vec<f64> = (0..n).map(|i| (i as f64 * 0.37).sin()).collect();
+        let x = chol_solve(&l, n, &y);
+        for i in 0..n {
+            let gx: f64 = (0..n).map(|j| g[i * n + j] * x[j]).sum();
+            prop_assert!((gx - y[i]).abs() <= 1e-7 * (1.0 + y[i].abs()));
+        }
+    }
+
+    /// On a rank-deficient matrix the kept rows/columns of the dropping factor are the Cholesky
+    /// factor of the matrix restricted to them, and exactly `rank` columns are kept.
+    #[test]
+    fn dropping_cholesky_keeps_the_rank_and_factors_the_kept_block(n in 2usize..150, rank_frac in 0.2f64..0.9, seed in any::<u64>()) {
+        let rank = ((n as f64 * rank_frac) as usize).max(1);
+        let g = gram(n, rank, seed);
+        let (l, kept) = cholesky_dropping(&g, n, 1e-9).expect("no NaN");
+        prop_assert_eq!(kept.len(), rank);
+        for (a, &i) in kept.iter().enumerate() {
+            for &j in &kept[..=a] {
+                let s: f64 = kept.iter().map(|&k| l[i * n + k] * l[j * n + k]).sum();
+                prop_assert!((s - g[i * n + j]).abs() <= 1e-8 * (1.0 + g[i * n + j].abs()));
+            }
+        }
+        for i in (0..n).filter(|i| !kept.contains(i)) {
+            prop_assert!(l[i * n..(i + 1) * n].iter().all(|&v| v == 0.0));
+            prop_assert!((0..n).all(|r| l[r * n + i] == 0.0));
         }
     }
 }

@@ -9,10 +9,20 @@
 //!
 //! numpy's `lstsq(A, b, rcond=1e-6)` drops singular values at or below `1e-6·σ_max`. When A is
 //! well conditioned all are kept, the least-squares solution is unique and this residual equals
-//! numpy's to rounding. The fast path is taken only when the estimated `σ_max/σ_min` is below
-//! [`MAX_COND`] (10× inside the cut); otherwise (or when Cholesky meets a non-positive pivot) it
-//! returns None and the callers use the rank-revealing path of `corr::neutralize`.
+//! numpy's to rounding.
+//!
+//! Real feature sets are often rank deficient (a constant feature, duplicated or exactly dependent
+//! columns). The factorization then drops every column whose Cholesky pivot is under
+//! [`DROP_PIVOT`] of its own squared norm, keeping a column set K. The residual `b − A·lstsq(A, b)`
+//! depends only on the column space numpy keeps, so it equals the projection residual onto
+//! `span(A_K)` when (1) `κ(A_K) < MAX_COND`, so every singular value of A_K, and by interlacing the k
+//! largest of A, is far above the cut, and (2) every dropped column lies in `span(A_K)` to
+//! [`DEPENDENT`] of its norm (checked on its refined residual), so the other singular values of A
+//! are far below it. Both are checked; when either fails (or a pivot is NaN, or more than
+//! [`MAX_DROPPED`] columns would be dropped) this returns None and the callers use the
+//! rank-revealing path of `corr::neutralize`.
 
+pub use super::chol::{chol_solve, cholesky, cholesky_dropping};
 use super::lstsq::{dot, neutralize as neutralize_lstsq, NEUTRALIZE_RCOND};
 
 /// Largest `σ_max(A)/σ_min(A)` the normal equations are used for: a tenth of `1/rcond`, so every
@@ -20,9 +30,21 @@ use super::lstsq::{dot, neutralize as neutralize_lstsq, NEUTRALIZE_RCOND};
 /// residual to rounding (error factor `κ²·ε` ≈ 1e-6 per step).
 pub const MAX_COND: f64 = 1e5;
 
+/// A column whose Cholesky pivot (its squared distance to the earlier kept columns) is under this
+/// fraction of its squared norm is dropped as dependent (then verified, see [`DEPENDENT`]).
+pub const DROP_PIVOT: f64 = 1e-9;
+
+/// A dropped column is accepted as dependent when its refined residual against the kept columns
+/// is under this fraction of its norm (exact dependencies give ~1e-14).
+pub const DEPENDENT: f64 = 1e-10;
+
+/// More dropped columns than this: use the rank-revealing path (each costs a residual check).
+pub const MAX_DROPPED: usize = 256;
+
 /// `b − A·lstsq(A, b, 1e-6)` for `A = [features, 1]` (`features` row-major `[m, nf]`, small
-/// non-negative integers) through the normal equations; None when A is too ill-conditioned for
-/// them, the features too large for exact f32 sums, or the shapes do not fit.
+/// non-negative integers) through the normal equations on A's independent columns; None when
+/// they are too ill-conditioned, a dropped column is not exactly dependent, the features are too
+/// large for exact f32 sums, or the shapes do not fit.
 pub fn neutralize_normal(features: &[u8], m: usize, nf: usize, b: &[f64]) -> Option<Vec<f64>> {
     if m == 0 || b.len() != m || features.len() != m * nf {
         return None;
@@ -58,16 +80,63 @@ pub fn neutralize_normal(features: &[u8], m: usize, nf: usize, b: &[f64]) -> Opt
             );
         }
     }
-    let l = cholesky(&g, n)?;
-    if !well_conditioned(&g, &l, n) {
+    let (l, kept) = cholesky_dropping(&g, n, DROP_PIVOT)?;
+    if kept.len() == n {
+        if !well_conditioned(&g, &l, n) {
+            return None;
+        }
+        return project_out(features, m, nf, &l, b);
+    }
+    // the ones column (index 0, norm² m > 0) is always kept first
+    let dropped: Vec<usize> = (0..n).filter(|j| !kept.contains(j)).collect();
+    if dropped.len() > MAX_DROPPED || kept.first() != Some(&0) {
         return None;
     }
+    let k = kept.len();
+    let gk: Vec<f64> = kept
+        .iter()
+        .flat_map(|&i| kept.iter().map(move |&j| (i, j)))
+        .map(|(i, j)| if j <= i { g[i * n + j] } else { g[j * n + i] })
+        .collect();
+    let lr = &l;
+    let lk: Vec<f64> = kept
+        .iter()
+        .flat_map(|&i| kept.iter().map(move |&j| lr[i * n + j]))
+        .collect();
+    if !well_conditioned(&gk, &lk, k) {
+        return None;
+    }
+    // A_K's feature columns, compact (kept[0] is the ones column)
+    let kf: Vec<usize> = kept[1..].iter().map(|&j| j - 1).collect();
+    let fk: Vec<u8> = features
+        .chunks_exact(nf)
+        .flat_map(|row| kf.iter().map(move |&j| row[j]))
+        .collect();
+    for &d in &dropped {
+        let col: Vec<f64> = if d == 0 {
+            vec![1.0; m]
+        } else {
+            features.chunks_exact(nf).map(|r| r[d - 1] as f64).collect()
+        };
+        let norm = dot(&col, &col).sqrt();
+        let r = project_out(&fk, m, k - 1, &lk, &col)?;
+        if dot(&r, &r).sqrt() > DEPENDENT * norm {
+            return None;
+        }
+    }
+    project_out(&fk, m, k - 1, &lk, b)
+}
+
+/// `b − A·G⁻¹Aᵀb` for `A = [1, features]` with `L Lᵀ = G = AᵀA`, refined twice from the residual
+/// (`x += G⁻¹Aᵀ(b − Ax)`, the corrected semi-normal equations); None if not finite.
+fn project_out(features: &[u8], m: usize, nf: usize, l: &[f64], b: &[f64]) -> Option<Vec<f64>> {
+    let n = nf + 1;
     let mut x = vec![0.0; n];
     let mut r = b.to_vec();
     for _ in 0..3 {
         // r = b − A x (current), then x += G⁻¹ Aᵀ r
         let atr = at_times(features, m, nf, &r);
-        let dx = chol_solve(&l, n, &atr);
+        let dx = chol_solve(l, n, &atr);
         for (xi, d) in x.iter_mut().zip(&dx) {
             *xi += d;
         }
@@ -107,69 +176,6 @@ fn residual(features: &[u8], m: usize, nf: usize, b: &[f64], x: &[f64]) -> Vec<f
         .collect()
 }
 
-/// Lower Cholesky factor of the symmetric positive definite row-major `[n, n]` matrix `g` (only
-/// its lower triangle is read), row-major with zeros above the diagonal; None at a non-positive
-/// pivot. Rows are computed in blocks of [`CHOL_BLOCK`] so each earlier row, once loaded, serves
-/// the whole block (left-looking, dot products along contiguous rows).
-pub fn cholesky(g: &[f64], n: usize) -> Option<Vec<f64>> {
-    const CHOL_BLOCK: usize = 16;
-    let mut l = vec![0.0f64; n * n];
-    let mut i0 = 0;
-    while i0 < n {
-        let i1 = (i0 + CHOL_BLOCK).min(n);
-        // columns j < i0: every row of the block against finished row j
-        let (done, rest) = l.split_at_mut(i0 * n);
-        for j in 0..i0 {
-            let lj = &done[j * n..j * n + j];
-            let djj = done[j * n + j];
-            for i in i0..i1 {
-                let li = &mut rest[(i - i0) * n..(i - i0 + 1) * n];
-                let s = g[i * n + j] - dot(&li[..j], lj);
-                li[j] = s / djj;
-            }
-        }
-        // the block's own triangle
-        for i in i0..i1 {
-            for j in i0..=i {
-                let s = {
-                    let li = &rest[(i - i0) * n..(i - i0) * n + j];
-                    let lj = &rest[(j - i0) * n..(j - i0) * n + j];
-                    g[i * n + j] - dot(li, lj)
-                };
-                if i == j {
-                    if s.is_nan() || s <= 0.0 {
-                        return None;
-                    }
-                    rest[(i - i0) * n + i] = s.sqrt();
-                } else {
-                    rest[(i - i0) * n + j] = s / rest[(j - i0) * n + j];
-                }
-            }
-        }
-        i0 = i1;
-    }
-    Some(l)
-}
-
-/// Solves `L Lᵀ x = y` for the row-major lower factor `l`.
-pub fn chol_solve(l: &[f64], n: usize, y: &[f64]) -> Vec<f64> {
-    let mut z = vec![0.0; n];
-    for i in 0..n {
-        z[i] = (y[i] - dot(&l[i * n..i * n + i], &z[..i])) / l[i * n + i];
-    }
-    // Lᵀ x = z: column i of L is row i of Lᵀ; go backwards with axpy on rows
-    let mut x = z;
-    for i in (0..n).rev() {
-        x[i] /= l[i * n + i];
-        let xi = x[i];
-        let row = &l[i * n..i * n + i];
-        for (xk, &lik) in x[..i].iter_mut().zip(row) {
-            *xk -= lik * xi;
-        }
-    }
-    x
-}
-
 /// True when `λ_max(G)/λ_min(G) < MAX_COND²` (G = AᵀA, so that is `κ(A) < MAX_COND`): λ_max by
 /// power iteration on G, λ_min by inverse iteration through the Cholesky factor, 30 steps each
 /// from a fixed start (the 10× margin of [`MAX_COND`] to the cut covers their error).
@@ -184,20 +190,21 @@ fn well_conditioned(g: &[f64], l: &[f64], n: usize) -> bool {
         }
         s
     };
+    // G is symmetric but only its lower triangle is certain to be filled: mirror it once, so
+    // every product below reads contiguous rows
+    let mut full = g[..n * n].to_vec();
+    for i in 0..n {
+        for j in i + 1..n {
+            full[i * n + j] = g[j * n + i];
+        }
+    }
     let mut v = start.clone();
     normalize(&mut v);
     let mut lmax = 0.0;
     for _ in 0..30 {
-        let mut w: Vec<f64> = (0..n)
-            .map(|i| {
-                // G is symmetric but only its lower triangle is certain to be filled: use both
-                (0..n)
-                    .map(|j| {
-                        let gij = if j <= i { g[i * n + j] } else { g[j * n + i] };
-                        gij * v[j]
-                    })
-                    .sum()
-            })
+        let mut w: Vec<f64> = full
+            .chunks_exact(n.max(1))
+            .map(|row| dot(row, &v))
             .collect();
         lmax = normalize(&mut w);
         v = w;

@@ -4,6 +4,7 @@
 //! `summary`: `evaluate` over eras, JSON and table output; `predictions`: reading predictions and the
 //! meta model; `svg`: charts. Everything takes plain slices, so it does not depend on the era store.
 
+pub mod chol;
 pub mod corr;
 pub mod fnc;
 pub mod lstsq;
