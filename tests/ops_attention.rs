@@ -84,7 +84,7 @@ fn run_linear<B: Backend>(dev: &B, cs: &Case, x: &DevCase<B>) -> [B::Buf; 3] {
     let mut out = dev.upload(&vec![7.0; n * d]).unwrap();
     let mut s = dev.upload(&vec![7.0; h * dh * dh]).unwrap();
     let mut z = dev.upload(&vec![7.0; h * dh]).unwrap();
-    dev.linear_attention_fwd(&mut out, &mut s, &mut z, &x.q, &x.k, &x.v, &x.mask, n, n, d, h)
+    dev.linear_attention_fwd(&mut out, &mut s, &mut z, &x.q, &x.k, &x.v, &x.mask, n, d, h)
         .unwrap();
     [out, s, z]
 }
