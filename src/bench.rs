@@ -252,9 +252,7 @@ pub fn run<B: Backend>(dev: &B, cfg: Config, n: usize, reps: usize) -> Result<Be
             "softmax_attention_fwd (M over n, n over M)".to_string(),
             time_ms(reps, || {
                 dev.softmax_attention_fwd(&mut om, &mut lse_m, &hm, &h2, &h1, &mask, m, n, d, h)?;
-                dev.softmax_attention_fwd(
-                    &mut out, &mut lse_n, &h1, &hm, &om, &ones_m, n, m, d, h,
-                )
+                dev.softmax_attention_fwd(&mut out, &mut lse_n, &h1, &hm, &om, &ones_m, n, m, d, h)
             })?,
         ));
         ops.push((
@@ -265,8 +263,7 @@ pub fn run<B: Backend>(dev: &B, cfg: Config, n: usize, reps: usize) -> Result<Be
                     d, h,
                 )?;
                 dev.softmax_attention_bwd(
-                    &mut dqm, &mut dk, &mut dv, &dkm, &om, &lse_m, &hm, &h2, &h1, &mask, m, n, d,
-                    h,
+                    &mut dqm, &mut dk, &mut dv, &dkm, &om, &lse_m, &hm, &h2, &h1, &mask, m, n, d, h,
                 )
             })?,
         ));

@@ -51,7 +51,9 @@ fn cross_oracle(
             }
             let s: Vec<f64> = keys
                 .iter()
-                .map(|&j| (0..dh).map(|a| q[c(i, a)] * k[c(j, a)]).sum::<f64>() / (dh as f64).sqrt())
+                .map(|&j| {
+                    (0..dh).map(|a| q[c(i, a)] * k[c(j, a)]).sum::<f64>() / (dh as f64).sqrt()
+                })
                 .collect();
             let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let e: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
@@ -72,7 +74,14 @@ fn cross_oracle(
 type CrossCase = (usize, usize, usize, usize, u8, u64);
 
 fn cross_case() -> impl Strategy<Value = CrossCase> {
-    (1usize..9, 1usize..9, 1usize..4, 1usize..4, 0u8..4, any::<u64>())
+    (
+        1usize..9,
+        1usize..9,
+        1usize..4,
+        1usize..4,
+        0u8..4,
+        any::<u64>(),
+    )
 }
 
 struct Data {
@@ -141,7 +150,13 @@ fn cross_attention_matches_oracle_and_its_gradient<B: Backend>(
     let (out, lse, [dq, dk, dv]) = run_cross(dev, &x, &c, [&d0[0], &d0[1], &d0[2]], nq, nk, d, h)?;
     let (q, k, v) = (f64s(&x.q), f64s(&x.k), f64s(&x.v));
     let m = &x.mask;
-    close("out", &out, &cross_oracle(&q, &k, &v, m, nq, nk, d, h), FWD_RTOL, FWD_ATOL)?;
+    close(
+        "out",
+        &out,
+        &cross_oracle(&q, &k, &v, m, nq, nk, d, h),
+        FWD_RTOL,
+        FWD_ATOL,
+    )?;
     prop_assert!(lse.iter().all(|l| l.is_finite()));
     if m.iter().all(|&w| w == 0.0) {
         // no valid key: output 0, lse 0, and no gradient anywhere (exactly)
@@ -155,12 +170,35 @@ fn cross_attention_matches_oracle_and_its_gradient<B: Backend>(
             prop_assert!(dv[j * d..(j + 1) * d].iter().all(|&o| o == 0.0));
         }
     }
-    let f = |q: &[f64], k: &[f64], v: &[f64]| functional(&c, &cross_oracle(q, k, v, m, nq, nk, d, h));
-    close("dq", &dq, &fd_grad(&q, |p| f(p, &k, &v)), BWD_RTOL, BWD_ATOL)?;
-    close("dk", &dk, &fd_grad(&k, |p| f(&q, p, &v)), BWD_RTOL, BWD_ATOL)?;
-    close("dv", &dv, &fd_grad(&v, |p| f(&q, &k, p)), BWD_RTOL, BWD_ATOL)
+    let f =
+        |q: &[f64], k: &[f64], v: &[f64]| functional(&c, &cross_oracle(q, k, v, m, nq, nk, d, h));
+    close(
+        "dq",
+        &dq,
+        &fd_grad(&q, |p| f(p, &k, &v)),
+        BWD_RTOL,
+        BWD_ATOL,
+    )?;
+    close(
+        "dk",
+        &dk,
+        &fd_grad(&k, |p| f(&q, p, &v)),
+        BWD_RTOL,
+        BWD_ATOL,
+    )?;
+    close(
+        "dv",
+        &dv,
+        &fd_grad(&v, |p| f(&q, &k, p)),
+        BWD_RTOL,
+        BWD_ATOL,
+    )
 }
-device_proptest!(64, cross_attention_matches_oracle_and_its_gradient, cross_case());
+device_proptest!(
+    64,
+    cross_attention_matches_oracle_and_its_gradient,
+    cross_case()
+);
 
 /// Larger shapes than the oracle test (several shared-memory tiles of keys and of queries, M > n
 /// and M < n, odd widths): the emulated kernels against the CPU op, in every thread order.
@@ -183,7 +221,11 @@ fn cross_attention_emulator_matches_cpu<B: Backend>(
     // online softmax per key (kernel) vs per 64-key block (CPU), both f32
     matches_ref("out", &go, &co, 1e-5, 1e-4)?;
     matches_ref("lse", &gl, &cl, 1e-5, 1e-5)?;
-    for (name, a, b) in [("dq", &gg[0], &cg[0]), ("dk", &gg[1], &cg[1]), ("dv", &gg[2], &cg[2])] {
+    for (name, a, b) in [
+        ("dq", &gg[0], &cg[0]),
+        ("dk", &gg[1], &cg[1]),
+        ("dv", &gg[2], &cg[2]),
+    ] {
         matches_ref(name, a, b, 1e-4, 1e-3)?;
     }
     Ok(())
@@ -191,7 +233,14 @@ fn cross_attention_emulator_matches_cpu<B: Backend>(
 gpu_proptest!(
     16,
     cross_attention_emulator_matches_cpu,
-    (1usize..80, 1usize..80, 1usize..3, 1usize..6, 0u8..4, any::<u64>())
+    (
+        1usize..80,
+        1usize..80,
+        1usize..3,
+        1usize..6,
+        0u8..4,
+        any::<u64>()
+    )
 );
 
 fn wrong_shapes_are_shape_errors<B: Backend>(dev: &B) -> TestCaseResult {
@@ -241,8 +290,30 @@ fn wrong_shapes_are_shape_errors<B: Backend>(dev: &B) -> TestCaseResult {
     );
     is_shape("fwd, heads", r)?;
     // backward: (dq, dk, dv, dout, out, q, k, v, lse, mask)
-    let good = [nq * d, nk * d, nk * d, nq * d, nq * d, nq * d, nk * d, nk * d, h * nq, nk];
-    let bad = [nk * d, nq * d, nq * d, nk * d, nk * d, nk * d, nq * d, nq * d, h * nk, nq];
+    let good = [
+        nq * d,
+        nk * d,
+        nk * d,
+        nq * d,
+        nq * d,
+        nq * d,
+        nk * d,
+        nk * d,
+        h * nq,
+        nk,
+    ];
+    let bad = [
+        nk * d,
+        nq * d,
+        nq * d,
+        nk * d,
+        nk * d,
+        nk * d,
+        nq * d,
+        nq * d,
+        h * nk,
+        nq,
+    ];
     for i in 0..10 {
         let mut l = good;
         l[i] = bad[i];
@@ -330,7 +401,9 @@ fn param_leaf_gradient_flows_into_the_parameter<B: Backend>(dev: &B) -> TestCase
         let mut se = 0.0;
         for i in 0..n {
             for o in 0..m {
-                let yh: f64 = (0..k).map(|c| 2.0 * p[i * k + c] * wv[o * k + c] as f64).sum::<f64>()
+                let yh: f64 = (0..k)
+                    .map(|c| 2.0 * p[i * k + c] * wv[o * k + c] as f64)
+                    .sum::<f64>()
                     + bv[o] as f64;
                 se += (yh - yv[i * m + o] as f64).powi(2);
             }
@@ -355,9 +428,25 @@ fn lin(x: &[f64], n: usize, k: usize, p: &P, name: &str) -> Vec<f64> {
 
 /// The whole model with `--attention induced`, no dropout, no positional encoding, gate rank 0,
 /// written from docs/model.md and docs/model-induced.md: returns (yhat, loss).
-fn model_oracle(cfg: &Config, p: &P, x: &[f64], y: &[f64], mask: &[f32], n: usize) -> (Vec<f64>, f64) {
-    let (f, d, t, h, mi) = (cfg.n_features, cfg.d_model, cfg.n_targets, cfg.heads, cfg.inducing);
-    let g: Vec<f64> = p["gate.w"].iter().map(|&w| 1.0 / (1.0 + (-w).exp())).collect();
+fn model_oracle(
+    cfg: &Config,
+    p: &P,
+    x: &[f64],
+    y: &[f64],
+    mask: &[f32],
+    n: usize,
+) -> (Vec<f64>, f64) {
+    let (f, d, t, h, mi) = (
+        cfg.n_features,
+        cfg.d_model,
+        cfg.n_targets,
+        cfg.heads,
+        cfg.inducing,
+    );
+    let g: Vec<f64> = p["gate.w"]
+        .iter()
+        .map(|&w| 1.0 / (1.0 + (-w).exp()))
+        .collect();
     let s: Vec<f64> = g
         .iter()
         .map(|&v| if v >= cfg.threshold as f64 { v } else { 0.0 })
@@ -366,7 +455,13 @@ fn model_oracle(cfg: &Config, p: &P, x: &[f64], y: &[f64], mask: &[f32], n: usiz
     let mut hs = lin(&lin(&xt, n, f, p, "mapper.0"), n, d, p, "mapper.1");
     let ones = vec![1.0f32; mi];
     let ln = |x: &[f64], name: &str| {
-        layer_norm(x, &p[&format!("{name}.weight")], &p[&format!("{name}.bias")], n, d)
+        layer_norm(
+            x,
+            &p[&format!("{name}.weight")],
+            &p[&format!("{name}.bias")],
+            n,
+            d,
+        )
     };
     for l in 0..cfg.layers {
         let a = |x: &str| format!("layers.{l}.attn.{x}");
@@ -401,7 +496,10 @@ fn model_oracle(cfg: &Config, p: &P, x: &[f64], y: &[f64], mask: &[f32], n: usiz
         }
     }
     let mse = if cnt > 0.0 { se / cnt } else { 0.0 };
-    (yhat, mse + cfg.lambda_sparsity as f64 * g.iter().sum::<f64>() / f as f64)
+    (
+        yhat,
+        mse + cfg.lambda_sparsity as f64 * g.iter().sum::<f64>() / f as f64,
+    )
 }
 
 struct ModelCase {
@@ -432,7 +530,13 @@ fn model_case(seed: u64, real: usize, pad: usize, m: usize, layers: usize) -> Mo
         .map(|_| ((rng.next_u32() % 5) as f32 - 2.0) / 2.0)
         .collect();
     let y = (0..n * 2)
-        .map(|e| if e % 7 == 3 { f32::NAN } else { (rng.next_u32() % 5) as f32 / 4.0 })
+        .map(|e| {
+            if e % 7 == 3 {
+                f32::NAN
+            } else {
+                (rng.next_u32() % 5) as f32 / 4.0
+            }
+        })
         .collect();
     let mask = (0..n).map(|i| if i < real { 1.0 } else { 0.0 }).collect();
     let mut tensors = init_params(&cfg, seed);
@@ -454,7 +558,10 @@ fn model_case(seed: u64, real: usize, pad: usize, m: usize, layers: usize) -> Mo
 }
 
 /// The f32 model on the tape: (yhat, loss, gradients by name).
-fn run_model<B: Backend>(dev: &B, c: &ModelCase) -> eraengine::Result<(Vec<f32>, f32, Vec<(String, Vec<f32>)>)> {
+fn run_model<B: Backend>(
+    dev: &B,
+    c: &ModelCase,
+) -> eraengine::Result<(Vec<f32>, f32, Vec<(String, Vec<f32>)>)> {
     let mut params = Params::from_host(dev, &c.tensors)?;
     let model = EraTransformer::new(c.cfg.clone(), &params)?;
     let mut tape = Tape::new();
@@ -519,7 +626,11 @@ fn induced_model_matches_oracle_and_finite_differences<B: Backend>(dev: &B) -> T
         // the inducing points and the induced maps were among them, and got gradient (with one
         // valid row, step 1's softmax has one key: its weight is 1 whatever the points are)
         let names: &[&str] = if real > 1 {
-            &["layers.0.attn.inducing", "layers.0.attn.iq.weight", "layers.0.attn.iv.bias"]
+            &[
+                "layers.0.attn.inducing",
+                "layers.0.attn.iq.weight",
+                "layers.0.attn.iv.bias",
+            ]
         } else {
             &["layers.0.attn.iv.bias"]
         };
@@ -531,7 +642,10 @@ fn induced_model_matches_oracle_and_finite_differences<B: Backend>(dev: &B) -> T
     }
     Ok(())
 }
-device_test!(induced_model_matches_oracle_and_finite_differences, [Order::Forward]);
+device_test!(
+    induced_model_matches_oracle_and_finite_differences,
+    [Order::Forward]
+);
 
 /// Whole-model CPU ≡ emulator with induced attention, in two thread orders.
 #[test]
@@ -559,7 +673,9 @@ fn induced_model_emulator_matches_cpu() {
 
 fn checkpoint(cfg: Config) -> Checkpoint {
     Checkpoint {
-        features: (0..cfg.n_features).map(|i| format!("feature_{i}")).collect(),
+        features: (0..cfg.n_features)
+            .map(|i| format!("feature_{i}"))
+            .collect(),
         targets: (0..cfg.n_targets).map(|i| format!("target_{i}")).collect(),
         tensors: init_params(&cfg, 7),
         config: cfg,
@@ -584,10 +700,18 @@ fn induced_checkpoint_round_trips_its_config_and_tensors() {
     }
     // the points start as N(0, 1)/√d: mean ≈ 0, spread ≈ 1/√8 (40 draws)
     let ck = checkpoint(cfg.clone());
-    let pts = &ck.tensors.iter().find(|t| t.0 == "layers.1.attn.inducing").unwrap().2;
+    let pts = &ck
+        .tensors
+        .iter()
+        .find(|t| t.0 == "layers.1.attn.inducing")
+        .unwrap()
+        .2;
     let mean = pts.iter().sum::<f32>() / pts.len() as f32;
     let sd = (pts.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / pts.len() as f32).sqrt();
-    assert!(mean.abs() < 0.15 && (0.2..0.5).contains(&sd), "mean {mean}, sd {sd}");
+    assert!(
+        mean.abs() < 0.15 && (0.2..0.5).contains(&sd),
+        "mean {mean}, sd {sd}"
+    );
     let dir = std::env::temp_dir().join(format!("eraengine-induced-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("induced.safetensors");
@@ -626,7 +750,10 @@ fn an_old_checkpoint_without_the_new_keys_still_loads() {
     assert_eq!(back.config.attention, Attention::Softmax);
     assert_eq!(back.config.inducing, 32);
     assert_eq!(back.tensors, ck.tensors);
-    assert!(!back.tensors.iter().any(|t| t.0.contains("inducing") || t.0.contains(".iq.")));
+    assert!(!back
+        .tensors
+        .iter()
+        .any(|t| t.0.contains("inducing") || t.0.contains(".iq.")));
     let params = Params::from_host(&Cpu, &back.tensors).unwrap();
     EraTransformer::new(back.config, &params).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
