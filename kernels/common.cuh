@@ -299,7 +299,8 @@ struct PosEncParams {
 
 // softmax_attention_{fwd,d_bwd,dq_bwd,dkv_bwd}_f32 (kernels/softmax_attention.cu): out/out2 the
 // written tensors (fwd: out, lse; dq: dq; dkv: dk, dv), dd = D [h·n] scratch, o = the forward's out,
-// tile = rows per shared tile, stride = per-thread row stride in shared memory, scale = 1/√dh
+// tile = rows per shared tile, stride = per-thread row stride in shared memory, scale = 1/√dh;
+// n = query rows (q, out, dout, lse, dd), nk = key rows (k, v, mask): cross-attention
 struct SoftmaxAttnParams {
     float* out;
     float* out2;
@@ -318,7 +319,7 @@ struct SoftmaxAttnParams {
     unsigned int tile;
     unsigned int stride;
     float scale;
-    unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
+    unsigned int nk;
 };
 
 

@@ -1,19 +1,24 @@
-// Masked multi-head softmax attention (SPEC §3 option), flash style: never forms an n × n matrix.
-// q, k, v, out: [n, d]; head hd owns columns [hd·dh, (hd+1)·dh); mask: [n]; a key j takes part iff
-// mask[j] ≠ 0 (every row is a query). With s_ij = Q_i·K_j / √dh over the row's keys:
+// Masked multi-head softmax cross-attention (SPEC §3 option; induced set attention,
+// docs/model-induced.md), flash style: never forms an nq × nk matrix.
+// q, out, dout: [n, d] (n = query rows), k, v: [nk, d]; head hd owns columns [hd·dh, (hd+1)·dh);
+// mask: [nk]; a key j takes part iff mask[j] ≠ 0 (every query row is a query). Self-attention is
+// nk = n. With s_ij = Q_i·K_j / √dh over the query's keys:
 //   O_i = Σ_j softmax_j(s_ij) V_j,  lse[hd·n + i] = log Σ_j exp(s_ij)   (saved for the backward)
-// A row with no key at all outputs 0 and saves lse = 0, as the CPU op (src/ops/attention.rs).
+// A query with no key at all outputs 0 and saves lse = 0, as the CPU op (src/ops/attention/mod.rs).
 // Backward (ACCUMULATES into dq, dk, dv), scores recomputed from lse: P_ij = exp(s_ij − lse_i),
 // D_i = dO_i·O_i, dS_ij = P_ij (dO_i·V_j − D_i);
 //   dQ_i += Σ_j dS_ij K_j / √dh,  dK_j += Σ_i dS_ij Q_i / √dh,  dV_j += Σ_i P_ij dO_i.
+// A query with no key gets nothing from dQ (no key is visited), and adds nothing to dK, dV (keys
+// only exist when some key is valid, and then every query has one).
 //
-// Grid mapping (all but the D kernel): grid (⌈n / QB⌉, h), block QB = blockDim.x threads (64, or 32
-// for wide heads), thread t owns row blockIdx.x·QB + t of head blockIdx.y. The other side's rows
-// stream through dynamic shared memory in tiles of `tile` rows (≤ 32, sized on the host to fit
-// 48 KiB): tile area a[tile·dh] | b[tile·dh] | s1[tile] | s2[tile], then per-thread rows of `stride`
-// floats (dh rounded up to odd: conflict-free) for the accumulators, r0 | r1, each [QB·stride]; the
-// thread's own input rows are read from global memory (cached), so a head of width ≤ ~180 fits.
-// Two barriers per tile; threads past n (and masked key rows in dkv) only help loading.
+// Grid mapping (all but the D kernel): grid (⌈rows / QB⌉, h), block QB = blockDim.x threads (64,
+// or 32 for wide heads), thread t owns row blockIdx.x·QB + t of head blockIdx.y (a query row in
+// fwd and dq, a key row in dkv). The other side's rows stream through dynamic shared memory in
+// tiles of `tile` rows (≤ 32, sized on the host to fit 48 KiB): tile area a[tile·dh] | b[tile·dh]
+// | s1[tile] | s2[tile], then per-thread rows of `stride` floats (dh rounded up to odd:
+// conflict-free) for the accumulators, r0 | r1, each [QB·stride]; the thread's own input rows are
+// read from global memory (cached), so a head of width ≤ ~180 fits. Two barriers per tile;
+// threads past the last row (and masked key rows in dkv) only help loading.
 // softmax_attention_fwd_f32: a = K, b = V, s1 = mask; r0 = output accumulator; online softmax
 //   (running max m, sum l, the accumulator rescaled when m grows).
 // softmax_attention_d_bwd_f32: D[hd·n + i] = dO_i·O_i, one thread per (i, hd), grid-stride.
@@ -73,8 +78,8 @@ extern "C" __global__ void softmax_attention_fwd_f32(SoftmaxAttnParams p) {
     for (unsigned int a = 0; a < dh; ++a) sh.r0[a] = 0.0f;
     float m = __int_as_float((int)0xff800000u);  // −inf
     float l = 0.0f;
-    for (unsigned int j0 = 0; j0 < p.n; j0 += p.tile) {
-        const unsigned int cnt = min(p.tile, p.n - j0);
+    for (unsigned int j0 = 0; j0 < p.nk; j0 += p.tile) {
+        const unsigned int cnt = min(p.tile, p.nk - j0);
         sa_load_tile(sh.a, p.k, p, j0, cnt, hd);
         sa_load_tile(sh.b, p.v, p, j0, cnt, hd);
         for (unsigned int t = threadIdx.x; t < p.tile; t += blockDim.x) sh.s1[t] = t < cnt ? p.mask[j0 + t] : 0.0f;
@@ -127,8 +132,8 @@ extern "C" __global__ void softmax_attention_dq_bwd_f32(SoftmaxAttnParams p) {
     for (unsigned int a = 0; a < dh; ++a) sh.r0[a] = 0.0f;
     const float lse = active ? p.lse[(unsigned long long)hd * p.n + i] : 0.0f;
     const float di = active ? p.dd[(unsigned long long)hd * p.n + i] : 0.0f;
-    for (unsigned int j0 = 0; j0 < p.n; j0 += p.tile) {
-        const unsigned int cnt = min(p.tile, p.n - j0);
+    for (unsigned int j0 = 0; j0 < p.nk; j0 += p.tile) {
+        const unsigned int cnt = min(p.tile, p.nk - j0);
         sa_load_tile(sh.a, p.k, p, j0, cnt, hd);
         sa_load_tile(sh.b, p.v, p, j0, cnt, hd);
         for (unsigned int t = threadIdx.x; t < p.tile; t += blockDim.x) sh.s1[t] = t < cnt ? p.mask[j0 + t] : 0.0f;
@@ -155,7 +160,7 @@ extern "C" __global__ void softmax_attention_dkv_bwd_f32(SoftmaxAttnParams p) {
     const unsigned int hd = blockIdx.y;
     const unsigned int j = blockIdx.x * blockDim.x + threadIdx.x;
     // only real keys receive gradient; the other threads help load the query tiles
-    const bool active = j < p.n && p.mask[j] != 0.0f;
+    const bool active = j < p.nk && p.mask[j] != 0.0f;
     const unsigned long long off = (unsigned long long)j * p.d + hd * dh;
     const float* kr = p.k + off;  // read only when active
     const float* vr = p.v + off;

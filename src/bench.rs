@@ -105,7 +105,11 @@ pub fn step_flops(cfg: &Config, n: usize) -> f64 {
     let attn = match cfg.attention {
         crate::model::Attention::Linear => layers * 3.0 * 4.0 * n * d * dh,
         crate::model::Attention::Softmax => layers * 3.5 * 4.0 * n * n * d,
-        crate::model::Attention::Induced => layers * 2.0 * 3.5 * 4.0 * n * cfg.inducing as f64 * d,
+        // two cross-attentions of n·M pairs, and the iq, ik, iv maps on the M points
+        crate::model::Attention::Induced => {
+            let m = cfg.inducing as f64;
+            layers * (2.0 * 3.5 * 4.0 * n * m * d + 3.0 * 6.0 * m * d * d)
+        }
     };
     6.0 * n * lin + attn
 }
@@ -221,19 +225,45 @@ pub fn run<B: Backend>(dev: &B, cfg: Config, n: usize, reps: usize) -> Result<Be
                 )
             })?,
         ));
-    } else {
+    } else if cfg.attention == crate::model::Attention::Softmax {
         let mut lse = dev.zeros(h * n)?;
         ops.push((
             "softmax_attention_fwd".to_string(),
             time_ms(reps, || {
-                dev.softmax_attention_fwd(&mut out, &mut lse, &h1, &h2, &h1, &mask, n, d, h)
+                dev.softmax_attention_fwd(&mut out, &mut lse, &h1, &h2, &h1, &mask, n, n, d, h)
             })?,
         ));
         ops.push((
             "softmax_attention_bwd".to_string(),
             time_ms(reps, || {
                 dev.softmax_attention_bwd(
-                    &mut dq, &mut dk, &mut dv, &h2, &out, &lse, &h1, &h2, &h1, &mask, n, d, h,
+                    &mut dq, &mut dk, &mut dv, &h2, &out, &lse, &h1, &h2, &h1, &mask, n, n, d, h,
+                )
+            })?,
+        ));
+    } else {
+        // induced: the M points over the n rows, then the n rows over the M results
+        let m = cfg.inducing;
+        let (hm, mut om) = (rand(m * d)?, dev.zeros(m * d)?);
+        let (mut lse_m, mut lse_n) = (dev.zeros(h * m)?, dev.zeros(h * n)?);
+        let ones_m = dev.upload(&vec![1.0; m])?;
+        let (mut dqm, mut dkm, mut dvm) = (dev.zeros(m * d)?, dev.zeros(m * d)?, dev.zeros(m * d)?);
+        ops.push((
+            "softmax_attention_fwd (M over n, n over M)".to_string(),
+            time_ms(reps, || {
+                dev.softmax_attention_fwd(&mut om, &mut lse_m, &hm, &h2, &h1, &mask, m, n, d, h)?;
+                dev.softmax_attention_fwd(&mut out, &mut lse_n, &h1, &hm, &om, &ones_m, n, m, d, h)
+            })?,
+        ));
+        ops.push((
+            "softmax_attention_bwd (M over n, n over M)".to_string(),
+            time_ms(reps, || {
+                dev.softmax_attention_bwd(
+                    &mut dq, &mut dkm, &mut dvm, &h2, &out, &lse_n, &h1, &hm, &om, &ones_m, n, m,
+                    d, h,
+                )?;
+                dev.softmax_attention_bwd(
+                    &mut dqm, &mut dk, &mut dv, &dkm, &om, &lse_m, &hm, &h2, &h1, &mask, m, n, d, h,
                 )
             })?,
         ));

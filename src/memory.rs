@@ -7,7 +7,7 @@
 //! gradient for the backward pass. Per transformer layer the tape records q, k, v, the attention
 //! output, o, two residual sums, two layer norms (with their row statistics), two dropout outputs
 //! and masks, and the feed-forward's two `[n, d_ff]` tensors; softmax attention adds its
-//! `[heads, n, n]` scores and probabilities. The gate records `x̃`, the mask and the gate values;
+//! `[heads, n, n]` scores and probabilities; induced attention its M inducing rows' tensors. The gate records `x̃`, the mask and the gate values;
 //! the mapper and head their linear outputs. The count errs high rather than low.
 
 use crate::model::{param_specs, Attention, Config};
@@ -45,9 +45,14 @@ pub fn activation_elems(cfg: &Config, rows: usize) -> u128 {
         Attention::Linear => m(h, m(dh, dh) + dh).saturating_add(m(2, m(n, d))),
         // scores and probabilities [heads, n, n]
         Attention::Softmax => m(2, m(h, m(n, n))),
-        // scores and probabilities [heads, n, M] both ways, the M inducing rows' states
+        // fused cross-attentions (no score matrix): per layer the M inducing rows' tensors
+        // (the points, their query map, H, its key and value maps) with gradients, the two
+        // attentions' log-sum-exps [heads, M] and [heads, n], and the all-valid key mask [M]
         Attention::Induced => {
-            m(4, m(h, m(n, cfg.inducing as u128))).saturating_add(m(4, m(cfg.inducing as u128, d)))
+            let mi = cfg.inducing as u128;
+            m(10, m(mi, d))
+                .saturating_add(m(2, m(h, mi.saturating_add(n))))
+                .saturating_add(mi)
         }
     };
     let per_layer = m(14, m(n, d))

@@ -338,7 +338,7 @@ fn heads_that_do_not_divide_d_are_shape_errors_not_crashes<B: Backend>(b: &B) ->
     let mut out = b.zeros(12).unwrap();
     let mut lse = b.zeros(10).unwrap();
     let err = b
-        .softmax_attention_fwd(&mut out, &mut lse, &x, &x, &x, &mask, 2, 6, 5)
+        .softmax_attention_fwd(&mut out, &mut lse, &x, &x, &x, &mask, 2, 2, 6, 5)
         .unwrap_err();
     assert!(err.to_string().contains("heads"), "{err}");
     let (mut s, mut z) = (b.zeros(4).unwrap(), b.zeros(4).unwrap());

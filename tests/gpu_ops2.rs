@@ -488,13 +488,13 @@ fn softmax_attn_run<B: Backend>(
     );
     let mut out = dev.upload(&vec![3.0; n * d])?;
     let mut lse = dev.upload(&vec![3.0; h * n])?;
-    dev.softmax_attention_fwd(&mut out, &mut lse, &qb, &kb, &vb, &mb, n, d, h)?;
+    dev.softmax_attention_fwd(&mut out, &mut lse, &qb, &kb, &vb, &mb, n, n, d, h)?;
     let dy = dev.upload(dout)?;
     let mut dq = dev.upload(&g0[..n * d])?;
     let mut dk = dev.upload(&g0[n * d..2 * n * d])?;
     let mut dv = dev.upload(&g0[2 * n * d..])?;
     dev.softmax_attention_bwd(
-        &mut dq, &mut dk, &mut dv, &dy, &out, &lse, &qb, &kb, &vb, &mb, n, d, h,
+        &mut dq, &mut dk, &mut dv, &dy, &out, &lse, &qb, &kb, &vb, &mb, n, n, d, h,
     )?;
     Ok([
         dev.download(&out)?,

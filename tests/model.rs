@@ -57,6 +57,8 @@ fn attention(
     match kind {
         Attention::Linear => ops::linear_attention(q, k, v, &mask, n, d, h),
         Attention::Softmax => ops::softmax_attention(q, k, v, &mask, n, d, h),
+        // its oracle (with the inducing points) is in tests/ops_cross_attention.rs
+        Attention::Induced => panic!("tests/model.rs has no induced-attention cases"),
     }
 }
 

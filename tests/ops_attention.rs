@@ -94,7 +94,7 @@ fn run_softmax<B: Backend>(dev: &B, cs: &Case, x: &DevCase<B>) -> [B::Buf; 2] {
     let (n, d, h) = (cs.n, cs.d, cs.h);
     let mut out = dev.upload(&vec![7.0; n * d]).unwrap();
     let mut lse = dev.upload(&vec![7.0; h * n]).unwrap();
-    dev.softmax_attention_fwd(&mut out, &mut lse, &x.q, &x.k, &x.v, &x.mask, n, d, h)
+    dev.softmax_attention_fwd(&mut out, &mut lse, &x.q, &x.k, &x.v, &x.mask, n, n, d, h)
         .unwrap();
     [out, lse]
 }
@@ -226,7 +226,7 @@ fn softmax_attention_matches_oracle<B: Backend>(
     let cb = dev.upload(&c).unwrap();
     let [dq, dk, dv] = grads(dev, [&d0[0], &d0[1], &d0[2]], |dq, dk, dv| {
         dev.softmax_attention_bwd(
-            dq, dk, dv, &cb, &outb, &lseb, &x.q, &x.k, &x.v, &x.mask, n, cs.d, h,
+            dq, dk, dv, &cb, &outb, &lseb, &x.q, &x.k, &x.v, &x.mask, n, n, cs.d, h,
         )
     });
     let [wq, wk, wv] = fd_qkv(&cs, &c, softmax_attention);
@@ -298,7 +298,7 @@ fn attention_agrees_with_oracle_when_threaded<B: Backend>(dev: &B) -> TestCaseRe
     let smx = threaded(dev, "softmax_attention_bwd", 1, || {
         grads(dev, [&z, &z, &z], |dq, dk, dv| {
             dev.softmax_attention_bwd(
-                dq, dk, dv, &cb, &soutb, &lseb, &x.q, &x.k, &x.v, &x.mask, n, d, h,
+                dq, dk, dv, &cb, &soutb, &lseb, &x.q, &x.k, &x.v, &x.mask, n, n, d, h,
             )
         })
     });

@@ -125,6 +125,7 @@ fn every_op_checks_lengths<B: Backend>(dev: &B) {
         &z(n * d),
         &z(n),
         n,
+        n,
         d,
         h,
     );
@@ -141,6 +142,7 @@ fn every_op_checks_lengths<B: Backend>(dev: &B) {
         &z(n * d),
         &z(n),
         n,
+        n,
         d,
         h,
     );
@@ -153,6 +155,7 @@ fn every_op_checks_lengths<B: Backend>(dev: &B) {
         &z(n * d),
         &z(n * d),
         &z(n),
+        n,
         n,
         d,
         3,

@@ -285,16 +285,17 @@ impl Backend for Cpu {
         k: &Vec<f32>,
         v: &Vec<f32>,
         mask: &Vec<f32>,
-        n: usize,
+        nq: usize,
+        nk: usize,
         d: usize,
         h: usize,
     ) -> Result<()> {
         let lens = (out.len(), lse.len(), q.len(), k.len(), v.len(), mask.len());
         let (o, l, ql, kl, vl, ml) = lens;
-        if attention::check_softmax_fwd(o, l, ql, kl, vl, ml, n, d, h)?.is_none() {
+        if attention::check_softmax_fwd(o, l, ql, kl, vl, ml, nq, nk, d, h)?.is_none() {
             return Ok(());
         }
-        attention::softmax_attention_fwd(out, lse, q, k, v, mask, n, d, h);
+        attention::softmax_attention_fwd(out, lse, q, k, v, mask, nq, nk, d, h);
         Ok(())
     }
     fn softmax_attention_bwd(
@@ -309,7 +310,8 @@ impl Backend for Cpu {
         k: &Vec<f32>,
         v: &Vec<f32>,
         mask: &Vec<f32>,
-        n: usize,
+        nq: usize,
+        nk: usize,
         d: usize,
         h: usize,
     ) -> Result<()> {
@@ -323,10 +325,10 @@ impl Backend for Cpu {
             k.len(),
             v.len(),
         ];
-        if attention::check_softmax_bwd(bufs, lse.len(), mask.len(), n, d, h)?.is_none() {
+        if attention::check_softmax_bwd(bufs, lse.len(), mask.len(), nq, nk, d, h)?.is_none() {
             return Ok(());
         }
-        attention::softmax_attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, mask, n, d, h);
+        attention::softmax_attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, mask, nq, nk, d, h);
         Ok(())
     }
     fn gate_fwd(

@@ -151,7 +151,8 @@ pub trait Backend {
         k: &Self::Buf,
         v: &Self::Buf,
         mask: &Self::Buf,
-        n: usize,
+        nq: usize,
+        nk: usize,
         d: usize,
         h: usize,
     ) -> Result<()>;
@@ -167,7 +168,8 @@ pub trait Backend {
         k: &Self::Buf,
         v: &Self::Buf,
         mask: &Self::Buf,
-        n: usize,
+        nq: usize,
+        nk: usize,
         d: usize,
         h: usize,
     ) -> Result<()>;

@@ -189,11 +189,12 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         k: &GpuBuf<L>,
         v: &GpuBuf<L>,
         mask: &GpuBuf<L>,
-        n: usize,
+        nq: usize,
+        nk: usize,
         d: usize,
         h: usize,
     ) -> Result<()> {
-        attention::softmax_attention_fwd(self, out, lse, q, k, v, mask, n, d, h)
+        attention::softmax_attention_fwd(self, out, lse, q, k, v, mask, nq, nk, d, h)
     }
     fn softmax_attention_bwd(
         &self,
@@ -207,11 +208,14 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         k: &GpuBuf<L>,
         v: &GpuBuf<L>,
         mask: &GpuBuf<L>,
-        n: usize,
+        nq: usize,
+        nk: usize,
         d: usize,
         h: usize,
     ) -> Result<()> {
-        attention::softmax_attention_bwd(self, dq, dk, dv, dout, out, lse, q, k, v, mask, n, d, h)
+        attention::softmax_attention_bwd(
+            self, dq, dk, dv, dout, out, lse, q, k, v, mask, nq, nk, d, h,
+        )
     }
     fn gate_fwd(
         &self,

@@ -381,17 +381,18 @@ fn cost(k: Kernel, cfg: LaunchCfg, params: &[u8]) -> (f64, f64, f64) {
             .map(|p| (0.0, 30.0 * f(p.n) * f(p.d), 8.0 * f(p.n) * f(p.d))),
         SoftmaxAttentionFwdF32 | SoftmaxAttentionDqBwdF32 | SoftmaxAttentionDkvBwdF32 => {
             read::<SoftmaxAttnParams>(params).map(|p| {
-                let (n, d) = (f(p.n), f(p.d));
-                // fwd: q·k and p·v (4n²d); dq: s, dp, dq (6n²d); dkv: s, dp, dk, dv (8n²d)
+                let (n, nk, d) = (f(p.n), f(p.nk), f(p.d));
+                // n queries × nk keys: fwd: q·k and p·v (4·n·nk·d); dq: s, dp, dq (6·n·nk·d);
+                // dkv: s, dp, dk, dv (8·n·nk·d); the query side is read once, the key side once
                 let per = match k {
                     SoftmaxAttentionFwdF32 => 4.0,
                     SoftmaxAttentionDqBwdF32 => 6.0,
                     _ => 8.0,
                 };
                 (
-                    per * n * n * d + 10.0 * n * n * f(p.h),
+                    per * n * nk * d + 10.0 * n * nk * f(p.h),
                     0.0,
-                    4.0 * 5.0 * n * d,
+                    4.0 * (3.0 * n * d + 2.0 * nk * d),
                 )
             })
         }

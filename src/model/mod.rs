@@ -2,6 +2,7 @@
 //! gate → mapper → (pos enc) → L × [MHLA, add, LN, dropout, FFN, add, LN, dropout] → head.
 
 pub mod config;
+pub mod induced;
 
 pub use config::{Attention, Config, Ffn, Preset, Selection};
 
@@ -36,6 +37,9 @@ pub fn param_specs(cfg: &Config) -> Vec<(String, Vec<usize>)> {
     for l in 0..cfg.layers {
         for x in ["q", "k", "v", "o"] {
             lin(&mut v, format!("layers.{l}.attn.{x}"), d, d);
+        }
+        if cfg.attention == Attention::Induced {
+            induced::param_specs(&mut v, l, d, cfg.inducing);
         }
         v.push((format!("layers.{l}.norm1.weight"), vec![d]));
         v.push((format!("layers.{l}.norm1.bias"), vec![d]));
@@ -79,7 +83,9 @@ pub fn init_params(cfg: &Config, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>
         .map(|(i, (name, shape))| {
             let len: usize = shape.iter().product();
             let mut rng = Rng::new(seed, i as u32);
-            let data: Vec<f32> = if name == "gate.w" {
+            let data: Vec<f32> = if induced::is_points(name) {
+                induced::init_points(&mut rng, shape)
+            } else if name == "gate.w" {
                 vec![2.0; len]
             } else if name == "gate.a" {
                 (0..len).map(|_| 0.01 * rng.normal()).collect()
@@ -127,6 +133,8 @@ struct Layer {
     norm2: Lin,
     /// FiLM (γ, β) maps from the era context, when the config has one
     film: Option<(Lin, Lin)>,
+    /// The inducing points and their maps, with induced attention
+    induced: Option<induced::InducedLayer>,
 }
 
 /// The model: its config and the ids of its parameters in a [`Params`] store.
@@ -214,6 +222,11 @@ impl EraTransformer {
                 } else {
                     None
                 },
+                induced: if cfg.attention == Attention::Induced {
+                    Some(induced::bind(params, l)?)
+                } else {
+                    None
+                },
             });
         }
         let gate_ab = if cfg.gate_rank > 0 {
@@ -256,13 +269,11 @@ impl EraTransformer {
     ) -> Result<Outputs> {
         let c = &self.cfg;
         let (n, f, d, h) = (era.n, c.n_features, c.d_model, c.heads);
-        if c.ffn != Ffn::Gelu || c.selection != Selection::Gate || c.attention == Attention::Induced
-        {
+        if c.ffn != Ffn::Gelu || c.selection != Selection::Gate {
             return Err(Error::usage(format!(
-                "ffn '{}', selection '{}', attention '{}': not built yet",
+                "ffn '{}', selection '{}': not built yet",
                 c.ffn.as_str(),
                 c.selection.as_str(),
-                c.attention.as_str()
             )));
         }
         // Feature gate: x̃ = x ⊙ s.
@@ -312,14 +323,39 @@ impl EraTransformer {
             }
             _ => None,
         };
+        // induced attention: every one of the M results is a valid key
+        let all_m = match c.attention {
+            Attention::Induced => Some(tape.input(dev, &vec![1.0; c.inducing])?),
+            _ => None,
+        };
         for (l, ly) in self.layers.iter().enumerate() {
             let q = tape.linear(dev, p, hs, ly.q.w, ly.q.b, n, d, d)?;
             let k = tape.linear(dev, p, hs, ly.k.w, ly.k.b, n, d, d)?;
             let v = tape.linear(dev, p, hs, ly.v.w, ly.v.b, n, d, d)?;
-            let att = match c.attention {
-                Attention::Linear => tape.linear_attention(dev, q, k, v, era.mask, n, d, h)?,
-                Attention::Softmax | Attention::Induced => {
+            let att = match (c.attention, &ly.induced, all_m) {
+                (Attention::Linear, _, _) => {
+                    tape.linear_attention(dev, q, k, v, era.mask, n, d, h)?
+                }
+                (Attention::Softmax, _, _) => {
                     tape.softmax_attention(dev, q, k, v, era.mask, n, d, h)?
+                }
+                (Attention::Induced, Some(il), Some(ones)) => induced::attend(
+                    dev,
+                    tape,
+                    p,
+                    il,
+                    [q, k, v],
+                    era.mask,
+                    ones,
+                    n,
+                    c.inducing,
+                    d,
+                    h,
+                )?,
+                (Attention::Induced, _, _) => {
+                    return Err(Error::shape(
+                        "induced attention without its inducing points".to_string(),
+                    ))
                 }
             };
             let a = tape.linear(dev, p, att, ly.o.w, ly.o.b, n, d, d)?;

@@ -67,6 +67,8 @@ pub enum Node {
         d: usize,
         h: usize,
     },
+    /// Softmax cross-attention: out, q [nq, d], k, v [nk, d], key mask [nk], lse [h·nq]
+    /// (self-attention: nq = nk).
     SoftmaxAttention {
         out: T,
         lse: T,
@@ -74,7 +76,8 @@ pub enum Node {
         k: T,
         v: T,
         mask: T,
-        n: usize,
+        nq: usize,
+        nk: usize,
         d: usize,
         h: usize,
     },
@@ -118,6 +121,12 @@ pub enum Node {
         beta: T,
         n: usize,
         d: usize,
+    },
+    /// A parameter used as a tape tensor ([`Tape::param`]): out is a copy of parameter `id`; the
+    /// backward adds out's gradient into the parameter's gradient.
+    Param {
+        out: T,
+        id: ParamId,
     },
 }
 

@@ -14,7 +14,7 @@ pub use base::{Node, Tape, T};
 
 use crate::device::Backend;
 use crate::ops::{attention, corr_loss, elementwise, film, gate, layer_norm, linear, loss};
-use crate::params::Params;
+use crate::params::{ParamId, Params};
 use crate::{Error, Result};
 
 impl<B: Backend> Tape<B> {
@@ -64,5 +64,47 @@ fn backward_node<B: Backend>(
         Node::Gate { .. } => gate::backward(tape, dev, p, node),
         Node::CorrLoss { .. } => corr_loss::backward(tape, dev, node),
         Node::Film { .. } => film::backward(tape, dev, node),
+        Node::Param { .. } => param_backward(tape, dev, p, node),
     }
+}
+
+impl<B: Backend> Tape<B> {
+    /// Parameter `id` as a tape tensor (e.g. the inducing points of induced attention, a learned
+    /// value): a copy on the tape that any op may read; its gradient is added into
+    /// `params.grads[id]` by the backward ([`Node::Param`]). Each call records its own copy, so a
+    /// parameter used twice gets the sum of both gradients.
+    pub fn param(&mut self, dev: &B, params: &Params<B>, id: ParamId) -> Result<T> {
+        let src = params
+            .values
+            .get(id.0)
+            .ok_or_else(|| Error::device(format!("parameter id {} does not exist", id.0)))?;
+        let len = dev.len(src);
+        let out = self.new_tensor(dev, len)?;
+        dev.copy(self.buf_mut(out)?, src)?;
+        self.record(Node::Param { out, id });
+        Ok(out)
+    }
+}
+
+/// Backward of [`Node::Param`]: params.grads[id] += d out.
+fn param_backward<B: Backend>(
+    tape: &mut Tape<B>,
+    dev: &B,
+    p: &mut Params<B>,
+    node: &Node,
+) -> Result<()> {
+    let Node::Param { out, id } = *node else {
+        return Err(Error::device("param_backward on another node".to_string()));
+    };
+    if let Some(g) = tape.take_grad_if_any(out) {
+        let dst = p
+            .grads
+            .get_mut(id.0)
+            .ok_or_else(|| Error::device(format!("parameter id {} does not exist", id.0)))?;
+        let r = dev.accumulate(dst, &g);
+        dev.recycle(g);
+        r?;
+    }
+    tape.free(dev, out);
+    Ok(())
 }

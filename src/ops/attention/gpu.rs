@@ -1,6 +1,7 @@
 //! Launch recipes of the attentions for [`GpuBackend`] (`kernels/linear_attention.cu`,
 //! `kernels/softmax_attention.cu`): linear attention sums its state per (chunk, head) and reduces
-//! the partials in order; softmax attention is flash style over tiles of keys in shared memory.
+//! the partials in order; softmax (cross-)attention is flash style over tiles of keys in shared
+//! memory: the forward and dQ run one thread per query row, dK/dV one thread per key row.
 
 use super::{check_linear_bwd, check_linear_fwd, check_softmax_bwd, check_softmax_fwd};
 use crate::gpu::backend::{blocks_for, GpuBackend, GpuBuf, BLOCK, MAX_DYN_SHARED, MAX_GRID};
@@ -277,17 +278,21 @@ pub(crate) fn softmax_attention_fwd<L: Launcher>(
     k: &GpuBuf<L>,
     v: &GpuBuf<L>,
     mask: &GpuBuf<L>,
-    n: usize,
+    nq: usize,
+    nk: usize,
     d: usize,
     h: usize,
 ) -> Result<()> {
     let op = "softmax_attention_fwd";
     let lens = (out.len(), lse.len(), q.len(), k.len(), v.len(), mask.len());
-    let Some(dh) = check_softmax_fwd(lens.0, lens.1, lens.2, lens.3, lens.4, lens.5, n, d, h)?
-    else {
+    let (o, l, ql, kl, vl, ml) = lens;
+    let Some(dh) = check_softmax_fwd(o, l, ql, kl, vl, ml, nq, nk, d, h)? else {
         return Ok(());
     };
-    u32_of("n·d", n * d)?;
+    let n = nq;
+    u32_of("nq·d", nq * d)?;
+    u32_of("nk·d", nk * d)?;
+    u32_of("h·nq", h * nq)?;
     let (threads, tile, stride, shmem) = sa_shape(op, dh, 1)?;
     let p = SoftmaxAttnParams {
         out: out.ptr(),
@@ -307,7 +312,7 @@ pub(crate) fn softmax_attention_fwd<L: Launcher>(
         tile,
         stride,
         scale: 1.0 / (dh as f32).sqrt(),
-        pad: 0,
+        nk: nk as u32,
     };
     let cfg = sa_grid(op, n, h, threads, shmem)?;
     // SAFETY: lengths checked above; shared memory sized by sa_shape.
@@ -327,7 +332,8 @@ pub(crate) fn softmax_attention_bwd<L: Launcher>(
     k: &GpuBuf<L>,
     v: &GpuBuf<L>,
     mask: &GpuBuf<L>,
-    n: usize,
+    nq: usize,
+    nk: usize,
     d: usize,
     h: usize,
 ) -> Result<()> {
@@ -342,10 +348,13 @@ pub(crate) fn softmax_attention_bwd<L: Launcher>(
         k.len(),
         v.len(),
     ];
-    let Some(dh) = check_softmax_bwd(bufs, lse.len(), mask.len(), n, d, h)? else {
+    let Some(dh) = check_softmax_bwd(bufs, lse.len(), mask.len(), nq, nk, d, h)? else {
         return Ok(());
     };
-    u32_of("n·d", n * d)?;
+    let n = nq;
+    u32_of("nq·d", nq * d)?;
+    u32_of("nk·d", nk * d)?;
+    u32_of("h·nq", h * nq)?;
     let dd = be.scratch(h * n * 4)?;
     let base = SoftmaxAttnParams {
         out: 0,
@@ -365,7 +374,7 @@ pub(crate) fn softmax_attention_bwd<L: Launcher>(
         tile: 0,
         stride: 0,
         scale: 1.0 / (dh as f32).sqrt(),
-        pad: 0,
+        nk: nk as u32,
     };
     let (tq, tile_q, stride_q, sh_q) = sa_shape(op, dh, 1)?;
     let (tk, tile_k, stride_k, sh_k) = sa_shape(op, dh, 2)?;
@@ -384,7 +393,7 @@ pub(crate) fn softmax_attention_bwd<L: Launcher>(
     };
     let cfg_d = LaunchCfg::linear(blocks_for(n * h, BLOCK, MAX_GRID), BLOCK, 0);
     let cfg_q = sa_grid(op, n, h, tq, sh_q)?;
-    let cfg_k = sa_grid(op, n, h, tk, sh_k)?;
+    let cfg_k = sa_grid(op, nk, h, tk, sh_k)?;
     // SAFETY: lengths checked above; dd holds h·n floats; shared memory sized by sa_shape.
     unsafe {
         be.go(kernel::SOFTMAX_ATTENTION_D_BWD_F32, cfg_d, &base)?;

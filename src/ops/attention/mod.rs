@@ -3,11 +3,14 @@
 //!
 //! Linear (SPEC §3): φ = elu + 1, S = Σ_j m_j φ(K_j) V_jᵀ [dh,dh], z = Σ_j m_j φ(K_j) [dh],
 //! O_i = φ(Q_i)ᵀ S / (φ(Q_i)ᵀ z + eps). Saves s[h·dh·dh] and z[h·dh].
-//! Softmax: O_i = Σ_j m_j softmax_j(Q_i·K_j/√dh) V_j (online softmax); saves lse[h·n].
+//! Softmax (cross-attention): queries q, out [nq, d], keys and values k, v [nk, d], key mask [nk];
+//! O_i = Σ_j m_j softmax_j(Q_i·K_j/√dh) V_j (online softmax); saves lse[h·nq]. Self-attention is
+//! nq = nk = n with the row mask as the key mask.
 //!
 //! Layouts: s[hd·dh·dh + a·dh + b] = S_hd[a, b]; z[hd·dh + a]; lse[hd·n + i] = log Σ_j exp(score_ij)
-//! over the row's keys. In softmax attention a key j takes part iff mask[j] ≠ 0; a row with no such
-//! key outputs 0 and saves lse = 0. h must divide d.
+//! over the row's keys (lse[hd·nq + i] in cross-attention). In softmax attention a key j takes part
+//! iff mask[j] ≠ 0; a query with no such key (a fully masked era) outputs 0, saves lse = 0 and gets
+//! zero gradient (as do q, k, v through it). h must divide d.
 //!
 //! Linear backward, with p_i = φ(Q_i), num_i = p_iᵀS, den_i = p_i·z + eps, O_i = num_i / den_i:
 //! dnum_i = dO_i / den_i, dden_i = −(dO_i·O_i) / den_i, dp_i = S dnum_i + dden_i z,
@@ -332,16 +335,18 @@ pub fn softmax_attention_fwd(
     k: &[f32],
     v: &[f32],
     mask: &[f32],
-    n: usize,
+    nq: usize,
+    nk: usize,
     d: usize,
     h: usize,
 ) {
-    if n == 0 || d == 0 || h == 0 {
+    if nq == 0 || d == 0 || h == 0 {
         return;
     }
+    let n = nq;
     let dh = d / h;
     let scale = 1.0 / (dh as f32).sqrt();
-    let keys = real_keys(mask, n);
+    let keys = real_keys(mask, nk);
     let keys = &keys;
     let chunk = par::chunk_rows(n, 4 * keys.len() * d + 1);
     // results per chunk: lse values [h][rows of the chunk], written after the join
@@ -421,14 +426,16 @@ pub fn softmax_attention_bwd(
     k: &[f32],
     v: &[f32],
     mask: &[f32],
-    n: usize,
+    nq: usize,
+    nk: usize,
     d: usize,
     h: usize,
 ) {
-    if n == 0 || d == 0 || h == 0 {
+    if nq == 0 || nk == 0 || d == 0 || h == 0 {
         return;
     }
-    let keys = real_keys(mask, n);
+    let n = nq;
+    let keys = real_keys(mask, nk);
     if keys.is_empty() {
         // every output is the constant 0
         return;
@@ -489,10 +496,10 @@ pub fn softmax_attention_bwd(
         }
     });
     // dK, dV over key rows, queries in blocks
-    let chunk = par::chunk_rows(n, 8 * n * d + 1);
-    let items = dk[..n * d]
+    let chunk = par::chunk_rows(nk, 8 * n * d + 1);
+    let items = dk[..nk * d]
         .chunks_mut(chunk * d)
-        .zip(dv[..n * d].chunks_mut(chunk * d))
+        .zip(dv[..nk * d].chunks_mut(chunk * d))
         .enumerate();
     par::run(items, |(c, (dkc, dvc))| {
         let r0 = c * chunk;

@@ -58,8 +58,8 @@ pub fn check_linear_bwd(
     Ok(Some(dh))
 }
 
-/// Shape rule of the softmax attention forward: out, q, k, v [n,d], mask [n], lse [h·n]. Returns
-/// dh, or None when n = 0 or d = 0 (nothing to do).
+/// Shape rule of the softmax (cross-)attention forward: out, q [nq,d], k, v [nk,d], mask [nk],
+/// lse [h·nq]. Returns dh, or None when nq = 0 or d = 0 (nothing to do).
 #[allow(clippy::too_many_arguments)]
 pub fn check_softmax_fwd(
     out: usize,
@@ -68,41 +68,48 @@ pub fn check_softmax_fwd(
     k: usize,
     v: usize,
     mask: usize,
-    n: usize,
+    nq: usize,
+    nk: usize,
     d: usize,
     h: usize,
 ) -> Result<Option<usize>> {
     let op = "softmax_attention_fwd";
-    if n == 0 || d == 0 {
+    if nq == 0 || d == 0 {
+        expect_all(op, &[("k", k), ("v", v)], nk * d)?;
+        expect_len(op, "mask", mask, nk)?;
         return Ok(None);
     }
     let dh = head_dim(op, d, h)?;
-    expect_all(op, &[("out", out), ("q", q), ("k", k), ("v", v)], n * d)?;
-    expect_len(op, "mask", mask, n)?;
-    expect_len(op, "lse", lse, h * n)?;
+    expect_all(op, &[("out", out), ("q", q)], nq * d)?;
+    expect_all(op, &[("k", k), ("v", v)], nk * d)?;
+    expect_len(op, "mask", mask, nk)?;
+    expect_len(op, "lse", lse, h * nq)?;
     Ok(Some(dh))
 }
 
-/// Shape rule of the softmax attention backward (`bufs`: dq, dk, dv, dout, out, q, k, v).
+/// Shape rule of the softmax (cross-)attention backward (`bufs`: dq, dk, dv, dout, out, q, k, v;
+/// the query side [nq, d], the key side [nk, d]).
 pub fn check_softmax_bwd(
     bufs: [usize; 8],
     lse: usize,
     mask: usize,
-    n: usize,
+    nq: usize,
+    nk: usize,
     d: usize,
     h: usize,
 ) -> Result<Option<usize>> {
     let op = "softmax_attention_bwd";
-    if n == 0 || d == 0 {
+    if nq == 0 || nk == 0 || d == 0 {
         return Ok(None);
     }
     let dh = head_dim(op, d, h)?;
     let names = ["dq", "dk", "dv", "dout", "out", "q", "k", "v"];
-    for (name, len) in names.iter().zip(bufs) {
-        expect_len(op, name, len, n * d)?;
+    let rows = [nq, nk, nk, nq, nq, nq, nk, nk];
+    for ((name, len), r) in names.iter().zip(bufs).zip(rows) {
+        expect_len(op, name, len, r * d)?;
     }
-    expect_len(op, "mask", mask, n)?;
-    expect_len(op, "lse", lse, h * n)?;
+    expect_len(op, "mask", mask, nk)?;
+    expect_len(op, "lse", lse, h * nq)?;
     Ok(Some(dh))
 }
 
@@ -155,6 +162,7 @@ impl<B: Backend> Tape<B> {
         Ok(out)
     }
 
+    /// Softmax self-attention over n rows, the row mask as the key mask (every row is a query).
     #[allow(clippy::too_many_arguments)]
     pub fn softmax_attention(
         &mut self,
@@ -167,8 +175,26 @@ impl<B: Backend> Tape<B> {
         d: usize,
         h: usize,
     ) -> Result<T> {
-        let out = self.new_tensor(dev, n * d)?;
-        let lse = self.new_tensor(dev, h * n)?;
+        self.cross_attention(dev, q, k, v, mask, n, n, d, h)
+    }
+
+    /// Softmax cross-attention: queries q [nq, d] over keys k and values v [nk, d], key j taking
+    /// part iff mask[j] ≠ 0 (mask [nk]); out [nq, d]. A query with no valid key outputs 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn cross_attention(
+        &mut self,
+        dev: &B,
+        q: T,
+        k: T,
+        v: T,
+        mask: T,
+        nq: usize,
+        nk: usize,
+        d: usize,
+        h: usize,
+    ) -> Result<T> {
+        let out = self.new_tensor(dev, nq * d)?;
+        let lse = self.new_tensor(dev, h * nq)?;
         let (mut o, mut l) = (self.take(out)?, self.take(lse)?);
         let r = dev.softmax_attention_fwd(
             &mut o,
@@ -177,7 +203,8 @@ impl<B: Backend> Tape<B> {
             self.buf(k)?,
             self.buf(v)?,
             self.buf(mask)?,
-            n,
+            nq,
+            nk,
             d,
             h,
         );
@@ -191,7 +218,8 @@ impl<B: Backend> Tape<B> {
             k,
             v,
             mask,
-            n,
+            nq,
+            nk,
             d,
             h,
         });
@@ -250,7 +278,8 @@ pub(crate) fn backward<B: Backend>(tape: &mut Tape<B>, dev: &B, node: &Node) -> 
             k,
             v,
             mask,
-            n,
+            nq,
+            nk,
             d,
             h,
         } => {
@@ -271,7 +300,8 @@ pub(crate) fn backward<B: Backend>(tape: &mut Tape<B>, dev: &B, node: &Node) -> 
                     tape.buf(k)?,
                     tape.buf(v)?,
                     tape.buf(mask)?,
-                    n,
+                    nq,
+                    nk,
                     d,
                     h,
                 )?;
