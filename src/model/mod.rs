@@ -160,6 +160,8 @@ pub struct Outputs {
     pub g: T,
     /// [F] 1.0 where the feature was selected
     pub keep: T,
+    /// [n, d] the final hidden state (the input of head.0)
+    pub hidden: T,
 }
 
 /// Dropout is on when this is given: the seed and step key the Philox masks.
@@ -254,6 +256,24 @@ impl EraTransformer {
         era: &EraInputs,
         train: Option<TrainCtx>,
     ) -> Result<Outputs> {
+        let enc = self.encode(dev, tape, p, era, train)?;
+        let (n, d) = (era.n, self.cfg.d_model);
+        let o0 = tape.linear(dev, p, enc.hidden, self.head0.w, self.head0.b, n, d, d)?;
+        let o1 = tape.gelu(dev, o0)?;
+        let yhat = tape.linear(dev, p, o1, self.head1.w, self.head1.b, n, d, self.cfg.n_targets)?;
+        Ok(Outputs { yhat, ..enc })
+    }
+
+    /// The encoder: the forward pass up to the final hidden state (gate → mapper → layers);
+    /// `yhat` of the result is the hidden state itself (no head ran).
+    pub fn encode<B: Backend>(
+        &self,
+        dev: &B,
+        tape: &mut Tape<B>,
+        p: &Params<B>,
+        era: &EraInputs,
+        train: Option<TrainCtx>,
+    ) -> Result<Outputs> {
         let c = &self.cfg;
         let (n, f, d, h) = (era.n, c.n_features, c.d_model, c.heads);
         if c.ffn != Ffn::Gelu || c.selection != Selection::Gate || c.attention == Attention::Induced
@@ -339,9 +359,11 @@ impl EraTransformer {
             }
             hs = drop(tape, n2, 2 * l as u32 + 1)?;
         }
-        let o0 = tape.linear(dev, p, hs, self.head0.w, self.head0.b, n, d, d)?;
-        let o1 = tape.gelu(dev, o0)?;
-        let yhat = tape.linear(dev, p, o1, self.head1.w, self.head1.b, n, d, c.n_targets)?;
-        Ok(Outputs { yhat, g, keep })
+        Ok(Outputs {
+            yhat: hs,
+            g,
+            keep,
+            hidden: hs,
+        })
     }
 }

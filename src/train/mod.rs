@@ -46,6 +46,8 @@ pub struct EpochReport {
     pub steps: u64,
     pub train_loss: f64,
     pub train_mse: f64,
+    /// mean orthogonal-embedding penalty P over the epoch's eras (0 when `ortho_weight` is 0)
+    pub train_ortho: f64,
     pub valid: Option<ValidScore>,
     pub eras_per_s: f64,
     pub mean_gate: f64,
@@ -371,6 +373,7 @@ pub fn train<B: Backend>(
         era::shuffle(&mut order, &mut rng);
         let t0 = Instant::now();
         let (mut loss_sum, mut mse_sum, mut counted) = (0.0f64, 0.0f64, 0usize);
+        let mut ortho_sum = 0.0f64;
         let mut g_last: Vec<f32> = Vec::new();
         let mut group = 0usize;
         for (i, &ei) in order.iter().enumerate() {
@@ -410,6 +413,7 @@ pub fn train<B: Backend>(
             g_last = g;
             loss_sum += parts.loss as f64;
             mse_sum += parts.mse as f64;
+            ortho_sum += parts.ortho as f64;
             counted += 1;
             on_event(&Event::Era {
                 epoch,
@@ -462,6 +466,7 @@ pub fn train<B: Backend>(
             steps: step,
             train_loss: loss_sum / counted.max(1) as f64,
             train_mse: mse_sum / counted.max(1) as f64,
+            train_ortho: ortho_sum / counted.max(1) as f64,
             valid: vscore,
             eras_per_s: counted as f64 / secs.max(1e-9),
             mean_gate: g_last.iter().map(|&g| g as f64).sum::<f64>() / g_last.len().max(1) as f64,
