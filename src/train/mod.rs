@@ -9,6 +9,7 @@ pub mod era;
 pub mod event;
 pub mod noise;
 pub mod options;
+pub mod pretrain;
 pub mod resume;
 pub mod step;
 pub mod tune;
