@@ -338,7 +338,9 @@ impl Checkpoint {
     /// Whether this is a masked-feature pretrained checkpoint (it holds the `pretrain.*` tensors,
     /// docs/model-ortho-pretrain.md).
     pub fn is_pretrained(&self) -> bool {
-        self.tensors.iter().any(|(n, _, _)| n.starts_with("pretrain."))
+        self.tensors
+            .iter()
+            .any(|(n, _, _)| n.starts_with("pretrain."))
     }
 
     /// Atomic write: temp file, then rename.
@@ -424,7 +426,9 @@ impl Checkpoint {
                 return Err(Error::format(
                     path,
                     format!("__metadata__.{PRETRAINED_KEY}"),
-                    format!("'{other}' is not a known pretraining (this build knows '{PRETRAINED}')"),
+                    format!(
+                        "'{other}' is not a known pretraining (this build knows '{PRETRAINED}')"
+                    ),
                 ))
             }
         }

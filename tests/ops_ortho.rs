@@ -26,7 +26,11 @@ fn ortho_oracle(h: &[f64], mask: &[f32], w: f64, n: usize, d: usize) -> f64 {
     let mut z = vec![vec![0f64; d]; rows.len()];
     for j in 0..d {
         let mu = rows.iter().map(|&i| h[i * d + j]).sum::<f64>() / nv;
-        let var = rows.iter().map(|&i| (h[i * d + j] - mu).powi(2)).sum::<f64>() / nv;
+        let var = rows
+            .iter()
+            .map(|&i| (h[i * d + j] - mu).powi(2))
+            .sum::<f64>()
+            / nv;
         let s = (var + 1e-5).sqrt();
         for (r, &i) in rows.iter().enumerate() {
             z[r][j] = (h[i * d + j] - mu) / s;
@@ -45,7 +49,10 @@ fn ortho_oracle(h: &[f64], mask: &[f32], w: f64, n: usize, d: usize) -> f64 {
 /// (n, d, mask kind, weight, seed)
 type OrthoCase = (usize, usize, u8, f32, u64);
 
-fn ortho_loss_matches_oracle_and_its_gradient<B: Backend>(dev: &B, c: &OrthoCase) -> TestCaseResult {
+fn ortho_loss_matches_oracle_and_its_gradient<B: Backend>(
+    dev: &B,
+    c: &OrthoCase,
+) -> TestCaseResult {
     let &(n, d, mk, w, seed) = c;
     let mut g = Gen::new(seed);
     let mask = mask(mk, n, &mut g);
@@ -76,7 +83,11 @@ device_proptest!(
 
 /// Fully masked eras and single rows: P = 0 and the gradient adds nothing.
 fn degenerate_eras_give_zero<B: Backend>(dev: &B) -> TestCaseResult {
-    for (n, mask) in [(5usize, vec![0.0f32; 5]), (1, vec![1.0]), (4, vec![0.0, 1.0, 0.0, 0.0])] {
+    for (n, mask) in [
+        (5usize, vec![0.0f32; 5]),
+        (1, vec![1.0]),
+        (4, vec![0.0, 1.0, 0.0, 0.0]),
+    ] {
         let d = 3;
         let h: Vec<f32> = (0..n * d).map(|e| e as f32 * 0.3 - 1.0).collect();
         let (hb, mb) = (dev.upload(&h)?, dev.upload(&mask)?);
@@ -109,7 +120,8 @@ fn hadamard_columns_have_no_penalty() {
         .collect();
     let mut stats = vec![0.0; stats_len(d)];
     let mut gmat = vec![0.0; d * d];
-    let p = eraengine::ops::ortho_loss::ortho_loss_fwd(&mut stats, &mut gmat, &h, &[1.0; 8], 1.0, n, d);
+    let p =
+        eraengine::ops::ortho_loss::ortho_loss_fwd(&mut stats, &mut gmat, &h, &[1.0; 8], 1.0, n, d);
     assert!(p < 1e-8, "P {p}");
 }
 
@@ -120,7 +132,9 @@ fn mask_fill_matches_oracle_and_its_gradient<B: Backend>(
     let &(n, f, seed) = c;
     let mut g = Gen::new(seed);
     let x = g.vec(n * f, -1.0, 1.0);
-    let fill: Vec<f32> = (0..n * f).map(|_| if g.below(4) == 0 { 1.0 } else { 0.0 }).collect();
+    let fill: Vec<f32> = (0..n * f)
+        .map(|_| if g.below(4) == 0 { 1.0 } else { 0.0 })
+        .collect();
     let mv = g.vec(f, -1.0, 1.0);
     let fwd = |x: &[f64], mv: &[f64]| -> Vec<f64> {
         (0..n * f)
@@ -130,7 +144,13 @@ fn mask_fill_matches_oracle_and_its_gradient<B: Backend>(
     let (xb, fb, mb) = (dev.upload(&x)?, dev.upload(&fill)?, dev.upload(&mv)?);
     let mut out = dev.upload(&vec![7.0; n * f])?;
     dev.mask_fill_fwd(&mut out, &xb, &fb, &mb, n, f)?;
-    close("out", &dev.download(&out)?, &fwd(&f64s(&x), &f64s(&mv)), FWD_RTOL, FWD_ATOL)?;
+    close(
+        "out",
+        &dev.download(&out)?,
+        &fwd(&f64s(&x), &f64s(&mv)),
+        FWD_RTOL,
+        FWD_ATOL,
+    )?;
     let c = g.vec(n * f, -1.0, 1.0);
     let (bx, bm) = (g.vec(n * f, -1.0, 1.0), g.vec(f, -1.0, 1.0));
     let (mut dx, mut dmv) = (dev.upload(&bx)?, dev.upload(&bm)?);
@@ -138,12 +158,30 @@ fn mask_fill_matches_oracle_and_its_gradient<B: Backend>(
     let (x64, m64) = (f64s(&x), f64s(&mv));
     let want_x = fd_grad(&x64, |x| functional(&c, &fwd(x, &m64)));
     let want_m = fd_grad(&m64, |m| functional(&c, &fwd(&x64, m)));
-    close("dx", &added(&dev.download(&dx)?, &bx), &want_x, BWD_RTOL, BWD_ATOL)?;
-    close("dmv", &added(&dev.download(&dmv)?, &bm), &want_m, BWD_RTOL, BWD_ATOL)?;
+    close(
+        "dx",
+        &added(&dev.download(&dx)?, &bx),
+        &want_x,
+        BWD_RTOL,
+        BWD_ATOL,
+    )?;
+    close(
+        "dmv",
+        &added(&dev.download(&dmv)?, &bm),
+        &want_m,
+        BWD_RTOL,
+        BWD_ATOL,
+    )?;
     // without dx only dmv moves
     let mut dmv2 = dev.upload(&bm)?;
     dev.mask_fill_bwd(None, &mut dmv2, &dev.upload(&c)?, &fb, n, f)?;
-    close("dmv (no dx)", &added(&dev.download(&dmv2)?, &bm), &want_m, BWD_RTOL, BWD_ATOL)
+    close(
+        "dmv (no dx)",
+        &added(&dev.download(&dmv2)?, &bm),
+        &want_m,
+        BWD_RTOL,
+        BWD_ATOL,
+    )
 }
 device_proptest!(
     48,
@@ -158,22 +196,42 @@ fn wrong_lengths_are_shape_errors<B: Backend>(dev: &B) -> TestCaseResult {
     let mut stats = dev.zeros(stats_len(d))?;
     let mut gmat = dev.zeros(d * d)?;
     let r = dev.ortho_loss_fwd(&mut stats, &mut gmat, &h, &mask, 1.0, n, d);
-    prop_assert!(matches!(r, Err(Error::Shape(_))), "ortho fwd: {:?}", r.err());
+    prop_assert!(
+        matches!(r, Err(Error::Shape(_))),
+        "ortho fwd: {:?}",
+        r.err()
+    );
     let h = dev.upload(&vec![0.5; n * d])?;
     let mut short = dev.zeros(d * d - 1)?;
     let r = dev.ortho_loss_fwd(&mut stats, &mut short, &h, &mask, 1.0, n, d);
-    prop_assert!(matches!(r, Err(Error::Shape(_))), "ortho gmat: {:?}", r.err());
+    prop_assert!(
+        matches!(r, Err(Error::Shape(_))),
+        "ortho gmat: {:?}",
+        r.err()
+    );
     let mut dh = dev.zeros(n * d + 1)?;
     let r = dev.ortho_loss_bwd(&mut dh, &h, &mask, &stats, &gmat, n, d);
-    prop_assert!(matches!(r, Err(Error::Shape(_))), "ortho bwd: {:?}", r.err());
+    prop_assert!(
+        matches!(r, Err(Error::Shape(_))),
+        "ortho bwd: {:?}",
+        r.err()
+    );
     let mut out = dev.zeros(n * d)?;
     let mv = dev.zeros(d + 1)?;
     let r = dev.mask_fill_fwd(&mut out, &h, &h, &mv, n, d);
-    prop_assert!(matches!(r, Err(Error::Shape(_))), "mask_fill: {:?}", r.err());
+    prop_assert!(
+        matches!(r, Err(Error::Shape(_))),
+        "mask_fill: {:?}",
+        r.err()
+    );
     let mut dmv = dev.zeros(d)?;
     let fill = dev.zeros(n * d - 1)?;
     let r = dev.mask_fill_bwd(None, &mut dmv, &h, &fill, n, d);
-    prop_assert!(matches!(r, Err(Error::Shape(_))), "mask_fill bwd: {:?}", r.err());
+    prop_assert!(
+        matches!(r, Err(Error::Shape(_))),
+        "mask_fill bwd: {:?}",
+        r.err()
+    );
     Ok(())
 }
 device_test!(wrong_lengths_are_shape_errors);
@@ -183,17 +241,31 @@ device_test!(wrong_lengths_are_shape_errors);
 
 type Steps = (Vec<[f32; 4]>, Vec<Vec<f32>>);
 
-fn train_steps<B: Backend>(dev: &B, cfg: &eraengine::model::Config, steps: u64) -> eraengine::Result<Steps> {
+fn train_steps<B: Backend>(
+    dev: &B,
+    cfg: &eraengine::model::Config,
+    steps: u64,
+) -> eraengine::Result<Steps> {
     use eraengine::params::{Adam, Params};
     use eraengine::train::{era::EraBatch, train_step, TrainOptions, Trained};
     let (n, f, t) = (9usize, cfg.n_features, cfg.n_targets);
     let x: Vec<f32> = (0..n * f)
         .map(|i| ((i / f * 3 + (i % f).pow(2) + (i / f) * (i % f) + 1) % 5) as f32 * 0.5 - 1.0)
         .collect();
-    let y: Vec<f32> = (0..n * t).map(|i| ((i * 3 + 1) % 5) as f32 * 0.25).collect();
+    let y: Vec<f32> = (0..n * t)
+        .map(|i| ((i * 3 + 1) % 5) as f32 * 0.25)
+        .collect();
     let mut mask = vec![1.0; n];
     mask[n - 1] = 0.0; // one padding row
-    let batch = EraBatch { name: "era1".into(), n, f, t, x, y, mask };
+    let batch = EraBatch {
+        name: "era1".into(),
+        n,
+        f,
+        t,
+        x,
+        y,
+        mask,
+    };
     let params = Params::from_host(dev, &eraengine::model::init_params(cfg, 11))?;
     let model = eraengine::model::EraTransformer::new(cfg.clone(), &params)?;
     let mut m = Trained {
@@ -203,14 +275,25 @@ fn train_steps<B: Backend>(dev: &B, cfg: &eraengine::model::Config, steps: u64) 
         targets: (0..t).map(|i| format!("t{i}")).collect(),
         context: None,
     };
-    let opts = TrainOptions { seed: 5, lr: 1e-3, clip: 1.0, quiet: true, ..TrainOptions::default() };
+    let opts = TrainOptions {
+        seed: 5,
+        lr: 1e-3,
+        clip: 1.0,
+        quiet: true,
+        ..TrainOptions::default()
+    };
     let mut adam = Adam::new(dev, &m.params, opts.lr, opts.weight_decay)?;
     let mut losses = Vec::new();
     for step in 0..steps {
         let (parts, _) = train_step(dev, &mut m, &mut adam, &batch, &opts, step)?;
         losses.push([parts.loss, parts.mse, parts.ortho, parts.sparsity]);
     }
-    let grads = m.params.grads.iter().map(|g| dev.download(g)).collect::<eraengine::Result<_>>()?;
+    let grads = m
+        .params
+        .grads
+        .iter()
+        .map(|g| dev.download(g))
+        .collect::<eraengine::Result<_>>()?;
     Ok((losses, grads))
 }
 
@@ -224,20 +307,41 @@ fn the_model_with_the_ortho_loss_matches_cpu<B: Backend>(dev: &B) -> TestCaseRes
     let cpu = train_steps(&Cpu, &cfg, 2).map_err(|e| TestCaseError::fail(e.to_string()))?;
     let gpu = train_steps(dev, &cfg, 2).map_err(|e| TestCaseError::fail(e.to_string()))?;
     for (s, (g, c)) in gpu.0.iter().zip(&cpu.0).enumerate() {
-        prop_assert!(c[2] > 0.0, "step {s}: the ortho part is reported ({})", c[2]);
+        prop_assert!(
+            c[2] > 0.0,
+            "step {s}: the ortho part is reported ({})",
+            c[2]
+        );
         for k in 0..4 {
-            prop_assert!((g[k] - c[k]).abs() <= 1e-5 * c[k].abs().max(1e-3), "step {s} part {k}: {} vs {}", g[k], c[k]);
+            prop_assert!(
+                (g[k] - c[k]).abs() <= 1e-5 * c[k].abs().max(1e-3),
+                "step {s} part {k}: {} vs {}",
+                g[k],
+                c[k]
+            );
         }
     }
     for (p, (g, c)) in gpu.1.iter().zip(&cpu.1).enumerate() {
         for (i, (a, b)) in g.iter().zip(c).enumerate() {
-            prop_assert!((a - b).abs() <= 1e-5 + 1e-3 * b.abs(), "grad {p}[{i}]: {a} vs {b}");
+            prop_assert!(
+                (a - b).abs() <= 1e-5 + 1e-3 * b.abs(),
+                "grad {p}[{i}]: {a} vs {b}"
+            );
         }
     }
     // the loss holds w · P besides the MSE and λ · sparsity
     let l = cpu.0[0];
-    let (a, b) = (l[0], l[1] + cfg.lambda_sparsity * l[3] + cfg.ortho_weight * l[2]);
-    prop_assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "loss {a} vs mse + w P {b}");
+    let (a, b) = (
+        l[0],
+        l[1] + cfg.lambda_sparsity * l[3] + cfg.ortho_weight * l[2],
+    );
+    prop_assert!(
+        (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+        "loss {a} vs mse + w P {b}"
+    );
     Ok(())
 }
-gpu_test!(the_model_with_the_ortho_loss_matches_cpu, [Order::Forward, Order::Reverse]);
+gpu_test!(
+    the_model_with_the_ortho_loss_matches_cpu,
+    [Order::Forward, Order::Reverse]
+);

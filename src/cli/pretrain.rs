@@ -15,7 +15,11 @@ use std::path::{Path, PathBuf};
 #[derive(Args, Debug, Clone)]
 pub struct PretrainArgs {
     /// Share of each row's features masked and reconstructed [default: 0.15]
-    #[arg(long = "mask-rate", default_value_t = 0.15, allow_negative_numbers = true)]
+    #[arg(
+        long = "mask-rate",
+        default_value_t = 0.15,
+        allow_negative_numbers = true
+    )]
     pub mask_rate: f32,
     /// --data (required; eras without targets count), --valid [default: the last tenth of the
     /// eras of --data], --out (required), the model flags, --epochs [default: 10], --lr, --seed,
@@ -38,7 +42,9 @@ fn refuse_train_only(a: &TrainArgs) -> Result<()> {
         ("--eras-per-step", a.eras_per_step.is_some()),
     ];
     if let Some((flag, _)) = used.iter().find(|(_, on)| *on) {
-        return Err(Error::usage(format!("{flag} applies to train, not pretrain")));
+        return Err(Error::usage(format!(
+            "{flag} applies to train, not pretrain"
+        )));
     }
     Ok(())
 }
@@ -120,8 +126,8 @@ pub fn run(a: &PretrainArgs) -> Result<()> {
         Some(p) => Some(Store::open_checked(p, !t.no_verify)?),
         None => None,
     };
-    let mut cfg = crate::model::Preset::parse(&t.preset)?
-        .config(train.n_features(), train.n_targets());
+    let mut cfg =
+        crate::model::Preset::parse(&t.preset)?.config(train.n_features(), train.n_targets());
     apply_model_flags(&mut cfg, &t)?;
     let max_rows = train.eras().map(|e| e.n_rows).max().unwrap_or(0);
     crate::memory::check_train(&cfg, max_rows, false, 1)?;

@@ -486,7 +486,15 @@ impl Backend for Cpu {
         d: usize,
     ) -> Result<()> {
         use crate::ops::ortho_loss as o;
-        o::check(h.len(), mask.len(), stats.len(), gmat.len(), Some(dh.len()), n, d)?;
+        o::check(
+            h.len(),
+            mask.len(),
+            stats.len(),
+            gmat.len(),
+            Some(dh.len()),
+            n,
+            d,
+        )?;
         o::ortho_loss_bwd(dh, h, mask, stats, gmat, n, d);
         Ok(())
     }

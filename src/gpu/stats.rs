@@ -418,9 +418,8 @@ fn cost(k: Kernel, cfg: LaunchCfg, params: &[u8]) -> (f64, f64, f64) {
             let (n, d) = (f(p.n), f(p.d));
             (0.0, 6.0 * n * d * d, 4.0 * (2.0 * n * d * d + n * d))
         }),
-        OrthoLossReduceFwdF32 => {
-            read::<OrthoLossParams>(params).map(|p| (0.0, 2.0 * f(p.d) * f(p.d), 4.0 * f(p.d) * f(p.d)))
-        }
+        OrthoLossReduceFwdF32 => read::<OrthoLossParams>(params)
+            .map(|p| (0.0, 2.0 * f(p.d) * f(p.d), 4.0 * f(p.d) * f(p.d))),
         OrthoLossDzBwdF32 => read::<OrthoLossParams>(params).map(|p| {
             let (n, d) = (f(p.n), f(p.d));
             (0.0, 4.0 * n * d * d, 4.0 * (2.0 * n * d * d + n * d))

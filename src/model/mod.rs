@@ -273,7 +273,16 @@ impl EraTransformer {
         let (n, d) = (era.n, self.cfg.d_model);
         let o0 = tape.linear(dev, p, enc.hidden, self.head0.w, self.head0.b, n, d, d)?;
         let o1 = tape.gelu(dev, o0)?;
-        let yhat = tape.linear(dev, p, o1, self.head1.w, self.head1.b, n, d, self.cfg.n_targets)?;
+        let yhat = tape.linear(
+            dev,
+            p,
+            o1,
+            self.head1.w,
+            self.head1.b,
+            n,
+            d,
+            self.cfg.n_targets,
+        )?;
         Ok(Outputs { yhat, ..enc })
     }
 

@@ -84,7 +84,9 @@ pub enum PretrainEvent {
         train_mse: f64,
         valid_mse: Option<f64>,
     },
-    EarlyStop { patience: usize },
+    EarlyStop {
+        patience: usize,
+    },
 }
 
 pub struct PretrainResult {
@@ -143,10 +145,7 @@ pub fn fill_mask(batch: &EraBatch, rate: f32, seed: u64, key: u64) -> Vec<f32> {
         return fill;
     }
     let k = ((rate as f64 * f as f64).round() as usize).clamp(1, f);
-    let mut rng = Rng::new(
-        seed ^ key.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        MASK_STREAM,
-    );
+    let mut rng = Rng::new(seed ^ key.wrapping_mul(0x9E37_79B9_7F4A_7C15), MASK_STREAM);
     let mut idx: Vec<usize> = (0..f).collect();
     for i in 0..n {
         if batch.mask[i] == 0.0 {
@@ -188,12 +187,22 @@ fn era_step<B: Backend>(
         .map(|e| if fill[e] != 0.0 { batch.x[e] } else { f32::NAN })
         .collect();
     let mut tape = Tape::new();
-    let inputs = m.inputs(dev, &mut tape, batch, train.map(|c| (c.seed, c.step as u64)))?;
+    let inputs = m.inputs(
+        dev,
+        &mut tape,
+        batch,
+        train.map(|c| (c.seed, c.step as u64)),
+    )?;
     let fill_t = tape.input(dev, fill)?;
     let y = tape.input(dev, &target)?;
-    let enc = m
-        .model
-        .encode(dev, &mut tape, &m.params, &inputs, train, Some((fill_t, mv)))?;
+    let enc = m.model.encode(
+        dev,
+        &mut tape,
+        &m.params,
+        &inputs,
+        train,
+        Some((fill_t, mv)),
+    )?;
     let r0 = tape.linear(dev, &m.params, enc.hidden, w0, b0, n, d, d)?;
     let r1 = tape.gelu(dev, r0)?;
     let r = tape.linear(dev, &m.params, r1, w1, b1, n, d, f)?;
@@ -268,7 +277,10 @@ pub fn pretrain<B: Backend>(
         Some(_) => ((0..n_eras).collect(), Vec::new()),
         None if n_eras >= 2 => {
             let hold = (n_eras / 10).max(1);
-            ((0..n_eras - hold).collect(), (n_eras - hold..n_eras).collect())
+            (
+                (0..n_eras - hold).collect(),
+                (n_eras - hold..n_eras).collect(),
+            )
         }
         None => ((0..n_eras).collect(), Vec::new()),
     };
@@ -376,7 +388,11 @@ pub fn pretrain<B: Backend>(
         }
     }
     let (best_epoch, _, checkpoint) = best.ok_or_else(|| {
-        Error::format(train.path(), "eras", "nothing to pretrain on: every era is empty")
+        Error::format(
+            train.path(),
+            "eras",
+            "nothing to pretrain on: every era is empty",
+        )
     })?;
     Ok(PretrainResult {
         epochs: reports,

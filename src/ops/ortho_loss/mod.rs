@@ -119,9 +119,7 @@ pub fn ortho_loss_bwd(
     let mut dz = vec![0f64; rows.len() * d];
     for r in 0..rows.len() {
         for j in 0..d {
-            dz[r * d + j] = (0..d)
-                .map(|k| z[r * d + k] * gmat[k * d + j] as f64)
-                .sum();
+            dz[r * d + j] = (0..d).map(|k| z[r * d + k] * gmat[k * d + j] as f64).sum();
         }
     }
     for j in 0..d {
