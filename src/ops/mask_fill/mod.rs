@@ -16,10 +16,10 @@ pub(crate) mod gpu;
 
 pub fn mask_fill_fwd(out: &mut [f32], x: &[f32], fill: &[f32], mv: &[f32], n: usize, f: usize) {
     for i in 0..n {
-        for j in 0..f {
+        for (j, &v) in mv.iter().enumerate().take(f) {
             let e = i * f + j;
             let m = fill[e];
-            out[e] = (1.0 - m) * x[e] + m * mv[j];
+            out[e] = (1.0 - m) * x[e] + m * v;
         }
     }
 }
