@@ -373,8 +373,39 @@ struct FilmParams {
     unsigned int d;
 };
 
+// ortho_loss_{stats,gram,reduce}_fwd_f32 / ortho_loss_{dz,cols}_bwd_f32 / ortho_loss_bwd_f32
+// (kernels/ortho_loss.cu): h[n,d], mask[n], stats[2d+1] = (mean, rstd, n_v), gmat[d,d] = Ĝ,
+// partial[d·d] scratch, parts[1] = P; backward: scratch[n·d + 2d] (dZ, column sums), dh[n,d]
+struct OrthoLossParams {
+    float* stats;
+    float* gmat;
+    float* partial;
+    float* parts;
+    float* scratch;
+    float* dh;
+    const float* h;
+    const float* mask;
+    unsigned int n;
+    unsigned int d;
+    float weight;
+    unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
+};
+
+// mask_fill_fwd_f32: out[n,f] = (1 − fill) x + fill · mv[f]; mask_fill_bwd_f32 (out = dx, x = dout):
+// dx += (1 − fill) dout (ACCUMULATES); dmv comes from column_sum_bwd_f32 (kernels/linear.cu)
+struct MaskFillParams {
+    float* out;
+    const float* x;
+    const float* fill;
+    const float* mv;
+    unsigned int n;
+    unsigned int f;
+};
+
 static_assert(sizeof(CorrLossParams) == 72, "CorrLossParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(FilmParams) == 40, "FilmParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(OrthoLossParams) == 80, "OrthoLossParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(MaskFillParams) == 40, "MaskFillParams layout changed: update src/gpu/params.rs");
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

@@ -308,6 +308,10 @@ pub fn expect_format(
     Ok(())
 }
 
+/// `__metadata__` key marking a pretrained checkpoint, and its one value.
+pub const PRETRAINED_KEY: &str = "pretrained";
+pub const PRETRAINED: &str = "masked-feature";
+
 impl Checkpoint {
     pub fn metadata(&self) -> Map<String, Value> {
         let mut m = Map::new();
@@ -325,7 +329,18 @@ impl Checkpoint {
             "targets".into(),
             Value::String(json!(self.targets).to_string()),
         );
+        if self.is_pretrained() {
+            m.insert(PRETRAINED_KEY.into(), Value::String(PRETRAINED.into()));
+        }
         m
+    }
+
+    /// Whether this is a masked-feature pretrained checkpoint (it holds the `pretrain.*` tensors,
+    /// docs/model-ortho-pretrain.md).
+    pub fn is_pretrained(&self) -> bool {
+        self.tensors
+            .iter()
+            .any(|(n, _, _)| n.starts_with("pretrain."))
     }
 
     /// Atomic write: temp file, then rename.
@@ -403,6 +418,20 @@ impl Checkpoint {
         // parameters, then the (not trained) buffers such as the era context's standardisation
         let mut specs = crate::model::param_specs(&config);
         specs.extend(crate::model::buffer_specs(&config));
+        // a pretrained checkpoint carries its pretraining tensors after the model's
+        match meta.get(PRETRAINED_KEY).and_then(|v| v.as_str()) {
+            None => {}
+            Some(PRETRAINED) => specs.extend(crate::model::pretrain_specs(&config)),
+            Some(other) => {
+                return Err(Error::format(
+                    path,
+                    format!("__metadata__.{PRETRAINED_KEY}"),
+                    format!(
+                        "'{other}' is not a known pretraining (this build knows '{PRETRAINED}')"
+                    ),
+                ))
+            }
+        }
         let mut ordered = Vec::with_capacity(specs.len());
         for (name, shape) in &specs {
             let t = tensors

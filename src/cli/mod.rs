@@ -10,6 +10,7 @@ pub mod eval;
 pub mod import;
 pub mod info;
 pub mod predict;
+pub mod pretrain;
 pub mod progress;
 pub mod synth;
 pub mod train;
@@ -44,6 +45,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Describe an era store or a checkpoint, or the devices and build when given neither
     Info(InfoArgs),
+    /// Pretrain the encoder on masked-feature reconstruction (eras without targets count); fine-tune with train --init
+    Pretrain(pretrain::PretrainArgs),
     /// Search training settings: random trials with successive halving, scored on validation corr
     Tune(TuneArgs),
 }
@@ -468,6 +471,7 @@ pub fn run(cli: Cli) -> crate::Result<()> {
             }
         }
         Command::Tune(a) => tune::run(&a),
+        Command::Pretrain(a) => pretrain::run(&a),
         Command::Predict(a) => predict::run(&a),
         Command::Eval(a) => eval::run(&a),
         Command::Bench(a) => bench::run(&a),

@@ -471,7 +471,14 @@ fn train_one(
     let (init, resume) = match resumed {
         Some((ck, st)) => (Some(ck), Some(st)),
         None => match &a.init {
-            Some(p) => (Some(load_noting(p, a.quiet)?), None),
+            // a pretrained checkpoint drops pretrain.* and gets a fresh, seeded head.*
+            Some(p) => (
+                Some(crate::train::pretrain::for_finetune(
+                    load_noting(p, a.quiet)?,
+                    seed,
+                )),
+                None,
+            ),
             None => (None, None),
         },
     };

@@ -463,6 +463,72 @@ impl Backend for Cpu {
         crate::ops::corr_loss::corr_loss_bwd(dyhat, yhat, y, mask, stats, weight, n, t);
         Ok(())
     }
+    fn ortho_loss_fwd(
+        &self,
+        stats: &mut Vec<f32>,
+        gmat: &mut Vec<f32>,
+        h: &Vec<f32>,
+        mask: &Vec<f32>,
+        weight: f32,
+        n: usize,
+        d: usize,
+    ) -> Result<f32> {
+        use crate::ops::ortho_loss as o;
+        o::check(h.len(), mask.len(), stats.len(), gmat.len(), None, n, d)?;
+        Ok(o::ortho_loss_fwd(stats, gmat, h, mask, weight, n, d))
+    }
+    fn ortho_loss_bwd(
+        &self,
+        dh: &mut Vec<f32>,
+        h: &Vec<f32>,
+        mask: &Vec<f32>,
+        stats: &Vec<f32>,
+        gmat: &Vec<f32>,
+        n: usize,
+        d: usize,
+    ) -> Result<()> {
+        use crate::ops::ortho_loss as o;
+        o::check(
+            h.len(),
+            mask.len(),
+            stats.len(),
+            gmat.len(),
+            Some(dh.len()),
+            n,
+            d,
+        )?;
+        o::ortho_loss_bwd(dh, h, mask, stats, gmat, n, d);
+        Ok(())
+    }
+    fn mask_fill_fwd(
+        &self,
+        out: &mut Vec<f32>,
+        x: &Vec<f32>,
+        fill: &Vec<f32>,
+        mv: &Vec<f32>,
+        n: usize,
+        f: usize,
+    ) -> Result<()> {
+        use crate::ops::mask_fill as m;
+        m::check(out.len(), x.len(), fill.len(), mv.len(), n, f)?;
+        m::mask_fill_fwd(out, x, fill, mv, n, f);
+        Ok(())
+    }
+    fn mask_fill_bwd(
+        &self,
+        dx: Option<&mut Vec<f32>>,
+        dmv: &mut Vec<f32>,
+        dout: &Vec<f32>,
+        fill: &Vec<f32>,
+        n: usize,
+        f: usize,
+    ) -> Result<()> {
+        use crate::ops::mask_fill as m;
+        let xl = dx.as_ref().map_or(n * f, |b| b.len());
+        m::check(dout.len(), xl, fill.len(), dmv.len(), n, f)?;
+        m::mask_fill_bwd(dx.map(|b| b.as_mut_slice()), dmv, dout, fill, n, f);
+        Ok(())
+    }
     fn film_fwd(
         &self,
         out: &mut Vec<f32>,

@@ -272,6 +272,51 @@ pub trait Backend {
         n: usize,
         d: usize,
     ) -> Result<()>;
+    /// Orthogonal-embedding loss (src/ops/ortho_loss): fills stats [2d+1] and gmat [d·d],
+    /// returns the unweighted penalty P.
+    #[allow(clippy::too_many_arguments)]
+    fn ortho_loss_fwd(
+        &self,
+        stats: &mut Self::Buf,
+        gmat: &mut Self::Buf,
+        h: &Self::Buf,
+        mask: &Self::Buf,
+        weight: f32,
+        n: usize,
+        d: usize,
+    ) -> Result<f32>;
+    /// dh += ∂(w · P)/∂h
+    #[allow(clippy::too_many_arguments)]
+    fn ortho_loss_bwd(
+        &self,
+        dh: &mut Self::Buf,
+        h: &Self::Buf,
+        mask: &Self::Buf,
+        stats: &Self::Buf,
+        gmat: &Self::Buf,
+        n: usize,
+        d: usize,
+    ) -> Result<()>;
+    /// out = (1 − fill) x + fill · mv (src/ops/mask_fill)
+    fn mask_fill_fwd(
+        &self,
+        out: &mut Self::Buf,
+        x: &Self::Buf,
+        fill: &Self::Buf,
+        mv: &Self::Buf,
+        n: usize,
+        f: usize,
+    ) -> Result<()>;
+    /// dx += (1 − fill) dout (when given), dmv += Σ_i fill · dout
+    fn mask_fill_bwd(
+        &self,
+        dx: Option<&mut Self::Buf>,
+        dmv: &mut Self::Buf,
+        dout: &Self::Buf,
+        fill: &Self::Buf,
+        n: usize,
+        f: usize,
+    ) -> Result<()>;
     fn sum_squares(&self, g: &Self::Buf) -> Result<f64>;
     /// Σ g² of each buffer (f64), read back together (one host sync on a GPU); the default calls
     /// `sum_squares` per buffer.

@@ -306,6 +306,52 @@ impl<L: Launcher> Backend for GpuBackend<L> {
     ) -> Result<()> {
         crate::ops::corr_loss::gpu::corr_loss_bwd(self, dyhat, yhat, y, mask, stats, weight, n, t)
     }
+    fn ortho_loss_fwd(
+        &self,
+        stats: &mut GpuBuf<L>,
+        gmat: &mut GpuBuf<L>,
+        h: &GpuBuf<L>,
+        mask: &GpuBuf<L>,
+        weight: f32,
+        n: usize,
+        d: usize,
+    ) -> Result<f32> {
+        crate::ops::ortho_loss::gpu::ortho_loss_fwd(self, stats, gmat, h, mask, weight, n, d)
+    }
+    fn ortho_loss_bwd(
+        &self,
+        dh: &mut GpuBuf<L>,
+        h: &GpuBuf<L>,
+        mask: &GpuBuf<L>,
+        stats: &GpuBuf<L>,
+        gmat: &GpuBuf<L>,
+        n: usize,
+        d: usize,
+    ) -> Result<()> {
+        crate::ops::ortho_loss::gpu::ortho_loss_bwd(self, dh, h, mask, stats, gmat, n, d)
+    }
+    fn mask_fill_fwd(
+        &self,
+        out: &mut GpuBuf<L>,
+        x: &GpuBuf<L>,
+        fill: &GpuBuf<L>,
+        mv: &GpuBuf<L>,
+        n: usize,
+        f: usize,
+    ) -> Result<()> {
+        crate::ops::mask_fill::gpu::mask_fill_fwd(self, out, x, fill, mv, n, f)
+    }
+    fn mask_fill_bwd(
+        &self,
+        dx: Option<&mut GpuBuf<L>>,
+        dmv: &mut GpuBuf<L>,
+        dout: &GpuBuf<L>,
+        fill: &GpuBuf<L>,
+        n: usize,
+        f: usize,
+    ) -> Result<()> {
+        crate::ops::mask_fill::gpu::mask_fill_bwd(self, dx, dmv, dout, fill, n, f)
+    }
     fn film_fwd(
         &self,
         out: &mut GpuBuf<L>,

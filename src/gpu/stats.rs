@@ -409,6 +409,31 @@ fn cost(k: Kernel, cfg: LaunchCfg, params: &[u8]) -> (f64, f64, f64) {
             let nt = f(p.n) * f(p.t);
             (6.0 * nt, 0.0, 4.0 * (3.0 * nt + f(p.n)))
         }),
+        // orthogonal-embedding loss: statistics read h twice, the Gram matrix n per entry of C
+        // (d² blocks), dZ d per element; reduces are tiny
+        OrthoLossStatsFwdF32 | OrthoLossColsBwdF32 => read::<OrthoLossParams>(params).map(|p| {
+            let nd = f(p.n) * f(p.d);
+            (4.0 * nd, 0.0, 4.0 * (2.0 * nd + f(p.n) * f(p.d)))
+        }),
+        OrthoLossGramFwdF32 => read::<OrthoLossParams>(params).map(|p| {
+            let (n, d) = (f(p.n), f(p.d));
+            (0.0, 6.0 * n * d * d, 4.0 * (2.0 * n * d * d + n * d))
+        }),
+        OrthoLossReduceFwdF32 => read::<OrthoLossParams>(params)
+            .map(|p| (0.0, 2.0 * f(p.d) * f(p.d), 4.0 * f(p.d) * f(p.d))),
+        OrthoLossDzBwdF32 => read::<OrthoLossParams>(params).map(|p| {
+            let (n, d) = (f(p.n), f(p.d));
+            (0.0, 4.0 * n * d * d, 4.0 * (2.0 * n * d * d + n * d))
+        }),
+        OrthoLossBwdF32 => read::<OrthoLossParams>(params).map(|p| {
+            let nd = f(p.n) * f(p.d);
+            (0.0, 8.0 * nd, 4.0 * 4.0 * nd)
+        }),
+        // mask fill: one blend per element over x, fill, out
+        MaskFillFwdF32 | MaskFillBwdF32 => read::<MaskFillParams>(params).map(|p| {
+            let nf = f(p.n) * f(p.f);
+            (3.0 * nf, 0.0, 4.0 * 3.0 * nf)
+        }),
         // FiLM: one multiply-add per element, inp/out [n, d] plus γ, β
         FilmFwdF32 | FilmBwdF32 => read::<FilmParams>(params).map(|p| {
             let nd = f(p.n) * f(p.d);

@@ -60,6 +60,19 @@ pub fn param_specs(cfg: &Config) -> Vec<(String, Vec<usize>)> {
     v
 }
 
+/// The tensors of masked-feature pretraining (docs/model-ortho-pretrain.md), kept in a pretrained
+/// checkpoint after the model's: the mask value [F] and the reconstruction head d → d → F.
+pub fn pretrain_specs(cfg: &Config) -> Vec<(String, Vec<usize>)> {
+    let (f, d) = (cfg.n_features, cfg.d_model);
+    vec![
+        ("pretrain.mask_value".into(), vec![f]),
+        ("pretrain.head.0.weight".into(), vec![d, d]),
+        ("pretrain.head.0.bias".into(), vec![d]),
+        ("pretrain.head.1.weight".into(), vec![f, d]),
+        ("pretrain.head.1.bias".into(), vec![f]),
+    ]
+}
+
 /// Tensors a checkpoint holds besides the parameters, never trained: the era context's
 /// standardisation (docs/model.md), written by the trainer, not by `init_params`.
 pub fn buffer_specs(cfg: &Config) -> Vec<(String, Vec<usize>)> {
@@ -168,6 +181,8 @@ pub struct Outputs {
     pub g: T,
     /// [F] 1.0 where the feature was selected
     pub keep: T,
+    /// [n, d] the final hidden state (the input of head.0)
+    pub hidden: T,
 }
 
 /// Dropout is on when this is given: the seed and step key the Philox masks.
@@ -267,6 +282,36 @@ impl EraTransformer {
         era: &EraInputs,
         train: Option<TrainCtx>,
     ) -> Result<Outputs> {
+        let enc = self.encode(dev, tape, p, era, train, None)?;
+        let (n, d) = (era.n, self.cfg.d_model);
+        let o0 = tape.linear(dev, p, enc.hidden, self.head0.w, self.head0.b, n, d, d)?;
+        let o1 = tape.gelu(dev, o0)?;
+        let yhat = tape.linear(
+            dev,
+            p,
+            o1,
+            self.head1.w,
+            self.head1.b,
+            n,
+            d,
+            self.cfg.n_targets,
+        )?;
+        Ok(Outputs { yhat, ..enc })
+    }
+
+    /// The encoder: the forward pass up to the final hidden state (gate → mapper → layers);
+    /// `yhat` of the result is the hidden state itself (no head ran). `fill` = (fill [n, F], mask
+    /// value parameter [F]) replaces the masked entries of the gated input by the mask value
+    /// (pretraining, docs/model-ortho-pretrain.md).
+    pub fn encode<B: Backend>(
+        &self,
+        dev: &B,
+        tape: &mut Tape<B>,
+        p: &Params<B>,
+        era: &EraInputs,
+        train: Option<TrainCtx>,
+        fill: Option<(T, ParamId)>,
+    ) -> Result<Outputs> {
         let c = &self.cfg;
         let (n, f, d, h) = (era.n, c.n_features, c.d_model, c.heads);
         if c.ffn != Ffn::Gelu || c.selection != Selection::Gate {
@@ -289,6 +334,10 @@ impl EraTransformer {
             f,
             c.gate_rank,
         )?;
+        let xt = match fill {
+            Some((m, mv)) => tape.mask_fill(dev, p, xt, m, mv, n, f)?,
+            None => xt,
+        };
         // Mapper: two linear maps, no activation between them.
         let h0 = tape.linear(dev, p, xt, self.mapper0.w, self.mapper0.b, n, f, d)?;
         let mut hs = tape.linear(dev, p, h0, self.mapper1.w, self.mapper1.b, n, d, d)?;
@@ -375,9 +424,11 @@ impl EraTransformer {
             }
             hs = drop(tape, n2, 2 * l as u32 + 1)?;
         }
-        let o0 = tape.linear(dev, p, hs, self.head0.w, self.head0.b, n, d, d)?;
-        let o1 = tape.gelu(dev, o0)?;
-        let yhat = tape.linear(dev, p, o1, self.head1.w, self.head1.b, n, d, c.n_targets)?;
-        Ok(Outputs { yhat, g, keep })
+        Ok(Outputs {
+            yhat: hs,
+            g,
+            keep,
+            hidden: hs,
+        })
     }
 }

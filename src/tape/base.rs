@@ -114,6 +114,24 @@ pub enum Node {
         n: usize,
         t: usize,
     },
+    /// The orthogonal-embedding loss term (src/ops/ortho_loss)
+    OrthoLoss {
+        h: T,
+        mask: T,
+        stats: T,
+        gmat: T,
+        n: usize,
+        d: usize,
+    },
+    /// The pretraining input: masked entries replaced by a learned value (src/ops/mask_fill)
+    MaskFill {
+        out: T,
+        x: T,
+        fill: T,
+        mv: ParamId,
+        n: usize,
+        f: usize,
+    },
     Film {
         out: T,
         inp: T,

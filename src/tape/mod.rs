@@ -13,7 +13,9 @@ pub mod base;
 pub use base::{Node, Tape, T};
 
 use crate::device::Backend;
-use crate::ops::{attention, corr_loss, elementwise, film, gate, layer_norm, linear, loss};
+use crate::ops::{
+    attention, corr_loss, elementwise, film, gate, layer_norm, linear, loss, mask_fill, ortho_loss,
+};
 use crate::params::{ParamId, Params};
 use crate::{Error, Result};
 
@@ -65,6 +67,8 @@ fn backward_node<B: Backend>(
         Node::CorrLoss { .. } => corr_loss::backward(tape, dev, node),
         Node::Film { .. } => film::backward(tape, dev, node),
         Node::Param { .. } => param_backward(tape, dev, p, node),
+        Node::OrthoLoss { .. } => ortho_loss::backward(tape, dev, node),
+        Node::MaskFill { .. } => mask_fill::backward(tape, dev, p, node),
     }
 }
 

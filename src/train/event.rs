@@ -118,8 +118,13 @@ pub fn format_report(r: &EpochReport, epochs: usize, n_features: usize) -> Strin
         ),
         None => "no validation data".to_string(),
     };
+    let ortho = if r.train_ortho > 0.0 {
+        format!("  ortho {:.5}", r.train_ortho)
+    } else {
+        String::new()
+    };
     format!(
-        "epoch {:>3}/{epochs}  loss {:.5}  mse {:.5}  {v}  gate {:.3} ({}/{} kept)  {:.1} eras/s",
+        "epoch {:>3}/{epochs}  loss {:.5}  mse {:.5}{ortho}  {v}  gate {:.3} ({}/{} kept)  {:.1} eras/s",
         r.epoch, r.train_loss, r.train_mse, r.mean_gate, r.features_kept, n_features, r.eras_per_s
     )
 }

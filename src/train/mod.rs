@@ -9,6 +9,7 @@ pub mod era;
 pub mod event;
 pub mod noise;
 pub mod options;
+pub mod pretrain;
 pub mod resume;
 pub mod step;
 pub mod tune;
@@ -46,6 +47,8 @@ pub struct EpochReport {
     pub steps: u64,
     pub train_loss: f64,
     pub train_mse: f64,
+    /// mean orthogonal-embedding penalty P over the epoch's eras (0 when `ortho_weight` is 0)
+    pub train_ortho: f64,
     pub valid: Option<ValidScore>,
     pub eras_per_s: f64,
     pub mean_gate: f64,
@@ -371,6 +374,7 @@ pub fn train<B: Backend>(
         era::shuffle(&mut order, &mut rng);
         let t0 = Instant::now();
         let (mut loss_sum, mut mse_sum, mut counted) = (0.0f64, 0.0f64, 0usize);
+        let mut ortho_sum = 0.0f64;
         let mut g_last: Vec<f32> = Vec::new();
         let mut group = 0usize;
         let n_order = order.len();
@@ -412,6 +416,7 @@ pub fn train<B: Backend>(
                 g_last = g;
                 loss_sum += parts.loss as f64;
                 mse_sum += parts.mse as f64;
+                ortho_sum += parts.ortho as f64;
                 counted += 1;
                 on_event(&Event::Era {
                     epoch,
@@ -466,6 +471,7 @@ pub fn train<B: Backend>(
             steps: step,
             train_loss: loss_sum / counted.max(1) as f64,
             train_mse: mse_sum / counted.max(1) as f64,
+            train_ortho: ortho_sum / counted.max(1) as f64,
             valid: vscore,
             eras_per_s: counted as f64 / secs.max(1e-9),
             mean_gate: g_last.iter().map(|&g| g as f64).sum::<f64>() / g_last.len().max(1) as f64,

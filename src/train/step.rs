@@ -51,6 +51,20 @@ pub fn accumulate<B: Backend>(
     } else {
         None
     };
+    // The orthogonal-embedding loss w · ‖C − I‖²_F / d² over the final hidden states
+    // (docs/model-ortho-pretrain.md), also before the root.
+    let ortho = if cfg.ortho_weight > 0.0 {
+        Some(tape.ortho_loss(
+            dev,
+            out.hidden,
+            inputs.mask,
+            cfg.ortho_weight,
+            batch.n,
+            cfg.d_model,
+        )?)
+    } else {
+        None
+    };
     let mut parts = tape.loss(
         dev,
         out.yhat,
@@ -64,13 +78,17 @@ pub fn accumulate<B: Backend>(
     if let Some(c) = corr {
         parts.loss += cfg.corr_weight * (1.0 - c.corr);
     }
+    if let Some(o) = ortho {
+        parts.ortho = o;
+        parts.loss += cfg.ortho_weight * o;
+    }
     if !parts.loss.is_finite() {
         return Err(Error::Numeric {
             step,
             tensor: "loss".into(),
             msg: format!(
-                "loss is {} (mse {}, sparsity {})",
-                parts.loss, parts.mse, parts.sparsity
+                "loss is {} (mse {}, sparsity {}, ortho {})",
+                parts.loss, parts.mse, parts.sparsity, parts.ortho
             ),
         });
     }

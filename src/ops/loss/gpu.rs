@@ -90,6 +90,7 @@ pub(crate) fn mse_sparsity_fwd<L: Launcher>(
         mse: v[1],
         sparsity: v[2],
         count: v[3],
+        ortho: 0.0,
     })
 }
 

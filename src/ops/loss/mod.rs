@@ -69,6 +69,7 @@ pub fn mse_sparsity_fwd(
         mse: mse as f32,
         sparsity: sparsity as f32,
         count: count as f32,
+        ortho: 0.0,
     }
 }
 
