@@ -14,6 +14,7 @@ pub use base::{Node, Tape, T};
 
 use crate::device::Backend;
 use crate::ops::{attention, corr_loss, elementwise, film, gate, layer_norm, linear, loss};
+use crate::ops::{glu, row_add, vsn};
 use crate::params::Params;
 use crate::{Error, Result};
 
@@ -64,5 +65,8 @@ fn backward_node<B: Backend>(
         Node::Gate { .. } => gate::backward(tape, dev, p, node),
         Node::CorrLoss { .. } => corr_loss::backward(tape, dev, node),
         Node::Film { .. } => film::backward(tape, dev, node),
+        Node::Glu { .. } => glu::backward(tape, dev, node),
+        Node::RowAdd { .. } => row_add::backward(tape, dev, node),
+        Node::Vsn { .. } => vsn::backward(tape, dev, node),
     }
 }
