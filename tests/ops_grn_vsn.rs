@@ -113,15 +113,33 @@ fn glu_matches_oracle_and_its_gradient<B: Backend>(
     let mut out = dev.upload(&vec![7.0; n * m])?;
     dev.glu_fwd(&mut out, &ab, &bb, n, m)?;
     let (a64, b64) = (f64s(&a), f64s(&b));
-    close("glu", &dev.download(&out)?, &glu_oracle(&a64, &b64), FWD_RTOL, FWD_ATOL)?;
+    close(
+        "glu",
+        &dev.download(&out)?,
+        &glu_oracle(&a64, &b64),
+        FWD_RTOL,
+        FWD_ATOL,
+    )?;
     let cf = g.vec(n * m, -1.0, 1.0);
     let (da0, db0) = (g.vec(n * m, -1.0, 1.0), g.vec(n * m, -1.0, 1.0));
     let (mut da, mut db) = (dev.upload(&da0)?, dev.upload(&db0)?);
     dev.glu_bwd(&mut da, &mut db, &dev.upload(&cf)?, &ab, &bb, n, m)?;
     let want_a = fd_grad(&a64, |v| functional(&cf, &glu_oracle(v, &b64)));
     let want_b = fd_grad(&b64, |v| functional(&cf, &glu_oracle(&a64, v)));
-    close("glu da", &added(&dev.download(&da)?, &da0), &want_a, BWD_RTOL, BWD_ATOL)?;
-    close("glu db", &added(&dev.download(&db)?, &db0), &want_b, BWD_RTOL, BWD_ATOL)
+    close(
+        "glu da",
+        &added(&dev.download(&da)?, &da0),
+        &want_a,
+        BWD_RTOL,
+        BWD_ATOL,
+    )?;
+    close(
+        "glu db",
+        &added(&dev.download(&db)?, &db0),
+        &want_b,
+        BWD_RTOL,
+        BWD_ATOL,
+    )
 }
 device_proptest!(
     48,
@@ -144,7 +162,13 @@ fn row_add_matches_oracle_and_its_gradient<B: Backend>(
     let mut out = dev.upload(&vec![7.0; n * m])?;
     dev.row_add_fwd(&mut out, &xb, &rb, n, m)?;
     let (x64, r64) = (f64s(&x), f64s(&r));
-    close("row_add", &dev.download(&out)?, &row_add_oracle(&x64, &r64, m), FWD_RTOL, FWD_ATOL)?;
+    close(
+        "row_add",
+        &dev.download(&out)?,
+        &row_add_oracle(&x64, &r64, m),
+        FWD_RTOL,
+        FWD_ATOL,
+    )?;
     let cf = g.vec(n * m, -1.0, 1.0);
     let (dx0, dr0) = (g.vec(n * m, -1.0, 1.0), g.vec(m, -1.0, 1.0));
     let (mut dx, mut dr) = (dev.upload(&dx0)?, dev.upload(&dr0)?);
@@ -153,11 +177,23 @@ fn row_add_matches_oracle_and_its_gradient<B: Backend>(
     let want_x = fd_grad(&x64, |v| functional(&cf, &row_add_oracle(v, &r64, m)));
     let want_r = fd_grad(&r64, |v| functional(&cf, &row_add_oracle(&x64, v, m)));
     if with_dx {
-        close("row_add dx", &added(&dev.download(&dx)?, &dx0), &want_x, BWD_RTOL, BWD_ATOL)?;
+        close(
+            "row_add dx",
+            &added(&dev.download(&dx)?, &dx0),
+            &want_x,
+            BWD_RTOL,
+            BWD_ATOL,
+        )?;
     } else {
         prop_assert_eq!(dev.download(&dx)?, dx0, "dx untouched without it");
     }
-    close("row_add dr", &added(&dev.download(&dr)?, &dr0), &want_r, BWD_RTOL, BWD_ATOL)
+    close(
+        "row_add dr",
+        &added(&dev.download(&dr)?, &dr0),
+        &want_r,
+        BWD_RTOL,
+        BWD_ATOL,
+    )
 }
 device_proptest!(
     48,
@@ -247,7 +283,9 @@ fn run_vsn<B: Backend>(
     let mut v = dev.upload(&vec![7.0; n * f])?;
     let (mut m, mut keep, mut s) = (dev.zeros(f)?, dev.zeros(f)?, dev.zeros(f)?);
     let mut wsum = dev.zeros(1)?;
-    dev.vsn_fwd(&mut xt, &mut v, &mut m, &mut keep, &mut s, &mut wsum, &zb, &xb, &mb, sel, n, f)?;
+    dev.vsn_fwd(
+        &mut xt, &mut v, &mut m, &mut keep, &mut s, &mut wsum, &zb, &xb, &mb, sel, n, f,
+    )?;
     let (dxt, dm, ds, dz0) = grads;
     let mut dz = dev.upload(dz0)?;
     dev.vsn_bwd(
@@ -286,7 +324,11 @@ fn vsn_data(c: &VsnCase) -> (Vec<f32>, Vec<f32>, Vec<f32>, GateSelect, Gen) {
 fn vsn_matches_oracle_and_its_gradient<B: Backend>(dev: &B, c: &VsnCase) -> TestCaseResult {
     let &(n, f, ..) = c;
     let (z, x, mask, sel, mut g) = vsn_data(c);
-    let (cx, cm, cs) = (g.vec(n * f, -1.0, 1.0), g.vec(f, -1.0, 1.0), g.vec(f, -1.0, 1.0));
+    let (cx, cm, cs) = (
+        g.vec(n * f, -1.0, 1.0),
+        g.vec(f, -1.0, 1.0),
+        g.vec(f, -1.0, 1.0),
+    );
     let dz0 = g.vec(n * f, -1.0, 1.0);
     let r = run_vsn(dev, &z, &x, &mask, sel, (&cx, &cm, &cs, &dz0), n, f)?;
     let z64 = f64s(&z);
@@ -298,20 +340,37 @@ fn vsn_matches_oracle_and_its_gradient<B: Backend>(dev: &B, c: &VsnCase) -> Test
     let fm = &r.m;
     match sel {
         GateSelect::Threshold(tau) => {
-            for j in 0..f {
-                let want = if fm[j] >= tau / f as f32 { 1.0 } else { 0.0 };
-                prop_assert_eq!(r.keep[j], want, "keep[{}] with m {} τ/F {}", j, fm[j], tau / f as f32);
+            for (j, &mj) in fm.iter().enumerate() {
+                let want = if mj >= tau / f as f32 { 1.0 } else { 0.0 };
+                prop_assert_eq!(
+                    r.keep[j],
+                    want,
+                    "keep[{}] with m {} τ/F {}",
+                    j,
+                    mj,
+                    tau / f as f32
+                );
             }
         }
         GateSelect::TopK(k) => {
             prop_assert_eq!(r.keep.iter().filter(|&&q| q == 1.0).count(), k);
-            let lo = (0..f).filter(|&j| r.keep[j] == 1.0).map(|j| fm[j]).fold(f32::INFINITY, f32::min);
-            let hi = (0..f).filter(|&j| r.keep[j] == 0.0).map(|j| fm[j]).fold(f32::NEG_INFINITY, f32::max);
+            let lo = (0..f)
+                .filter(|&j| r.keep[j] == 1.0)
+                .map(|j| fm[j])
+                .fold(f32::INFINITY, f32::min);
+            let hi = (0..f)
+                .filter(|&j| r.keep[j] == 0.0)
+                .map(|j| fm[j])
+                .fold(f32::NEG_INFINITY, f32::max);
             prop_assert!(lo >= hi, "kept min {} < dropped max {}", lo, hi);
         }
     }
     if mask.iter().all(|&q| q == 0.0) {
-        prop_assert!(r.m.iter().all(|&q| q == 0.0), "fully masked era: m = {:?}", r.m);
+        prop_assert!(
+            r.m.iter().all(|&q| q == 0.0),
+            "fully masked era: m = {:?}",
+            r.m
+        );
     }
     // backward of Σ cx·xt + Σ cm·m + Σ cs·s with keep held
     let want = fd_grad(&z64, |zz| {
@@ -323,7 +382,14 @@ fn vsn_matches_oracle_and_its_gradient<B: Backend>(dev: &B, c: &VsnCase) -> Test
 device_proptest!(
     64,
     vsn_matches_oracle_and_its_gradient,
-    (1usize..24, 1usize..14, 0u8..4, 0u8..3, 0.1f32..4.0, any::<u64>())
+    (
+        1usize..24,
+        1usize..14,
+        0u8..4,
+        0u8..3,
+        0.1f32..4.0,
+        any::<u64>()
+    )
 );
 
 /// The emulated kernels against the CPU op, under every thread order (wider shapes than the
@@ -331,7 +397,11 @@ device_proptest!(
 fn vsn_emulator_matches_the_cpu<B: Backend>(dev: &B, c: &VsnCase) -> TestCaseResult {
     let &(n, f, ..) = c;
     let (z, x, mask, sel, mut g) = vsn_data(c);
-    let grads = (g.vec(n * f, -1.0, 1.0), g.vec(f, -1.0, 1.0), g.vec(f, -1.0, 1.0));
+    let grads = (
+        g.vec(n * f, -1.0, 1.0),
+        g.vec(f, -1.0, 1.0),
+        g.vec(f, -1.0, 1.0),
+    );
     let dz0 = g.vec(n * f, -1.0, 1.0);
     let gr = (&grads.0[..], &grads.1[..], &grads.2[..], &dz0[..]);
     let want = run_vsn(&Cpu, &z, &x, &mask, sel, gr, n, f)?;
@@ -341,9 +411,19 @@ fn vsn_emulator_matches_the_cpu<B: Backend>(dev: &B, c: &VsnCase) -> TestCaseRes
     // keep may differ only where m sits on the threshold within rounding
     for j in 0..f {
         if got.keep[j] != want.keep[j] {
-            prop_assert!(matches!(sel, GateSelect::Threshold(_)), "top-k keep differs at {}", j);
-            let GateSelect::Threshold(tau) = sel else { unreachable!() };
-            prop_assert!((want.m[j] - tau / f as f32).abs() <= 1e-6, "keep[{}] differs", j);
+            prop_assert!(
+                matches!(sel, GateSelect::Threshold(_)),
+                "top-k keep differs at {}",
+                j
+            );
+            let GateSelect::Threshold(tau) = sel else {
+                unreachable!()
+            };
+            prop_assert!(
+                (want.m[j] - tau / f as f32).abs() <= 1e-6,
+                "keep[{}] differs",
+                j
+            );
             return Ok(());
         }
     }
@@ -353,7 +433,14 @@ fn vsn_emulator_matches_the_cpu<B: Backend>(dev: &B, c: &VsnCase) -> TestCaseRes
 gpu_proptest!(
     32,
     vsn_emulator_matches_the_cpu,
-    (1usize..70, 1usize..100, 0u8..4, 0u8..3, 0.1f32..6.0, any::<u64>())
+    (
+        1usize..70,
+        1usize..100,
+        0u8..4,
+        0u8..3,
+        0.1f32..6.0,
+        any::<u64>()
+    )
 );
 
 #[test]
@@ -395,22 +482,35 @@ fn wrong_lengths_are_shape_errors<B: Backend>(dev: &B) -> TestCaseResult {
     prop_assert!(matches!(r, Err(Error::Shape(_))), "glu bwd: {:?}", r.err());
     let row = dev.upload(&vec![0.5; m + 1])?;
     let r = dev.row_add_fwd(&mut out, &full, &row, n, m);
-    prop_assert!(matches!(r, Err(Error::Shape(_))), "row_add fwd: {:?}", r.err());
+    prop_assert!(
+        matches!(r, Err(Error::Shape(_))),
+        "row_add fwd: {:?}",
+        r.err()
+    );
     let mut dr = dev.zeros(m - 1)?;
     let r = dev.row_add_bwd(None, &mut dr, &full, n, m);
-    prop_assert!(matches!(r, Err(Error::Shape(_))), "row_add bwd: {:?}", r.err());
+    prop_assert!(
+        matches!(r, Err(Error::Shape(_))),
+        "row_add bwd: {:?}",
+        r.err()
+    );
     // VSN: a mask of the wrong length, then an m of the wrong length
     let (f, mask) = (m, dev.upload(&vec![1.0; n + 1])?);
     let mut xt = dev.zeros(n * f)?;
     let mut v = dev.zeros(n * f)?;
-    let (mut mm, mut keep, mut s, mut w) = (dev.zeros(f)?, dev.zeros(f)?, dev.zeros(f)?, dev.zeros(1)?);
+    let (mut mm, mut keep, mut s, mut w) =
+        (dev.zeros(f)?, dev.zeros(f)?, dev.zeros(f)?, dev.zeros(1)?);
     let sel = GateSelect::Threshold(0.0);
-    let r = dev.vsn_fwd(&mut xt, &mut v, &mut mm, &mut keep, &mut s, &mut w, &full, &full, &mask, sel, n, f);
+    let r = dev.vsn_fwd(
+        &mut xt, &mut v, &mut mm, &mut keep, &mut s, &mut w, &full, &full, &mask, sel, n, f,
+    );
     prop_assert!(matches!(r, Err(Error::Shape(_))), "vsn fwd: {:?}", r.err());
     let good_mask = dev.upload(&vec![1.0; n])?;
     let bad_m = dev.zeros(f + 2)?;
     let mut dz = dev.zeros(n * f)?;
-    let r = dev.vsn_bwd(&mut dz, &full, &bad_m, &s, &full, &v, &mm, &keep, &good_mask, &w, n, f);
+    let r = dev.vsn_bwd(
+        &mut dz, &full, &bad_m, &s, &full, &v, &mm, &keep, &good_mask, &w, n, f,
+    );
     prop_assert!(matches!(r, Err(Error::Shape(_))), "vsn bwd: {:?}", r.err());
     Ok(())
 }
@@ -451,7 +551,13 @@ fn model_data(cfg: &Config, seed: u64, n: usize, pad: usize) -> ModelData {
         .map(|_| ((rng.next_u32() % 5) as f32 - 2.0) / 2.0)
         .collect();
     let y = (0..total * cfg.n_targets)
-        .map(|e| if e % 7 == 3 { f32::NAN } else { (rng.next_u32() % 5) as f32 / 4.0 })
+        .map(|e| {
+            if e % 7 == 3 {
+                f32::NAN
+            } else {
+                (rng.next_u32() % 5) as f32 / 4.0
+            }
+        })
         .collect();
     let mask = (0..total).map(|i| if i < n { 1.0 } else { 0.0 }).collect();
     let ctx = (0..2 * f).map(|_| rng.uniform(-1.0, 1.0)).collect();
@@ -464,7 +570,14 @@ fn model_data(cfg: &Config, seed: u64, n: usize, pad: usize) -> ModelData {
             }
         }
     }
-    ModelData { n: total, x, y, mask, ctx, tensors }
+    ModelData {
+        n: total,
+        x,
+        y,
+        mask,
+        ctx,
+        tensors,
+    }
 }
 
 /// (yhat, g, keep, loss, grads) of one forward + loss (sparsity from `Outputs.sparsity`) + backward.
@@ -483,7 +596,11 @@ fn run_model<B: Backend>(
         mask: tape.input(dev, &d.mask)?,
         y: tape.input(dev, &d.y)?,
         n: d.n,
-        ctx: if cfg.context_dim > 0 { Some(tape.input(dev, &d.ctx)?) } else { None },
+        ctx: if cfg.context_dim > 0 {
+            Some(tape.input(dev, &d.ctx)?)
+        } else {
+            None
+        },
     };
     let out = model.forward(dev, &mut tape, &params, &inputs, None)?;
     let yhat = tape.download(dev, out.yhat)?;
@@ -512,9 +629,15 @@ fn run_model<B: Backend>(
 fn configs() -> Vec<(&'static str, Config)> {
     vec![
         ("ffn grn", tiny(Ffn::Grn, Selection::Gate, 0, None)),
-        ("ffn grn + context", tiny(Ffn::Grn, Selection::Gate, 3, None)),
+        (
+            "ffn grn + context",
+            tiny(Ffn::Grn, Selection::Gate, 3, None),
+        ),
         ("selection vsn", tiny(Ffn::Gelu, Selection::Vsn, 0, None)),
-        ("selection vsn + context + top-k", tiny(Ffn::Gelu, Selection::Vsn, 3, Some(4))),
+        (
+            "selection vsn + context + top-k",
+            tiny(Ffn::Gelu, Selection::Vsn, 3, Some(4)),
+        ),
         ("both", tiny(Ffn::Grn, Selection::Vsn, 3, None)),
     ]
 }
@@ -537,7 +660,10 @@ fn model_emulator_matches_the_cpu<B: Backend>(dev: &B) -> TestCaseResult {
 }
 gpu_test!(
     model_emulator_matches_the_cpu,
-    [eraengine::gpu::Order::Forward, eraengine::gpu::Order::Shuffle(7)]
+    [
+        eraengine::gpu::Order::Forward,
+        eraengine::gpu::Order::Shuffle(7)
+    ]
 );
 
 /// Every GRN/VSN parameter element (and a few others) against central differences of the f32 loss.
@@ -586,13 +712,17 @@ device_test!(
 
 #[test]
 fn parameter_names_follow_the_options() {
-    let names = |cfg: &Config| -> Vec<String> { param_specs(cfg).into_iter().map(|(n, _)| n).collect() };
+    let names =
+        |cfg: &Config| -> Vec<String> { param_specs(cfg).into_iter().map(|(n, _)| n).collect() };
     let grn = names(&tiny(Ffn::Grn, Selection::Gate, 3, None));
     assert!(!grn.iter().any(|n| n.contains(".ffn.")), "{grn:?}");
     for l in 0..2 {
         for w in ["w1", "w2", "w3", "w4", "w5"] {
             for p in ["weight", "bias"] {
-                assert!(grn.contains(&format!("layers.{l}.grn.{w}.{p}")), "{l} {w} {p}");
+                assert!(
+                    grn.contains(&format!("layers.{l}.grn.{w}.{p}")),
+                    "{l} {w} {p}"
+                );
             }
         }
         assert!(grn.contains(&format!("layers.{l}.norm2.weight")));
@@ -601,11 +731,20 @@ fn parameter_names_follow_the_options() {
     assert!(!no_ctx.iter().any(|n| n.contains(".w3.")), "{no_ctx:?}");
     let vsn = names(&tiny(Ffn::Gelu, Selection::Vsn, 3, None));
     assert!(!vsn.iter().any(|n| n.starts_with("gate.")), "{vsn:?}");
-    for n in ["vsn.w1.weight", "vsn.w3.weight", "vsn.w5.bias", "vsn.norm.weight", "vsn.norm.bias"] {
+    for n in [
+        "vsn.w1.weight",
+        "vsn.w3.weight",
+        "vsn.w5.bias",
+        "vsn.norm.weight",
+        "vsn.norm.bias",
+    ] {
         assert!(vsn.contains(&n.to_string()), "{n}");
     }
     let shape = |cfg: &Config, name: &str| {
-        param_specs(cfg).into_iter().find(|(n, _)| n == name).map(|(_, s)| s)
+        param_specs(cfg)
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s)
     };
     let c = tiny(Ffn::Grn, Selection::Vsn, 3, None);
     assert_eq!(shape(&c, "layers.0.grn.w2.weight"), Some(vec![12, 8]));
@@ -628,7 +767,9 @@ fn checkpoints_round_trip_with_each_option() {
             tensors.push((name, shape, vec![0.5; len]));
         }
         let ck = Checkpoint {
-            features: (0..cfg.n_features).map(|j| format!("feature_{j}")).collect(),
+            features: (0..cfg.n_features)
+                .map(|j| format!("feature_{j}"))
+                .collect(),
             targets: vec!["target".into(), "target_aux".into()],
             config: cfg.clone(),
             tensors,

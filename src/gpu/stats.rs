@@ -427,7 +427,11 @@ fn cost(k: Kernel, cfg: LaunchCfg, params: &[u8]) -> (f64, f64, f64) {
         }),
         VsnSelectFwdF32 => read::<VsnParams>(params).map(|p| {
             let ff = f(p.f);
-            (ff * ff * f(p.mode), 20.0 * ff + f(p.n), 4.0 * (4.0 * ff + f(p.n)) + 8.0 * ff)
+            (
+                ff * ff * f(p.mode),
+                20.0 * ff + f(p.n),
+                4.0 * (4.0 * ff + f(p.n)) + 8.0 * ff,
+            )
         }),
         VsnApplyFwdF32 => read::<VsnParams>(params).map(|p| {
             let nf = f(p.n) * f(p.f);

@@ -62,7 +62,12 @@ pub struct Grn {
 
 impl Grn {
     /// Binds the GRN under `prefix` and the LayerNorm named `norm` (`{norm}.weight`, `.bias`).
-    pub fn bind<B: Backend>(p: &Params<B>, prefix: &str, norm: &str, dims: GrnDims) -> Result<Self> {
+    pub fn bind<B: Backend>(
+        p: &Params<B>,
+        prefix: &str,
+        norm: &str,
+        dims: GrnDims,
+    ) -> Result<Self> {
         let id = |n: String| {
             p.id(&n)
                 .ok_or_else(|| Error::shape(format!("parameter '{n}' is missing")))
@@ -83,6 +88,7 @@ impl Grn {
 
     /// GRN(a, c) over n rows; `c` is the [C] context row (required when the GRN has W3);
     /// `drop` applies the dropout before the residual.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward<B: Backend>(
         &self,
         dev: &B,

@@ -351,9 +351,17 @@ impl EraTransformer {
         let (xt, g, keep, sparsity) = match (&self.vsn, self.gate_w) {
             // Variable selection network (docs/model-grn-vsn.md)
             (Some(vsn), _) => {
-                let o = vsn.forward(dev, tape, p, era.x, era.mask, ctx, self.select(), n, |t, x| {
-                    drop(t, x, VSN_DROPOUT_KEY)
-                })?;
+                let o = vsn.forward(
+                    dev,
+                    tape,
+                    p,
+                    era.x,
+                    era.mask,
+                    ctx,
+                    self.select(),
+                    n,
+                    |t, x| drop(t, x, VSN_DROPOUT_KEY),
+                )?;
                 (o.xt, o.m, o.keep, o.s)
             }
             // Feature gate: x̃ = x ⊙ s.
@@ -372,7 +380,11 @@ impl EraTransformer {
                 )?;
                 (xt, g, keep, g)
             }
-            (None, None) => return Err(Error::device("the model has no feature selection".to_string())),
+            (None, None) => {
+                return Err(Error::device(
+                    "the model has no feature selection".to_string(),
+                ))
+            }
         };
         // Mapper: two linear maps, no activation between them.
         let h0 = tape.linear(dev, p, xt, self.mapper0.w, self.mapper0.b, n, f, d)?;
@@ -406,7 +418,11 @@ impl EraTransformer {
                 (None, Some(grn)) => grn.forward(dev, tape, p, h1, ctx, n, |t, x| {
                     drop(t, x, GRN_DROPOUT_KEY + l as u32)
                 })?,
-                (None, None) => return Err(Error::device("a layer without a feed-forward block".to_string())),
+                (None, None) => {
+                    return Err(Error::device(
+                        "a layer without a feed-forward block".to_string(),
+                    ))
+                }
             };
             if let (Some((gl, bl)), Some(cv)) = (&ly.film, ctx) {
                 let cd = c.context_dim;

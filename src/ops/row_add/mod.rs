@@ -80,7 +80,9 @@ impl<B: Backend> Tape<B> {
 /// Backward of [`Node::RowAdd`].
 pub(crate) fn backward<B: Backend>(tape: &mut Tape<B>, dev: &B, node: &Node) -> Result<()> {
     let Node::RowAdd { out, x, r, n, m } = *node else {
-        return Err(Error::device("row_add::backward on another node".to_string()));
+        return Err(Error::device(
+            "row_add::backward on another node".to_string(),
+        ));
     };
     if let Some(dout) = tape.take_grad_if_any(out) {
         let mut dx = if tape.requires_grad(x) {

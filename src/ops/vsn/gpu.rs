@@ -85,7 +85,11 @@ pub(crate) fn vsn_fwd<L: Launcher>(
             be.go(kernel::VSN_SOFTMAX_FWD_F32, rows, &p)?;
             column_sum(be, cs)?;
         }
-        be.go(kernel::VSN_SELECT_FWD_F32, LaunchCfg::linear(1, BLOCK, 0), &p)?;
+        be.go(
+            kernel::VSN_SELECT_FWD_F32,
+            LaunchCfg::linear(1, BLOCK, 0),
+            &p,
+        )?;
         if n > 0 && f > 0 {
             let cfg = LaunchCfg::linear(blocks_for(n * f, BLOCK, MAX_GRID), BLOCK, 0);
             be.go(kernel::VSN_APPLY_FWD_F32, cfg, &p)?;

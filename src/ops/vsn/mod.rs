@@ -122,7 +122,9 @@ pub fn vsn_fwd(
 
 /// v = softmax(z) for one row: e = exp_f32(z − max), v = e / Σ e (sum in f64). A row of NaN gives NaN.
 fn softmax_row(v: &mut [f32], z: &[f32]) {
-    let mx = z.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+    let mx = z
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
     let mut sum = 0f64;
     for (o, &zv) in v.iter_mut().zip(z) {
         let e = exp_f32(zv - mx);
@@ -168,7 +170,8 @@ pub fn vsn_bwd(
             let wi = if w > 0.0 { mask[i] as f64 / w } else { 0.0 };
             let mut dot = 0f64;
             for j in 0..f {
-                let d = ff * keep[j] as f64 * x[base + j] as f64 * dxt[base + j] as f64 + wi * mu[j];
+                let d =
+                    ff * keep[j] as f64 * x[base + j] as f64 * dxt[base + j] as f64 + wi * mu[j];
                 dv[j] = d;
                 dot += v[base + j] as f64 * d;
             }
