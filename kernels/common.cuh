@@ -402,6 +402,71 @@ struct MaskFillParams {
     unsigned int f;
 };
 
+// glu_fwd_f32: out = σ(a) · b;  glu_bwd_f32: out (da) += dout · b · σ'(a), out2 (db) += dout · σ(a)
+// (kernels/glu.cu), over n = rows · width elements
+struct GluParams {
+    float* out;
+    float* out2;
+    const float* a;
+    const float* b;
+    const float* dout;
+    unsigned int n;
+    unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
+};
+
+// row_add_fwd_f32 (kernels/row_add.cu): out[n,m] = x[n,m] + r[m] per row
+struct RowAddParams {
+    float* out;
+    const float* x;
+    const float* r;
+    unsigned int n;
+    unsigned int m;
+};
+
+// vsn_{softmax,select,apply}_fwd_f32 (kernels/vsn.cu): z, x, v, xt [n,f]; m, keep, s [f]; wsum [1];
+// work: f doubles (Σ_i mask_i v_if from column_sum_bwd_f32); mode 0 threshold (keep m ≥ tau_f = τ/F),
+// 1 top-k
+struct VsnParams {
+    float* v;
+    float* xt;
+    float* m;
+    float* keep;
+    float* s;
+    float* wsum;
+    double* work;
+    const float* z;
+    const float* x;
+    const float* mask;
+    unsigned int n;
+    unsigned int f;
+    unsigned int mode;
+    float tau_f;
+    unsigned int topk;
+    unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
+};
+
+// vsn_dm_bwd_f32 / vsn_rows_bwd_f32 (kernels/vsn.cu): work [f] doubles = dm + ds · s'(m); dz[n,f] +=
+struct VsnBwdParams {
+    float* dz;
+    double* work;
+    const float* dxt;
+    const float* dm;
+    const float* ds;
+    const float* x;
+    const float* v;
+    const float* m;
+    const float* keep;
+    const float* mask;
+    const float* wsum;
+    unsigned int n;
+    unsigned int f;
+};
+
+static_assert(sizeof(GluParams) == 48, "GluParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(RowAddParams) == 32, "RowAddParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(VsnParams) == 104, "VsnParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(VsnBwdParams) == 96, "VsnBwdParams layout changed: update src/gpu/params.rs");
+
 static_assert(sizeof(CorrLossParams) == 72, "CorrLossParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(FilmParams) == 40, "FilmParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(OrthoLossParams) == 80, "OrthoLossParams layout changed: update src/gpu/params.rs");

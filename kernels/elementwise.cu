@@ -3,6 +3,8 @@
 //   gelu_bwd_f32:  out += dout · (0.5 (1 + th) + 0.5 x (1 − th²) √(2/π)(1 + 3·0.044715 x²))
 //   sigmoid_fwd_f32: out = 1 / (1 + e⁻ˣ);  sigmoid_bwd_f32: out += dout · e⁻ˣ σ²  (e⁻ˣ clamped at
 //     e^88.7 as exp_f32 on the CPU does, so σ' stays finite; NaN stays NaN)
+//   elu_fwd_f32: out = x > 0 ? x : eˣ − 1;  elu_bwd_f32: out += dout · (x > 0 ? 1 : eˣ)  (α = 1;
+//     eˣ with x clamped below at −87.3 as exp_f32 on the CPU; NaN stays NaN)
 //   add_fwd_f32:   out = a + b
 //   accumulate_fwd_f32: out += a   (the backward of add and of every fan-out)
 //   dropout_fwd_f32: out = keep ? x · s : 0;  dropout_bwd_f32: out += keep ? dout · s : 0, s = 1/(1 − p)
@@ -47,6 +49,26 @@ extern "C" __global__ void sigmoid_bwd_f32(EltParams p) {
         const float e = exp_neg_clamped(p.a[i]);
         const float s = 1.0f / (1.0f + e);
         p.out[i] += p.b[i] * (e * s * s);
+    }
+}
+
+// eˣ for the negative branch of ELU: x clamped to [−87.3, 0] (comparisons, so NaN propagates)
+__device__ __forceinline__ float elu_exp(float x) {
+    const float c = x > 0.0f ? 0.0f : x;
+    return expf(c < -87.3f ? -87.3f : c);
+}
+
+extern "C" __global__ void elu_fwd_f32(EltParams p) {
+    GRID_STRIDE(i, p.n) {
+        const float x = p.a[i];
+        p.out[i] = x > 0.0f ? x : elu_exp(x) - 1.0f;
+    }
+}
+
+extern "C" __global__ void elu_bwd_f32(EltParams p) {
+    GRID_STRIDE(i, p.n) {
+        const float x = p.a[i];
+        p.out[i] += p.b[i] * (x > 0.0f ? 1.0f : elu_exp(x));
     }
 }
 

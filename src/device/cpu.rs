@@ -559,6 +559,124 @@ impl Backend for Cpu {
         crate::ops::film::film_bwd(dinp, dgamma, dbeta, dout, inp, gamma, n, d);
         Ok(())
     }
+    fn glu_fwd(
+        &self,
+        out: &mut Vec<f32>,
+        a: &Vec<f32>,
+        b: &Vec<f32>,
+        n: usize,
+        m: usize,
+    ) -> Result<()> {
+        crate::ops::glu::check(out.len(), a.len(), b.len(), n, m)?;
+        crate::ops::glu::glu_fwd(out, a, b);
+        Ok(())
+    }
+    fn glu_bwd(
+        &self,
+        da: &mut Vec<f32>,
+        db: &mut Vec<f32>,
+        dout: &Vec<f32>,
+        a: &Vec<f32>,
+        b: &Vec<f32>,
+        n: usize,
+        m: usize,
+    ) -> Result<()> {
+        crate::ops::glu::check(da.len(), a.len(), b.len(), n, m)?;
+        crate::ops::shape::expect_len("glu_bwd", "db", db.len(), n * m)?;
+        crate::ops::shape::expect_len("glu_bwd", "dout", dout.len(), n * m)?;
+        crate::ops::glu::glu_bwd(da, db, dout, a, b);
+        Ok(())
+    }
+    fn row_add_fwd(
+        &self,
+        out: &mut Vec<f32>,
+        x: &Vec<f32>,
+        r: &Vec<f32>,
+        n: usize,
+        m: usize,
+    ) -> Result<()> {
+        crate::ops::row_add::check(out.len(), x.len(), r.len(), n, m)?;
+        crate::ops::row_add::row_add_fwd(out, x, r, n, m);
+        Ok(())
+    }
+    fn row_add_bwd(
+        &self,
+        dx: Option<&mut Vec<f32>>,
+        dr: &mut Vec<f32>,
+        dout: &Vec<f32>,
+        n: usize,
+        m: usize,
+    ) -> Result<()> {
+        crate::ops::row_add::check(dout.len(), dout.len(), dr.len(), n, m)?;
+        if let Some(dx) = &dx {
+            crate::ops::shape::expect_len("row_add_bwd", "dx", dx.len(), n * m)?;
+        }
+        crate::ops::row_add::row_add_bwd(dx.map(|d| d.as_mut_slice()), dr, dout, n, m);
+        Ok(())
+    }
+    fn vsn_fwd(
+        &self,
+        xt: &mut Vec<f32>,
+        v: &mut Vec<f32>,
+        m: &mut Vec<f32>,
+        keep: &mut Vec<f32>,
+        s: &mut Vec<f32>,
+        wsum: &mut Vec<f32>,
+        z: &Vec<f32>,
+        x: &Vec<f32>,
+        mask: &Vec<f32>,
+        select: GateSelect,
+        n: usize,
+        f: usize,
+    ) -> Result<()> {
+        crate::ops::vsn::check(
+            xt.len(),
+            v.len(),
+            m.len(),
+            keep.len(),
+            s.len(),
+            wsum.len(),
+            z.len(),
+            x.len(),
+            mask.len(),
+            n,
+            f,
+        )?;
+        crate::ops::vsn::vsn_fwd(xt, v, m, keep, s, wsum, z, x, mask, select, n, f);
+        Ok(())
+    }
+    fn vsn_bwd(
+        &self,
+        dz: &mut Vec<f32>,
+        dxt: &Vec<f32>,
+        dm: &Vec<f32>,
+        ds: &Vec<f32>,
+        x: &Vec<f32>,
+        v: &Vec<f32>,
+        m: &Vec<f32>,
+        keep: &Vec<f32>,
+        mask: &Vec<f32>,
+        wsum: &Vec<f32>,
+        n: usize,
+        f: usize,
+    ) -> Result<()> {
+        crate::ops::vsn::check(
+            dxt.len(),
+            v.len(),
+            m.len(),
+            keep.len(),
+            ds.len(),
+            wsum.len(),
+            dz.len(),
+            x.len(),
+            mask.len(),
+            n,
+            f,
+        )?;
+        crate::ops::shape::expect_len("vsn_bwd", "dm", dm.len(), f)?;
+        crate::ops::vsn::vsn_bwd(dz, dxt, dm, ds, x, v, m, keep, mask, wsum, n, f);
+        Ok(())
+    }
     fn sum_squares(&self, g: &Vec<f32>) -> Result<f64> {
         Ok(optim::sum_squares(g))
     }

@@ -317,6 +317,76 @@ pub trait Backend {
         n: usize,
         f: usize,
     ) -> Result<()>;
+    /// GLU: out = σ(a) ⊙ b over [n, m] (docs/model-grn-vsn.md)
+    fn glu_fwd(
+        &self,
+        out: &mut Self::Buf,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        n: usize,
+        m: usize,
+    ) -> Result<()>;
+    /// da += dout ⊙ b ⊙ σ'(a), db += dout ⊙ σ(a)
+    fn glu_bwd(
+        &self,
+        da: &mut Self::Buf,
+        db: &mut Self::Buf,
+        dout: &Self::Buf,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        n: usize,
+        m: usize,
+    ) -> Result<()>;
+    /// out = x + r per row, x: [n, m], r: [m]
+    fn row_add_fwd(
+        &self,
+        out: &mut Self::Buf,
+        x: &Self::Buf,
+        r: &Self::Buf,
+        n: usize,
+        m: usize,
+    ) -> Result<()>;
+    /// dx += dout (when given), dr += Σ_i dout_i
+    fn row_add_bwd(
+        &self,
+        dx: Option<&mut Self::Buf>,
+        dr: &mut Self::Buf,
+        dout: &Self::Buf,
+        n: usize,
+        m: usize,
+    ) -> Result<()>;
+    /// Variable selection from per-row logits (docs/model-grn-vsn.md, `ops::vsn`)
+    fn vsn_fwd(
+        &self,
+        xt: &mut Self::Buf,
+        v: &mut Self::Buf,
+        m: &mut Self::Buf,
+        keep: &mut Self::Buf,
+        s: &mut Self::Buf,
+        wsum: &mut Self::Buf,
+        z: &Self::Buf,
+        x: &Self::Buf,
+        mask: &Self::Buf,
+        select: GateSelect,
+        n: usize,
+        f: usize,
+    ) -> Result<()>;
+    /// dz += ∂/∂z of the VSN outputs given dxt, dm, ds
+    fn vsn_bwd(
+        &self,
+        dz: &mut Self::Buf,
+        dxt: &Self::Buf,
+        dm: &Self::Buf,
+        ds: &Self::Buf,
+        x: &Self::Buf,
+        v: &Self::Buf,
+        m: &Self::Buf,
+        keep: &Self::Buf,
+        mask: &Self::Buf,
+        wsum: &Self::Buf,
+        n: usize,
+        f: usize,
+    ) -> Result<()>;
     fn sum_squares(&self, g: &Self::Buf) -> Result<f64>;
     /// Σ g² of each buffer (f64), read back together (one host sync on a GPU); the default calls
     /// `sum_squares` per buffer.

@@ -376,6 +376,82 @@ impl<L: Launcher> Backend for GpuBackend<L> {
     ) -> Result<()> {
         crate::ops::film::gpu::film_bwd(self, dinp, dgamma, dbeta, dout, inp, gamma, n, d)
     }
+    fn glu_fwd(
+        &self,
+        out: &mut GpuBuf<L>,
+        a: &GpuBuf<L>,
+        b: &GpuBuf<L>,
+        n: usize,
+        m: usize,
+    ) -> Result<()> {
+        crate::ops::glu::gpu::glu_fwd(self, out, a, b, n, m)
+    }
+    fn glu_bwd(
+        &self,
+        da: &mut GpuBuf<L>,
+        db: &mut GpuBuf<L>,
+        dout: &GpuBuf<L>,
+        a: &GpuBuf<L>,
+        b: &GpuBuf<L>,
+        n: usize,
+        m: usize,
+    ) -> Result<()> {
+        crate::ops::glu::gpu::glu_bwd(self, da, db, dout, a, b, n, m)
+    }
+    fn row_add_fwd(
+        &self,
+        out: &mut GpuBuf<L>,
+        x: &GpuBuf<L>,
+        r: &GpuBuf<L>,
+        n: usize,
+        m: usize,
+    ) -> Result<()> {
+        crate::ops::row_add::gpu::row_add_fwd(self, out, x, r, n, m)
+    }
+    fn row_add_bwd(
+        &self,
+        dx: Option<&mut GpuBuf<L>>,
+        dr: &mut GpuBuf<L>,
+        dout: &GpuBuf<L>,
+        n: usize,
+        m: usize,
+    ) -> Result<()> {
+        crate::ops::row_add::gpu::row_add_bwd(self, dx, dr, dout, n, m)
+    }
+    fn vsn_fwd(
+        &self,
+        xt: &mut GpuBuf<L>,
+        v: &mut GpuBuf<L>,
+        m: &mut GpuBuf<L>,
+        keep: &mut GpuBuf<L>,
+        s: &mut GpuBuf<L>,
+        wsum: &mut GpuBuf<L>,
+        z: &GpuBuf<L>,
+        x: &GpuBuf<L>,
+        mask: &GpuBuf<L>,
+        select: GateSelect,
+        n: usize,
+        f: usize,
+    ) -> Result<()> {
+        crate::ops::vsn::gpu::vsn_fwd(self, xt, v, m, keep, s, wsum, z, x, mask, select, n, f)
+    }
+    fn vsn_bwd(
+        &self,
+        dz: &mut GpuBuf<L>,
+        dxt: &GpuBuf<L>,
+        dm: &GpuBuf<L>,
+        ds: &GpuBuf<L>,
+        x: &GpuBuf<L>,
+        v: &GpuBuf<L>,
+        m: &GpuBuf<L>,
+        keep: &GpuBuf<L>,
+        mask: &GpuBuf<L>,
+        wsum: &GpuBuf<L>,
+        n: usize,
+        f: usize,
+    ) -> Result<()> {
+        crate::ops::vsn::gpu::vsn_bwd(self, dz, dxt, dm, ds, x, v, m, keep, mask, wsum, n, f)
+    }
     fn sum_squares(&self, g: &GpuBuf<L>) -> Result<f64> {
         optim::sum_squares(self, g)
     }

@@ -276,10 +276,10 @@ fn cost(k: Kernel, cfg: LaunchCfg, params: &[u8]) -> (f64, f64, f64) {
         .product::<f64>();
     let fallback = (threads * 4.0, 0.0, threads * 8.0);
     let c = match k {
-        GeluFwdF32 | SigmoidFwdF32 => {
+        GeluFwdF32 | SigmoidFwdF32 | EluFwdF32 => {
             read::<EltParams>(params).map(|p| (20.0 * f(p.n), 0.0, 8.0 * f(p.n)))
         }
-        GeluBwdF32 | SigmoidBwdF32 => {
+        GeluBwdF32 | SigmoidBwdF32 | EluBwdF32 => {
             read::<EltParams>(params).map(|p| (25.0 * f(p.n), 0.0, 16.0 * f(p.n)))
         }
         AddFwdF32 | AccumulateFwdF32 => {
@@ -438,6 +438,35 @@ fn cost(k: Kernel, cfg: LaunchCfg, params: &[u8]) -> (f64, f64, f64) {
         FilmFwdF32 | FilmBwdF32 => read::<FilmParams>(params).map(|p| {
             let nd = f(p.n) * f(p.d);
             (2.0 * nd, 0.0, 4.0 * (2.0 * nd + 2.0 * f(p.d)))
+        }),
+        // GLU: a sigmoid and a product per element; the backward reads dout, a, b, da, db
+        GluFwdF32 => read::<GluParams>(params).map(|p| (15.0 * f(p.n), 0.0, 12.0 * f(p.n))),
+        GluBwdF32 => read::<GluParams>(params).map(|p| (20.0 * f(p.n), 0.0, 28.0 * f(p.n))),
+        RowAddFwdF32 => read::<RowAddParams>(params).map(|p| {
+            let nm = f(p.n) * f(p.m);
+            (nm, 0.0, 4.0 * (2.0 * nm + f(p.m)))
+        }),
+        // VSN: softmax rows (exp, 2 passes), one block for m/s/keep (top-k ranks F²), xt, backward rows
+        VsnSoftmaxFwdF32 => read::<VsnParams>(params).map(|p| {
+            let nf = f(p.n) * f(p.f);
+            (12.0 * nf, nf, 4.0 * 3.0 * nf)
+        }),
+        VsnSelectFwdF32 => read::<VsnParams>(params).map(|p| {
+            let ff = f(p.f);
+            (
+                ff * ff * f(p.mode),
+                20.0 * ff + f(p.n),
+                4.0 * (4.0 * ff + f(p.n)) + 8.0 * ff,
+            )
+        }),
+        VsnApplyFwdF32 => read::<VsnParams>(params).map(|p| {
+            let nf = f(p.n) * f(p.f);
+            (3.0 * nf, 0.0, 4.0 * 3.0 * nf)
+        }),
+        VsnDmBwdF32 => read::<VsnBwdParams>(params).map(|p| (0.0, 40.0 * f(p.f), 20.0 * f(p.f))),
+        VsnRowsBwdF32 => read::<VsnBwdParams>(params).map(|p| {
+            let nf = f(p.n) * f(p.f);
+            (0.0, 14.0 * nf, 4.0 * 7.0 * nf)
         }),
     };
     c.unwrap_or(fallback)

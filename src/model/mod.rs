@@ -3,9 +3,11 @@
 
 pub mod config;
 pub mod induced;
+pub mod grn;
 
 pub use config::{Attention, Config, Ffn, Preset, Selection};
 
+use self::grn::{Grn, GrnDims, Vsn, GRN_DROPOUT_KEY, VSN_DROPOUT_KEY};
 use crate::device::Backend;
 use crate::ops::elementwise::DropoutKey;
 use crate::ops::gate::GateSelect;
@@ -23,10 +25,17 @@ pub fn param_specs(cfg: &Config) -> Vec<(String, Vec<usize>)> {
         cfg.gate_rank,
         cfg.n_targets,
     );
-    let mut v: Vec<(String, Vec<usize>)> = vec![("gate.w".into(), vec![f])];
-    if r > 0 {
-        v.push(("gate.a".into(), vec![f, r]));
-        v.push(("gate.b".into(), vec![f, r]));
+    let mut v: Vec<(String, Vec<usize>)> = Vec::new();
+    match cfg.selection {
+        Selection::Gate => {
+            v.push(("gate.w".into(), vec![f]));
+            if r > 0 {
+                v.push(("gate.a".into(), vec![f, r]));
+                v.push(("gate.b".into(), vec![f, r]));
+            }
+        }
+        // docs/model-grn-vsn.md
+        Selection::Vsn => v.extend(grn::vsn_specs(f, d, cfg.context_dim)),
     }
     let lin = |v: &mut Vec<(String, Vec<usize>)>, name: String, out: usize, inp: usize| {
         v.push((format!("{name}.weight"), vec![out, inp]));
@@ -43,8 +52,16 @@ pub fn param_specs(cfg: &Config) -> Vec<(String, Vec<usize>)> {
         }
         v.push((format!("layers.{l}.norm1.weight"), vec![d]));
         v.push((format!("layers.{l}.norm1.bias"), vec![d]));
-        lin(&mut v, format!("layers.{l}.ffn.0"), dff, d);
-        lin(&mut v, format!("layers.{l}.ffn.1"), d, dff);
+        match cfg.ffn {
+            Ffn::Gelu => {
+                lin(&mut v, format!("layers.{l}.ffn.0"), dff, d);
+                lin(&mut v, format!("layers.{l}.ffn.1"), d, dff);
+            }
+            Ffn::Grn => v.extend(grn::grn_specs(
+                &format!("layers.{l}.grn"),
+                ffn_grn_dims(cfg),
+            )),
+        }
         v.push((format!("layers.{l}.norm2.weight"), vec![d]));
         v.push((format!("layers.{l}.norm2.bias"), vec![d]));
         if cfg.context_dim > 0 {
@@ -71,6 +88,16 @@ pub fn pretrain_specs(cfg: &Config) -> Vec<(String, Vec<usize>)> {
         ("pretrain.head.1.weight".into(), vec![f, d]),
         ("pretrain.head.1.bias".into(), vec![f]),
     ]
+}
+
+/// Widths of the GRN that replaces a layer's feed-forward block (docs/model-grn-vsn.md).
+fn ffn_grn_dims(cfg: &Config) -> GrnDims {
+    GrnDims {
+        inp: cfg.d_model,
+        hid: cfg.d_ff,
+        mid: cfg.d_model,
+        ctx: cfg.context_dim,
+    }
 }
 
 /// Tensors a checkpoint holds besides the parameters, never trained: the era context's
@@ -141,9 +168,10 @@ struct Layer {
     v: Lin,
     o: Lin,
     norm1: Lin,
-    ffn0: Lin,
-    ffn1: Lin,
-    norm2: Lin,
+    /// `--ffn gelu`: ffn.0, ffn.1 and norm2
+    ffn: Option<(Lin, Lin, Lin)>,
+    /// `--ffn grn`: the GRN (its LayerNorm is norm2)
+    grn: Option<Grn>,
     /// FiLM (γ, β) maps from the era context, when the config has one
     film: Option<(Lin, Lin)>,
     /// The inducing points and their maps, with induced attention
@@ -153,8 +181,11 @@ struct Layer {
 /// The model: its config and the ids of its parameters in a [`Params`] store.
 pub struct EraTransformer {
     pub cfg: Config,
-    gate_w: ParamId,
+    /// the gate's w (`--selection gate`)
+    gate_w: Option<ParamId>,
     gate_ab: Option<(ParamId, ParamId)>,
+    /// `--selection vsn`
+    vsn: Option<Vsn>,
     mapper0: Lin,
     mapper1: Lin,
     layers: Vec<Layer>,
@@ -177,8 +208,11 @@ pub struct EraInputs {
 pub struct Outputs {
     /// [n, T] predictions, one column per target
     pub yhat: T,
-    /// [F] gate values
+    /// [F] gate values (`--selection vsn`: the era-mean selection weights m)
     pub g: T,
+    /// [F] what the loss's sparsity term averages: `g` for the gate; for VSN the vector s whose
+    /// mean is the normalised entropy of m (docs/model-grn-vsn.md)
+    pub sparsity: T,
     /// [F] 1.0 where the feature was selected
     pub keep: T,
     /// [n, d] the final hidden state (the input of head.0)
@@ -226,9 +260,23 @@ impl EraTransformer {
                 v: lin(&format!("layers.{l}.attn.v"))?,
                 o: lin(&format!("layers.{l}.attn.o"))?,
                 norm1: lin(&format!("layers.{l}.norm1"))?,
-                ffn0: lin(&format!("layers.{l}.ffn.0"))?,
-                ffn1: lin(&format!("layers.{l}.ffn.1"))?,
-                norm2: lin(&format!("layers.{l}.norm2"))?,
+                ffn: match cfg.ffn {
+                    Ffn::Gelu => Some((
+                        lin(&format!("layers.{l}.ffn.0"))?,
+                        lin(&format!("layers.{l}.ffn.1"))?,
+                        lin(&format!("layers.{l}.norm2"))?,
+                    )),
+                    Ffn::Grn => None,
+                },
+                grn: match cfg.ffn {
+                    Ffn::Grn => Some(Grn::bind(
+                        params,
+                        &format!("layers.{l}.grn"),
+                        &format!("layers.{l}.norm2"),
+                        ffn_grn_dims(&cfg),
+                    )?),
+                    Ffn::Gelu => None,
+                },
                 film: if cfg.context_dim > 0 {
                     Some((
                         lin(&format!("layers.{l}.film.gamma"))?,
@@ -244,14 +292,24 @@ impl EraTransformer {
                 },
             });
         }
-        let gate_ab = if cfg.gate_rank > 0 {
+        let gate = cfg.selection == Selection::Gate;
+        let gate_ab = if gate && cfg.gate_rank > 0 {
             Some((id("gate.a")?, id("gate.b")?))
         } else {
             None
         };
         Ok(EraTransformer {
-            gate_w: id("gate.w")?,
+            gate_w: if gate { Some(id("gate.w")?) } else { None },
             gate_ab,
+            vsn: match cfg.selection {
+                Selection::Vsn => Some(Vsn::bind(
+                    params,
+                    cfg.n_features,
+                    cfg.d_model,
+                    cfg.context_dim,
+                )?),
+                Selection::Gate => None,
+            },
             mapper0: lin("mapper.0")?,
             mapper1: lin("mapper.1")?,
             layers,
@@ -314,36 +372,6 @@ impl EraTransformer {
     ) -> Result<Outputs> {
         let c = &self.cfg;
         let (n, f, d, h) = (era.n, c.n_features, c.d_model, c.heads);
-        if c.ffn != Ffn::Gelu || c.selection != Selection::Gate {
-            return Err(Error::usage(format!(
-                "ffn '{}', selection '{}': not built yet",
-                c.ffn.as_str(),
-                c.selection.as_str(),
-            )));
-        }
-        // Feature gate: x̃ = x ⊙ s.
-        let (xt, g, keep) = tape.gate(
-            dev,
-            p,
-            era.x,
-            era.mask,
-            self.gate_w,
-            self.gate_ab,
-            self.select(),
-            n,
-            f,
-            c.gate_rank,
-        )?;
-        let xt = match fill {
-            Some((m, mv)) => tape.mask_fill(dev, p, xt, m, mv, n, f)?,
-            None => xt,
-        };
-        // Mapper: two linear maps, no activation between them.
-        let h0 = tape.linear(dev, p, xt, self.mapper0.w, self.mapper0.b, n, f, d)?;
-        let mut hs = tape.linear(dev, p, h0, self.mapper1.w, self.mapper1.b, n, d, d)?;
-        if c.pos_enc {
-            tape.pos_enc_add(dev, hs, n, d)?;
-        }
         let drop = |tape: &mut Tape<B>, x: T, tensor: u32| -> Result<T> {
             match train {
                 Some(ctx) if c.dropout > 0.0 => tape.dropout(
@@ -377,6 +405,55 @@ impl EraTransformer {
             Attention::Induced => Some(tape.input(dev, &vec![1.0; c.inducing])?),
             _ => None,
         };
+        let (xt, g, keep, sparsity) = match (&self.vsn, self.gate_w) {
+            // Variable selection network (docs/model-grn-vsn.md)
+            (Some(vsn), _) => {
+                let o = vsn.forward(
+                    dev,
+                    tape,
+                    p,
+                    era.x,
+                    era.mask,
+                    ctx,
+                    self.select(),
+                    n,
+                    |t, x| drop(t, x, VSN_DROPOUT_KEY),
+                )?;
+                (o.xt, o.m, o.keep, o.s)
+            }
+            // Feature gate: x̃ = x ⊙ s.
+            (None, Some(gate_w)) => {
+                let (xt, g, keep) = tape.gate(
+                    dev,
+                    p,
+                    era.x,
+                    era.mask,
+                    gate_w,
+                    self.gate_ab,
+                    self.select(),
+                    n,
+                    f,
+                    c.gate_rank,
+                )?;
+                (xt, g, keep, g)
+            }
+            (None, None) => {
+                return Err(Error::device(
+                    "the model has no feature selection".to_string(),
+                ))
+            }
+        };
+        // Pretraining: the masked entries of the selected input take the learned mask value.
+        let xt = match fill {
+            Some((m, mv)) => tape.mask_fill(dev, p, xt, m, mv, n, f)?,
+            None => xt,
+        };
+        // Mapper: two linear maps, no activation between them.
+        let h0 = tape.linear(dev, p, xt, self.mapper0.w, self.mapper0.b, n, f, d)?;
+        let mut hs = tape.linear(dev, p, h0, self.mapper1.w, self.mapper1.b, n, d, d)?;
+        if c.pos_enc {
+            tape.pos_enc_add(dev, hs, n, d)?;
+        }
         for (l, ly) in self.layers.iter().enumerate() {
             let q = tape.linear(dev, p, hs, ly.q.w, ly.q.b, n, d, d)?;
             let k = tape.linear(dev, p, hs, ly.k.w, ly.k.b, n, d, d)?;
@@ -411,11 +488,24 @@ impl EraTransformer {
             let r1 = tape.add(dev, hs, a)?;
             let n1 = tape.layer_norm(dev, p, r1, ly.norm1.w, ly.norm1.b, n, d)?;
             let h1 = drop(tape, n1, 2 * l as u32)?;
-            let f0 = tape.linear(dev, p, h1, ly.ffn0.w, ly.ffn0.b, n, d, c.d_ff)?;
-            let f1 = tape.gelu(dev, f0)?;
-            let f2 = tape.linear(dev, p, f1, ly.ffn1.w, ly.ffn1.b, n, c.d_ff, d)?;
-            let r2 = tape.add(dev, h1, f2)?;
-            let mut n2 = tape.layer_norm(dev, p, r2, ly.norm2.w, ly.norm2.b, n, d)?;
+            let mut n2 = match (&ly.ffn, &ly.grn) {
+                (Some((ffn0, ffn1, norm2)), _) => {
+                    let f0 = tape.linear(dev, p, h1, ffn0.w, ffn0.b, n, d, c.d_ff)?;
+                    let f1 = tape.gelu(dev, f0)?;
+                    let f2 = tape.linear(dev, p, f1, ffn1.w, ffn1.b, n, c.d_ff, d)?;
+                    let r2 = tape.add(dev, h1, f2)?;
+                    tape.layer_norm(dev, p, r2, norm2.w, norm2.b, n, d)?
+                }
+                // GRN(h1, c) in place of the block (docs/model-grn-vsn.md)
+                (None, Some(grn)) => grn.forward(dev, tape, p, h1, ctx, n, |t, x| {
+                    drop(t, x, GRN_DROPOUT_KEY + l as u32)
+                })?,
+                (None, None) => {
+                    return Err(Error::device(
+                        "a layer without a feed-forward block".to_string(),
+                    ))
+                }
+            };
             if let (Some((gl, bl)), Some(cv)) = (&ly.film, ctx) {
                 let cd = c.context_dim;
                 let gamma = tape.linear(dev, p, cv, gl.w, gl.b, 1, cd, d)?;
@@ -427,6 +517,7 @@ impl EraTransformer {
         Ok(Outputs {
             yhat: hs,
             g,
+            sparsity,
             keep,
             hidden: hs,
         })

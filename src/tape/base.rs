@@ -146,6 +146,36 @@ pub enum Node {
         out: T,
         id: ParamId,
     },
+    /// GLU σ(a) ⊙ b (`ops::glu`)
+    Glu {
+        out: T,
+        a: T,
+        b: T,
+        n: usize,
+        m: usize,
+    },
+    /// out = x + r per row (`ops::row_add`)
+    RowAdd {
+        out: T,
+        x: T,
+        r: T,
+        n: usize,
+        m: usize,
+    },
+    /// Variable selection (`ops::vsn`)
+    Vsn {
+        xt: T,
+        m: T,
+        keep: T,
+        s: T,
+        v: T,
+        wsum: T,
+        z: T,
+        x: T,
+        mask: T,
+        n: usize,
+        f: usize,
+    },
 }
 
 pub struct Tape<B: Backend> {

@@ -14,7 +14,8 @@ pub use base::{Node, Tape, T};
 
 use crate::device::Backend;
 use crate::ops::{
-    attention, corr_loss, elementwise, film, gate, layer_norm, linear, loss, mask_fill, ortho_loss,
+    attention, corr_loss, elementwise, film, gate, glu, layer_norm, linear, loss, mask_fill,
+    ortho_loss, row_add, vsn,
 };
 use crate::params::{ParamId, Params};
 use crate::{Error, Result};
@@ -69,6 +70,9 @@ fn backward_node<B: Backend>(
         Node::Param { .. } => param_backward(tape, dev, p, node),
         Node::OrthoLoss { .. } => ortho_loss::backward(tape, dev, node),
         Node::MaskFill { .. } => mask_fill::backward(tape, dev, p, node),
+        Node::Glu { .. } => glu::backward(tape, dev, node),
+        Node::RowAdd { .. } => row_add::backward(tape, dev, node),
+        Node::Vsn { .. } => vsn::backward(tape, dev, node),
     }
 }
 

@@ -460,7 +460,13 @@ pub fn train<B: Backend>(
         let features_kept = if g_last.is_empty() {
             0
         } else {
-            let tau = m.model.cfg.threshold;
+            let tau = match m.model.cfg.selection {
+                // VSN keeps era-mean weights m_f ≥ τ/F (docs/model-grn-vsn.md)
+                crate::model::Selection::Vsn => {
+                    m.model.cfg.threshold / m.model.cfg.n_features as f32
+                }
+                crate::model::Selection::Gate => m.model.cfg.threshold,
+            };
             match m.model.cfg.top_k {
                 Some(k) => k,
                 None => g_last.iter().filter(|&&g| g >= tau).count(),

@@ -70,7 +70,7 @@ pub fn accumulate<B: Backend>(
         out.yhat,
         inputs.y,
         inputs.mask,
-        out.g,
+        out.sparsity,
         cfg.lambda_sparsity,
         batch.n,
         cfg.n_targets,

@@ -13,6 +13,7 @@ use crate::{Error, Result};
 fn unary_kernels(op: Unary) -> (Typed<EltParams>, Typed<EltParams>) {
     match op {
         Unary::Sigmoid => (kernel::SIGMOID_FWD_F32, kernel::SIGMOID_BWD_F32),
+        Unary::Elu => (kernel::ELU_FWD_F32, kernel::ELU_BWD_F32),
     }
 }
 

@@ -15,16 +15,21 @@ pub enum Unary {
     /// σ(x) = 1 / (1 + e⁻ˣ); σ'(x) = σ(1 − σ), computed as e⁻ˣ·σ² (no cancellation on either
     /// side; e⁻ˣ saturates at e^88.7 through [`exp_f32`], so σ' stays finite).
     Sigmoid,
+    /// ELU with α = 1 (TFT's gated residual network, docs/model-grn-vsn.md): x for x > 0, eˣ − 1
+    /// otherwise; f'(x) = 1 for x > 0, eˣ otherwise (eˣ through [`exp_f32`], so x ≤ −87.3 gives
+    /// f = −1, f' ≈ 1e−38; NaN stays NaN).
+    Elu,
 }
 
 impl Unary {
     /// Every map, for tests and the bench.
-    pub const ALL: &'static [Unary] = &[Unary::Sigmoid];
+    pub const ALL: &'static [Unary] = &[Unary::Sigmoid, Unary::Elu];
 
     /// Name as in the kernels (`<name>_fwd_f32`).
     pub fn name(self) -> &'static str {
         match self {
             Unary::Sigmoid => "sigmoid",
+            Unary::Elu => "elu",
         }
     }
 
@@ -33,6 +38,15 @@ impl Unary {
     pub fn f(self, x: f32) -> f32 {
         match self {
             Unary::Sigmoid => 1.0 / (1.0 + exp_f32(-x)),
+            Unary::Elu => {
+                // (a comparison, not f32::min, so a NaN stays NaN)
+                let e = exp_f32(if x > 0.0 { 0.0 } else { x });
+                if x > 0.0 {
+                    x
+                } else {
+                    e - 1.0
+                }
+            }
         }
     }
 
@@ -45,6 +59,14 @@ impl Unary {
                 let s = 1.0 / (1.0 + e);
                 e * s * s
             }
+            Unary::Elu => {
+                let e = exp_f32(if x > 0.0 { 0.0 } else { x });
+                if x > 0.0 {
+                    1.0
+                } else {
+                    e
+                }
+            }
         }
     }
 
@@ -52,6 +74,7 @@ impl Unary {
     fn flops(self) -> usize {
         match self {
             Unary::Sigmoid => 12,
+            Unary::Elu => 10,
         }
     }
 }
