@@ -1,5 +1,6 @@
 //! The CPU backend: buffers are `Vec<f32>`, ops are the reference functions of `crate::ops`.
 
+use super::cpu_pool as pool;
 use super::Backend;
 use crate::ops::elementwise::unary::Unary;
 use crate::ops::gate::select::GateSelect;
@@ -629,21 +630,7 @@ impl Backend for Cpu {
         n: usize,
         f: usize,
     ) -> Result<()> {
-        crate::ops::vsn::check(
-            xt.len(),
-            v.len(),
-            m.len(),
-            keep.len(),
-            s.len(),
-            wsum.len(),
-            z.len(),
-            x.len(),
-            mask.len(),
-            n,
-            f,
-        )?;
-        crate::ops::vsn::vsn_fwd(xt, v, m, keep, s, wsum, z, x, mask, select, n, f);
-        Ok(())
+        crate::ops::vsn::vsn_fwd_checked(xt, v, m, keep, s, wsum, z, x, mask, select, n, f)
     }
     fn vsn_bwd(
         &self,
@@ -660,22 +647,7 @@ impl Backend for Cpu {
         n: usize,
         f: usize,
     ) -> Result<()> {
-        crate::ops::vsn::check(
-            dxt.len(),
-            v.len(),
-            m.len(),
-            keep.len(),
-            ds.len(),
-            wsum.len(),
-            dz.len(),
-            x.len(),
-            mask.len(),
-            n,
-            f,
-        )?;
-        crate::ops::shape::expect_len("vsn_bwd", "dm", dm.len(), f)?;
-        crate::ops::vsn::vsn_bwd(dz, dxt, dm, ds, x, v, m, keep, mask, wsum, n, f);
-        Ok(())
+        crate::ops::vsn::vsn_bwd_checked(dz, dxt, dm, ds, x, v, m, keep, mask, wsum, n, f)
     }
     fn sum_squares(&self, g: &Vec<f32>) -> Result<f64> {
         Ok(optim::sum_squares(g))
@@ -691,66 +663,5 @@ impl Backend for Cpu {
         optim::check_adam(p.len(), g.len(), m.len(), v.len())?;
         optim::adam_step(p, g, m, v, args);
         Ok(())
-    }
-}
-
-/// Reuse of large buffers between training steps: a step allocates the same few hundred
-/// activation and gradient buffers every time, and fresh allocations of that size cost page faults
-/// (system time) on every step.
-mod pool {
-    use std::sync::Mutex;
-
-    /// Buffers below this many floats are left to the allocator.
-    const MIN_LEN: usize = 4096;
-    /// At most this many floats are kept (256 MiB).
-    const MAX_KEPT: usize = 64 << 20;
-
-    struct Pool {
-        free: Vec<Vec<f32>>,
-        kept: usize,
-    }
-
-    static POOL: Mutex<Pool> = Mutex::new(Pool {
-        free: Vec::new(),
-        kept: 0,
-    });
-
-    /// A zeroed buffer of `len` floats, reusing a kept one of a fitting capacity.
-    pub fn take(len: usize) -> Vec<f32> {
-        if len >= MIN_LEN {
-            if let Ok(mut p) = POOL.lock() {
-                // the smallest kept buffer that fits without wasting more than half of it
-                let best = p
-                    .free
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, v)| v.capacity() >= len && v.capacity() <= 2 * len)
-                    .min_by_key(|(_, v)| v.capacity())
-                    .map(|(i, _)| i);
-                if let Some(i) = best {
-                    let mut v = p.free.swap_remove(i);
-                    p.kept -= v.capacity();
-                    drop(p);
-                    v.clear();
-                    v.resize(len, 0.0);
-                    return v;
-                }
-            }
-        }
-        vec![0.0; len]
-    }
-
-    /// Keeps `v` for a later `take` (or drops it when the pool is full or `v` is small).
-    pub fn give(v: Vec<f32>) {
-        let cap = v.capacity();
-        if cap < MIN_LEN {
-            return;
-        }
-        if let Ok(mut p) = POOL.lock() {
-            if p.kept + cap <= MAX_KEPT {
-                p.kept += cap;
-                p.free.push(v);
-            }
-        }
     }
 }

@@ -15,6 +15,7 @@ use crate::rng::DropoutKey;
 use crate::Result;
 
 pub mod cpu;
+mod cpu_pool;
 
 pub use cpu::Cpu;
 

@@ -2,8 +2,8 @@
 //! gate → mapper → (pos enc) → L × [MHLA, add, LN, dropout, FFN, add, LN, dropout] → head.
 
 pub mod config;
-pub mod induced;
 pub mod grn;
+pub mod induced;
 
 pub use config::{Attention, Config, Ffn, Preset, Selection};
 

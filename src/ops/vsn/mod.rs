@@ -348,3 +348,70 @@ pub(crate) fn backward<B: Backend>(tape: &mut Tape<B>, dev: &B, node: &Node) -> 
     }
     Ok(())
 }
+
+/// [`vsn_fwd`] after the shape rule ([`check`]): what the CPU backend runs.
+#[allow(clippy::too_many_arguments)]
+pub fn vsn_fwd_checked(
+    xt: &mut [f32],
+    v: &mut [f32],
+    m: &mut [f32],
+    keep: &mut [f32],
+    s: &mut [f32],
+    wsum: &mut [f32],
+    z: &[f32],
+    x: &[f32],
+    mask: &[f32],
+    select: GateSelect,
+    n: usize,
+    f: usize,
+) -> Result<()> {
+    check(
+        xt.len(),
+        v.len(),
+        m.len(),
+        keep.len(),
+        s.len(),
+        wsum.len(),
+        z.len(),
+        x.len(),
+        mask.len(),
+        n,
+        f,
+    )?;
+    vsn_fwd(xt, v, m, keep, s, wsum, z, x, mask, select, n, f);
+    Ok(())
+}
+
+/// [`vsn_bwd`] after the shape rule ([`check`]): what the CPU backend runs.
+#[allow(clippy::too_many_arguments)]
+pub fn vsn_bwd_checked(
+    dz: &mut [f32],
+    dxt: &[f32],
+    dm: &[f32],
+    ds: &[f32],
+    x: &[f32],
+    v: &[f32],
+    m: &[f32],
+    keep: &[f32],
+    mask: &[f32],
+    wsum: &[f32],
+    n: usize,
+    f: usize,
+) -> Result<()> {
+    check(
+        dxt.len(),
+        v.len(),
+        m.len(),
+        keep.len(),
+        ds.len(),
+        wsum.len(),
+        dz.len(),
+        x.len(),
+        mask.len(),
+        n,
+        f,
+    )?;
+    crate::ops::shape::expect_len("vsn_bwd", "dm", dm.len(), f)?;
+    vsn_bwd(dz, dxt, dm, ds, x, v, m, keep, mask, wsum, n, f);
+    Ok(())
+}
