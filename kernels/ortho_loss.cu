@@ -1,4 +1,4 @@
-// Orthogonal-embedding loss (src/ops/ortho_loss/mod.rs, docs/model-ortho-pretrain.md), h: [n, d],
+// Orthogonal-embedding loss (src/ops/ortho_loss/mod.rs, docs/model.md), h: [n, d],
 // mask: [n] (a row counts when mask ≠ 0; n_v of them):
 //   μ_j, σ_j = √(var_j + ε) over the counted rows; Z = (h − μ)/σ; C = ZᵀZ / n_v;
 //   P = ‖C − I‖²_F / d²; Ĝ = 4w (C − I)/(d² n_v). n_v ≤ 1: P = 0, Ĝ = 0, no gradient.

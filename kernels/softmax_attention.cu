@@ -1,5 +1,5 @@
 // Masked multi-head softmax cross-attention (SPEC §3 option; induced set attention,
-// docs/model-induced.md), flash style: never forms an nq × nk matrix.
+// docs/model.md), flash style: never forms an nq × nk matrix.
 // q, out, dout: [n, d] (n = query rows), k, v: [nk, d]; head hd owns columns [hd·dh, (hd+1)·dh);
 // mask: [nk]; a key j takes part iff mask[j] ≠ 0 (every query row is a query). Self-attention is
 // nk = n. With s_ij = Q_i·K_j / √dh over the query's keys:

@@ -1,4 +1,4 @@
-// Variable selection (src/ops/vsn, docs/model-grn-vsn.md): z, x, v, xt [n, F]; mask [n]; m, keep, s [F].
+// Variable selection (src/ops/vsn, docs/model.md): z, x, v, xt [n, F]; mask [n]; m, keep, s [F].
 //   v_i = softmax(z_i) (max-subtracted, Σ in f64);  W = Σ_i mask_i;  m_f = Σ_i mask_i v_if / W (0 if W = 0)
 //   keep_f = 1[m_f ≥ τ/F] or top-k (the k largest m, ties to the lower index: f32::total_cmp order)
 //   xt_if = x_if · (F · v_if · keep_f);  s_f = −F m_f ln(m_f + ε) / ln F (0 when F = 1), ε = 1e−12

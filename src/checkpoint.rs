@@ -336,7 +336,7 @@ impl Checkpoint {
     }
 
     /// Whether this is a masked-feature pretrained checkpoint (it holds the `pretrain.*` tensors,
-    /// docs/model-ortho-pretrain.md).
+    /// docs/model.md).
     pub fn is_pretrained(&self) -> bool {
         self.tensors
             .iter()

@@ -1,6 +1,6 @@
 #![allow(clippy::too_many_arguments, clippy::type_complexity)]
 //! Softmax cross-attention (nq queries over nk keys with a key mask) and induced set attention
-//! (docs/model-induced.md) on every device (cpu, the emulated kernels in several thread orders, a
+//! (docs/model.md) on every device (cpu, the emulated kernels in several thread orders, a
 //! GPU when present): the op against an f64 oracle, its backward against central differences, the
 //! `+=` rule, fully masked keys (zero output, zero gradient), the emulator against the CPU, wrong
 //! shapes; `Tape::param`'s gradient; the whole induced model against an f64 oracle of its math with
@@ -427,7 +427,7 @@ fn lin(x: &[f64], n: usize, k: usize, p: &P, name: &str) -> Vec<f64> {
 }
 
 /// The whole model with `--attention induced`, no dropout, no positional encoding, gate rank 0,
-/// written from docs/model.md and docs/model-induced.md: returns (yhat, loss).
+/// written from docs/model.md and docs/model.md: returns (yhat, loss).
 fn model_oracle(
     cfg: &Config,
     p: &P,

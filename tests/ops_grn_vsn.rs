@@ -1,4 +1,4 @@
-//! The ops of TFT's gated residual network and variable selection network (docs/model-grn-vsn.md):
+//! The ops of TFT's gated residual network and variable selection network (docs/model.md):
 //! the ELU map, the GLU, the row-broadcast add and the VSN op against naive f64 oracles and their
 //! central differences on every device (CPU, the emulated kernels in every thread order, a GPU when
 //! present); the emulator against the CPU; wrong lengths as `Error::Shape`; and the whole model
@@ -203,7 +203,7 @@ device_proptest!(
 
 // ---- VSN -----------------------------------------------------------------------------------
 
-/// The VSN forward in f64 with a given keep (docs/model-grn-vsn.md): (xt, v, m, s).
+/// The VSN forward in f64 with a given keep (docs/model.md): (xt, v, m, s).
 fn vsn_oracle(
     z: &[f64],
     x: &[f32],

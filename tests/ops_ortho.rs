@@ -1,5 +1,5 @@
 //! The orthogonal-embedding loss and the mask fill of pretraining against naive f64 oracles written
-//! from docs/model-ortho-pretrain.md, on every device (CPU, the emulated kernels in every thread
+//! from docs/model.md, on every device (CPU, the emulated kernels in every thread
 //! order, a GPU when present): forwards, backwards by central finite differences, the `+=` rule,
 //! n = 1, odd sizes, fully masked eras, wrong shapes; and the whole model with `ortho_weight > 0`
 //! trained on the emulator against the CPU.

@@ -46,6 +46,29 @@ pub enum Command {
     /// Describe an era store or a checkpoint, or the devices and build when given neither
     Info(InfoArgs),
     /// Pretrain the encoder on masked-feature reconstruction (eras without targets count); fine-tune with train --init
+    #[command(mut_arg("seeds", |a| a.hide(true)))]
+    #[command(mut_arg("init", |a| a.hide(true)))]
+    #[command(mut_arg("resume", |a| a.hide(true)))]
+    #[command(mut_arg("walk_forward", |a| a.hide(true)))]
+    #[command(mut_arg("grads_out", |a| a.hide(true)))]
+    #[command(mut_arg("predictions_out", |a| a.hide(true)))]
+    #[command(mut_arg("report_dir", |a| a.hide(true)))]
+    #[command(mut_arg("ema", |a| a.hide(true)))]
+    #[command(mut_arg("eras_per_step", |a| a.hide(true)))]
+    #[command(mut_arg("warmup", |a| a.hide(true)))]
+    #[command(mut_arg("schedule", |a| a.hide(true)))]
+    #[command(mut_arg("min_lr", |a| a.hide(true)))]
+    #[command(mut_arg("feature_noise", |a| a.hide(true)))]
+    #[command(mut_arg("threshold_warmup", |a| a.hide(true)))]
+    #[command(mut_arg("window", |a| a.hide(true)))]
+    #[command(mut_arg("embargo", |a| a.hide(true)))]
+    #[command(mut_arg("rehearsal", |a| a.hide(true)))]
+    #[command(mut_arg("rehearsal_size", |a| a.hide(true)))]
+    #[command(mut_arg("data", |a| a.help("Era store to pretrain on (required; eras without targets count too)")))]
+    #[command(mut_arg("valid", |a| a.help("Validation era store for early stopping on reconstruction MSE [default: the last tenth of the eras of --data]")))]
+    #[command(mut_arg("out", |a| a.help("Checkpoint to write (required; best validation reconstruction); fine-tune it with train --init")))]
+    #[command(mut_arg("epochs", |a| a.help("Passes over the eras [default: 10]")))]
+    #[command(mut_arg("patience", |a| a.help("Early-stopping patience in epochs (0 = never stop early) [default: 3]")))]
     Pretrain(pretrain::PretrainArgs),
     /// Search training settings: random trials with successive halving, scored on validation corr
     Tune(TuneArgs),

@@ -1,5 +1,5 @@
 //! `eraengine pretrain --data STORE --out CKPT`: masked-feature pretraining of the encoder
-//! (src/train/pretrain.rs, docs/model-ortho-pretrain.md). Model flags, `--preset` and `--config`
+//! (src/train/pretrain.rs, docs/model.md). Model flags, `--preset` and `--config`
 //! work as in `train`; the result starts `train --init CKPT`, which gives it a fresh head.
 
 use super::device::{dispatch, resolve, DeviceJob};
@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug, Clone)]
 pub struct PretrainArgs {
-    /// Share of each row's features masked and reconstructed [default: 0.15]
+    /// Share of each row's features masked and reconstructed
     #[arg(
         long = "mask-rate",
         default_value_t = 0.15,
@@ -30,8 +30,17 @@ pub struct PretrainArgs {
 
 /// Flags of `train` that mean nothing here: refused rather than ignored.
 fn refuse_train_only(a: &TrainArgs) -> Result<()> {
-    let used: [(&str, bool); 9] = [
+    let used = [
         ("--init", a.init.is_some()),
+        ("--warmup", a.warmup.is_some()),
+        ("--schedule", a.schedule.is_some()),
+        ("--min-lr", a.min_lr.is_some()),
+        ("--feature-noise", a.feature_noise.is_some()),
+        ("--threshold-warmup", a.threshold_warmup.is_some()),
+        ("--window", a.window.is_some()),
+        ("--embargo", a.embargo.is_some()),
+        ("--rehearsal", a.rehearsal.is_some()),
+        ("--rehearsal-size", a.rehearsal_size.is_some()),
         ("--resume", a.resume),
         ("--seeds", a.seeds.is_some()),
         ("--walk-forward", a.walk_forward),

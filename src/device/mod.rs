@@ -318,7 +318,7 @@ pub trait Backend {
         n: usize,
         f: usize,
     ) -> Result<()>;
-    /// GLU: out = σ(a) ⊙ b over [n, m] (docs/model-grn-vsn.md)
+    /// GLU: out = σ(a) ⊙ b over [n, m] (docs/model.md)
     fn glu_fwd(
         &self,
         out: &mut Self::Buf,
@@ -356,7 +356,7 @@ pub trait Backend {
         n: usize,
         m: usize,
     ) -> Result<()>;
-    /// Variable selection from per-row logits (docs/model-grn-vsn.md, `ops::vsn`)
+    /// Variable selection from per-row logits (docs/model.md, `ops::vsn`)
     fn vsn_fwd(
         &self,
         xt: &mut Self::Buf,

@@ -1,5 +1,5 @@
 //! TFT's gated residual network and variable selection network as composites of tape ops
-//! (docs/model-grn-vsn.md). Used by `model/mod.rs` for `--ffn grn` (each layer's feed-forward
+//! (docs/model.md). Used by `model/mod.rs` for `--ffn grn` (each layer's feed-forward
 //! block) and `--selection vsn` (the feature selection in place of the gate).
 //!
 //!   GRN(a, c) = LN(a + Dropout(GLU(W1 ELU(W2 a + b2 + W3 c + b3) + b1)))

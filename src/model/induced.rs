@@ -1,4 +1,4 @@
-//! Induced set attention (Set Transformer, Lee et al. 2019; docs/model-induced.md): per layer,
+//! Induced set attention (Set Transformer, Lee et al. 2019; docs/model.md): per layer,
 //! M learned inducing points I [M, d] attend over the era's unmasked rows, then every row attends
 //! over the M results. Two softmax cross-attentions of n·M pairs replace the n × n one, so a layer
 //! costs O(n·M·d).

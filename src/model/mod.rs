@@ -34,7 +34,7 @@ pub fn param_specs(cfg: &Config) -> Vec<(String, Vec<usize>)> {
                 v.push(("gate.b".into(), vec![f, r]));
             }
         }
-        // docs/model-grn-vsn.md
+        // docs/model.md
         Selection::Vsn => v.extend(grn::vsn_specs(f, d, cfg.context_dim)),
     }
     let lin = |v: &mut Vec<(String, Vec<usize>)>, name: String, out: usize, inp: usize| {
@@ -77,7 +77,7 @@ pub fn param_specs(cfg: &Config) -> Vec<(String, Vec<usize>)> {
     v
 }
 
-/// The tensors of masked-feature pretraining (docs/model-ortho-pretrain.md), kept in a pretrained
+/// The tensors of masked-feature pretraining (docs/model.md), kept in a pretrained
 /// checkpoint after the model's: the mask value [F] and the reconstruction head d → d → F.
 pub fn pretrain_specs(cfg: &Config) -> Vec<(String, Vec<usize>)> {
     let (f, d) = (cfg.n_features, cfg.d_model);
@@ -90,7 +90,7 @@ pub fn pretrain_specs(cfg: &Config) -> Vec<(String, Vec<usize>)> {
     ]
 }
 
-/// Widths of the GRN that replaces a layer's feed-forward block (docs/model-grn-vsn.md).
+/// Widths of the GRN that replaces a layer's feed-forward block (docs/model.md).
 fn ffn_grn_dims(cfg: &Config) -> GrnDims {
     GrnDims {
         inp: cfg.d_model,
@@ -211,7 +211,7 @@ pub struct Outputs {
     /// [F] gate values (`--selection vsn`: the era-mean selection weights m)
     pub g: T,
     /// [F] what the loss's sparsity term averages: `g` for the gate; for VSN the vector s whose
-    /// mean is the normalised entropy of m (docs/model-grn-vsn.md)
+    /// mean is the normalised entropy of m (docs/model.md)
     pub sparsity: T,
     /// [F] 1.0 where the feature was selected
     pub keep: T,
@@ -360,7 +360,7 @@ impl EraTransformer {
     /// The encoder: the forward pass up to the final hidden state (gate → mapper → layers);
     /// `yhat` of the result is the hidden state itself (no head ran). `fill` = (fill [n, F], mask
     /// value parameter [F]) replaces the masked entries of the gated input by the mask value
-    /// (pretraining, docs/model-ortho-pretrain.md).
+    /// (pretraining, docs/model.md).
     pub fn encode<B: Backend>(
         &self,
         dev: &B,
@@ -406,7 +406,7 @@ impl EraTransformer {
             _ => None,
         };
         let (xt, g, keep, sparsity) = match (&self.vsn, self.gate_w) {
-            // Variable selection network (docs/model-grn-vsn.md)
+            // Variable selection network (docs/model.md)
             (Some(vsn), _) => {
                 let o = vsn.forward(
                     dev,
@@ -496,7 +496,7 @@ impl EraTransformer {
                     let r2 = tape.add(dev, h1, f2)?;
                     tape.layer_norm(dev, p, r2, norm2.w, norm2.b, n, d)?
                 }
-                // GRN(h1, c) in place of the block (docs/model-grn-vsn.md)
+                // GRN(h1, c) in place of the block (docs/model.md)
                 (None, Some(grn)) => grn.forward(dev, tape, p, h1, ctx, n, |t, x| {
                     drop(t, x, GRN_DROPOUT_KEY + l as u32)
                 })?,

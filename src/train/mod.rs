@@ -461,7 +461,7 @@ pub fn train<B: Backend>(
             0
         } else {
             let tau = match m.model.cfg.selection {
-                // VSN keeps era-mean weights m_f ≥ τ/F (docs/model-grn-vsn.md)
+                // VSN keeps era-mean weights m_f ≥ τ/F (docs/model.md)
                 crate::model::Selection::Vsn => {
                     m.model.cfg.threshold / m.model.cfg.n_features as f32
                 }

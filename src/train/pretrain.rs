@@ -1,4 +1,4 @@
-//! Masked-feature pretraining (docs/model-ortho-pretrain.md): per row a random `mask_rate` of the
+//! Masked-feature pretraining (docs/model.md): per row a random `mask_rate` of the
 //! features (⌈rate·F⌉ rounded, at least 1, Philox-keyed by seed and step) is replaced, after the
 //! gate, by the learned mask value `pretrain.mask_value` [F]; the encoder (gate → mapper →
 //! layers) and the reconstruction head `pretrain.head.{0,1}` (d → GELU → F) learn to give back the

@@ -52,7 +52,7 @@ pub fn accumulate<B: Backend>(
         None
     };
     // The orthogonal-embedding loss w · ‖C − I‖²_F / d² over the final hidden states
-    // (docs/model-ortho-pretrain.md), also before the root.
+    // (docs/model.md), also before the root.
     let ortho = if cfg.ortho_weight > 0.0 {
         Some(tape.ortho_loss(
             dev,

@@ -15,7 +15,7 @@ pub enum Unary {
     /// σ(x) = 1 / (1 + e⁻ˣ); σ'(x) = σ(1 − σ), computed as e⁻ˣ·σ² (no cancellation on either
     /// side; e⁻ˣ saturates at e^88.7 through [`exp_f32`], so σ' stays finite).
     Sigmoid,
-    /// ELU with α = 1 (TFT's gated residual network, docs/model-grn-vsn.md): x for x > 0, eˣ − 1
+    /// ELU with α = 1 (TFT's gated residual network, docs/model.md): x for x > 0, eˣ − 1
     /// otherwise; f'(x) = 1 for x > 0, eˣ otherwise (eˣ through [`exp_f32`], so x ≤ −87.3 gives
     /// f = −1, f' ≈ 1e−38; NaN stays NaN).
     Elu,

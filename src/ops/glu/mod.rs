@@ -1,4 +1,4 @@
-//! Gated linear unit (TFT's GLU, docs/model-grn-vsn.md), elementwise over two [n, m] tensors:
+//! Gated linear unit (TFT's GLU, docs/model.md), elementwise over two [n, m] tensors:
 //!   out = σ(a) ⊙ b,  σ(x) = 1 / (1 + e⁻ˣ)
 //! (a = W4 γ + b4, the gate; b = W5 γ + b5, the value.) Nothing is saved beyond the inputs.
 //! Backward (ACCUMULATES): da += dout ⊙ b ⊙ σ'(a) with σ'(a) = e⁻ᵃ σ(a)² (no cancellation, as

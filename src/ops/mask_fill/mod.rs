@@ -1,4 +1,4 @@
-//! Mask fill: the masked-feature input of pretraining (docs/model-ortho-pretrain.md).
+//! Mask fill: the masked-feature input of pretraining (docs/model.md).
 //!
 //! x: [n, f], fill: [n, f] (1 where an entry is masked, 0 elsewhere), mv: [f] the learned mask
 //! value (parameter `pretrain.mask_value`):

@@ -1,4 +1,4 @@
-//! Orthogonal-embedding loss (docs/model-ortho-pretrain.md, "Embedding loss").
+//! Orthogonal-embedding loss (docs/model.md, "Embedding loss").
 //!
 //! H: [n, d] final hidden states, mask m [n]; a row counts when m_i ≠ 0 (u_i = 1), n_v = Σ u_i.
 //! Column statistics over the counted rows:

@@ -1,4 +1,4 @@
-//! Row-broadcast add (docs/model-grn-vsn.md: the GRN's context term W3 c + b3 added to every row).
+//! Row-broadcast add (docs/model.md: the GRN's context term W3 c + b3 added to every row).
 //! x, out: [n, m]; r: [m], one row:
 //!   out_ij = x_ij + r_j
 //! Nothing is saved. Backward (ACCUMULATES): dx_ij += dout_ij; dr_j += Σ_i dout_ij (the sum over

@@ -1,4 +1,4 @@
-//! Variable selection (TFT's VSN, docs/model-grn-vsn.md) after its GRN: z: [n, F] logits (one GRN
+//! Variable selection (TFT's VSN, docs/model.md) after its GRN: z: [n, F] logits (one GRN
 //! output per row), x: [n, F] features, mask: [n].
 //!   v_i = softmax_f(z_i)                               (every row, max-subtracted, sum in f64)
 //!   W = Σ_i mask_i;  m_f = Σ_i mask_i v_if / W          (0 when W = 0: a fully masked era)
