@@ -175,6 +175,37 @@ fn pretrain_then_finetune_end_to_end() {
         "head not fresh from the seed"
     );
     assert!(!close(&get(&c, "head.1.weight"), fresh_head));
+    // walk-forward fine-tunes from a pretrained checkpoint too (pretrain.* dropped, fresh head)
+    let o = bin()
+        .args([
+            "train",
+            "--walk-forward",
+            "--window",
+            "4",
+            "--embargo",
+            "0",
+            "--epochs",
+            "1",
+            "--quiet",
+            "--device",
+            "cpu",
+            "--data",
+        ])
+        .arg(dir.join("d/train.store"))
+        .arg("--init")
+        .arg(&ck)
+        .arg("--predictions-out")
+        .arg(dir.join("walk.csv"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        std::fs::read_to_string(dir.join("walk.csv"))
+            .unwrap()
+            .lines()
+            .count()
+            > 1
+    );
     // pretraining on a store without targets (live) works too
     let o = bin()
         .args([

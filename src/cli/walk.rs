@@ -61,8 +61,12 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     opts.threshold_warmup = 0;
     opts.grads_out = None;
     w.validate(&store, opts.epochs)?;
+    // a pretrained checkpoint drops pretrain.* and gets a fresh, seeded head.*, as in train
     let init = match &a.init {
-        Some(p) => Some(super::train::load_noting(p, a.quiet)?),
+        Some(p) => Some(crate::train::pretrain::for_finetune(
+            super::train::load_noting(p, a.quiet)?,
+            opts.seed,
+        )),
         None => None,
     };
     let cfg = match &init {
