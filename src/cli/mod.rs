@@ -454,7 +454,7 @@ pub struct BenchArgs {
     /// Transformer layers
     #[arg(long, default_value_t = 2)]
     pub layers: usize,
-    /// Attention over the era's rows: linear or softmax
+    /// Attention over the era's rows: linear, softmax or induced (32 inducing points)
     #[arg(long, default_value = "linear")]
     pub attention: String,
     /// Dropout probability
