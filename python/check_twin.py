@@ -1,6 +1,6 @@
 """Compares eraengine_torch with `eraengine predict --raw` on the same rows (scripts/check_torch_twin.sh).
 
-usage: python check_twin.py NAME CKPT TOL PARQUET=RAW_CSV [PARQUET=RAW_CSV ...]
+usage: python check_twin.py NAME CKPT|ENSEMBLE_DIR TOL PARQUET=RAW_CSV [PARQUET=RAW_CSV ...]
 
 For every pair: reads the parquet that `eraengine synth --parquet` wrote (the rows of the store that
 gave RAW_CSV), predicts every era with the PyTorch module in float32 and in float64, matches rows by
@@ -28,7 +28,9 @@ def main():
     name, ckpt, tol = sys.argv[1], sys.argv[2], float(sys.argv[3])
     pairs = [a.split("=", 1) for a in sys.argv[4:]]
     torch.set_num_threads(1)
-    models = {"f32": et.load(ckpt, torch.float32), "f64": et.load(ckpt, torch.float64)}
+    # a directory is an ensemble (`train --seeds`), compared with `predict --raw --model DIR`
+    loader = et.Ensemble.from_dir if os.path.isdir(ckpt) else et.load
+    models = {"f32": loader(ckpt, torch.float32), "f64": loader(ckpt, torch.float64)}
     worst = {k: 0.0 for k in models}
     rows = 0
     ok = True

@@ -11,6 +11,7 @@ and pretraining are training-only and never run here.
     raw = model.predict_raw(era_df)                # output 0 of one era, as `predict --raw`
     ranked = model.predict(era_df)                 # per-era ranks in (0, 1), as `predict`
     all_eras = model.predict_eras(df, era_col="era")
+    ens = et.Ensemble.from_dir("ens/")             # `train --seeds` members, as `predict --model ens/`
 
 A DataFrame holds one era per call of ``predict``/``predict_raw`` (the model reads the era as one
 set). Feature columns are picked by the checkpoint's feature names (other columns are ignored);
@@ -36,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["EraEngineModel", "load", "preprocess", "rank_unit"]
+__all__ = ["EraEngineModel", "Ensemble", "load", "preprocess", "rank_unit"]
 
 # Config keys that only shape training (losses, dropout, noise): read, never used here.
 TRAINING_ONLY_KEYS = {
@@ -470,6 +471,46 @@ class EraEngineModel(nn.Module):
             p = self.predict_raw(era, legacy_floats) if raw else self.predict(era, legacy_floats)
             out[pos] = p.to_numpy(np.float64)
         return pd.Series(out, index=df.index, name="prediction")
+
+
+class Ensemble(nn.Module):
+    """Several checkpoints predicting as `eraengine predict --model A --model B ...` (or
+    ``--model DIR``) does: ``predict`` ranks each member's output 0 per era into (0, 1), averages
+    the ranks and ranks the average again; ``predict_raw`` is the mean of the raw outputs."""
+
+    def __init__(self, members: Sequence[EraEngineModel]):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    @classmethod
+    def from_dir(cls, path: Union[str, os.PathLike], dtype: torch.dtype = torch.float32) -> "Ensemble":
+        """The members listed in DIR/ensemble.json (what `train --seeds` writes)."""
+        manifest = os.path.join(path, "ensemble.json")
+        with open(manifest) as f:
+            m = json.load(f)
+        if m.get("format") != "eraengine-ensemble":
+            raise ValueError(f"{manifest}: format is not 'eraengine-ensemble'")
+        files = [e["file"] for e in m.get("members", [])]
+        if not files or any("/" in n or "\\" in n or n.startswith(".") for n in files):
+            raise ValueError(f"{manifest}: members must be file names inside the directory")
+        return cls([load(os.path.join(path, n), dtype) for n in files])
+
+    @staticmethod
+    def _combine(cols: List[np.ndarray]) -> np.ndarray:
+        # each row's values summed in sorted order, as eraengine does (member order changes nothing)
+        return np.sort(np.stack(cols), axis=0).sum(0) / len(cols)
+
+    def predict_raw(self, era: pd.DataFrame, legacy_floats: bool = False) -> pd.Series:
+        cols = [m.predict_raw(era, legacy_floats).to_numpy(np.float64) for m in self.members]
+        return pd.Series(self._combine(cols), index=era.index, name="prediction")
+
+    def predict(self, era: pd.DataFrame, legacy_floats: bool = False) -> pd.Series:
+        cols = [m.predict(era, legacy_floats).to_numpy(np.float64) for m in self.members]
+        return pd.Series(rank_unit(self._combine(cols)), index=era.index, name="prediction")
+
+    predict_eras = EraEngineModel.predict_eras
 
 
 def load(source: Union[str, os.PathLike, bytes], dtype: torch.dtype = torch.float32) -> EraEngineModel:

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Checks python/eraengine_torch.py (the PyTorch twin of a checkpoint, for Numerai's model uploads)
 # against the engine: a small synthetic data set (`eraengine synth --parquet`), a tiny model per
-# config (the recommended preset, --preset spec and each option the twin implements), then
-# `eraengine predict --raw` on the validation and live stores against the module on the same rows
-# read from synth's parquet files, matched by id: max |difference| <= 1e-5 in float32 and float64.
+# config (the recommended preset, --preset spec, each option the twin implements, and a two-member
+# ensemble), then `eraengine predict --raw` on the validation and live stores against the module on
+# the same rows read from synth's parquet files, matched by id: max |difference| <= 1e-5 in float32
+# and float64; then python/check_twin_errors.py (errors, the reader, the upload recipe).
 # Prints the max difference per config; exits non-zero on any mismatch.
 #
 #   TORCH_VENV   virtual environment to use; created and filled (torch numpy pandas pyarrow
@@ -49,12 +50,14 @@ configs=(
     "vsn-top-k|--selection vsn --top-k 5"
     "static-gate|--preset spec --gate-rank 0"
     "small-heads|--d-model 24 --heads 3 --d-ff 40 --layers 3 --context-dim 5"
+    "ensemble|--seeds 1,2"
 )
 fail=0
 for entry in "${configs[@]}"; do
     name=${entry%%|*}
     flags=${entry#*|}
     ck="$work/$name.safetensors"
+    [[ $name == ensemble ]] && ck="$work/$name"
     # shellcheck disable=SC2086 # flags are words
     "$bin" train --data "$work/data/train.store" \
         --valid "$work/data/validation.store" --device cpu --max-steps 40 --lr 1e-2 \
