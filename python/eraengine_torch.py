@@ -529,8 +529,14 @@ def preprocess(era: pd.DataFrame, features: Sequence[str], legacy_floats: bool =
             f"the model needs {len(features)} features; {len(missing)} of them are not columns of "
             f"the frame: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"
         )
-    X = np.empty((len(era), len(features)), dtype=np.float64)
-    for j, f in enumerate(features):
+    try:
+        # numeric columns (int8, nullable Int8, float with NaN) convert in one go
+        X = era[list(features)].to_numpy(dtype=np.float64, na_value=np.nan).copy()
+        columns = []
+    except (TypeError, ValueError):
+        X = np.empty((len(era), len(features)), dtype=np.float64)
+        columns = list(enumerate(features))
+    for j, f in columns:
         X[:, j] = pd.to_numeric(era[f], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         bad_text = era[f].notna().to_numpy() & np.isnan(X[:, j])
         if bad_text.any():
