@@ -362,3 +362,113 @@ fn checkpoints_round_trip_ortho_weight_and_refuse_an_unknown_pretraining() {
     assert!(e.contains("contrastive"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `train --pretrain-epochs N` is `pretrain --epochs N` then `train --init`, bit for bit; it
+/// refuses `--init` and `--walk-forward`, and `pretrain` refuses it.
+#[test]
+fn train_pretrain_epochs_equals_pretrain_then_init() {
+    let dir = scratch("pretrain-epochs");
+    synth(&dir);
+    let train_store = dir.join("d/train.store");
+    let valid_store = dir.join("d/validation.store");
+    let common = |out: &Path| -> Vec<std::ffi::OsString> {
+        vec![
+            "--data".into(),
+            train_store.clone().into(),
+            "--valid".into(),
+            valid_store.clone().into(),
+            "--out".into(),
+            out.into(),
+        ]
+    };
+    let knobs = ["--device", "cpu", "--quiet", "--seed", "5", "--epochs", "2"];
+    // one command
+    let one = dir.join("one.safetensors");
+    let mut a = vec!["train", "--pretrain-epochs", "3"];
+    a.extend(knobs);
+    let o = bin()
+        .args(&a)
+        .args(common(&one))
+        .args(MODEL)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    // two commands
+    let pre = dir.join("pre.safetensors");
+    let o = bin()
+        .args([
+            "pretrain", "--device", "cpu", "--quiet", "--seed", "5", "--epochs", "3", "--data",
+        ])
+        .arg(&train_store)
+        .arg("--out")
+        .arg(&pre)
+        .args(MODEL)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let two = dir.join("two.safetensors");
+    let mut a = vec!["train"];
+    a.extend(knobs);
+    let mut extra = common(&two);
+    extra.push("--init".into());
+    extra.push(pre.clone().into());
+    let o = bin().args(&a).args(&extra).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let (c1, c2) = (
+        Checkpoint::load(&one).unwrap(),
+        Checkpoint::load(&two).unwrap(),
+    );
+    assert_eq!(c1.tensors.len(), c2.tensors.len());
+    for (x, y) in c1.tensors.iter().zip(&c2.tensors) {
+        assert_eq!(x.0, y.0);
+        assert!(
+            x.2.iter()
+                .zip(&y.2)
+                .all(|(p, q)| p.to_bits() == q.to_bits()),
+            "{} differs",
+            x.0
+        );
+    }
+    assert!(c1.tensors.iter().all(|t| !t.0.starts_with("pretrain.")));
+    // refusals, named
+    let mut a = vec!["train", "--pretrain-epochs", "2"];
+    a.extend(knobs);
+    let mut extra = common(&dir.join("x.safetensors"));
+    extra.push("--init".into());
+    extra.push(pre.clone().into());
+    let o = bin().args(&a).args(&extra).output().unwrap();
+    assert!(
+        !o.status.success() && text(&o).contains("--pretrain-epochs"),
+        "{}",
+        text(&o)
+    );
+    let o = bin()
+        .args([
+            "train",
+            "--walk-forward",
+            "--pretrain-epochs",
+            "2",
+            "--data",
+        ])
+        .arg(&train_store)
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && text(&o).contains("--pretrain-epochs"),
+        "{}",
+        text(&o)
+    );
+    let o = bin()
+        .args(["pretrain", "--pretrain-epochs", "2", "--data"])
+        .arg(&train_store)
+        .arg("--out")
+        .arg(dir.join("y.safetensors"))
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && text(&o).contains("--pretrain-epochs"),
+        "{}",
+        text(&o)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

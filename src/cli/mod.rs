@@ -11,6 +11,7 @@ pub mod import;
 pub mod info;
 pub mod predict;
 pub mod pretrain;
+mod pretrain_job;
 pub mod progress;
 pub mod synth;
 pub mod train;
@@ -50,6 +51,7 @@ pub enum Command {
     #[command(mut_arg("init", |a| a.hide(true)))]
     #[command(mut_arg("resume", |a| a.hide(true)))]
     #[command(mut_arg("walk_forward", |a| a.hide(true)))]
+    #[command(mut_arg("pretrain_epochs", |a| a.hide(true)))]
     #[command(mut_arg("grads_out", |a| a.hide(true)))]
     #[command(mut_arg("predictions_out", |a| a.hide(true)))]
     #[command(mut_arg("report_dir", |a| a.hide(true)))]
@@ -285,6 +287,12 @@ pub struct TrainArgs {
     /// Early-stopping patience in epochs (0 = never stop early) [default: 6]
     #[arg(long, allow_negative_numbers = true)]
     pub patience: Option<usize>,
+    /// Pretrain the encoder for N epochs on the training eras' features first (masked-feature
+    /// reconstruction, as `eraengine pretrain --epochs N --seed S` with its defaults), then train
+    /// from it with a fresh head (docs/model.md; +2 points of the Bayes limit on held-out synth
+    /// eras, docs/defaults.md) [default: 0 = off]
+    #[arg(long = "pretrain-epochs", allow_negative_numbers = true)]
+    pub pretrain_epochs: Option<usize>,
     /// Walk-forward: train on a sliding window of past eras, predict the next [default: off]
     #[arg(long = "walk-forward")]
     pub walk_forward: bool,

@@ -2,12 +2,12 @@
 //! (src/train/pretrain.rs, docs/model.md). Model flags, `--preset` and `--config`
 //! work as in `train`; the result starts `train --init CKPT`, which gives it a fresh head.
 
-use super::device::{dispatch, resolve, DeviceJob};
-use super::progress::Meter;
+use super::device::{dispatch, resolve};
+use super::pretrain_job::Job;
 use super::train::{apply_config_file, apply_model_flags};
 use super::TrainArgs;
 use crate::data::Store;
-use crate::train::pretrain::{pretrain, PretrainEvent, PretrainOptions, PretrainResult};
+use crate::train::pretrain::PretrainOptions;
 use crate::{Error, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -32,6 +32,7 @@ pub struct PretrainArgs {
 fn refuse_train_only(a: &TrainArgs) -> Result<()> {
     let used = [
         ("--init", a.init.is_some()),
+        ("--pretrain-epochs", a.pretrain_epochs.is_some()),
         ("--warmup", a.warmup.is_some()),
         ("--schedule", a.schedule.is_some()),
         ("--min-lr", a.min_lr.is_some()),
@@ -56,48 +57,6 @@ fn refuse_train_only(a: &TrainArgs) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-struct Job<'a> {
-    cfg: crate::model::Config,
-    train: &'a Store,
-    valid: Option<&'a Store>,
-    opts: &'a PretrainOptions,
-    quiet: bool,
-}
-
-impl DeviceJob for Job<'_> {
-    type Out = PretrainResult;
-    fn run<B: crate::device::Backend>(self, dev: &B) -> Result<PretrainResult> {
-        if !self.quiet {
-            eprintln!("pretraining on device {}", dev.name());
-        }
-        let mut meter = Meter::new(self.quiet);
-        let quiet = self.quiet;
-        pretrain(
-            dev,
-            self.cfg,
-            self.train,
-            self.valid,
-            self.opts,
-            &mut |e| match e {
-                PretrainEvent::Progress(p) => meter.show(p),
-                PretrainEvent::Epoch {
-                    epoch,
-                    epochs,
-                    train_mse,
-                    valid_mse,
-                } if !quiet => eprintln!(
-                    "epoch {epoch:>3}/{epochs}  reconstruction mse {train_mse:.5}  valid {}",
-                    valid_mse.map_or("n/a".to_string(), |v| format!("{v:.5}"))
-                ),
-                PretrainEvent::EarlyStop { patience } if !quiet => eprintln!(
-                    "early stop: no better validation reconstruction for {patience} epochs"
-                ),
-                _ => {}
-            },
-        )
-    }
 }
 
 pub fn run(a: &PretrainArgs) -> Result<()> {

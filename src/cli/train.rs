@@ -482,6 +482,16 @@ fn train_one(
             None => (None, None),
         },
     };
+    let init = match (a.pretrain_epochs.unwrap_or(0), &init, &resume) {
+        (0, _, _) | (_, _, Some(_)) => init, // a resumed run has its weights already
+        (_, Some(_), None) => {
+            return Err(Error::usage(
+                "--pretrain-epochs pretrains fresh weights; drop --init (or pretrain with \
+                 `eraengine pretrain` and fine-tune with --init)",
+            ))
+        }
+        (epochs, None, None) => Some(pretrain_first(a, device, train_store, epochs, seed)?),
+    };
     let cfg = match &init {
         Some(ck) => config_from_checkpoint(ck, a, resume.is_some())?,
         None => {
@@ -538,6 +548,44 @@ fn train_one(
             render,
         },
     )
+}
+
+/// `--pretrain-epochs N`: `eraengine pretrain --data TRAIN --epochs N --seed SEED` with its other
+/// defaults (validation on the last tenth of the training eras), in memory, turned into the start
+/// of fine-tuning (pretrain.* dropped, a fresh head from `seed`), so the run equals `pretrain`
+/// then `train --init` bit for bit.
+fn pretrain_first(
+    a: &TrainArgs,
+    device: super::device::DeviceChoice,
+    train_store: &Store,
+    epochs: usize,
+    seed: u64,
+) -> Result<Checkpoint> {
+    let mut cfg = crate::model::Preset::parse(&a.preset)?
+        .config(train_store.n_features(), train_store.n_targets());
+    apply_model_flags(&mut cfg, a)?;
+    let opts = crate::train::pretrain::PretrainOptions {
+        epochs,
+        seed,
+        ..Default::default()
+    };
+    opts.validate()?;
+    let max_rows = train_store.eras().map(|e| e.n_rows).max().unwrap_or(0);
+    crate::memory::check_train(&cfg, max_rows, false, 1)?;
+    if !a.quiet {
+        eprintln!("pretraining the encoder for up to {epochs} epochs first (--pretrain-epochs)");
+    }
+    let res = super::device::dispatch(
+        device,
+        super::pretrain_job::Job {
+            cfg,
+            train: train_store,
+            valid: None,
+            opts: &opts,
+            quiet: a.quiet,
+        },
+    )?;
+    Ok(crate::train::pretrain::for_finetune(res.checkpoint, seed))
 }
 
 /// `--seeds 1,2,3 --out DIR`: one member per seed, then DIR/ensemble.json.

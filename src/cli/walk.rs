@@ -33,6 +33,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         (a.eras_per_step.is_some(), "--eras-per-step"),
         (a.ema.is_some(), "--ema"),
         (a.feature_noise.is_some(), "--feature-noise"),
+        (a.pretrain_epochs.is_some(), "--pretrain-epochs"),
     ] {
         if given {
             return Err(Error::usage(format!(
