@@ -68,10 +68,12 @@ fn train(train: &Path, valid: &Path, extra: &[&str]) -> Output {
 }
 
 #[test]
-fn every_train_and_predict_flag_has_a_help_line_with_its_default() {
+fn every_train_predict_and_pretrain_flag_has_a_help_line_with_its_default() {
     for (cmd, no_default) in [
         ("train", &["--resume", "--help"][..]),
         ("predict", &["--model", "--data", "--out", "--help"][..]),
+        // required flags have no default
+        ("pretrain", &["--data", "--out", "--help"][..]),
     ] {
         let o = bin().args([cmd, "--help"]).output().unwrap();
         let help = String::from_utf8_lossy(&o.stdout).to_string();

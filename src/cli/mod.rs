@@ -71,6 +71,7 @@ pub enum Command {
     #[command(mut_arg("out", |a| a.help("Checkpoint to write (required; best validation reconstruction); fine-tune it with train --init")))]
     #[command(mut_arg("epochs", |a| a.help("Passes over the eras [default: 10]")))]
     #[command(mut_arg("patience", |a| a.help("Early-stopping patience in epochs (0 = never stop early) [default: 3]")))]
+    #[command(mut_arg("seed", |a| a.help("Seed of the initial weights, the era order and the masks [default: 0]")))]
     Pretrain(pretrain::PretrainArgs),
     /// Search training settings: random trials with successive halving, scored on validation corr
     Tune(TuneArgs),
