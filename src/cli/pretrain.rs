@@ -4,7 +4,7 @@
 
 use super::device::{dispatch, resolve};
 use super::pretrain_job::Job;
-use super::train::{apply_config_file, apply_model_flags};
+use super::train::{apply_config_file, fresh_config};
 use super::TrainArgs;
 use crate::data::Store;
 use crate::train::pretrain::PretrainOptions;
@@ -94,9 +94,7 @@ pub fn run(a: &PretrainArgs) -> Result<()> {
         Some(p) => Some(Store::open_checked(p, !t.no_verify)?),
         None => None,
     };
-    let mut cfg =
-        crate::model::Preset::parse(&t.preset)?.config(train.n_features(), train.n_targets());
-    apply_model_flags(&mut cfg, &t)?;
+    let cfg = fresh_config(&t, &train)?;
     let max_rows = train.eras().map(|e| e.n_rows).max().unwrap_or(0);
     crate::memory::check_train(&cfg, max_rows, false, 1)?;
     if !t.quiet {

@@ -25,6 +25,15 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// Applies the model flags to a config.
+/// The config of a run from fresh weights: the `--preset`'s for the store's features and targets,
+/// then the model flags.
+pub fn fresh_config(a: &TrainArgs, store: &Store) -> Result<Config> {
+    let mut cfg =
+        crate::model::Preset::parse(&a.preset)?.config(store.n_features(), store.n_targets());
+    apply_model_flags(&mut cfg, a)?;
+    Ok(cfg)
+}
+
 pub fn apply_model_flags(cfg: &mut Config, a: &TrainArgs) -> Result<()> {
     if let Some(x) = a.d_model {
         cfg.d_model = x;
@@ -494,12 +503,7 @@ fn train_one(
     };
     let cfg = match &init {
         Some(ck) => config_from_checkpoint(ck, a, resume.is_some())?,
-        None => {
-            let mut cfg = crate::model::Preset::parse(&a.preset)?
-                .config(train_store.n_features(), train_store.n_targets());
-            apply_model_flags(&mut cfg, a)?;
-            cfg
-        }
+        None => fresh_config(a, train_store)?,
     };
     let init = init.map(|mut ck| {
         ck.config = cfg.clone();
@@ -561,9 +565,7 @@ fn pretrain_first(
     epochs: usize,
     seed: u64,
 ) -> Result<Checkpoint> {
-    let mut cfg = crate::model::Preset::parse(&a.preset)?
-        .config(train_store.n_features(), train_store.n_targets());
-    apply_model_flags(&mut cfg, a)?;
+    let cfg = fresh_config(a, train_store)?;
     let opts = crate::train::pretrain::PretrainOptions {
         epochs,
         seed,

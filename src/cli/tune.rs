@@ -127,9 +127,7 @@ fn setup(
     a.quiet = true;
     super::train::apply_config(&mut a, origin, params)?;
     let opts = super::train::options_from_args(&a, false, None)?;
-    let mut cfg =
-        crate::model::Preset::parse(&a.preset)?.config(store.n_features(), store.n_targets());
-    super::train::apply_model_flags(&mut cfg, &a)?;
+    let cfg = super::train::fresh_config(&a, store)?;
     Ok((cfg, opts))
 }
 

@@ -72,12 +72,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     };
     let cfg = match &init {
         Some(ck) => super::train::config_from_checkpoint(ck, a, false)?,
-        None => {
-            let mut cfg = crate::model::Preset::parse(&a.preset)?
-                .config(store.n_features(), store.n_targets());
-            super::train::apply_model_flags(&mut cfg, a)?;
-            cfg
-        }
+        None => super::train::fresh_config(a, &store)?,
     };
     let init = init.map(|mut ck| {
         ck.config = cfg.clone();
