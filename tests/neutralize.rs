@@ -115,6 +115,31 @@ fn rank_deficient_designs_take_the_fast_path_and_match_lstsq() {
     }
 }
 
+/// The Gram matrix is built in panels of 256 result rows: a design wider than two panels (and not a
+/// multiple of one), with dependencies that cross panels, takes the fast path and matches lstsq.
+#[test]
+fn multi_panel_gram_takes_the_fast_path_and_matches_lstsq() {
+    let mut seed = 13u64;
+    let (m, nf) = (900, 601);
+    let mut f: Vec<u8> = (0..m * nf).map(|_| (lcg(&mut seed) % 5) as u8).collect();
+    for i in 0..m {
+        f[i * nf + 600] = f[i * nf + 3]; // last panel repeats the first
+        f[i * nf + 300] = 4 - f[i * nf + 255]; // second panel, affine in the first panel's last column
+    }
+    let b: Vec<f64> = (0..m)
+        .map(|_| lcg(&mut seed) as f64 / 2f64.powi(30) - 1.0)
+        .collect();
+    let want = neutralize_lstsq(&design(&f, m, nf), m, nf + 1, &b, NEUTRALIZE_RCOND);
+    let fast =
+        neutralize_normal(&f, m, nf, &b).expect("a well-conditioned design takes the fast path");
+    let worst = fast
+        .iter()
+        .zip(&want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0, f64::max);
+    assert!(worst <= 1e-9, "max |difference| {worst:e}");
+}
+
 #[test]
 fn a_nearly_dependent_column_is_refused_by_the_fast_path_and_the_fallback_matches() {
     // column 3 = column 2 except in one row of many: independent, but with a tiny pivot

@@ -69,15 +69,14 @@ pub fn neutralize_normal(features: &[u8], m: usize, nf: usize, b: &[f64]) -> Opt
     }
     if nf > 0 {
         let x: Vec<f32> = features.iter().map(|&v| v as f32).collect();
-        let mut xtx = vec![0f32; nf * nf];
-        crate::ops::linear::linear_bwd(None, &mut xtx, None, &x, &x, &[], m, nf, nf).ok()?;
+        let xtx = gram_lower(&x, m, nf).ok()?;
         for i in 0..nf {
-            g[(i + 1) * n + 1..(i + 2) * n].copy_from_slice(
-                &xtx[i * nf..(i + 1) * nf]
-                    .iter()
-                    .map(|&v| v as f64)
-                    .collect::<Vec<_>>(),
-            );
+            for (gv, &v) in g[(i + 1) * n + 1..(i + 1) * n + 2 + i]
+                .iter_mut()
+                .zip(&xtx[i * nf..i * nf + i + 1])
+            {
+                *gv = v as f64;
+            }
         }
     }
     let (l, kept) = cholesky_dropping(&g, n, DROP_PIVOT)?;
@@ -125,6 +124,30 @@ pub fn neutralize_normal(features: &[u8], m: usize, nf: usize, b: &[f64]) -> Opt
         }
     }
     project_out(&fk, m, k - 1, &lk, b)
+}
+
+/// Columns of `XᵀX` computed per panel of [`GRAM_PANEL`] rows of the result.
+const GRAM_PANEL: usize = 256;
+
+/// The lower triangle (diagonal included) of `XᵀX` for row-major `x` [m, nf], row-major [nf, nf];
+/// the entries above the diagonal are unspecified. One GEMM per panel of result rows `i0..i1`, over columns
+/// `0..i1` only, so about half the flops of the full product. Every partial sum of the callers'
+/// small integer features is an integer below 2²⁴, so any summation order is exact in f32.
+fn gram_lower(x: &[f32], m: usize, nf: usize) -> crate::Result<Vec<f32>> {
+    let mut c = vec![0f32; nf * nf];
+    let mut i0 = 0;
+    while i0 < nf {
+        let i1 = (i0 + GRAM_PANEL).min(nf);
+        crate::ops::gemm::Gemm {
+            lda: nf,
+            ldb: nf,
+            ldc: nf,
+            ..crate::ops::gemm::Gemm::new(true, false, i1 - i0, i1, m)
+        }
+        .run(&x[i0..], x, &mut c[i0 * nf..])?;
+        i0 = i1;
+    }
+    Ok(c)
 }
 
 /// `b − A·G⁻¹Aᵀb` for `A = [1, features]` with `L Lᵀ = G = AᵀA`, refined twice from the residual
@@ -178,7 +201,8 @@ fn residual(features: &[u8], m: usize, nf: usize, b: &[f64], x: &[f64]) -> Vec<f
 
 /// True when `λ_max(G)/λ_min(G) < MAX_COND²` (G = AᵀA, so that is `κ(A) < MAX_COND`): λ_max by
 /// power iteration on G, λ_min by inverse iteration through the Cholesky factor, 30 steps each
-/// from a fixed start (the 10× margin of [`MAX_COND`] to the cut covers their error).
+/// from a fixed start (the 10× margin of [`MAX_COND`] to the cut covers their error). The two
+/// iterations are independent and run side by side on the worker pool.
 fn well_conditioned(g: &[f64], l: &[f64], n: usize) -> bool {
     let start: Vec<f64> = (0..n)
         .map(|i| 1.0 + ((i * 7919) % 97) as f64 / 97.0)
@@ -190,33 +214,39 @@ fn well_conditioned(g: &[f64], l: &[f64], n: usize) -> bool {
         }
         s
     };
-    // G is symmetric but only its lower triangle is certain to be filled: mirror it once, so
-    // every product below reads contiguous rows
-    let mut full = g[..n * n].to_vec();
-    for i in 0..n {
-        for j in i + 1..n {
-            full[i * n + j] = g[j * n + i];
+    // the largest eigenvalue of G, or (inverse) of G⁻¹
+    let iterate = |inverse: bool| -> f64 {
+        let mut v = start.clone();
+        normalize(&mut v);
+        let mut est = 0.0;
+        if inverse {
+            for _ in 0..30 {
+                let mut w = chol_solve(l, n, &v);
+                est = normalize(&mut w);
+                v = w;
+            }
+            return est;
         }
-    }
-    let mut v = start.clone();
-    normalize(&mut v);
-    let mut lmax = 0.0;
-    for _ in 0..30 {
-        let mut w: Vec<f64> = full
-            .chunks_exact(n.max(1))
-            .map(|row| dot(row, &v))
-            .collect();
-        lmax = normalize(&mut w);
-        v = w;
-    }
-    let mut v = start;
-    normalize(&mut v);
-    let mut inv_max = 0.0;
-    for _ in 0..30 {
-        let mut w = chol_solve(l, n, &v);
-        inv_max = normalize(&mut w);
-        v = w;
-    }
+        // G is symmetric but only its lower triangle is certain to be filled: mirror it once,
+        // so every product reads contiguous rows
+        let mut full = g[..n * n].to_vec();
+        for i in 0..n {
+            for j in i + 1..n {
+                full[i * n + j] = g[j * n + i];
+            }
+        }
+        for _ in 0..30 {
+            let mut w: Vec<f64> = full
+                .chunks_exact(n.max(1))
+                .map(|row| dot(row, &v))
+                .collect();
+            est = normalize(&mut w);
+            v = w;
+        }
+        est
+    };
+    let est = crate::ops::par::run([false, true], iterate);
+    let (lmax, inv_max) = (est[0], est[1]);
     lmax.is_finite() && inv_max.is_finite() && inv_max > 0.0 && lmax * inv_max < MAX_COND * MAX_COND
 }
 
