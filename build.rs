@@ -72,11 +72,12 @@ fn run() -> BuildResult<()> {
         inlined.push((kf, src, p));
     }
 
-    // the kernel parameter structs (`...Params`); helper structs of the kernels stay C-only
+    // the kernel parameter structs (`...Params`) and the records of tables the host uploads
+    // (`...Record`); helper structs of the kernels stay C-only
     let structs: Vec<CStruct> = parse_structs(&common)
         .map_err(|e| format!("{}: {e}", common_path.display()))?
         .into_iter()
-        .filter(|s| s.name.ends_with("Params"))
+        .filter(|s| s.name.ends_with("Params") || s.name.ends_with("Record"))
         .collect();
     write_params(&out, &structs, &product)?;
     let ptx = compile_nvrtc(&inlined, &out)?;
@@ -283,6 +284,7 @@ fn rust_type(c: &str) -> BuildResult<(&'static str, usize)> {
     }
     match c {
         "unsigned int" => Ok(("u32", 4)),
+        "unsigned long long" => Ok(("u64", 8)),
         "int" => Ok(("i32", 4)),
         "float" => Ok(("f32", 4)),
         "double" => Ok(("f64", 8)),

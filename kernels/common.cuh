@@ -131,6 +131,9 @@ struct AdamParams {
     const float* g;
     float* m;
     float* v;
+    // when non-null, the gradient scale is *scale (written by clip_scale_fwd_f32) instead of
+    // grad_scale, and a NaN there skips the step (parameters and moments unchanged)
+    const float* scale;
     unsigned int n;
     float lr;
     float beta1;
@@ -149,6 +152,60 @@ struct SumSqParams {
     const float* g;
     unsigned int n;
     unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
+};
+
+// clip_scale_fwd_f32 (one thread): the global-norm clip of a step from every tensor's Σg² (f64,
+// in tensor order): scale[0] = NaN when any is not finite (the Adam kernels then skip), else
+// c = clip/(√Σ/eras) as f32 when clip > 0 and √Σ/eras > clip, else 1; scale[0] = c, or c/eras
+// (f32) for eras > 1 — the host's `ops::optim::clip_scale` operation for operation
+struct ClipScaleParams {
+    float* scale;
+    const double* sums;
+    unsigned int n;
+    float clip;
+    unsigned int eras;
+    unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
+};
+
+// adam_multi_fwd_f32 / sum_squares_multi_fwd_f32 / sum_squares_multi_reduce_fwd_f32: every
+// parameter tensor in one launch each, from a device table of TensorRecord records (uploaded by the
+// host when the parameter buffers change, i.e. once per run); `start` is the tensor's offset in
+// the concatenation of all tensors, ascending
+struct TensorRecord {
+    float* p;
+    const float* g;
+    float* m;
+    float* v;
+    unsigned long long start;
+    unsigned long long n;
+};
+
+// adam_multi_fwd_f32: the Adam step of adam_fwd_f32 over all `count` tensors (`total` elements),
+// gradient scale *scale (NaN: skip the step); element e belongs to the last tensor with start ≤ e
+struct AdamMultiParams {
+    const TensorRecord* tensors;
+    const float* scale;
+    unsigned long long total;
+    unsigned int count;
+    float lr;
+    float beta1;
+    float beta2;
+    float eps;
+    float weight_decay;
+    float bc1;
+    float bc2;
+};
+
+// sum_squares_multi_fwd_f32: grid (blocks, count): block (b, t) grid-strides over tensor t with
+// stride blocks·blockDim and writes its f64 Σ g² to partial[t·blocks + b];
+// sum_squares_multi_reduce_fwd_f32: grid (1, count), one warp: out[t] = Σ_b partial[t·blocks + b]
+// in a fixed order
+struct SumSqMultiParams {
+    const TensorRecord* tensors;
+    double* partial;
+    double* out;
+    unsigned int count;
+    unsigned int blocks;
 };
 
 // sum_squares_reduce_fwd_f32: out[0] = Σ_b partial[b]
@@ -332,7 +389,11 @@ static_assert(sizeof(LossReduceParams) == 32, "LossReduceParams layout changed: 
 static_assert(sizeof(LossBwdParams) == 64, "LossBwdParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(EltParams) == 32, "EltParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(DropoutParams) == 48, "DropoutParams layout changed: update src/gpu/params.rs");
-static_assert(sizeof(AdamParams) == 72, "AdamParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(AdamParams) == 80, "AdamParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(ClipScaleParams) == 32, "ClipScaleParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(TensorRecord) == 48, "TensorRecord layout changed: update src/gpu/params.rs");
+static_assert(sizeof(AdamMultiParams) == 56, "AdamMultiParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(SumSqMultiParams) == 32, "SumSqMultiParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(SumSqParams) == 24, "SumSqParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(SumSqReduceParams) == 24, "SumSqReduceParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(GemmParams) == 72, "GemmParams layout changed: update src/gpu/params.rs");

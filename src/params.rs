@@ -104,6 +104,10 @@ pub struct Adam<B: Backend> {
     pub step: u32,
     pub lr: f32,
     pub weight_decay: f32,
+    /// every gradient's Σg² of the last clipped step, where the backend keeps them on the device
+    sums: Option<B::Buf>,
+    /// the step whose `sums` have not been checked on the host yet
+    pending: Option<u64>,
 }
 
 impl<B: Backend> Adam<B> {
@@ -120,6 +124,9 @@ impl<B: Backend> Adam<B> {
             step: 0,
             lr,
             weight_decay,
+            // allocated with the moments, so the first steps' buffer cache stays as it will be
+            sums: Some(dev.zeros(2 * params.len().max(1))?),
+            pending: None,
         })
     }
 
@@ -142,6 +149,8 @@ impl<B: Backend> Adam<B> {
             step,
             lr,
             weight_decay,
+            sums: Some(dev.zeros(2 * m.len().max(1))?),
+            pending: None,
         })
     }
 
@@ -159,10 +168,8 @@ impl<B: Backend> Adam<B> {
         Ok((get(&self.m)?, get(&self.v)?))
     }
 
-    /// One update of every parameter with gradients multiplied by `grad_scale`.
-    pub fn update(&mut self, dev: &B, params: &mut Params<B>, grad_scale: f32) -> Result<()> {
-        self.step += 1;
-        let args = AdamArgs {
+    fn args(&self, grad_scale: f32) -> AdamArgs {
+        AdamArgs {
             lr: self.lr,
             beta1: 0.9,
             beta2: 0.999,
@@ -170,7 +177,72 @@ impl<B: Backend> Adam<B> {
             weight_decay: self.weight_decay,
             step: self.step,
             grad_scale,
+        }
+    }
+
+    /// One global-norm-clipped update of every parameter with the gradients of `eras` summed
+    /// eras (`ops::optim::clip_scale`: the clip bounds the mean gradient's norm). A NaN or Inf
+    /// gradient is an error naming `step` and the tensor, with nothing updated. Where the backend
+    /// keeps the norms on the device (a GPU), that check is deferred to [`Adam::check_pending`]
+    /// (the device skips the update itself), so the step has no host wait.
+    pub fn clipped_update(
+        &mut self,
+        dev: &B,
+        params: &mut Params<B>,
+        clip: f32,
+        eras: usize,
+        step: u64,
+    ) -> Result<()> {
+        self.check_pending(dev, params)?;
+        self.step += 1;
+        let args = self.args(1.0);
+        let sums = match &mut self.sums {
+            Some(s) => s,
+            none => none.insert(dev.zeros(2 * params.len().max(1))?),
         };
+        match dev.clipped_adam(
+            &mut params.values,
+            &params.grads,
+            &mut self.m,
+            &mut self.v,
+            &args,
+            clip,
+            eras,
+            sums,
+        )? {
+            Some(s) => check_sums(&s, &params.names, step),
+            None => {
+                self.pending = Some(step);
+                Ok(())
+            }
+        }
+    }
+
+    /// The device buffer of gradient norms still to be checked, to read back with the next
+    /// loss ([`crate::tape::Tape::loss_with`]); None when nothing is pending.
+    pub fn pending_sums(&self) -> Option<&B::Buf> {
+        self.pending.and(self.sums.as_ref())
+    }
+
+    /// Checks the gradient norms a deferred [`Adam::clipped_update`] left on the device (free
+    /// when they were read back with the loss, else one host wait): an error naming that step
+    /// and the first tensor whose gradient had NaN or Inf values (the device skipped the update).
+    pub fn check_pending(&mut self, dev: &B, params: &Params<B>) -> Result<()> {
+        let (Some(step), Some(buf)) = (self.pending.take(), &self.sums) else {
+            return Ok(());
+        };
+        let words = dev.download(buf)?;
+        let n = params.len().min(words.len() / 2);
+        let sums: Vec<f64> = (0..n)
+            .map(|i| crate::ops::optim::gpu::f64_at(&words, i))
+            .collect();
+        check_sums(&sums, &params.names, step)
+    }
+
+    /// One update of every parameter with gradients multiplied by `grad_scale`.
+    pub fn update(&mut self, dev: &B, params: &mut Params<B>, grad_scale: f32) -> Result<()> {
+        self.step += 1;
+        let args = self.args(grad_scale);
         for i in 0..params.values.len() {
             dev.adam_step(
                 &mut params.values[i],
@@ -181,5 +253,20 @@ impl<B: Backend> Adam<B> {
             )?;
         }
         Ok(())
+    }
+}
+
+/// The error for the first tensor whose Σg² is not finite.
+fn check_sums(sums: &[f64], names: &[String], step: u64) -> Result<()> {
+    match sums.iter().position(|s| !s.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(crate::Error::Numeric {
+            step,
+            tensor: format!(
+                "{} (gradient)",
+                names.get(i).map_or("a parameter", String::as_str)
+            ),
+            msg: "gradient has NaN or Inf values".into(),
+        }),
     }
 }

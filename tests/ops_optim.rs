@@ -177,3 +177,109 @@ fn adam_agrees_with_oracle_when_threaded<B: Backend>(dev: &B) -> TestCaseResult 
     close("p", &p, &wp, 0.0, 3e-7)
 }
 device_test!(adam_agrees_with_oracle_when_threaded, [Order::Forward]);
+
+/// tensor lengths, clip, eras, data seed
+type ClipCase = (Vec<usize>, f32, usize, u64);
+
+/// `Adam::clipped_update` (on a GPU: the norms and the scale decided on the device) against the
+/// f64 oracle: scale = min(1, clip / (‖g‖ / eras)) / eras, then the f64 Adam step of every tensor.
+fn clipped_update_matches_f64_clip_and_adam<B: Backend>(
+    dev: &B,
+    (lens, clip, eras, seed): &ClipCase,
+) -> TestCaseResult {
+    let mut g = Gen::new(*seed);
+    let tensors: eraengine::params::HostTensors = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (format!("t{i}"), vec![n], g.vec(n, -1.0, 1.0)))
+        .collect();
+    let grads: Vec<Vec<f32>> = lens.iter().map(|&n| g.vec(n, -2.0, 2.0)).collect();
+    let mut params = eraengine::params::Params::from_host(dev, &tensors).unwrap();
+    for (b, h) in params.grads.iter_mut().zip(&grads) {
+        *b = dev.upload(h).unwrap();
+    }
+    // moments of earlier steps, so the update depends on the gradient's scale
+    let m0: eraengine::params::HostTensors = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (format!("t{i}"), vec![n], g.vec(n, -0.5, 0.5)))
+        .collect();
+    let v0: eraengine::params::HostTensors = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (format!("t{i}"), vec![n], g.vec(n, 0.01, 0.5)))
+        .collect();
+    let mut adam = eraengine::params::Adam::from_state(dev, &m0, &v0, 5, 1e-2, 0.01).unwrap();
+    adam.clipped_update(dev, &mut params, *clip, *eras, 1)
+        .unwrap();
+    adam.check_pending(dev, &params).unwrap();
+    let norm = grads
+        .iter()
+        .flatten()
+        .map(|&v| (v as f64).powi(2))
+        .sum::<f64>()
+        .sqrt()
+        / *eras as f64;
+    let clip_factor = if *clip > 0.0 && norm > *clip as f64 {
+        *clip as f64 / norm
+    } else {
+        1.0
+    };
+    let scale = clip_factor / *eras as f64;
+    for (i, ((_, _, p0), gr)) in tensors.iter().zip(&grads).enumerate() {
+        let got = dev.download(&params.values[i]).unwrap();
+        let (bc1, bc2) = (1.0 - 0.9f64.powi(6), 1.0 - 0.999f64.powi(6));
+        for (k, (&p, &gv)) in p0.iter().zip(gr).enumerate() {
+            let gs = gv as f64 * scale;
+            let m = 0.9 * m0[i].2[k] as f64 + 0.1 * gs;
+            let v = 0.999 * v0[i].2[k] as f64 + 0.001 * gs * gs;
+            let want = p as f64 - 1e-2 * ((m / bc1) / ((v / bc2).sqrt() + 1e-8) + 0.01 * p as f64);
+            prop_assert!(
+                (got[k] as f64 - want).abs() <= 1e-5,
+                "tensor {i} [{k}]: {} vs {want} (scale {scale})",
+                got[k]
+            );
+        }
+    }
+    Ok(())
+}
+device_proptest!(
+    32,
+    clipped_update_matches_f64_clip_and_adam,
+    (
+        prop::collection::vec(0usize..300, 1..4),
+        prop_oneof![Just(0.0f32), 0.01f32..2.0, Just(1e6f32)],
+        1usize..4,
+        any::<u64>()
+    )
+);
+
+/// A NaN gradient is an error naming its step and tensor, and nothing moves: on the CPU at the
+/// update; on a GPU at the next check of the norms (the device skipped the update itself).
+fn a_nan_gradient_is_an_error_naming_its_tensor_and_updates_nothing<B: Backend>(
+    dev: &B,
+) -> TestCaseResult {
+    let tensors: eraengine::params::HostTensors = vec![
+        ("a".into(), vec![3], vec![0.5, -0.5, 1.0]),
+        ("b".into(), vec![2], vec![2.0, 3.0]),
+    ];
+    let mut params = eraengine::params::Params::from_host(dev, &tensors).unwrap();
+    params.grads[0] = dev.upload(&[0.1, 0.2, 0.3]).unwrap();
+    params.grads[1] = dev.upload(&[f32::NAN, 1.0]).unwrap();
+    let mut adam = eraengine::params::Adam::new(dev, &params, 1e-2, 0.0).unwrap();
+    let err = adam
+        .clipped_update(dev, &mut params, 1.0, 1, 7)
+        .and_then(|()| adam.check_pending(dev, &params))
+        .expect_err("a NaN gradient must be an error");
+    let msg = err.to_string();
+    prop_assert!(msg.contains("b (gradient)") && msg.contains('7'), "{msg}");
+    for (i, (_, _, p0)) in tensors.iter().enumerate() {
+        prop_assert_eq!(&dev.download(&params.values[i]).unwrap(), p0);
+        prop_assert!(dev.download(&adam.m[i]).unwrap().iter().all(|&v| v == 0.0));
+        prop_assert!(dev.download(&adam.v[i]).unwrap().iter().all(|&v| v == 0.0));
+    }
+    // checked once: nothing is pending any more
+    prop_assert!(adam.check_pending(dev, &params).is_ok());
+    Ok(())
+}
+device_test!(a_nan_gradient_is_an_error_naming_its_tensor_and_updates_nothing);

@@ -28,14 +28,24 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     };
     // Every available device: the CPU always, CUDA when a usable GPU is found (or the one named).
     let mut choices = vec![];
-    match a.device.as_str() {
-        "auto" => {
-            choices.push(DeviceChoice::Cpu);
-            if crate::gpu::cuda_available() {
-                choices.push(DeviceChoice::Cuda);
-            }
+    if a.dry_run {
+        if a.device != "emu" {
+            return Err(Error::usage(format!(
+                "--dry-run counts the emulator's launches without running them; use it with --device emu (got --device {})",
+                a.device
+            )));
         }
-        other => choices.push(super::device::resolve(other, true)?),
+        choices.push(DeviceChoice::EmuDry);
+    } else {
+        match a.device.as_str() {
+            "auto" => {
+                choices.push(DeviceChoice::Cpu);
+                if crate::gpu::cuda_available() {
+                    choices.push(DeviceChoice::Cuda);
+                }
+            }
+            other => choices.push(super::device::resolve(other, true)?),
+        }
     }
     let mut reports = Vec::new();
     for c in choices {

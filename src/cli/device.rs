@@ -16,6 +16,8 @@ pub enum DeviceChoice {
     Cpu,
     Cuda,
     Emu,
+    /// the emulator checking and counting launches without executing them (`bench --dry-run`)
+    EmuDry,
 }
 
 /// A job that runs on any backend (the training loop, prediction, the bench).
@@ -75,5 +77,6 @@ pub fn dispatch<J: DeviceJob>(choice: DeviceChoice, job: J) -> Result<J::Out> {
             let dev = GpuBackend::<EmuLauncher>::new(Order::Forward);
             job.run(&dev)
         }
+        DeviceChoice::EmuDry => job.run(&GpuBackend::<EmuLauncher>::dry_run()),
     }
 }

@@ -475,6 +475,12 @@ pub struct BenchArgs {
     /// Device: auto (the CPU, and CUDA when usable), cpu, cuda or emu
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// With --device emu: check every launch against the hardware limits and count launches,
+    /// syncs, allocations, bytes and the H100 roofline estimate without executing any kernel, so
+    /// any shape runs in seconds (e.g. --rows 6000 --features 2376 --d-model 256 --heads 8); the
+    /// times it prints are not a device's [default: off]
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -219,6 +219,25 @@ pub trait Backend {
         n: usize,
         t: usize,
     ) -> Result<LossParts>;
+    /// [`Backend::mse_sparsity_fwd`] with every buffer of `also` read back in the same host wait:
+    /// a backend that keeps buffers away from the host serves the next `download` of `g` and of
+    /// each of `also` from that copy, so a training step waits on the host once. The default
+    /// ignores `also` (its downloads are plain copies).
+    #[allow(clippy::too_many_arguments)]
+    fn mse_sparsity_fwd_with(
+        &self,
+        yhat: &Self::Buf,
+        y: &Self::Buf,
+        mask: &Self::Buf,
+        g: &Self::Buf,
+        lambda: f32,
+        n: usize,
+        t: usize,
+        also: &[&Self::Buf],
+    ) -> Result<LossParts> {
+        let _ = also;
+        self.mse_sparsity_fwd(yhat, y, mask, g, lambda, n, t)
+    }
     fn mse_sparsity_bwd(
         &self,
         dyhat: &mut Self::Buf,
@@ -240,6 +259,24 @@ pub trait Backend {
         n: usize,
         t: usize,
     ) -> Result<CorrParts>;
+    /// [`Backend::corr_loss_fwd`] leaving (corr, K) in `parts` [2] for a later download instead
+    /// of returning them (no host wait on a GPU). The default uploads what `corr_loss_fwd` returns.
+    #[allow(clippy::too_many_arguments)]
+    fn corr_loss_fwd_dev(
+        &self,
+        stats: &mut Self::Buf,
+        parts: &mut Self::Buf,
+        yhat: &Self::Buf,
+        y: &Self::Buf,
+        mask: &Self::Buf,
+        n: usize,
+        t: usize,
+    ) -> Result<()> {
+        crate::ops::shape::expect_len("corr_loss", "parts", self.len(parts), 2)?;
+        let p = self.corr_loss_fwd(stats, yhat, y, mask, n, t)?;
+        *parts = self.upload(&[p.corr, p.heads])?;
+        Ok(())
+    }
     /// dyhat += ∂(w · (1 − corr))/∂ŷ
     fn corr_loss_bwd(
         &self,
@@ -402,4 +439,43 @@ pub trait Backend {
         v: &mut Self::Buf,
         args: &AdamArgs,
     ) -> Result<()>;
+    /// One Adam step of every tensor with global-norm clipping ([`crate::ops::optim::clip_scale`]
+    /// of the gradients' Σg², over `eras` summed eras; `args.grad_scale` is ignored). Returns
+    /// every Σg² when they were computed on the host: a non-finite one means nothing was updated.
+    /// None when they were left in `sums` (2 f32 words per tensor, each pair one f64) on the
+    /// device: the scale was decided there, a non-finite Σg² skipped the step on the device, and
+    /// the caller reads `sums` later (a GPU never waits for the norm). The default computes them
+    /// on the host.
+    #[allow(clippy::too_many_arguments)]
+    fn clipped_adam(
+        &self,
+        ps: &mut [Self::Buf],
+        gs: &[Self::Buf],
+        ms: &mut [Self::Buf],
+        vs: &mut [Self::Buf],
+        args: &AdamArgs,
+        clip: f32,
+        eras: usize,
+        sums: &mut Self::Buf,
+    ) -> Result<Option<Vec<f64>>> {
+        let _ = sums;
+        crate::ops::shape::expect_all(
+            "clipped_adam",
+            &[("grads", gs.len()), ("m", ms.len()), ("v", vs.len())],
+            ps.len(),
+        )?;
+        let refs: Vec<&Self::Buf> = gs.iter().collect();
+        let s = self.sum_squares_each(&refs)?;
+        let Some(scale) = crate::ops::optim::clip_scale(&s, clip, eras) else {
+            return Ok(Some(s));
+        };
+        let a = AdamArgs {
+            grad_scale: scale,
+            ..*args
+        };
+        for (((p, g), m), v) in ps.iter_mut().zip(gs).zip(ms.iter_mut()).zip(vs.iter_mut()) {
+            self.adam_step(p, g, m, v, &a)?;
+        }
+        Ok(Some(s))
+    }
 }

@@ -28,9 +28,9 @@ pub(crate) struct Shared<L: Launcher> {
     launcher: L,
     /// free device blocks by size class (bytes), reused before asking the launcher
     cache: Mutex<Cache>,
-    /// the host copy of one buffer read back with the loss (served to the next `download` of it
-    /// when nothing has written to the device since)
-    readback: Mutex<Option<(u64, Vec<f32>)>>,
+    /// host copies of the buffers read back with the loss (each served to the next `download` of
+    /// it when nothing has written to the device since)
+    readback: Mutex<Vec<(u64, Vec<f32>)>>,
 }
 
 #[derive(Default)]
@@ -103,7 +103,7 @@ impl<L: Launcher> Shared<L> {
     /// Forgets the stashed read-back (something may have written the device).
     fn dirty(&self) {
         if let Ok(mut r) = self.readback.lock() {
-            *r = None;
+            r.clear();
         }
     }
 }
@@ -152,6 +152,9 @@ impl<L: Launcher> Drop for GpuBuf<L> {
 /// The GPU backend over launcher `L`.
 pub struct GpuBackend<L: Launcher> {
     shared: Arc<Shared<L>>,
+    /// the device table of parameter tensors of the fused optimizer launches, with the host copy
+    /// it was uploaded from (uploaded again only when the parameter buffers change)
+    pub(crate) param_table: Mutex<Option<(Vec<u8>, GpuBuf<L>)>>,
 }
 
 impl GpuBackend<CudaLauncher> {
@@ -165,6 +168,12 @@ impl GpuBackend<EmuLauncher> {
     /// The CPU emulator running a block's threads in `order`.
     pub fn new(order: Order) -> Self {
         Self::with_launcher(EmuLauncher::new(order))
+    }
+
+    /// The emulator in a dry run: every launch is checked against the hardware limits and
+    /// counted (with its FLOPs and bytes), none is executed.
+    pub fn dry_run() -> Self {
+        Self::with_launcher(EmuLauncher::dry_run())
     }
 }
 
@@ -187,8 +196,9 @@ impl<L: Launcher> GpuBackend<L> {
                     cap,
                     ..Cache::default()
                 }),
-                readback: Mutex::new(None),
+                readback: Mutex::new(Vec::new()),
             }),
+            param_table: Mutex::new(None),
         }
     }
 
@@ -284,17 +294,19 @@ impl<L: Launcher> GpuBackend<L> {
     /// of it, until anything writes to the device.
     pub(crate) fn stash(&self, buf: &GpuBuf<L>, host: Vec<f32>) {
         if let Ok(mut r) = self.shared.readback.lock() {
-            *r = Some((buf.ptr, host));
+            r.retain(|(p, _)| *p != buf.ptr);
+            r.push((buf.ptr, host));
         }
     }
 
-    /// `buf` on the host: the stashed copy when it is current, else one read-back.
+    /// `buf` on the host: its stashed copy when it is current, else one read-back.
     pub(crate) fn download_cached(&self, buf: &GpuBuf<L>) -> Result<Vec<f32>> {
         if let Ok(mut r) = self.shared.readback.lock() {
-            if let Some((ptr, v)) = r.take() {
-                if ptr == buf.ptr && v.len() == buf.len {
-                    return Ok(v);
-                }
+            if let Some(i) = r
+                .iter()
+                .position(|(p, v)| *p == buf.ptr && v.len() == buf.len)
+            {
+                return Ok(r.swap_remove(i).1);
             }
         }
         Ok(self.read_back(&[buf])?.remove(0))

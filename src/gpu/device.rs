@@ -267,7 +267,20 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         n: usize,
         t: usize,
     ) -> Result<LossParts> {
-        loss::mse_sparsity_fwd(self, yhat, y, mask, g, lambda, n, t)
+        loss::mse_sparsity_fwd(self, yhat, y, mask, g, lambda, n, t, &[])
+    }
+    fn mse_sparsity_fwd_with(
+        &self,
+        yhat: &GpuBuf<L>,
+        y: &GpuBuf<L>,
+        mask: &GpuBuf<L>,
+        g: &GpuBuf<L>,
+        lambda: f32,
+        n: usize,
+        t: usize,
+        also: &[&GpuBuf<L>],
+    ) -> Result<LossParts> {
+        loss::mse_sparsity_fwd(self, yhat, y, mask, g, lambda, n, t, also)
     }
     fn mse_sparsity_bwd(
         &self,
@@ -292,6 +305,18 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         t: usize,
     ) -> Result<crate::ops::corr_loss::CorrParts> {
         crate::ops::corr_loss::gpu::corr_loss_fwd(self, stats, yhat, y, mask, n, t)
+    }
+    fn corr_loss_fwd_dev(
+        &self,
+        stats: &mut GpuBuf<L>,
+        parts: &mut GpuBuf<L>,
+        yhat: &GpuBuf<L>,
+        y: &GpuBuf<L>,
+        mask: &GpuBuf<L>,
+        n: usize,
+        t: usize,
+    ) -> Result<()> {
+        crate::ops::corr_loss::gpu::corr_loss_fwd_dev(self, stats, parts, yhat, y, mask, n, t)
     }
     fn corr_loss_bwd(
         &self,
@@ -467,5 +492,19 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         args: &AdamArgs,
     ) -> Result<()> {
         optim::adam_step(self, p, g, m, v, args)
+    }
+    fn clipped_adam(
+        &self,
+        ps: &mut [GpuBuf<L>],
+        gs: &[GpuBuf<L>],
+        ms: &mut [GpuBuf<L>],
+        vs: &mut [GpuBuf<L>],
+        args: &AdamArgs,
+        clip: f32,
+        eras: usize,
+        sums: &mut GpuBuf<L>,
+    ) -> Result<Option<Vec<f64>>> {
+        optim::clipped_adam(self, ps, gs, ms, vs, args, clip, eras, sums)?;
+        Ok(None)
     }
 }

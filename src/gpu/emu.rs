@@ -38,11 +38,22 @@ pub enum Order {
 #[derive(Clone, Copy, Debug)]
 pub struct EmuLauncher {
     pub order: Order,
+    /// a dry run: launches are checked and counted but no kernel runs (device memory and copies
+    /// are real, so read-backs see zeros) — the counts and the roofline of any shape, fast
+    pub dry: bool,
 }
 
 impl EmuLauncher {
     pub fn new(order: Order) -> Self {
-        EmuLauncher { order }
+        EmuLauncher { order, dry: false }
+    }
+
+    /// The dry-run launcher (see [`EmuLauncher::dry`]).
+    pub fn dry_run() -> Self {
+        EmuLauncher {
+            order: Order::Forward,
+            dry: true,
+        }
     }
 
     /// Names of every kernel the emulator knows (product and emulator-only test kernels).
@@ -61,6 +72,9 @@ impl EmuLauncher {
 
 impl Launcher for EmuLauncher {
     fn name(&self) -> String {
+        if self.dry {
+            return "emu (dry run: launches checked and counted, no kernel executed)".into();
+        }
         format!("emu ({:?} thread order)", self.order)
     }
     fn exact_sizes(&self) -> bool {
@@ -107,6 +121,9 @@ impl Launcher for EmuLauncher {
         )?;
         let name = CString::new(kernel)
             .map_err(|_| Error::device(format!("bad kernel name {kernel:?}")))?;
+        if self.dry {
+            return Ok(());
+        }
         let (order, seed) = match self.order {
             Order::Forward => (0, 0),
             Order::Reverse => (1, 0),

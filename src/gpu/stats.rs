@@ -377,6 +377,19 @@ fn cost(k: Kernel, cfg: LaunchCfg, params: &[u8]) -> (f64, f64, f64) {
         SumSquaresReduceFwdF32 => {
             read::<SumSqReduceParams>(params).map(|p| (0.0, f(p.blocks), 8.0 * f(p.blocks)))
         }
+        ClipScaleFwdF32 => read::<ClipScaleParams>(params).map(|p| (0.0, f(p.n), 8.0 * f(p.n))),
+        AdamMultiFwdF32 => read::<AdamMultiParams>(params)
+            .map(|p| (16.0 * p.total as f64, 0.0, 28.0 * p.total as f64)),
+        // the element count is in the device table: estimate from the launch (one element per
+        // thread of the grid, every thread of a block busy)
+        SumSquaresMultiFwdF32 => Some((0.0, 2.0 * threads, 4.0 * threads)),
+        SumSquaresMultiReduceFwdF32 => read::<SumSqMultiParams>(params).map(|p| {
+            (
+                0.0,
+                f(p.blocks) * f(p.count),
+                8.0 * f(p.blocks) * f(p.count),
+            )
+        }),
         PosEncAddFwdF32 => read::<PosEncParams>(params)
             .map(|p| (0.0, 30.0 * f(p.n) * f(p.d), 8.0 * f(p.n) * f(p.d))),
         SoftmaxAttentionFwdF32 | SoftmaxAttentionDqBwdF32 | SoftmaxAttentionDkvBwdF32 => {

@@ -398,7 +398,7 @@ pub fn train<B: Backend>(
                     m.params.zero_grads(dev)?;
                 }
                 step += 1;
-                let (parts, g) = step::accumulate(dev, &mut m, &batch, opts.seed, step)?;
+                let (parts, g) = step::accumulate(dev, &mut m, &mut adam, &batch, opts.seed, step)?;
                 group += 1;
                 if group == k {
                     finish_group(
@@ -441,6 +441,8 @@ pub fn train<B: Backend>(
                 total_steps,
             )?;
         }
+        // the last step's gradient norms, if the device kept them (one host wait an epoch)
+        adam.check_pending(dev, &m.params)?;
         if counted == 0 {
             break;
         }

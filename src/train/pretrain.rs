@@ -161,10 +161,12 @@ pub fn fill_mask(batch: &EraBatch, rate: f32, seed: u64, key: u64) -> Vec<f32> {
 }
 
 /// Forward (and, when `train` is given, backward) of the reconstruction loss on one era.
-/// Returns the masked-entry MSE.
+/// Returns the masked-entry MSE. With `adam`, its pending gradient norms are read back with the
+/// loss and checked ([`Adam::check_pending`]).
 fn era_step<B: Backend>(
     dev: &B,
     m: &mut Trained<B>,
+    adam: Option<&mut Adam<B>>,
     batch: &EraBatch,
     fill: &[f32],
     train: Option<TrainCtx>,
@@ -206,7 +208,15 @@ fn era_step<B: Backend>(
     let r0 = tape.linear(dev, &m.params, enc.hidden, w0, b0, n, d, d)?;
     let r1 = tape.gelu(dev, r0)?;
     let r = tape.linear(dev, &m.params, r1, w1, b1, n, d, f)?;
-    let parts = tape.loss(dev, r, y, inputs.mask, enc.g, 0.0, n, f)?;
+    let pending: Vec<&B::Buf> = adam
+        .as_deref()
+        .and_then(|a| a.pending_sums())
+        .into_iter()
+        .collect();
+    let parts = tape.loss_with(dev, r, y, inputs.mask, enc.g, 0.0, n, f, &[], &pending)?;
+    if let Some(a) = adam {
+        a.check_pending(dev, &m.params)?;
+    }
     if !parts.loss.is_finite() {
         return Err(Error::Numeric {
             step: train.map_or(0, |c| c.step as u64),
@@ -238,7 +248,7 @@ fn validate<B: Backend>(
             continue;
         }
         let fill = fill_mask(&batch, opts.mask_rate, opts.seed ^ 0x5A11D, ei as u64);
-        sum += era_step(dev, m, &batch, &fill, None)?;
+        sum += era_step(dev, m, None, &batch, &fill, None)?;
         count += 1;
     }
     Ok(if count > 0 { sum / count as f64 } else { 0.0 })
@@ -345,13 +355,14 @@ pub fn pretrain<B: Backend>(
                 seed: opts.seed,
                 step: step as u32,
             };
-            sum += era_step(dev, &mut m, &batch, &fill, Some(ctx))?;
+            sum += era_step(dev, &mut m, Some(&mut adam), &batch, &fill, Some(ctx))?;
             step::apply(dev, &mut m, &mut adam, opts.clip, 1, step)?;
             counted += 1;
             on_event(&PretrainEvent::Progress(
                 stage.at(i as u64 + 1, i + 1 == order.len()),
             ));
         }
+        adam.check_pending(dev, &m.params)?;
         if counted == 0 {
             break;
         }

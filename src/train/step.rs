@@ -12,6 +12,7 @@ use super::era::EraBatch;
 use super::{TrainOptions, Trained};
 use crate::device::Backend;
 use crate::model::TrainCtx;
+use crate::ops::corr_loss::CorrParts;
 use crate::ops::loss::LossParts;
 use crate::params::Adam;
 use crate::tape::Tape;
@@ -19,9 +20,14 @@ use crate::{Error, Result};
 
 /// Forward + loss + backward for one era, adding its gradients into `m.params.grads`.
 /// `step` keys the dropout masks. Returns the loss parts and the gate values.
+///
+/// The step's one host wait is the loss read-back: it also brings back the correlation loss's
+/// value, the gate values and the previous Adam step's gradient norms (checked here, see
+/// [`Adam::check_pending`]).
 pub fn accumulate<B: Backend>(
     dev: &B,
     m: &mut Trained<B>,
+    adam: &mut Adam<B>,
     batch: &EraBatch,
     seed: u64,
     step: u64,
@@ -65,7 +71,8 @@ pub fn accumulate<B: Backend>(
     } else {
         None
     };
-    let mut parts = tape.loss(
+    let pending: Vec<&B::Buf> = adam.pending_sums().into_iter().collect();
+    let mut parts = tape.loss_with(
         dev,
         out.yhat,
         inputs.y,
@@ -74,8 +81,12 @@ pub fn accumulate<B: Backend>(
         cfg.lambda_sparsity,
         batch.n,
         cfg.n_targets,
+        &corr.into_iter().collect::<Vec<_>>(),
+        &pending,
     )?;
+    adam.check_pending(dev, &m.params)?;
     if let Some(c) = corr {
+        let c = CorrParts::from_host(&tape.download(dev, c)?)?;
         parts.loss += cfg.corr_weight * (1.0 - c.corr);
     }
     if let Some(o) = ortho {
@@ -109,27 +120,7 @@ pub fn apply<B: Backend>(
     eras: usize,
     step: u64,
 ) -> Result<()> {
-    let (norm, bad) = m.params.grad_norm(dev)?;
-    if let Some(name) = bad {
-        return Err(Error::Numeric {
-            step,
-            tensor: format!("{name} (gradient)"),
-            msg: "gradient has NaN or Inf values".into(),
-        });
-    }
-    let k = eras.max(1) as f64;
-    let mean_norm = norm / k;
-    let clip_scale = if clip > 0.0 && mean_norm > clip as f64 {
-        (clip as f64 / mean_norm) as f32
-    } else {
-        1.0
-    };
-    let scale = if eras <= 1 {
-        clip_scale
-    } else {
-        clip_scale / eras as f32
-    };
-    adam.update(dev, &mut m.params, scale)
+    adam.clipped_update(dev, &mut m.params, clip, eras, step)
 }
 
 /// Forward + loss + backward + clipped Adam for one era. Returns the loss parts and the gate values.
@@ -142,7 +133,7 @@ pub fn train_step<B: Backend>(
     step: u64,
 ) -> Result<(LossParts, Vec<f32>)> {
     m.params.zero_grads(dev)?;
-    let (parts, g) = accumulate(dev, m, batch, opts.seed, step)?;
+    let (parts, g) = accumulate(dev, m, adam, batch, opts.seed, step)?;
     apply(dev, m, adam, opts.clip, 1, step)?;
     Ok((parts, g))
 }

@@ -215,6 +215,8 @@ pub fn walk<B: Backend>(
                 }
             }
         }
+        // the round's last step's gradient norms, if the device kept them
+        adam.check_pending(dev, &m.params)?;
         let batch = EraBatch::load(store, next, &map)?;
         let (preds, gates) = if batch.n == 0 {
             (Vec::new(), vec![0.0; cfg.n_features])

@@ -1,13 +1,14 @@
 //! Launch recipe of the correlation loss for [`GpuBackend`] (`kernels/corr_loss.cu`): two passes
 //! over the rows (means, then centred moments) with per-block partials per target column, reduced
-//! in f64 in a fixed order; the forward reads back (corr, K) once, the backward is elementwise.
+//! in f64 in a fixed order; the forward leaves (corr, K) on the device (read back with the loss in
+//! training), the backward is elementwise.
 
 use super::{check, CorrParts, CORR_STATS};
 use crate::device::Backend;
 use crate::gpu::backend::{blocks_for, GpuBackend, GpuBuf, BLOCK, MAX_GRID, MAX_REDUCE_BLOCKS};
 use crate::gpu::params::{kernel, CorrLossParams};
 use crate::gpu::{LaunchCfg, Launcher};
-use crate::ops::shape::u32_of;
+use crate::ops::shape::{expect_len, u32_of};
 use crate::Result;
 
 /// Grid (blocks, t) over the rows, one column of targets per blockIdx.y.
@@ -28,9 +29,31 @@ pub(crate) fn corr_loss_fwd<L: Launcher>(
     n: usize,
     t: usize,
 ) -> Result<CorrParts> {
+    let mut parts = be.scratch(2 * 4)?;
+    corr_loss_fwd_dev(be, stats, &mut parts, yhat, y, mask, n, t)?;
+    let v = be.download(&parts)?;
+    Ok(CorrParts {
+        corr: v[0],
+        heads: v[1],
+    })
+}
+
+/// The forward with (corr, K) left in `parts` [2] on the device (no host wait).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn corr_loss_fwd_dev<L: Launcher>(
+    be: &GpuBackend<L>,
+    stats: &mut GpuBuf<L>,
+    parts: &mut GpuBuf<L>,
+    yhat: &GpuBuf<L>,
+    y: &GpuBuf<L>,
+    mask: &GpuBuf<L>,
+    n: usize,
+    t: usize,
+) -> Result<()> {
     check(yhat.len(), y.len(), mask.len(), stats.len(), None, n, t)?;
+    expect_len("corr_loss", "parts", parts.len(), 2)?;
     if t == 0 {
-        return Ok(CorrParts::default());
+        return be.fill_zero(parts);
     }
     let blocks = blocks_for(n.max(1), BLOCK, MAX_REDUCE_BLOCKS);
     let t32 = u32_of("t", t)?;
@@ -41,7 +64,6 @@ pub(crate) fn corr_loss_fwd<L: Launcher>(
     }
     u32_of("n·t", n * t)?;
     let partial = be.scratch(blocks as usize * t * 3 * 4)?;
-    let parts = be.scratch(2 * 4)?;
     let p = CorrLossParams {
         partial: partial.ptr(),
         stats: stats.ptr(),
@@ -78,11 +100,7 @@ pub(crate) fn corr_loss_fwd<L: Launcher>(
             &p,
         )?;
     }
-    let v = be.download(&parts)?;
-    Ok(CorrParts {
-        corr: v[0],
-        heads: v[1],
-    })
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

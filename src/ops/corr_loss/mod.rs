@@ -157,7 +157,8 @@ pub fn check(
 
 impl<B: Backend> Tape<B> {
     /// The correlation loss term w · (1 − corr) (docs/model.md). Record it before `loss`, which
-    /// stays the root of the graph.
+    /// stays the root of the graph. Returns the tensor [2] holding (corr, K) on the device: pass
+    /// it to [`Tape::loss_with`] and read it with [`CorrParts::from_host`] of its download.
     #[allow(clippy::too_many_arguments)]
     pub fn corr_loss(
         &mut self,
@@ -168,11 +169,20 @@ impl<B: Backend> Tape<B> {
         weight: f32,
         n: usize,
         t: usize,
-    ) -> Result<CorrParts> {
+    ) -> Result<T> {
         let stats = self.new_tensor(dev, t * CORR_STATS)?;
+        let parts = self.new_tensor(dev, 2)?;
         let mut sb = self.take(stats)?;
-        let r = dev.corr_loss_fwd(
+        let mut pb = match self.take(parts) {
+            Ok(b) => b,
+            Err(e) => {
+                self.put(stats, sb);
+                return Err(e);
+            }
+        };
+        let r = dev.corr_loss_fwd_dev(
             &mut sb,
+            &mut pb,
             self.buf(yhat)?,
             self.buf(y)?,
             self.buf(mask)?,
@@ -180,7 +190,8 @@ impl<B: Backend> Tape<B> {
             t,
         );
         self.put(stats, sb);
-        let parts = r?;
+        self.put(parts, pb);
+        r?;
         self.record(Node::CorrLoss {
             yhat,
             y,

@@ -64,6 +64,8 @@ pub(crate) fn loss_parts<L: Launcher>(
     Ok(parts)
 }
 
+/// The loss parts, with the gate values `g` and every buffer of `also` read back in the same host
+/// wait (the step's one read-back): each host copy is kept for the next download of its buffer.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn mse_sparsity_fwd<L: Launcher>(
     be: &GpuBackend<L>,
@@ -74,14 +76,16 @@ pub(crate) fn mse_sparsity_fwd<L: Launcher>(
     lambda: f32,
     n: usize,
     t: usize,
+    also: &[&GpuBuf<L>],
 ) -> Result<LossParts> {
     let parts = loss_parts(be, yhat, y, mask, g, lambda, n, t)?;
-    // The step's one read-back: the loss parts and, in the same wait, the gate values (the
-    // training loop downloads them next; the backend serves that download from this copy).
-    let mut back = be.read_back(&[&parts, g])?;
-    let gate = back.pop().unwrap_or_default();
-    be.stash(g, gate);
-    let v = back.pop().unwrap_or_default();
+    let mut bufs = vec![&parts, g];
+    bufs.extend_from_slice(also);
+    let mut back = be.read_back(&bufs)?.into_iter();
+    let v = back.next().unwrap_or_default();
+    for (buf, host) in bufs[1..].iter().zip(back) {
+        be.stash(buf, host);
+    }
     if v.len() < 4 {
         return Err(crate::Error::device("loss parts: short read-back"));
     }

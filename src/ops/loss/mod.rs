@@ -140,7 +140,32 @@ impl<B: Backend> Tape<B> {
         n: usize,
         t: usize,
     ) -> Result<LossParts> {
-        let parts = dev.mse_sparsity_fwd(
+        self.loss_with(dev, yhat, y, mask, g, lambda, n, t, &[], &[])
+    }
+
+    /// [`Tape::loss`], reading back the tensors `also` and the buffers `also_bufs` in the same
+    /// host wait ([`Backend::mse_sparsity_fwd_with`]): download them next, before anything else
+    /// runs on the device, and a training step waits on the host once.
+    #[allow(clippy::too_many_arguments)]
+    pub fn loss_with(
+        &mut self,
+        dev: &B,
+        yhat: T,
+        y: T,
+        mask: T,
+        g: T,
+        lambda: f32,
+        n: usize,
+        t: usize,
+        also: &[T],
+        also_bufs: &[&B::Buf],
+    ) -> Result<LossParts> {
+        let mut extra = also
+            .iter()
+            .map(|&a| self.buf(a))
+            .collect::<Result<Vec<_>>>()?;
+        extra.extend_from_slice(also_bufs);
+        let parts = dev.mse_sparsity_fwd_with(
             self.buf(yhat)?,
             self.buf(y)?,
             self.buf(mask)?,
@@ -148,6 +173,7 @@ impl<B: Backend> Tape<B> {
             lambda,
             n,
             t,
+            &extra,
         )?;
         self.record(Node::Loss {
             yhat,

@@ -2,7 +2,10 @@
 
 use super::AdamArgs;
 use crate::gpu::backend::{blocks_for, GpuBackend, GpuBuf, BLOCK, MAX_GRID, MAX_REDUCE_BLOCKS};
-use crate::gpu::params::{kernel, AdamParams, SumSqParams, SumSqReduceParams};
+use crate::gpu::params::{
+    kernel, AdamMultiParams, AdamParams, ClipScaleParams, SumSqMultiParams, SumSqParams,
+    SumSqReduceParams, TensorRecord,
+};
 use crate::gpu::{LaunchCfg, Launcher};
 use crate::ops::shape::{expect_len, u32_of};
 use crate::Result;
@@ -53,21 +56,29 @@ pub(crate) fn sum_squares_each<L: Launcher>(
     if gs.is_empty() {
         return Ok(Vec::new());
     }
+    let out = be.scratch(gs.len() * 8)?;
+    sums_into(be, gs, &out)?;
+    let words = be.read_back(&[&out])?.remove(0);
+    Ok((0..gs.len()).map(|i| f64_at(&words, i)).collect())
+}
+
+/// Launches the Σ g² of every buffer into the f64 slots of `out` (2 words each, zeroed or not:
+/// every slot is written), no host wait.
+fn sums_into<L: Launcher>(be: &GpuBackend<L>, gs: &[&GpuBuf<L>], out: &GpuBuf<L>) -> Result<()> {
+    expect_len("sum_squares_each", "out", out.len(), gs.len() * 2)?;
     let blocks: Vec<u32> = gs
         .iter()
-        .map(|g| blocks_for(g.len(), BLOCK, MAX_REDUCE_BLOCKS))
+        .map(|g| blocks_for(g.len().max(1), BLOCK, MAX_REDUCE_BLOCKS))
         .collect();
     let total: usize = blocks.iter().map(|&b| b as usize).sum();
     let partial = be.scratch(total * 8)?;
-    let out = be.scratch(gs.len() * 8)?;
     let mut at = 0usize;
     for (i, (g, &b)) in gs.iter().zip(&blocks).enumerate() {
         let part = partial.ptr() + (at * 8) as u64;
         at += b as usize;
         let slot = out.ptr() + (i * 8) as u64;
-        if g.is_empty() {
-            continue; // its slot stays 0 (scratch is zeroed)
-        }
+        // an empty buffer runs the partial pass over 0 elements: its one block writes 0, so its
+        // slot is 0 however `out` was left
         let p1 = SumSqParams {
             partial: part,
             g: g.ptr(),
@@ -81,7 +92,7 @@ pub(crate) fn sum_squares_each<L: Launcher>(
             pad: 0,
         };
         // SAFETY: partial holds Σ blocks f64 (this buffer's run starts at `part`), out one f64
-        // per buffer.
+        // per buffer (checked above).
         unsafe {
             be.go(
                 kernel::SUM_SQUARES_FWD_F32,
@@ -95,11 +106,148 @@ pub(crate) fn sum_squares_each<L: Launcher>(
             )?;
         }
     }
-    let words = be.read_back(&[&out])?.remove(0);
-    Ok((0..gs.len()).map(|i| f64_at(&words, i)).collect())
+    Ok(())
 }
 
+/// The clipped Adam step of every tensor without a host round trip, in four launches whatever
+/// the tensor count: Σg² of each gradient into `sums` (f64 slots, kept for the caller to read back
+/// later; `sum_squares_multi_{,reduce_}fwd_f32` over the device table of tensors), the scale from
+/// them (`clip_scale_fwd_f32`, NaN when one is not finite), then one Adam launch over every
+/// element of every tensor (`adam_multi_fwd_f32`, skipping on NaN). `args.grad_scale` is ignored.
 #[allow(clippy::too_many_arguments)]
+pub(crate) fn clipped_adam<L: Launcher>(
+    be: &GpuBackend<L>,
+    ps: &mut [GpuBuf<L>],
+    gs: &[GpuBuf<L>],
+    ms: &mut [GpuBuf<L>],
+    vs: &mut [GpuBuf<L>],
+    args: &AdamArgs,
+    clip: f32,
+    eras: usize,
+    sums: &mut GpuBuf<L>,
+) -> Result<()> {
+    let n = ps.len();
+    crate::ops::shape::expect_all(
+        "clipped_adam",
+        &[("grads", gs.len()), ("m", ms.len()), ("v", vs.len())],
+        n,
+    )?;
+    expect_len("clipped_adam", "sums", sums.len(), 2 * n.max(1))?;
+    if n == 0 {
+        return Ok(());
+    }
+    let count = u32_of("tensors", n)?;
+    if count > 65_535 {
+        return Err(crate::Error::shape(format!(
+            "clipped_adam: {n} parameter tensors exceed the grid's y limit 65535"
+        )));
+    }
+    // the table of tensors, in order
+    let mut table = Vec::with_capacity(n);
+    let mut start = 0u64;
+    let mut longest = 0usize;
+    for i in 0..n {
+        let len = ps[i].len();
+        expect_len("adam_step", "g", gs[i].len(), len)?;
+        expect_len("adam_step", "m", ms[i].len(), len)?;
+        expect_len("adam_step", "v", vs[i].len(), len)?;
+        table.push(TensorRecord {
+            p: ps[i].ptr(),
+            g: gs[i].ptr(),
+            m: ms[i].ptr(),
+            v: vs[i].ptr(),
+            start,
+            n: len as u64,
+        });
+        start += len as u64;
+        longest = longest.max(len);
+    }
+    let total = start;
+    let mut slot = be
+        .param_table
+        .lock()
+        .map_err(|_| crate::Error::device("parameter table lock poisoned"))?;
+    let bytes: &[u8] = bytemuck::cast_slice(&table);
+    if slot
+        .as_ref()
+        .is_none_or(|(host, _)| host.as_slice() != bytes)
+    {
+        let mut buf = be.alloc_f32(bytes.len() / 4)?;
+        be.write(&mut buf, bytemuck::cast_slice(&table))?;
+        *slot = Some((bytes.to_vec(), buf));
+    }
+    let Some((_, tbuf)) = slot.as_ref() else {
+        return Err(crate::Error::device("parameter table missing"));
+    };
+    let blocks = blocks_for(longest.max(1), BLOCK, MAX_REDUCE_BLOCKS);
+    let partial = be.scratch(blocks as usize * n * 8)?;
+    let sp = SumSqMultiParams {
+        tensors: tbuf.ptr(),
+        partial: partial.ptr(),
+        out: sums.ptr(),
+        count,
+        blocks,
+    };
+    let scale = be.scratch(4)?;
+    let cp = ClipScaleParams {
+        scale: scale.ptr(),
+        sums: sums.ptr(),
+        n: count,
+        clip,
+        eras: u32_of("eras", eras)?,
+        pad: 0,
+    };
+    let step = i32::try_from(args.step.max(1)).unwrap_or(i32::MAX);
+    let ap = AdamMultiParams {
+        tensors: tbuf.ptr(),
+        scale: scale.ptr(),
+        total,
+        count,
+        lr: args.lr,
+        beta1: args.beta1,
+        beta2: args.beta2,
+        eps: args.eps,
+        weight_decay: args.weight_decay,
+        bc1: (1.0 - (args.beta1 as f64).powi(step)) as f32,
+        bc2: (1.0 - (args.beta2 as f64).powi(step)) as f32,
+    };
+    let adam_blocks = blocks_for(
+        usize::try_from(total).unwrap_or(usize::MAX),
+        BLOCK,
+        MAX_GRID,
+    );
+    // SAFETY: the table holds `count` records of live buffers whose lengths were checked above
+    // (it was rebuilt from them now or is byte-identical to what they give); partial holds
+    // count·blocks f64, sums `count` f64 (checked), scale one float.
+    unsafe {
+        be.go(
+            kernel::SUM_SQUARES_MULTI_FWD_F32,
+            LaunchCfg {
+                grid: [blocks, count, 1],
+                block: [BLOCK, 1, 1],
+                shmem: 0,
+            },
+            &sp,
+        )?;
+        be.go(
+            kernel::SUM_SQUARES_MULTI_REDUCE_FWD_F32,
+            LaunchCfg {
+                grid: [1, count, 1],
+                block: [32, 1, 1],
+                shmem: 0,
+            },
+            &sp,
+        )?;
+        be.go(kernel::CLIP_SCALE_FWD_F32, LaunchCfg::linear(1, 32, 0), &cp)?;
+        be.go(
+            kernel::ADAM_MULTI_FWD_F32,
+            LaunchCfg::linear(adam_blocks, BLOCK, 0),
+            &ap,
+        )?;
+    }
+    Ok(())
+}
+
 pub(crate) fn adam_step<L: Launcher>(
     be: &GpuBackend<L>,
     p: &mut GpuBuf<L>,
@@ -122,6 +270,7 @@ pub(crate) fn adam_step<L: Launcher>(
         g: g.ptr(),
         m: m.ptr(),
         v: v.ptr(),
+        scale: 0,
         n: u32_of("n", p.len())?,
         lr: args.lr,
         beta1: args.beta1,
@@ -134,7 +283,7 @@ pub(crate) fn adam_step<L: Launcher>(
         pad: 0,
     };
     let cfg = LaunchCfg::linear(blocks_for(p.len(), BLOCK, MAX_GRID), BLOCK, 0);
-    // SAFETY: lengths checked above.
+    // SAFETY: lengths checked above; no scale pointer (grad_scale is used).
     unsafe { be.go(kernel::ADAM_FWD_F32, cfg, &params) }
 }
 

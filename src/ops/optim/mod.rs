@@ -54,6 +54,28 @@ pub fn sum_squares(g: &[f32]) -> f64 {
     g.iter().map(|&x| x as f64 * x as f64).sum()
 }
 
+/// The gradient scale of one clipped step from every tensor's Σg² (f64, in tensor order), or None
+/// when one is not finite (the step must not be taken). `eras` gradients were summed: the clip
+/// bounds the norm of their mean, and the scale includes the 1/`eras` of that mean (exactly 1/1
+/// for one era). `kernels/optim.cu`'s `clip_scale_fwd_f32` does these operations in this order.
+pub fn clip_scale(sums: &[f64], clip: f32, eras: usize) -> Option<f32> {
+    let mut total = 0.0f64;
+    for &s in sums {
+        if !s.is_finite() {
+            return None;
+        }
+        total += s;
+    }
+    let k = eras.max(1) as f64;
+    let mean_norm = total.sqrt() / k;
+    let c = if clip > 0.0 && mean_norm > clip as f64 {
+        (clip as f64 / mean_norm) as f32
+    } else {
+        1.0
+    };
+    Some(if eras <= 1 { c } else { c / eras as f32 })
+}
+
 /// Shape rule of the Adam step on every device: g, m, v as long as p.
 pub fn check_adam(p: usize, g: usize, m: usize, v: usize) -> Result<()> {
     expect_all("adam_step", &[("g", g), ("m", m), ("v", v)], p)
