@@ -103,3 +103,47 @@ fn every_product_kernel_is_in_the_emulator_and_in_the_embedded_sources() {
         assert!(IMAGES.is_empty());
     }
 }
+
+/// The launcher's last resort on a device no embedded image fits: the installed NVRTC compiles a
+/// cubin for the device's exact architecture (7.2 gets sm_72, not a compute_75 PTX that would not
+/// load). Needs libnvrtc loadable at run time (`LD_LIBRARY_PATH`; `.ci/run` sets it and
+/// `ERAENGINE_REQUIRE_NVRTC=1`, which turns its absence into a failure).
+#[test]
+fn the_runtime_fallback_compiles_a_cubin_for_the_exact_architecture() {
+    let required = std::env::var("ERAENGINE_REQUIRE_NVRTC").is_ok_and(|v| v == "1");
+    let first = eraengine::gpu::runtime_cubin("optim", (8, 0));
+    if let Err(e) = &first {
+        let absent = e.to_string().contains("cannot be compiled now");
+        assert!(absent && !required, "{e}");
+        eprintln!("skipped: {e}");
+        return;
+    }
+    let mut flags = Vec::new();
+    for cc in [(7, 2), (8, 0), (8, 6), (9, 0)] {
+        let bin = eraengine::gpu::runtime_cubin("optim", cc).unwrap();
+        assert!(bin.len() > 64, "{cc:?}: {} bytes", bin.len());
+        assert_eq!(
+            &bin[..4],
+            b"\x7fELF",
+            "{cc:?}: a cubin is an ELF image, not PTX text"
+        );
+        // ELF64, e_machine 190 = EM_CUDA
+        assert_eq!(bin[4], 2, "{cc:?}: ELF64");
+        assert_eq!(
+            u16::from_le_bytes([bin[18], bin[19]]),
+            190,
+            "{cc:?}: EM_CUDA"
+        );
+        flags.push(u32::from_le_bytes([bin[48], bin[49], bin[50], bin[51]]));
+    }
+    flags.dedup();
+    assert_eq!(
+        flags.len(),
+        4,
+        "one architecture per image: e_flags {flags:x?}"
+    );
+    let e = eraengine::gpu::runtime_cubin("no_such_module", (8, 0)).unwrap_err();
+    assert!(e.to_string().contains("no_such_module"), "{e}");
+    let e = eraengine::gpu::runtime_cubin("optim", (1, 0)).unwrap_err();
+    assert!(e.to_string().contains("sm_10"), "{e}");
+}

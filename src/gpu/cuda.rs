@@ -2,8 +2,9 @@
 //!
 //! Module images, best first: the cubin NVRTC built for this exact major version at build time
 //! (sm_80 for 8.x, sm_90 for 9.x), the PTX for the newest compute_XY ≤ the device's, else the
-//! embedded source compiled now with the NVRTC that is installed. PTX from an NVRTC newer than the
-//! driver will not load: both versions are in [`cuda_info`].
+//! embedded source compiled now by the installed NVRTC into a cubin for the device's exact
+//! architecture ([`runtime_cubin`]; a cubin needs no driver JIT, so an NVRTC newer than the driver
+//! is no problem). Both versions are in [`cuda_info`].
 
 use super::generated::{IMAGES, KERNELS, NVRTC_BUILD_VERSION, SOURCES};
 use super::params::Kernel;
@@ -56,6 +57,77 @@ fn nvrtc_runtime_version() -> std::result::Result<String, String> {
         Ok(format!("{a}.{b}"))
     })
     .unwrap_or_else(|_| Err("probing libnvrtc panicked".to_string()))
+}
+
+/// kernels/`module`.cu compiled now by the installed NVRTC into a cubin for exactly compute
+/// capability `cc` (`--gpu-architecture=sm_XY`, e.g. sm_72 for 7.2): what the launcher loads when
+/// no image embedded at build time fits the device. An error names the module, the architecture
+/// and NVRTC's log; never a panic.
+pub fn runtime_cubin(module: &str, cc: (i32, i32)) -> Result<Vec<u8>> {
+    let src = SOURCES
+        .iter()
+        .find(|(m, _)| *m == module)
+        .map(|(_, s)| *s)
+        .ok_or_else(|| Error::device(format!("cuda: no kernel module {module}")))?;
+    let arch = format!("sm_{}{}", cc.0, cc.1);
+    nvrtc_runtime_version().map_err(|e| {
+        Error::device(format!(
+            "cuda: kernels/{module}.cu has no embedded image for {arch} and cannot be compiled now: {e}"
+        ))
+    })?;
+    let fail = |what: &str, log: String| {
+        Error::device(format!(
+            "cuda: NVRTC {what} kernels/{module}.cu for {arch}{}",
+            if log.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", log.chars().take(2000).collect::<String>())
+            }
+        ))
+    };
+    let csrc = std::ffi::CString::new(src).map_err(|_| fail("cannot take", String::new()))?;
+    let name = std::ffi::CString::new(format!("{module}.cu"))
+        .map_err(|_| fail("cannot name", String::new()))?;
+    catch_unwind(AssertUnwindSafe(|| -> Result<Vec<u8>> {
+        use cudarc::nvrtc::{result as nv, sys as nvsys};
+        let prog = nv::create_program(&csrc, Some(&name))
+            .map_err(|e| fail("cannot create a program from", format!("{e:?}")))?;
+        let opts = [
+            format!("--gpu-architecture={arch}"),
+            "--std=c++17".to_string(),
+        ];
+        // SAFETY: `prog` was just created and is destroyed below, once, on every path; the
+        // out-pointers are live and the cubin buffer has the size NVRTC reported.
+        let out = unsafe {
+            match nv::compile_program(prog, &opts) {
+                Err(e) => {
+                    let log = nv::get_program_log(prog)
+                        .map(|l| {
+                            std::ffi::CStr::from_ptr(l.as_ptr())
+                                .to_string_lossy()
+                                .into_owned()
+                        })
+                        .unwrap_or_default();
+                    Err(fail("failed compiling", format!("{e:?}: {log}")))
+                }
+                Ok(()) => {
+                    let mut size = 0usize;
+                    nvsys::nvrtcGetCUBINSize(prog, &mut size)
+                        .result()
+                        .map_err(|e| fail("gave no cubin size for", format!("{e:?}")))?;
+                    let mut bin = vec![0u8; size];
+                    nvsys::nvrtcGetCUBIN(prog, bin.as_mut_ptr() as *mut std::ffi::c_char)
+                        .result()
+                        .map_err(|e| fail("gave no cubin for", format!("{e:?}")))?;
+                    Ok(bin)
+                }
+            }
+        };
+        // SAFETY: created above, not destroyed before.
+        let _ = unsafe { nv::destroy_program(prog) };
+        out
+    }))
+    .map_err(|_| Error::device("cuda: NVRTC panicked"))?
 }
 
 /// Whether a CUDA driver and at least one device are present. Never panics.
@@ -190,7 +262,7 @@ impl CudaLauncher {
     }
 
     fn image(&self, module: &'static str) -> Result<Ptx> {
-        let (major, minor) = self.cc;
+        let (major, _) = self.cc;
         let cubin = match major {
             8 => Some("sm_80"),
             9 => Some("sm_90"),
@@ -218,32 +290,9 @@ impl CudaLauncher {
                 .map_err(|e| derr("embedded PTX is not UTF-8", e))?;
             return Ok(Ptx::from_src(s));
         }
-        let src = SOURCES
-            .iter()
-            .find(|(m, _)| *m == module)
-            .map(|(_, s)| *s)
-            .ok_or_else(|| Error::device(format!("cuda: no kernel module {module}")))?;
-        nvrtc_runtime_version().map_err(|e| {
-            Error::device(format!(
-                "cuda: kernels/{module}.cu has no embedded PTX and cannot be compiled now: {e}"
-            ))
-        })?;
-        let arch: &'static str = match (major, minor) {
-            (7, 0) => "compute_70",
-            (7, _) => "compute_75",
-            _ => "compute_80",
-        };
-        let opts = cudarc::nvrtc::CompileOptions {
-            arch: Some(arch),
-            options: vec!["--std=c++17".into()],
-            name: Some(format!("{module}.cu")),
-            ..Default::default()
-        };
-        catch_unwind(AssertUnwindSafe(|| {
-            cudarc::nvrtc::compile_ptx_with_opts(src, opts)
-        }))
-        .map_err(|_| Error::device("cuda: NVRTC panicked"))?
-        .map_err(|e| derr(&format!("NVRTC compiling kernels/{module}.cu"), e))
+        // no embedded image fits: compile a cubin for exactly this device with the installed
+        // NVRTC (a cubin needs no driver JIT, so an NVRTC newer than the driver still works)
+        Ok(Ptx::from_binary(runtime_cubin(module, self.cc)?))
     }
 
     fn function(&self, kernel: &str) -> Result<CudaFunction> {
