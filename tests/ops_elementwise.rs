@@ -349,3 +349,58 @@ fn elu1_keeps_nan() {
     let d: Vec<f32> = x.iter().map(|&v| elu1_grad(v)).collect();
     assert!(d[0].is_nan() && d[1] == 1.0);
 }
+
+/// The elementwise maps run on the widest SIMD path the CPU has (AVX-512, AVX2 + FMA, else the
+/// baseline). Every path must give the very same bits as the baseline (the same IEEE operations
+/// per element), over lengths that are not multiples of any vector width; forced on each path.
+fn every_simd_path_of_the_maps_gives_identical_bits(len: usize, seed: u64) -> TestCaseResult {
+    use eraengine::ops::elementwise::unary::{acc_on, map_on, Unary};
+    use eraengine::ops::gemm::Simd;
+    let mut g = Gen::new(seed);
+    let x = g.vec(len, -12.0, 12.0);
+    let dy = g.vec(len, -2.0, 2.0);
+    let acc0 = g.vec(len, -1.0, 1.0);
+    for op in Unary::ALL {
+        let mut base = vec![0f32; len];
+        map_on(Simd::Portable, &mut base, &x, &|v| op.f(v));
+        let mut gbase = acc0.clone();
+        acc_on(Simd::Portable, &mut gbase, &dy, &x, &|d, v| d * op.grad(v));
+        for simd in Simd::ALL.into_iter().filter(|s| s.available()) {
+            let mut y = vec![0f32; len];
+            map_on(simd, &mut y, &x, &|v| op.f(v));
+            let mut gy = acc0.clone();
+            acc_on(simd, &mut gy, &dy, &x, &|d, v| d * op.grad(v));
+            for i in 0..len {
+                prop_assert_eq!(
+                    y[i].to_bits(),
+                    base[i].to_bits(),
+                    "{:?} {} f [{}]",
+                    op,
+                    simd.name(),
+                    i
+                );
+                prop_assert_eq!(
+                    gy[i].to_bits(),
+                    gbase[i].to_bits(),
+                    "{:?} {} grad [{}]",
+                    op,
+                    simd.name(),
+                    i
+                );
+            }
+        }
+        // and the baseline is the map itself (against f64 in the other tests of this file)
+        for i in 0..len {
+            prop_assert_eq!(base[i].to_bits(), op.f(x[i]).to_bits());
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn simd_paths_of_the_maps(len in 0usize..300, seed in any::<u64>()) {
+        every_simd_path_of_the_maps_gives_identical_bits(len, seed)?;
+    }
+}

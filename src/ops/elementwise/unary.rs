@@ -6,6 +6,7 @@
 //! Forward: out = f(inp). Backward: dinp += dout · f'(inp) (accumulates, as every backward).
 //! (A leaf of the module graph: the `Backend` trait and the tape name [`Unary`].)
 
+use crate::ops::gemm::Simd;
 use crate::ops::par;
 use crate::ops::scalar::exp_f32;
 
@@ -101,13 +102,10 @@ pub(crate) fn map1(out: &mut [f32], a: &[f32], flops: usize, f: impl Fn(f32) -> 
         return;
     }
     let chunk = elem_chunk(len, flops);
+    let simd = Simd::detect();
     par::run(
         out[..len].chunks_mut(chunk).zip(a[..len].chunks(chunk)),
-        |(o, a)| {
-            for (ov, &av) in o.iter_mut().zip(a) {
-                *ov = f(av);
-            }
-        },
+        |(o, a)| map_on(simd, o, a, &f),
     );
 }
 
@@ -124,15 +122,79 @@ pub(crate) fn acc2(
         return;
     }
     let chunk = elem_chunk(len, flops);
+    let simd = Simd::detect();
     par::run(
         out[..len]
             .chunks_mut(chunk)
             .zip(a[..len].chunks(chunk))
             .zip(b[..len].chunks(chunk)),
-        |((o, a), b)| {
-            for ((ov, &av), &bv) in o.iter_mut().zip(a).zip(b) {
-                *ov += f(av, bv);
-            }
-        },
+        |((o, a), b)| acc_on(simd, o, a, b, &f),
     );
+}
+
+// The loops are compiled for AVX-512, AVX2 + FMA and the baseline and picked at run time, so the
+// maps (exp_f32 and its neighbours are branch-free) vectorise at the machine's width. Each element
+// is computed by the same IEEE operations on every path (Rust never contracts a·b + c into an FMA
+// by itself), so the three paths give identical bits.
+
+#[inline(always)]
+fn map_loop<F: Fn(f32) -> f32>(o: &mut [f32], a: &[f32], f: &F) {
+    for (ov, &av) in o.iter_mut().zip(a) {
+        *ov = f(av);
+    }
+}
+
+#[inline(always)]
+fn acc_loop<F: Fn(f32, f32) -> f32>(o: &mut [f32], a: &[f32], b: &[f32], f: &F) {
+    for ((ov, &av), &bv) in o.iter_mut().zip(a).zip(b) {
+        *ov += f(av, bv);
+    }
+}
+
+/// [`map_loop`] on the `simd` path (one the CPU has: [`Simd::detect`]).
+pub fn map_on<F: Fn(f32) -> f32>(simd: Simd, o: &mut [f32], a: &[f32], f: &F) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn v512<F: Fn(f32) -> f32>(o: &mut [f32], a: &[f32], f: &F) {
+            map_loop(o, a, f)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn v256<F: Fn(f32) -> f32>(o: &mut [f32], a: &[f32], f: &F) {
+            map_loop(o, a, f)
+        }
+        match simd {
+            // SAFETY: checked just now: this CPU has AVX-512F.
+            Simd::Avx512 if simd.available() => return unsafe { v512(o, a, f) },
+            // SAFETY: checked just now: AVX2 and FMA.
+            Simd::Avx2 if simd.available() => return unsafe { v256(o, a, f) },
+            _ => {}
+        }
+    }
+    let _ = simd;
+    map_loop(o, a, f)
+}
+
+/// [`acc_loop`] on the `simd` path (one the CPU has: [`Simd::detect`]).
+pub fn acc_on<F: Fn(f32, f32) -> f32>(simd: Simd, o: &mut [f32], a: &[f32], b: &[f32], f: &F) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn v512<F: Fn(f32, f32) -> f32>(o: &mut [f32], a: &[f32], b: &[f32], f: &F) {
+            acc_loop(o, a, b, f)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn v256<F: Fn(f32, f32) -> f32>(o: &mut [f32], a: &[f32], b: &[f32], f: &F) {
+            acc_loop(o, a, b, f)
+        }
+        match simd {
+            // SAFETY: checked just now: this CPU has AVX-512F.
+            Simd::Avx512 if simd.available() => return unsafe { v512(o, a, b, f) },
+            // SAFETY: checked just now: AVX2 and FMA.
+            Simd::Avx2 if simd.available() => return unsafe { v256(o, a, b, f) },
+            _ => {}
+        }
+    }
+    let _ = simd;
+    acc_loop(o, a, b, f)
 }
