@@ -83,6 +83,31 @@ impl Simd {
         }
     }
 
+    /// Runs `f` inside a function compiled for this path, so the loops `f` inlines vectorise at
+    /// its width (a path the CPU lacks runs `f` as it is).
+    #[inline(always)]
+    pub fn run<R>(self, f: impl FnOnce() -> R) -> R {
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            unsafe fn v512<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn v256<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
+            match self {
+                // SAFETY: checked just now: this CPU has AVX-512F (and AVX2, FMA).
+                Simd::Avx512 if self.available() => return unsafe { v512(f) },
+                // SAFETY: checked just now: AVX2 and FMA.
+                Simd::Avx2 if self.available() => return unsafe { v256(f) },
+                _ => {}
+            }
+        }
+        f()
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Simd::Avx512 => "avx512",

@@ -7,6 +7,7 @@
 //! dx += rstd · (dx̂ − mean(dx̂) − x̂ · mean(dx̂ ⊙ x̂)); dγ += Σ_rows dout ⊙ x̂; dβ += Σ_rows dout.
 //! Row statistics and the sums over rows are accumulated in f64.
 
+use super::gemm::Simd;
 use super::par;
 use super::shape::expect_len;
 use crate::device::Backend;
@@ -18,19 +19,34 @@ pub(crate) mod gpu;
 
 pub const LN_EPS: f32 = 1e-5;
 
-/// (μ, 1/√(σ² + eps)) of one row, in f64 (two passes).
+/// (μ, 1/√(σ² + eps)) of one row, in f64 (two passes, each in 8 interleaved partial sums so
+/// the loops vectorise).
+#[inline(always)]
 fn row_stats(x: &[f32]) -> (f64, f64) {
     let d = x.len().max(1) as f64;
-    let m = x.iter().map(|&v| v as f64).sum::<f64>() / d;
-    let var = x
-        .iter()
-        .map(|&v| {
-            let c = v as f64 - m;
-            c * c
-        })
-        .sum::<f64>()
-        / d;
+    let m = sum8(x, |v| v as f64) / d;
+    let var = sum8(x, |v| {
+        let c = v as f64 - m;
+        c * c
+    }) / d;
     (m, 1.0 / (var + LN_EPS as f64).sqrt())
+}
+
+/// Σ f(x_i) in f64 over 8 interleaved partial sums, combined pairwise, then the tail.
+#[inline(always)]
+fn sum8(x: &[f32], f: impl Fn(f32) -> f64) -> f64 {
+    let mut acc = [0f64; 8];
+    let mut it = x.chunks_exact(8);
+    for c in &mut it {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
+    }
+    let mut s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for &v in it.remainder() {
+        s += f(v);
+    }
+    s
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -53,17 +69,20 @@ pub fn layer_norm_fwd(
         .zip(mean[..n].chunks_mut(chunk))
         .zip(rstd[..n].chunks_mut(chunk))
         .enumerate();
+    let simd = Simd::detect();
     par::run(items, |(c, ((o, mu), rs))| {
-        let r0 = c * chunk;
-        for (ii, orow) in o.chunks_mut(d).enumerate() {
-            let x = &inp[(r0 + ii) * d..(r0 + ii + 1) * d];
-            let (m, r) = row_stats(x);
-            mu[ii] = m as f32;
-            rs[ii] = r as f32;
-            for (((ov, &xv), &gv), &bv) in orow.iter_mut().zip(x).zip(gamma).zip(beta) {
-                *ov = ((xv as f64 - m) * r) as f32 * gv + bv;
+        simd.run(|| {
+            let r0 = c * chunk;
+            for (ii, orow) in o.chunks_mut(d).enumerate() {
+                let x = &inp[(r0 + ii) * d..(r0 + ii + 1) * d];
+                let (m, r) = row_stats(x);
+                mu[ii] = m as f32;
+                rs[ii] = r as f32;
+                for (((ov, &xv), &gv), &bv) in orow.iter_mut().zip(x).zip(gamma).zip(beta) {
+                    *ov = ((xv as f64 - m) * r) as f32 * gv + bv;
+                }
             }
-        }
+        })
     });
 }
 
@@ -87,38 +106,58 @@ pub fn layer_norm_bwd(
     let _ = (mean, rstd);
     let chunk = par::chunk_rows(n, 12 * d);
     // each chunk returns its partial [dγ | dβ] in f64
+    let simd = Simd::detect();
     let partials = par::run(
         dinp[..n * d].chunks_mut(chunk * d).enumerate(),
         |(c, di)| {
-            let r0 = c * chunk;
-            let mut acc = vec![0f64; 2 * d];
-            for (ii, drow) in di.chunks_mut(d).enumerate() {
-                let i = r0 + ii;
-                let x = &inp[i * d..(i + 1) * d];
-                let g = &dout[i * d..(i + 1) * d];
-                // the row's statistics again, in f64: for a row whose spread is small next to
-                // √eps the gradient is a difference of nearly equal terms, and the saved f32
-                // mean and rstd alone would cost it 3–4 digits
-                let (mu, rs) = row_stats(x);
-                let mut sum_dxh = 0f64;
-                let mut sum_dxh_xh = 0f64;
-                for kk in 0..d {
-                    let xh = (x[kk] as f64 - mu) * rs;
-                    let dxh = g[kk] as f64 * gamma[kk] as f64;
-                    sum_dxh += dxh;
-                    sum_dxh_xh += dxh * xh;
-                    acc[kk] += g[kk] as f64 * xh;
-                    acc[d + kk] += g[kk] as f64;
+            simd.run(|| {
+                let r0 = c * chunk;
+                let mut acc = vec![0f64; 2 * d];
+                for (ii, drow) in di.chunks_mut(d).enumerate() {
+                    let i = r0 + ii;
+                    let x = &inp[i * d..(i + 1) * d];
+                    let g = &dout[i * d..(i + 1) * d];
+                    // the row's statistics again, in f64: for a row whose spread is small next to
+                    // √eps the gradient is a difference of nearly equal terms, and the saved f32
+                    // mean and rstd alone would cost it 3–4 digits
+                    let (mu, rs) = row_stats(x);
+                    // Σ dx̂ and Σ dx̂·x̂ in 8 interleaved partial sums each (vectorised)
+                    let (mut s1, mut s2) = ([0f64; 8], [0f64; 8]);
+                    let full = d / 8 * 8;
+                    for k0 in (0..full).step_by(8) {
+                        for t in 0..8 {
+                            let kk = k0 + t;
+                            let xh = (x[kk] as f64 - mu) * rs;
+                            let dxh = g[kk] as f64 * gamma[kk] as f64;
+                            s1[t] += dxh;
+                            s2[t] += dxh * xh;
+                        }
+                    }
+                    let pair = |a: [f64; 8]| {
+                        ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
+                    };
+                    let (mut sum_dxh, mut sum_dxh_xh) = (pair(s1), pair(s2));
+                    for kk in full..d {
+                        let xh = (x[kk] as f64 - mu) * rs;
+                        let dxh = g[kk] as f64 * gamma[kk] as f64;
+                        sum_dxh += dxh;
+                        sum_dxh_xh += dxh * xh;
+                    }
+                    for kk in 0..d {
+                        let xh = (x[kk] as f64 - mu) * rs;
+                        acc[kk] += g[kk] as f64 * xh;
+                        acc[d + kk] += g[kk] as f64;
+                    }
+                    let mean_dxh = sum_dxh / d as f64;
+                    let mean_dxh_xh = sum_dxh_xh / d as f64;
+                    for kk in 0..d {
+                        let xh = (x[kk] as f64 - mu) * rs;
+                        let dxh = g[kk] as f64 * gamma[kk] as f64;
+                        drow[kk] += (rs * (dxh - mean_dxh - xh * mean_dxh_xh)) as f32;
+                    }
                 }
-                let mean_dxh = sum_dxh / d as f64;
-                let mean_dxh_xh = sum_dxh_xh / d as f64;
-                for kk in 0..d {
-                    let xh = (x[kk] as f64 - mu) * rs;
-                    let dxh = g[kk] as f64 * gamma[kk] as f64;
-                    drow[kk] += (rs * (dxh - mean_dxh - xh * mean_dxh_xh)) as f32;
-                }
-            }
-            acc
+                acc
+            })
         },
     );
     let mut total = vec![0f64; 2 * d];
