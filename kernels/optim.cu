@@ -11,19 +11,24 @@
 //   device (see ClipScaleParams), so the clipped Adam step needs no host round trip.
 #include "common.cuh"
 
+// One element's AdamW update (both Adam kernels; P is AdamParams or AdamMultiParams).
+template <typename P>
+__device__ __forceinline__ void adam_elem(const P& q, float* p, const float* gr, float* mo,
+                                          float* ve, unsigned long long i, float scale) {
+    const float g = gr[i] * scale;
+    const float m = q.beta1 * mo[i] + (1.0f - q.beta1) * g;
+    const float v = q.beta2 * ve[i] + (1.0f - q.beta2) * g * g;
+    mo[i] = m;
+    ve[i] = v;
+    const float mhat = m / q.bc1;
+    const float vhat = v / q.bc2;
+    p[i] -= q.lr * (mhat / (sqrtf(vhat) + q.eps) + q.weight_decay * p[i]);
+}
+
 extern "C" __global__ void adam_fwd_f32(AdamParams p) {
     const float scale = p.scale ? p.scale[0] : p.grad_scale;
     if (isnan(scale)) return;
-    GRID_STRIDE(i, p.n) {
-        const float g = p.g[i] * scale;
-        const float m = p.beta1 * p.m[i] + (1.0f - p.beta1) * g;
-        const float v = p.beta2 * p.v[i] + (1.0f - p.beta2) * g * g;
-        p.m[i] = m;
-        p.v[i] = v;
-        const float mhat = m / p.bc1;
-        const float vhat = v / p.bc2;
-        p.p[i] -= p.lr * (mhat / (sqrtf(vhat) + p.eps) + p.weight_decay * p.p[i]);
-    }
+    GRID_STRIDE(i, p.n) { adam_elem(p, p.p, p.g, p.m, p.v, i, scale); }
 }
 
 extern "C" __global__ void sum_squares_fwd_f32(SumSqParams p) {
@@ -73,15 +78,7 @@ extern "C" __global__ void adam_multi_fwd_f32(AdamMultiParams p) {
             if (p.tensors[mid].start <= e) lo = mid; else hi = mid;
         }
         const TensorRecord t = p.tensors[lo];
-        const unsigned long long i = e - t.start;
-        const float g = t.g[i] * scale;
-        const float m = p.beta1 * t.m[i] + (1.0f - p.beta1) * g;
-        const float v = p.beta2 * t.v[i] + (1.0f - p.beta2) * g * g;
-        t.m[i] = m;
-        t.v[i] = v;
-        const float mhat = m / p.bc1;
-        const float vhat = v / p.bc2;
-        t.p[i] -= p.lr * (mhat / (sqrtf(vhat) + p.eps) + p.weight_decay * t.p[i]);
+        adam_elem(p, t.p, t.g, t.m, t.v, e - t.start, scale);
     }
 }
 
