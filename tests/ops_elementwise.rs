@@ -159,7 +159,8 @@ device_proptest!(
     48,
     dropout_matches_oracle,
     (
-        1usize..60,
+        // past 64, the CPU's vectorised Philox (16 counters at a time) and its scalar tail
+        1usize..300,
         0.0f32..0.95,
         any::<u64>(),
         any::<u32>(),
@@ -247,6 +248,10 @@ fn dropout_mask_is_deterministic_per_key_and_differs_across_steps_and_tensors<B:
     }
     // element e's decision does not depend on the buffer length (prefix property)
     prop_assert_eq!(&mask_of(dev, 1001, 0.3, key)[..], &a[..1001]);
+    // and is element e's Philox draw, in every thread's chunk and in the tail
+    for e in (0..len).step_by(97).chain(len - 70..len) {
+        prop_assert_eq!(a[e], dropout_uniform(key, e as u64) >= 0.3, "element {}", e);
+    }
     Ok(())
 }
 device_test!(
@@ -402,5 +407,27 @@ proptest! {
     #[test]
     fn simd_paths_of_the_maps(len in 0usize..300, seed in any::<u64>()) {
         every_simd_path_of_the_maps_gives_identical_bits(len, seed)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// The 16-lane Philox (the CPU's dropout) is the scalar Philox, lane by lane, word by word.
+    #[test]
+    fn philox_lanes_equal_the_scalar_philox(
+        c0 in proptest::array::uniform16(any::<u32>()),
+        c1 in proptest::array::uniform16(any::<u32>()),
+        c2 in any::<u32>(),
+        c3 in any::<u32>(),
+        key in proptest::array::uniform2(any::<u32>()),
+    ) {
+        use eraengine::rng::{philox4x32_10, philox4x32_10_lanes};
+        let r = philox4x32_10_lanes(c0, c1, c2, c3, key);
+        for l in 0..16 {
+            let want = philox4x32_10([c0[l], c1[l], c2, c3], key);
+            for w in 0..4 {
+                prop_assert_eq!(r[w][l], want[w], "lane {} word {}", l, w);
+            }
+        }
     }
 }

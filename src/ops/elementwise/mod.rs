@@ -15,9 +15,10 @@ use unary::{acc2, elem_chunk, map1};
 pub(crate) mod gpu;
 pub mod unary;
 pub use super::scalar::{elu1, elu1_grad, exp_f32};
+use crate::ops::gemm::Simd;
 /// Moved to [`crate::rng`]; re-exported so existing paths keep working.
 pub use crate::rng::DropoutKey;
-use crate::rng::{dropout_counter, philox4x32_10, unit_f32};
+use crate::rng::{dropout_counter, philox4x32_10, philox4x32_10_lanes, unit_f32, PHILOX_LANES};
 pub use unary::{unary_bwd, unary_fwd, Unary};
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
@@ -95,6 +96,7 @@ fn dropout_apply(out: &mut [f32], src: &[f32], p: f32, key: DropoutKey, accumula
     let scale = 1.0 / (1.0 - p);
     // Philox costs ~ 10 rounds per 4 elements
     let chunk = elem_chunk(len, 12);
+    let simd = Simd::detect();
     par::run(
         out[..len]
             .chunks_mut(chunk)
@@ -102,6 +104,46 @@ fn dropout_apply(out: &mut [f32], src: &[f32], p: f32, key: DropoutKey, accumula
             .enumerate(),
         |(c, (o, s))| {
             let e0 = (c * chunk) as u64;
+            // whole groups of 16 counters (64 elements) through the vectorised Philox
+            let wide = 4 * PHILOX_LANES;
+            let full = o.len() / wide * wide;
+            simd.run(|| {
+                for (b, (ob, sb)) in o[..full]
+                    .chunks_exact_mut(wide)
+                    .zip(s[..full].chunks_exact(wide))
+                    .enumerate()
+                {
+                    let g0 = (e0 + (b * wide) as u64) / 4;
+                    let (ctr, k) = dropout_counter(key, 4 * g0);
+                    let mut c0 = [0u32; PHILOX_LANES];
+                    let mut c1 = [0u32; PHILOX_LANES];
+                    for l in 0..PHILOX_LANES {
+                        let g = g0 + l as u64;
+                        c0[l] = g as u32;
+                        c1[l] = (g >> 32) as u32;
+                    }
+                    let r = philox4x32_10_lanes(c0, c1, ctr[2], ctr[3], k);
+                    // back to element order (element 4l + w is word w of counter l), so the
+                    // select below runs over contiguous elements
+                    let mut bits = [0u32; 4 * PHILOX_LANES];
+                    for (l, b4) in bits.chunks_exact_mut(4).enumerate() {
+                        for (w, b) in b4.iter_mut().enumerate() {
+                            *b = r[w][l];
+                        }
+                    }
+                    for ((ov, &sv), &rb) in ob.iter_mut().zip(sb).zip(&bits) {
+                        let kept = unit_f32(rb) >= p;
+                        let y = if kept { sv * scale } else { 0.0 };
+                        if accumulate {
+                            *ov += y;
+                        } else {
+                            *ov = y;
+                        }
+                    }
+                }
+            });
+            let e0 = e0 + full as u64;
+            let (o, s) = (&mut o[full..], &s[full..]);
             for (g, (og, sg)) in o.chunks_mut(4).zip(s.chunks(4)).enumerate() {
                 // e0 is a multiple of 4, so this group is one Philox counter
                 let (ctr, k) = dropout_counter(key, e0 + 4 * g as u64);
