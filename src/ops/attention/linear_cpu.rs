@@ -14,7 +14,7 @@
 use super::super::gemm::Simd;
 use super::super::par;
 use super::super::scalar::{elu1, elu1_grad};
-use super::{dot, ATTN_EPS, ROW_BLOCK};
+use super::{dot, flush, ATTN_EPS, ROW_BLOCK};
 
 /// `fn $name(simd, args…)`: runs the `#[inline(always)]` function `$body` compiled for `simd`
 /// (AVX-512, AVX2 + FMA, or the crate's baseline), so its loops vectorise for that path.
@@ -90,15 +90,6 @@ fn add_into(total: &mut [f64], part: &[f64]) {
     }
 }
 
-/// dst[i] += src[i] in f64, then src is cleared.
-#[inline(always)]
-fn flush(dst: &mut [f64], src: &mut [f32]) {
-    for (x, s) in dst.iter_mut().zip(src.iter_mut()) {
-        *x += *s as f64;
-        *s = 0.0;
-    }
-}
-
 /// o[..] += a · x[..]
 #[inline(always)]
 fn axpy(o: &mut [f32], a: f32, x: &[f32]) {
@@ -155,6 +146,13 @@ pub fn linear_attention_fwd_on(
     let ch = par::chunk_rows(n, 2 * d * dh + 8 * d);
     par::run(out[..n * d].chunks_mut(ch * d).enumerate(), |(c, oc)| {
         let mut p = vec![0f32; d];
+        #[cfg(target_arch = "x86_64")]
+        if simd == Simd::Avx512 && dh == 16 {
+            // SAFETY: `pick` returned the AVX-512 path, so this CPU has AVX-512F.
+            if unsafe { super::linear_avx512::out_rows16(oc, &mut p, q, s, z, c * ch, d, h) } {
+                return;
+            }
+        }
         out_rows_on(simd, oc, &mut p, q, s, z, c * ch, d, h);
     });
 }
@@ -273,6 +271,29 @@ pub fn linear_attention_bwd_on(
         let mut acc = vec![0f64; hs + d];
         let mut blk = vec![0f32; hs + d];
         let mut tmp = vec![0f32; 3 * d];
+        #[cfg(target_arch = "x86_64")]
+        if simd == Simd::Avx512 && dh == 16 {
+            // SAFETY: `pick` returned the AVX-512 path, so this CPU has AVX-512F.
+            let done = unsafe {
+                super::linear_avx512::dq_rows16(
+                    dqc,
+                    &mut acc,
+                    &mut blk,
+                    &mut tmp,
+                    dout,
+                    q,
+                    s,
+                    st,
+                    z,
+                    c * ch,
+                    d,
+                    h,
+                )
+            };
+            if done {
+                return acc;
+            }
+        }
         dq_rows_on(
             simd,
             dqc,
@@ -306,6 +327,29 @@ pub fn linear_attention_bwd_on(
         .enumerate();
     par::run(items, |(c, (dkc, dvc))| {
         let mut tmp = vec![0f32; 2 * d];
+        #[cfg(target_arch = "x86_64")]
+        if simd == Simd::Avx512 && dh == 16 {
+            // SAFETY: `pick` returned the AVX-512 path, so this CPU has AVX-512F.
+            let done = unsafe {
+                super::linear_avx512::dkv_rows16(
+                    dkc,
+                    dvc,
+                    &mut tmp,
+                    k,
+                    v,
+                    mask,
+                    ds,
+                    dst,
+                    dz,
+                    c * ch,
+                    d,
+                    h,
+                )
+            };
+            if done {
+                return;
+            }
+        }
         dkv_rows_on(
             simd,
             dkc,

@@ -26,6 +26,8 @@ pub use super::scalar::exp_f32;
 use super::scalar::{elu1, elu1_grad};
 
 pub(crate) mod gpu;
+#[cfg(target_arch = "x86_64")]
+mod linear_avx512;
 mod linear_cpu;
 mod tape;
 pub use linear_cpu::{linear_attention_bwd_on, linear_attention_fwd_on};
@@ -41,6 +43,7 @@ const KEY_BLOCK: usize = 64;
 const ROW_BLOCK: usize = 64;
 
 /// dst[i] += src[i] in f64, then src is cleared.
+#[inline(always)]
 fn flush(dst: &mut [f64], src: &mut [f32]) {
     for (x, s) in dst.iter_mut().zip(src.iter_mut()) {
         *x += *s as f64;

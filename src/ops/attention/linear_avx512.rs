@@ -1,0 +1,236 @@
+//! The fused CPU linear attention's row loops for heads of width 16 (d 64 / 4 heads, d 128 / 8
+//! heads) on AVX-512: a head's 16 values are one register, so each dh-long sum of the generic loops
+//! in `linear_cpu.rs` is 16 broadcast FMAs with no loop overhead. Chosen there when the path is
+//! AVX-512 and d/h = 16; each function first checks every buffer length it relies on and returns
+//! false (doing nothing, the generic loop then runs) when one is short. Fused multiply-adds round
+//! once where the generic loops round twice: both agree with the naive twin
+//! (tests/perf_attention.rs, every path, head width 16 included).
+
+use super::{flush, ATTN_EPS, ROW_BLOCK};
+use crate::ops::scalar::{elu1, elu1_grad};
+use std::arch::x86_64::*;
+
+/// `linear_cpu::dq_rows` for heads of width 16 on AVX-512: a head's 16 values are one register, so each of
+/// the three dh-long sums per head (S·p, Sᵀ·dnum, the dS rows) is 16 broadcast FMAs with no loop
+/// overhead. Fused multiply-adds round once where `dq_rows` rounds twice; the results agree with it
+/// to rounding (tests/perf_attention.rs checks both against the naive twin). Returns false, having
+/// done nothing, when a buffer is shorter than the shapes need (then `dq_rows` runs).
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn dq_rows16(
+    dqc: &mut [f32],
+    acc: &mut [f64],
+    blk: &mut [f32],
+    tmp: &mut [f32],
+    dout: &[f32],
+    q: &[f32],
+    s: &[f32],
+    st: &[f32],
+    z: &[f32],
+    r0: usize,
+    d: usize,
+    h: usize,
+) -> bool {
+    const DH: usize = 16;
+    let hs = h * DH * DH;
+    let rows = dqc.len() / d.max(1);
+    let end = (r0 + rows) * d;
+    if d != h * DH
+        || s.len() < hs
+        || st.len() < hs
+        || z.len() < d
+        || blk.len() < hs + d
+        || acc.len() < hs + d
+        || tmp.len() < 2 * d
+        || q.len() < end
+        || dout.len() < end
+    {
+        return false;
+    }
+    let (p, dpbuf) = tmp.split_at_mut(d);
+    for (ii, dqrow) in dqc.chunks_exact_mut(d).enumerate() {
+        let i = r0 + ii;
+        let qr = &q[i * d..][..d];
+        let gr = &dout[i * d..][..d];
+        for (pa, &qa) in p.iter_mut().zip(qr) {
+            *pa = elu1(qa);
+        }
+        let (dsb, dzb) = blk.split_at_mut(hs);
+        for hd in 0..h {
+            let o = hd * DH;
+            let hb = hd * DH * DH;
+            // SAFETY (every pointer below): o + 16 ≤ d = h·16 bounds p, gr, z, dzb (len ≥ d) and
+            // dpbuf (len ≥ d); hb + 256 ≤ hs bounds s, st and dsb (len ≥ hs), checked above.
+            let pv = _mm512_loadu_ps(p.as_ptr().add(o));
+            let gv = _mm512_loadu_ps(gr.as_ptr().add(o));
+            let zv = _mm512_loadu_ps(z.as_ptr().add(o));
+            let (sh, sth) = (s.as_ptr().add(hb), st.as_ptr().add(hb));
+            // num = Σ_a p[a] S[a, :]
+            let mut num = _mm512_setzero_ps();
+            for a in 0..DH {
+                let pa = _mm512_set1_ps(p[o + a]);
+                num = _mm512_fmadd_ps(pa, _mm512_loadu_ps(sh.add(a * DH)), num);
+            }
+            let inv = 1.0 / (_mm512_reduce_add_ps(_mm512_mul_ps(pv, zv)) + ATTN_EPS);
+            // dden = −(dO·num)/den²; dp = dden z + Σ_b (dO[b]/den) Sᵀ[b, :]
+            let dden = -_mm512_reduce_add_ps(_mm512_mul_ps(gv, num)) * inv * inv;
+            let mut dp = _mm512_mul_ps(_mm512_set1_ps(dden), zv);
+            for b in 0..DH {
+                let gb = _mm512_set1_ps(gr[o + b] * inv);
+                dp = _mm512_fmadd_ps(gb, _mm512_loadu_ps(sth.add(b * DH)), dp);
+            }
+            // dS[a, :] += (p[a]/den) dO, dz += dden p
+            let dsh = dsb.as_mut_ptr().add(hb);
+            for a in 0..DH {
+                let r = dsh.add(a * DH);
+                let pa = _mm512_set1_ps(p[o + a] * inv);
+                _mm512_storeu_ps(r, _mm512_fmadd_ps(pa, gv, _mm512_loadu_ps(r)));
+            }
+            let dzr = dzb.as_mut_ptr().add(o);
+            _mm512_storeu_ps(
+                dzr,
+                _mm512_fmadd_ps(_mm512_set1_ps(dden), pv, _mm512_loadu_ps(dzr)),
+            );
+            _mm512_storeu_ps(dpbuf.as_mut_ptr().add(o), dp);
+        }
+        for ((x, &g), &qa) in dqrow.iter_mut().zip(dpbuf.iter()).zip(qr) {
+            *x += g * elu1_grad(qa);
+        }
+        if (ii + 1) % ROW_BLOCK == 0 || ii + 1 == rows {
+            flush(acc, blk);
+        }
+    }
+    true
+}
+
+/// `linear_cpu::dkv_rows` for heads of width 16 on AVX-512 (see [`dq_rows16`]): per head, dS V + dz
+/// and dSᵀ φ(K) are 16 broadcast FMAs each. Returns false, having done nothing, when a buffer is
+/// shorter than the shapes need.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn dkv_rows16(
+    dkc: &mut [f32],
+    dvc: &mut [f32],
+    tmp: &mut [f32],
+    k: &[f32],
+    v: &[f32],
+    mask: &[f32],
+    ds: &[f32],
+    dst: &[f32],
+    dz: &[f32],
+    r0: usize,
+    d: usize,
+    h: usize,
+) -> bool {
+    const DH: usize = 16;
+    let hs = h * DH * DH;
+    let rows = dkc.len() / d.max(1);
+    if d != h * DH
+        || dvc.len() != dkc.len()
+        || ds.len() < hs
+        || dst.len() < hs
+        || dz.len() < d
+        || tmp.len() < 2 * d
+        || k.len() < (r0 + rows) * d
+        || v.len() < (r0 + rows) * d
+        || mask.len() < r0 + rows
+    {
+        return false;
+    }
+    let (pk, dpk) = tmp.split_at_mut(d);
+    for (jj, (dkrow, dvrow)) in dkc
+        .chunks_exact_mut(d)
+        .zip(dvc.chunks_exact_mut(d))
+        .enumerate()
+    {
+        let j = r0 + jj;
+        let mj = mask[j];
+        if mj == 0.0 {
+            continue;
+        }
+        let kr = &k[j * d..][..d];
+        let vr = &v[j * d..][..d];
+        for (p, &kv) in pk.iter_mut().zip(kr) {
+            *p = mj * elu1(kv);
+        }
+        for hd in 0..h {
+            let o = hd * DH;
+            let hb = hd * DH * DH;
+            // SAFETY (every pointer below): o + 16 ≤ d bounds dz, dpk, dvrow; hb + 256 ≤ hs
+            // bounds ds and dst (checked above).
+            let (dsh, dsth) = (ds.as_ptr().add(hb), dst.as_ptr().add(hb));
+            // dφ(K)/m = dz + Σ_b V[b] dSᵀ[b, :]
+            let mut dph = _mm512_loadu_ps(dz.as_ptr().add(o));
+            for b in 0..DH {
+                let vb = _mm512_set1_ps(vr[o + b]);
+                dph = _mm512_fmadd_ps(vb, _mm512_loadu_ps(dsth.add(b * DH)), dph);
+            }
+            _mm512_storeu_ps(dpk.as_mut_ptr().add(o), dph);
+            // dV += Σ_a m φ(K)[a] dS[a, :]
+            let dvr = dvrow.as_mut_ptr().add(o);
+            let mut dvh = _mm512_loadu_ps(dvr);
+            for a in 0..DH {
+                let pa = _mm512_set1_ps(pk[o + a]);
+                dvh = _mm512_fmadd_ps(pa, _mm512_loadu_ps(dsh.add(a * DH)), dvh);
+            }
+            _mm512_storeu_ps(dvr, dvh);
+        }
+        for ((x, &g), &kv) in dkrow.iter_mut().zip(dpk.iter()).zip(kr) {
+            *x += mj * g * elu1_grad(kv);
+        }
+    }
+    true
+}
+
+/// `linear_cpu::out_rows` for heads of width 16 on AVX-512: φ(Q_i)ᵀ S per head is 16 broadcast FMAs.
+/// Returns false, having done nothing, when a buffer is shorter than the shapes need.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn out_rows16(
+    oc: &mut [f32],
+    p: &mut [f32],
+    q: &[f32],
+    s: &[f32],
+    z: &[f32],
+    r0: usize,
+    d: usize,
+    h: usize,
+) -> bool {
+    const DH: usize = 16;
+    let hs = h * DH * DH;
+    let rows = oc.len() / d.max(1);
+    if d != h * DH || s.len() < hs || z.len() < d || p.len() < d || q.len() < (r0 + rows) * d {
+        return false;
+    }
+    for (ii, orow) in oc.chunks_exact_mut(d).enumerate() {
+        let qr = &q[(r0 + ii) * d..][..d];
+        for (pa, &qa) in p.iter_mut().zip(qr) {
+            *pa = elu1(qa);
+        }
+        for hd in 0..h {
+            let o = hd * DH;
+            // SAFETY: o + 16 ≤ d bounds p, z and orow; hd·256 + 256 ≤ hs bounds s (checked).
+            let sh = s.as_ptr().add(hd * DH * DH);
+            let pv = _mm512_loadu_ps(p.as_ptr().add(o));
+            let den = _mm512_reduce_add_ps(_mm512_mul_ps(pv, _mm512_loadu_ps(z.as_ptr().add(o))))
+                + ATTN_EPS;
+            let mut acc = _mm512_setzero_ps();
+            for a in 0..DH {
+                let pa = _mm512_set1_ps(p[o + a]);
+                acc = _mm512_fmadd_ps(pa, _mm512_loadu_ps(sh.add(a * DH)), acc);
+            }
+            let inv = _mm512_set1_ps(1.0 / den);
+            _mm512_storeu_ps(orow.as_mut_ptr().add(o), _mm512_mul_ps(acc, inv));
+        }
+    }
+    true
+}
