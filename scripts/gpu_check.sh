@@ -28,6 +28,10 @@ if [[ -z "${ERAENGINE_NVRTC_LIB:-}" && -f .toolchain/cuda/nvidia/cuda_nvrtc/lib/
 fi
 # the same build environment for every cargo call (build.rs reruns when one of them changes)
 export ERAENGINE_REQUIRE_NVRTC=1
+# the same libnvrtc loadable at run time (the launcher's cubin fallback and its test use it)
+if [[ -n "${ERAENGINE_NVRTC_LIB:-}" ]]; then
+    export LD_LIBRARY_PATH="$(dirname "$ERAENGINE_NVRTC_LIB")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
 GPU_TESTS=(--test gpu_cuda --test gpu_ops --test gpu_ops2 --test gpu_counts --test shape_errors --test ops_sigmoid)
 
 {

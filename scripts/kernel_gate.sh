@@ -29,7 +29,9 @@ fi
 
 rm -rf "$PTX_DIR"
 echo "kernel_gate: NVRTC build (compute_80, compute_90, sm_80, sm_90)"
+# libnvrtc on the loader path too: gpu_cuda's runtime-fallback test compiles cubins with it
 ERAENGINE_NVRTC_LIB="$NVRTC_LIB" ERAENGINE_REQUIRE_NVRTC=1 ERAENGINE_PTX_DIR="$PTX_DIR" \
+    LD_LIBRARY_PATH="$(dirname "$NVRTC_LIB")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
     cargo test --release --quiet --test gpu_cuda --test gpu_param_abi
 
 shopt -s nullglob
