@@ -351,3 +351,53 @@ device_test!(
     layer_norm_agrees_with_oracle_when_threaded,
     [eraengine::gpu::Order::Forward]
 );
+
+/// Layer norm's CPU loops run on the widest SIMD path the CPU has; forced on each path, forward
+/// and backward give the very same bits as the baseline (same operations, same order), over row
+/// widths that are not multiples of the 8 partial sums, and the baseline matches the f64 oracle.
+fn layer_norm_simd_paths_give_identical_bits(n: usize, d: usize, seed: u64) -> TestCaseResult {
+    use eraengine::ops::gemm::Simd;
+    use eraengine::ops::layer_norm::{layer_norm_bwd_on, layer_norm_fwd_on};
+    let mut g = Gen::new(seed);
+    let x = g.vec(n * d, -3.0, 3.0);
+    let gamma = g.vec(d, 0.5, 1.5);
+    let beta = g.vec(d, -0.5, 0.5);
+    let dout = g.vec(n * d, -1.0, 1.0);
+    let run = |simd: Simd| {
+        let (mut o, mut mu, mut rs) = (vec![0f32; n * d], vec![0f32; n], vec![0f32; n]);
+        layer_norm_fwd_on(simd, &mut o, &mut mu, &mut rs, &x, &gamma, &beta, n, d);
+        let (mut dx, mut dg, mut db) = (vec![0.25f32; n * d], vec![0f32; d], vec![0f32; d]);
+        layer_norm_bwd_on(
+            simd, &mut dx, &mut dg, &mut db, &dout, &x, &mu, &rs, &gamma, n, d,
+        );
+        [o, mu, rs, dx, dg, db]
+    };
+    let base = run(Simd::Portable);
+    for simd in Simd::ALL.into_iter().filter(|s| s.available()) {
+        let got = run(simd);
+        for (k, (a, b)) in got.iter().zip(&base).enumerate() {
+            let same = a.iter().zip(b).all(|(u, v)| u.to_bits() == v.to_bits());
+            prop_assert!(
+                same,
+                "{} output {} differs from the baseline",
+                simd.name(),
+                k
+            );
+        }
+    }
+    close(
+        "layer_norm (baseline path)",
+        &base[0],
+        &layer_norm(&f64s(&x), &f64s(&gamma), &f64s(&beta), n, d),
+        FWD_RTOL,
+        FWD_ATOL,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    #[test]
+    fn layer_norm_simd_paths(n in 1usize..40, d in 1usize..70, seed in any::<u64>()) {
+        layer_norm_simd_paths_give_identical_bits(n, d, seed)?;
+    }
+}

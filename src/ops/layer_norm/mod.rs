@@ -60,6 +60,23 @@ pub fn layer_norm_fwd(
     n: usize,
     d: usize,
 ) {
+    layer_norm_fwd_on(Simd::detect(), out, mean, rstd, inp, gamma, beta, n, d)
+}
+
+/// [`layer_norm_fwd`] on the `simd` path (a path the CPU lacks runs the baseline loops). Every
+/// path computes the same operations in the same order, so all give the same bits (tested).
+#[allow(clippy::too_many_arguments)]
+pub fn layer_norm_fwd_on(
+    simd: Simd,
+    out: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+    inp: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    n: usize,
+    d: usize,
+) {
     if n == 0 || d == 0 {
         return;
     }
@@ -69,7 +86,6 @@ pub fn layer_norm_fwd(
         .zip(mean[..n].chunks_mut(chunk))
         .zip(rstd[..n].chunks_mut(chunk))
         .enumerate();
-    let simd = Simd::detect();
     par::run(items, |(c, ((o, mu), rs))| {
         simd.run(|| {
             let r0 = c * chunk;
@@ -99,6 +115,36 @@ pub fn layer_norm_bwd(
     n: usize,
     d: usize,
 ) {
+    layer_norm_bwd_on(
+        Simd::detect(),
+        dinp,
+        dgamma,
+        dbeta,
+        dout,
+        inp,
+        mean,
+        rstd,
+        gamma,
+        n,
+        d,
+    )
+}
+
+/// [`layer_norm_bwd`] on the `simd` path (see [`layer_norm_fwd_on`]).
+#[allow(clippy::too_many_arguments)]
+pub fn layer_norm_bwd_on(
+    simd: Simd,
+    dinp: &mut [f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+    dout: &[f32],
+    inp: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    gamma: &[f32],
+    n: usize,
+    d: usize,
+) {
     if n == 0 || d == 0 {
         return;
     }
@@ -106,7 +152,6 @@ pub fn layer_norm_bwd(
     let _ = (mean, rstd);
     let chunk = par::chunk_rows(n, 12 * d);
     // each chunk returns its partial [dγ | dβ] in f64
-    let simd = Simd::detect();
     let partials = par::run(
         dinp[..n * d].chunks_mut(chunk * d).enumerate(),
         |(c, di)| {
