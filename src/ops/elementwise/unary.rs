@@ -151,50 +151,12 @@ fn acc_loop<F: Fn(f32, f32) -> f32>(o: &mut [f32], a: &[f32], b: &[f32], f: &F) 
     }
 }
 
-/// [`map_loop`] on the `simd` path (one the CPU has: [`Simd::detect`]).
+/// [`map_loop`] on the `simd` path ([`Simd::run`]; a path the CPU lacks runs the baseline).
 pub fn map_on<F: Fn(f32) -> f32>(simd: Simd, o: &mut [f32], a: &[f32], f: &F) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx2,fma")]
-        unsafe fn v512<F: Fn(f32) -> f32>(o: &mut [f32], a: &[f32], f: &F) {
-            map_loop(o, a, f)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn v256<F: Fn(f32) -> f32>(o: &mut [f32], a: &[f32], f: &F) {
-            map_loop(o, a, f)
-        }
-        match simd {
-            // SAFETY: checked just now: this CPU has AVX-512F.
-            Simd::Avx512 if simd.available() => return unsafe { v512(o, a, f) },
-            // SAFETY: checked just now: AVX2 and FMA.
-            Simd::Avx2 if simd.available() => return unsafe { v256(o, a, f) },
-            _ => {}
-        }
-    }
-    let _ = simd;
-    map_loop(o, a, f)
+    simd.run(|| map_loop(o, a, f))
 }
 
-/// [`acc_loop`] on the `simd` path (one the CPU has: [`Simd::detect`]).
+/// [`acc_loop`] on the `simd` path ([`Simd::run`]; a path the CPU lacks runs the baseline).
 pub fn acc_on<F: Fn(f32, f32) -> f32>(simd: Simd, o: &mut [f32], a: &[f32], b: &[f32], f: &F) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx2,fma")]
-        unsafe fn v512<F: Fn(f32, f32) -> f32>(o: &mut [f32], a: &[f32], b: &[f32], f: &F) {
-            acc_loop(o, a, b, f)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn v256<F: Fn(f32, f32) -> f32>(o: &mut [f32], a: &[f32], b: &[f32], f: &F) {
-            acc_loop(o, a, b, f)
-        }
-        match simd {
-            // SAFETY: checked just now: this CPU has AVX-512F.
-            Simd::Avx512 if simd.available() => return unsafe { v512(o, a, b, f) },
-            // SAFETY: checked just now: AVX2 and FMA.
-            Simd::Avx2 if simd.available() => return unsafe { v256(o, a, b, f) },
-            _ => {}
-        }
-    }
-    let _ = simd;
-    acc_loop(o, a, b, f)
+    simd.run(|| acc_loop(o, a, b, f))
 }
