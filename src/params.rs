@@ -80,21 +80,6 @@ impl<B: Backend> Params<B> {
             .map(|((n, s), b)| Ok((n.clone(), s.clone(), dev.download(b)?)))
             .collect()
     }
-
-    /// Global L2 norm of all gradients (Σ g² per tensor on the device, read back at once, summed
-    /// in tensor order in f64); the name of the first non-finite gradient tensor, if any.
-    pub fn grad_norm(&self, dev: &B) -> Result<(f64, Option<String>)> {
-        let mut total = 0.0f64;
-        let grads: Vec<&B::Buf> = self.grads.iter().collect();
-        let sums = dev.sum_squares_each(&grads)?;
-        for (name, &s) in self.names.iter().zip(&sums) {
-            if !s.is_finite() {
-                return Ok((f64::NAN, Some(name.clone())));
-            }
-            total += s;
-        }
-        Ok((total.sqrt(), None))
-    }
 }
 
 /// Adam / AdamW moments for every parameter, and the step count.
@@ -237,22 +222,6 @@ impl<B: Backend> Adam<B> {
             .map(|i| crate::ops::optim::gpu::f64_at(&words, i))
             .collect();
         check_sums(&sums, &params.names, step)
-    }
-
-    /// One update of every parameter with gradients multiplied by `grad_scale`.
-    pub fn update(&mut self, dev: &B, params: &mut Params<B>, grad_scale: f32) -> Result<()> {
-        self.step += 1;
-        let args = self.args(grad_scale);
-        for i in 0..params.values.len() {
-            dev.adam_step(
-                &mut params.values[i],
-                &params.grads[i],
-                &mut self.m[i],
-                &mut self.v[i],
-                &args,
-            )?;
-        }
-        Ok(())
     }
 }
 
