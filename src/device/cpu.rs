@@ -31,7 +31,9 @@ impl Backend for Cpu {
         pool::give(buf);
     }
     fn upload(&self, host: &[f32]) -> Result<Vec<f32>> {
-        Ok(host.to_vec())
+        let mut v = pool::take(host.len());
+        v.copy_from_slice(host);
+        Ok(v)
     }
     fn download(&self, buf: &Vec<f32>) -> Result<Vec<f32>> {
         Ok(buf.clone())

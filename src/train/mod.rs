@@ -125,7 +125,9 @@ impl<B: Backend> Trained<B> {
         let out = self
             .model
             .forward(dev, &mut tape, &self.params, &inputs, None)?;
-        Ok((tape.download(dev, out.yhat)?, tape.download(dev, out.g)?))
+        let res = (tape.download(dev, out.yhat)?, tape.download(dev, out.g)?);
+        tape.release(dev);
+        Ok(res)
     }
 
     /// Mean/std/sharpe of per-era numerai_corr of output 0 against target 0 over a store.

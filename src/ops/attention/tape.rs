@@ -266,6 +266,7 @@ pub(crate) fn backward<B: Backend>(tape: &mut Tape<B>, dev: &B, node: &Node) -> 
                 tape.put_grad(q, dq);
                 tape.put_grad(k, dk);
                 tape.put_grad(v, dv);
+                dev.recycle(dout);
             }
             tape.free(dev, out);
             tape.free(dev, s);
@@ -308,6 +309,7 @@ pub(crate) fn backward<B: Backend>(tape: &mut Tape<B>, dev: &B, node: &Node) -> 
                 tape.put_grad(q, dq);
                 tape.put_grad(k, dk);
                 tape.put_grad(v, dv);
+                dev.recycle(dout);
             }
             tape.free(dev, out);
             tape.free(dev, lse);

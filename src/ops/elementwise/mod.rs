@@ -306,6 +306,7 @@ pub(crate) fn backward<B: Backend>(tape: &mut Tape<B>, dev: &B, node: &Node) -> 
                 let mut dinp = tape.take_grad(dev, inp)?;
                 dev.gelu_bwd(&mut dinp, &dout, tape.buf(inp)?)?;
                 tape.put_grad(inp, dinp);
+                dev.recycle(dout);
             }
             tape.free(dev, out);
         }
@@ -314,6 +315,7 @@ pub(crate) fn backward<B: Backend>(tape: &mut Tape<B>, dev: &B, node: &Node) -> 
                 let mut dinp = tape.take_grad(dev, inp)?;
                 dev.unary_bwd(op, &mut dinp, &dout, tape.buf(inp)?)?;
                 tape.put_grad(inp, dinp);
+                dev.recycle(dout);
             }
             tape.free(dev, out);
         }
@@ -326,6 +328,7 @@ pub(crate) fn backward<B: Backend>(tape: &mut Tape<B>, dev: &B, node: &Node) -> 
                         tape.put_grad(x, dx);
                     }
                 }
+                dev.recycle(dout);
             }
             tape.free(dev, out);
         }
@@ -339,6 +342,7 @@ pub(crate) fn backward<B: Backend>(tape: &mut Tape<B>, dev: &B, node: &Node) -> 
                 let mut dinp = tape.take_grad(dev, inp)?;
                 dev.dropout_bwd(&mut dinp, &dout, prob, key)?;
                 tape.put_grad(inp, dinp);
+                dev.recycle(dout);
             }
             tape.free(dev, out);
         }

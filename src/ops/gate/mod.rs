@@ -322,6 +322,8 @@ pub(crate) fn backward<B: Backend>(
         f,
         r,
     )?;
+    dev.recycle(dxt);
+    dev.recycle(dg);
     for t in [xt, g, keep, xbar, u] {
         tape.free(dev, t);
     }

@@ -348,6 +348,7 @@ pub(crate) fn backward<B: Backend>(
             d,
         )?;
         tape.put_grad(inp, dinp);
+        dev.recycle(dout);
     }
     tape.free(dev, out);
     tape.free(dev, mean);

@@ -292,6 +292,7 @@ pub(crate) fn backward<B: Backend>(
         if let Some(d) = dinp {
             tape.put_grad(inp, d);
         }
+        dev.recycle(dout);
     }
     tape.free(dev, out);
     Ok(())
