@@ -12,10 +12,10 @@ pub struct DropoutKey {
     pub tensor: u32,
 }
 
-const M0: u32 = 0xD251_1F53;
-const M1: u32 = 0xCD9E_8D57;
-const W0: u32 = 0x9E37_79B9;
-const W1: u32 = 0xBB67_AE85;
+pub(crate) const M0: u32 = 0xD251_1F53;
+pub(crate) const M1: u32 = 0xCD9E_8D57;
+pub(crate) const W0: u32 = 0x9E37_79B9;
+pub(crate) const W1: u32 = 0xBB67_AE85;
 
 /// Counter word 3 of the init stream (dropout uses the tensor id there instead).
 const INIT_TAG: u32 = 0xA11CE;

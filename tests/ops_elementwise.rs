@@ -431,3 +431,92 @@ proptest! {
         }
     }
 }
+
+/// Dropout on every SIMD path (forced) draws the scalar Philox mask of `dropout_uniform`, bit for
+/// bit, forward and accumulated backward, over lengths that are not multiples of the 64-element
+/// groups and long enough to split across threads.
+fn every_simd_path_of_dropout_draws_the_scalar_mask(
+    len: usize,
+    p: f32,
+    seed: u64,
+    key: DropoutKey,
+) -> TestCaseResult {
+    use eraengine::ops::elementwise::dropout_apply_on;
+    use eraengine::ops::gemm::Simd;
+    let mut g = Gen::new(seed);
+    let x = g.vec(len, -3.0, 3.0);
+    let acc0 = g.vec(len, -1.0, 1.0);
+    let scale = 1.0 / (1.0 - p);
+    let y: Vec<f32> = (0..len)
+        .map(|e| {
+            if dropout_uniform(key, e as u64) >= p {
+                x[e] * scale
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    for simd in Simd::ALL.into_iter().filter(|s| s.available()) {
+        let mut out = vec![7.0f32; len];
+        dropout_apply_on(simd, &mut out, &x, p, key, false);
+        let mut acc = acc0.clone();
+        dropout_apply_on(simd, &mut acc, &x, p, key, true);
+        for e in 0..len {
+            prop_assert_eq!(
+                out[e].to_bits(),
+                y[e].to_bits(),
+                "{} fwd [{}]",
+                simd.name(),
+                e
+            );
+            prop_assert_eq!(
+                acc[e].to_bits(),
+                (acc0[e] + y[e]).to_bits(),
+                "{} bwd [{}]",
+                simd.name(),
+                e
+            );
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+    #[test]
+    fn simd_paths_of_dropout(
+        len in prop_oneof![0usize..300, 60_000usize..70_000],
+        p in 0.01f32..0.9,
+        seed in any::<u64>(),
+        kseed in any::<u64>(),
+        step in any::<u32>(),
+        tensor in any::<u32>(),
+    ) {
+        let key = DropoutKey { seed: kseed, step, tensor };
+        every_simd_path_of_dropout_draws_the_scalar_mask(len, p, seed, key)?;
+    }
+
+    /// The AVX-512 group of 16 counters, including groups whose counter's low word wraps (the
+    /// carry into word 1), is the scalar Philox word for word.
+    #[test]
+    fn avx512_philox_group_is_the_scalar_philox(
+        g in prop_oneof![any::<u64>(), (0u64..1 << 20).prop_map(|d| (1u64 << 32) - 8 + d % 16)],
+        kseed in any::<u64>(),
+        step in any::<u32>(),
+        tensor in any::<u32>(),
+    ) {
+        use eraengine::ops::elementwise::dropout_avx512::philox_group;
+        use eraengine::rng::{dropout_counter, philox4x32_10};
+        let g = g.min(u64::MAX / 4 - 16);
+        let key = DropoutKey { seed: kseed, step, tensor };
+        if let Some(words) = philox_group(g, key) {
+            for l in 0..16u64 {
+                let (ctr, k) = dropout_counter(key, 4 * (g + l));
+                let want = philox4x32_10(ctr, k);
+                for w in 0..4 {
+                    prop_assert_eq!(words[(4 * l) as usize + w], want[w], "counter {} word {}", l, w);
+                }
+            }
+        }
+    }
+}

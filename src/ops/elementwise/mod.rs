@@ -12,6 +12,8 @@ use crate::tape::base::{Node, Tape, T};
 use crate::{Error, Result};
 use unary::{acc2, elem_chunk, map1};
 
+#[cfg(target_arch = "x86_64")]
+pub mod dropout_avx512;
 pub(crate) mod gpu;
 pub mod unary;
 pub use super::scalar::{elu1, elu1_grad, exp_f32};
@@ -89,6 +91,19 @@ pub fn add_bwd(da: &mut [f32], db: &mut [f32], dout: &[f32]) {
 /// Calls f(e, scale_or_zero) for every element of `out`'s chunk, one Philox call per 4 elements:
 /// the multiplier is 1/(1 − p) where element e is kept (u ≥ p) and 0 where it is dropped.
 fn dropout_apply(out: &mut [f32], src: &[f32], p: f32, key: DropoutKey, accumulate: bool) {
+    dropout_apply_on(Simd::detect(), out, src, p, key, accumulate);
+}
+
+/// [`dropout_fwd`] (`accumulate` false) or [`dropout_bwd`]'s masked add (true) on the given SIMD
+/// path (a path this CPU lacks runs the portable loops); every path draws the same mask.
+pub fn dropout_apply_on(
+    simd: Simd,
+    out: &mut [f32],
+    src: &[f32],
+    p: f32,
+    key: DropoutKey,
+    accumulate: bool,
+) {
     let len = out.len().min(src.len());
     if len == 0 {
         return;
@@ -96,7 +111,6 @@ fn dropout_apply(out: &mut [f32], src: &[f32], p: f32, key: DropoutKey, accumula
     let scale = 1.0 / (1.0 - p);
     // Philox costs ~ 10 rounds per 4 elements
     let chunk = elem_chunk(len, 12);
-    let simd = Simd::detect();
     par::run(
         out[..len]
             .chunks_mut(chunk)
@@ -104,6 +118,16 @@ fn dropout_apply(out: &mut [f32], src: &[f32], p: f32, key: DropoutKey, accumula
             .enumerate(),
         |(c, (o, s))| {
             let e0 = (c * chunk) as u64;
+            #[cfg(target_arch = "x86_64")]
+            let (o, s, e0) = {
+                let done = if simd == Simd::Avx512 && simd.available() {
+                    // SAFETY: AVX-512F is available (checked just now).
+                    unsafe { dropout_avx512::dropout_rows(o, s, e0, p, scale, key, accumulate) }
+                } else {
+                    0
+                };
+                (&mut o[done..], &s[done..], e0 + done as u64)
+            };
             // whole groups of 16 counters (64 elements) through the vectorised Philox
             let wide = 4 * PHILOX_LANES;
             let full = o.len() / wide * wide;
