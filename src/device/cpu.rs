@@ -27,11 +27,14 @@ impl Backend for Cpu {
     fn zeros(&self, len: usize) -> Result<Vec<f32>> {
         Ok(pool::take(len))
     }
+    fn scratch(&self, len: usize) -> Result<Vec<f32>> {
+        Ok(pool::take_any(len))
+    }
     fn recycle(&self, buf: Vec<f32>) {
         pool::give(buf);
     }
     fn upload(&self, host: &[f32]) -> Result<Vec<f32>> {
-        let mut v = pool::take(host.len());
+        let mut v = pool::take_any(host.len());
         v.copy_from_slice(host);
         Ok(v)
     }

@@ -21,6 +21,35 @@ static POOL: Mutex<Pool> = Mutex::new(Pool {
 
 /// A zeroed buffer of `len` floats, reusing a kept one of a fitting capacity.
 pub fn take(len: usize) -> Vec<f32> {
+    match reuse(len) {
+        Some(mut v) => {
+            v.clear();
+            v.resize(len, 0.0);
+            v
+        }
+        None => vec![0.0; len],
+    }
+}
+
+/// A buffer of `len` floats whose contents are unspecified: a kept one as it was left (only
+/// its length changed), or a fresh one of NaN, so an op that reads an element of its output
+/// before writing it shows up as NaN in the first step of any test.
+pub fn take_any(len: usize) -> Vec<f32> {
+    match reuse(len) {
+        Some(mut v) => {
+            if v.len() >= len {
+                v.truncate(len);
+            } else {
+                v.resize(len, f32::NAN);
+            }
+            v
+        }
+        None => vec![f32::NAN; len],
+    }
+}
+
+/// A kept buffer of capacity within [len, 2·len], taken out of the pool.
+fn reuse(len: usize) -> Option<Vec<f32>> {
     if len >= MIN_LEN {
         if let Ok(mut p) = POOL.lock() {
             // the smallest kept buffer that fits without wasting more than half of it
@@ -32,16 +61,13 @@ pub fn take(len: usize) -> Vec<f32> {
                 .min_by_key(|(_, v)| v.capacity())
                 .map(|(i, _)| i);
             if let Some(i) = best {
-                let mut v = p.free.swap_remove(i);
+                let v = p.free.swap_remove(i);
                 p.kept -= v.capacity();
-                drop(p);
-                v.clear();
-                v.resize(len, 0.0);
-                return v;
+                return Some(v);
             }
         }
     }
-    vec![0.0; len]
+    None
 }
 
 /// Keeps `v` for a later `take` (or drops it when the pool is full or `v` is small).

@@ -28,6 +28,11 @@ pub trait Backend {
     fn name(&self) -> String;
     fn len(&self, buf: &Self::Buf) -> usize;
     fn zeros(&self, len: usize) -> Result<Self::Buf>;
+    /// A buffer of `len` floats for an op to overwrite entirely; its contents are unspecified
+    /// (the default zeroes it; the CPU hands back a pooled buffer as it was left, or NaN).
+    fn scratch(&self, len: usize) -> Result<Self::Buf> {
+        self.zeros(len)
+    }
     fn upload(&self, host: &[f32]) -> Result<Self::Buf>;
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
     fn fill_zero(&self, buf: &mut Self::Buf) -> Result<()>;

@@ -225,8 +225,10 @@ impl<B: Backend> Tape<B> {
         Ok(self.push(b, host.len(), true))
     }
 
+    /// A tensor the op recording it overwrites entirely (contents unspecified until then; see
+    /// [`Backend::scratch`]).
     pub(crate) fn new_tensor(&mut self, dev: &B, len: usize) -> Result<T> {
-        let b = dev.zeros(len)?;
+        let b = dev.scratch(len)?;
         Ok(self.push(b, len, true))
     }
 
