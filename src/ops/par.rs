@@ -89,8 +89,9 @@ mod pool {
     use std::any::Any;
     use std::cell::Cell;
     use std::panic::{catch_unwind, AssertUnwindSafe};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, TryLockError};
+    use std::time::{Duration, Instant};
 
     /// A type-erased task: run item `i`. Lives on the caller's stack for the duration of a job.
     type Task = dyn Fn(usize) + Sync;
@@ -133,9 +134,21 @@ mod pool {
         /// (generation, current job)
         slot: Mutex<(u64, Option<Arc<Job>>)>,
         wake: Condvar,
+        /// The generation of `slot`, readable without the lock by spinning workers.
+        generation: AtomicU64,
+        /// Workers asleep on `wake` (changed only under `slot`'s lock).
+        sleepers: AtomicUsize,
         done: Mutex<()>,
         done_cv: Condvar,
+        /// The caller is asleep on `done_cv` (changed only under `done`'s lock).
+        caller_asleep: AtomicBool,
     }
+
+    /// How long a worker (after its last job) or the caller (waiting for the workers) spins
+    /// before it sleeps. A training step's ops come back to back, a few to a few hundred
+    /// microseconds apart: a sleeping thread costs a futex wake-up per op (tens of microseconds
+    /// on a VM), a spinning one costs only the core it already had.
+    const SPIN: Duration = Duration::from_micros(200);
 
     pub struct Pool {
         shared: Arc<Shared>,
@@ -158,8 +171,11 @@ mod pool {
                 let shared = Arc::new(Shared {
                     slot: Mutex::new((0, None)),
                     wake: Condvar::new(),
+                    generation: AtomicU64::new(0),
+                    sleepers: AtomicUsize::new(0),
                     done: Mutex::new(()),
                     done_cv: Condvar::new(),
+                    caller_asleep: AtomicBool::new(false),
                 });
                 for w in 0..workers {
                     let sh = shared.clone();
@@ -183,7 +199,13 @@ mod pool {
             if IN_TASK.with(|t| t.get()) {
                 return None;
             }
-            self.busy.try_lock().ok().map(|g| (self, g))
+            match self.busy.try_lock() {
+                Ok(g) => Some((self, g)),
+                // poisoned by a panicking item re-raised through `run_on`: the lock guards no
+                // data, so the pool is as usable as before
+                Err(TryLockError::Poisoned(p)) => Some((self, p.into_inner())),
+                Err(TryLockError::WouldBlock) => None,
+            }
         }
     }
 
@@ -191,22 +213,37 @@ mod pool {
         IN_TASK.with(|t| t.set(true));
         let mut seen = 0u64;
         loop {
+            // spin a while for the next job before sleeping
+            let t0 = Instant::now();
+            while sh.generation.load(Ordering::Acquire) == seen && t0.elapsed() < SPIN {
+                for _ in 0..64 {
+                    std::hint::spin_loop();
+                }
+            }
             let job = {
                 // a poisoned lock only means another thread panicked holding it; the data
                 // (a counter and a job handle) is still consistent, so recover it
                 let mut slot = sh.slot.lock().unwrap_or_else(PoisonError::into_inner);
-                while slot.0 == seen {
-                    slot = sh.wake.wait(slot).unwrap_or_else(PoisonError::into_inner);
+                if slot.0 == seen {
+                    // counted under the lock the caller holds when it publishes a job, so
+                    // either it sees this sleeper or this loop sees its job
+                    sh.sleepers.fetch_add(1, Ordering::AcqRel);
+                    while slot.0 == seen {
+                        slot = sh.wake.wait(slot).unwrap_or_else(PoisonError::into_inner);
+                    }
+                    sh.sleepers.fetch_sub(1, Ordering::AcqRel);
                 }
                 seen = slot.0;
                 slot.1.clone()
             };
             if let Some(job) = job {
                 if job.work() {
-                    // Take the lock so the notification cannot slip between the caller's check
-                    // and its wait.
+                    // Under the lock, so the caller cannot go to sleep between this check and
+                    // the notification.
                     let _g = sh.done.lock().unwrap_or_else(PoisonError::into_inner);
-                    sh.done_cv.notify_all();
+                    if sh.caller_asleep.load(Ordering::Acquire) {
+                        sh.done_cv.notify_all();
+                    }
                 }
             }
         }
@@ -249,7 +286,10 @@ mod pool {
             let mut slot = sh.slot.lock().unwrap_or_else(PoisonError::into_inner);
             slot.0 += 1;
             slot.1 = Some(job.clone());
-            sh.wake.notify_all();
+            sh.generation.store(slot.0, Ordering::Release);
+            if sh.sleepers.load(Ordering::Acquire) > 0 {
+                sh.wake.notify_all();
+            }
         }
         IN_TASK.with(|t| t.set(true));
         job.work();
@@ -257,11 +297,19 @@ mod pool {
         // The SAFETY argument above needs this wait to happen whatever state the locks are in:
         // a poisoned lock (a thread panicked while holding it) is recovered, never a reason to
         // skip the wait.
-        {
+        let t0 = Instant::now();
+        while job.remaining.load(Ordering::Acquire) != 0 && t0.elapsed() < SPIN {
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
+        }
+        if job.remaining.load(Ordering::Acquire) != 0 {
             let mut g = sh.done.lock().unwrap_or_else(PoisonError::into_inner);
+            sh.caller_asleep.store(true, Ordering::Release);
             while job.remaining.load(Ordering::Acquire) != 0 {
                 g = sh.done_cv.wait(g).unwrap_or_else(PoisonError::into_inner);
             }
+            sh.caller_asleep.store(false, Ordering::Release);
         }
         // Drop the job from the slot so no worker holds the task pointer past this call.
         sh.slot.lock().unwrap_or_else(PoisonError::into_inner).1 = None;
