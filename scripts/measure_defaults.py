@@ -14,13 +14,14 @@ CONFIGS.json: {"name": ["--flag", "value", ...], ...} — extra `train` flags pe
 {"name": {"pretrain": [...], "train": [...]}} to run `eraengine pretrain` on the train store's
 features first (with those flags) and start `train --init` from its checkpoint (the pretraining
 time counts in the train seconds).
-A config named with a "+ens3" suffix trains seeds 1,2,3 (`train --seeds`) and predicts their
-rank-average ensemble.
+A config named with a "+ensK" suffix (e.g. "+ens3") trains seeds 1..K (`train --seeds`) and predicts
+their rank-average ensemble.
 """
 import argparse
 import concurrent.futures as cf
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -90,11 +91,14 @@ def job(bin_, work, shape, seed, name, flags, epochs):
                 run([bin_, "pretrain", "--data", f"{d}/train.store", "--out", pre, "--quiet",
                      "--device", "cpu", "--seed", "1"] + pre_flags, core)
                 flags = flags + ["--init", pre]
-            ens = name.endswith("+ens3")
+            m = re.search(r"\+ens(\d+)$", name)
+            members = int(m.group(1)) if m else 0
+            ens = members > 1
             model = os.path.join(out, "ens" if ens else "model.safetensors")
             train = [bin_, "train", "--data", f"{d}/train.store", "--valid", f"{d}/validation.store",
                      "--out", model, "--epochs", str(epochs), "--quiet", "--device", "cpu"] + flags
-            train += ["--seeds", "1,2,3"] if ens else ["--seed", "1"]
+            seeds = ",".join(str(i) for i in range(1, members + 1))
+            train += ["--seeds", seeds] if ens else ["--seed", "1"]
             run(train, core)
             secs = time.time() - t0
             preds = os.path.join(out, "test.csv")

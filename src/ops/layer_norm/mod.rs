@@ -158,6 +158,9 @@ pub fn layer_norm_bwd_on(
             simd.run(|| {
                 let r0 = c * chunk;
                 let mut acc = vec![0f64; 2 * d];
+                // x̂ and dx̂ = dy·γ of the current row, computed once and used by all three passes
+                let mut xhat = vec![0f64; d];
+                let mut dxhat = vec![0f64; d];
                 for (ii, drow) in di.chunks_mut(d).enumerate() {
                     let i = r0 + ii;
                     let x = &inp[i * d..(i + 1) * d];
@@ -166,16 +169,22 @@ pub fn layer_norm_bwd_on(
                     // √eps the gradient is a difference of nearly equal terms, and the saved f32
                     // mean and rstd alone would cost it 3–4 digits
                     let (mu, rs) = row_stats(x);
+                    for kk in 0..d {
+                        let xh = (x[kk] as f64 - mu) * rs;
+                        let gk = g[kk] as f64;
+                        xhat[kk] = xh;
+                        dxhat[kk] = gk * gamma[kk] as f64;
+                        acc[kk] += gk * xh;
+                        acc[d + kk] += gk;
+                    }
                     // Σ dx̂ and Σ dx̂·x̂ in 8 interleaved partial sums each (vectorised)
                     let (mut s1, mut s2) = ([0f64; 8], [0f64; 8]);
                     let full = d / 8 * 8;
                     for k0 in (0..full).step_by(8) {
                         for t in 0..8 {
                             let kk = k0 + t;
-                            let xh = (x[kk] as f64 - mu) * rs;
-                            let dxh = g[kk] as f64 * gamma[kk] as f64;
-                            s1[t] += dxh;
-                            s2[t] += dxh * xh;
+                            s1[t] += dxhat[kk];
+                            s2[t] += dxhat[kk] * xhat[kk];
                         }
                     }
                     let pair = |a: [f64; 8]| {
@@ -183,22 +192,13 @@ pub fn layer_norm_bwd_on(
                     };
                     let (mut sum_dxh, mut sum_dxh_xh) = (pair(s1), pair(s2));
                     for kk in full..d {
-                        let xh = (x[kk] as f64 - mu) * rs;
-                        let dxh = g[kk] as f64 * gamma[kk] as f64;
-                        sum_dxh += dxh;
-                        sum_dxh_xh += dxh * xh;
-                    }
-                    for kk in 0..d {
-                        let xh = (x[kk] as f64 - mu) * rs;
-                        acc[kk] += g[kk] as f64 * xh;
-                        acc[d + kk] += g[kk] as f64;
+                        sum_dxh += dxhat[kk];
+                        sum_dxh_xh += dxhat[kk] * xhat[kk];
                     }
                     let mean_dxh = sum_dxh / d as f64;
                     let mean_dxh_xh = sum_dxh_xh / d as f64;
-                    for kk in 0..d {
-                        let xh = (x[kk] as f64 - mu) * rs;
-                        let dxh = g[kk] as f64 * gamma[kk] as f64;
-                        drow[kk] += (rs * (dxh - mean_dxh - xh * mean_dxh_xh)) as f32;
+                    for ((dv, &dxh), &xh) in drow.iter_mut().zip(&dxhat).zip(&xhat) {
+                        *dv += (rs * (dxh - mean_dxh - xh * mean_dxh_xh)) as f32;
                     }
                 }
                 acc
