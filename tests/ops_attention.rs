@@ -328,6 +328,34 @@ fn attention_agrees_with_oracle_when_threaded<B: Backend>(dev: &B) -> TestCaseRe
 }
 device_test!(attention_agrees_with_oracle_when_threaded, [Order::Forward]);
 
+/// exp_f32's scale 2ⁿ comes from the bits of x·log₂e + 1.5·2²³ (so the loop vectorises); it must
+/// be the 2ⁿ of the plain formula with `n as i32` for every input, extremes included.
+#[test]
+fn exp_f32_equals_the_plain_formula_bit_for_bit() {
+    use eraengine::ops::attention::exp_f32;
+    fn plain(x: f32) -> f32 {
+        let x = x.clamp(-87.3, 88.7);
+        let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+        let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
+        let mut y = 1.987_569_2e-4;
+        y = y * r + 1.398_2e-3;
+        y = y * r + 8.333_452e-3;
+        y = y * r + 4.166_579_6e-2;
+        y = y * r + 1.666_666_5e-1;
+        y = y * r + 0.5;
+        let y = y * r * r + r + 1.0;
+        y * f32::from_bits(((n as i32 + 127).clamp(1, 254) as u32) << 23)
+    }
+    // every 211th f32 between −100 and 100, and the edges of the clamps
+    let (lo, hi) = ((-100f32).to_bits(), 100f32.to_bits());
+    let negs = (0x8000_0000u32..=lo).step_by(211).map(f32::from_bits);
+    let poss = (0..=hi).step_by(211).map(f32::from_bits);
+    let edges = [-87.3f32, -87.29, 88.7, 88.69, -1e30, 1e30, 0.0, -0.0];
+    for x in negs.chain(poss).chain(edges) {
+        assert_eq!(exp_f32(x).to_bits(), plain(x).to_bits(), "x = {x:e}");
+    }
+}
+
 #[test]
 fn exp_f32_is_within_a_few_ulp_of_exp() {
     use eraengine::ops::attention::exp_f32;

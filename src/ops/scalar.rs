@@ -40,7 +40,8 @@ pub fn exp_f32(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     let x = if x < -87.3 { -87.3 } else { x };
     let x = if x > 88.7 { 88.7 } else { x };
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
     let r = x - n * C1 - n * C2;
     let mut y = 1.987_569_2e-4;
     y = y * r + 1.398_2e-3;
@@ -49,7 +50,10 @@ pub fn exp_f32(x: f32) -> f32 {
     y = y * r + 1.666_666_5e-1;
     y = y * r + 0.5;
     let y = y * r * r + r + 1.0;
-    // 2ⁿ: n + 127 in the exponent field (n ∈ [−126, 128] after the clamps)
-    let pow2 = f32::from_bits(((n as i32 + 127).clamp(1, 254) as u32) << 23);
+    // 2ⁿ: n + 127 in the exponent field (n ∈ [−126, 128] after the clamps). t lies in
+    // [2²³, 2²⁴), where the ulp is 1, so its bits minus ROUND's are n as an integer: integer
+    // arithmetic that vectorises, where `n as i32` (a saturating conversion) is done lane by lane.
+    let ni = t.to_bits() as i32 - ROUND.to_bits() as i32;
+    let pow2 = f32::from_bits(((ni + 127).clamp(1, 254) as u32) << 23);
     y * pow2
 }
