@@ -27,7 +27,7 @@ impl Backend for Cpu {
     fn zeros(&self, len: usize) -> Result<Vec<f32>> {
         Ok(pool::take(len))
     }
-    fn scratch(&self, len: usize) -> Result<Vec<f32>> {
+    fn unset(&self, len: usize) -> Result<Vec<f32>> {
         Ok(pool::take_any(len))
     }
     fn recycle(&self, buf: Vec<f32>) {

@@ -30,7 +30,7 @@ pub trait Backend {
     fn zeros(&self, len: usize) -> Result<Self::Buf>;
     /// A buffer of `len` floats for an op to overwrite entirely; its contents are unspecified
     /// (the default zeroes it; the CPU hands back a pooled buffer as it was left, or NaN).
-    fn scratch(&self, len: usize) -> Result<Self::Buf> {
+    fn unset(&self, len: usize) -> Result<Self::Buf> {
         self.zeros(len)
     }
     fn upload(&self, host: &[f32]) -> Result<Self::Buf>;

@@ -226,9 +226,9 @@ impl<B: Backend> Tape<B> {
     }
 
     /// A tensor the op recording it overwrites entirely (contents unspecified until then; see
-    /// [`Backend::scratch`]).
+    /// [`Backend::unset`]).
     pub(crate) fn new_tensor(&mut self, dev: &B, len: usize) -> Result<T> {
-        let b = dev.scratch(len)?;
+        let b = dev.unset(len)?;
         Ok(self.push(b, len, true))
     }
 
