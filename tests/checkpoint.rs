@@ -1,15 +1,12 @@
 //! Checkpoints: safetensors round trip, SPEC §4 names and metadata, and corrupt files as errors.
 
+mod common;
+
+use common::TempDir;
 use eraengine::checkpoint::{from_bytes, to_bytes, Checkpoint};
 use eraengine::model::{init_params, param_specs, Attention, Config};
 use proptest::prelude::*;
-use std::path::{Path, PathBuf};
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("eraengine-ckpt-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use std::path::Path;
 
 fn sample(cfg: Config) -> Checkpoint {
     let tensors = init_params(&cfg, 3);
@@ -91,7 +88,7 @@ proptest! {
         cfg.top_k = if topk { Some(1) } else { None };
         cfg.threshold = 0.1;
         let ck = sample(cfg);
-        let dir = tmpdir("rt");
+        let dir = TempDir::new("ckpt-rt");
         let path = dir.join(format!("m{f}-{t}-{rank}-{layers}.safetensors"));
         ck.save(&path).unwrap();
         let back = Checkpoint::load(&path).unwrap();
@@ -152,7 +149,7 @@ fn metadata_holds_exactly_the_spec_keys() {
 }
 
 fn load_err(bytes: &[u8], tag: &str) -> String {
-    let dir = tmpdir(tag);
+    let dir = TempDir::new(&format!("ckpt-{tag}"));
     let p = dir.join("bad.safetensors");
     std::fs::write(&p, bytes).unwrap();
     let e = Checkpoint::load(&p).unwrap_err().to_string();
@@ -216,7 +213,7 @@ proptest! {
         let mut bytes = to_bytes(&ck.tensors, &ck.metadata());
         let p = pos % bytes.len();
         bytes[p] = val;
-        let dir = tmpdir("flip");
+        let dir = TempDir::new("ckpt-flip");
         let path = dir.join(format!("f{p}-{val}.safetensors"));
         std::fs::write(&path, &bytes).unwrap();
         if let Ok(c) = Checkpoint::load(&path) {
@@ -257,7 +254,7 @@ fn a_flipped_tensor_byte_fails_the_data_checksum() {
 
 #[test]
 fn a_checkpoint_without_checksum_loads_with_a_note() {
-    let dir = tmpdir("nock");
+    let dir = TempDir::new("ckpt-nock");
     let ck = sample(Config::new(3, 1));
     let good = to_bytes(&ck.tensors, &ck.metadata());
     let old = edit_header(&good, |h| {
@@ -325,7 +322,7 @@ proptest! {
         let data = bytes.len() - 8 - hlen;
         let p = 8 + hlen + pos % data;
         bytes[p] ^= val;
-        let dir = tmpdir("dataflip");
+        let dir = TempDir::new("ckpt-dataflip");
         let path = dir.join(format!("d{p}-{val}.safetensors"));
         std::fs::write(&path, &bytes).unwrap();
         prop_assert!(Checkpoint::load(&path).is_err());

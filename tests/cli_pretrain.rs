@@ -3,19 +3,15 @@
 //! fresh head and without the pretrain.* tensors, bad inputs fail clearly; and the checkpoint
 //! round-trips `ortho_weight`.
 
+mod common;
+
+use common::TempDir;
 use eraengine::checkpoint::{Checkpoint, PRETRAINED, PRETRAINED_KEY};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_eraengine"))
-}
-
-fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("eraengine-pt-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn text(o: &Output) -> String {
@@ -77,7 +73,7 @@ fn header(p: &Path) -> serde_json::Value {
 
 #[test]
 fn pretrain_then_finetune_end_to_end() {
-    let dir = scratch("e2e");
+    let dir = TempDir::new("pt-e2e");
     synth(&dir);
     let ck = dir.join("pre.safetensors");
     let o = bin()
@@ -224,7 +220,7 @@ fn pretrain_then_finetune_end_to_end() {
 
 #[test]
 fn pretrain_on_the_emulator_runs() {
-    let dir = scratch("emu");
+    let dir = TempDir::new("pt-emu");
     synth(&dir);
     let o = bin()
         .args([
@@ -261,7 +257,7 @@ fn pretrain_on_the_emulator_runs() {
 
 #[test]
 fn bad_pretrain_inputs_fail_clearly() {
-    let dir = scratch("bad");
+    let dir = TempDir::new("pt-bad");
     synth(&dir);
     let data = dir.join("d/train.store");
     let before = std::fs::read(&data).unwrap();
@@ -324,7 +320,7 @@ fn bad_pretrain_inputs_fail_clearly() {
 
 #[test]
 fn checkpoints_round_trip_ortho_weight_and_refuse_an_unknown_pretraining() {
-    let dir = scratch("rt");
+    let dir = TempDir::new("pt-rt");
     let mut cfg = eraengine::model::Config::new(4, 1);
     cfg.d_model = 8;
     cfg.heads = 2;
@@ -367,7 +363,7 @@ fn checkpoints_round_trip_ortho_weight_and_refuse_an_unknown_pretraining() {
 /// refuses `--init` and `--walk-forward`, and `pretrain` refuses it.
 #[test]
 fn train_pretrain_epochs_equals_pretrain_then_init() {
-    let dir = scratch("pretrain-epochs");
+    let dir = TempDir::new("pt-pretrain-epochs");
     synth(&dir);
     let train_store = dir.join("d/train.store");
     let valid_store = dir.join("d/validation.store");

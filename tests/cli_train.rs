@@ -2,6 +2,9 @@
 //! linear model fitted on the same rows), predict a submission that passes Numerai's rules, eval,
 //! info on a checkpoint, and the bad inputs of training and prediction.
 
+mod common;
+
+use common::TempDir;
 use eraengine::data::batch::preprocess_features;
 use eraengine::data::store::Store;
 use eraengine::metrics::numerai_corr;
@@ -11,13 +14,6 @@ use std::sync::OnceLock;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_eraengine"))
-}
-
-fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("eraengine-e2e-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -42,7 +38,7 @@ struct Trained {
 fn trained() -> &'static Trained {
     static T: OnceLock<Trained> = OnceLock::new();
     T.get_or_init(|| {
-        let dir = scratch("train");
+        let dir = TempDir::new("e2e-train");
         let ckpt = dir.join("model.safetensors");
         let o = run(bin()
             .env("ERAENGINE_CACHE", dir.join("cache"))
@@ -50,7 +46,11 @@ fn trained() -> &'static Trained {
             .arg(&ckpt));
         let log = text(&o);
         assert!(o.status.success(), "train failed:\n{log}");
-        Trained { dir, ckpt, log }
+        Trained {
+            dir: dir.until_exit(),
+            ckpt,
+            log,
+        }
     })
 }
 
@@ -180,7 +180,7 @@ fn training_on_builtin_data_learns_and_beats_a_linear_model() {
 #[test]
 fn predict_writes_a_valid_submission_and_eval_scores_it() {
     let t = trained();
-    let dir = scratch("predict");
+    let dir = TempDir::new("e2e-predict");
     let valid = find_store(&builtin_dir(), "builtin-validation");
     let out = dir.join("preds.csv");
     let o = run(bin()
@@ -278,7 +278,7 @@ fn info_describes_a_checkpoint() {
 #[test]
 fn fine_tuning_from_a_checkpoint_with_max_steps_and_grads_out() {
     let t = trained();
-    let dir = scratch("init");
+    let dir = TempDir::new("e2e-init");
     let out = dir.join("ft.safetensors");
     let grads = dir.join("grads.safetensors");
     let o = run(bin()
@@ -301,7 +301,7 @@ fn fine_tuning_from_a_checkpoint_with_max_steps_and_grads_out() {
 #[test]
 fn bad_inputs_are_clear_errors() {
     let t = trained();
-    let dir = scratch("bad");
+    let dir = TempDir::new("e2e-bad");
     // A store with a different feature set than the checkpoint.
     let o = run(bin()
         .args([
@@ -382,7 +382,7 @@ fn bad_inputs_are_clear_errors() {
 
 #[test]
 fn parquet_import_train_predict_and_walk_forward() {
-    let dir = scratch("pipeline");
+    let dir = TempDir::new("e2e-pipeline");
     let o = run(bin()
         .args([
             "synth",
@@ -530,7 +530,7 @@ fn parquet_import_train_predict_and_walk_forward() {
 #[test]
 fn a_killed_run_resumes_exactly_where_it_stopped() {
     let t = trained();
-    let dir = scratch("resume");
+    let dir = TempDir::new("e2e-resume");
     let small = [
         "--d-model",
         "16",
@@ -592,7 +592,7 @@ fn a_killed_run_resumes_exactly_where_it_stopped() {
 #[test]
 fn the_gpu_backend_on_the_emulator_trains_like_the_cpu() {
     let t = trained();
-    let dir = scratch("emu");
+    let dir = TempDir::new("e2e-emu");
     let flags = [
         "--max-steps",
         "2",

@@ -1,19 +1,15 @@
 //! Issue 12, item 1: outputs never overwrite inputs, `-` is standard output, symlinks and special
 //! files are written through (never replaced), stale temp files are removed, broken pipes are quiet.
 
+mod common;
+
+use common::TempDir;
 use eraengine::data::store::Store;
 use eraengine::io::{check_outputs, remove_stale_temps, temp_owner, write_atomic};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_eraengine");
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("eraengine-files-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// A small synthetic store and a predictions CSV for all of its rows.
 fn store_and_preds(dir: &Path) -> (PathBuf, PathBuf) {
@@ -74,7 +70,7 @@ fn eval(args: &[&std::ffi::OsStr]) -> std::process::Output {
 
 #[test]
 fn eval_refuses_an_output_that_is_an_input() {
-    let d = tmpdir("same");
+    let d = TempDir::new("files-same");
     let (store, preds) = store_and_preds(&d);
     let pbytes = std::fs::read(&preds).unwrap();
     let sbytes = std::fs::read(&store).unwrap();
@@ -126,7 +122,7 @@ fn eval_refuses_an_output_that_is_an_input() {
 
 #[test]
 fn eval_json_dash_and_dev_stdout_write_to_standard_output() {
-    let d = tmpdir("stdout");
+    let d = TempDir::new("files-stdout");
     let (store, preds) = store_and_preds(&d);
     for out in ["-", "/dev/stdout"] {
         let o = eval(&[
@@ -149,7 +145,7 @@ fn eval_json_dash_and_dev_stdout_write_to_standard_output() {
 
 #[test]
 fn write_atomic_writes_through_a_symlink_and_keeps_it() {
-    let d = tmpdir("symlink");
+    let d = TempDir::new("files-symlink");
     std::fs::create_dir_all(d.join("real")).unwrap();
     let target = d.join("real/out.json");
     std::fs::write(&target, "old").unwrap();
@@ -179,7 +175,7 @@ fn write_atomic_writes_through_a_symlink_and_keeps_it() {
 #[test]
 fn write_atomic_writes_into_a_fifo_and_a_device_without_replacing_them() {
     use std::os::unix::fs::FileTypeExt;
-    let d = tmpdir("fifo");
+    let d = TempDir::new("files-fifo");
     let fifo = d.join("pipe");
     assert!(Command::new("mkfifo")
         .arg(&fifo)
@@ -207,7 +203,7 @@ fn write_atomic_writes_into_a_fifo_and_a_device_without_replacing_them() {
 
 #[test]
 fn stale_temp_files_of_dead_processes_are_removed() {
-    let d = tmpdir("stale");
+    let d = TempDir::new("files-stale");
     let mut child = Command::new("true").spawn().unwrap();
     let dead = child.id();
     child.wait().unwrap();
@@ -243,7 +239,7 @@ fn stale_temp_files_of_dead_processes_are_removed() {
 
 #[test]
 fn check_outputs_ignores_stdout_and_devices() {
-    let d = tmpdir("check");
+    let d = TempDir::new("files-check");
     let a = d.join("a");
     std::fs::write(&a, "x").unwrap();
     check_outputs(&[("--out", Path::new("-"))], &[("--data", Path::new("-"))]).unwrap();
@@ -263,7 +259,7 @@ fn check_outputs_ignores_stdout_and_devices() {
 
 #[test]
 fn a_closed_pipe_ends_quietly() {
-    let d = tmpdir("pipe");
+    let d = TempDir::new("files-pipe");
     let (store, _) = store_and_preds(&d);
     for _ in 0..3 {
         let mut child = Command::new(BIN)

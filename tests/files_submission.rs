@@ -2,18 +2,13 @@
 //! reads back exactly what was written, and `validate_submission` checks a submission as
 //! numerai-tools' `validate_submission_numerai` does.
 
+mod common;
+
+use common::TempDir;
 use eraengine::metrics::{
     csv_field, era_predictions_csv, predictions_csv, read_predictions, validate_submission,
 };
 use proptest::prelude::*;
-use std::path::PathBuf;
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("eraengine-subm-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 #[test]
 fn ids_with_comma_quote_or_newline_are_quoted() {
@@ -34,7 +29,7 @@ fn ids_with_comma_quote_or_newline_are_quoted() {
 
 #[test]
 fn a_quoted_newline_keeps_line_numbers_right_in_errors() {
-    let d = tmpdir("lines");
+    let d = TempDir::new("subm-lines");
     let p = d.join("p.csv");
     std::fs::write(&p, "id,prediction\n\"a\nb\",0.5\nc,oops\n").unwrap();
     let e = read_predictions(&p).unwrap_err().to_string();
@@ -71,7 +66,7 @@ proptest! {
                 (id.clone(), ((k >> 11) as f64 + 0.5) / (1u64 << 53) as f64)
             })
             .collect();
-        let d = tmpdir("prop");
+        let d = TempDir::new("subm-prop");
         let p = d.join("p.csv");
         std::fs::write(&p, predictions_csv(rows.iter().map(|(i, v)| (i.as_str(), *v)))).unwrap();
         let back = read_predictions(&p).unwrap();

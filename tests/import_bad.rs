@@ -1,22 +1,11 @@
 //! SPEC §6 for import: every bad input fails with a message naming the file and the row/column or
 //! section, a non-zero exit and no panic, and leaves nothing behind (no store, no temp file).
 
+mod common;
+
+use common::TempDir;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-static N: AtomicUsize = AtomicUsize::new(0);
-
-fn tmpdir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "eraengine-impbad-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn fixture(name: &str) -> PathBuf {
     let dir = match std::env::var_os("ERAENGINE_FIXTURES") {
@@ -40,7 +29,7 @@ fn entries(d: &Path) -> Vec<String> {
 /// Run `eraengine import INPUT --out DIR/out.store EXTRA...`; it must fail with every `want`
 /// substring in its message, exit with a non-zero code and no panic, and leave only `input` files.
 fn fails(input: &Path, extra: &[&str], want: &[&str]) {
-    let d = tmpdir();
+    let d = TempDir::new("impbad");
     let out = d.join("out.store");
     let before = entries(&d);
     let o = Command::new(env!("CARGO_BIN_EXE_eraengine"))
@@ -72,8 +61,8 @@ fn fails(input: &Path, extra: &[&str], want: &[&str]) {
 }
 
 /// A CSV input in its own directory (kept outside the output directory).
-fn csv(text: &str) -> (PathBuf, PathBuf) {
-    let d = tmpdir();
+fn csv(text: &str) -> (PathBuf, TempDir) {
+    let d = TempDir::new("impbad");
     let p = d.join("in.csv");
     std::fs::write(&p, text).unwrap();
     (p, d)
@@ -272,7 +261,7 @@ fn parquet_duplicate_ids_split_eras_missing_columns() {
 #[cfg(feature = "parquet")]
 #[test]
 fn truncated_and_garbage_parquet() {
-    let d = tmpdir();
+    let d = TempDir::new("impbad");
     let good = std::fs::read(fixture("numerai_v5.parquet")).unwrap();
     let cut = d.join("cut.parquet");
     std::fs::write(&cut, &good[..good.len() / 2]).unwrap();
@@ -291,7 +280,7 @@ fn truncated_and_garbage_parquet() {
 
 #[test]
 fn corrupt_store_is_refused_by_info_and_verify() {
-    let d = tmpdir();
+    let d = TempDir::new("impbad");
     let p = d.join("x.store");
     let mut b = b"ERASTORE".to_vec();
     b.extend_from_slice(&[0u8; 40]);

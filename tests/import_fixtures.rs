@@ -3,13 +3,13 @@
 //!
 //! The fixtures are checked in; `ERAENGINE_FIXTURES=DIR` points the tests at freshly generated ones.
 
+mod common;
+
+use common::TempDir;
 use eraengine::data::store::{Store, MISSING};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-static N: AtomicUsize = AtomicUsize::new(0);
 
 fn fixtures() -> PathBuf {
     match std::env::var_os("ERAENGINE_FIXTURES") {
@@ -26,17 +26,6 @@ fn fixture(name: &str) -> PathBuf {
         p.display()
     );
     p
-}
-
-fn tmpdir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "eraengine-impfx-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn eraengine(args: &[&str]) -> (bool, String) {
@@ -141,7 +130,7 @@ const ALL: [&str; 6] = [
 #[cfg(feature = "parquet")]
 #[test]
 fn pyarrow_parquet_imports_every_value() {
-    let d = tmpdir();
+    let d = TempDir::new("impfx");
     let out = d.join("a.store");
     let (ok, msg) = eraengine(&[
         "import",
@@ -178,7 +167,7 @@ fn pyarrow_parquet_imports_every_value() {
 #[cfg(feature = "parquet")]
 #[test]
 fn pandas_csv_imports_to_the_same_store_bytes() {
-    let d = tmpdir();
+    let d = TempDir::new("impfx");
     let (a, b) = (d.join("a.store"), d.join("b.store"));
     for (input, out) in [("numerai_v5.parquet", &a), ("numerai_v5.csv", &b)] {
         let (ok, msg) = eraengine(&[
@@ -199,7 +188,7 @@ fn pandas_csv_imports_to_the_same_store_bytes() {
 #[cfg(feature = "parquet")]
 #[test]
 fn legacy_float_features_map_to_round_4v_and_nan_to_missing() {
-    let d = tmpdir();
+    let d = TempDir::new("impfx");
     let out = d.join("l.store");
     let (ok, msg) = eraengine(&[
         "import",
@@ -217,7 +206,7 @@ fn legacy_float_features_map_to_round_4v_and_nan_to_missing() {
 #[cfg(feature = "parquet")]
 #[test]
 fn train_and_live_concatenate_with_a_feature_set() {
-    let d = tmpdir();
+    let d = TempDir::new("impfx");
     let out = d.join("tl.store");
     let (ok, msg) = eraengine(&[
         "import",
@@ -251,7 +240,7 @@ fn train_and_live_concatenate_with_a_feature_set() {
 
 #[test]
 fn data_type_keeps_only_matching_rows() {
-    let d = tmpdir();
+    let d = TempDir::new("impfx");
     let out = d.join("v.store");
     let (ok, msg) = eraengine(&[
         "import",
@@ -286,7 +275,7 @@ fn data_type_keeps_only_matching_rows() {
 #[cfg(feature = "parquet")]
 #[test]
 fn verify_flag_checks_a_store_and_catches_damage() {
-    let d = tmpdir();
+    let d = TempDir::new("impfx");
     let out = d.join("s.store");
     let (ok, msg) = eraengine(&[
         "import",
@@ -315,7 +304,7 @@ fn verify_flag_checks_a_store_and_catches_damage() {
 #[cfg(feature = "parquet")]
 #[test]
 fn info_json_has_the_spec_keys() {
-    let d = tmpdir();
+    let d = TempDir::new("impfx");
     let out = d.join("i.store");
     let (ok, msg) = eraengine(&[
         "import",

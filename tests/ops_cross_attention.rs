@@ -8,8 +8,10 @@
 
 #[macro_use]
 mod gpu_common;
+mod common;
 mod oracle;
 
+use common::TempDir;
 use eraengine::checkpoint::{from_bytes, to_bytes, Checkpoint};
 use eraengine::device::{Backend, Cpu};
 use eraengine::gpu::Order;
@@ -712,8 +714,7 @@ fn induced_checkpoint_round_trips_its_config_and_tensors() {
         mean.abs() < 0.15 && (0.2..0.5).contains(&sd),
         "mean {mean}, sd {sd}"
     );
-    let dir = std::env::temp_dir().join(format!("eraengine-induced-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("induced");
     let path = dir.join("induced.safetensors");
     ck.save(&path).unwrap();
     let back = Checkpoint::load(&path).unwrap();
@@ -742,8 +743,7 @@ fn an_old_checkpoint_without_the_new_keys_still_loads() {
     json.as_object_mut().unwrap().remove("inducing");
     meta.insert("config".into(), json.to_string().into());
     meta.remove("data_checksum");
-    let dir = std::env::temp_dir().join(format!("eraengine-induced-old-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("induced-old");
     let path = dir.join("old.safetensors");
     std::fs::write(&path, to_bytes(&ck.tensors, &meta)).unwrap();
     let back = Checkpoint::load(&path).unwrap();

@@ -7,8 +7,10 @@
 
 #[macro_use]
 mod gpu_common;
+mod common;
 mod oracle;
 
+use common::TempDir;
 use eraengine::checkpoint::Checkpoint;
 use eraengine::device::{Backend, Cpu};
 use eraengine::model::{
@@ -771,8 +773,7 @@ fn parameter_names_follow_the_options() {
 
 #[test]
 fn checkpoints_round_trip_with_each_option() {
-    let dir = std::env::temp_dir().join(format!("eraengine-grnvsn-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("grnvsn");
     for (i, (what, cfg)) in configs().into_iter().enumerate() {
         let mut tensors = init_params(&cfg, 4);
         for (name, shape) in buffer_specs(&cfg) {

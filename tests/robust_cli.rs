@@ -3,6 +3,9 @@
 //! errors, `predict --neutralize` neutralizes as numerai-tools does, live submissions are checked,
 //! progress goes to stderr (one line per stage when it is not a terminal, nothing under --quiet).
 
+mod common;
+
+use common::TempDir;
 use eraengine::checkpoint::Checkpoint;
 use eraengine::data::batch::imputed_features;
 use eraengine::data::store::Store;
@@ -10,13 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_eraengine");
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("eraengine-robust-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn run(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().unwrap()
@@ -31,8 +27,8 @@ fn stderr(o: &Output) -> String {
 }
 
 /// Synthetic stores (train, validation, live) and a model trained for one epoch.
-fn setup(tag: &str) -> (PathBuf, PathBuf) {
-    let d = tmpdir(tag);
+fn setup(tag: &str) -> (TempDir, PathBuf) {
+    let d = TempDir::new(&format!("robust-{tag}"));
     let o = run(&[
         "synth",
         "--kind",
@@ -612,7 +608,7 @@ fn live_stores_are_checked_as_submissions() {
 
 #[test]
 fn import_removes_stale_temps_and_reports_progress_by_stage() {
-    let d = tmpdir("import");
+    let d = TempDir::new("robust-import");
     let csv = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/numerai_v5.csv");
     let out = d.join("v5.store");
     // what a kill -9 during an earlier import left behind (pid far above pid_max: not running)

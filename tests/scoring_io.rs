@@ -1,17 +1,12 @@
 //! Reading predictions / meta model, JSON and table output, SVG charts, atomic writes.
 
+mod common;
+
+use common::TempDir;
 use eraengine::metrics::{
     corr_chart, evaluate, line_chart, read_meta_model, read_predictions, write_atomic, EraInput,
 };
 use std::path::{Path, PathBuf};
-
-/// A fresh directory under the system temp dir for one test.
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("eraengine-scoring-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
@@ -21,7 +16,7 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 #[test]
 fn reads_predictions_with_extra_columns_quotes_crlf_and_bom() {
-    let d = tmpdir("good");
+    let d = TempDir::new("scoring-good");
     let p = write(
         &d,
         "p.csv",
@@ -40,7 +35,7 @@ fn reads_predictions_with_extra_columns_quotes_crlf_and_bom() {
 
 #[test]
 fn bad_prediction_files_name_the_file_and_line() {
-    let d = tmpdir("bad");
+    let d = TempDir::new("scoring-bad");
     let cases: &[(&str, &str, &str)] = &[
         ("empty.csv", "", "line 1"),
         ("noheader.csv", "n1,0.5\nn2,0.6\n", "line 1"),
@@ -88,7 +83,7 @@ fn bad_prediction_files_name_the_file_and_line() {
 
 #[test]
 fn meta_model_csv_errors_and_missing_values() {
-    let d = tmpdir("meta");
+    let d = TempDir::new("scoring-meta");
     let p = write(
         &d,
         "m.csv",
@@ -308,7 +303,7 @@ fn line_chart_is_valid_svg_and_breaks_lines_at_nan() {
 
 #[test]
 fn write_atomic_replaces_the_file_and_leaves_no_temp() {
-    let d = tmpdir("atomic");
+    let d = TempDir::new("scoring-atomic");
     let p = d.join("out.json");
     write_atomic(&p, b"first").unwrap();
     write_atomic(&p, b"second").unwrap();

@@ -1,22 +1,16 @@
 //! SPEC §3 preprocessing of an era: lower-median imputation, all-missing → 2, x = (X − 2)/2.
 
+mod common;
+
+use common::TempDir;
 use eraengine::data::batch::{feature_medians, targets_and_mask};
 use eraengine::data::store::{Store, StoreWriter, MISSING};
 use eraengine::data::{imputed_features, preprocess_features};
 use proptest::prelude::*;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-static N: AtomicUsize = AtomicUsize::new(0);
 
 /// Write a one-era store with `features` [rows, F] and open it.
-fn one_era(f: usize, features: &[i8]) -> (Store, PathBuf) {
-    let d = std::env::temp_dir().join(format!(
-        "eraengine-pre-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&d).unwrap();
+fn one_era(f: usize, features: &[i8]) -> (Store, TempDir) {
+    let d = TempDir::new("pre");
     let p = d.join("e.store");
     let n = features.len() / f;
     let fnames: Vec<String> = (0..f).map(|i| format!("feature_{i}")).collect();
@@ -42,7 +36,7 @@ fn lower_median_examples() {
         M, M, 0, M, 3, //
         4, M, 0, M, 1, //
     ];
-    let (s, d) = one_era(5, &rows);
+    let (s, _d) = one_era(5, &rows);
     let era = s.era(0);
     assert_eq!(feature_medians(&era), vec![3, 0, 0, 2, 2]);
     let mut imp = Vec::new();
@@ -61,16 +55,14 @@ fn lower_median_examples() {
     targets_and_mask(&era, &mut y, &mut m);
     assert_eq!(y, vec![0.5, 0.0, 0.5, 0.0]);
     assert_eq!(m, vec![1.0, 0.0, 1.0, 0.0]);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn all_missing_column_becomes_two_and_scales_to_zero() {
-    let (s, d) = one_era(2, &[M, 4, M, 0, M, 1]);
+    let (s, _d) = one_era(2, &[M, 4, M, 0, M, 1]);
     let mut x = Vec::new();
     preprocess_features(&s.era(0), &mut x);
     assert_eq!(x, vec![0.0, 1.0, 0.0, -1.0, 0.0, -0.5]);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 proptest! {
@@ -79,7 +71,7 @@ proptest! {
     /// The imputed value is the sorted present values' element (c − 1)/2, computed here by sorting.
     #[test]
     fn imputation_matches_sorting(col in prop::collection::vec(-1i8..5, 1..40)) {
-        let (s, d) = one_era(1, &col);
+        let (s, _d) = one_era(1, &col);
         let mut present: Vec<i8> = col.iter().copied().filter(|&v| v != M).collect();
         present.sort();
         let med = if present.is_empty() { 2 } else { present[(present.len() - 1) / 2] };
@@ -91,6 +83,5 @@ proptest! {
         let mut x = Vec::new();
         preprocess_features(&s.era(0), &mut x);
         prop_assert!(x.iter().all(|v| (-1.0..=1.0).contains(v)));
-        std::fs::remove_dir_all(d).unwrap();
     }
 }

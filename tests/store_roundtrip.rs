@@ -1,25 +1,13 @@
 //! Era store: write → reopen → read back equal (proptest), CSV → store, and every kind of damaged
 //! store is refused with an error naming the section (never a panic).
 
+mod common;
+
+use common::TempDir;
 use eraengine::data::import::{import, ImportOptions};
 use eraengine::data::store::{Store, StoreWriter, MISSING};
 use proptest::prelude::*;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-static N: AtomicUsize = AtomicUsize::new(0);
-
-/// A fresh empty directory under the system temp dir.
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "eraengine-store-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn dir_entries(d: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(d)
@@ -118,7 +106,7 @@ proptest! {
     #[test]
     fn written_eras_read_back_equal((f, t, eras) in (0usize..5, 1usize..4)
         .prop_flat_map(|(f, t)| (Just(f), Just(t), eras_strategy(f, t)))) {
-        let d = tmpdir("rt");
+        let d = TempDir::new("store-rt");
         let path = d.join("x.store");
         write(&path, f, t, &eras);
         let s = Store::open(&path).unwrap();
@@ -136,7 +124,7 @@ proptest! {
     #[test]
     fn csv_imports_to_the_same_values(eras in eras_strategy(3, 2)) {
         prop_assume!(eras.iter().any(|e| !e.ids.is_empty()));
-        let d = tmpdir("csv");
+        let d = TempDir::new("store-csv");
         let csv = d.join("in.csv");
         let mut text = String::from("id,era,feature_0,feature_1,feature_2,target_0,target_1\n");
         for e in &eras {
@@ -231,7 +219,7 @@ proptest! {
 
     #[test]
     fn flipped_bytes_are_caught_without_panic(flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..4)) {
-        let d = tmpdir("flip");
+        let d = TempDir::new("store-flip");
         let (_, good) = sample_store(&d);
         let mut b = good.clone();
         for (i, x) in &flips {
@@ -249,7 +237,7 @@ proptest! {
 
     #[test]
     fn truncated_stores_are_refused(cut in any::<prop::sample::Index>()) {
-        let d = tmpdir("cut");
+        let d = TempDir::new("store-cut");
         let (_, good) = sample_store(&d);
         let k = cut.index(good.len());
         prop_assert!(open_damaged(&d, &good[..k], &good).is_err());
@@ -259,7 +247,7 @@ proptest! {
 
 #[test]
 fn every_header_field_is_checked() {
-    let d = tmpdir("hdr");
+    let d = TempDir::new("store-hdr");
     let (_, good) = sample_store(&d);
     let p = d.join("bad.store");
     let check = |b: &[u8], want: &str| {
@@ -291,7 +279,7 @@ fn every_header_field_is_checked() {
 
 #[test]
 fn open_does_not_read_data_and_verify_does() {
-    let d = tmpdir("lazy");
+    let d = TempDir::new("store-lazy");
     let (p, good) = sample_store(&d);
     // damage a feature byte: open succeeds (data not read), verify names the data checksum
     let feat_off = {
@@ -312,7 +300,7 @@ fn open_does_not_read_data_and_verify_does() {
 
 #[test]
 fn writer_refuses_bad_eras_and_leaves_nothing() {
-    let d = tmpdir("wbad");
+    let d = TempDir::new("store-wbad");
     let out = d.join("o.store");
     let fnames = names("feature_", 2);
     let tnames = names("target_", 1);

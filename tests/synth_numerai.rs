@@ -2,25 +2,13 @@
 //! by redrawing the target noise), its difficulty is in Numerai's range across seeds, it is
 //! deterministic by seed, and its auxiliary targets have NaNs.
 
+mod common;
+
+use common::TempDir;
 use eraengine::data::store::Store;
 use eraengine::data::synth::numerai::{self, World};
 use eraengine::data::synth::reference::{bayes_corr, ridge_baseline};
 use eraengine::data::synth::{write_dataset, Kind, SynthConfig};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-static N: AtomicUsize = AtomicUsize::new(0);
-
-fn tmpdir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "eraengine-synthn-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn small(seed: u64) -> SynthConfig {
     SynthConfig {
@@ -107,7 +95,7 @@ fn difficulty_is_numerai_like_across_seeds() {
     let mut bayes_all = Vec::new();
     let mut ridge_all = Vec::new();
     for seed in 1..=4 {
-        let d = tmpdir();
+        let d = TempDir::new("synthn");
         let files = write_dataset(&d, &small(seed), false).unwrap();
         let train = Store::open(&files.train).unwrap();
         let valid = Store::open(&files.validation).unwrap();
@@ -143,7 +131,11 @@ fn difficulty_is_numerai_like_across_seeds() {
 
 #[test]
 fn same_seed_same_bytes_other_seed_other_data() {
-    let (a, b, c) = (tmpdir(), tmpdir(), tmpdir());
+    let (a, b, c) = (
+        TempDir::new("synthn"),
+        TempDir::new("synthn"),
+        TempDir::new("synthn"),
+    );
     let cfg = SynthConfig {
         eras: 12,
         rows: 100,
@@ -181,7 +173,7 @@ fn same_seed_same_bytes_other_seed_other_data() {
 
 #[test]
 fn shape_targets_and_aux_nans() {
-    let d = tmpdir();
+    let d = TempDir::new("synthn");
     let cfg = SynthConfig {
         eras: 20,
         rows: 400,

@@ -1,24 +1,13 @@
 //! Synthetic data: deterministic, Numerai-shaped, and its signal needs the era: a model that knows
 //! the era's regime beats a per-row linear model by a wide margin.
 
+mod common;
+
+use common::TempDir;
 use eraengine::data::batch::preprocess_features;
 use eraengine::data::store::{Store, MISSING};
 use eraengine::data::synth::{self, builtin, write_dataset, SynthConfig, REGIME_FEATURES};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-static N: AtomicUsize = AtomicUsize::new(0);
-
-fn tmpdir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "eraengine-synth-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use std::path::Path;
 
 fn small(seed: u64) -> SynthConfig {
     SynthConfig {
@@ -33,7 +22,11 @@ fn small(seed: u64) -> SynthConfig {
 
 #[test]
 fn same_seed_same_bytes_other_seed_other_data() {
-    let (a, b, c) = (tmpdir(), tmpdir(), tmpdir());
+    let (a, b, c) = (
+        TempDir::new("synth"),
+        TempDir::new("synth"),
+        TempDir::new("synth"),
+    );
     write_dataset(&a, &small(5), false).unwrap();
     write_dataset(&b, &small(5), false).unwrap();
     write_dataset(&c, &small(6), false).unwrap();
@@ -60,7 +53,7 @@ fn same_seed_same_bytes_other_seed_other_data() {
 
 #[test]
 fn dataset_has_the_numerai_shape() {
-    let d = tmpdir();
+    let d = TempDir::new("synth");
     let cfg = small(1);
     let files = write_dataset(&d, &cfg, false).unwrap();
     let train = Store::open(&files.train).unwrap();
@@ -224,7 +217,7 @@ fn mean_era_corr(train: &Store, valid: &Store, with_era: bool) -> f64 {
 
 #[test]
 fn knowing_the_era_beats_a_per_row_linear_model() {
-    let d = tmpdir();
+    let d = TempDir::new("synth");
     let files = write_dataset(&d, &small(11), false).unwrap();
     let train = Store::open(&files.train).unwrap();
     let valid = Store::open(&files.validation).unwrap();
@@ -266,7 +259,7 @@ fn regime_is_visible_in_the_era_feature_means() {
 #[test]
 fn synth_parquet_imports_back_to_the_same_store() {
     use std::process::Command;
-    let d = tmpdir();
+    let d = TempDir::new("synth");
     let o = Command::new(env!("CARGO_BIN_EXE_eraengine"))
         .args([
             "synth",
@@ -311,7 +304,7 @@ fn synth_parquet_imports_back_to_the_same_store() {
 
 #[test]
 fn builtin_dataset_is_written_once_and_reused() {
-    let d = tmpdir();
+    let d = TempDir::new("synth");
     let (t, v) = builtin(&d, 0).unwrap();
     let (st, sv) = (Store::open(&t).unwrap(), Store::open(&v).unwrap());
     assert_eq!((st.n_eras(), st.n_features()), (120, 64));

@@ -1,18 +1,14 @@
 //! `train`/`predict` flags through the binary: help lines with defaults, negative numbers, --init and
 //! --resume refusing changed settings by name, the resumed summary, ensembles.
 
+mod common;
+
+use common::TempDir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_eraengine"))
-}
-
-fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("eraengine-flags-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn text(o: &Output) -> String {
@@ -140,7 +136,7 @@ fn negative_numbers_parse_and_get_range_errors() {
 
 #[test]
 fn init_and_resume_refuse_changed_settings_naming_the_flag() {
-    let dir = scratch("resume");
+    let dir = TempDir::new("flags-resume");
     let (t, v) = data(&dir);
     let out = dir.join("m.safetensors");
     let o = train(
@@ -223,7 +219,7 @@ fn init_and_resume_refuse_changed_settings_naming_the_flag() {
 
 #[test]
 fn an_ensemble_trains_per_seed_and_predicts_the_rank_average() {
-    let dir = scratch("ens");
+    let dir = TempDir::new("flags-ens");
     let (t, v) = data(&dir);
     let ens = dir.join("ens");
     let o = train(

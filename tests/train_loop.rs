@@ -1,6 +1,9 @@
 //! The training loop's knobs against hand-computed values and against the plain one-era-a-step loop:
 //! learning-rate schedule, EMA, eras-per-step, feature noise, nothing-to-learn errors, ensembles.
 
+mod common;
+
+use common::TempDir;
 use eraengine::checkpoint::Checkpoint;
 use eraengine::data::store::Store;
 use eraengine::data::synth::{write_dataset, SynthConfig};
@@ -15,10 +18,10 @@ use eraengine::train::noise::{self, Noise};
 use eraengine::train::{build, train, train_step, Event, Schedule, TrainOptions, Trained};
 use std::path::PathBuf;
 
-fn dataset(tag: &str, valid_eras: usize, nan_valid: usize) -> (PathBuf, PathBuf, PathBuf) {
-    let dir =
-        std::env::temp_dir().join(format!("eraengine-trainloop-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+/// A tiny synthetic dataset in a fresh temp dir: (dir, train, validation, live); keep `dir` alive
+/// while the stores are used.
+fn dataset(tag: &str, valid_eras: usize, nan_valid: usize) -> (TempDir, PathBuf, PathBuf, PathBuf) {
+    let dir = TempDir::new(&format!("trainloop-{tag}"));
     let cfg = SynthConfig {
         eras: 8,
         valid_eras,
@@ -29,7 +32,7 @@ fn dataset(tag: &str, valid_eras: usize, nan_valid: usize) -> (PathBuf, PathBuf,
         ..SynthConfig::default()
     };
     let f = write_dataset(&dir, &cfg, false).unwrap();
-    (f.train, f.validation, f.live)
+    (dir, f.train, f.validation, f.live)
 }
 
 fn tiny(store: &Store) -> Config {
@@ -149,7 +152,7 @@ fn plain_loop(
 
 #[test]
 fn one_era_per_step_is_the_plain_loop_bit_for_bit_and_two_differ() {
-    let (t, _, _) = dataset("k1", 2, 0);
+    let (_dir, t, _, _) = dataset("k1", 2, 0);
     let store = Store::open(&t).unwrap();
     let cfg = tiny(&store);
     let o = opts(2);
@@ -171,7 +174,7 @@ fn one_era_per_step_is_the_plain_loop_bit_for_bit_and_two_differ() {
 
 #[test]
 fn max_steps_counts_optimizer_steps_with_accumulation() {
-    let (t, _, _) = dataset("ms", 2, 0);
+    let (_dir, t, _, _) = dataset("ms", 2, 0);
     let store = Store::open(&t).unwrap();
     let o = TrainOptions {
         eras_per_step: 3,
@@ -185,7 +188,7 @@ fn max_steps_counts_optimizer_steps_with_accumulation() {
 
 #[test]
 fn ema_weights_are_what_is_saved_and_validated() {
-    let (t, v, _) = dataset("ema", 3, 0);
+    let (_dir, t, v, _) = dataset("ema", 3, 0);
     let (store, valid) = (Store::open(&t).unwrap(), Store::open(&v).unwrap());
     let o = TrainOptions {
         ema: 0.5,
@@ -250,7 +253,7 @@ fn feature_noise_is_deterministic_per_seed_epoch_era_and_has_its_rate() {
     assert_ne!(fates(2, 5), fates(2, 6), "the era does not change the draw");
     assert!((0..64).all(|j| noise::draw(7, 2, 5, j, 0.0) == Noise::Keep));
 
-    let (t, _, _) = dataset("noise", 2, 0);
+    let (_dir, t, _, _) = dataset("noise", 2, 0);
     let store = Store::open(&t).unwrap();
     let map = ColumnMap::identity(&store);
     let clean = EraBatch::load(&store, 1, &map).unwrap();
@@ -273,7 +276,7 @@ fn feature_noise_is_deterministic_per_seed_epoch_era_and_has_its_rate() {
 
 #[test]
 fn feature_noise_changes_training_but_never_validation() {
-    let (t, v, _) = dataset("noisev", 3, 0);
+    let (_dir, t, v, _) = dataset("noisev", 3, 0);
     let (store, valid) = (Store::open(&t).unwrap(), Store::open(&v).unwrap());
     let o = TrainOptions {
         feature_noise: 1.0,
@@ -303,7 +306,7 @@ fn feature_noise_changes_training_but_never_validation() {
 
 #[test]
 fn nothing_to_learn_is_an_error_and_a_store_without_targets_is_no_validation() {
-    let (t, v, live) = dataset("empty", 2, 2);
+    let (_dir, t, v, live) = dataset("empty", 2, 2);
     let (store, valid, live) = (
         Store::open(&t).unwrap(),
         Store::open(&v).unwrap(),
@@ -352,7 +355,7 @@ fn an_ensemble_of_identical_members_is_that_member_and_order_does_not_matter() {
 
 #[test]
 fn init_must_match_the_store() {
-    let (t, _, _) = dataset("init", 2, 0);
+    let (_dir, t, _, _) = dataset("init", 2, 0);
     let store = Store::open(&t).unwrap();
     let cfg = tiny(&store);
     let r = train(&Cpu, cfg.clone(), None, &store, None, &opts(1), &mut |_| {}).unwrap();
@@ -366,7 +369,7 @@ fn init_must_match_the_store() {
 
 #[test]
 fn prefetch_yields_the_order_with_the_batches_a_direct_load_gives_and_can_stop_early() {
-    let (t, _, _) = dataset("prefetch", 2, 0);
+    let (_dir, t, _, _) = dataset("prefetch", 2, 0);
     let store = Store::open(&t).unwrap();
     let map = ColumnMap::identity(&store);
     let order = vec![3, 0, 5, 5, 1, 7];

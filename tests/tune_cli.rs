@@ -2,19 +2,15 @@
 //! with the same table as an uninterrupted one, best.json trains the best trial again through
 //! `train --config`, and bad space or config files are clear errors naming the file and key.
 
+mod common;
+
+use common::TempDir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_eraengine"))
-}
-
-fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("eraengine-tune-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn text(o: &Output) -> String {
@@ -29,7 +25,7 @@ fn text(o: &Output) -> String {
 fn data() -> &'static PathBuf {
     static D: OnceLock<PathBuf> = OnceLock::new();
     D.get_or_init(|| {
-        let d = scratch("data");
+        let d = TempDir::new("tune-data");
         let o = bin()
             .args([
                 "synth",
@@ -45,7 +41,7 @@ fn data() -> &'static PathBuf {
             .output()
             .unwrap();
         assert!(o.status.success(), "synth failed: {}", text(&o));
-        d
+        d.until_exit()
     })
 }
 
@@ -79,11 +75,11 @@ fn table_json(dir: &Path) -> serde_json::Value {
 
 #[test]
 fn resumed_search_gives_the_same_table_as_an_uninterrupted_one() {
-    let full = scratch("full");
+    let full = TempDir::new("tune-full");
     let o = tune(&full, &["--trials", "7"]);
     assert!(o.status.success(), "{}", text(&o));
     // "Killed" after 3 trials, and one finished result lost: rerun the full command twice over.
-    let cut = scratch("cut");
+    let cut = TempDir::new("tune-cut");
     let o = tune(&cut, &["--trials", "3"]);
     assert!(o.status.success(), "{}", text(&o));
     let lost = cut.join("trials").join("trial-0001-epochs-1.json");
@@ -132,7 +128,7 @@ fn resumed_search_gives_the_same_table_as_an_uninterrupted_one() {
 
 #[test]
 fn best_json_round_trips_through_train_config() {
-    let dir = scratch("best");
+    let dir = TempDir::new("tune-best");
     let o = tune(&dir, &["--trials", "4", "--quiet"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
@@ -178,7 +174,7 @@ fn best_json_round_trips_through_train_config() {
 
 #[test]
 fn command_line_flags_override_the_config_file() {
-    let dir = scratch("override");
+    let dir = TempDir::new("tune-override");
     let cfg = dir.join("c.json");
     std::fs::write(
         &cfg,
@@ -209,7 +205,7 @@ fn command_line_flags_override_the_config_file() {
 }
 
 fn train_with_config(body: &str) -> String {
-    let dir = scratch("badcfg");
+    let dir = TempDir::new("tune-badcfg");
     let cfg = dir.join("bad.json");
     std::fs::write(&cfg, body).unwrap();
     let d = data();
@@ -242,7 +238,7 @@ fn bad_config_files_name_the_file_and_key() {
 }
 
 fn tune_with_space(body: &str) -> String {
-    let dir = scratch("badspace");
+    let dir = TempDir::new("tune-badspace");
     let space = dir.join("space.json");
     std::fs::write(&space, body).unwrap();
     let o = tune(
@@ -274,7 +270,7 @@ fn bad_space_files_are_clear_errors() {
 
 #[test]
 fn another_seed_into_the_same_directory_is_refused() {
-    let dir = scratch("seed");
+    let dir = TempDir::new("tune-seed");
     let o = tune(&dir, &["--trials", "2", "--quiet"]);
     assert!(o.status.success(), "{}", text(&o));
     let d = data();

@@ -2,6 +2,9 @@
 //! every choice, and the default space parses back from its own JSON; successive halving's
 //! bookkeeping (promotion, the table's order, resume) with a stand-in trainer.
 
+mod common;
+
+use common::TempDir;
 use eraengine::cli::train::CONFIG_KEYS;
 use eraengine::train::tune::space::{trial_seed, Dist, Space};
 use eraengine::train::tune::{self, Outcome, Trial, TuneOptions};
@@ -77,8 +80,8 @@ fn fake(t: &Trial) -> eraengine::Result<Outcome> {
 
 #[test]
 fn successive_halving_promotes_the_best_and_resumes() {
-    let dir = std::env::temp_dir().join(format!("eraengine-tune-sh-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let tmp = TempDir::new("tune-sh");
+    let dir = tmp.join("tune");
     let s = space(json!({"lr": {"log_uniform": [1e-4, 1e-2]}}));
     let o = TuneOptions {
         trials: 10,
@@ -133,5 +136,4 @@ fn successive_halving_promotes_the_best_and_resumes() {
     // Another space into the same directory is refused.
     let other = space(json!({"lr": 0.001}));
     assert!(tune::tune(&dir, &other, &o, &json!({}), &mut fake, &mut |_| {}).is_err());
-    let _ = std::fs::remove_dir_all(&dir);
 }

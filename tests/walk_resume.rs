@@ -2,6 +2,9 @@
 //! file ends with bit-identical predictions (and CSV bytes) to an uninterrupted walk; rehearsal
 //! replays older eras deterministically and changes what the model learns.
 
+mod common;
+
+use common::TempDir;
 use eraengine::data::store::Store;
 use eraengine::data::synth::{write_dataset, SynthConfig};
 use eraengine::device::Cpu;
@@ -12,13 +15,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
-
-fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("eraengine-walk-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// 14 tiny training eras.
 fn store_path() -> &'static PathBuf {
@@ -32,7 +28,10 @@ fn store_path() -> &'static PathBuf {
             seed: 4,
             ..SynthConfig::easy()
         };
-        write_dataset(&scratch("data"), &cfg, false).unwrap().train
+        let dir = TempDir::new("walk-data");
+        let train = write_dataset(&dir, &cfg, false).unwrap().train;
+        dir.until_exit();
+        train
     })
 }
 
@@ -92,7 +91,7 @@ fn walk_opts(rehearsal: f32, state: Option<PathBuf>, resume: bool) -> WalkOption
 
 #[test]
 fn resumed_walk_predicts_bit_for_bit_what_an_uninterrupted_one_does() {
-    let dir = scratch("lib");
+    let dir = TempDir::new("walk-lib");
     let full = run(&walk_opts(0.5, None, false), None).unwrap();
     assert_eq!(full.eras.len(), 14 - 5);
     for kill in [1, 4, 9] {
@@ -130,7 +129,7 @@ fn rehearsal_is_deterministic_and_changes_training() {
 
 #[test]
 fn resume_refuses_a_state_of_other_settings() {
-    let dir = scratch("other");
+    let dir = TempDir::new("walk-other");
     let state = dir.join("p.csv.walk-state.safetensors");
     assert!(run(&walk_opts(0.5, Some(state.clone()), false), Some(3)).is_none());
     let store = Store::open(store_path()).unwrap();
@@ -144,7 +143,7 @@ fn resume_refuses_a_state_of_other_settings() {
 
 #[test]
 fn cli_resume_writes_the_same_predictions_csv() {
-    let dir = scratch("cli");
+    let dir = TempDir::new("walk-cli");
     let walk_cmd = |csv: &PathBuf, resume: bool| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_eraengine"));
         c.args(["train", "--walk-forward", "--data"])
