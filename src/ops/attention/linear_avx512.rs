@@ -234,3 +234,85 @@ pub(super) unsafe fn out_rows16(
     }
     true
 }
+
+/// `linear_cpu::sz_rows` for heads of width 16 on AVX-512: per block of rows, φ(K) of the block's
+/// real rows is computed once into `pk` (at least `ROW_BLOCK · d` long), then each head's S block
+/// stays in 16 registers while the block's rows stream through it (16 broadcast FMAs per row and
+/// head, no loads or stores of S). Sums run in the same row order as `sz_rows`, rounded once per
+/// multiply-add. Returns false, having done nothing, when a buffer is shorter than the shapes need.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn sz_rows16(
+    acc: &mut [f64],
+    blk: &mut [f32],
+    pk: &mut [f32],
+    k: &[f32],
+    v: &[f32],
+    mask: &[f32],
+    rows: std::ops::Range<usize>,
+    d: usize,
+    h: usize,
+) -> bool {
+    const DH: usize = 16;
+    let hs = h * DH * DH;
+    if d != h * DH
+        || blk.len() < hs + d
+        || acc.len() < hs + d
+        || pk.len() < ROW_BLOCK * d
+        || k.len() < rows.end * d
+        || v.len() < rows.end * d
+        || mask.len() < rows.end
+    {
+        return false;
+    }
+    let mut real = [0usize; ROW_BLOCK];
+    let mut j0 = rows.start;
+    while j0 < rows.end {
+        let j1 = (j0 + ROW_BLOCK).min(rows.end);
+        // φ(K) of the block's real rows, and z
+        let mut nr = 0;
+        {
+            let (_, zblk) = blk.split_at_mut(hs);
+            for j in j0..j1 {
+                let mj = mask[j];
+                if mj == 0.0 {
+                    continue;
+                }
+                let prow = &mut pk[nr * d..][..d];
+                for ((p, zb), &kv) in prow.iter_mut().zip(zblk.iter_mut()).zip(&k[j * d..][..d]) {
+                    *p = mj * elu1(kv);
+                    *zb += *p;
+                }
+                real[nr] = j;
+                nr += 1;
+            }
+        }
+        for hd in 0..h {
+            let o = hd * DH;
+            // SAFETY (every pointer below): hd·256 + 256 ≤ hs ≤ blk.len(); o + 16 ≤ d, so the
+            // rows of v (j < rows.end) and of pk (r < nr ≤ ROW_BLOCK) are in bounds (checked
+            // above).
+            let sh = blk.as_mut_ptr().add(hd * DH * DH);
+            let mut sreg = [_mm512_setzero_ps(); DH];
+            for (a, sr) in sreg.iter_mut().enumerate() {
+                *sr = _mm512_loadu_ps(sh.add(a * DH));
+            }
+            for (r, &j) in real[..nr].iter().enumerate() {
+                let vv = _mm512_loadu_ps(v.as_ptr().add(j * d + o));
+                let pr = pk.as_ptr().add(r * d + o);
+                for (a, sr) in sreg.iter_mut().enumerate() {
+                    *sr = _mm512_fmadd_ps(_mm512_set1_ps(*pr.add(a)), vv, *sr);
+                }
+            }
+            for (a, sr) in sreg.iter().enumerate() {
+                _mm512_storeu_ps(sh.add(a * DH), *sr);
+            }
+        }
+        flush(acc, blk);
+        j0 = j1;
+    }
+    true
+}

@@ -124,6 +124,27 @@ pub fn linear_attention_fwd_on(
     let parts = par::run(par::ranges(n, ch), |rows| {
         let mut acc = vec![0f64; hs + d];
         let mut blk = vec![0f32; hs + d];
+        #[cfg(target_arch = "x86_64")]
+        if simd == Simd::Avx512 && dh == 16 {
+            let mut pk = vec![0f32; ROW_BLOCK * d];
+            // SAFETY: `pick` returned the AVX-512 path, so this CPU has AVX-512F.
+            let done = unsafe {
+                super::linear_avx512::sz_rows16(
+                    &mut acc,
+                    &mut blk,
+                    &mut pk,
+                    k,
+                    v,
+                    mask,
+                    rows.clone(),
+                    d,
+                    h,
+                )
+            };
+            if done {
+                return acc;
+            }
+        }
         let mut pk = vec![0f32; d];
         sz_rows_on(simd, &mut acc, &mut blk, &mut pk, k, v, mask, rows, d, h);
         acc
