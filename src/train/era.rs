@@ -107,8 +107,12 @@ impl EraBatch {
                 }
             }
         }
+        let name = era.name.to_string();
+        // the era is in f32 now: its mapped bytes need not stay resident (a 2 GB store would
+        // otherwise end the epoch 2 GB resident)
+        store.release_era(i);
         Ok(EraBatch {
-            name: era.name.to_string(),
+            name,
             n,
             f: map.features.as_ref().map_or(fs, |v| v.len()),
             t,

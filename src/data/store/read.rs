@@ -535,6 +535,51 @@ impl Store {
         }
     }
 
+    /// Hands era `i`'s feature and target pages back to the OS: once an era has been converted
+    /// to f32, its bytes are not needed until the next epoch, and the mapped pages would otherwise
+    /// stay in this process's resident memory until the whole store is (a 2 GB store, 2 GB of
+    /// RSS). The page cache keeps them, so reading the era again costs no disk read while memory
+    /// is plentiful. Does nothing for an `i` out of range.
+    pub fn release_era(&self, i: usize) {
+        let Some(e) = self.eras.get(i) else {
+            return;
+        };
+        let (f, t) = (self.n_features, self.n_targets);
+        let (a, b) = (e.first_row, e.first_row + e.n_rows);
+        self.release(self.features.0 + a * f, self.features.0 + b * f);
+        self.release(self.targets.0 + 4 * a * t, self.targets.0 + 4 * b * t);
+    }
+
+    /// madvise(DONTNEED) over the whole pages inside bytes [start, end) of the map (a page the
+    /// range only partly covers is kept). Advice only: a failure changes nothing and is ignored.
+    fn release(&self, start: usize, end: usize) {
+        #[cfg(unix)]
+        {
+            const PAGE: usize = 4096;
+            let base = self.mmap.as_ptr() as usize;
+            let first = (base + start).next_multiple_of(PAGE) - base;
+            let last = (base + end.min(self.mmap.len())) / PAGE * PAGE - base;
+            if first < last {
+                // SAFETY: the map is a read-only, shared mapping of the store file (`Mmap::map`),
+                // and the store must not be modified while open (see `open`). For such a mapping
+                // MADV_DONTNEED only drops this process's page-table entries: the next access
+                // reads the same bytes back from the page cache or the file, so every slice
+                // borrowed from the map keeps seeing the same contents. [first, last) lies in the
+                // map (end is clamped to its length); where the system page is larger than PAGE,
+                // memmap2 widens the range to whole pages, which is harmless for the same reason.
+                let _ = unsafe {
+                    self.mmap.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        first,
+                        last - first,
+                    )
+                };
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (start, end);
+    }
+
     /// All eras in order.
     pub fn eras(&self) -> impl Iterator<Item = EraView<'_>> + '_ {
         (0..self.n_eras()).map(move |i| self.era(i))
@@ -569,7 +614,18 @@ impl Store {
     /// Hashes every data byte and compares with the header's data checksum (one sequential read
     /// of the file; well under a second per GB).
     pub fn verify_checksum(&self) -> Result<()> {
-        let computed = checksum::hash(&self.mmap[HEADER_LEN..]);
+        // in 64 MiB pieces, each handed back to the OS once hashed, so reading a store of any size
+        // never holds more than a piece of it resident
+        const PIECE: usize = 64 << 20;
+        let mut h = checksum::Hasher::new();
+        let mut at = HEADER_LEN.min(self.mmap.len());
+        while at < self.mmap.len() {
+            let end = (at + PIECE).min(self.mmap.len());
+            h.update(&self.mmap[at..end]);
+            self.release(at, end);
+            at = end;
+        }
+        let computed = h.finish();
         if computed != self.data_checksum {
             return Err(Error::format(
                 &self.path,
