@@ -285,3 +285,100 @@ fn regime_persists_and_shows_in_the_era_rows() {
         .count();
     assert!(right * 10 >= cfg.eras * 9, "{right}/{} eras", cfg.eras);
 }
+
+/// The ridge yardstick's weights (XᵀX summed by per-era GEMMs) against the plain f64 normal
+/// equations built row by row, on a store with missing features, NaN targets and an era without
+/// labels.
+#[test]
+fn ridge_fit_equals_the_plain_f64_normal_equations() {
+    use eraengine::data::batch::preprocess_features;
+    use eraengine::data::store::{StoreWriter, MISSING};
+    use eraengine::data::synth::reference::{ridge_fit, RIDGE_LAMBDA};
+    let dir = TempDir::new("ridge-oracle");
+    let path = dir.join("r.store");
+    let f = 37;
+    let fnames: Vec<String> = (0..f).map(|i| format!("feature_{i}")).collect();
+    let mut w = StoreWriter::create(&path, &fnames, &["target".to_string()]).unwrap();
+    let mut s = 0x1234_5678u64;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    for (e, rows) in [300usize, 1, 250, 40].into_iter().enumerate() {
+        let ids: Vec<String> = (0..rows).map(|r| format!("{e}-{r}")).collect();
+        let feats: Vec<i8> = (0..rows * f)
+            .map(|_| match next() % 23 {
+                0 => MISSING,
+                v => (v % 5) as i8,
+            })
+            .collect();
+        let targs: Vec<f32> = (0..rows)
+            .map(|_| match next() % 9 {
+                _ if e == 1 => f32::NAN,
+                0 => f32::NAN,
+                v => (v % 5) as f32 / 4.0,
+            })
+            .collect();
+        w.push_era(&format!("{:04}", e + 1), &ids, &feats, &targs)
+            .unwrap();
+    }
+    w.finish().unwrap();
+    let store = Store::open(&path).unwrap();
+    let got = ridge_fit(&store).unwrap();
+
+    let k = f + 1;
+    let mut a = vec![0f64; k * k];
+    let mut b = vec![0f64; k];
+    let mut rows = 0usize;
+    let mut x = Vec::new();
+    for era in store.eras() {
+        preprocess_features(&era, &mut x);
+        for r in 0..era.n_rows {
+            let y = era.target(r, 0) as f64;
+            if y.is_nan() {
+                continue;
+            }
+            rows += 1;
+            let mut row: Vec<f64> = x[r * f..(r + 1) * f].iter().map(|&v| v as f64).collect();
+            row.push(1.0);
+            for i in 0..k {
+                b[i] += row[i] * y;
+                for j in 0..k {
+                    a[i * k + j] += row[i] * row[j];
+                }
+            }
+        }
+    }
+    for i in 0..f {
+        a[i * k + i] += RIDGE_LAMBDA * rows as f64;
+    }
+    // Gauss-Jordan with partial pivoting
+    for c in 0..k {
+        let p = (c..k)
+            .max_by(|&i, &j| a[i * k + c].abs().total_cmp(&a[j * k + c].abs()))
+            .unwrap();
+        for j in 0..k {
+            a.swap(c * k + j, p * k + j);
+        }
+        b.swap(c, p);
+        for i in 0..k {
+            if i != c {
+                let m = a[i * k + c] / a[c * k + c];
+                for j in 0..k {
+                    a[i * k + j] -= m * a[c * k + j];
+                }
+                b[i] -= m * b[c];
+            }
+        }
+    }
+    for i in 0..k {
+        let want = b[i] / a[i * k + i];
+        assert!(
+            (got[i] - want).abs() <= 1e-9 * (1.0 + want.abs()),
+            "weight {i}: {} vs {want}",
+            got[i]
+        );
+    }
+}

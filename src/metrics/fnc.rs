@@ -132,8 +132,9 @@ const GRAM_PANEL: usize = 256;
 /// The lower triangle (diagonal included) of `XᵀX` for row-major `x` [m, nf], row-major [nf, nf];
 /// the entries above the diagonal are unspecified. One GEMM per panel of result rows `i0..i1`, over columns
 /// `0..i1` only, so about half the flops of the full product. Every partial sum of the callers'
-/// small integer features is an integer below 2²⁴, so any summation order is exact in f32.
-fn gram_lower(x: &[f32], m: usize, nf: usize) -> crate::Result<Vec<f32>> {
+/// small integer (or half-integer) features is on a grid below 2²⁴, so any summation order is
+/// exact in f32.
+pub(crate) fn gram_lower(x: &[f32], m: usize, nf: usize) -> crate::Result<Vec<f32>> {
     let mut c = vec![0f32; nf * nf];
     let mut i0 = 0;
     while i0 < nf {

@@ -41,32 +41,49 @@ pub fn mean_era_corr(
 }
 
 /// Ridge weights (F features, then the intercept) fitted on every labelled row of `train`.
+/// XᵀX is summed era by era from one f32 GEMM per era over its labelled rows (the preprocessed
+/// features are multiples of ½, so every partial sum is exact in f32 unless an era imputes a
+/// missing value off that grid) into f64; at Numerai's width (2,376 features) a rank-1 update per
+/// row took hours where the GEMM takes seconds.
 pub fn ridge_fit(train: &Store) -> Result<Vec<f64>> {
     let f = train.n_features();
     let k = f + 1;
     let mut xtx = vec![0.0f64; k * k];
     let mut xty = vec![0.0f64; k];
     let mut x = Vec::new();
-    let mut row = vec![0.0f64; k];
+    // the era's labelled rows, each followed by a 1 for the intercept: [m, k]
+    let mut a: Vec<f32> = Vec::new();
     let mut rows = 0usize;
-    for era in train.eras() {
+    for (i, era) in train.eras().enumerate() {
         preprocess_features(&era, &mut x);
+        a.clear();
+        let mut m = 0usize;
         for r in 0..era.n_rows {
             let y = era.target(r, 0) as f64;
             if y.is_nan() {
                 continue;
             }
-            rows += 1;
-            for (d, s) in row.iter_mut().zip(&x[r * f..(r + 1) * f]) {
-                *d = *s as f64;
+            let xr = &x[r * f..(r + 1) * f];
+            for (t, &v) in xty.iter_mut().zip(xr) {
+                *t += v as f64 * y;
             }
-            row[f] = 1.0;
-            for a in 0..k {
-                xty[a] += row[a] * y;
-                let ra = row[a];
-                for (m, &rb) in xtx[a * k..a * k + a + 1].iter_mut().zip(&row) {
-                    *m += ra * rb;
-                }
+            xty[f] += y;
+            a.extend_from_slice(xr);
+            a.push(1.0);
+            m += 1;
+        }
+        train.release_era(i);
+        if m == 0 {
+            continue;
+        }
+        rows += m;
+        let g = crate::metrics::fnc::gram_lower(&a, m, k)?;
+        for r in 0..k {
+            for (t, &v) in xtx[r * k..r * k + r + 1]
+                .iter_mut()
+                .zip(&g[r * k..r * k + r + 1])
+            {
+                *t += v as f64;
             }
         }
     }
