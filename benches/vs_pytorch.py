@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""One training step of the same model in PyTorch eager (CPU) and in `eraengine bench`, alternating.
+"""One training step of the same model in PyTorch (CPU; eager, or torch.compile with --compile) and in `eraengine bench`, alternating.
 
 The model mirrors src/model (SPEC §3): era-dependent sigmoid feature gate (rank 8) with its L1
 (mean gate) term, mapper (two linear maps), L layers of [linear or softmax attention over the era's
@@ -84,13 +84,15 @@ def torch_step_ms(torch, args, reps):
     model = build_model(torch, f, args.d_model, args.heads, args.layers, args.attention, args.dropout)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    # --compile: forward and backward through TorchInductor (compiled on the warm-up step, untimed)
+    fwd = torch.compile(model) if args.compile else model
     x = (torch.randint(0, 5, (n, f)).float() - 2) / 2
     y = torch.randint(0, 5, (n, 1)).float() / 4
     mask = torch.ones(n)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        yhat, g = model(x, mask)
+        yhat, g = fwd(x, mask)
         loss = ((yhat - y) ** 2 * mask.unsqueeze(1)).sum() / mask.sum() + 1e-3 * g.mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -135,6 +137,9 @@ def main():
     p.add_argument("--threads", type=int, default=2, help="threads on both sides (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds (default: %(default)s)")
     p.add_argument("--reps", type=int, default=10, help="timed steps per round and side (default: %(default)s)")
+    p.add_argument("--compile", action="store_true",
+                   help="run the PyTorch model through torch.compile (TorchInductor; needs a C++ compiler) "
+                        "instead of eager (default: eager)")
     args = p.parse_args()
     import torch
 
@@ -150,6 +155,7 @@ def main():
     print(
         f"rows {args.rows} features {args.features} d {args.d_model} heads {args.heads} layers {args.layers} "
         f"{args.attention}, {args.threads} threads, torch {torch.__version__}"
+        f"{' (torch.compile)' if args.compile else ' (eager)'}"
     )
     print(f"wall: eraengine {e:.2f} ms  pytorch {t:.2f} ms  ratio (pytorch/eraengine) {t / e:.2f}x")
     print(f"cpu:  eraengine {ec:.1f} ms  pytorch {tc:.1f} ms  ratio (pytorch/eraengine) {tc / ec:.2f}x")
