@@ -2,10 +2,10 @@
 //! Used by `eraengine bench` and `benches/train_step.rs`.
 
 use crate::device::Backend;
-use crate::model::{Config, EraTransformer};
+use crate::model::Config;
 use crate::ops::elementwise::DropoutKey;
 use crate::ops::gate::GateSelect;
-use crate::params::{Adam, Params};
+use crate::params::Adam;
 use crate::rng::Rng;
 use crate::train::era::EraBatch;
 use crate::train::{train_step, TrainOptions, Trained};
@@ -328,16 +328,7 @@ pub fn run<B: Backend>(dev: &B, cfg: Config, n: usize, reps: usize) -> Result<Be
         })?,
     ));
     // A whole step on the real model.
-    let tensors = crate::model::init_params(&cfg, 0);
-    let params = Params::from_host(dev, &tensors)?;
-    let model = EraTransformer::new(cfg.clone(), &params)?;
-    let mut m = Trained {
-        model,
-        params,
-        features: vec![],
-        targets: vec![],
-        context: None,
-    };
+    let mut m = Trained::fresh(dev, &cfg, 0)?;
     let mut adam = Adam::new(dev, &m.params, 1e-3, 0.0)?;
     let batch = random_era(n, f, 3);
     let opts = TrainOptions {

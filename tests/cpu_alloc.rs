@@ -7,8 +7,8 @@
 
 use eraengine::bench::random_era;
 use eraengine::device::Cpu;
-use eraengine::model::{init_params, Attention, Config, EraTransformer};
-use eraengine::params::{Adam, Params};
+use eraengine::model::{Attention, Config};
+use eraengine::params::Adam;
 use eraengine::train::{train_step, TrainOptions, Trained};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
@@ -62,16 +62,7 @@ struct StepAllocs {
 
 fn step_allocs(cfg: Config, n: usize, steps: u64) -> Vec<StepAllocs> {
     let dev = Cpu;
-    let tensors = init_params(&cfg, 0);
-    let params = Params::from_host(&dev, &tensors).unwrap();
-    let model = EraTransformer::new(cfg.clone(), &params).unwrap();
-    let mut m = Trained {
-        model,
-        params,
-        features: vec![],
-        targets: vec![],
-        context: None,
-    };
+    let mut m = Trained::fresh(&dev, &cfg, 0).unwrap();
     let mut adam = Adam::new(&dev, &m.params, 1e-3, 0.0).unwrap();
     let batch = random_era(n, cfg.n_features, 3);
     let opts = TrainOptions {

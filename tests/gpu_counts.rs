@@ -7,7 +7,7 @@ use eraengine::device::Backend;
 use eraengine::gpu::stats::{snapshot, Counters};
 use eraengine::gpu::{EmuLauncher, GpuBackend, Order};
 use eraengine::model::{Attention, Config};
-use eraengine::params::{Adam, Params};
+use eraengine::params::Adam;
 use eraengine::train::era::EraBatch;
 use eraengine::train::{train_step, TrainOptions, Trained};
 
@@ -52,17 +52,8 @@ fn config(attention: Attention, f: usize, t: usize) -> Config {
 
 /// Runs a step per batch and returns the counters of each step.
 fn steps(dev: &GpuBackend<EmuLauncher>, cfg: &Config, eras: &[EraBatch]) -> (Vec<Counters>, usize) {
-    let tensors = eraengine::model::init_params(cfg, 3);
-    let params = Params::from_host(dev, &tensors).unwrap();
-    let model = eraengine::model::EraTransformer::new(cfg.clone(), &params).unwrap();
-    let n_tensors = params.len();
-    let mut m = Trained {
-        model,
-        params,
-        features: vec![],
-        targets: vec![],
-        context: None,
-    };
+    let mut m = Trained::fresh(dev, cfg, 3).unwrap();
+    let n_tensors = m.params.len();
     let opts = TrainOptions {
         clip: 1.0,
         quiet: true,

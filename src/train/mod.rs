@@ -73,6 +73,21 @@ pub struct Trained<B: Backend> {
 }
 
 impl<B: Backend> Trained<B> {
+    /// A freshly initialised model of `cfg` (parameters from `seed`), with no feature or target
+    /// names and no era-context standardisation: for benchmarks and tests that drive
+    /// [`train_step`] on synthetic batches.
+    pub fn fresh(dev: &B, cfg: &Config, seed: u64) -> Result<Self> {
+        let params = Params::from_host(dev, &crate::model::init_params(cfg, seed))?;
+        let model = EraTransformer::new(cfg.clone(), &params)?;
+        Ok(Trained {
+            model,
+            params,
+            features: vec![],
+            targets: vec![],
+            context: None,
+        })
+    }
+
     pub fn from_checkpoint(dev: &B, ck: &Checkpoint) -> Result<Self> {
         let (context, tensors) = context::ContextNorm::split(&ck.tensors);
         let params = Params::from_host(dev, &tensors)?;
