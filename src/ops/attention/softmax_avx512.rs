@@ -1,0 +1,608 @@
+//! Softmax attention on AVX-512, flash style (the math is in the parent module's doc comment).
+//!
+//! Each head's q, k, v (and dO) are first packed into contiguous per-head panels whose width P is
+//! the head width rounded up to 16 (one register per 16 values, zero padded), q pre-multiplied by
+//! 1/√dh, only the real keys (mask ≠ 0) kept, and K and V also stored transposed. Scores are then
+//! computed for a tile of [`R`] queries × [`KB`] keys by broadcast FMAs over 16 keys at a time (a
+//! small GEMM with the tile in registers), so no dot product needs a horizontal sum, and every
+//! product over a tile — P·V, Pᵀ·dO, dSᵀ·Q, dS·K — is a broadcast FMA along a row of P values.
+//!
+//! Forward: per query tile, the key blocks in order with the online softmax (f32 output
+//! accumulator, row sums f32 within a block and f64 across blocks, as the scalar path).
+//! Backward: one pass, threads over key blocks: for each key block and every query tile, S and
+//! P = exp(S − lse), dP = dO·Vᵀ, dS = P ⊙ (dP − D); dK, dV are summed in f32 over [`FLUSH`] query
+//! rows, then in f64; dQ sums each key block's part in f32 and the blocks in f64, one partial per
+//! thread, added in thread order (deterministic for a given thread count). The score tile is
+//! computed once per (query tile, key block) where the scalar path computed it twice.
+//!
+//! Scratch (the packed panels and the per-thread dQ partials) is kept per calling thread and
+//! reused, so a training step allocates nothing here after its first.
+
+use super::super::par;
+use super::exp_f32;
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+/// Query rows per tile.
+const R: usize = 8;
+/// Keys per block.
+const KB: usize = 64;
+/// Query rows whose dK, dV contributions are summed in f32 before they go into the f64 sums.
+const FLUSH: usize = 64;
+/// Widest head handled here (4 registers per row); wider heads take the scalar path.
+pub(super) const MAX_DH: usize = 64;
+
+thread_local! {
+    /// Packed panels (f32) and dQ partials (f64), kept per calling thread.
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f64>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// The shapes of the packed panels.
+#[derive(Clone, Copy)]
+struct Dims {
+    /// d, heads, head width, padded head width (multiple of 16)
+    d: usize,
+    h: usize,
+    dh: usize,
+    p: usize,
+    /// queries, queries rounded up to R
+    nqp: usize,
+    /// real keys, real keys rounded up to KB
+    nkr: usize,
+    nkp: usize,
+}
+
+impl Dims {
+    fn new(nq: usize, nkr: usize, d: usize, h: usize) -> Dims {
+        let dh = d / h;
+        Dims {
+            d,
+            h,
+            dh,
+            p: dh.div_ceil(16) * 16,
+            nqp: nq.div_ceil(R) * R,
+            nkr,
+            nkp: nkr.div_ceil(KB) * KB,
+        }
+    }
+    /// Length of one row-major panel [h][nqp][p].
+    fn qlen(&self) -> usize {
+        self.h * self.nqp * self.p
+    }
+    /// Length of one key panel [h][nkp][p] (or transposed, [h][p][nkp]).
+    fn klen(&self) -> usize {
+        self.h * self.nkp * self.p
+    }
+}
+
+/// dst[hd][t][c] = scale · src[rows[t]·d + hd·dh + c], zero padded to `padded` rows.
+fn pack_rows<I>(dst: &mut [f32], src: &[f32], rows: I, padded: usize, m: &Dims, scale: f32)
+where
+    I: Iterator<Item = usize> + Clone,
+{
+    dst.fill(0.0);
+    for hd in 0..m.h {
+        let panel = &mut dst[hd * padded * m.p..][..padded * m.p];
+        for (t, i) in rows.clone().enumerate() {
+            let s = &src[i * m.d + hd * m.dh..][..m.dh];
+            for (o, &x) in panel[t * m.p..][..m.dh].iter_mut().zip(s) {
+                *o = scale * x;
+            }
+        }
+    }
+}
+
+/// dst[hd][c][j] = src[keys[j]·d + hd·dh + c] (keys transposed), zero padded.
+fn pack_cols(dst: &mut [f32], src: &[f32], keys: &[usize], m: &Dims) {
+    dst.fill(0.0);
+    for hd in 0..m.h {
+        let panel = &mut dst[hd * m.p * m.nkp..][..m.p * m.nkp];
+        for (j, &kj) in keys.iter().enumerate() {
+            let s = &src[kj * m.d + hd * m.dh..][..m.dh];
+            for (c, &x) in s.iter().enumerate() {
+                panel[c * m.nkp + j] = x;
+            }
+        }
+    }
+}
+
+/// s[r·KB + j] = Σ_c a[r·p + c] · bt[c·ld + j0 + j] for r < R, j < KB: one query tile against one
+/// key block, 32 keys (two registers) at a time for all R rows.
+///
+/// # Safety
+/// The CPU supports AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn scores(s: &mut [f32; R * KB], a: &[f32], bt: &[f32], p: usize, ld: usize, j0: usize) {
+    assert!(p > 0 && a.len() >= R * p && j0 + KB <= ld && bt.len() >= (p - 1) * ld + j0 + KB);
+    for half in 0..KB / 32 {
+        let jb = j0 + half * 32;
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        for c in 0..p {
+            // SAFETY: c·ld + jb + 32 ≤ (p−1)·ld + j0 + KB ≤ bt.len(), and r·p + c < R·p ≤ a.len()
+            // (asserted above).
+            let b0 = _mm512_loadu_ps(bt.as_ptr().add(c * ld + jb));
+            let b1 = _mm512_loadu_ps(bt.as_ptr().add(c * ld + jb + 16));
+            for (r, ar) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(*a.get_unchecked(r * p + c));
+                ar[0] = _mm512_fmadd_ps(x, b0, ar[0]);
+                ar[1] = _mm512_fmadd_ps(x, b1, ar[1]);
+            }
+        }
+        for (r, ar) in acc.iter().enumerate() {
+            // SAFETY: r·KB + half·32 + 32 ≤ R·KB, the length of s.
+            _mm512_storeu_ps(s.as_mut_ptr().add(r * KB + half * 32), ar[0]);
+            _mm512_storeu_ps(s.as_mut_ptr().add(r * KB + half * 32 + 16), ar[1]);
+        }
+    }
+}
+
+/// Maximum and sum of a block row (KB values).
+///
+/// # Safety
+/// The CPU supports AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn row_reduce(row: &[f32]) -> (f32, f32) {
+    assert!(row.len() >= KB);
+    let p = row.as_ptr();
+    // SAFETY: 4 × 16 = KB ≤ row.len() values (asserted above).
+    let (a, b, c, d) = (
+        _mm512_loadu_ps(p),
+        _mm512_loadu_ps(p.add(16)),
+        _mm512_loadu_ps(p.add(32)),
+        _mm512_loadu_ps(p.add(48)),
+    );
+    let mx = _mm512_max_ps(_mm512_max_ps(a, b), _mm512_max_ps(c, d));
+    let sum = _mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d));
+    (_mm512_reduce_max_ps(mx), _mm512_reduce_add_ps(sum))
+}
+
+/// One query tile of the forward, all key blocks: o[r·p + c] = the head's output, lse[r].
+///
+/// # Safety
+/// The CPU supports AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn fwd_tile<const W: usize>(
+    o: &mut [f32; R * MAX_DH],
+    lse: &mut [f32; R],
+    sb: &mut [f32; R * KB],
+    qs: &[f32],
+    kt: &[f32],
+    vr: &[f32],
+    m: &Dims,
+) {
+    let p = 16 * W;
+    assert!(m.p == p && qs.len() >= R * p && vr.len() >= m.nkp * p);
+    let mut acc = [[_mm512_setzero_ps(); W]; R];
+    let mut mx = [f32::NEG_INFINITY; R];
+    let mut l = [0f64; R];
+    for j0 in (0..m.nkr).step_by(KB) {
+        let valid = (m.nkr - j0).min(KB);
+        scores(sb, qs, kt, p, m.nkp, j0);
+        for r in 0..R {
+            let row = &mut sb[r * KB..][..KB];
+            row[valid..].fill(f32::NEG_INFINITY);
+            let new_mx = mx[r].max(row_reduce(row).0);
+            // rescale what was summed under the old maximum (0 on the first block)
+            let corr = if mx[r] == f32::NEG_INFINITY {
+                0.0
+            } else {
+                exp_f32(mx[r] - new_mx)
+            };
+            for x in row.iter_mut() {
+                *x = exp_f32(*x - new_mx);
+            }
+            row[valid..].fill(0.0);
+            let sum = row_reduce(row).1;
+            l[r] = l[r] * corr as f64 + sum as f64;
+            let cv = _mm512_set1_ps(corr);
+            for a in acc[r].iter_mut() {
+                *a = _mm512_mul_ps(*a, cv);
+            }
+            mx[r] = new_mx;
+        }
+        for j in 0..valid {
+            for w in 0..W {
+                // SAFETY: (j0 + j)·p + 16w + 16 ≤ nkp·p ≤ vr.len() (asserted above).
+                let vj = _mm512_loadu_ps(vr.as_ptr().add((j0 + j) * p + 16 * w));
+                for (r, ar) in acc.iter_mut().enumerate() {
+                    let pw = _mm512_set1_ps(*sb.get_unchecked(r * KB + j));
+                    ar[w] = _mm512_fmadd_ps(pw, vj, ar[w]);
+                }
+            }
+        }
+    }
+    for r in 0..R {
+        let mut row = [0f32; MAX_DH];
+        for (w, a) in acc[r].iter().enumerate() {
+            // SAFETY: 16w + 16 ≤ 16W ≤ MAX_DH.
+            _mm512_storeu_ps(row.as_mut_ptr().add(16 * w), *a);
+        }
+        for (ov, &a) in o[r * p..][..p].iter_mut().zip(&row) {
+            *ov = (a as f64 / l[r]) as f32;
+        }
+        lse[r] = (mx[r] as f64 + l[r].ln()) as f32;
+    }
+}
+
+/// One head's packed panels for the backward.
+struct BwdHead<'a> {
+    /// q·scale and dO rows [nqp][p]
+    qs: &'a [f32],
+    gp: &'a [f32],
+    /// K and V transposed [p][nkp], K rows [nkp][p]
+    kt: &'a [f32],
+    vt: &'a [f32],
+    kr: &'a [f32],
+    /// lse (+∞ on padding rows) and D = dO·O, [nqp]
+    lse: &'a [f32],
+    dd: &'a [f32],
+}
+
+/// Per-thread buffers of the backward.
+struct BwdTmp {
+    /// the tile's P and dP (then dS), [R][KB]
+    pb: [f32; R * KB],
+    ds: [f32; R * KB],
+    /// dK, dV of the key block summed over up to FLUSH query rows, [KB][p]
+    dkf: Vec<f32>,
+    dvf: Vec<f32>,
+}
+
+/// One key block of the backward, every query tile: dq[i·p + c] += (f64) Σ_{j in block} dS_ij K_j
+/// (unscaled), dk, dv [KB·p] = the block's dK (scaled: q is) and dV in f64.
+///
+/// # Safety
+/// The CPU supports AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn bwd_block<const W: usize>(
+    x: &BwdHead,
+    m: &Dims,
+    j0: usize,
+    dq: &mut [f64],
+    dk: &mut [f64],
+    dv: &mut [f64],
+    t: &mut BwdTmp,
+) {
+    let p = 16 * W;
+    let valid = (m.nkr - j0).min(KB);
+    let kp = KB * p;
+    assert!(
+        m.p == p
+            && x.qs.len() >= m.nqp * p
+            && x.gp.len() >= m.nqp * p
+            && x.kr.len() >= m.nkp * p
+            && x.lse.len() >= m.nqp
+            && x.dd.len() >= m.nqp
+            && dq.len() >= m.nqp * p
+            && dk.len() >= kp
+            && dv.len() >= kp
+            && t.dkf.len() >= kp
+            && t.dvf.len() >= kp
+            && j0 + KB <= m.nkp
+    );
+    dk[..kp].fill(0.0);
+    dv[..kp].fill(0.0);
+    t.dkf[..kp].fill(0.0);
+    t.dvf[..kp].fill(0.0);
+    let tiles = m.nqp / R;
+    for it in 0..tiles {
+        let i0 = it * R;
+        let qt = &x.qs[i0 * p..][..R * p];
+        let gt = &x.gp[i0 * p..][..R * p];
+        scores(&mut t.pb, qt, x.kt, p, m.nkp, j0);
+        scores(&mut t.ds, gt, x.vt, p, m.nkp, j0);
+        for r in 0..R {
+            let (l, di) = (x.lse[i0 + r], x.dd[i0 + r]);
+            let prow = &mut t.pb[r * KB..][..KB];
+            let drow = &mut t.ds[r * KB..][..KB];
+            for (s, dp) in prow.iter_mut().zip(drow.iter_mut()) {
+                let pv = exp_f32(*s - l);
+                *dp = pv * (*dp - di);
+                *s = pv;
+            }
+            prow[valid..].fill(0.0);
+            drow[valid..].fill(0.0);
+        }
+        // dK_j += Σ_r dS_rj Qs_r, dV_j += Σ_r P_rj dO_r
+        let mut qv = [[_mm512_setzero_ps(); W]; R];
+        let mut gv = [[_mm512_setzero_ps(); W]; R];
+        for r in 0..R {
+            for w in 0..W {
+                // SAFETY: r·p + 16w + 16 ≤ R·p, the length of qt and gt.
+                qv[r][w] = _mm512_loadu_ps(qt.as_ptr().add(r * p + 16 * w));
+                gv[r][w] = _mm512_loadu_ps(gt.as_ptr().add(r * p + 16 * w));
+            }
+        }
+        for j in 0..valid {
+            for w in 0..W {
+                // SAFETY: j·p + 16w + 16 ≤ KB·p ≤ dkf.len(), dvf.len() (asserted above); r·KB + j
+                // < R·KB.
+                let pk = t.dkf.as_mut_ptr().add(j * p + 16 * w);
+                let pv = t.dvf.as_mut_ptr().add(j * p + 16 * w);
+                let (mut a, mut b) = (_mm512_loadu_ps(pk), _mm512_loadu_ps(pv));
+                for r in 0..R {
+                    let dsr = _mm512_set1_ps(*t.ds.get_unchecked(r * KB + j));
+                    let pr = _mm512_set1_ps(*t.pb.get_unchecked(r * KB + j));
+                    a = _mm512_fmadd_ps(dsr, qv[r][w], a);
+                    b = _mm512_fmadd_ps(pr, gv[r][w], b);
+                }
+                _mm512_storeu_ps(pk, a);
+                _mm512_storeu_ps(pv, b);
+            }
+        }
+        // dQ_r += Σ_j dS_rj K_j
+        let mut acc = [[_mm512_setzero_ps(); W]; R];
+        for j in 0..valid {
+            for w in 0..W {
+                // SAFETY: (j0 + j)·p + 16w + 16 ≤ nkp·p ≤ kr.len() (asserted above).
+                let kj = _mm512_loadu_ps(x.kr.as_ptr().add((j0 + j) * p + 16 * w));
+                for (r, ar) in acc.iter_mut().enumerate() {
+                    let dsr = _mm512_set1_ps(*t.ds.get_unchecked(r * KB + j));
+                    ar[w] = _mm512_fmadd_ps(dsr, kj, ar[w]);
+                }
+            }
+        }
+        for (r, ar) in acc.iter().enumerate() {
+            let mut row = [0f32; MAX_DH];
+            for (w, a) in ar.iter().enumerate() {
+                // SAFETY: 16w + 16 ≤ 16W ≤ MAX_DH.
+                _mm512_storeu_ps(row.as_mut_ptr().add(16 * w), *a);
+            }
+            for (o, &a) in dq[(i0 + r) * p..][..p].iter_mut().zip(&row) {
+                *o += a as f64;
+            }
+        }
+        if (it + 1) % (FLUSH / R) == 0 || it + 1 == tiles {
+            for (o, s) in dk[..kp].iter_mut().zip(t.dkf[..kp].iter_mut()) {
+                *o += *s as f64;
+                *s = 0.0;
+            }
+            for (o, s) in dv[..kp].iter_mut().zip(t.dvf[..kp].iter_mut()) {
+                *o += *s as f64;
+                *s = 0.0;
+            }
+        }
+    }
+}
+
+/// Runs `f` with the calling thread's scratch grown to `nf` f32 and `nd` f64 values (contents
+/// unspecified); `f` must not call back into this module.
+fn with_scratch<T>(nf: usize, nd: usize, f: impl FnOnce(&mut [f32], &mut [f64]) -> T) -> T {
+    SCRATCH.with(|sc| {
+        let mut sc = sc.borrow_mut();
+        let (a, b) = &mut *sc;
+        if a.len() < nf {
+            a.resize(nf, 0.0);
+        }
+        if b.len() < nd {
+            b.resize(nd, 0.0);
+        }
+        f(&mut a[..nf], &mut b[..nd])
+    })
+}
+
+/// Runs `$f::<W>` for the padded head width p = 16·W (1 ≤ W ≤ 4).
+macro_rules! by_width {
+    ($p:expr, $f:ident($($a:expr),*)) => {
+        match $p / 16 {
+            1 => $f::<1>($($a),*),
+            2 => $f::<2>($($a),*),
+            3 => $f::<3>($($a),*),
+            _ => $f::<4>($($a),*),
+        }
+    };
+}
+
+/// [`super::softmax_attention_fwd`] on AVX-512. Returns false, having done nothing, when the head
+/// width is above [`MAX_DH`].
+///
+/// # Safety
+/// The CPU supports AVX-512F.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn fwd(
+    out: &mut [f32],
+    lse: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: &[f32],
+    nq: usize,
+    nk: usize,
+    d: usize,
+    h: usize,
+) -> bool {
+    let dh = d / h;
+    if dh == 0 || dh > MAX_DH {
+        return false;
+    }
+    let keys = super::real_keys(mask, nk);
+    if keys.is_empty() {
+        out[..nq * d].fill(0.0);
+        lse[..h * nq].fill(0.0);
+        return true;
+    }
+    let m = Dims::new(nq, keys.len(), d, h);
+    let scale = 1.0 / (dh as f32).sqrt();
+    with_scratch(m.qlen() + 2 * m.klen(), 0, |f, _| {
+        let (qs, rest) = f.split_at_mut(m.qlen());
+        let (kt, vr) = rest.split_at_mut(m.klen());
+        pack_rows(qs, q, 0..nq, m.nqp, &m, scale);
+        pack_cols(kt, k, &keys, &m);
+        pack_rows(vr, v, keys.iter().copied(), m.nkp, &m, 1.0);
+        let (qs, kt, vr) = (&*qs, &*kt, &*vr);
+        let chunk = par::chunk_rows_aligned(nq, 4 * m.nkr * d + 1, R);
+        let parts = par::run(
+            out[..nq * d].chunks_mut(chunk * d).enumerate(),
+            |(c, oc)| {
+                let r0 = c * chunk;
+                let rows = oc.len() / d;
+                let mut lse_c = vec![0f32; h * rows];
+                let mut o = [0f32; R * MAX_DH];
+                let mut ls = [0f32; R];
+                let mut sb = [0f32; R * KB];
+                for t0 in (0..rows).step_by(R) {
+                    for hd in 0..h {
+                        let qh = &qs[(hd * m.nqp + r0 + t0) * m.p..][..R * m.p];
+                        let kh = &kt[hd * m.p * m.nkp..][..m.p * m.nkp];
+                        let vh = &vr[hd * m.nkp * m.p..][..m.nkp * m.p];
+                        // SAFETY: the caller guarantees AVX-512F.
+                        unsafe {
+                            by_width!(m.p, fwd_tile(&mut o, &mut ls, &mut sb, qh, kh, vh, &m))
+                        };
+                        for r in 0..R.min(rows - t0) {
+                            let dst = &mut oc[(t0 + r) * d + hd * dh..][..dh];
+                            dst.copy_from_slice(&o[r * m.p..][..dh]);
+                            lse_c[hd * rows + t0 + r] = ls[r];
+                        }
+                    }
+                }
+                lse_c
+            },
+        );
+        for (c, part) in parts.into_iter().enumerate() {
+            let r0 = c * chunk;
+            let rows = part.len() / h;
+            for hd in 0..h {
+                lse[hd * nq + r0..][..rows].copy_from_slice(&part[hd * rows..][..rows]);
+            }
+        }
+    });
+    true
+}
+
+/// [`super::softmax_attention_bwd`] on AVX-512. Returns false, having done nothing, when the head
+/// width is above [`MAX_DH`].
+///
+/// # Safety
+/// The CPU supports AVX-512F.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn bwd(
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+    dout: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: &[f32],
+    nq: usize,
+    nk: usize,
+    d: usize,
+    h: usize,
+) -> bool {
+    let dh = d / h;
+    if dh == 0 || dh > MAX_DH {
+        return false;
+    }
+    let keys = super::real_keys(mask, nk);
+    if keys.is_empty() {
+        // every output is the constant 0
+        return true;
+    }
+    let m = Dims::new(nq, keys.len(), d, h);
+    let scale = 1.0 / (dh as f32).sqrt();
+    let (ql, kl, rl) = (m.qlen(), m.klen(), h * m.nqp);
+    let blocks = m.nkp / KB;
+    let per = par::chunk_rows(blocks, 10 * KB * m.nqp * m.p * h + 1);
+    let items = blocks.div_ceil(per);
+    with_scratch(2 * ql + 5 * kl + 2 * rl, items * ql, |f, acc| {
+        let (qs, f) = f.split_at_mut(ql);
+        let (gp, f) = f.split_at_mut(ql);
+        let (kt, f) = f.split_at_mut(kl);
+        let (vt, f) = f.split_at_mut(kl);
+        let (kr, f) = f.split_at_mut(kl);
+        let (lp, f) = f.split_at_mut(rl);
+        let (dd, f) = f.split_at_mut(rl);
+        let (dkc, dvc) = f.split_at_mut(kl);
+        pack_rows(qs, q, 0..nq, m.nqp, &m, scale);
+        pack_rows(gp, dout, 0..nq, m.nqp, &m, 1.0);
+        pack_cols(kt, k, &keys, &m);
+        pack_cols(vt, v, &keys, &m);
+        pack_rows(kr, k, keys.iter().copied(), m.nkp, &m, 1.0);
+        lp.fill(f32::INFINITY);
+        dd.fill(0.0);
+        for hd in 0..h {
+            lp[hd * m.nqp..][..nq].copy_from_slice(&lse[hd * nq..][..nq]);
+            for i in 0..nq {
+                let off = i * d + hd * dh;
+                dd[hd * m.nqp + i] = super::dot(&dout[off..off + dh], &out[off..off + dh]);
+            }
+        }
+        acc.fill(0.0);
+        let (qs, gp, kt, vt, kr, lp, dd) = (&*qs, &*gp, &*kt, &*vt, &*kr, &*lp, &*dd);
+        let hp = h * m.p;
+        let work = acc
+            .chunks_mut(ql)
+            .zip(dkc.chunks_mut(per * KB * hp))
+            .zip(dvc.chunks_mut(per * KB * hp))
+            .enumerate();
+        par::run(work, |(c, ((dqp, dkp), dvp))| {
+            let kp = KB * m.p;
+            let mut t = BwdTmp {
+                pb: [0.0; R * KB],
+                ds: [0.0; R * KB],
+                dkf: vec![0.0; kp],
+                dvf: vec![0.0; kp],
+            };
+            let (mut dk64, mut dv64) = (vec![0f64; kp], vec![0f64; kp]);
+            let nb = dkp.len() / (KB * hp);
+            for b in 0..nb {
+                let j0 = (c * per + b) * KB;
+                for hd in 0..h {
+                    let x = BwdHead {
+                        qs: &qs[hd * m.nqp * m.p..][..m.nqp * m.p],
+                        gp: &gp[hd * m.nqp * m.p..][..m.nqp * m.p],
+                        kt: &kt[hd * m.p * m.nkp..][..m.p * m.nkp],
+                        vt: &vt[hd * m.p * m.nkp..][..m.p * m.nkp],
+                        kr: &kr[hd * m.nkp * m.p..][..m.nkp * m.p],
+                        lse: &lp[hd * m.nqp..][..m.nqp],
+                        dd: &dd[hd * m.nqp..][..m.nqp],
+                    };
+                    let dqh = &mut dqp[hd * m.nqp * m.p..][..m.nqp * m.p];
+                    // SAFETY: the caller guarantees AVX-512F.
+                    unsafe {
+                        by_width!(
+                            m.p,
+                            bwd_block(&x, &m, j0, dqh, &mut dk64, &mut dv64, &mut t)
+                        )
+                    };
+                    for j in 0..KB {
+                        let o = (b * KB + j) * hp + hd * m.p;
+                        for (dst, &s) in dkp[o..][..m.p].iter_mut().zip(&dk64[j * m.p..]) {
+                            *dst = s as f32;
+                        }
+                        for (dst, &s) in dvp[o..][..m.p].iter_mut().zip(&dv64[j * m.p..]) {
+                            *dst = s as f32;
+                        }
+                    }
+                }
+            }
+        });
+        // dQ: the partials in thread order, then scaled
+        for hd in 0..h {
+            for i in 0..nq {
+                let dst = &mut dq[i * d + hd * dh..][..dh];
+                for (c, o) in dst.iter_mut().enumerate() {
+                    let mut s = 0f64;
+                    for part in acc.chunks(ql) {
+                        s += part[(hd * m.nqp + i) * m.p + c];
+                    }
+                    *o += (s * scale as f64) as f32;
+                }
+            }
+        }
+        // dK, dV: scattered back to the real key rows
+        for (j, &kj) in keys.iter().enumerate() {
+            for hd in 0..h {
+                let src = (j * hp + hd * m.p, kj * d + hd * dh);
+                for c in 0..dh {
+                    dk[src.1 + c] += dkc[src.0 + c];
+                    dv[src.1 + c] += dvc[src.0 + c];
+                }
+            }
+        }
+    });
+    true
+}
