@@ -3,7 +3,7 @@
 //! Each head's q, k, v (and dO) are first packed into contiguous per-head panels whose width P is
 //! the head width rounded up to 16 (one register per 16 values, zero padded), q pre-multiplied by
 //! 1/√dh, only the real keys (mask ≠ 0) kept, and K and V also stored transposed. Scores are then
-//! computed for a tile of [`R`] queries × [`KB`] keys by broadcast FMAs over 16 keys at a time (a
+//! computed for a tile of [`R`] queries × a block of keys ([`KF`] forward, [`KB`] backward) by broadcast FMAs over 16 keys at a time (a
 //! small GEMM with the tile in registers), so no dot product needs a horizontal sum, and every
 //! product over a tile — P·V, Pᵀ·dO, dSᵀ·Q, dS·K — is a broadcast FMA along a row of P values.
 //!
@@ -25,8 +25,10 @@ use std::cell::RefCell;
 
 /// Query rows per tile.
 const R: usize = 8;
-/// Keys per block.
+/// Keys per block of the backward (its dK, dV accumulators).
 const KB: usize = 64;
+/// Keys per block of the forward (one online-softmax rescale per block and row).
+const KF: usize = 256;
 /// Query rows whose dK, dV contributions are summed in f32 before they go into the f64 sums.
 const FLUSH: usize = 64;
 /// Widest head handled here (4 registers per row); wider heads take the scalar path.
@@ -47,7 +49,7 @@ struct Dims {
     p: usize,
     /// queries, queries rounded up to R
     nqp: usize,
-    /// real keys, real keys rounded up to KB
+    /// real keys, real keys rounded up to KF (a multiple of KB)
     nkr: usize,
     nkp: usize,
 }
@@ -62,7 +64,7 @@ impl Dims {
             p: dh.div_ceil(16) * 16,
             nqp: nq.div_ceil(R) * R,
             nkr,
-            nkp: nkr.div_ceil(KB) * KB,
+            nkp: nkr.div_ceil(KF) * KF,
         }
     }
     /// Length of one row-major panel [h][nqp][p].
@@ -106,19 +108,27 @@ fn pack_cols(dst: &mut [f32], src: &[f32], keys: &[usize], m: &Dims) {
     }
 }
 
-/// s[r·KB + j] = Σ_c a[r·p + c] · bt[c·ld + j0 + j] for r < R, j < KB: one query tile against one
-/// key block, 32 keys (two registers) at a time for all R rows.
+/// s[r·N + j] = Σ_c a[r·p + c] · bt[c·ld + j0 + j] for r < R, j < N (a multiple of 32): one query
+/// tile against one key block, 32 keys (two registers) at a time for all R rows.
 ///
 /// # Safety
 /// The CPU supports AVX-512F.
 #[target_feature(enable = "avx512f")]
-unsafe fn scores(s: &mut [f32; R * KB], a: &[f32], bt: &[f32], p: usize, ld: usize, j0: usize) {
-    assert!(p > 0 && a.len() >= R * p && j0 + KB <= ld && bt.len() >= (p - 1) * ld + j0 + KB);
-    for half in 0..KB / 32 {
+unsafe fn scores<const N: usize>(
+    s: &mut [f32],
+    a: &[f32],
+    bt: &[f32],
+    p: usize,
+    ld: usize,
+    j0: usize,
+) {
+    assert!(N % 32 == 0 && s.len() >= R * N);
+    assert!(p > 0 && a.len() >= R * p && j0 + N <= ld && bt.len() >= (p - 1) * ld + j0 + N);
+    for half in 0..N / 32 {
         let jb = j0 + half * 32;
         let mut acc = [[_mm512_setzero_ps(); 2]; R];
         for c in 0..p {
-            // SAFETY: c·ld + jb + 32 ≤ (p−1)·ld + j0 + KB ≤ bt.len(), and r·p + c < R·p ≤ a.len()
+            // SAFETY: c·ld + jb + 32 ≤ (p−1)·ld + j0 + N ≤ bt.len(), and r·p + c < R·p ≤ a.len()
             // (asserted above).
             let b0 = _mm512_loadu_ps(bt.as_ptr().add(c * ld + jb));
             let b1 = _mm512_loadu_ps(bt.as_ptr().add(c * ld + jb + 16));
@@ -129,31 +139,34 @@ unsafe fn scores(s: &mut [f32; R * KB], a: &[f32], bt: &[f32], p: usize, ld: usi
             }
         }
         for (r, ar) in acc.iter().enumerate() {
-            // SAFETY: r·KB + half·32 + 32 ≤ R·KB, the length of s.
-            _mm512_storeu_ps(s.as_mut_ptr().add(r * KB + half * 32), ar[0]);
-            _mm512_storeu_ps(s.as_mut_ptr().add(r * KB + half * 32 + 16), ar[1]);
+            // SAFETY: r·N + half·32 + 32 ≤ R·N ≤ s.len() (asserted above).
+            _mm512_storeu_ps(s.as_mut_ptr().add(r * N + half * 32), ar[0]);
+            _mm512_storeu_ps(s.as_mut_ptr().add(r * N + half * 32 + 16), ar[1]);
         }
     }
 }
 
-/// Maximum and sum of a block row (KB values).
+/// Maximum and sum of a forward block row (KF values), four registers at a time.
 ///
 /// # Safety
 /// The CPU supports AVX-512F.
 #[target_feature(enable = "avx512f")]
 unsafe fn row_reduce(row: &[f32]) -> (f32, f32) {
-    assert!(row.len() >= KB);
+    assert!(row.len() >= KF);
     let p = row.as_ptr();
-    // SAFETY: 4 × 16 = KB ≤ row.len() values (asserted above).
-    let (a, b, c, d) = (
-        _mm512_loadu_ps(p),
-        _mm512_loadu_ps(p.add(16)),
-        _mm512_loadu_ps(p.add(32)),
-        _mm512_loadu_ps(p.add(48)),
-    );
-    let mx = _mm512_max_ps(_mm512_max_ps(a, b), _mm512_max_ps(c, d));
-    let sum = _mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d));
-    (_mm512_reduce_max_ps(mx), _mm512_reduce_add_ps(sum))
+    let mut mx = [_mm512_set1_ps(f32::NEG_INFINITY); 4];
+    let mut sum = [_mm512_setzero_ps(); 4];
+    for b in 0..KF / 64 {
+        for (t, (m, s)) in mx.iter_mut().zip(sum.iter_mut()).enumerate() {
+            // SAFETY: 64b + 16t + 16 ≤ KF ≤ row.len() (asserted above).
+            let x = _mm512_loadu_ps(p.add(64 * b + 16 * t));
+            *m = _mm512_max_ps(*m, x);
+            *s = _mm512_add_ps(*s, x);
+        }
+    }
+    let m = _mm512_max_ps(_mm512_max_ps(mx[0], mx[1]), _mm512_max_ps(mx[2], mx[3]));
+    let s = _mm512_add_ps(_mm512_add_ps(sum[0], sum[1]), _mm512_add_ps(sum[2], sum[3]));
+    (_mm512_reduce_max_ps(m), _mm512_reduce_add_ps(s))
 }
 
 /// One query tile of the forward, all key blocks: o[r·p + c] = the head's output, lse[r].
@@ -164,7 +177,7 @@ unsafe fn row_reduce(row: &[f32]) -> (f32, f32) {
 unsafe fn fwd_tile<const W: usize>(
     o: &mut [f32; R * MAX_DH],
     lse: &mut [f32; R],
-    sb: &mut [f32; R * KB],
+    sb: &mut [f32; R * KF],
     qs: &[f32],
     kt: &[f32],
     vr: &[f32],
@@ -175,11 +188,11 @@ unsafe fn fwd_tile<const W: usize>(
     let mut acc = [[_mm512_setzero_ps(); W]; R];
     let mut mx = [f32::NEG_INFINITY; R];
     let mut l = [0f64; R];
-    for j0 in (0..m.nkr).step_by(KB) {
-        let valid = (m.nkr - j0).min(KB);
-        scores(sb, qs, kt, p, m.nkp, j0);
+    for j0 in (0..m.nkr).step_by(KF) {
+        let valid = (m.nkr - j0).min(KF);
+        scores::<KF>(sb, qs, kt, p, m.nkp, j0);
         for r in 0..R {
-            let row = &mut sb[r * KB..][..KB];
+            let row = &mut sb[r * KF..][..KF];
             row[valid..].fill(f32::NEG_INFINITY);
             let new_mx = mx[r].max(row_reduce(row).0);
             // rescale what was summed under the old maximum (0 on the first block)
@@ -205,7 +218,7 @@ unsafe fn fwd_tile<const W: usize>(
                 // SAFETY: (j0 + j)·p + 16w + 16 ≤ nkp·p ≤ vr.len() (asserted above).
                 let vj = _mm512_loadu_ps(vr.as_ptr().add((j0 + j) * p + 16 * w));
                 for (r, ar) in acc.iter_mut().enumerate() {
-                    let pw = _mm512_set1_ps(*sb.get_unchecked(r * KB + j));
+                    let pw = _mm512_set1_ps(*sb.get_unchecked(r * KF + j));
                     ar[w] = _mm512_fmadd_ps(pw, vj, ar[w]);
                 }
             }
@@ -238,7 +251,13 @@ struct BwdHead<'a> {
     dd: &'a [f32],
 }
 
-/// Per-thread buffers of the backward.
+/// The forward's scores of one tile and key block, cache-line aligned.
+#[repr(C, align(64))]
+struct ScoreBlock([f32; R * KF]);
+
+/// Per-thread buffers of the backward (cache-line aligned: whole-register loads and stores never
+/// split a line).
+#[repr(C, align(64))]
 struct BwdTmp {
     /// the tile's P and dP (then dS), [R][KB]
     pb: [f32; R * KB],
@@ -289,8 +308,8 @@ unsafe fn bwd_block<const W: usize>(
         let i0 = it * R;
         let qt = &x.qs[i0 * p..][..R * p];
         let gt = &x.gp[i0 * p..][..R * p];
-        scores(&mut t.pb, qt, x.kt, p, m.nkp, j0);
-        scores(&mut t.ds, gt, x.vt, p, m.nkp, j0);
+        scores::<KB>(&mut t.pb, qt, x.kt, p, m.nkp, j0);
+        scores::<KB>(&mut t.ds, gt, x.vt, p, m.nkp, j0);
         for r in 0..R {
             let (l, di) = (x.lse[i0 + r], x.dd[i0 + r]);
             let prow = &mut t.pb[r * KB..][..KB];
@@ -439,7 +458,7 @@ pub(super) unsafe fn fwd(
                 let mut lse_c = vec![0f32; h * rows];
                 let mut o = [0f32; R * MAX_DH];
                 let mut ls = [0f32; R];
-                let mut sb = [0f32; R * KB];
+                let mut sb = ScoreBlock([0f32; R * KF]);
                 for t0 in (0..rows).step_by(R) {
                     for hd in 0..h {
                         let qh = &qs[(hd * m.nqp + r0 + t0) * m.p..][..R * m.p];
@@ -447,7 +466,7 @@ pub(super) unsafe fn fwd(
                         let vh = &vr[hd * m.nkp * m.p..][..m.nkp * m.p];
                         // SAFETY: the caller guarantees AVX-512F.
                         unsafe {
-                            by_width!(m.p, fwd_tile(&mut o, &mut ls, &mut sb, qh, kh, vh, &m))
+                            by_width!(m.p, fwd_tile(&mut o, &mut ls, &mut sb.0, qh, kh, vh, &m))
                         };
                         for r in 0..R.min(rows - t0) {
                             let dst = &mut oc[(t0 + r) * d + hd * dh..][..dh];
@@ -504,7 +523,7 @@ pub(super) unsafe fn bwd(
     let m = Dims::new(nq, keys.len(), d, h);
     let scale = 1.0 / (dh as f32).sqrt();
     let (ql, kl, rl) = (m.qlen(), m.klen(), h * m.nqp);
-    let blocks = m.nkp / KB;
+    let blocks = m.nkr.div_ceil(KB);
     let per = par::chunk_rows(blocks, 10 * KB * m.nqp * m.p * h + 1);
     let items = blocks.div_ceil(per);
     with_scratch(2 * ql + 5 * kl + 2 * rl, items * ql, |f, acc| {
@@ -547,8 +566,7 @@ pub(super) unsafe fn bwd(
                 dvf: vec![0.0; kp],
             };
             let (mut dk64, mut dv64) = (vec![0f64; kp], vec![0f64; kp]);
-            let nb = dkp.len() / (KB * hp);
-            for b in 0..nb {
+            for b in 0..per.min(blocks - c * per) {
                 let j0 = (c * per + b) * KB;
                 for hd in 0..h {
                     let x = BwdHead {
