@@ -122,7 +122,7 @@ unsafe fn scores<const N: usize>(
     ld: usize,
     j0: usize,
 ) {
-    assert!(N % 32 == 0 && s.len() >= R * N);
+    assert!(N.is_multiple_of(32) && s.len() >= R * N);
     assert!(p > 0 && a.len() >= R * p && j0 + N <= ld && bt.len() >= (p - 1) * ld + j0 + N);
     for half in 0..N / 32 {
         let jb = j0 + half * 32;
