@@ -256,6 +256,22 @@ struct ColumnSumParams {
     unsigned int cols;
 };
 
+// column_sum_bwd_f32 / column_sum_reduce_bwd_f32 (kernels/linear.cu): the ColumnSumParams sum with
+// the rows cut into `splits` ranges of `rows` rows (grid y): with one range it writes the output
+// itself, else range z writes partial[z·cols + c] (f64) and the reduce adds them in z order
+struct ColumnSplitParams {
+    float* out_f32;
+    double* out_f64;
+    double* partial;
+    const float* a;
+    const float* b;
+    const float* rowmask;
+    unsigned int n;
+    unsigned int cols;
+    unsigned int rows;
+    unsigned int splits;
+};
+
 // linear_attention_state_{fwd,bwd}_f32 (kernels/linear_attention.cu): per (chunk of `rows` rows,
 // head) the partial sums P[a,b] = Σ_r wφ φ(x_ra) wy y_rb and Z[a] = Σ_r wφ φ(x_ra) wz_r into
 // partial[(chunk·h + hd)·(dh² + dh) + e]; fwd: wφ = mask, wy = wz = 1; bwd: wφ = 1, (wy, wz) = rowscale
@@ -301,8 +317,9 @@ struct LinAttnRowsParams {
     unsigned int dh;
 };
 
-// gate_fwd_f32 (kernels/gate.cu, one block): work[f] holds Σ_i m_i x_if (f64) on entry; writes
-// xbar, u, g, keep; mode 0: keep = g ≥ tau, 1: keep the topk largest g
+// gate_{fwd,logit_fwd,rank_fwd}_f32 (kernels/gate.cu): work[f] holds Σ_i m_i x_if (f64) on entry,
+// then x̄; work[f..] the `parts` per-block partials of u [parts][r]; writes xbar, u, g, keep; mode 0:
+// keep = g ≥ tau, 1: keep the topk largest g
 struct GateParams {
     float* g;
     float* keep;
@@ -319,6 +336,8 @@ struct GateParams {
     unsigned int mode;
     float tau;
     unsigned int topk;
+    unsigned int parts;
+    unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
 };
 
 // gate_apply_fwd_f32: xt[i,c] = x[i,c] · (g[c] · keep[c])
@@ -331,7 +350,8 @@ struct GateApplyParams {
     unsigned int f;
 };
 
-// gate_bwd_f32 (one block): work = ds [f] (Σ_i dxt x, f64, on entry) | dℓ [f] | du [r]
+// gate_{bwd,params_bwd}_f32: work = ds [f] (Σ_i dxt x, f64, on entry) | dℓ [f] | the `parts`
+// per-block partials of du [parts][r]
 struct GateBwdParams {
     float* dw;
     float* da;
@@ -345,6 +365,8 @@ struct GateBwdParams {
     const float* b;
     unsigned int f;
     unsigned int r;
+    unsigned int parts;
+    unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
 };
 
 // pos_enc_add_fwd_f32 (kernels/pos_enc.cu): h[n, d] += PE
@@ -399,12 +421,13 @@ static_assert(sizeof(SumSqReduceParams) == 24, "SumSqReduceParams layout changed
 static_assert(sizeof(GemmParams) == 72, "GemmParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(SplitReduceParams) == 24, "SplitReduceParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(ColumnSumParams) == 48, "ColumnSumParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(ColumnSplitParams) == 64, "ColumnSplitParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(LinAttnStateParams) == 64, "LinAttnStateParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(LinAttnReduceParams) == 40, "LinAttnReduceParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(LinAttnRowsParams) == 80, "LinAttnRowsParams layout changed: update src/gpu/params.rs");
-static_assert(sizeof(GateParams) == 96, "GateParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(GateParams) == 104, "GateParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(GateApplyParams) == 40, "GateApplyParams layout changed: update src/gpu/params.rs");
-static_assert(sizeof(GateBwdParams) == 88, "GateBwdParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(GateBwdParams) == 96, "GateBwdParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(PosEncParams) == 16, "PosEncParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(SoftmaxAttnParams) == 112, "SoftmaxAttnParams layout changed: update src/gpu/params.rs");
 

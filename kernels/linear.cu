@@ -18,9 +18,13 @@
 // linear_reduce_bwd_f32 adds Σ_z partial[z] (in z order, f64) to dw: no atomics, results do not
 // depend on scheduling. One split covers 256 rows, as the CPU op sums dw in blocks of 256 rows.
 // column_sum_bwd_f32 (db here; the gate's masked era mean and Σ_i dxt·x in gate.cu use it too):
-//   s[c] = Σ_i rowmask[i] · a[i,c] · b[i,c]  (rowmask, b optional) in f64; block = 32 columns × 8 row
-//   lanes, lane l sums rows l, l+8, ...; the 8 lanes are summed in lane order. Writes either
-//   out_f64[c] = s or out_f32[c] += s.
+//   s[c] = Σ_i rowmask[i] · a[i,c] · b[i,c]  (rowmask, b optional) in f64; grid (⌈cols / 32⌉,
+//   splits): block (x, z) = 32 columns × 8 row lanes over the rows of range z, [z·rows, (z+1)·rows),
+//   lane l sums the range's rows l, l+8, ... in order, the 8 lanes are summed in lane order. With
+//   one range the block writes out_f64[c] = s or out_f32[c] += s; with several (so that a narrow
+//   sum such as db at d = 64 still fills the GPU: splits chosen on the host from n and cols only)
+//   range z writes partial[z·cols + c] and column_sum_reduce_bwd_f32 adds the partials in z order:
+//   the result depends on the shape, never on scheduling.
 #include "common.cuh"
 
 #define GEMM_TILE 64
@@ -125,14 +129,18 @@ extern "C" __global__ void linear_reduce_bwd_f32(SplitReduceParams p) {
     }
 }
 
-extern "C" __global__ void column_sum_bwd_f32(ColumnSumParams p) {
+// Rows [z·rows, min(n, (z+1)·rows)) of 32 columns per block (blockIdx.x: column group, blockIdx.y:
+// range z), 8 row lanes of 32 columns; each lane sums its rows in order, then the 8 lanes in order.
+extern "C" __global__ void column_sum_bwd_f32(ColumnSplitParams p) {
     __shared__ double lanes[8][32];
     const unsigned int col = threadIdx.x & 31u;
     const unsigned int lane = threadIdx.x >> 5;
     const unsigned int c = blockIdx.x * 32u + col;
+    const unsigned int i0 = blockIdx.y * p.rows;
+    const unsigned int i1 = min(p.n, i0 + p.rows);
     double s = 0.0;
     if (c < p.cols) {
-        for (unsigned int i = lane; i < p.n; i += 8u) {
+        for (unsigned int i = i0 + lane; i < i1; i += 8u) {
             const float m = p.rowmask != nullptr ? p.rowmask[i] : 1.0f;
             if (m == 0.0f) continue;
             const unsigned long long e = (unsigned long long)i * p.cols + c;
@@ -145,6 +153,21 @@ extern "C" __global__ void column_sum_bwd_f32(ColumnSumParams p) {
     if (lane == 0u && c < p.cols) {
         double t = 0.0;
         for (unsigned int l = 0; l < 8u; ++l) t += lanes[l][col];
+        if (p.splits > 1u) {
+            p.partial[(unsigned long long)blockIdx.y * p.cols + c] = t;
+        } else if (p.out_f64 != nullptr) {
+            p.out_f64[c] = t;
+        } else {
+            p.out_f32[c] = (float)((double)p.out_f32[c] + t);
+        }
+    }
+}
+
+// the ranges' partials of column c summed in range order (only launched with splits > 1)
+extern "C" __global__ void column_sum_reduce_bwd_f32(ColumnSplitParams p) {
+    GRID_STRIDE(c, p.cols) {
+        double t = 0.0;
+        for (unsigned int z = 0; z < p.splits; ++z) t += p.partial[(unsigned long long)z * p.cols + c];
         if (p.out_f64 != nullptr) {
             p.out_f64[c] = t;
         } else {

@@ -290,15 +290,36 @@ fn cost(k: Kernel, cfg: LaunchCfg, params: &[u8]) -> (f64, f64, f64) {
         }
         GateFwdF32 => read::<GateParams>(params).map(|p| {
             let (ff, r) = (f(p.f), f(p.r));
-            (ff * ff + 8.0 * ff * r, 0.0, 4.0 * ff * (2.0 * r + 6.0))
+            (
+                0.0,
+                2.0 * ff * r + f(p.n),
+                4.0 * (ff * r + ff + f(p.n)) + 16.0 * ff,
+            )
+        }),
+        GateLogitFwdF32 => read::<GateParams>(params).map(|p| {
+            let (ff, r) = (f(p.f), f(p.r));
+            (0.0, 2.0 * ff * r + 20.0 * ff, 4.0 * (ff * r + 3.0 * ff))
+        }),
+        GateRankFwdF32 => read::<GateParams>(params).map(|p| {
+            let ff = f(p.f);
+            (2.0 * ff * ff, 0.0, 8.0 * ff)
         }),
         GateApplyFwdF32 => read::<GateApplyParams>(params)
             .map(|p| (2.0 * f(p.n) * f(p.f), 0.0, 8.0 * f(p.n) * f(p.f))),
         GateBwdF32 => read::<GateBwdParams>(params).map(|p| {
+            let (ff, r) = (f(p.f), f(p.r));
             (
-                8.0 * f(p.f) * f(p.r),
                 0.0,
-                4.0 * f(p.f) * (4.0 * f(p.r) + 8.0),
+                2.0 * ff * r + 8.0 * ff,
+                4.0 * ff * (r + 5.0) + 16.0 * ff,
+            )
+        }),
+        GateParamsBwdF32 => read::<GateBwdParams>(params).map(|p| {
+            let (ff, r) = (f(p.f), f(p.r));
+            (
+                0.0,
+                ff * r * (f(p.parts) + 4.0),
+                4.0 * ff * (4.0 * r + 2.0) + 8.0 * ff,
             )
         }),
         LayerNormFwdF32 => read::<LayerNormFwdParams>(params).map(|p| {
@@ -329,10 +350,14 @@ fn cost(k: Kernel, cfg: LaunchCfg, params: &[u8]) -> (f64, f64, f64) {
             let v = f(p.splits) * f(p.len);
             (0.0, v, 4.0 * (v + 2.0 * f(p.len)))
         }),
-        ColumnSumBwdF32 => read::<ColumnSumParams>(params).map(|p| {
+        ColumnSumBwdF32 => read::<ColumnSplitParams>(params).map(|p| {
             let v = f(p.n) * f(p.cols);
             let operands = if p.b != 0 { 2.0 } else { 1.0 };
             (0.0, 2.0 * v, 4.0 * operands * v)
+        }),
+        ColumnSumReduceBwdF32 => read::<ColumnSplitParams>(params).map(|p| {
+            let v = f(p.splits) * f(p.cols);
+            (0.0, v, 8.0 * (v + f(p.cols)))
         }),
         LinearAttentionStateFwdF32 | LinearAttentionStateBwdF32 => {
             read::<LinAttnStateParams>(params).map(|p| {

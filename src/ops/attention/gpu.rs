@@ -67,17 +67,33 @@ unsafe fn la_state<L: Launcher>(
     be.go(kernel::LINEAR_ATTENTION_REDUCE_FWD_F32, cfg, &r)
 }
 
+/// Widest head the softmax attention kernels keep in registers (`SA_REG_DH` in
+/// kernels/softmax_attention.cu) and the rows per tile they then use.
+const SA_REG_DH: usize = 32;
+const SA_REG_TILE: usize = 32;
+
 /// Launch shape of the softmax attention kernels for head width `dh` and `rows` per-thread rows
-/// of shared memory: (threads per block, rows per tile, row stride, dynamic shared bytes).
+/// of shared memory (accumulators and the thread's own input rows): (threads per block, rows per
+/// tile, row stride, dynamic shared bytes). The widest block of 64, 32, 16 or 8 threads whose rows
+/// leave room for a tile of at least 4 rows; the tile is a multiple of 4 (the kernels take keys in
+/// groups of 4), at most 32.
+/// Heads of width ≤ `SA_REG_DH` (the kernels' `SA_REG_DH`) take the register path instead: the
+/// thread's rows live in registers, so stride 0 (which selects that path) and only the two tiles,
+/// of rows padded to a multiple of 4 floats, in shared memory.
 fn sa_shape(op: &str, dh: usize, rows: usize) -> Result<(u32, u32, u32, u32)> {
+    if dh <= SA_REG_DH {
+        let dp = dh.div_ceil(4) * 4;
+        let bytes = SA_REG_TILE * (2 * dp + 2) * 4;
+        return Ok((64, SA_REG_TILE as u32, 0, bytes as u32));
+    }
     let stride = dh | 1; // odd: consecutive threads' rows fall in different banks
     let words = MAX_DYN_SHARED / 4;
-    for threads in [64usize, 32] {
+    for threads in [64usize, 32, 16, 8] {
         let own = threads * stride * rows;
         if own >= words {
             continue;
         }
-        let tile = ((words - own) / (2 * dh + 2)).min(32);
+        let tile = ((words - own) / (2 * dh + 2)).min(32) / 4 * 4;
         if tile > 0 {
             let bytes = (own + tile * (2 * dh + 2)) * 4;
             return Ok((threads as u32, tile as u32, stride as u32, bytes as u32));
@@ -293,7 +309,7 @@ pub(crate) fn softmax_attention_fwd<L: Launcher>(
     u32_of("nq·d", nq * d)?;
     u32_of("nk·d", nk * d)?;
     u32_of("h·nq", h * nq)?;
-    let (threads, tile, stride, shmem) = sa_shape(op, dh, 1)?;
+    let (threads, tile, stride, shmem) = sa_shape(op, dh, 2)?;
     let p = SoftmaxAttnParams {
         out: out.ptr(),
         out2: lse.ptr(),
@@ -376,8 +392,8 @@ pub(crate) fn softmax_attention_bwd<L: Launcher>(
         scale: 1.0 / (dh as f32).sqrt(),
         nk: nk as u32,
     };
-    let (tq, tile_q, stride_q, sh_q) = sa_shape(op, dh, 1)?;
-    let (tk, tile_k, stride_k, sh_k) = sa_shape(op, dh, 2)?;
+    let (tq, tile_q, stride_q, sh_q) = sa_shape(op, dh, 3)?;
+    let (tk, tile_k, stride_k, sh_k) = sa_shape(op, dh, 4)?;
     let pq = SoftmaxAttnParams {
         out: dq.ptr(),
         tile: tile_q,

@@ -1,5 +1,7 @@
 //! Launch recipe of the feature gate for [`GpuBackend`] (`kernels/gate.cu`): a column sum over
-//! rows, then one block computes the gate, then the gate is applied to every row.
+//! rows, then a block per 256 features for x̄ and partials of u, the same blocks for ℓ and g, a
+//! warp per feature for the top-k ranks, then the gate is applied to every row. The backward: the
+//! column sum, a block per 256 features for dℓ and partials of du, then dA and dB.
 
 use super::GateSelect;
 use crate::gpu::backend::{blocks_for, GpuBackend, GpuBuf, BLOCK, MAX_GRID};
@@ -9,6 +11,14 @@ use crate::ops::linear::gpu::column_sum;
 use crate::ops::shape::expect_len;
 use crate::ops::shape::u32_of;
 use crate::{Error, Result};
+
+/// Threads of the per-feature gate blocks (`gate_logit_fwd_f32` is bounded to 256).
+const GATE_BLOCK: u32 = 256;
+
+/// Blocks of the per-feature stages: one per 256 features (each writes r partials).
+fn gate_parts(f: usize) -> Result<u32> {
+    u32_of("gate blocks", f.div_ceil(GATE_BLOCK as usize))
+}
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gate_fwd<L: Launcher>(
@@ -52,7 +62,8 @@ pub(crate) fn gate_fwd<L: Launcher>(
         GateSelect::Threshold(tau) => (0, tau, 0),
         GateSelect::TopK(k) => (1, 0.0, u32::try_from(k).unwrap_or(u32::MAX)),
     };
-    let work = be.scratch((f + r) * 8)?;
+    let parts = gate_parts(f)?;
+    let work = be.scratch((f + parts as usize * r) * 8)?;
     let cs = ColumnSumParams {
         out_f32: 0,
         out_f64: work.ptr(),
@@ -78,6 +89,8 @@ pub(crate) fn gate_fwd<L: Launcher>(
         mode,
         tau,
         topk,
+        parts,
+        pad: 0,
     };
     let ap = GateApplyParams {
         xt: xt.ptr(),
@@ -87,10 +100,17 @@ pub(crate) fn gate_fwd<L: Launcher>(
         n: n32,
         f: f32_,
     };
-    // SAFETY: lengths checked above; work holds f + r doubles.
+    let per_feature = LaunchCfg::linear(parts, GATE_BLOCK, 0);
+    // SAFETY: lengths checked above; work holds f + parts·r doubles.
     unsafe {
         column_sum(be, cs)?;
-        be.go(kernel::GATE_FWD_F32, LaunchCfg::linear(1, BLOCK, 0), &gp)?;
+        be.go(kernel::GATE_FWD_F32, per_feature, &gp)?;
+        be.go(kernel::GATE_LOGIT_FWD_F32, per_feature, &gp)?;
+        if mode == 1 {
+            // a warp per feature
+            let cfg = LaunchCfg::linear(u32_of("gate blocks", f.div_ceil(8))?, 256, 0);
+            be.go(kernel::GATE_RANK_FWD_F32, cfg, &gp)?;
+        }
         if n > 0 {
             let cfg = LaunchCfg::linear(blocks_for(n * f, BLOCK, MAX_GRID), BLOCK, 0);
             be.go(kernel::GATE_APPLY_FWD_F32, cfg, &ap)?;
@@ -144,7 +164,8 @@ pub(crate) fn gate_bwd<L: Launcher>(
     let (n32, f32_, r32) = (u32_of("n", n)?, u32_of("f", f)?, u32_of("r", r)?);
     u32_of("n·f", n * f)?;
     u32_of("f·r", f * r)?;
-    let work = be.scratch((2 * f + r) * 8)?;
+    let parts = gate_parts(f)?;
+    let work = be.scratch((2 * f + parts as usize * r) * 8)?;
     let cs = ColumnSumParams {
         out_f32: 0,
         out_f64: work.ptr(),
@@ -167,10 +188,21 @@ pub(crate) fn gate_bwd<L: Launcher>(
         b: b.ptr(),
         f: f32_,
         r: r32,
+        parts,
+        pad: 0,
     };
-    // SAFETY: lengths checked above; work holds 2f + r doubles.
+    // SAFETY: lengths checked above; work holds 2f + parts·r doubles.
     unsafe {
         column_sum(be, cs)?;
-        be.go(kernel::GATE_BWD_F32, LaunchCfg::linear(1, BLOCK, 0), &bp)
+        be.go(
+            kernel::GATE_BWD_F32,
+            LaunchCfg::linear(parts, GATE_BLOCK, 0),
+            &bp,
+        )?;
+        if r > 0 {
+            let cfg = LaunchCfg::linear(blocks_for(f * r, BLOCK, MAX_GRID), BLOCK, 0);
+            be.go(kernel::GATE_PARAMS_BWD_F32, cfg, &bp)?;
+        }
     }
+    Ok(())
 }

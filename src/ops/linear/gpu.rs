@@ -1,9 +1,12 @@
 //! Launch recipe of the linear op for [`GpuBackend`] (`kernels/linear.cu`): the tiled GEMM for
-//! out and dinp, a split-K GEMM plus an ordered reduction for dw, a column sum for db.
+//! out and dinp, a split-K GEMM plus an ordered reduction for dw, a column sum (split over rows,
+//! with an ordered reduction) for db.
 
 use super::{check_bwd, check_fwd};
 use crate::gpu::backend::{blocks_for, GpuBackend, GpuBuf, BLOCK, MAX_GRID};
-use crate::gpu::params::{kernel, ColumnSumParams, GemmParams, SplitReduceParams, Typed};
+use crate::gpu::params::{
+    kernel, ColumnSplitParams, ColumnSumParams, GemmParams, SplitReduceParams, Typed,
+};
 use crate::gpu::{LaunchCfg, Launcher};
 use crate::ops::shape::u32_of;
 use crate::{Error, Result};
@@ -45,8 +48,26 @@ unsafe fn gemm<L: Launcher>(
     be.go(kernel, cfg, &g)
 }
 
+/// Column sums aim for this many blocks (2 waves of 2 blocks per SM on an H100's 132 SMs, roughly)
+/// by splitting the rows into ranges...
+const COLSUM_TARGET_BLOCKS: u32 = 512;
+/// ...of at least this many rows (8 per row lane of the block).
+const COLSUM_MIN_ROWS: u32 = 64;
+
+/// (rows per range, ranges) of a column sum over n rows and `cols` columns: a function of the
+/// shape only, so the order of the f64 additions never depends on scheduling.
+pub(crate) fn column_splits(n: u32, cols: u32) -> (u32, u32) {
+    let groups = cols.div_ceil(32).max(1);
+    let want = COLSUM_TARGET_BLOCKS.div_ceil(groups);
+    let splits = want.min(n.div_ceil(COLSUM_MIN_ROWS)).clamp(1, 65535);
+    let rows = n.div_ceil(splits);
+    (rows, if rows == 0 { 1 } else { n.div_ceil(rows) })
+}
+
 /// s[c] = Σ_i rowmask[i]·a[i,c]·b[i,c] over n rows, into `out_f64` (=, f64 scratch) or
-/// `out_f32` (+=). Shared with the gate.
+/// `out_f32` (+=). Shared with the gate. The rows are cut into ranges ([`column_splits`]) summed
+/// by their own blocks into f64 partials of scratch, then added in range order by a second launch;
+/// a sum with one range (n ≤ 64, or many columns) is one launch.
 ///
 /// # Safety
 /// a (and b) hold n·cols floats, rowmask n floats or is 0, the output cols values.
@@ -54,8 +75,35 @@ pub(crate) unsafe fn column_sum<L: Launcher>(be: &GpuBackend<L>, p: ColumnSumPar
     if p.cols == 0 {
         return Ok(());
     }
-    let cfg = LaunchCfg::linear(p.cols.div_ceil(32), 256, 0);
-    be.go(kernel::COLUMN_SUM_BWD_F32, cfg, &p)
+    let (rows, splits) = column_splits(p.n, p.cols);
+    let partial = if splits > 1 {
+        Some(be.scratch(splits as usize * p.cols as usize * 8)?)
+    } else {
+        None
+    };
+    let sp = ColumnSplitParams {
+        out_f32: p.out_f32,
+        out_f64: p.out_f64,
+        partial: partial.as_ref().map_or(0, |b| b.ptr()),
+        a: p.a,
+        b: p.b,
+        rowmask: p.rowmask,
+        n: p.n,
+        cols: p.cols,
+        rows,
+        splits,
+    };
+    let cfg = LaunchCfg {
+        grid: [p.cols.div_ceil(32), splits, 1],
+        block: [256, 1, 1],
+        shmem: 0,
+    };
+    be.go(kernel::COLUMN_SUM_BWD_F32, cfg, &sp)?;
+    if splits > 1 {
+        let cfg = LaunchCfg::linear(blocks_for(p.cols as usize, BLOCK, MAX_GRID), BLOCK, 0);
+        be.go(kernel::COLUMN_SUM_REDUCE_BWD_F32, cfg, &sp)?;
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
