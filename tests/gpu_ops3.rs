@@ -1,8 +1,8 @@
 //! The GPU kernels at shapes that reach their multi-block paths, against the CPU reference (the
 //! `emu` backend runs the very same `.cu` sources; `cuda` a real GPU when there is one):
-//! - column sums split over row ranges (more than 64 rows) with an ordered reduce of the f64
-//!   partials: the bias gradient of a linear map with more than 32 outputs, the gate's masked
-//!   era mean and Σ dxt·x;
+//! - column sums split over row ranges (more than 1024 rows) with an ordered reduce of the f64
+//!   partials: the bias gradient of a linear map (up to 70 outputs), the gate's masked era mean
+//!   and Σ dxt·x;
 //! - the gate with more than 256 features (several per-feature blocks, partials of u and du added
 //!   in block order), top-k with ties across blocks (a warp per feature ranks it), a rank above
 //!   256 (u staged through shared memory in two passes);
@@ -49,15 +49,20 @@ fn db_run<B: Backend>(
 
 fn linear_db_over_many_rows_matches_cpu<B: Backend>(dev: &B) -> TestCaseResult {
     // (n, k, m): one column group and many ranges; three column groups (m = 70) and a partial
-    // last range (1000 rows); 64 rows exactly (one range, one launch)
-    for (n, k, m) in [(333usize, 3usize, 5usize), (1000, 4, 70), (64, 2, 33)] {
+    // last range; 1024 rows exactly (one range, one launch) and one row more (17 ranges)
+    for (n, k, m) in [
+        (1333usize, 3usize, 5usize),
+        (2100, 4, 70),
+        (1024, 2, 33),
+        (1025, 2, 33),
+    ] {
         let x = wave(n * k, 37, 101, -1.0, 1.0);
         let w = wave(m * k, 13, 29, -1.0, 1.0);
         let dout = wave(n * m, 7, 23, -1.0, 1.0);
         let db0: Vec<f32> = (0..m).map(|i| (i % 3) as f32 * 0.5).collect();
         let want = db_run(&Cpu, (n, k, m), &x, &w, &dout, &db0).unwrap();
         let got = db_run(dev, (n, k, m), &x, &w, &dout, &db0).unwrap();
-        // db sums up to 1000 values of size ≤ 1 (f64 on the GPU)
+        // db sums up to 2100 values of size ≤ 1 (f64 on the GPU)
         matches_ref(&format!("db n={n} m={m}"), &got, &want, 1e-5, 1e-5)?;
     }
     Ok(())
@@ -195,9 +200,10 @@ fn gate_on_many_features_matches_cpu<B: Backend>(
 }
 gpu_proptest!(6, gate_on_many_features_matches_cpu, gate_case());
 
-/// A rank above 256: u goes through the logit pass's shared memory in two rounds.
+/// A rank above 256: u goes through the logit pass's shared memory in two rounds; 1100 rows: the
+/// masked column sum of x and Σ dxt·x in several row ranges.
 fn gate_with_a_rank_above_256_matches_cpu<B: Backend>(dev: &B) -> TestCaseResult {
-    let (n, f, r) = (70usize, 300usize, 260usize);
+    let (n, f, r) = (1100usize, 300usize, 260usize);
     let x = wave(n * f, 7, 5, -1.0, 1.0);
     let mask: Vec<f32> = (0..n).map(|i| if i % 4 == 1 { 0.0 } else { 1.0 }).collect();
     let w = wave(f, 3, 4, -1.0, 2.0);

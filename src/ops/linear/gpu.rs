@@ -48,8 +48,11 @@ unsafe fn gemm<L: Launcher>(
     be.go(kernel, cfg, &g)
 }
 
-/// Column sums aim for this many blocks (2 waves of 2 blocks per SM on an H100's 132 SMs, roughly)
-/// by splitting the rows into ranges...
+/// Up to this many rows (128 per row lane) a column sum is one launch of one range: splitting
+/// would add a launch to save less than it costs.
+const COLSUM_ONE_RANGE_ROWS: u32 = 1024;
+/// Longer column sums aim for this many blocks (about 4 per SM of an H100's 132) by splitting the
+/// rows into ranges...
 const COLSUM_TARGET_BLOCKS: u32 = 512;
 /// ...of at least this many rows (8 per row lane of the block).
 const COLSUM_MIN_ROWS: u32 = 64;
@@ -57,6 +60,9 @@ const COLSUM_MIN_ROWS: u32 = 64;
 /// (rows per range, ranges) of a column sum over n rows and `cols` columns: a function of the
 /// shape only, so the order of the f64 additions never depends on scheduling.
 pub(crate) fn column_splits(n: u32, cols: u32) -> (u32, u32) {
+    if n <= COLSUM_ONE_RANGE_ROWS {
+        return (n, 1);
+    }
     let groups = cols.div_ceil(32).max(1);
     let want = COLSUM_TARGET_BLOCKS.div_ceil(groups);
     let splits = want.min(n.div_ceil(COLSUM_MIN_ROWS)).clamp(1, 65535);
@@ -67,7 +73,7 @@ pub(crate) fn column_splits(n: u32, cols: u32) -> (u32, u32) {
 /// s[c] = Σ_i rowmask[i]·a[i,c]·b[i,c] over n rows, into `out_f64` (=, f64 scratch) or
 /// `out_f32` (+=). Shared with the gate. The rows are cut into ranges ([`column_splits`]) summed
 /// by their own blocks into f64 partials of scratch, then added in range order by a second launch;
-/// a sum with one range (n ≤ 64, or many columns) is one launch.
+/// a sum with one range (n ≤ 1024, or columns enough to fill the GPU) is one launch.
 ///
 /// # Safety
 /// a (and b) hold n·cols floats, rowmask n floats or is 0, the output cols values.
