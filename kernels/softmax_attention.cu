@@ -13,9 +13,12 @@
 //
 // Grid mapping (all but the D kernel): grid (⌈rows / QB⌉, h), block QB = blockDim.x threads (64,
 // 32, 16 or 8: the widest whose rows fit), thread t owns row blockIdx.x·QB + t of head blockIdx.y
-// (a query row in fwd and dq, a key row in dkv). Dynamic shared memory (sized on the host to fit
-// 48 KiB): the tile area a[tile·dh] | b[tile·dh] | s1[tile] | s2[tile] through which the other
-// side's rows stream, `tile` rows at a time (≤ 32, a multiple of 4), then `rows` regions of QB
+// (a query row in fwd and dq, a key row in dkv). Two paths, chosen by the host through `stride`:
+// heads of width dh ≤ 32 take the register path below (stride = 0: the thread's rows in registers,
+// tiles read as 16-byte broadcasts); wider heads this shared-memory path. Dynamic shared memory
+// (sized on the host to fit 48 KiB): the tile area a[tile·dh] | b[tile·dh] | s1[tile] | s2[tile]
+// through which the other side's rows stream, `tile` rows at a time (≤ 32, a multiple of 4), then
+// `rows` regions of QB
 // rows of `stride` floats (dh rounded up to odd: thread t's row starts in bank t·stride mod 32, so
 // a warp reading element a of its rows hits 32 banks): the thread's accumulators and its own input
 // rows. Every global read is cooperative and coalesced (consecutive threads, consecutive columns
@@ -152,6 +155,14 @@ __device__ __forceinline__ void sa_load_tile_padded(float* dst, const float* x, 
     }
 }
 
+// s += x[0]·y.x, then x[1]·y.y, x[2]·y.z, x[3]·y.w: one chain, in column order
+__device__ __forceinline__ void sa_chain4(float& s, const float* x, const SaVec4& y) {
+    s += x[0] * y.x;
+    s += x[1] * y.y;
+    s += x[2] * y.z;
+    s += x[3] * y.w;
+}
+
 // s[u] = x·y_u for the 4 padded rows y_u = y + u·dp (x in registers), each chain over a in order
 __device__ __forceinline__ void sa_reg_dot4(const float* x, const float* y, unsigned int dp, float* s) {
     const SaVec4* y0 = reinterpret_cast<const SaVec4*>(y);
@@ -164,10 +175,10 @@ __device__ __forceinline__ void sa_reg_dot4(const float* x, const float* y, unsi
             const SaVec4 b = y0[nc + c];
             const SaVec4 e = y0[2u * nc + c];
             const SaVec4 f = y0[3u * nc + c];
-            s0 += x[4u * c] * a.x; s0 += x[4u * c + 1u] * a.y; s0 += x[4u * c + 2u] * a.z; s0 += x[4u * c + 3u] * a.w;
-            s1 += x[4u * c] * b.x; s1 += x[4u * c + 1u] * b.y; s1 += x[4u * c + 2u] * b.z; s1 += x[4u * c + 3u] * b.w;
-            s2 += x[4u * c] * e.x; s2 += x[4u * c + 1u] * e.y; s2 += x[4u * c + 2u] * e.z; s2 += x[4u * c + 3u] * e.w;
-            s3 += x[4u * c] * f.x; s3 += x[4u * c + 1u] * f.y; s3 += x[4u * c + 2u] * f.z; s3 += x[4u * c + 3u] * f.w;
+            sa_chain4(s0, x + 4u * c, a);
+            sa_chain4(s1, x + 4u * c, b);
+            sa_chain4(s2, x + 4u * c, e);
+            sa_chain4(s3, x + 4u * c, f);
         }
     }
     s[0] = s0;
