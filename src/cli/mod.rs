@@ -85,19 +85,20 @@ pub struct ImportArgs {
     /// The era store to write (not needed with --verify and a store as the only input)
     #[arg(long, required_unless_present = "verify")]
     pub out: Option<PathBuf>,
-    /// Numerai features.json, to pick a feature set
+    /// Numerai features.json, to pick a feature set [default: features.json beside the first input]
     #[arg(long = "features-json")]
     pub features_json: Option<PathBuf>,
-    /// Feature set name in features.json (small, medium, all, ...)
+    /// Feature set name in features.json (small, medium, all, ...) [default: every feature_ column]
     #[arg(long = "feature-set")]
     pub feature_set: Option<String>,
-    /// Explicit comma-separated feature list (instead of a feature set)
+    /// Explicit comma-separated feature list (instead of a feature set) [default: every feature_
+    /// column]
     #[arg(long, value_delimiter = ',')]
     pub features: Option<Vec<String>>,
-    /// Targets to keep, comma-separated; the first is target 0 (default: target)
+    /// Targets to keep, comma-separated; the first is target 0 [default: target]
     #[arg(long, value_delimiter = ',')]
     pub targets: Option<Vec<String>>,
-    /// Keep only rows whose data_type is this (e.g. validation)
+    /// Keep only rows whose data_type is this (e.g. validation) [default: every row]
     #[arg(long = "data-type")]
     pub data_type: Option<String>,
     /// Check the full data checksum of an existing store instead of importing (with --out:
@@ -140,10 +141,10 @@ pub struct SynthArgs {
     /// numerai: target noise in units of the signal's standard deviation (larger = harder) [default: 5.5]
     #[arg(long)]
     pub noise: Option<f64>,
-    /// Also write Numerai-schema parquet files
+    /// Also write Numerai-schema parquet files [default: off]
     #[arg(long)]
     pub parquet: bool,
-    /// Print nothing
+    /// Print nothing [default: off]
     #[arg(long)]
     pub quiet: bool,
 }
@@ -339,7 +340,7 @@ pub struct TuneArgs {
     /// Validation era store that scores each trial (needs --data) [default: the built-in validation eras]
     #[arg(long)]
     pub valid: Option<PathBuf>,
-    /// Number of sampled configurations [default: 32]
+    /// Number of sampled configurations
     #[arg(long, default_value_t = 32)]
     pub trials: usize,
     /// Search space as JSON: flag name -> value or {"log_uniform"|"uniform"|"int": [lo, hi]} or
@@ -349,13 +350,13 @@ pub struct TuneArgs {
     /// Output directory: trials.csv, trials.json, best.json, and per-trial results in trials/
     #[arg(long)]
     pub out: PathBuf,
-    /// Seed of the sampled configurations and of each trial's training seed [default: 0]
+    /// Seed of the sampled configurations and of each trial's training seed
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Epochs of each successive-halving rung, comma-separated, increasing [default: 1,3,9]
+    /// Epochs of each successive-halving rung, comma-separated, increasing
     #[arg(long, value_delimiter = ',', default_value = "1,3,9")]
     pub rungs: Vec<usize>,
-    /// Promotion factor: the best 1/eta of a rung's trials go on to the next rung [default: 3]
+    /// Promotion factor: the best 1/eta of a rung's trials go on to the next rung
     #[arg(long, default_value_t = 3)]
     pub eta: usize,
     /// auto | cpu | cuda | emu
