@@ -78,34 +78,35 @@ impl Dims {
 }
 
 /// dst[hd][t][c] = scale · src[rows[t]·d + hd·dh + c], zero padded to `padded` rows.
+/// Heads run in parallel (as in [`pack_cols`]).
 fn pack_rows<I>(dst: &mut [f32], src: &[f32], rows: I, padded: usize, m: &Dims, scale: f32)
 where
-    I: Iterator<Item = usize> + Clone,
+    I: Iterator<Item = usize> + Clone + Sync,
 {
-    dst.fill(0.0);
-    for hd in 0..m.h {
-        let panel = &mut dst[hd * padded * m.p..][..padded * m.p];
+    let panels = dst[..m.h * padded * m.p].chunks_mut(padded * m.p);
+    par::run(panels.enumerate(), |(hd, panel)| {
+        panel.fill(0.0);
         for (t, i) in rows.clone().enumerate() {
             let s = &src[i * m.d + hd * m.dh..][..m.dh];
             for (o, &x) in panel[t * m.p..][..m.dh].iter_mut().zip(s) {
                 *o = scale * x;
             }
         }
-    }
+    });
 }
 
 /// dst[hd][c][j] = src[keys[j]·d + hd·dh + c] (keys transposed), zero padded.
 fn pack_cols(dst: &mut [f32], src: &[f32], keys: &[usize], m: &Dims) {
-    dst.fill(0.0);
-    for hd in 0..m.h {
-        let panel = &mut dst[hd * m.p * m.nkp..][..m.p * m.nkp];
+    let panels = dst[..m.h * m.p * m.nkp].chunks_mut(m.p * m.nkp);
+    par::run(panels.enumerate(), |(hd, panel)| {
+        panel.fill(0.0);
         for (j, &kj) in keys.iter().enumerate() {
             let s = &src[kj * m.d + hd * m.dh..][..m.dh];
             for (c, &x) in s.iter().enumerate() {
                 panel[c * m.nkp + j] = x;
             }
         }
-    }
+    });
 }
 
 /// s[r·N + j] = Σ_c a[r·p + c] · bt[c·ld + j0 + j] for r < R, j < N (a multiple of 32): one query
@@ -598,29 +599,46 @@ pub(super) unsafe fn bwd(
                 }
             }
         });
-        // dQ: the partials in thread order, then scaled
-        for hd in 0..h {
-            for i in 0..nq {
-                let dst = &mut dq[i * d + hd * dh..][..dh];
-                for (c, o) in dst.iter_mut().enumerate() {
-                    let mut s = 0f64;
-                    for part in acc.chunks(ql) {
-                        s += part[(hd * m.nqp + i) * m.p + c];
+        // dQ: the partials in thread order, then scaled (rows in parallel)
+        let acc = &*acc;
+        let ch = par::chunk_rows(nq, 2 * items * d);
+        par::run(dq[..nq * d].chunks_mut(ch * d).enumerate(), |(c, dqc)| {
+            for (ii, row) in dqc.chunks_mut(d).enumerate() {
+                let i = c * ch + ii;
+                for hd in 0..h {
+                    let dst = &mut row[hd * dh..][..dh];
+                    for (cc, o) in dst.iter_mut().enumerate() {
+                        let mut s = 0f64;
+                        for part in acc.chunks(ql) {
+                            s += part[(hd * m.nqp + i) * m.p + cc];
+                        }
+                        *o += (s * scale as f64) as f32;
                     }
-                    *o += (s * scale as f64) as f32;
                 }
             }
-        }
-        // dK, dV: scattered back to the real key rows
-        for (j, &kj) in keys.iter().enumerate() {
-            for hd in 0..h {
-                let src = (j * hp + hd * m.p, kj * d + hd * dh);
-                for c in 0..dh {
-                    dk[src.1 + c] += dkc[src.0 + c];
-                    dv[src.1 + c] += dvc[src.0 + c];
+        });
+        // dK, dV: scattered back to the real key rows (ascending), rows in parallel
+        let (dkc, dvc) = (&*dkc, &*dvc);
+        let keys = &keys;
+        let ch = par::chunk_rows(nk, 4 * d);
+        let rows = dk[..nk * d]
+            .chunks_mut(ch * d)
+            .zip(dv[..nk * d].chunks_mut(ch * d));
+        par::run(rows.enumerate(), |(c, (dkr, dvr))| {
+            let r0 = c * ch;
+            let r1 = r0 + dkr.len() / d;
+            let j0 = keys.partition_point(|&kj| kj < r0);
+            let j1 = keys.partition_point(|&kj| kj < r1);
+            for (j, &kj) in keys[j0..j1].iter().enumerate().map(|(t, kj)| (j0 + t, kj)) {
+                for hd in 0..h {
+                    let (s, o) = (j * hp + hd * m.p, (kj - r0) * d + hd * dh);
+                    for cc in 0..dh {
+                        dkr[o + cc] += dkc[s + cc];
+                        dvr[o + cc] += dvc[s + cc];
+                    }
                 }
             }
-        }
+        });
     });
     true
 }
