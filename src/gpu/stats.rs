@@ -21,6 +21,8 @@ pub const H100_FP64_FLOPS: f64 = 34.0e12;
 pub const H100_DRAM_BPS: f64 = 3.35e12;
 /// Floor of one kernel's time on the stream (launch + ramp-up + tail), seconds.
 pub const H100_KERNEL_FLOOR_S: f64 = 2.5e-6;
+/// H100 SXM5 streaming multiprocessors: a launch of fewer blocks than this leaves SMs idle.
+pub const H100_SMS: f64 = 132.0;
 /// Host↔device copy bandwidth (PCIe 5 x16, pinned, realistic), bytes/s.
 pub const PCIE_BPS: f64 = 25.0e9;
 /// One host synchronisation round trip, seconds.
@@ -140,7 +142,8 @@ pub(crate) fn count_d2h(bytes: usize) {
 }
 pub(crate) fn count_launch(k: Kernel, cfg: LaunchCfg, params: &[u8]) {
     let (flops, f64_flops, bytes) = cost(k, cfg, params);
-    let est = roofline_s(flops, f64_flops, bytes);
+    let blocks = cfg.grid.iter().map(|&g| g as f64).product::<f64>();
+    let est = roofline_s(flops, f64_flops, bytes, blocks);
     with(|c| {
         c.launches += 1;
         if c.kernels.len() < Kernel::ALL.len() {
@@ -154,10 +157,13 @@ pub(crate) fn count_launch(k: Kernel, cfg: LaunchCfg, params: &[u8]) {
     });
 }
 
-/// Estimated H100 seconds of one launch: max(FP32 time + FP64 time, DRAM time, the floor).
-pub fn roofline_s(flops: f64, f64_flops: f64, bytes: f64) -> f64 {
+/// Estimated H100 seconds of one launch of `blocks` blocks: max(FP32 time + FP64 time, DRAM
+/// time, the floor), where a grid of fewer blocks than SMs gets only their share of the peaks (a
+/// block runs on one SM: a 2-block column sum cannot use the whole chip, however few its bytes).
+pub fn roofline_s(flops: f64, f64_flops: f64, bytes: f64, blocks: f64) -> f64 {
+    let share = (blocks / H100_SMS).clamp(1.0 / H100_SMS, 1.0);
     let compute = flops / H100_FP32_FLOPS + f64_flops / H100_FP64_FLOPS;
-    compute.max(bytes / H100_DRAM_BPS).max(H100_KERNEL_FLOOR_S)
+    (compute.max(bytes / H100_DRAM_BPS) / share).max(H100_KERNEL_FLOOR_S)
 }
 
 impl Counters {
@@ -539,10 +545,13 @@ mod tests {
 
     #[test]
     fn roofline_is_the_slowest_bound() {
-        assert_eq!(roofline_s(0.0, 0.0, 0.0), H100_KERNEL_FLOOR_S);
-        let t = roofline_s(67.0e12, 0.0, 1.0);
+        assert_eq!(roofline_s(0.0, 0.0, 0.0, 1.0), H100_KERNEL_FLOOR_S);
+        let t = roofline_s(67.0e12, 0.0, 1.0, 1000.0);
         assert!((t - 1.0).abs() < 1e-12);
-        let t = roofline_s(1.0, 0.0, 3.35e12);
+        let t = roofline_s(1.0, 0.0, 3.35e12, 132.0);
         assert!((t - 1.0).abs() < 1e-12);
+        // a grid of 2 blocks gets 2 of the 132 SMs
+        let t = roofline_s(1.0, 0.0, 3.35e12, 2.0);
+        assert!((t - 66.0).abs() < 1e-9);
     }
 }
