@@ -219,6 +219,8 @@ struct SumSqReduceParams {
 // linear_fwd_f32 / linear_bwd_f32 (kernels/linear.cu): C[r,c] (op)= Σ_i A(r,i) B(i,c) with
 // A(r,i) = a[r·a_rs + i·a_is], B(i,c) = b[i·b_is + c·b_cs]; mode 0: out = acc + bias (bias may be
 // null), 1: out += acc, 2: out[blockIdx.z][rows·cols] = acc over inner [z·k_chunk, (z+1)·k_chunk)
+// and, when colsum != 0, out[gridDim.z·rows·cols + z·rows + r] = Σ_i A(r,i) over the same range
+// (db of the linear backward: the product against an implicit column of ones)
 struct GemmParams {
     float* out;
     const float* a;
@@ -233,15 +235,19 @@ struct GemmParams {
     unsigned int b_cs;
     unsigned int mode;
     unsigned int k_chunk;
-    unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
+    unsigned int colsum;  // mode 2 only: also write the per-split row sums of A (see above)
 };
 
-// linear_reduce_bwd_f32: out[e] += Σ_z partial[z·len + e] (f64, z order)
+// linear_reduce_bwd_f32: out[e] += Σ_z partial[z·len + e] for e < len and, when db_len > 0,
+// db[j] += Σ_z partial[splits·len + z·db_len + j] (f64, z order)
 struct SplitReduceParams {
     float* out;
+    float* db;
     const float* partial;
     unsigned int splits;
     unsigned int len;
+    unsigned int db_len;
+    unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
 };
 
 // column_sum_bwd_f32: s[c] = Σ_i rowmask[i] · a[i,c] · b[i,c] (rowmask, b may be null) in f64;
@@ -419,7 +425,7 @@ static_assert(sizeof(SumSqMultiParams) == 32, "SumSqMultiParams layout changed: 
 static_assert(sizeof(SumSqParams) == 24, "SumSqParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(SumSqReduceParams) == 24, "SumSqReduceParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(GemmParams) == 72, "GemmParams layout changed: update src/gpu/params.rs");
-static_assert(sizeof(SplitReduceParams) == 24, "SplitReduceParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(SplitReduceParams) == 40, "SplitReduceParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(ColumnSumParams) == 48, "ColumnSumParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(ColumnSplitParams) == 64, "ColumnSplitParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(LinAttnStateParams) == 64, "LinAttnStateParams layout changed: update src/gpu/params.rs");

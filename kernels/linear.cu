@@ -17,7 +17,12 @@
 // writes its own partial[z][rows·cols] = acc over inner [z·k_chunk, (z+1)·k_chunk), and
 // linear_reduce_bwd_f32 adds Σ_z partial[z] (in z order, f64) to dw: no atomics, results do not
 // depend on scheduling. One split covers 256 rows, as the CPU op sums dw in blocks of 256 rows.
-// column_sum_bwd_f32 (db here; the gate's masked era mean and Σ_i dxt·x in gate.cu use it too):
+// db rides along (colsum = 1): db = Σ_i dout[i,:] is the dw product against an implicit column of
+// ones, so the first column tile of each split also writes the split's row sums of A = doutᵀ (f32
+// in row order, as the CPU sums a block of 256 rows) behind the dw partials, and the same reduce
+// adds them in split order (f64) to db: no launch of its own.
+// column_sum_bwd_f32 (db only when k = 0; the gate's masked era mean and Σ_i dxt·x, film, vsn,
+// mask fill and row add use it):
 //   s[c] = Σ_i rowmask[i] · a[i,c] · b[i,c]  (rowmask, b optional) in f64; grid (⌈cols / 32⌉,
 //   splits): block (x, z) = 32 columns × 8 row lanes over the rows of range z, [z·rows, (z+1)·rows),
 //   lane l sums the range's rows l, l+8, ... in order, the 8 lanes are summed in lane order. With
@@ -31,6 +36,7 @@
 #define GEMM_K 16
 #define GEMM_PAD 1
 
+template <bool COLSUM>
 __device__ __forceinline__ void gemm_tile(const GemmParams& p) {
     __shared__ float as[GEMM_K][GEMM_TILE + GEMM_PAD];
     __shared__ float bs[GEMM_K][GEMM_TILE + GEMM_PAD];
@@ -46,6 +52,11 @@ __device__ __forceinline__ void gemm_tile(const GemmParams& p) {
     for (int u = 0; u < 4; ++u)
 #pragma unroll
         for (int v = 0; v < 4; ++v) acc[u][v] = 0.0f;
+    // db (mode 2 with colsum): the first column tile's threads 0..63 also sum row r0 + tid of A over
+    // the split's inner range, one slice after the other, in inner order (f32, as the CPU op sums
+    // a block of 256 rows); out-of-range entries of the tile are zeros
+    const bool colsum = COLSUM && p.mode == 2u && p.colsum != 0u && blockIdx.x == 0u && tid < GEMM_TILE;
+    float rowsum = 0.0f;
 
     for (unsigned int i0 = k_begin; i0 < k_end; i0 += GEMM_K) {
         // 64 × 16 elements of each operand, 4 per thread; the fast index follows the unit stride
@@ -80,6 +91,10 @@ __device__ __forceinline__ void gemm_tile(const GemmParams& p) {
                              : 0.0f;
         }
         __syncthreads();
+        if (colsum) {
+#pragma unroll 1
+            for (int kk = 0; kk < GEMM_K; ++kk) rowsum += as[kk][tid];
+        }
 #pragma unroll
         for (int kk = 0; kk < GEMM_K; ++kk) {
             float av[4], bv[4];
@@ -97,6 +112,10 @@ __device__ __forceinline__ void gemm_tile(const GemmParams& p) {
 
     // seek to this split's partial (mode 2) or to the output itself
     float* out = p.out + (p.mode == 2u ? (unsigned long long)blockIdx.z * p.rows * p.cols : 0ull);
+    if (colsum && r0 + tid < p.rows) {
+        const unsigned long long sums = (unsigned long long)gridDim.z * p.rows * p.cols;
+        p.out[sums + (unsigned long long)blockIdx.z * p.rows + r0 + tid] = rowsum;
+    }
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
         const unsigned int r = r0 + ty + 16u * u;
@@ -117,15 +136,20 @@ __device__ __forceinline__ void gemm_tile(const GemmParams& p) {
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256) linear_fwd_f32(GemmParams p) { gemm_tile(p); }
+extern "C" __global__ void __launch_bounds__(256) linear_fwd_f32(GemmParams p) { gemm_tile<false>(p); }
 
-extern "C" __global__ void __launch_bounds__(256) linear_bwd_f32(GemmParams p) { gemm_tile(p); }
+extern "C" __global__ void __launch_bounds__(256) linear_bwd_f32(GemmParams p) { gemm_tile<true>(p); }
 
+// dw (the first len entries) and db (db_len more, from the row sums behind the splits' partials)
 extern "C" __global__ void linear_reduce_bwd_f32(SplitReduceParams p) {
-    GRID_STRIDE(e, p.len) {
+    GRID_STRIDE(e, (unsigned long long)p.len + p.db_len) {
+        const bool w = e < p.len;
+        const unsigned long long stride = w ? p.len : p.db_len;
+        const float* part = w ? p.partial + e : p.partial + (unsigned long long)p.splits * p.len + (e - p.len);
         double s = 0.0;
-        for (unsigned int z = 0; z < p.splits; ++z) s += (double)p.partial[(unsigned long long)z * p.len + e];
-        p.out[e] = (float)((double)p.out[e] + s);
+        for (unsigned int z = 0; z < p.splits; ++z) s += (double)part[(unsigned long long)z * stride];
+        float* o = w ? p.out + e : p.db + (e - p.len);
+        *o = (float)((double)*o + s);
     }
 }
 

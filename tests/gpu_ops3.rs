@@ -1,7 +1,8 @@
 //! The GPU kernels at shapes that reach their multi-block paths, against the CPU reference (the
 //! `emu` backend runs the very same `.cu` sources; `cuda` a real GPU when there is one):
-//! - column sums split over row ranges (more than 1024 rows) with an ordered reduce of the f64
-//!   partials: the bias gradient of a linear map (up to 70 outputs), the gate's masked era mean
+//! - the bias gradient of a linear map as the row sums riding on the split dw product (up to 70
+//!   outputs and inputs, 1-64 splits), and column sums split over row ranges (more than 1024
+//!   rows) with an ordered reduce of the f64 partials: db when k = 0, the gate's masked era mean
 //!   and Σ dxt·x;
 //! - the gate with more than 256 features (several per-feature blocks, partials of u and du added
 //!   in block order), top-k with ties across blocks (a warp per feature ranks it), a rank above
@@ -39,31 +40,46 @@ fn db_run<B: Backend>(
     w: &[f32],
     dout: &[f32],
     db0: &[f32],
-) -> eraengine::Result<Vec<f32>> {
+) -> eraengine::Result<(Vec<f32>, Vec<f32>)> {
     let (x, w, dy) = (dev.upload(x)?, dev.upload(w)?, dev.upload(dout)?);
-    let mut dw = dev.zeros(m * k)?;
+    let mut dw = dev.upload(&wave(m * k, 5, 17, -0.5, 0.5))?;
     let mut db = dev.upload(db0)?;
     dev.linear_bwd(None, &mut dw, Some(&mut db), &dy, &x, &w, n, k, m)?;
-    dev.download(&db)
+    Ok((dev.download(&dw)?, dev.download(&db)?))
 }
 
 fn linear_db_over_many_rows_matches_cpu<B: Backend>(dev: &B) -> TestCaseResult {
-    // (n, k, m): one column group and many ranges; three column groups (m = 70) and a partial
-    // last range; 1024 rows exactly (one range, one launch) and one row more (17 ranges)
+    // (n, k, m): db rides on the split dw product (the first column tile of every split writes
+    // its row sums of doutᵀ, the dw reduce adds them). One row tile and many splits; three row
+    // tiles (m = 70) and a partial last split; two column tiles (k = 70: only the first writes
+    // the sums) and two row tiles; one split (n ≤ 256); 64 splits of 272 rows (n > 64·256); and
+    // k = 0, where db is the split column sum and its ordered reduce
     for (n, k, m) in [
         (1333usize, 3usize, 5usize),
         (2100, 4, 70),
         (1024, 2, 33),
         (1025, 2, 33),
+        (300, 70, 70),
+        (200, 3, 7),
+        (17000, 2, 3),
+        (1500, 0, 40),
     ] {
         let x = wave(n * k, 37, 101, -1.0, 1.0);
         let w = wave(m * k, 13, 29, -1.0, 1.0);
         let dout = wave(n * m, 7, 23, -1.0, 1.0);
         let db0: Vec<f32> = (0..m).map(|i| (i % 3) as f32 * 0.5).collect();
-        let want = db_run(&Cpu, (n, k, m), &x, &w, &dout, &db0).unwrap();
-        let got = db_run(dev, (n, k, m), &x, &w, &dout, &db0).unwrap();
-        // db sums up to 2100 values of size ≤ 1 (f64 on the GPU)
-        matches_ref(&format!("db n={n} m={m}"), &got, &want, 1e-5, 1e-5)?;
+        let (want_dw, want) = db_run(&Cpu, (n, k, m), &x, &w, &dout, &db0).unwrap();
+        let (got_dw, got) = db_run(dev, (n, k, m), &x, &w, &dout, &db0).unwrap();
+        // db sums up to 17000 values of size ≤ 1: f32 within a split of 256 (272) rows and f64
+        // across, as the CPU sums blocks of 256 rows; dw the same products as tests/gpu_ops2.rs
+        matches_ref(&format!("db n={n} k={k} m={m}"), &got, &want, 1e-5, 1e-5)?;
+        matches_ref(
+            &format!("dw n={n} k={k} m={m}"),
+            &got_dw,
+            &want_dw,
+            1e-4,
+            1e-4,
+        )?;
     }
     Ok(())
 }

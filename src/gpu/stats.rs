@@ -346,15 +346,22 @@ fn cost(k: Kernel, cfg: LaunchCfg, params: &[u8]) -> (f64, f64, f64) {
         LinearFwdF32 | LinearBwdF32 => read::<GemmParams>(params).map(|p| {
             let (r, c, i) = (f(p.rows), f(p.cols), f(p.inner));
             let splits = f(cfg.grid[2]);
+            // mode 2 with colsum: the db row sums of A (r·i adds, r floats per split)
+            let sums = if p.mode == 2 && p.colsum != 0 {
+                1.0
+            } else {
+                0.0
+            };
             (
-                2.0 * r * c * i,
+                2.0 * r * c * i + sums * r * i,
                 0.0,
-                4.0 * (r * i + c * i + 2.0 * r * c * splits),
+                4.0 * (r * i + c * i + 2.0 * r * c * splits + sums * r * splits),
             )
         }),
         LinearReduceBwdF32 => read::<SplitReduceParams>(params).map(|p| {
-            let v = f(p.splits) * f(p.len);
-            (0.0, v, 4.0 * (v + 2.0 * f(p.len)))
+            let len = f(p.len) + f(p.db_len);
+            let v = f(p.splits) * len;
+            (0.0, v, 4.0 * (v + 2.0 * len))
         }),
         ColumnSumBwdF32 => read::<ColumnSplitParams>(params).map(|p| {
             let v = f(p.n) * f(p.cols);

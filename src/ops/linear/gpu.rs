@@ -1,6 +1,7 @@
 //! Launch recipe of the linear op for [`GpuBackend`] (`kernels/linear.cu`): the tiled GEMM for
-//! out and dinp, a split-K GEMM plus an ordered reduction for dw, a column sum (split over rows,
-//! with an ordered reduction) for db.
+//! out and dinp, a split-K GEMM plus an ordered reduction for dw and db (the GEMM's first column
+//! tile also writes each split's row sums of doutᵀ, the reduce adds them to db); a column sum
+//! (split over rows, with an ordered reduction) for db only when k = 0.
 
 use super::{check_bwd, check_fwd};
 use crate::gpu::backend::{blocks_for, GpuBackend, GpuBuf, BLOCK, MAX_GRID};
@@ -144,7 +145,7 @@ pub(crate) fn linear_fwd<L: Launcher>(
         b_cs: k as u32,
         mode: 0,
         k_chunk: k as u32,
-        pad: 0,
+        colsum: 0,
     };
     // SAFETY: lengths checked above; inp [n,k], w [m,k], out [n,m], bias [m].
     unsafe { gemm(be, kernel::LINEAR_FWD_F32, g, 1) }
@@ -197,15 +198,17 @@ pub(crate) fn linear_bwd<L: Launcher>(
                 b_cs: 1,
                 mode: 1,
                 k_chunk: m32,
-                pad: 0,
+                colsum: 0,
             };
             // SAFETY: lengths checked above.
             unsafe { gemm(be, kernel::LINEAR_BWD_F32, g, 1)? };
         }
-        // dw[m,k] += doutᵀ[m,n] · inp[n,k]: split over rows, partials summed in a second pass
+        // dw[m,k] += doutᵀ[m,n] · inp[n,k]: split over rows, partials summed in a second pass;
+        // db[m] += Σ_i dout[i,:] as the splits' row sums of doutᵀ behind the dw partials
         let splits = n32.div_ceil(DW_SPLIT_ROWS).clamp(1, MAX_DW_SPLITS);
         let k_chunk = n32.div_ceil(splits).div_ceil(GEMM_K) * GEMM_K;
-        let len = u32_of("splits·m·k", splits as usize * m * k)?;
+        let db_len = if db.is_some() { m32 } else { 0 };
+        let len = u32_of("splits·m·(k+1)", splits as usize * m * (k + 1))?;
         let partial = be.scratch(len as usize * 4)?;
         let g = GemmParams {
             out: partial.ptr(),
@@ -221,21 +224,31 @@ pub(crate) fn linear_bwd<L: Launcher>(
             b_cs: 1,
             mode: 2,
             k_chunk,
-            pad: 0,
+            colsum: u32::from(db_len > 0),
         };
         let r = SplitReduceParams {
             out: dw.ptr(),
+            db: db.as_ref().map_or(0, |d| d.ptr()),
             partial: partial.ptr(),
             splits,
             len: (m * k) as u32,
+            db_len,
+            pad: 0,
         };
-        let cfg = LaunchCfg::linear(blocks_for(m * k, BLOCK, MAX_GRID), BLOCK, 0);
-        // SAFETY: partial holds splits·m·k floats; dw m·k.
+        let cfg = LaunchCfg::linear(
+            blocks_for(m * k + db_len as usize, BLOCK, MAX_GRID),
+            BLOCK,
+            0,
+        );
+        // SAFETY: partial holds splits·m·(k+1) floats (dw partials, then the db row sums); dw
+        // m·k, db m.
         unsafe {
             gemm(be, kernel::LINEAR_BWD_F32, g, splits)?;
             be.go(kernel::LINEAR_REDUCE_BWD_F32, cfg, &r)?;
         }
+        return Ok(());
     }
+    // k = 0: no dw product to ride on
     if let Some(db) = db {
         let p = ColumnSumParams {
             out_f32: db.ptr(),
