@@ -16,10 +16,12 @@
 // Modes: 0 (forward) C = acc + bias (bias may be null); 1 (dinp) C += acc; 2 (split, dw) each split z
 // writes its own partial[z][rows·cols] = acc over inner [z·k_chunk, (z+1)·k_chunk), and
 // linear_reduce_bwd_f32 adds Σ_z partial[z] (in z order, f64) to dw: no atomics, results do not
-// depend on scheduling. One split covers 256 rows, as the CPU op sums dw in blocks of 256 rows.
+// depend on scheduling. One split covers 256 rows, as the CPU op sums dw in blocks of 256 rows,
+// or fewer (≥ 64) where the m×k tiles alone would leave an H100's SMs idle (dw_splits in
+// src/ops/linear/gpu.rs: the split size is a function of the shape only).
 // db rides along (colsum = 1): db = Σ_i dout[i,:] is the dw product against an implicit column of
 // ones, so the first column tile of each split also writes the split's row sums of A = doutᵀ (f32
-// in row order, as the CPU sums a block of 256 rows) behind the dw partials, and the same reduce
+// in row order, as the CPU sums a block of rows) behind the dw partials, and the same reduce
 // adds them in split order (f64) to db: no launch of its own.
 // column_sum_bwd_f32 (db only when k = 0; the gate's masked era mean and Σ_i dxt·x, film, vsn,
 // mask fill and row add use it):

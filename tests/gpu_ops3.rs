@@ -1,7 +1,7 @@
 //! The GPU kernels at shapes that reach their multi-block paths, against the CPU reference (the
 //! `emu` backend runs the very same `.cu` sources; `cuda` a real GPU when there is one):
 //! - the bias gradient of a linear map as the row sums riding on the split dw product (up to 70
-//!   outputs and inputs, 1-64 splits), and column sums split over row ranges (more than 1024
+//!   outputs and inputs, 1-63 splits), and column sums split over row ranges (more than 1024
 //!   rows) with an ordered reduce of the f64 partials: db when k = 0, the gate's masked era mean
 //!   and Σ dxt·x;
 //! - the gate with more than 256 features (several per-feature blocks, partials of u and du added
@@ -50,17 +50,18 @@ fn db_run<B: Backend>(
 
 fn linear_db_over_many_rows_matches_cpu<B: Backend>(dev: &B) -> TestCaseResult {
     // (n, k, m): db rides on the split dw product (the first column tile of every split writes
-    // its row sums of doutᵀ, the dw reduce adds them). One row tile and many splits; three row
-    // tiles (m = 70) and a partial last split; two column tiles (k = 70: only the first writes
-    // the sums) and two row tiles; one split (n ≤ 256); 64 splits of 272 rows (n > 64·256); and
-    // k = 0, where db is the split column sum and its ordered reduce
+    // its row sums of doutᵀ, the dw reduce adds them). One row tile and 21 splits of 64 rows;
+    // three row tiles (m = 70) and a partial last split; two column tiles (k = 70: only the
+    // first writes the sums) and two row tiles; one split (n ≤ 64); 63 splits of 272 rows (the
+    // cap of 64 splits, rows rounded to slices of 16); and k = 0, where db is the split column
+    // sum and its ordered reduce
     for (n, k, m) in [
         (1333usize, 3usize, 5usize),
         (2100, 4, 70),
         (1024, 2, 33),
         (1025, 2, 33),
         (300, 70, 70),
-        (200, 3, 7),
+        (60, 3, 7),
         (17000, 2, 3),
         (1500, 0, 40),
     ] {
@@ -70,8 +71,8 @@ fn linear_db_over_many_rows_matches_cpu<B: Backend>(dev: &B) -> TestCaseResult {
         let db0: Vec<f32> = (0..m).map(|i| (i % 3) as f32 * 0.5).collect();
         let (want_dw, want) = db_run(&Cpu, (n, k, m), &x, &w, &dout, &db0).unwrap();
         let (got_dw, got) = db_run(dev, (n, k, m), &x, &w, &dout, &db0).unwrap();
-        // db sums up to 17000 values of size ≤ 1: f32 within a split of 256 (272) rows and f64
-        // across, as the CPU sums blocks of 256 rows; dw the same products as tests/gpu_ops2.rs
+        // db sums up to 17000 values of size ≤ 1: f32 within a split of 64-272 rows and f64
+        // across (the CPU: blocks of 256 rows); dw the same products as tests/gpu_ops2.rs
         matches_ref(&format!("db n={n} k={k} m={m}"), &got, &want, 1e-5, 1e-5)?;
         matches_ref(
             &format!("dw n={n} k={k} m={m}"),

@@ -15,10 +15,28 @@ use crate::{Error, Result};
 /// Output tile edge of the GEMM kernel (`kernels/linear.cu`) and its inner-dimension slice.
 const GEMM_TILE: u32 = 64;
 const GEMM_K: u32 = 16;
-/// Rows of dout/inp summed by one split of the dw product (as the CPU op's blocks of 256 rows).
+/// Rows of dout/inp summed by one split of the dw product (as the CPU op's blocks of 256 rows)...
 const DW_SPLIT_ROWS: u32 = 256;
+/// ...unless the grid of tiles × splits would then have fewer blocks than this (an H100's SMs):
+/// then more splits, down to this many rows each.
+const DW_TARGET_BLOCKS: u32 = 132;
+const DW_MIN_SPLIT_ROWS: u32 = 64;
 /// Cap on the splits of the dw product.
 const MAX_DW_SPLITS: u32 = 64;
+
+/// (rows per split, splits) of the dw product dw[m,k] = doutᵀ·inp over n rows: splits of 256
+/// rows, or more (of at least 64) when the m×k tiles times the splits would not fill an H100's
+/// SMs; a function of the shape only, so the order of the additions never depends on scheduling.
+pub(crate) fn dw_splits(n: u32, k: u32, m: u32) -> (u32, u32) {
+    let tiles = k.div_ceil(GEMM_TILE).max(1) * m.div_ceil(GEMM_TILE).max(1);
+    let fill = DW_TARGET_BLOCKS
+        .div_ceil(tiles)
+        .min(n.div_ceil(DW_MIN_SPLIT_ROWS));
+    let splits = n.div_ceil(DW_SPLIT_ROWS).max(fill).clamp(1, MAX_DW_SPLITS);
+    // whole slices of the GEMM's inner loop per split, and no split left empty by the rounding
+    let rows = n.div_ceil(splits).div_ceil(GEMM_K).max(1) * GEMM_K;
+    (rows, n.div_ceil(rows).max(1))
+}
 
 /// One tiled GEMM launch: C (op)= A·B over `g`, split `splits` ways along the inner dimension in
 /// mode 2.
@@ -205,8 +223,7 @@ pub(crate) fn linear_bwd<L: Launcher>(
         }
         // dw[m,k] += doutᵀ[m,n] · inp[n,k]: split over rows, partials summed in a second pass;
         // db[m] += Σ_i dout[i,:] as the splits' row sums of doutᵀ behind the dw partials
-        let splits = n32.div_ceil(DW_SPLIT_ROWS).clamp(1, MAX_DW_SPLITS);
-        let k_chunk = n32.div_ceil(splits).div_ceil(GEMM_K) * GEMM_K;
+        let (k_chunk, splits) = dw_splits(n32, k32, m32);
         let db_len = if db.is_some() { m32 } else { 0 };
         let len = u32_of("splits·m·(k+1)", splits as usize * m * (k + 1))?;
         let partial = be.scratch(len as usize * 4)?;
