@@ -5,8 +5,8 @@
 //!
 //!     cargo bench --bench attention
 //!
-//! Env: ERAENGINE_BENCH_ATTN_PATHS (comma list of avx512,avx2,portable; default avx512 and
-//! portable where available), ERAENGINE_BENCH_ATTN_ROWS (default 5000).
+//! Env: ERAENGINE_BENCH_ATTN_PATHS (comma list of avx512,avx2,portable; default every path the
+//! CPU has), ERAENGINE_BENCH_ATTN_ROWS (default 5000).
 
 use eraengine::ops::attention::{
     linear_attention_bwd_on, linear_attention_fwd_on, softmax_attention_bwd_on,
@@ -43,7 +43,7 @@ fn main() {
         .unwrap_or(5000);
     let want: Vec<String> = std::env::var("ERAENGINE_BENCH_ATTN_PATHS")
         .map(|s| s.split(',').map(|x| x.trim().to_string()).collect())
-        .unwrap_or_else(|_| vec!["avx512".into(), "portable".into()]);
+        .unwrap_or_else(|_| vec!["avx512".into(), "avx2".into(), "portable".into()]);
     println!(
         "{:<8} {:>4} {:>2} {:<9} {:>9} {:>9} {:>9} {:>9}",
         "op", "d", "h", "path", "fwd ms", "fwd GF/s", "bwd ms", "bwd GF/s"

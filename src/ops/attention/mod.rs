@@ -30,7 +30,11 @@ pub(crate) mod gpu;
 mod linear_avx512;
 mod linear_cpu;
 #[cfg(target_arch = "x86_64")]
-mod softmax_avx512;
+mod lanes;
+#[cfg(target_arch = "x86_64")]
+mod softmax_pack;
+#[cfg(target_arch = "x86_64")]
+mod softmax_simd;
 mod softmax_cpu;
 mod tape;
 pub use linear_cpu::{linear_attention_bwd_on, linear_attention_fwd_on};

@@ -1,18 +1,28 @@
-//! Softmax attention on the CPU: the flash-style AVX-512 kernels of `softmax_avx512.rs` where the
-//! CPU has AVX-512 and the head width is at most 64, else the scalar loops below (one query row
-//! and one head at a time; the backward recomputes the scores in a pass over query rows for dQ and
-//! one over key rows for dK, dV). Both compute the math of the parent module's doc comment with
-//! the same summation precision; tests/perf_attention.rs forces each path against the naive twin.
+//! Softmax attention on the CPU: the flash-style kernels of `softmax_simd.rs` (AVX-512, or AVX2 +
+//! FMA) where the CPU has one and the head width is at most 64, else the scalar loops below (one
+//! query row and one head at a time; the backward recomputes the scores in a pass over query rows
+//! for dQ and one over key rows for dK, dV). Both compute the math of the parent module's doc
+//! comment with the same summation precision; tests/perf_softmax_attention.rs forces each path
+//! against an f64 oracle.
 
 use super::super::gemm::Simd;
 use super::super::par;
+#[cfg(target_arch = "x86_64")]
+use super::softmax_simd::{self, Isa};
 use super::{dot, exp_f32, real_keys, KEY_BLOCK};
 
-/// `simd` when this CPU can run it, else the detected path.
-fn pick(simd: Option<Simd>) -> Simd {
-    match simd {
+/// The blocked kernels' instruction set for `simd` (when this CPU can run it, else the detected
+/// path); None on the portable path.
+#[cfg(target_arch = "x86_64")]
+fn isa(simd: Option<Simd>) -> Option<Isa> {
+    let s = match simd {
         Some(s) if s.available() => s,
         _ => Simd::detect(),
+    };
+    match s {
+        Simd::Avx512 => Some(Isa::Avx512),
+        Simd::Avx2 => Some(Isa::Avx2),
+        Simd::Portable => None,
     }
 }
 
@@ -35,13 +45,12 @@ pub fn softmax_attention_fwd_on(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if pick(simd) == Simd::Avx512 {
-        // SAFETY: `pick` returned the AVX-512 path, so this CPU has AVX-512F.
-        if unsafe { super::softmax_avx512::fwd(out, lse, q, k, v, mask, nq, nk, d, h) } {
+    if let Some(isa) = isa(simd) {
+        // SAFETY: `isa` only names an instruction set this CPU has (`Simd::available`).
+        if unsafe { softmax_simd::fwd(isa, out, lse, q, k, v, mask, nq, nk, d, h) } {
             return;
         }
     }
-    let _ = pick(simd);
     fwd_scalar(out, lse, q, k, v, mask, nq, nk, d, h)
 }
 
@@ -68,15 +77,14 @@ pub fn softmax_attention_bwd_on(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if pick(simd) == Simd::Avx512 {
-        // SAFETY: `pick` returned the AVX-512 path, so this CPU has AVX-512F.
+    if let Some(isa) = isa(simd) {
+        // SAFETY: `isa` only names an instruction set this CPU has (`Simd::available`).
         if unsafe {
-            super::softmax_avx512::bwd(dq, dk, dv, dout, out, lse, q, k, v, mask, nq, nk, d, h)
+            softmax_simd::bwd(isa, dq, dk, dv, dout, out, lse, q, k, v, mask, nq, nk, d, h)
         } {
             return;
         }
     }
-    let _ = pick(simd);
     bwd_scalar(dq, dk, dv, dout, out, lse, q, k, v, mask, nq, nk, d, h)
 }
 

@@ -1,11 +1,14 @@
-//! Softmax attention on AVX-512, flash style (the math is in the parent module's doc comment).
+//! Softmax attention on AVX-512 or AVX2 + FMA, flash style (the math is in the parent module's doc
+//! comment). The kernels are written once over 16 f32 lanes ([`Lanes`]: one AVX-512 register or
+//! two AVX2 registers) and compiled for each instruction set.
 //!
 //! Each head's q, k, v (and dO) are first packed into contiguous per-head panels whose width P is
-//! the head width rounded up to 16 (one register per 16 values, zero padded), q pre-multiplied by
+//! the head width rounded up to 16 (16 lanes per 16 values, zero padded), q pre-multiplied by
 //! 1/√dh, only the real keys (mask ≠ 0) kept, and K and V also stored transposed. Scores are then
-//! computed for a tile of [`R`] queries × a block of keys ([`KF`] forward, [`KB`] backward) by broadcast FMAs over 16 keys at a time (a
-//! small GEMM with the tile in registers), so no dot product needs a horizontal sum, and every
-//! product over a tile — P·V, Pᵀ·dO, dSᵀ·Q, dS·K — is a broadcast FMA along a row of P values.
+//! computed for a tile of [`R`] queries × a block of keys ([`KF`] forward, [`KB`] backward) by
+//! broadcast FMAs over 16 keys at a time (a small GEMM with the tile in registers), so no dot
+//! product needs a horizontal sum, and every product over a tile — P·V, Pᵀ·dO, dSᵀ·Q, dS·K — is a
+//! broadcast FMA along a row of P values.
 //!
 //! Forward: per query tile, the key blocks in order with the online softmax (f32 output
 //! accumulator, row sums f32 within a block and f64 across blocks, as the scalar path).
@@ -20,102 +23,72 @@
 
 use super::super::par;
 use super::exp_f32;
-use std::arch::x86_64::*;
-use std::cell::RefCell;
+use super::lanes::{Lanes, Y2};
+use super::softmax_pack::{pack_cols, pack_rows, with_scratch, Dims, KF, R};
+use std::arch::x86_64::__m512;
 
-/// Query rows per tile.
-const R: usize = 8;
 /// Keys per block of the backward (its dK, dV accumulators).
 const KB: usize = 64;
-/// Keys per block of the forward (one online-softmax rescale per block and row).
-const KF: usize = 256;
 /// Query rows whose dK, dV contributions are summed in f32 before they go into the f64 sums.
 const FLUSH: usize = 64;
 /// Widest head handled here (4 registers per row); wider heads take the scalar path.
 pub(super) const MAX_DH: usize = 64;
 
-thread_local! {
-    /// Packed panels (f32) and dQ partials (f64), kept per calling thread.
-    static SCRATCH: RefCell<(Vec<f32>, Vec<f64>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+/// The instruction set the kernels run on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Isa {
+    /// AVX-512F: a row of 16 head values is one register.
+    Avx512,
+    /// AVX2 + FMA: two registers.
+    Avx2,
 }
 
-/// The shapes of the packed panels.
-#[derive(Clone, Copy)]
-struct Dims {
-    /// d, heads, head width, padded head width (multiple of 16)
-    d: usize,
-    h: usize,
-    dh: usize,
-    p: usize,
-    /// queries, queries rounded up to R
-    nqp: usize,
-    /// real keys, real keys rounded up to KF (a multiple of KB)
-    nkr: usize,
-    nkp: usize,
-}
-
-impl Dims {
-    fn new(nq: usize, nkr: usize, d: usize, h: usize) -> Dims {
-        let dh = d / h;
-        Dims {
-            d,
-            h,
-            dh,
-            p: dh.div_ceil(16) * 16,
-            nqp: nq.div_ceil(R) * R,
-            nkr,
-            nkp: nkr.div_ceil(KF) * KF,
+/// `$fwd::<W>` and `$bwd::<W>`: [`fwd_tile`] and [`bwd_block`] on lanes `$v`, compiled with
+/// `$feat` enabled.
+macro_rules! isa_kernels {
+    ($fwd:ident, $bwd:ident, $v:ty, $feat:literal) => {
+        /// # Safety
+        /// The CPU supports the enabled features.
+        #[target_feature(enable = $feat)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $fwd<const W: usize>(
+            o: &mut [f32; R * MAX_DH],
+            lse: &mut [f32; R],
+            sb: &mut [f32; R * KF],
+            qs: &[f32],
+            kt: &[f32],
+            vr: &[f32],
+            m: &Dims,
+        ) {
+            fwd_tile::<$v, W>(o, lse, sb, qs, kt, vr, m)
         }
-    }
-    /// Length of one row-major panel [h][nqp][p].
-    fn qlen(&self) -> usize {
-        self.h * self.nqp * self.p
-    }
-    /// Length of one key panel [h][nkp][p] (or transposed, [h][p][nkp]).
-    fn klen(&self) -> usize {
-        self.h * self.nkp * self.p
-    }
-}
-
-/// dst[hd][t][c] = scale · src[rows[t]·d + hd·dh + c], zero padded to `padded` rows.
-/// Heads run in parallel (as in [`pack_cols`]).
-fn pack_rows<I>(dst: &mut [f32], src: &[f32], rows: I, padded: usize, m: &Dims, scale: f32)
-where
-    I: Iterator<Item = usize> + Clone + Sync,
-{
-    let panels = dst[..m.h * padded * m.p].chunks_mut(padded * m.p);
-    par::run(panels.enumerate(), |(hd, panel)| {
-        panel.fill(0.0);
-        for (t, i) in rows.clone().enumerate() {
-            let s = &src[i * m.d + hd * m.dh..][..m.dh];
-            for (o, &x) in panel[t * m.p..][..m.dh].iter_mut().zip(s) {
-                *o = scale * x;
-            }
+        /// # Safety
+        /// The CPU supports the enabled features.
+        #[target_feature(enable = $feat)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $bwd<const W: usize>(
+            x: &BwdHead,
+            m: &Dims,
+            j0: usize,
+            dq: &mut [f64],
+            dk: &mut [f64],
+            dv: &mut [f64],
+            t: &mut BwdTmp,
+        ) {
+            bwd_block::<$v, W>(x, m, j0, dq, dk, dv, t)
         }
-    });
+    };
 }
-
-/// dst[hd][c][j] = src[keys[j]·d + hd·dh + c] (keys transposed), zero padded.
-fn pack_cols(dst: &mut [f32], src: &[f32], keys: &[usize], m: &Dims) {
-    let panels = dst[..m.h * m.p * m.nkp].chunks_mut(m.p * m.nkp);
-    par::run(panels.enumerate(), |(hd, panel)| {
-        panel.fill(0.0);
-        for (j, &kj) in keys.iter().enumerate() {
-            let s = &src[kj * m.d + hd * m.dh..][..m.dh];
-            for (c, &x) in s.iter().enumerate() {
-                panel[c * m.nkp + j] = x;
-            }
-        }
-    });
-}
+isa_kernels!(fwd_tile_512, bwd_block_512, __m512, "avx512f");
+isa_kernels!(fwd_tile_256, bwd_block_256, Y2, "avx2,fma");
 
 /// s[r·N + j] = Σ_c a[r·p + c] · bt[c·ld + j0 + j] for r < R, j < N (a multiple of 32): one query
 /// tile against one key block, 32 keys (two registers) at a time for all R rows.
 ///
 /// # Safety
-/// The CPU supports AVX-512F.
-#[target_feature(enable = "avx512f")]
-unsafe fn scores<const N: usize>(
+/// The CPU supports `V`'s instructions.
+#[inline(always)]
+unsafe fn scores<V: Lanes, const N: usize>(
     s: &mut [f32],
     a: &[f32],
     bt: &[f32],
@@ -127,22 +100,22 @@ unsafe fn scores<const N: usize>(
     assert!(p > 0 && a.len() >= R * p && j0 + N <= ld && bt.len() >= (p - 1) * ld + j0 + N);
     for half in 0..N / 32 {
         let jb = j0 + half * 32;
-        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        let mut acc = [[V::zero(); 2]; R];
         for c in 0..p {
             // SAFETY: c·ld + jb + 32 ≤ (p−1)·ld + j0 + N ≤ bt.len(), and r·p + c < R·p ≤ a.len()
             // (asserted above).
-            let b0 = _mm512_loadu_ps(bt.as_ptr().add(c * ld + jb));
-            let b1 = _mm512_loadu_ps(bt.as_ptr().add(c * ld + jb + 16));
+            let b0 = V::load(bt.as_ptr().add(c * ld + jb));
+            let b1 = V::load(bt.as_ptr().add(c * ld + jb + 16));
             for (r, ar) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_ps(*a.get_unchecked(r * p + c));
-                ar[0] = _mm512_fmadd_ps(x, b0, ar[0]);
-                ar[1] = _mm512_fmadd_ps(x, b1, ar[1]);
+                let x = V::splat(*a.get_unchecked(r * p + c));
+                ar[0] = V::fma(x, b0, ar[0]);
+                ar[1] = V::fma(x, b1, ar[1]);
             }
         }
         for (r, ar) in acc.iter().enumerate() {
             // SAFETY: r·N + half·32 + 32 ≤ R·N ≤ s.len() (asserted above).
-            _mm512_storeu_ps(s.as_mut_ptr().add(r * N + half * 32), ar[0]);
-            _mm512_storeu_ps(s.as_mut_ptr().add(r * N + half * 32 + 16), ar[1]);
+            V::store(s.as_mut_ptr().add(r * N + half * 32), ar[0]);
+            V::store(s.as_mut_ptr().add(r * N + half * 32 + 16), ar[1]);
         }
     }
 }
@@ -150,32 +123,32 @@ unsafe fn scores<const N: usize>(
 /// Maximum and sum of a forward block row (KF values), four registers at a time.
 ///
 /// # Safety
-/// The CPU supports AVX-512F.
-#[target_feature(enable = "avx512f")]
-unsafe fn row_reduce(row: &[f32]) -> (f32, f32) {
+/// The CPU supports `V`'s instructions.
+#[inline(always)]
+unsafe fn row_reduce<V: Lanes>(row: &[f32]) -> (f32, f32) {
     assert!(row.len() >= KF);
     let p = row.as_ptr();
-    let mut mx = [_mm512_set1_ps(f32::NEG_INFINITY); 4];
-    let mut sum = [_mm512_setzero_ps(); 4];
+    let mut mx = [V::splat(f32::NEG_INFINITY); 4];
+    let mut sum = [V::zero(); 4];
     for b in 0..KF / 64 {
         for (t, (m, s)) in mx.iter_mut().zip(sum.iter_mut()).enumerate() {
             // SAFETY: 64b + 16t + 16 ≤ KF ≤ row.len() (asserted above).
-            let x = _mm512_loadu_ps(p.add(64 * b + 16 * t));
-            *m = _mm512_max_ps(*m, x);
-            *s = _mm512_add_ps(*s, x);
+            let x = V::load(p.add(64 * b + 16 * t));
+            *m = V::max(*m, x);
+            *s = V::add(*s, x);
         }
     }
-    let m = _mm512_max_ps(_mm512_max_ps(mx[0], mx[1]), _mm512_max_ps(mx[2], mx[3]));
-    let s = _mm512_add_ps(_mm512_add_ps(sum[0], sum[1]), _mm512_add_ps(sum[2], sum[3]));
-    (_mm512_reduce_max_ps(m), _mm512_reduce_add_ps(s))
+    let m = V::max(V::max(mx[0], mx[1]), V::max(mx[2], mx[3]));
+    let s = V::add(V::add(sum[0], sum[1]), V::add(sum[2], sum[3]));
+    (V::hmax(m), V::hsum(s))
 }
 
 /// One query tile of the forward, all key blocks: o[r·p + c] = the head's output, lse[r].
 ///
 /// # Safety
-/// The CPU supports AVX-512F.
-#[target_feature(enable = "avx512f")]
-unsafe fn fwd_tile<const W: usize>(
+/// The CPU supports `V`'s instructions.
+#[inline(always)]
+unsafe fn fwd_tile<V: Lanes, const W: usize>(
     o: &mut [f32; R * MAX_DH],
     lse: &mut [f32; R],
     sb: &mut [f32; R * KF],
@@ -186,16 +159,16 @@ unsafe fn fwd_tile<const W: usize>(
 ) {
     let p = 16 * W;
     assert!(m.p == p && qs.len() >= R * p && vr.len() >= m.nkp * p);
-    let mut acc = [[_mm512_setzero_ps(); W]; R];
+    let mut acc = [[V::zero(); W]; R];
     let mut mx = [f32::NEG_INFINITY; R];
     let mut l = [0f64; R];
     for j0 in (0..m.nkr).step_by(KF) {
         let valid = (m.nkr - j0).min(KF);
-        scores::<KF>(sb, qs, kt, p, m.nkp, j0);
+        scores::<V, KF>(sb, qs, kt, p, m.nkp, j0);
         for r in 0..R {
             let row = &mut sb[r * KF..][..KF];
             row[valid..].fill(f32::NEG_INFINITY);
-            let new_mx = mx[r].max(row_reduce(row).0);
+            let new_mx = mx[r].max(row_reduce::<V>(row).0);
             // rescale what was summed under the old maximum (0 on the first block)
             let corr = if mx[r] == f32::NEG_INFINITY {
                 0.0
@@ -206,21 +179,21 @@ unsafe fn fwd_tile<const W: usize>(
                 *x = exp_f32(*x - new_mx);
             }
             row[valid..].fill(0.0);
-            let sum = row_reduce(row).1;
+            let sum = row_reduce::<V>(row).1;
             l[r] = l[r] * corr as f64 + sum as f64;
-            let cv = _mm512_set1_ps(corr);
+            let cv = V::splat(corr);
             for a in acc[r].iter_mut() {
-                *a = _mm512_mul_ps(*a, cv);
+                *a = V::mul(*a, cv);
             }
             mx[r] = new_mx;
         }
         for j in 0..valid {
             for w in 0..W {
                 // SAFETY: (j0 + j)·p + 16w + 16 ≤ nkp·p ≤ vr.len() (asserted above).
-                let vj = _mm512_loadu_ps(vr.as_ptr().add((j0 + j) * p + 16 * w));
+                let vj = V::load(vr.as_ptr().add((j0 + j) * p + 16 * w));
                 for (r, ar) in acc.iter_mut().enumerate() {
-                    let pw = _mm512_set1_ps(*sb.get_unchecked(r * KF + j));
-                    ar[w] = _mm512_fmadd_ps(pw, vj, ar[w]);
+                    let pw = V::splat(*sb.get_unchecked(r * KF + j));
+                    ar[w] = V::fma(pw, vj, ar[w]);
                 }
             }
         }
@@ -229,7 +202,7 @@ unsafe fn fwd_tile<const W: usize>(
         let mut row = [0f32; MAX_DH];
         for (w, a) in acc[r].iter().enumerate() {
             // SAFETY: 16w + 16 ≤ 16W ≤ MAX_DH.
-            _mm512_storeu_ps(row.as_mut_ptr().add(16 * w), *a);
+            V::store(row.as_mut_ptr().add(16 * w), *a);
         }
         for (ov, &a) in o[r * p..][..p].iter_mut().zip(&row) {
             *ov = (a as f64 / l[r]) as f32;
@@ -272,9 +245,9 @@ struct BwdTmp {
 /// (unscaled), dk, dv [KB·p] = the block's dK (scaled: q is) and dV in f64.
 ///
 /// # Safety
-/// The CPU supports AVX-512F.
-#[target_feature(enable = "avx512f")]
-unsafe fn bwd_block<const W: usize>(
+/// The CPU supports `V`'s instructions.
+#[inline(always)]
+unsafe fn bwd_block<V: Lanes, const W: usize>(
     x: &BwdHead,
     m: &Dims,
     j0: usize,
@@ -309,8 +282,8 @@ unsafe fn bwd_block<const W: usize>(
         let i0 = it * R;
         let qt = &x.qs[i0 * p..][..R * p];
         let gt = &x.gp[i0 * p..][..R * p];
-        scores::<KB>(&mut t.pb, qt, x.kt, p, m.nkp, j0);
-        scores::<KB>(&mut t.ds, gt, x.vt, p, m.nkp, j0);
+        scores::<V, KB>(&mut t.pb, qt, x.kt, p, m.nkp, j0);
+        scores::<V, KB>(&mut t.ds, gt, x.vt, p, m.nkp, j0);
         for r in 0..R {
             let (l, di) = (x.lse[i0 + r], x.dd[i0 + r]);
             let prow = &mut t.pb[r * KB..][..KB];
@@ -324,13 +297,13 @@ unsafe fn bwd_block<const W: usize>(
             drow[valid..].fill(0.0);
         }
         // dK_j += Σ_r dS_rj Qs_r, dV_j += Σ_r P_rj dO_r
-        let mut qv = [[_mm512_setzero_ps(); W]; R];
-        let mut gv = [[_mm512_setzero_ps(); W]; R];
+        let mut qv = [[V::zero(); W]; R];
+        let mut gv = [[V::zero(); W]; R];
         for r in 0..R {
             for w in 0..W {
                 // SAFETY: r·p + 16w + 16 ≤ R·p, the length of qt and gt.
-                qv[r][w] = _mm512_loadu_ps(qt.as_ptr().add(r * p + 16 * w));
-                gv[r][w] = _mm512_loadu_ps(gt.as_ptr().add(r * p + 16 * w));
+                qv[r][w] = V::load(qt.as_ptr().add(r * p + 16 * w));
+                gv[r][w] = V::load(gt.as_ptr().add(r * p + 16 * w));
             }
         }
         for j in 0..valid {
@@ -339,26 +312,26 @@ unsafe fn bwd_block<const W: usize>(
                 // < R·KB.
                 let pk = t.dkf.as_mut_ptr().add(j * p + 16 * w);
                 let pv = t.dvf.as_mut_ptr().add(j * p + 16 * w);
-                let (mut a, mut b) = (_mm512_loadu_ps(pk), _mm512_loadu_ps(pv));
+                let (mut a, mut b) = (V::load(pk), V::load(pv));
                 for r in 0..R {
-                    let dsr = _mm512_set1_ps(*t.ds.get_unchecked(r * KB + j));
-                    let pr = _mm512_set1_ps(*t.pb.get_unchecked(r * KB + j));
-                    a = _mm512_fmadd_ps(dsr, qv[r][w], a);
-                    b = _mm512_fmadd_ps(pr, gv[r][w], b);
+                    let dsr = V::splat(*t.ds.get_unchecked(r * KB + j));
+                    let pr = V::splat(*t.pb.get_unchecked(r * KB + j));
+                    a = V::fma(dsr, qv[r][w], a);
+                    b = V::fma(pr, gv[r][w], b);
                 }
-                _mm512_storeu_ps(pk, a);
-                _mm512_storeu_ps(pv, b);
+                V::store(pk, a);
+                V::store(pv, b);
             }
         }
         // dQ_r += Σ_j dS_rj K_j
-        let mut acc = [[_mm512_setzero_ps(); W]; R];
+        let mut acc = [[V::zero(); W]; R];
         for j in 0..valid {
             for w in 0..W {
                 // SAFETY: (j0 + j)·p + 16w + 16 ≤ nkp·p ≤ kr.len() (asserted above).
-                let kj = _mm512_loadu_ps(x.kr.as_ptr().add((j0 + j) * p + 16 * w));
+                let kj = V::load(x.kr.as_ptr().add((j0 + j) * p + 16 * w));
                 for (r, ar) in acc.iter_mut().enumerate() {
-                    let dsr = _mm512_set1_ps(*t.ds.get_unchecked(r * KB + j));
-                    ar[w] = _mm512_fmadd_ps(dsr, kj, ar[w]);
+                    let dsr = V::splat(*t.ds.get_unchecked(r * KB + j));
+                    ar[w] = V::fma(dsr, kj, ar[w]);
                 }
             }
         }
@@ -366,7 +339,7 @@ unsafe fn bwd_block<const W: usize>(
             let mut row = [0f32; MAX_DH];
             for (w, a) in ar.iter().enumerate() {
                 // SAFETY: 16w + 16 ≤ 16W ≤ MAX_DH.
-                _mm512_storeu_ps(row.as_mut_ptr().add(16 * w), *a);
+                V::store(row.as_mut_ptr().add(16 * w), *a);
             }
             for (o, &a) in dq[(i0 + r) * p..][..p].iter_mut().zip(&row) {
                 *o += a as f64;
@@ -385,22 +358,6 @@ unsafe fn bwd_block<const W: usize>(
     }
 }
 
-/// Runs `f` with the calling thread's scratch grown to `nf` f32 and `nd` f64 values (contents
-/// unspecified); `f` must not call back into this module.
-fn with_scratch<T>(nf: usize, nd: usize, f: impl FnOnce(&mut [f32], &mut [f64]) -> T) -> T {
-    SCRATCH.with(|sc| {
-        let mut sc = sc.borrow_mut();
-        let (a, b) = &mut *sc;
-        if a.len() < nf {
-            a.resize(nf, 0.0);
-        }
-        if b.len() < nd {
-            b.resize(nd, 0.0);
-        }
-        f(&mut a[..nf], &mut b[..nd])
-    })
-}
-
 /// Runs `$f::<W>` for the padded head width p = 16·W (1 ≤ W ≤ 4).
 macro_rules! by_width {
     ($p:expr, $f:ident($($a:expr),*)) => {
@@ -417,9 +374,10 @@ macro_rules! by_width {
 /// width is above [`MAX_DH`].
 ///
 /// # Safety
-/// The CPU supports AVX-512F.
+/// The CPU supports `isa`.
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn fwd(
+    isa: Isa,
     out: &mut [f32],
     lse: &mut [f32],
     q: &[f32],
@@ -465,9 +423,23 @@ pub(super) unsafe fn fwd(
                         let qh = &qs[(hd * m.nqp + r0 + t0) * m.p..][..R * m.p];
                         let kh = &kt[hd * m.p * m.nkp..][..m.p * m.nkp];
                         let vh = &vr[hd * m.nkp * m.p..][..m.nkp * m.p];
-                        // SAFETY: the caller guarantees AVX-512F.
+                        let sb = &mut sb.0;
+                        // SAFETY: the caller guarantees the CPU supports `isa`.
                         unsafe {
-                            by_width!(m.p, fwd_tile(&mut o, &mut ls, &mut sb.0, qh, kh, vh, &m))
+                            match isa {
+                                Isa::Avx512 => {
+                                    by_width!(
+                                        m.p,
+                                        fwd_tile_512(&mut o, &mut ls, sb, qh, kh, vh, &m)
+                                    )
+                                }
+                                Isa::Avx2 => {
+                                    by_width!(
+                                        m.p,
+                                        fwd_tile_256(&mut o, &mut ls, sb, qh, kh, vh, &m)
+                                    )
+                                }
+                            }
                         };
                         for r in 0..R.min(rows - t0) {
                             let dst = &mut oc[(t0 + r) * d + hd * dh..][..dh];
@@ -494,9 +466,10 @@ pub(super) unsafe fn fwd(
 /// width is above [`MAX_DH`].
 ///
 /// # Safety
-/// The CPU supports AVX-512F.
+/// The CPU supports `isa`.
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn bwd(
+    isa: Isa,
     dq: &mut [f32],
     dk: &mut [f32],
     dv: &mut [f32],
@@ -580,12 +553,17 @@ pub(super) unsafe fn bwd(
                         dd: &dd[hd * m.nqp..][..m.nqp],
                     };
                     let dqh = &mut dqp[hd * m.nqp * m.p..][..m.nqp * m.p];
-                    // SAFETY: the caller guarantees AVX-512F.
+                    let (dk64, dv64, t) = (&mut dk64, &mut dv64, &mut t);
+                    // SAFETY: the caller guarantees the CPU supports `isa`.
                     unsafe {
-                        by_width!(
-                            m.p,
-                            bwd_block(&x, &m, j0, dqh, &mut dk64, &mut dv64, &mut t)
-                        )
+                        match isa {
+                            Isa::Avx512 => {
+                                by_width!(m.p, bwd_block_512(&x, &m, j0, dqh, dk64, dv64, t))
+                            }
+                            Isa::Avx2 => {
+                                by_width!(m.p, bwd_block_256(&x, &m, j0, dqh, dk64, dv64, t))
+                            }
+                        }
                     };
                     for j in 0..KB {
                         let o = (b * KB + j) * hp + hd * m.p;
