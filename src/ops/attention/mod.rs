@@ -27,15 +27,15 @@ use super::scalar::{elu1, elu1_grad};
 
 pub(crate) mod gpu;
 #[cfg(target_arch = "x86_64")]
+mod lanes;
+#[cfg(target_arch = "x86_64")]
 mod linear_avx512;
 mod linear_cpu;
-#[cfg(target_arch = "x86_64")]
-mod lanes;
+mod softmax_cpu;
 #[cfg(target_arch = "x86_64")]
 mod softmax_pack;
 #[cfg(target_arch = "x86_64")]
 mod softmax_simd;
-mod softmax_cpu;
 mod tape;
 pub use linear_cpu::{linear_attention_bwd_on, linear_attention_fwd_on};
 pub use softmax_cpu::{softmax_attention_bwd_on, softmax_attention_fwd_on};
