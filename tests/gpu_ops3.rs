@@ -20,6 +20,7 @@ use proptest::test_runner::TestCaseResult;
 #[macro_use]
 mod gpu_common;
 use eraengine::gpu::Order;
+use gpu_common::gate::{gate_run, GateCase};
 use gpu_common::matches_ref;
 
 /// Deterministic values in [lo, hi) from an index (no RNG: fixed cases).
@@ -89,21 +90,6 @@ gpu_test!(linear_db_over_many_rows_matches_cpu, [Order::Reverse]);
 // ---------------------------------------------------------------------------------------------
 // gate
 
-/// n, f, r, select, x, mask, w, a, b, dxt, initial grads (dw | da | db | dg)
-type GateCase = (
-    usize,
-    usize,
-    usize,
-    GateSelect,
-    Vec<f32>,
-    Vec<f32>,
-    Vec<f32>,
-    Vec<f32>,
-    Vec<f32>,
-    Vec<f32>,
-    Vec<f32>,
-);
-
 /// More than 256 features and 64 rows; w from a few values and b often 0, so tied gates are
 /// common (also across the blocks of 256 features).
 fn gate_case() -> impl Strategy<Value = GateCase> {
@@ -142,78 +128,9 @@ fn gate_case() -> impl Strategy<Value = GateCase> {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn gate_run<B: Backend>(
-    dev: &B,
-    (n, f, r): (usize, usize, usize),
-    select: GateSelect,
-    x: &[f32],
-    mask: &[f32],
-    w: &[f32],
-    a: &[f32],
-    b: &[f32],
-    dxt: &[f32],
-    g0: &[f32],
-) -> eraengine::Result<[Vec<f32>; 9]> {
-    let (xb, mb, wb, ab, bb) = (
-        dev.upload(x)?,
-        dev.upload(mask)?,
-        dev.upload(w)?,
-        dev.upload(a)?,
-        dev.upload(b)?,
-    );
-    let mut xt = dev.upload(&vec![5.0; n * f])?;
-    let mut g = dev.zeros(f)?;
-    let mut keep = dev.zeros(f)?;
-    let mut xbar = dev.zeros(f)?;
-    let mut u = dev.zeros(r.max(1))?;
-    dev.gate_fwd(
-        &mut xt, &mut g, &mut keep, &mut xbar, &mut u, &xb, &mb, &wb, &ab, &bb, select, n, f, r,
-    )?;
-    let fr = f * r;
-    let mut dw = dev.upload(&g0[..f])?;
-    let mut da = dev.upload(&g0[f..f + fr])?;
-    let mut db = dev.upload(&g0[f + fr..f + 2 * fr])?;
-    let mut dg = dev.upload(&g0[f + 2 * fr..])?;
-    let dy = dev.upload(dxt)?;
-    dev.gate_bwd(
-        &mut dw, &mut da, &mut db, &mut dg, &dy, &xb, &xbar, &u, &g, &keep, &bb, n, f, r,
-    )?;
-    Ok([
-        dev.download(&xt)?,
-        dev.download(&g)?,
-        dev.download(&keep)?,
-        dev.download(&xbar)?,
-        dev.download(&u)?[..r].to_vec(),
-        dev.download(&dw)?,
-        dev.download(&da)?,
-        dev.download(&db)?,
-        dev.download(&dg)?,
-    ])
-}
-
 /// x̄, u, ℓ and the backward sums in f64 on both devices: 1e-6 + 1e-6·|cpu|; keep exactly.
-fn gate_on_many_features_matches_cpu<B: Backend>(
-    dev: &B,
-    (n, f, r, select, x, mask, w, a, b, dxt, g0): &GateCase,
-) -> TestCaseResult {
-    let (n, f, r, select) = (*n, *f, *r, *select);
-    let cpu = gate_run(&Cpu, (n, f, r), select, x, mask, w, a, b, dxt, g0).unwrap();
-    let got = gate_run(dev, (n, f, r), select, x, mask, w, a, b, dxt, g0).unwrap();
-    prop_assert_eq!(&got[2], &cpu[2], "keep ({:?})", select);
-    for (j, name) in ["xt", "g", "keep", "xbar", "u", "dw", "da", "db", "dg"]
-        .iter()
-        .enumerate()
-    {
-        matches_ref(
-            &format!("{name} n={n} f={f} r={r} {select:?}"),
-            &got[j],
-            &cpu[j],
-            1e-6,
-            1e-6,
-        )?;
-    }
-    Ok(())
+fn gate_on_many_features_matches_cpu<B: Backend>(dev: &B, c: &GateCase) -> TestCaseResult {
+    gpu_common::gate::gate_matches_cpu(dev, c)
 }
 gpu_proptest!(6, gate_on_many_features_matches_cpu, gate_case());
 

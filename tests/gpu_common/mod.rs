@@ -21,6 +21,8 @@
 //!   memory, launch shapes); these have only `emu` and `cuda` variants.
 #![allow(dead_code, unused_macros)]
 
+pub mod gate;
+
 use eraengine::device::Backend;
 use eraengine::gpu::{cuda_available, cuda_info, CudaLauncher, EmuLauncher, GpuBackend, Order};
 use proptest::prelude::*;
