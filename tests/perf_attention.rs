@@ -9,17 +9,8 @@ use eraengine::ops::attention::{
 use eraengine::ops::gemm::Simd;
 use proptest::prelude::*;
 
-fn fill(len: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            lo + (hi - lo) * ((x >> 40) as f32 / (1u64 << 24) as f32)
-        })
-        .collect()
-}
+mod common;
+use common::simd::{fill, paths};
 
 fn close(what: &str, got: &[f32], want: &[f32], rtol: f32) -> Result<(), TestCaseError> {
     prop_assert_eq!(got.len(), want.len());
@@ -136,21 +127,11 @@ fn check(
     Ok(())
 }
 
-fn paths() -> Vec<Simd> {
-    let p: Vec<Simd> = Simd::ALL.into_iter().filter(|s| s.available()).collect();
-    assert!(p.contains(&Simd::Portable));
-    eprintln!(
-        "linear attention paths tested: {:?}",
-        p.iter().map(|s| s.name()).collect::<Vec<_>>()
-    );
-    p
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     #[test]
     fn fused_linear_attention_matches_the_naive_twin_on_every_path(c in case()) {
-        for simd in paths() {
+        for simd in paths("linear attention") {
             check(simd, c)?;
         }
     }
@@ -159,7 +140,7 @@ proptest! {
 #[test]
 fn fused_linear_attention_matches_at_the_model_shape() {
     // 5000 × 64, 4 heads: the bench shape, threaded, with a few padded rows
-    for simd in paths() {
+    for simd in paths("linear attention") {
         check(simd, (5000, 4, 16, 1, 42))
             .map_err(|e| format!("{}: {e}", simd.name()))
             .unwrap();

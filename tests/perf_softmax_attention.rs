@@ -8,17 +8,8 @@ use eraengine::ops::attention::{softmax_attention_bwd_on, softmax_attention_fwd_
 use eraengine::ops::gemm::Simd;
 use proptest::prelude::*;
 
-fn fill(len: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            lo + (hi - lo) * ((x >> 40) as f32 / (1u64 << 24) as f32)
-        })
-        .collect()
-}
+mod common;
+use common::simd::{fill, paths};
 
 /// The f64 oracle: (out [nq,d], lse [h,nq], dq, dk, dv) for upstream gradient dout, straight
 /// from the definitions (P = softmax over the real keys, dS = P ⊙ (dO·Vᵀ − rowsum(P ⊙ dO·Vᵀ))).
@@ -165,21 +156,11 @@ fn check(
     Ok(())
 }
 
-fn paths() -> Vec<Simd> {
-    let p: Vec<Simd> = Simd::ALL.into_iter().filter(|s| s.available()).collect();
-    assert!(p.contains(&Simd::Portable));
-    eprintln!(
-        "softmax attention paths tested: {:?}",
-        p.iter().map(|s| s.name()).collect::<Vec<_>>()
-    );
-    p
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
     #[test]
     fn softmax_attention_matches_the_f64_oracle_on_every_path(c in case()) {
-        for simd in paths() {
+        for simd in paths("softmax attention") {
             check(simd, c)?;
         }
     }
@@ -189,7 +170,7 @@ proptest! {
 fn softmax_attention_matches_at_a_threaded_shape() {
     // 1,500 rows × 64, 4 heads (16 wide): many key blocks and tiles, split over the threads,
     // a few masked rows
-    for simd in paths() {
+    for simd in paths("softmax attention") {
         check(simd, (1500, 0, 4, 16, 1, 42))
             .map_err(|e| format!("{}: {e}", simd.name()))
             .unwrap();

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: scratch directories that remove themselves.
 #![allow(dead_code)]
 
+pub mod simd;
+
 use std::ffi::OsStr;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
