@@ -397,29 +397,7 @@ fn softmax_attn_run<B: Backend>(
     dout: &[f32],
     g0: &[f32],
 ) -> eraengine::Result<[Vec<f32>; 5]> {
-    let (qb, kb, vb, mb) = (
-        dev.upload(q)?,
-        dev.upload(k)?,
-        dev.upload(v)?,
-        dev.upload(mask)?,
-    );
-    let mut out = dev.upload(&vec![3.0; n * d])?;
-    let mut lse = dev.upload(&vec![3.0; h * n])?;
-    dev.softmax_attention_fwd(&mut out, &mut lse, &qb, &kb, &vb, &mb, n, n, d, h)?;
-    let dy = dev.upload(dout)?;
-    let mut dq = dev.upload(&g0[..n * d])?;
-    let mut dk = dev.upload(&g0[n * d..2 * n * d])?;
-    let mut dv = dev.upload(&g0[2 * n * d..])?;
-    dev.softmax_attention_bwd(
-        &mut dq, &mut dk, &mut dv, &dy, &out, &lse, &qb, &kb, &vb, &mb, n, n, d, h,
-    )?;
-    Ok([
-        dev.download(&out)?,
-        dev.download(&lse)?,
-        dev.download(&dq)?,
-        dev.download(&dk)?,
-        dev.download(&dv)?,
-    ])
+    gpu_common::attention::cross_run(dev, (n, n, d, h), q, k, v, mask, dout, g0)
 }
 
 /// Tolerance 1e-5 + 1e-4·|cpu|: online softmax in f32 on the GPU (per key) vs f32 blocks of 64

@@ -20,6 +20,7 @@ use proptest::test_runner::TestCaseResult;
 #[macro_use]
 mod gpu_common;
 use eraengine::gpu::Order;
+use gpu_common::attention::cross_run;
 use gpu_common::gate::{gate_run, GateCase};
 use gpu_common::matches_ref;
 
@@ -166,42 +167,6 @@ gpu_test!(gate_with_a_rank_above_256_matches_cpu, [Order::Shuffle(5)]);
 
 // ---------------------------------------------------------------------------------------------
 // softmax cross-attention
-
-#[allow(clippy::too_many_arguments)]
-fn cross_run<B: Backend>(
-    dev: &B,
-    (nq, nk, d, h): (usize, usize, usize, usize),
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    mask: &[f32],
-    dout: &[f32],
-    g0: &[f32],
-) -> eraengine::Result<[Vec<f32>; 5]> {
-    let (qb, kb, vb, mb) = (
-        dev.upload(q)?,
-        dev.upload(k)?,
-        dev.upload(v)?,
-        dev.upload(mask)?,
-    );
-    let mut out = dev.upload(&vec![3.0; nq * d])?;
-    let mut lse = dev.upload(&vec![3.0; h * nq])?;
-    dev.softmax_attention_fwd(&mut out, &mut lse, &qb, &kb, &vb, &mb, nq, nk, d, h)?;
-    let dy = dev.upload(dout)?;
-    let mut dq = dev.upload(&g0[..nq * d])?;
-    let mut dk = dev.upload(&g0[nq * d..(nq + nk) * d])?;
-    let mut dv = dev.upload(&g0[(nq + nk) * d..])?;
-    dev.softmax_attention_bwd(
-        &mut dq, &mut dk, &mut dv, &dy, &out, &lse, &qb, &kb, &vb, &mb, nq, nk, d, h,
-    )?;
-    Ok([
-        dev.download(&out)?,
-        dev.download(&lse)?,
-        dev.download(&dq)?,
-        dev.download(&dk)?,
-        dev.download(&dv)?,
-    ])
-}
 
 /// Tolerances of tests/ops_cross_attention.rs: out 1e-5 + 1e-4·|cpu|, lse 1e-5 + 1e-5·|cpu|,
 /// gradients 1e-4 + 1e-3·|cpu| (online softmax per group of 4 keys vs per 64-key block).

@@ -21,6 +21,7 @@
 //!   memory, launch shapes); these have only `emu` and `cuda` variants.
 #![allow(dead_code, unused_macros)]
 
+pub mod attention;
 pub mod gate;
 
 use eraengine::device::Backend;
