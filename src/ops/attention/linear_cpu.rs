@@ -35,7 +35,7 @@ macro_rules! multiversion {
                 $body($($a),*)
             }
             match simd {
-                // SAFETY: `pick` only returns a path this CPU supports (`Simd::available`).
+                // SAFETY: `Simd::or_detected` only returns a path this CPU supports (`Simd::available`).
                 #[cfg(target_arch = "x86_64")]
                 Simd::Avx512 => unsafe { v512($($a),*) },
                 // SAFETY: as above.
@@ -69,14 +69,6 @@ multiversion!(
         mask: &[f32], ds: &[f32], dst: &[f32], dz: &[f32], r0: usize, d: usize,
         h: usize) => dkv_rows
 );
-
-/// `simd` when this CPU can run it, else the detected path.
-fn pick(simd: Option<Simd>) -> Simd {
-    match simd {
-        Some(s) if s.available() => s,
-        _ => Simd::detect(),
-    }
-}
 
 /// Rows per chunk: whole blocks, one chunk per thread when the work is big enough.
 fn chunk(n: usize, flops_per_row: usize) -> usize {
@@ -116,7 +108,7 @@ pub fn linear_attention_fwd_on(
     if d == 0 || h == 0 {
         return;
     }
-    let simd = pick(simd);
+    let simd = Simd::or_detected(simd);
     let dh = d / h;
     let hs = h * dh * dh;
     // pass 1: S | z summed over the rows
@@ -127,7 +119,7 @@ pub fn linear_attention_fwd_on(
         #[cfg(target_arch = "x86_64")]
         if simd == Simd::Avx512 && dh == 16 {
             let mut pk = vec![0f32; ROW_BLOCK * d];
-            // SAFETY: `pick` returned the AVX-512 path, so this CPU has AVX-512F.
+            // SAFETY: `Simd::or_detected` returned the AVX-512 path, so this CPU has AVX-512F.
             let done = unsafe {
                 super::linear_avx512::sz_rows16(
                     &mut acc,
@@ -169,7 +161,7 @@ pub fn linear_attention_fwd_on(
         let mut p = vec![0f32; d];
         #[cfg(target_arch = "x86_64")]
         if simd == Simd::Avx512 && dh == 16 {
-            // SAFETY: `pick` returned the AVX-512 path, so this CPU has AVX-512F.
+            // SAFETY: `Simd::or_detected` returned the AVX-512 path, so this CPU has AVX-512F.
             if unsafe { super::linear_avx512::out_rows16(oc, &mut p, q, s, z, c * ch, d, h) } {
                 return;
             }
@@ -280,7 +272,7 @@ pub fn linear_attention_bwd_on(
     if n == 0 || d == 0 || h == 0 {
         return;
     }
-    let simd = pick(simd);
+    let simd = Simd::or_detected(simd);
     let dh = d / h;
     let hs = h * dh * dh;
     let st = transpose_heads(&s[..hs], h, dh);
@@ -294,7 +286,7 @@ pub fn linear_attention_bwd_on(
         let mut tmp = vec![0f32; 3 * d];
         #[cfg(target_arch = "x86_64")]
         if simd == Simd::Avx512 && dh == 16 {
-            // SAFETY: `pick` returned the AVX-512 path, so this CPU has AVX-512F.
+            // SAFETY: `Simd::or_detected` returned the AVX-512 path, so this CPU has AVX-512F.
             let done = unsafe {
                 super::linear_avx512::dq_rows16(
                     dqc,
@@ -350,7 +342,7 @@ pub fn linear_attention_bwd_on(
         let mut tmp = vec![0f32; 2 * d];
         #[cfg(target_arch = "x86_64")]
         if simd == Simd::Avx512 && dh == 16 {
-            // SAFETY: `pick` returned the AVX-512 path, so this CPU has AVX-512F.
+            // SAFETY: `Simd::or_detected` returned the AVX-512 path, so this CPU has AVX-512F.
             let done = unsafe {
                 super::linear_avx512::dkv_rows16(
                     dkc,

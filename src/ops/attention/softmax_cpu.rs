@@ -15,11 +15,7 @@ use super::{dot, exp_f32, real_keys, KEY_BLOCK};
 /// path); None on the portable path.
 #[cfg(target_arch = "x86_64")]
 fn isa(simd: Option<Simd>) -> Option<Isa> {
-    let s = match simd {
-        Some(s) if s.available() => s,
-        _ => Simd::detect(),
-    };
-    match s {
+    match Simd::or_detected(simd) {
         Simd::Avx512 => Some(Isa::Avx512),
         Simd::Avx2 => Some(Isa::Avx2),
         Simd::Portable => None,

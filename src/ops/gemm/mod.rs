@@ -68,6 +68,14 @@ impl Simd {
         })
     }
 
+    /// `simd` when this CPU can run it, else the detected path (the `_on` functions' choice).
+    pub fn or_detected(simd: Option<Simd>) -> Simd {
+        match simd {
+            Some(s) if s.available() => s,
+            _ => Simd::detect(),
+        }
+    }
+
     /// Whether this CPU can run the path.
     pub fn available(self) -> bool {
         match self {
