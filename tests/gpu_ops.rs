@@ -238,7 +238,29 @@ fn elementwise_ops_match_cpu<B: Backend>(
     let names = ["gelu_fwd", "gelu_bwd", "add_fwd", "accumulate"];
     prop_assert_eq!(got.len(), names.len());
     for k in 0..names.len() {
+        if names[k] == "gelu_bwd" {
+            continue;
+        }
         matches_ref(names[k], &got[k], &cpu[k], 1e-6, 1e-5)?;
+    }
+    // gelu_bwd is g0 + y·gelu′(x): the devices' gelu′ differ by ulps (tanh form on the device,
+    // σ form on the CPU) of terms up to |y|·1.13, and the sum can cancel to near 0, so its
+    // tolerance scales with the terms, not with the result (a cancelled sum once failed a
+    // result-relative bound by 4%).
+    let (gb, cb) = (&got[1], &cpu[1]);
+    prop_assert_eq!(gb.len(), x.len());
+    for i in 0..x.len() {
+        let scale = g0[i].abs() + 1.13 * y[i].abs();
+        prop_assert!(
+            (gb[i] - cb[i]).abs() <= 1e-6 + 1e-5 * scale,
+            "gelu_bwd[{}]: got {} vs cpu {} (x {}, y {}, g0 {})",
+            i,
+            gb[i],
+            cb[i],
+            x[i],
+            y[i],
+            g0[i]
+        );
     }
     Ok(())
 }
