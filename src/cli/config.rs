@@ -57,6 +57,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "ortho_weight",
     "pos_enc",
     "patience",
+    "refit",
     "window",
     "embargo",
     "rehearsal",
@@ -144,6 +145,10 @@ pub fn apply_config(
                 _ => return Err(bad("true or false")),
             },
             "patience" => fill(&mut a.patience, size()?),
+            "refit" => match v {
+                Value::Bool(b) => fill(&mut a.refit, Some(if *b { "on" } else { "off" }.into())),
+                _ => fill(&mut a.refit, text()?),
+            },
             "window" => fill(&mut a.window, size()?),
             "embargo" => fill(&mut a.embargo, size()?),
             "rehearsal" => fill(&mut a.rehearsal, num()?),

@@ -4,6 +4,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 pub mod bench;
+mod builtin_report;
 pub mod config;
 pub mod device;
 pub mod eval;
@@ -15,6 +16,7 @@ mod pretrain_job;
 pub mod progress;
 pub mod synth;
 pub mod train;
+pub mod train_ensemble;
 pub mod tune;
 pub mod walk;
 
@@ -295,6 +297,13 @@ pub struct TrainArgs {
     /// eras, docs/defaults.md) [default: 0 = off]
     #[arg(long = "pretrain-epochs", allow_negative_numbers = true)]
     pub pretrain_epochs: Option<usize>,
+    /// After early stopping, train the model again from the start on the training and then the
+    /// validation eras for the best epoch count, and write that model to --out (the validation
+    /// corr printed is the early-stopped model's; docs/defaults.md: +3 / +9 points of the Bayes
+    /// limit on held-out synth eras): on | off [default: on with --preset recommended when there
+    /// are validation eras; off with --preset spec]
+    #[arg(long, value_name = "on|off")]
+    pub refit: Option<String>,
     /// Walk-forward: train on a sliding window of past eras, predict the next [default: off]
     #[arg(long = "walk-forward")]
     pub walk_forward: bool,
@@ -499,12 +508,19 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         Command::Synth(a) => synth::run(&a),
         Command::Train(mut a) => {
             train::apply_config_file(&mut a)?;
-            if a.walk_forward {
+            if a.walk_forward && a.refit.is_some() {
+                Err(crate::Error::usage(
+                    "--refit applies to training with --valid; --walk-forward has no validation eras",
+                ))
+            } else if a.walk_forward {
                 walk::run(&a)
             } else if a.rehearsal.is_some() || a.rehearsal_size.is_some() {
                 Err(crate::Error::usage(
                     "--rehearsal and --rehearsal-size apply to --walk-forward only",
                 ))
+            } else if let Some(seeds) = &a.seeds {
+                train::check_train_outputs(&a)?;
+                train_ensemble::run(&a, seeds)
             } else {
                 train::run(&a)
             }

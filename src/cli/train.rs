@@ -5,9 +5,9 @@ use super::TrainArgs;
 use crate::checkpoint::Checkpoint;
 use crate::data::store::Store;
 use crate::model::{Attention, Config, Ffn, Selection};
-use crate::train::ensemble::{self, Member};
+use crate::train::era::EraSource;
 use crate::train::resume::{OptimState, Settings};
-use crate::train::{train, Event, Schedule, TrainOptions, TrainResult};
+use crate::train::{train_on, Event, Schedule, TrainOptions, TrainResult};
 use crate::{Error, Result};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -295,7 +295,10 @@ impl Render {
 
 /// The training and validation stores (built-in data for `seed` when --data is absent, then also
 /// the path of its `bayes.json`).
-fn open_data(a: &TrainArgs, seed: u64) -> Result<(Store, Option<Store>, Option<PathBuf>)> {
+pub(super) fn open_data(
+    a: &TrainArgs,
+    seed: u64,
+) -> Result<(Store, Option<Store>, Option<crate::data::synth::Builtin>)> {
     let (train_path, valid_path, builtin) = match (&a.data, &a.valid) {
         (Some(d), v) => (d.clone(), v.clone(), None),
         (None, Some(_)) => {
@@ -312,7 +315,7 @@ fn open_data(a: &TrainArgs, seed: u64) -> Result<(Store, Option<Store>, Option<P
                 );
             }
             let b = crate::data::synth::builtin_files(&dir, seed)?;
-            (b.train, Some(b.validation), Some(b.bayes_json))
+            (b.train.clone(), Some(b.validation.clone()), Some(b))
         }
     };
     let verify = !a.no_verify;
@@ -388,9 +391,6 @@ fn load_resume(out: &Path, quiet: bool) -> Result<(Checkpoint, OptimState)> {
 /// `train` without `--walk-forward` (the CLI's dispatcher sends walk-forward to `cli::walk`).
 pub fn run(a: &TrainArgs) -> Result<()> {
     check_train_outputs(a)?;
-    if let Some(seeds) = &a.seeds {
-        return run_ensemble(a, seeds);
-    }
     let device = super::device::resolve(&a.device, a.quiet)?;
     let out = a
         .out
@@ -410,8 +410,8 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let seed = a.seed.or(saved.map(|s| s.seed)).unwrap_or(0);
     // Bad values are refused before any data is opened.
     options_from_args(a, false, saved)?;
-    let (train_store, valid_store, bayes_json) = open_data(a, seed)?;
-    let builtin = bayes_json.is_some();
+    let (train_store, valid_store, builtin_data) = open_data(a, seed)?;
+    let builtin = builtin_data.is_some();
     let mut render = Render::new(a.quiet);
     let res = train_one(
         a,
@@ -422,9 +422,17 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         resumed,
         &mut render,
     )?;
-    match (res.best_epoch, res.best) {
-        (Some(e), Some(b)) => println!(
+    match (res.best_epoch, res.best, res.refit_epochs) {
+        (Some(e), Some(b), None) => println!(
             "best epoch {e}: validation mean corr {:+.4}, sharpe {:+.2} over {} eras; checkpoint {}",
+            b.mean,
+            b.sharpe,
+            b.eras,
+            out.display()
+        ),
+        (Some(e), Some(b), Some(r)) => println!(
+            "best epoch {e}: validation mean corr {:+.4}, sharpe {:+.2} over {} eras; checkpoint {} \
+             (refit on the training and validation eras for {r} epochs)",
             b.mean,
             b.sharpe,
             b.eras,
@@ -432,31 +440,14 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         ),
         _ => println!("checkpoint {}", out.display()),
     }
-    if let (Some(path), Some(b), false) = (&bayes_json, res.best, a.quiet) {
-        if let Some((ridge, bayes)) = yardsticks(path) {
-            println!(
-                "on the same validation eras: a row-wise ridge model {ridge:+.4}, the Bayes limit \
-                 {bayes:+.4}; this model reaches {:.0}% of the limit",
-                100.0 * b.mean / bayes
-            );
-        }
+    if let (Some(files), Some(b), false) = (&builtin_data, res.best, a.quiet) {
+        super::builtin_report::print(files, b.mean, &res.checkpoint)?;
     }
     Ok(())
 }
 
-/// The built-in data's yardsticks on its validation eras, read from its `bayes.json`: (a row-wise
-/// ridge model's mean corr, the Bayes limit) (docs/synthetic-data.md). None when unreadable.
-fn yardsticks(bayes_json: &Path) -> Option<(f64, f64)> {
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(bayes_json).ok()?).ok()?;
-    Some((
-        v["ridge_mean_corr"]["validation"].as_f64()?,
-        v["bayes_mean_corr"]["validation"].as_f64()?,
-    ))
-}
-
 /// One training run with `seed` writing `out`.
-fn train_one(
+pub(super) fn train_one(
     a: &TrainArgs,
     device: super::device::DeviceChoice,
     (train_store, valid_store, builtin): (&Store, Option<&Store>, bool),
@@ -541,17 +532,75 @@ fn train_one(
             if cfg.context_dim > 0 { format!("{} (noise {})", cfg.context_dim, cfg.context_noise) } else { "off".to_string() }
         );
     }
-    super::device::dispatch(
+    let refit = refit_on(a)? && valid_store.is_some();
+    let one = EraSource::one(train_store);
+    let mut res = super::device::dispatch(
         device,
         TrainJob {
-            cfg,
+            cfg: cfg.clone(),
             init: init.as_ref(),
-            train: train_store,
+            train: &one,
             valid: valid_store,
             opts: &opts,
             render,
         },
-    )
+    )?;
+    if let (true, Some(v), Some(epochs), Some(_)) = (refit, valid_store, res.best_epoch, res.best) {
+        // A resumed run's `init` is its last state; the refit starts where the run started:
+        // fresh weights from the seed, or the same pretraining again (deterministic).
+        let start = match (&opts.resume, a.pretrain_epochs.unwrap_or(0)) {
+            (None, _) => init,
+            (Some(_), 0) => None,
+            (Some(_), n) => Some(pretrain_first(a, device, train_store, n, seed)?),
+        };
+        let start = start.map(|mut ck| {
+            ck.config = cfg.clone();
+            ck
+        });
+        // The refit: the same model from the same start, on the training then the validation
+        // eras, for the epoch count early stopping chose; nothing to validate on, so nothing is
+        // saved before its last epoch (--out keeps the early-stopped model until then).
+        let src = EraSource::one(train_store).then(v)?;
+        let mut o = opts.clone();
+        o.epochs = epochs;
+        o.out = None;
+        o.resume = None;
+        if !a.quiet {
+            eprintln!(
+                "refit: training again on {} + {} ({} eras) for {epochs} epochs (--refit off skips this)",
+                train_store.path().display(),
+                v.path().display(),
+                src.n_eras()
+            );
+        }
+        let r = super::device::dispatch(
+            device,
+            TrainJob {
+                cfg,
+                init: start.as_ref(),
+                train: &src,
+                valid: None,
+                opts: &o,
+                render,
+            },
+        )?;
+        r.checkpoint.save(out)?;
+        res.checkpoint = r.checkpoint;
+        res.refit_epochs = Some(epochs);
+    }
+    Ok(res)
+}
+
+/// `--refit on|off`, default on with `--preset recommended` (docs/defaults.md).
+pub fn refit_on(a: &TrainArgs) -> Result<bool> {
+    match a.refit.as_deref() {
+        Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        Some(x) => Err(Error::usage(format!(
+            "--refit must be 'on' or 'off', got '{x}'"
+        ))),
+        None => Ok(crate::model::Preset::parse(&a.preset)? == crate::model::Preset::Recommended),
+    }
 }
 
 /// `--pretrain-epochs N`: `eraengine pretrain --data TRAIN --epochs N --seed SEED` with its other
@@ -590,88 +639,10 @@ fn pretrain_first(
     Ok(crate::train::pretrain::for_finetune(res.checkpoint, seed))
 }
 
-/// `--seeds 1,2,3 --out DIR`: one member per seed, then DIR/ensemble.json.
-fn run_ensemble(a: &TrainArgs, seeds: &[u64]) -> Result<()> {
-    if seeds.is_empty() {
-        return Err(Error::usage("--seeds needs at least one seed"));
-    }
-    if a.resume || a.seed.is_some() {
-        return Err(Error::usage(
-            "--seeds trains fresh members with each seed; drop --resume and --seed",
-        ));
-    }
-    let mut uniq = seeds.to_vec();
-    uniq.sort_unstable();
-    uniq.dedup();
-    if uniq.len() != seeds.len() {
-        return Err(Error::usage("--seeds lists a seed twice"));
-    }
-    let dir = a.out.clone().ok_or_else(|| {
-        Error::usage("--seeds needs --out DIR (the directory the members are written into)")
-    })?;
-    if dir.exists() && !dir.is_dir() {
-        return Err(Error::usage(format!(
-            "--seeds: --out {} must be a directory, and is a file",
-            dir.display()
-        )));
-    }
-    options_from_args(a, false, None)?;
-    let device = super::device::resolve(&a.device, a.quiet)?;
-    // The data does not depend on the member: the built-in data is seed 0's.
-    let (train_store, valid_store, bayes_json) = open_data(a, 0)?;
-    let builtin = bayes_json.is_some();
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let mut render = Render::new(a.quiet);
-    let mut members = Vec::new();
-    for (index, &seed) in seeds.iter().enumerate() {
-        render.show(&Event::Member {
-            index,
-            total: seeds.len(),
-            seed,
-        });
-        let file = ensemble::member_file(seed);
-        let res = train_one(
-            a,
-            device,
-            (&train_store, valid_store.as_ref(), builtin),
-            seed,
-            &dir.join(&file),
-            None,
-            &mut render,
-        )?;
-        members.push(Member {
-            seed,
-            file,
-            best_epoch: res.best_epoch,
-            valid_corr: res.best.map(|b| b.mean),
-        });
-    }
-    let manifest = serde_json::to_string_pretty(&ensemble::manifest_json(&members))
-        .map_err(|e| Error::usage(format!("ensemble manifest: {e}")))?;
-    crate::io::write_atomic(&dir.join(ensemble::MANIFEST), manifest.as_bytes())?;
-    for m in &members {
-        match m.valid_corr {
-            Some(c) => println!(
-                "member seed {}: validation mean corr {c:+.4} (epoch {})",
-                m.seed,
-                m.best_epoch.unwrap_or(0)
-            ),
-            None => println!("member seed {}: {}", m.seed, m.file),
-        }
-    }
-    println!(
-        "ensemble of {} members in {} (predict --model {})",
-        members.len(),
-        dir.display(),
-        dir.display()
-    );
-    Ok(())
-}
-
 struct TrainJob<'a> {
     cfg: Config,
     init: Option<&'a Checkpoint>,
-    train: &'a Store,
+    train: &'a EraSource<'a>,
     valid: Option<&'a Store>,
     opts: &'a TrainOptions,
     render: &'a mut Render,
@@ -684,7 +655,7 @@ impl super::device::DeviceJob for TrainJob<'_> {
             eprintln!("training on device {}", dev.name());
         }
         let render = self.render;
-        train(
+        train_on(
             dev,
             self.cfg,
             self.init,

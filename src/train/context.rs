@@ -3,7 +3,7 @@
 //! the tensors `context.mean` and `context.std` (not trained), and the standardised, optionally
 //! noised input s̃ that the model compresses.
 
-use super::era::{ColumnMap, EraBatch};
+use super::era::{ColumnMap, EraBatch, EraSource};
 use crate::data::Store;
 use crate::model::Config;
 use crate::rng::Rng;
@@ -38,11 +38,24 @@ pub struct ContextNorm {
 impl ContextNorm {
     /// Mean and std (ddof 0) of each era statistic over the store's eras that have real rows.
     pub fn fit(store: &Store, map: &ColumnMap) -> Result<Self> {
+        Self::fit_with(store, store.n_eras(), |i| EraBatch::load(store, i, map))
+    }
+
+    /// [`ContextNorm::fit`] over every era of a training source.
+    pub fn fit_source(src: &EraSource) -> Result<Self> {
+        Self::fit_with(src.first(), src.n_eras(), |i| src.load(i))
+    }
+
+    fn fit_with(
+        store: &Store,
+        n_eras: usize,
+        load: impl Fn(usize) -> Result<EraBatch>,
+    ) -> Result<Self> {
         let mut sum: Vec<f64> = Vec::new();
         let mut sq: Vec<f64> = Vec::new();
         let mut eras = 0f64;
-        for i in 0..store.n_eras() {
-            let b = EraBatch::load(store, i, map)?;
+        for i in 0..n_eras {
+            let b = load(i)?;
             if b.n == 0 {
                 continue;
             }

@@ -22,6 +22,8 @@ pub struct Member {
     pub file: String,
     pub best_epoch: Option<usize>,
     pub valid_corr: Option<f64>,
+    /// Epochs of the refit on training + validation eras that produced the member, if any.
+    pub refit_epochs: Option<usize>,
 }
 
 pub fn manifest_json(members: &[Member]) -> Value {
@@ -32,6 +34,7 @@ pub fn manifest_json(members: &[Member]) -> Value {
             "file": m.file,
             "best_epoch": m.best_epoch,
             "valid_corr": m.valid_corr,
+            "refit_epochs": m.refit_epochs,
         })).collect::<Vec<_>>(),
     })
 }

@@ -200,6 +200,103 @@ pub fn has_target0(store: &Store, map: &ColumnMap) -> bool {
     }
 }
 
+/// The eras a run trains on: one store, or several read as one sequence in the order given (the
+/// refit after early stopping trains on the training and then the validation eras). Era `i` of
+/// the source is era `i − offset` of the store that holds it.
+pub struct EraSource<'a> {
+    parts: Vec<(&'a Store, ColumnMap)>,
+    /// first source era of each part
+    offsets: Vec<usize>,
+    total: usize,
+}
+
+impl<'a> EraSource<'a> {
+    /// The eras of one store, read with its own columns.
+    pub fn one(store: &'a Store) -> Self {
+        EraSource {
+            parts: vec![(store, ColumnMap::identity(store))],
+            offsets: vec![0],
+            total: store.n_eras(),
+        }
+    }
+
+    /// Appends the eras of `store`, its columns mapped by name onto the first store's features and
+    /// targets (every feature must be present; a missing target reads as NaN).
+    pub fn then(mut self, store: &'a Store) -> Result<Self> {
+        let first = self.first();
+        let map = ColumnMap::for_model(store, first.feature_names(), first.target_names())?;
+        self.offsets.push(self.total);
+        self.total += store.n_eras();
+        self.parts.push((store, map));
+        Ok(self)
+    }
+
+    /// The first store: its feature and target names are the run's.
+    pub fn first(&self) -> &'a Store {
+        self.parts[0].0
+    }
+
+    pub fn n_eras(&self) -> usize {
+        self.total
+    }
+
+    /// The stores, in order.
+    pub fn stores(&self) -> impl Iterator<Item = &'a Store> + '_ {
+        self.parts.iter().map(|(s, _)| *s)
+    }
+
+    /// (store, its column map, the era's index in that store) of source era `i`.
+    fn locate(&self, i: usize) -> Result<(&'a Store, &ColumnMap, usize)> {
+        if i >= self.total {
+            return Err(Error::usage(format!(
+                "era {i} of a training source with {} eras",
+                self.total
+            )));
+        }
+        let p = self.offsets.partition_point(|&o| o <= i) - 1;
+        let (s, m) = &self.parts[p];
+        Ok((s, m, i - self.offsets[p]))
+    }
+
+    pub fn load(&self, i: usize) -> Result<EraBatch> {
+        let (s, m, j) = self.locate(i)?;
+        EraBatch::load(s, j, m)
+    }
+
+    /// True when source era `i` has rows and a value of one of the run's targets.
+    pub fn learnable(&self, i: usize) -> bool {
+        let Ok((s, m, j)) = self.locate(i) else {
+            return false;
+        };
+        let era = s.era(j);
+        era.n_rows > 0
+            && m.targets.iter().flatten().any(|&k| {
+                era.missing_targets
+                    .get(k)
+                    .is_some_and(|&c| (c as usize) < era.n_rows)
+            })
+    }
+
+    /// One number for all the parts' data checksums (`--resume` compares it).
+    pub fn data_checksum(&self) -> u64 {
+        match self.parts.as_slice() {
+            [(s, _)] => s.data_checksum(),
+            parts => parts.iter().fold(0xCBF2_9CE4_8422_2325u64, |h, (s, _)| {
+                (h ^ s.data_checksum()).wrapping_mul(0x0000_0100_0000_01B3)
+            }),
+        }
+    }
+
+    /// Like [`with_prefetch`] over the source's eras.
+    pub fn with_prefetch<R>(
+        &self,
+        order: &[usize],
+        body: impl FnOnce(&mut dyn Iterator<Item = (usize, Result<EraBatch>)>) -> R,
+    ) -> R {
+        prefetch(|i| self.load(i), order, body)
+    }
+}
+
 /// Runs `body` over the eras of `order`, each loaded (read from the store's map and converted from
 /// int8) on a worker thread one era ahead, so reading the store overlaps the training step
 /// instead of stalling it. `body` gets `(era index, its batch)` in `order`'s order; it may stop
@@ -211,12 +308,22 @@ pub fn with_prefetch<R>(
     order: &[usize],
     body: impl FnOnce(&mut dyn Iterator<Item = (usize, Result<EraBatch>)>) -> R,
 ) -> R {
+    prefetch(|i| EraBatch::load(store, i, map), order, body)
+}
+
+/// [`with_prefetch`] with any loader.
+fn prefetch<R>(
+    load: impl Fn(usize) -> Result<EraBatch> + Sync,
+    order: &[usize],
+    body: impl FnOnce(&mut dyn Iterator<Item = (usize, Result<EraBatch>)>) -> R,
+) -> R {
     std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let load = &load;
         s.spawn(move || {
             for &ei in order {
                 // a closed channel means the body stopped early: stop loading
-                if tx.send((ei, EraBatch::load(store, ei, map))).is_err() {
+                if tx.send((ei, load(ei))).is_err() {
                     return;
                 }
             }

@@ -24,7 +24,7 @@ use crate::rng::Rng;
 use crate::tape::Tape;
 use crate::{Error, Result};
 use ema::Ema;
-use era::{ColumnMap, EraBatch};
+use era::{ColumnMap, EraBatch, EraSource};
 use std::path::Path;
 use std::time::Instant;
 
@@ -60,6 +60,9 @@ pub struct TrainResult {
     pub best_epoch: Option<usize>,
     pub best: Option<ValidScore>,
     pub checkpoint: Checkpoint,
+    /// Set by a refit (`eraengine train --refit on`): the epochs the checkpoint was retrained for
+    /// on the training and validation eras; `best` is the early-stopped model's score.
+    pub refit_epochs: Option<usize>,
 }
 
 /// A model with its parameters on a device.
@@ -193,6 +196,19 @@ pub fn build<B: Backend>(
     store: &Store,
     seed: u64,
 ) -> Result<Trained<B>> {
+    build_on(dev, cfg, init, &EraSource::one(store), seed)
+}
+
+/// [`build`] for a training source (its first store names the features and targets; the era
+/// context is fitted on all its eras).
+pub fn build_on<B: Backend>(
+    dev: &B,
+    cfg: &Config,
+    init: Option<&Checkpoint>,
+    src: &EraSource,
+    seed: u64,
+) -> Result<Trained<B>> {
+    let store = src.first();
     let features = store.feature_names().to_vec();
     let targets = store.target_names().to_vec();
     let tensors = match init {
@@ -222,10 +238,7 @@ pub fn build<B: Backend>(
     let context = match (cfg.context_dim, context) {
         (0, _) => None,
         (_, Some(c)) => Some(c),
-        (_, None) => Some(context::ContextNorm::fit(
-            store,
-            &ColumnMap::identity(store),
-        )?),
+        (_, None) => Some(context::ContextNorm::fit_source(src)?),
     };
     let params = Params::from_host(dev, &tensors)?;
     let model = EraTransformer::new(cfg.clone(), &params)?;
@@ -294,28 +307,52 @@ pub fn train<B: Backend>(
     opts: &TrainOptions,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<TrainResult> {
+    train_on(
+        dev,
+        cfg,
+        init,
+        &EraSource::one(train),
+        valid,
+        opts,
+        on_event,
+    )
+}
+
+/// [`train`] on a training source of one or more stores (e.g. the training and validation eras of
+/// a refit).
+pub fn train_on<B: Backend>(
+    dev: &B,
+    cfg: Config,
+    init: Option<&Checkpoint>,
+    src: &EraSource,
+    valid: Option<&Store>,
+    opts: &TrainOptions,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<TrainResult> {
     opts.validate()?;
-    let learnable = (0..train.n_eras())
-        .filter(|&i| era::learnable(train, i))
-        .count();
+    let learnable = (0..src.n_eras()).filter(|&i| src.learnable(i)).count();
     if learnable == 0 {
+        let names: Vec<String> = src
+            .stores()
+            .map(|s| s.path().display().to_string())
+            .collect();
         return Err(Error::format(
-            train.path(),
+            src.first().path(),
             "targets",
             format!(
-                "nothing to learn: the store has {} eras and none has a target value",
-                train.n_eras()
+                "nothing to learn: {} has {} eras and none has a target value",
+                names.join(" + "),
+                src.n_eras()
             ),
         ));
     }
-    let mut m = build(dev, &cfg, init, train, opts.seed)?;
+    let mut m = build_on(dev, &cfg, init, src, opts.seed)?;
     let features = m.features.clone();
     let targets = m.targets.clone();
     let mut adam = match &opts.resume {
         Some(st) => Adam::from_state(dev, &st.m, &st.v, st.adam_step, opts.lr, opts.weight_decay)?,
         None => Adam::new(dev, &m.params, opts.lr, opts.weight_decay)?,
     };
-    let train_map = ColumnMap::identity(train);
     let valid = match valid {
         Some(v) => {
             let map = ColumnMap::for_model(v, &features, &targets)?;
@@ -359,6 +396,10 @@ pub fn train<B: Backend>(
         step = st.global_step;
         first_epoch = st.epoch + 1;
         since_best = st.since_best;
+        // A run that had stopped early has nothing left to train (a refit, if any, follows it).
+        if valid.is_some() && opts.patience > 0 && since_best >= opts.patience {
+            first_epoch = opts.epochs + 1;
+        }
         if let (Some(e), Some(s)) = (st.best_epoch, st.best) {
             // The best checkpoint so far is the one at --out; keep it unless beaten.
             let ck = match &opts.out {
@@ -373,7 +414,7 @@ pub fn train<B: Backend>(
         });
     }
     let stop_at = |adam: &Adam<B>| opts.max_steps.is_some_and(|ms| adam.step as u64 >= ms);
-    let mut order: Vec<usize> = (0..train.n_eras()).collect();
+    let mut order: Vec<usize> = (0..src.n_eras()).collect();
     for epoch in first_epoch..=opts.epochs {
         // The era order of an epoch depends only on the seed and the epoch (so a resumed run
         // sees the same order as an uninterrupted one).
@@ -395,7 +436,7 @@ pub fn train<B: Backend>(
         let mut g_last: Vec<f32> = Vec::new();
         let mut group = 0usize;
         let n_order = order.len();
-        era::with_prefetch(train, &train_map, &order, |eras| -> Result<()> {
+        src.with_prefetch(&order, |eras| -> Result<()> {
             for (i, (ei, batch)) in eras.enumerate() {
                 if group == 0 && stop_at(&adam) {
                     break;
@@ -536,7 +577,7 @@ pub fn train<B: Backend>(
                 step,
                 best: &best,
                 since_best,
-                data_checksum: train.data_checksum(),
+                data_checksum: src.data_checksum(),
             };
             save_last(dev, &m, &adam, &ema, out, opts, &state)?;
         }
@@ -565,6 +606,7 @@ pub fn train<B: Backend>(
         best_epoch,
         best: best_score,
         checkpoint,
+        refit_epochs: None,
     })
 }
 

@@ -58,6 +58,13 @@ impl Space {
                     "tune sets the epochs (--rungs) and each trial's seed (--seed) itself; remove this key",
                 ));
             }
+            if k == "refit" {
+                return Err(Error::format(
+                    path,
+                    key,
+                    "trials are scored on the validation eras, which a refit trains on; `train --config best.json` refits the winner (the default); remove this key",
+                ));
+            }
             if !known.contains(&k.as_str()) {
                 return Err(Error::format(
                     path,
