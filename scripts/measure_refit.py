@@ -24,7 +24,12 @@ import subprocess
 import threading
 
 # train eras, validation eras, test eras, rows per era, features
-SHAPES = {"base": (120, 20, 20, 1000, 64), "wide": (100, 16, 16, 800, 160)}
+SHAPES = {
+    "base": (120, 20, 20, 1000, 64),
+    "wide": (100, 16, 16, 800, 160),
+    # a longer history of smaller eras (a third shape, to check that a choice generalises)
+    "long": (200, 33, 33, 500, 48),
+}
 
 
 def main():
