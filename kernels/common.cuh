@@ -463,6 +463,19 @@ struct FilmParams {
     unsigned int d;
 };
 
+// col_scale_fwd_f32 / col_scale_bwd_f32 (kernels/col_scale.cu): w[m,k], s_c = g[c]·keep[c] over the
+// k columns; fwd: out[m,k] = w ⊙ s; bwd: dw[m,k] += dout ⊙ s, dg[k] += keep ⊙ Σ_r dout ⊙ w
+struct ColScaleParams {
+    float* out;
+    float* dg;
+    const float* dout;
+    const float* w;
+    const float* g;
+    const float* keep;
+    unsigned int m;
+    unsigned int k;
+};
+
 // ortho_loss_{stats,gram,reduce}_fwd_f32 / ortho_loss_{dz,cols}_bwd_f32 / ortho_loss_bwd_f32
 // (kernels/ortho_loss.cu): h[n,d], mask[n], stats[2d+1] = (mean, rstd, n_v), gmat[d,d] = Ĝ,
 // partial[d·d] scratch, parts[1] = P; backward: scratch[n·d + 2d] (dZ, column sums), dh[n,d]
@@ -559,6 +572,7 @@ static_assert(sizeof(VsnBwdParams) == 96, "VsnBwdParams layout changed: update s
 
 static_assert(sizeof(CorrLossParams) == 72, "CorrLossParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(FilmParams) == 40, "FilmParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(ColScaleParams) == 56, "ColScaleParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(OrthoLossParams) == 80, "OrthoLossParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(MaskFillParams) == 40, "MaskFillParams layout changed: update src/gpu/params.rs");
 

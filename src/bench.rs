@@ -310,7 +310,7 @@ pub fn run<B: Backend>(dev: &B, cfg: Config, n: usize, reps: usize) -> Result<Be
         "gate_fwd".to_string(),
         time_ms(reps, || {
             dev.gate_fwd(
-                &mut xt,
+                Some(&mut xt),
                 &mut g,
                 &mut keep,
                 &mut xbar,

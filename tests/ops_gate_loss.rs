@@ -58,7 +58,7 @@ fn run_gate<B: Backend>(dev: &B, c: &GateCase, select: GateSelect) -> GateRun {
     // u as the tape allocates it (at least one element)
     let mut u = up(&vec![7.0; r.max(1)]);
     dev.gate_fwd(
-        &mut xt,
+        Some(&mut xt),
         &mut g,
         &mut keep,
         &mut xbar,

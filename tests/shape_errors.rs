@@ -162,7 +162,7 @@ fn every_op_checks_lengths<B: Backend>(dev: &B) {
     );
     shape_err("softmax_attention_fwd heads", &name, r1);
     let r1 = dev.gate_fwd(
-        &mut z(n * f),
+        Some(&mut z(n * f)),
         &mut z(f),
         &mut z(f),
         &mut z(f),

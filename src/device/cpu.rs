@@ -339,7 +339,7 @@ impl Backend for Cpu {
     }
     fn gate_fwd(
         &self,
-        xt: &mut Vec<f32>,
+        xt: Option<&mut Vec<f32>>,
         g: &mut Vec<f32>,
         keep: &mut Vec<f32>,
         xbar: &mut Vec<f32>,
@@ -355,7 +355,6 @@ impl Backend for Cpu {
         r: usize,
     ) -> Result<()> {
         let lens = [
-            xt.len(),
             g.len(),
             keep.len(),
             xbar.len(),
@@ -366,7 +365,8 @@ impl Backend for Cpu {
             a.len(),
             b.len(),
         ];
-        gate::check_fwd(lens, n, f, r)?;
+        gate::check_fwd(xt.as_ref().map(|b| b.len()), lens, n, f, r)?;
+        let xt = xt.map(|b| b.as_mut_slice());
         gate::gate_fwd(xt, g, keep, xbar, u, x, mask, w, a, b, select, n, f, r);
         Ok(())
     }
@@ -534,6 +534,30 @@ impl Backend for Cpu {
         m::check(dout.len(), xl, fill.len(), dmv.len(), n, f)?;
         m::mask_fill_bwd(dx.map(|b| b.as_mut_slice()), dmv, dout, fill, n, f);
         Ok(())
+    }
+    fn col_scale_fwd(
+        &self,
+        out: &mut Vec<f32>,
+        w: &Vec<f32>,
+        g: &Vec<f32>,
+        keep: &Vec<f32>,
+        m: usize,
+        k: usize,
+    ) -> Result<()> {
+        crate::ops::col_scale::fwd_checked(out, w, g, keep, m, k)
+    }
+    fn col_scale_bwd(
+        &self,
+        dw: &mut Vec<f32>,
+        dg: &mut Vec<f32>,
+        dout: &Vec<f32>,
+        w: &Vec<f32>,
+        g: &Vec<f32>,
+        keep: &Vec<f32>,
+        m: usize,
+        k: usize,
+    ) -> Result<()> {
+        crate::ops::col_scale::bwd_checked(dw, dg, dout, w, g, keep, m, k)
     }
     fn film_fwd(
         &self,

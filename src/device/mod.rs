@@ -179,9 +179,11 @@ pub trait Backend {
         d: usize,
         h: usize,
     ) -> Result<()>;
+    /// The feature gate's forward; `xt` = x ⊙ (g ⊙ keep) when given (None: the caller folds the
+    /// gate into the next weight instead, src/ops/col_scale).
     fn gate_fwd(
         &self,
-        xt: &mut Self::Buf,
+        xt: Option<&mut Self::Buf>,
         g: &mut Self::Buf,
         keep: &mut Self::Buf,
         xbar: &mut Self::Buf,
@@ -293,6 +295,30 @@ pub trait Backend {
         weight: f32,
         n: usize,
         t: usize,
+    ) -> Result<()>;
+    /// out = w ⊙ (g ⊙ keep) per row of w [m, k] (src/ops/col_scale: the gate folded into the
+    /// mapper's weight)
+    fn col_scale_fwd(
+        &self,
+        out: &mut Self::Buf,
+        w: &Self::Buf,
+        g: &Self::Buf,
+        keep: &Self::Buf,
+        m: usize,
+        k: usize,
+    ) -> Result<()>;
+    /// dw += dout ⊙ (g ⊙ keep); dg += keep ⊙ Σ_rows dout ⊙ w (f64 sums in row order)
+    #[allow(clippy::too_many_arguments)]
+    fn col_scale_bwd(
+        &self,
+        dw: &mut Self::Buf,
+        dg: &mut Self::Buf,
+        dout: &Self::Buf,
+        w: &Self::Buf,
+        g: &Self::Buf,
+        keep: &Self::Buf,
+        m: usize,
+        k: usize,
     ) -> Result<()>;
     /// out = inp ⊙ (1 + γ) + β per row (docs/model.md, FiLM)
     fn film_fwd(

@@ -219,7 +219,7 @@ impl<L: Launcher> Backend for GpuBackend<L> {
     }
     fn gate_fwd(
         &self,
-        xt: &mut GpuBuf<L>,
+        xt: Option<&mut GpuBuf<L>>,
         g: &mut GpuBuf<L>,
         keep: &mut GpuBuf<L>,
         xbar: &mut GpuBuf<L>,
@@ -376,6 +376,30 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         f: usize,
     ) -> Result<()> {
         crate::ops::mask_fill::gpu::mask_fill_bwd(self, dx, dmv, dout, fill, n, f)
+    }
+    fn col_scale_fwd(
+        &self,
+        out: &mut GpuBuf<L>,
+        w: &GpuBuf<L>,
+        g: &GpuBuf<L>,
+        keep: &GpuBuf<L>,
+        m: usize,
+        k: usize,
+    ) -> Result<()> {
+        crate::ops::col_scale::gpu::col_scale_fwd(self, out, w, g, keep, m, k)
+    }
+    fn col_scale_bwd(
+        &self,
+        dw: &mut GpuBuf<L>,
+        dg: &mut GpuBuf<L>,
+        dout: &GpuBuf<L>,
+        w: &GpuBuf<L>,
+        g: &GpuBuf<L>,
+        keep: &GpuBuf<L>,
+        m: usize,
+        k: usize,
+    ) -> Result<()> {
+        crate::ops::col_scale::gpu::col_scale_bwd(self, dw, dg, dout, w, g, keep, m, k)
     }
     fn film_fwd(
         &self,

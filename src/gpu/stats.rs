@@ -490,6 +490,16 @@ fn cost(k: Kernel, cfg: LaunchCfg, params: &[u8]) -> (f64, f64, f64) {
             let nd = f(p.n) * f(p.d);
             (2.0 * nd, 0.0, 4.0 * (2.0 * nd + 2.0 * f(p.d)))
         }),
+        // column scale: out = w ⊙ s over [m, k]; the backward reads dout, w, dw and writes dw (an
+        // FP32 multiply-add and an FP64 multiply-add per element)
+        ColScaleFwdF32 => read::<ColScaleParams>(params).map(|p| {
+            let mk = f(p.m) * f(p.k);
+            (2.0 * mk, 0.0, 4.0 * (2.0 * mk + 2.0 * f(p.k)))
+        }),
+        ColScaleBwdF32 => read::<ColScaleParams>(params).map(|p| {
+            let mk = f(p.m) * f(p.k);
+            (2.0 * mk, 2.0 * mk, 4.0 * (4.0 * mk + 3.0 * f(p.k)))
+        }),
         // GLU: a sigmoid and a product per element; the backward reads dout, a, b, da, db
         GluFwdF32 => read::<GluParams>(params).map(|p| (15.0 * f(p.n), 0.0, 12.0 * f(p.n))),
         GluBwdF32 => read::<GluParams>(params).map(|p| (20.0 * f(p.n), 0.0, 28.0 * f(p.n))),

@@ -405,25 +405,11 @@ impl EraTransformer {
             Attention::Induced => Some(tape.input(dev, &vec![1.0; c.inducing])?),
             _ => None,
         };
-        let (xt, g, keep, sparsity) = match (&self.vsn, self.gate_w) {
-            // Variable selection network (docs/model.md)
-            (Some(vsn), _) => {
-                let o = vsn.forward(
-                    dev,
-                    tape,
-                    p,
-                    era.x,
-                    era.mask,
-                    ctx,
-                    self.select(),
-                    n,
-                    |t, x| drop(t, x, VSN_DROPOUT_KEY),
-                )?;
-                (o.xt, o.m, o.keep, o.s)
-            }
-            // Feature gate: x̃ = x ⊙ s.
-            (None, Some(gate_w)) => {
-                let (xt, g, keep) = tape.gate(
+        // The sigmoid gate without pretraining's fill: s = g ⊙ keep is folded into the mapper's
+        // first weight, h₀ = x (W₀ ⊙ s)ᵀ + b₀ (src/ops/col_scale), the same map without x̃.
+        let (h0, g, keep, sparsity) =
+            if let (None, Some(gate_w), None) = (&self.vsn, self.gate_w, &fill) {
+                let (g, keep) = tape.gate_select(
                     dev,
                     p,
                     era.x,
@@ -435,21 +421,65 @@ impl EraTransformer {
                     f,
                     c.gate_rank,
                 )?;
-                (xt, g, keep, g)
-            }
-            (None, None) => {
-                return Err(Error::device(
-                    "the model has no feature selection".to_string(),
-                ))
-            }
-        };
-        // Pretraining: the masked entries of the selected input take the learned mask value.
-        let xt = match fill {
-            Some((m, mv)) => tape.mask_fill(dev, p, xt, m, mv, n, f)?,
-            None => xt,
-        };
-        // Mapper: two linear maps, no activation between them.
-        let h0 = tape.linear(dev, p, xt, self.mapper0.w, self.mapper0.b, n, f, d)?;
+                let h0 = tape.gated_linear(
+                    dev,
+                    p,
+                    era.x,
+                    (g, keep),
+                    (self.mapper0.w, self.mapper0.b),
+                    n,
+                    f,
+                    d,
+                )?;
+                (h0, g, keep, g)
+            } else {
+                let (xt, g, keep, sparsity) = match (&self.vsn, self.gate_w) {
+                    // Variable selection network (docs/model.md)
+                    (Some(vsn), _) => {
+                        let o = vsn.forward(
+                            dev,
+                            tape,
+                            p,
+                            era.x,
+                            era.mask,
+                            ctx,
+                            self.select(),
+                            n,
+                            |t, x| drop(t, x, VSN_DROPOUT_KEY),
+                        )?;
+                        (o.xt, o.m, o.keep, o.s)
+                    }
+                    // Feature gate: x̃ = x ⊙ s.
+                    (None, Some(gate_w)) => {
+                        let (xt, g, keep) = tape.gate(
+                            dev,
+                            p,
+                            era.x,
+                            era.mask,
+                            gate_w,
+                            self.gate_ab,
+                            self.select(),
+                            n,
+                            f,
+                            c.gate_rank,
+                        )?;
+                        (xt, g, keep, g)
+                    }
+                    (None, None) => {
+                        return Err(Error::device(
+                            "the model has no feature selection".to_string(),
+                        ))
+                    }
+                };
+                // Pretraining: the masked entries of the selected input take the learned mask value.
+                let xt = match fill {
+                    Some((m, mv)) => tape.mask_fill(dev, p, xt, m, mv, n, f)?,
+                    None => xt,
+                };
+                // Mapper: two linear maps, no activation between them.
+                let h0 = tape.linear(dev, p, xt, self.mapper0.w, self.mapper0.b, n, f, d)?;
+                (h0, g, keep, sparsity)
+            };
         let mut hs = tape.linear(dev, p, h0, self.mapper1.w, self.mapper1.b, n, d, d)?;
         if c.pos_enc {
             tape.pos_enc_add(dev, hs, n, d)?;

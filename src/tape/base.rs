@@ -81,8 +81,9 @@ pub enum Node {
         d: usize,
         h: usize,
     },
+    /// xt is None for `Tape::gate_select` (no x̃; the gate is folded into the next weight)
     Gate {
-        xt: T,
+        xt: Option<T>,
         g: T,
         keep: T,
         xbar: T,
@@ -131,6 +132,19 @@ pub enum Node {
         mv: ParamId,
         n: usize,
         f: usize,
+    },
+    /// out = x (W ⊙ (g ⊙ keep))ᵀ + b (`ops::col_scale`); ws holds W ⊙ (g ⊙ keep)
+    GatedLinear {
+        out: T,
+        x: T,
+        ws: T,
+        g: T,
+        keep: T,
+        w: ParamId,
+        b: ParamId,
+        n: usize,
+        k: usize,
+        m: usize,
     },
     Film {
         out: T,

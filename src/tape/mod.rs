@@ -14,8 +14,8 @@ pub use base::{Node, Tape, T};
 
 use crate::device::Backend;
 use crate::ops::{
-    attention, corr_loss, elementwise, film, gate, glu, layer_norm, linear, loss, mask_fill,
-    ortho_loss, row_add, vsn,
+    attention, col_scale, corr_loss, elementwise, film, gate, glu, layer_norm, linear, loss,
+    mask_fill, ortho_loss, row_add, vsn,
 };
 use crate::params::{ParamId, Params};
 use crate::{Error, Result};
@@ -67,6 +67,7 @@ fn backward_node<B: Backend>(
         Node::Gate { .. } => gate::backward(tape, dev, p, node),
         Node::CorrLoss { .. } => corr_loss::backward(tape, dev, node),
         Node::Film { .. } => film::backward(tape, dev, node),
+        Node::GatedLinear { .. } => col_scale::backward(tape, dev, p, node),
         Node::Param { .. } => param_backward(tape, dev, p, node),
         Node::OrthoLoss { .. } => ortho_loss::backward(tape, dev, node),
         Node::MaskFill { .. } => mask_fill::backward(tape, dev, p, node),

@@ -49,7 +49,20 @@ pub fn gate_run<B: Backend>(
     let mut xbar = dev.zeros(f)?;
     let mut u = dev.zeros(r.max(1))?; // as the tape allocates it
     dev.gate_fwd(
-        &mut xt, &mut g, &mut keep, &mut xbar, &mut u, &xb, &mb, &wb, &ab, &bb, select, n, f, r,
+        Some(&mut xt),
+        &mut g,
+        &mut keep,
+        &mut xbar,
+        &mut u,
+        &xb,
+        &mb,
+        &wb,
+        &ab,
+        &bb,
+        select,
+        n,
+        f,
+        r,
     )?;
     let fr = f * r;
     let mut dw = dev.upload(&g0[..f])?;

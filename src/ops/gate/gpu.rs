@@ -23,7 +23,7 @@ fn gate_parts(f: usize) -> Result<u32> {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gate_fwd<L: Launcher>(
     be: &GpuBackend<L>,
-    xt: &mut GpuBuf<L>,
+    xt: Option<&mut GpuBuf<L>>,
     g: &mut GpuBuf<L>,
     keep: &mut GpuBuf<L>,
     xbar: &mut GpuBuf<L>,
@@ -39,7 +39,9 @@ pub(crate) fn gate_fwd<L: Launcher>(
     r: usize,
 ) -> Result<()> {
     let op = "gate_fwd";
-    expect_len(op, "xt", xt.len(), n * f)?;
+    if let Some(xt) = &xt {
+        expect_len(op, "xt", xt.len(), n * f)?;
+    }
     expect_len(op, "x", x.len(), n * f)?;
     expect_len(op, "mask", mask.len(), n)?;
     for (name, buf) in [("g", &*g), ("keep", &*keep), ("xbar", &*xbar), ("w", w)] {
@@ -92,14 +94,14 @@ pub(crate) fn gate_fwd<L: Launcher>(
         parts,
         pad: 0,
     };
-    let ap = GateApplyParams {
+    let ap = xt.map(|xt| GateApplyParams {
         xt: xt.ptr(),
         x: x.ptr(),
         g: g.ptr(),
         keep: keep.ptr(),
         n: n32,
         f: f32_,
-    };
+    });
     let per_feature = LaunchCfg::linear(parts, GATE_BLOCK, 0);
     // SAFETY: lengths checked above; work holds f + parts·r doubles.
     unsafe {
@@ -111,7 +113,7 @@ pub(crate) fn gate_fwd<L: Launcher>(
             let cfg = LaunchCfg::linear(u32_of("gate blocks", f.div_ceil(8))?, 256, 0);
             be.go(kernel::GATE_RANK_FWD_F32, cfg, &gp)?;
         }
-        if n > 0 {
+        if let (true, Some(ap)) = (n > 0, ap) {
             let cfg = LaunchCfg::linear(blocks_for(n * f, BLOCK, MAX_GRID), BLOCK, 0);
             be.go(kernel::GATE_APPLY_FWD_F32, cfg, &ap)?;
         }

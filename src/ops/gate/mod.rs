@@ -21,7 +21,7 @@ pub use select::{select_gates, GateSelect};
 
 #[allow(clippy::too_many_arguments)]
 pub fn gate_fwd(
-    xt: &mut [f32],
+    xt: Option<&mut [f32]>,
     g: &mut [f32],
     keep: &mut [f32],
     xbar: &mut [f32],
@@ -79,6 +79,9 @@ pub fn gate_fwd(
         g[ff] = (1.0 / (1.0 + (-l).exp())) as f32;
     }
     select_gates(&mut keep[..f], &g[..f], select);
+    let Some(xt) = xt else {
+        return;
+    };
     if n == 0 {
         return;
     }
@@ -153,13 +156,14 @@ pub fn gate_bwd(
 
 // ---- shapes, tape record and backward -------------------------------------------------------
 
-/// Shape rule of the gate forward on every device (lengths of xt, g, keep, xbar, u, x, mask, w,
-/// a, b).
-#[allow(clippy::too_many_arguments)]
-pub fn check_fwd(lens: [usize; 10], n: usize, f: usize, r: usize) -> Result<()> {
+/// Shape rule of the gate forward on every device (the length of xt when given, then those of g,
+/// keep, xbar, u, x, mask, w, a, b).
+pub fn check_fwd(xt: Option<usize>, lens: [usize; 9], n: usize, f: usize, r: usize) -> Result<()> {
     let op = "gate_fwd";
-    let [xt, g, keep, xbar, u, x, mask, w, a, b] = lens;
-    expect_len(op, "xt", xt, n * f)?;
+    let [g, keep, xbar, u, x, mask, w, a, b] = lens;
+    if let Some(xt) = xt {
+        expect_len(op, "xt", xt, n * f)?;
+    }
     expect_len(op, "x", x, n * f)?;
     expect_len(op, "mask", mask, n)?;
     expect_all(op, &[("g", g), ("keep", keep), ("xbar", xbar), ("w", w)], f)?;
@@ -206,7 +210,49 @@ impl<B: Backend> Tape<B> {
         f: usize,
         r: usize,
     ) -> Result<(T, T, T)> {
-        let xt = self.new_tensor(dev, n * f)?;
+        let (xt, g, keep) = self.gate_impl(dev, p, x, mask, w, ab, select, (n, f, r), true)?;
+        let xt = xt.ok_or_else(|| Error::device("the gate made no x̃".to_string()))?;
+        Ok((xt, g, keep))
+    }
+
+    /// The feature gate without x̃: returns (g, keep) for an op that folds s = g ⊙ keep into a
+    /// weight ([`Tape::gated_linear`]); the gradient reaches the gate through g.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gate_select(
+        &mut self,
+        dev: &B,
+        p: &Params<B>,
+        x: T,
+        mask: T,
+        w: ParamId,
+        ab: Option<(ParamId, ParamId)>,
+        select: GateSelect,
+        n: usize,
+        f: usize,
+        r: usize,
+    ) -> Result<(T, T)> {
+        let (_, g, keep) = self.gate_impl(dev, p, x, mask, w, ab, select, (n, f, r), false)?;
+        Ok((g, keep))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn gate_impl(
+        &mut self,
+        dev: &B,
+        p: &Params<B>,
+        x: T,
+        mask: T,
+        w: ParamId,
+        ab: Option<(ParamId, ParamId)>,
+        select: GateSelect,
+        (n, f, r): (usize, usize, usize),
+        apply: bool,
+    ) -> Result<(Option<T>, T, T)> {
+        let xt = if apply {
+            Some(self.new_tensor(dev, n * f)?)
+        } else {
+            None
+        };
         let g = self.new_tensor(dev, f)?;
         let keep = self.new_tensor(dev, f)?;
         let xbar = self.new_tensor(dev, f)?;
@@ -216,15 +262,18 @@ impl<B: Backend> Tape<B> {
             Some((a, b)) => (&p.values[a.0], &p.values[b.0]),
             None => (&empty, &empty),
         };
-        let (mut xtb, mut gb, mut kb, mut xb, mut ub) = (
-            self.take(xt)?,
+        let mut xtb = match xt {
+            Some(t) => Some(self.take(t)?),
+            None => None,
+        };
+        let (mut gb, mut kb, mut xb, mut ub) = (
             self.take(g)?,
             self.take(keep)?,
             self.take(xbar)?,
             self.take(u)?,
         );
         let res = dev.gate_fwd(
-            &mut xtb,
+            xtb.as_mut(),
             &mut gb,
             &mut kb,
             &mut xb,
@@ -239,7 +288,9 @@ impl<B: Backend> Tape<B> {
             f,
             r,
         );
-        self.put(xt, xtb);
+        if let (Some(t), Some(b)) = (xt, xtb) {
+            self.put(t, b);
+        }
         self.put(g, gb);
         self.put(keep, kb);
         self.put(xbar, xb);
@@ -289,9 +340,14 @@ pub(crate) fn backward<B: Backend>(
     else {
         return Err(Error::device("gate::backward on another node".to_string()));
     };
-    let dxt = match tape.take_grad_if_any(xt) {
-        Some(d) => d,
-        None => dev.zeros(n * f)?,
+    // Without x̃ (the gate folded into the next weight, `Tape::gate_select`) the gradient came
+    // into g already: the backward runs over zero rows, so it adds nothing from x̃.
+    let (dxt, rows, no_x) = match xt {
+        Some(t) => match tape.take_grad_if_any(t) {
+            Some(d) => (d, n, None),
+            None => (dev.zeros(n * f)?, n, None),
+        },
+        None => (dev.zeros(0)?, 0, Some(dev.zeros(0)?)),
     };
     let mut dg = tape.take_grad(dev, g)?;
     let mut empty_a = dev.zeros(0)?;
@@ -312,19 +368,25 @@ pub(crate) fn backward<B: Backend>(
         db,
         &mut dg,
         &dxt,
-        tape.buf(x)?,
+        match &no_x {
+            Some(e) => e,
+            None => tape.buf(x)?,
+        },
         tape.buf(xbar)?,
         tape.buf(u)?,
         tape.buf(g)?,
         tape.buf(keep)?,
         bval,
-        n,
+        rows,
         f,
         r,
     )?;
     dev.recycle(dxt);
     dev.recycle(dg);
-    for t in [xt, g, keep, xbar, u] {
+    if let Some(e) = no_x {
+        dev.recycle(e);
+    }
+    for t in xt.into_iter().chain([g, keep, xbar, u]) {
         tape.free(dev, t);
     }
     Ok(())
