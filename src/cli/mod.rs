@@ -299,9 +299,9 @@ pub struct TrainArgs {
     pub pretrain_epochs: Option<usize>,
     /// After early stopping, train the model again from the start on the training and then the
     /// validation eras for the best epoch count, and write that model to --out (the validation
-    /// corr printed is the early-stopped model's; docs/defaults.md: +3 / +9 points of the Bayes
-    /// limit on held-out synth eras): on | off [default: on with --preset recommended when there
-    /// are validation eras; off with --preset spec]
+    /// corr printed is the early-stopped model's; docs/defaults.md round 8: +3.5 / +6.6 points of
+    /// the Bayes limit on held-out synth eras, base / wide): on | off [default: on with --preset
+    /// recommended when there are validation eras; off with --preset spec]
     #[arg(long, value_name = "on|off")]
     pub refit: Option<String>,
     /// Walk-forward: train on a sliding window of past eras, predict the next [default: off]
