@@ -80,8 +80,14 @@ fn refit_equals_training_on_the_joined_eras_for_the_best_epoch_count() {
     synth(&joined, "20", "0");
     let (tr, va) = (split.join("train.store"), split.join("validation.store"));
 
+    // --refit joint: the joint retraining alone
     let refit = dir.join("refit.safetensors");
-    let o = train(&["--epochs", "4"], &tr, Some(&va), &refit);
+    let o = train(
+        &["--epochs", "4", "--refit", "joint"],
+        &tr,
+        Some(&va),
+        &refit,
+    );
     assert!(o.status.success(), "{}", text(&o));
     let out = text(&o);
     // "best epoch E: ... (refit on the training and validation eras for E epochs)"
@@ -108,6 +114,45 @@ fn refit_equals_training_on_the_joined_eras_for_the_best_epoch_count() {
         tensors(&refit) == tensors(&plain),
         "the refit is not the joined run"
     );
+
+    // the default (recommended: --refit on) adds one pass over the validation eras at a tenth of
+    // the learning rate: `train --init` of the joined model on them, as a user would run it
+    let full = dir.join("full.safetensors");
+    let o = train(&["--epochs", "4"], &tr, Some(&va), &full);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("then once over the 4 validation eras"),
+        "{}",
+        text(&o)
+    );
+    let lr = format!("{:e}", 1e-3f32 * 0.1f32);
+    let tuned = dir.join("tuned.safetensors");
+    let args = [
+        "--epochs",
+        "1",
+        "--patience",
+        "0",
+        "--lr",
+        &lr,
+        "--refit",
+        "off",
+    ];
+    let mut c = bin();
+    c.arg("train").arg("--data").arg(&va).args(SMALL);
+    c.args(["--seed", "3", "--device", "cpu"]).args(args);
+    let o = c
+        .arg("--init")
+        .arg(&plain)
+        .arg("--out")
+        .arg(&tuned)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        tensors(&full) == tensors(&tuned),
+        "the last pass is not `train --init`"
+    );
+    assert!(tensors(&full) != tensors(&refit));
 
     // --refit off keeps the early-stopped model, which is another one
     let early = dir.join("early.safetensors");
@@ -169,7 +214,7 @@ fn refit_flag_and_config_values_are_checked() {
     );
     assert!(!o.status.success());
     assert!(
-        text(&o).contains("--refit must be 'on' or 'off'"),
+        text(&o).contains("--refit must be 'on', 'joint' or 'off'"),
         "{}",
         text(&o)
     );

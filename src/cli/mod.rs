@@ -14,6 +14,7 @@ pub mod predict;
 pub mod pretrain;
 mod pretrain_job;
 pub mod progress;
+pub mod refit;
 pub mod synth;
 pub mod train;
 pub mod train_ensemble;
@@ -299,10 +300,11 @@ pub struct TrainArgs {
     pub pretrain_epochs: Option<usize>,
     /// After early stopping, train the model again from the start on the training and then the
     /// validation eras for the best epoch count, and write that model to --out (the validation
-    /// corr printed is the early-stopped model's; docs/defaults.md round 8: +3.5 / +6.6 points of
-    /// the Bayes limit on held-out synth eras, base / wide): on | off [default: on with --preset
-    /// recommended when there are validation eras; off with --preset spec]
-    #[arg(long, value_name = "on|off")]
+    /// corr printed is the early-stopped model's; docs/defaults.md round 8: +4.9 / +7.3 points of
+    /// the Bayes limit on held-out synth eras, base / wide); `on` then passes once more over the
+    /// validation eras alone at a tenth of --lr, `joint` does not: on | joint | off [default: on
+    /// with --preset recommended when there are validation eras; off with --preset spec]
+    #[arg(long, value_name = "on|joint|off")]
     pub refit: Option<String>,
     /// Walk-forward: train on a sliding window of past eras, predict the next [default: off]
     #[arg(long = "walk-forward")]

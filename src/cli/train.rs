@@ -532,7 +532,7 @@ pub(super) fn train_one(
             if cfg.context_dim > 0 { format!("{} (noise {})", cfg.context_dim, cfg.context_noise) } else { "off".to_string() }
         );
     }
-    let refit = refit_on(a)? && valid_store.is_some();
+    let refit = super::refit::Mode::of(a)?.filter(|_| valid_store.is_some());
     let one = EraSource::one(train_store);
     let mut res = super::device::dispatch(
         device,
@@ -545,7 +545,9 @@ pub(super) fn train_one(
             render,
         },
     )?;
-    if let (true, Some(v), Some(epochs), Some(_)) = (refit, valid_store, res.best_epoch, res.best) {
+    if let (Some(mode), Some(v), Some(epochs), Some(_)) =
+        (refit, valid_store, res.best_epoch, res.best)
+    {
         // A resumed run's `init` is its last state; the refit starts where the run started:
         // fresh weights from the seed, or the same pretraining again (deterministic).
         let start = match (&opts.resume, a.pretrain_epochs.unwrap_or(0)) {
@@ -557,50 +559,23 @@ pub(super) fn train_one(
             ck.config = cfg.clone();
             ck
         });
-        // The refit: the same model from the same start, on the training then the validation
-        // eras, for the epoch count early stopping chose; nothing to validate on, so nothing is
-        // saved before its last epoch (--out keeps the early-stopped model until then).
-        let src = EraSource::one(train_store).then(v)?;
-        let mut o = opts.clone();
-        o.epochs = epochs;
-        o.out = None;
-        o.resume = None;
-        if !a.quiet {
-            eprintln!(
-                "refit: training again on {} + {} ({} eras) for {epochs} epochs (--refit off skips this)",
-                train_store.path().display(),
-                v.path().display(),
-                src.n_eras()
-            );
-        }
-        let r = super::device::dispatch(
+        let job = super::refit::Refit {
+            mode,
             device,
-            TrainJob {
-                cfg,
-                init: start.as_ref(),
-                train: &src,
-                valid: None,
-                opts: &o,
-                render,
-            },
-        )?;
-        r.checkpoint.save(out)?;
-        res.checkpoint = r.checkpoint;
+            train: train_store,
+            valid: v,
+            epochs,
+            cfg,
+            start: start.as_ref(),
+            opts: &opts,
+            quiet: a.quiet,
+        };
+        let ck = job.run(render)?;
+        ck.save(out)?;
+        res.checkpoint = ck;
         res.refit_epochs = Some(epochs);
     }
     Ok(res)
-}
-
-/// `--refit on|off`, default on with `--preset recommended` (docs/defaults.md).
-pub fn refit_on(a: &TrainArgs) -> Result<bool> {
-    match a.refit.as_deref() {
-        Some("on") => Ok(true),
-        Some("off") => Ok(false),
-        Some(x) => Err(Error::usage(format!(
-            "--refit must be 'on' or 'off', got '{x}'"
-        ))),
-        None => Ok(crate::model::Preset::parse(&a.preset)? == crate::model::Preset::Recommended),
-    }
 }
 
 /// `--pretrain-epochs N`: `eraengine pretrain --data TRAIN --epochs N --seed SEED` with its other
@@ -639,13 +614,13 @@ fn pretrain_first(
     Ok(crate::train::pretrain::for_finetune(res.checkpoint, seed))
 }
 
-struct TrainJob<'a> {
-    cfg: Config,
-    init: Option<&'a Checkpoint>,
-    train: &'a EraSource<'a>,
-    valid: Option<&'a Store>,
-    opts: &'a TrainOptions,
-    render: &'a mut Render,
+pub(super) struct TrainJob<'a> {
+    pub cfg: Config,
+    pub init: Option<&'a Checkpoint>,
+    pub train: &'a EraSource<'a>,
+    pub valid: Option<&'a Store>,
+    pub opts: &'a TrainOptions,
+    pub render: &'a mut Render,
 }
 
 impl super::device::DeviceJob for TrainJob<'_> {

@@ -204,6 +204,9 @@ pub fn has_target0(store: &Store, map: &ColumnMap) -> bool {
 /// refit after early stopping trains on the training and then the validation eras). Era `i` of
 /// the source is era `i − offset` of the store that holds it.
 pub struct EraSource<'a> {
+    /// the run's feature and target names (every part is read in this column order)
+    features: Vec<String>,
+    targets: Vec<String>,
     parts: Vec<(&'a Store, ColumnMap)>,
     /// first source era of each part
     offsets: Vec<usize>,
@@ -214,26 +217,48 @@ impl<'a> EraSource<'a> {
     /// The eras of one store, read with its own columns.
     pub fn one(store: &'a Store) -> Self {
         EraSource {
+            features: store.feature_names().to_vec(),
+            targets: store.target_names().to_vec(),
             parts: vec![(store, ColumnMap::identity(store))],
             offsets: vec![0],
             total: store.n_eras(),
         }
     }
 
-    /// Appends the eras of `store`, its columns mapped by name onto the first store's features and
+    /// The eras of `store` read as the given features and targets, mapped by name (a model's
+    /// columns: every feature must be in the store; a missing target reads as NaN).
+    pub fn mapped(store: &'a Store, features: &[String], targets: &[String]) -> Result<Self> {
+        Ok(EraSource {
+            features: features.to_vec(),
+            targets: targets.to_vec(),
+            parts: vec![(store, ColumnMap::for_model(store, features, targets)?)],
+            offsets: vec![0],
+            total: store.n_eras(),
+        })
+    }
+
+    /// Appends the eras of `store`, its columns mapped by name onto the run's features and
     /// targets (every feature must be present; a missing target reads as NaN).
     pub fn then(mut self, store: &'a Store) -> Result<Self> {
-        let first = self.first();
-        let map = ColumnMap::for_model(store, first.feature_names(), first.target_names())?;
+        let map = ColumnMap::for_model(store, &self.features, &self.targets)?;
         self.offsets.push(self.total);
         self.total += store.n_eras();
         self.parts.push((store, map));
         Ok(self)
     }
 
-    /// The first store: its feature and target names are the run's.
+    /// The first store (named in errors).
     pub fn first(&self) -> &'a Store {
         self.parts[0].0
+    }
+
+    /// The run's feature names (the first store's, or those given to [`EraSource::mapped`]).
+    pub fn feature_names(&self) -> &[String] {
+        &self.features
+    }
+
+    pub fn target_names(&self) -> &[String] {
+        &self.targets
     }
 
     pub fn n_eras(&self) -> usize {

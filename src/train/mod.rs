@@ -199,8 +199,8 @@ pub fn build<B: Backend>(
     build_on(dev, cfg, init, &EraSource::one(store), seed)
 }
 
-/// [`build`] for a training source (its first store names the features and targets; the era
-/// context is fitted on all its eras).
+/// [`build`] for a training source (it names the features and targets; the era context is fitted
+/// on all its eras).
 pub fn build_on<B: Backend>(
     dev: &B,
     cfg: &Config,
@@ -209,8 +209,8 @@ pub fn build_on<B: Backend>(
     seed: u64,
 ) -> Result<Trained<B>> {
     let store = src.first();
-    let features = store.feature_names().to_vec();
-    let targets = store.target_names().to_vec();
+    let features = src.feature_names().to_vec();
+    let targets = src.target_names().to_vec();
     let tensors = match init {
         Some(ck) => {
             if &ck.config != cfg {
