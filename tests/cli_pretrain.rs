@@ -5,22 +5,9 @@
 
 mod common;
 
-use common::TempDir;
+use common::{bin, text, TempDir};
 use eraengine::checkpoint::{Checkpoint, PRETRAINED, PRETRAINED_KEY};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_eraengine"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn synth(dir: &Path) {
     let o = bin()

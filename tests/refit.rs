@@ -7,24 +7,12 @@
 
 mod common;
 
-use common::TempDir;
+use common::{bin, text, TempDir};
 use eraengine::checkpoint::Checkpoint;
 use eraengine::data::store::{Store, StoreWriter};
 use eraengine::train::era::{ColumnMap, EraBatch, EraSource};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_eraengine"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use std::process::Output;
 
 fn synth(out: &Path, eras: &str, valid: &str) {
     let o = bin()

@@ -3,21 +3,9 @@
 
 mod common;
 
-use common::TempDir;
+use common::{bin, text, TempDir};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_eraengine"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use std::process::Output;
 
 /// A small synthetic dataset: (train, validation) stores.
 fn data(dir: &Path) -> (PathBuf, PathBuf) {

@@ -4,22 +4,10 @@
 
 mod common;
 
-use common::TempDir;
+use common::{bin, text, TempDir};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_eraengine"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// Tiny easy data shared by the tests of this file.
 fn data() -> &'static PathBuf {

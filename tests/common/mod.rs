@@ -1,4 +1,5 @@
-//! Helpers shared by the integration tests: scratch directories that remove themselves.
+//! Helpers shared by the integration tests: scratch directories that remove themselves, the
+//! binary under test and its output as text.
 #![allow(dead_code)]
 
 pub mod simd;
@@ -10,6 +11,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, Once};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// The `eraengine` binary of this build.
+pub fn bin() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_eraengine"))
+}
+
+/// A finished command's stdout then stderr, as text (for assertions and their messages).
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
 
 /// A fresh, empty directory `eraengine-<tag>-<pid>-<n>` under the system temp dir, removed with
 /// everything in it when the guard is dropped. Keep the guard alive while the directory is used.
