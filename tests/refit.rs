@@ -207,6 +207,8 @@ fn refit_flag_and_config_values_are_checked() {
         text(&o)
     );
     assert!(!dir.join("m.safetensors").exists());
+    // refused before any data is opened
+    assert!(!text(&o).contains("training on"), "{}", text(&o));
 
     let cfg = dir.join("c.json");
     std::fs::write(&cfg, r#"{"refit": 3}"#).unwrap();

@@ -410,6 +410,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let seed = a.seed.or(saved.map(|s| s.seed)).unwrap_or(0);
     // Bad values are refused before any data is opened.
     options_from_args(a, false, saved)?;
+    super::refit::Mode::of(a)?;
     let (train_store, valid_store, builtin_data) = open_data(a, seed)?;
     let builtin = builtin_data.is_some();
     let mut render = Render::new(a.quiet);
