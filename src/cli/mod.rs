@@ -18,6 +18,7 @@ pub mod refit;
 pub mod synth;
 pub mod train;
 pub mod train_ensemble;
+pub mod train_job;
 pub mod tune;
 pub mod walk;
 

@@ -4,7 +4,7 @@
 //! newest labelled ones, at a tenth of the learning rate.
 
 use super::device::DeviceChoice;
-use super::train::{Render, TrainJob};
+use super::train_job::{Render, TrainJob};
 use super::TrainArgs;
 use crate::checkpoint::Checkpoint;
 use crate::data::store::Store;

@@ -7,11 +7,9 @@ use crate::data::store::Store;
 use crate::model::{Attention, Config, Ffn, Selection};
 use crate::train::era::EraSource;
 use crate::train::resume::{OptimState, Settings};
-use crate::train::{train_on, Event, Schedule, TrainOptions, TrainResult};
+use crate::train::{Schedule, TrainOptions, TrainResult};
 use crate::{Error, Result};
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 /// Where built-in synthetic data and default outputs live.
 pub fn cache_dir() -> PathBuf {
@@ -247,50 +245,6 @@ pub fn options_from_args(
     };
     opts.validate()?;
     Ok(opts)
-}
-
-/// Renders training events on stderr: progress lines overwrite each other on a terminal.
-pub struct Render {
-    quiet: bool,
-    tty: bool,
-    last: Instant,
-    partial: bool,
-}
-
-impl Render {
-    pub fn new(quiet: bool) -> Self {
-        Render {
-            quiet,
-            tty: std::io::stderr().is_terminal(),
-            last: Instant::now(),
-            partial: false,
-        }
-    }
-
-    pub fn show(&mut self, e: &Event) {
-        if self.quiet {
-            return;
-        }
-        match e {
-            Event::Era { .. } => {
-                if self.tty && self.last.elapsed().as_millis() > 300 {
-                    eprint!("\r{}   ", e.line());
-                    let _ = std::io::stderr().flush();
-                    self.last = Instant::now();
-                    self.partial = true;
-                }
-            }
-            // The epoch line carries the score; say so only when it is the average's.
-            Event::Validation { ema: false, .. } => {}
-            _ => {
-                if self.partial {
-                    eprint!("\r{:70}\r", "");
-                    self.partial = false;
-                }
-                eprintln!("{}", e.line());
-            }
-        }
-    }
 }
 
 /// The training and validation stores (built-in data for `seed` when --data is absent, then also
@@ -615,32 +569,5 @@ fn pretrain_first(
     Ok(crate::train::pretrain::for_finetune(res.checkpoint, seed))
 }
 
-pub(super) struct TrainJob<'a> {
-    pub cfg: Config,
-    pub init: Option<&'a Checkpoint>,
-    pub train: &'a EraSource<'a>,
-    pub valid: Option<&'a Store>,
-    pub opts: &'a TrainOptions,
-    pub render: &'a mut Render,
-}
-
-impl super::device::DeviceJob for TrainJob<'_> {
-    type Out = TrainResult;
-    fn run<B: crate::device::Backend>(self, dev: &B) -> Result<Self::Out> {
-        if !self.opts.quiet {
-            eprintln!("training on device {}", dev.name());
-        }
-        let render = self.render;
-        train_on(
-            dev,
-            self.cfg,
-            self.init,
-            self.train,
-            self.valid,
-            self.opts,
-            &mut |e| render.show(e),
-        )
-    }
-}
-
 pub use super::config::{apply_config, apply_config_file, CONFIG_KEYS};
+pub use super::train_job::{Render, TrainJob};
