@@ -104,6 +104,8 @@ impl Refit<'_> {
         o.warmup = 0;
         o.schedule = Schedule::Constant;
         o.ema = 0.0;
+        // the joint model's gate threshold is already the full one
+        o.threshold_warmup = 0;
         Ok(super::device::dispatch(
             self.device,
             TrainJob {
