@@ -183,12 +183,6 @@ pub fn shuffle(order: &mut [usize], rng: &mut crate::rng::Rng) {
     }
 }
 
-/// True when era `i` has rows and at least one target value (something to learn from).
-pub fn learnable(store: &Store, i: usize) -> bool {
-    let era = store.era(i);
-    era.n_rows > 0 && !era.all_targets_missing()
-}
-
 /// True when the store has a value for the model's target 0 somewhere (it can score validation).
 pub fn has_target0(store: &Store, map: &ColumnMap) -> bool {
     match map.targets.first().copied().flatten() {
