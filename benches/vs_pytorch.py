@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""One training step of the same model in PyTorch (CPU; eager, or torch.compile with --compile) and in `eraengine bench`, alternating.
+"""One training step of the same model in PyTorch (eager, or torch.compile with --compile) and in `eraengine bench`, alternating, on the CPU or (--device cuda) on the GPU.
 
 The model mirrors src/model (SPEC §3): era-dependent sigmoid feature gate (rank 8) with its L1
 (mean gate) term, mapper (two linear maps), L layers of [linear or softmax attention over the era's
@@ -10,6 +10,8 @@ loss MSE + 1e-3 · sparsity; global-norm clipping at 1.0; Adam. One step = forwa
 Both sides use THREADS threads (default 2). Rounds alternate: eraengine bench (a subprocess, its
 median step_ms), then the PyTorch step timed in this process (median of REPS steps). The table
 prints both medians over the rounds and the ratio PyTorch / eraengine (> 1: eraengine faster).
+With --device cuda both run on the GPU; the PyTorch step is timed from a synchronize to a
+synchronize, with the era already on the device (eraengine's step includes the era's upload).
 """
 import argparse
 import json
@@ -82,13 +84,16 @@ def torch_step_ms(torch, args, reps):
     torch.manual_seed(0)
     n, f = args.rows, args.features
     model = build_model(torch, f, args.d_model, args.heads, args.layers, args.attention, args.dropout)
+    dev = torch.device(args.device)
+    model.to(dev)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     # --compile: forward and backward through TorchInductor (compiled on the warm-up step, untimed)
     fwd = torch.compile(model) if args.compile else model
-    x = (torch.randint(0, 5, (n, f)).float() - 2) / 2
-    y = torch.randint(0, 5, (n, 1)).float() / 4
-    mask = torch.ones(n)
+    x = ((torch.randint(0, 5, (n, f)).float() - 2) / 2).to(dev)
+    y = (torch.randint(0, 5, (n, 1)).float() / 4).to(dev)
+    mask = torch.ones(n, device=dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -99,10 +104,12 @@ def torch_step_ms(torch, args, reps):
         opt.step()
 
     step()
+    sync()
     times, cpu = [], []
     for _ in range(reps):
         t, c = time.perf_counter(), time.process_time()
         step()
+        sync()
         times.append((time.perf_counter() - t) * 1e3)
         cpu.append((time.process_time() - c) * 1e3)
     return statistics.median(times), statistics.median(cpu)
@@ -110,7 +117,7 @@ def torch_step_ms(torch, args, reps):
 
 def era_step_ms(args, reps):
     cmd = [
-        args.eraengine, "bench", "--json", "--device", "cpu", "--reps", str(reps),
+        args.eraengine, "bench", "--json", "--device", args.device, "--reps", str(reps),
         "--rows", str(args.rows), "--features", str(args.features),
         "--d-model", str(args.d_model), "--heads", str(args.heads),
         "--layers", str(args.layers), "--attention", args.attention,
@@ -137,6 +144,8 @@ def main():
     p.add_argument("--threads", type=int, default=2, help="threads on both sides (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds (default: %(default)s)")
     p.add_argument("--reps", type=int, default=10, help="timed steps per round and side (default: %(default)s)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="where both sides run (default: %(default)s)")
     p.add_argument("--compile", action="store_true",
                    help="run the PyTorch model through torch.compile (TorchInductor; needs a C++ compiler) "
                         "instead of eager (default: eager)")
@@ -154,7 +163,7 @@ def main():
     ec, tc = statistics.median(era_cpu), statistics.median(pt_cpu)
     print(
         f"rows {args.rows} features {args.features} d {args.d_model} heads {args.heads} layers {args.layers} "
-        f"{args.attention}, {args.threads} threads, torch {torch.__version__}"
+        f"{args.attention}, {args.device}, {args.threads} threads, torch {torch.__version__}"
         f"{' (torch.compile)' if args.compile else ' (eager)'}"
     )
     print(f"wall: eraengine {e:.2f} ms  pytorch {t:.2f} ms  ratio (pytorch/eraengine) {t / e:.2f}x")

@@ -105,6 +105,13 @@ fn tape_gradient_matches_finite_differences_on_the_emulator() {
     tape_grad_matches_fd(&Emu::new(eraengine::gpu::Order::Reverse));
 }
 
+#[test]
+fn tape_gradient_matches_finite_differences_on_cuda() {
+    if let Some(dev) = gpu_common::cuda("tape_gradient_matches_finite_differences_on_cuda") {
+        tape_grad_matches_fd(&dev);
+    }
+}
+
 fn wrong_lengths_are_shape_errors<B: Backend>(dev: &B) {
     let x = dev.upload(&[0.5; 4]).unwrap();
     let mut short = dev.zeros(3).unwrap();
@@ -120,6 +127,13 @@ fn wrong_lengths_are_shape_errors<B: Backend>(dev: &B) {
 fn wrong_lengths_are_shape_errors_on_every_device() {
     wrong_lengths_are_shape_errors(&Cpu);
     wrong_lengths_are_shape_errors(&Emu::new(eraengine::gpu::Order::Forward));
+}
+
+#[test]
+fn wrong_lengths_are_shape_errors_on_cuda() {
+    if let Some(dev) = gpu_common::cuda("wrong_lengths_are_shape_errors_on_cuda") {
+        wrong_lengths_are_shape_errors(&dev);
+    }
 }
 
 #[test]

@@ -1,7 +1,6 @@
 //! A wrong buffer length is `Error::Shape` on every device — never a slice panic on the CPU, never
 //! a launch on the GPU (issue 7, item 5): every op family, each with one buffer one element short.
 
-// (only `Emu` is used here; the harness allows its own dead code)
 mod gpu_common;
 
 use eraengine::device::{Backend, Cpu};
@@ -229,4 +228,11 @@ fn cpu_reports_wrong_lengths_as_shape_errors() {
 #[test]
 fn emulated_gpu_reports_wrong_lengths_as_shape_errors() {
     every_op_checks_lengths(&Emu::new(Order::Forward));
+}
+
+#[test]
+fn cuda_reports_wrong_lengths_as_shape_errors() {
+    if let Some(dev) = gpu_common::cuda("cuda_reports_wrong_lengths_as_shape_errors") {
+        every_op_checks_lengths(&dev);
+    }
 }

@@ -59,6 +59,38 @@ fn nvrtc_runtime_version() -> std::result::Result<String, String> {
     .unwrap_or_else(|_| Err("probing libnvrtc panicked".to_string()))
 }
 
+/// The architectures the installed NVRTC compiles for (e.g. 75 for sm_75), ascending: NVRTC 13
+/// dropped those below 7.5 that 12.x still had. Err when libnvrtc cannot be loaded.
+pub fn nvrtc_supported_archs() -> Result<Vec<i32>> {
+    nvrtc_runtime_version().map_err(|e| Error::device(format!("cuda: {e}")))?;
+    catch_unwind(|| -> Result<Vec<i32>> {
+        use cudarc::nvrtc::sys as nvsys;
+        let mut n = 0;
+        // SAFETY: out-pointer to a live int; the library is loaded (probed above).
+        let r = unsafe { nvsys::nvrtcGetNumSupportedArchs(&mut n) };
+        if r != nvsys::nvrtcResult::NVRTC_SUCCESS || n < 0 {
+            return Err(Error::device(format!(
+                "cuda: nvrtcGetNumSupportedArchs: {r:?}"
+            )));
+        }
+        let mut archs = vec![0; n as usize];
+        // SAFETY: the buffer holds exactly the count NVRTC just reported.
+        let r = unsafe { nvsys::nvrtcGetSupportedArchs(archs.as_mut_ptr()) };
+        if r != nvsys::nvrtcResult::NVRTC_SUCCESS {
+            return Err(Error::device(format!(
+                "cuda: nvrtcGetSupportedArchs: {r:?}"
+            )));
+        }
+        archs.sort_unstable();
+        Ok(archs)
+    })
+    .unwrap_or_else(|_| {
+        Err(Error::device(
+            "cuda: asking NVRTC for its architectures panicked",
+        ))
+    })
+}
+
 /// kernels/`module`.cu compiled now by the installed NVRTC into a cubin for exactly compute
 /// capability `cc` (`--gpu-architecture=sm_XY`, e.g. sm_72 for 7.2): what the launcher loads when
 /// no image embedded at build time fits the device. An error names the module, the architecture
@@ -70,11 +102,21 @@ pub fn runtime_cubin(module: &str, cc: (i32, i32)) -> Result<Vec<u8>> {
         .map(|(_, s)| *s)
         .ok_or_else(|| Error::device(format!("cuda: no kernel module {module}")))?;
     let arch = format!("sm_{}{}", cc.0, cc.1);
-    nvrtc_runtime_version().map_err(|e| {
+    let version = nvrtc_runtime_version().map_err(|e| {
         Error::device(format!(
             "cuda: kernels/{module}.cu has no embedded image for {arch} and cannot be compiled now: {e}"
         ))
     })?;
+    let archs = nvrtc_supported_archs()?;
+    if !archs.contains(&(cc.0 * 10 + cc.1)) {
+        return Err(Error::device(format!(
+            "cuda: kernels/{module}.cu has no embedded image for {arch}, and the installed NVRTC \
+             {version} cannot compile for {arch} (it supports sm_{}…sm_{}): install an NVRTC that \
+             does and point ERAENGINE_NVRTC_LIB at it",
+            archs.first().copied().unwrap_or(0),
+            archs.last().copied().unwrap_or(0),
+        )));
+    }
     let fail = |what: &str, log: String| {
         Error::device(format!(
             "cuda: NVRTC {what} kernels/{module}.cu for {arch}{}",
@@ -188,6 +230,30 @@ pub struct CudaLauncher {
     sync_each: bool,
     /// pinned host memory that uploads go through, reused after each synchronisation
     staging: Mutex<Staging>,
+    /// `ERAENGINE_CUDA_PROFILE=1`: CUDA events around every launch by kernel id; their device
+    /// times go to the per-kernel counters (`stats::KernelCount::measured_s`) at the next sync
+    profile: Option<Mutex<Profile>>,
+}
+
+/// Event pairs recorded around launches and not yet read (`pending`), and read ones for reuse.
+#[derive(Default)]
+struct Profile {
+    pending: Vec<(Kernel, sys::CUevent, sys::CUevent)>,
+    free: Vec<sys::CUevent>,
+}
+
+// SAFETY: the events are driver handles owned by the launcher; every access goes through the
+// Mutex around Profile.
+unsafe impl Send for Profile {}
+
+impl Profile {
+    fn event(&mut self) -> Result<sys::CUevent> {
+        match self.free.pop() {
+            Some(e) => Ok(e),
+            None => result::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT)
+                .map_err(|e| derr("creating a profiling event", e)),
+        }
+    }
 }
 
 /// Pinned upload buffers: `cur` is filled from `used`; copies queued from it (and from the
@@ -241,6 +307,9 @@ impl CudaLauncher {
                 }
             }
             let sync_each = std::env::var("ERAENGINE_CUDA_SYNC").is_ok_and(|v| v == "1");
+            let profile = std::env::var("ERAENGINE_CUDA_PROFILE")
+                .is_ok_and(|v| v == "1")
+                .then(|| Mutex::new(Profile::default()));
             Ok(CudaLauncher {
                 ctx,
                 stream,
@@ -256,6 +325,7 @@ impl CudaLauncher {
                     used: 0,
                     retired: Vec::new(),
                 }),
+                profile,
             })
         });
         opened.unwrap_or_else(|_| Err(Error::device("cuda: opening device 0 panicked")))
@@ -461,13 +531,50 @@ impl Launcher for CudaLauncher {
     }
     unsafe fn launch_kernel(&self, kernel: Kernel, cfg: LaunchCfg, params: &[u8]) -> Result<()> {
         let f = self.function_by_id(kernel)?;
-        self.launch_function(&f, kernel.name(), cfg, params)
+        let Some(profile) = &self.profile else {
+            return self.launch_function(&f, kernel.name(), cfg, params);
+        };
+        let lock = || {
+            profile
+                .lock()
+                .map_err(|_| Error::device("cuda: the profile lock is poisoned"))
+        };
+        let (start, end) = {
+            let mut p = lock()?;
+            (p.event()?, p.event()?)
+        };
+        // SAFETY: both events were created by this launcher and are in neither list (taken from
+        // `free` above); the stream is the launcher's own.
+        unsafe { result::event::record(start, self.stream.cu_stream()) }
+            .map_err(|e| derr("recording a profiling event", e))?;
+        // not under the lock: with ERAENGINE_CUDA_SYNC=1 the launch synchronizes, which reads
+        // the pending events
+        let launched = self.launch_function(&f, kernel.name(), cfg, params);
+        // SAFETY: as above.
+        unsafe { result::event::record(end, self.stream.cu_stream()) }
+            .map_err(|e| derr("recording a profiling event", e))?;
+        lock()?.pending.push((kernel, start, end));
+        launched
     }
     fn synchronize(&self) -> Result<()> {
         super::stats::count_sync();
         self.stream
             .synchronize()
             .map_err(|e| derr("synchronize", e))?;
+        // every recorded event has completed: read the launches' device times
+        if let Some(profile) = &self.profile {
+            let mut p = profile
+                .lock()
+                .map_err(|_| Error::device("cuda: the profile lock is poisoned"))?;
+            let pending = std::mem::take(&mut p.pending);
+            for (kernel, start, end) in pending {
+                // SAFETY: both events were recorded on this stream, which has just finished.
+                let ms = unsafe { result::event::elapsed(start, end) }
+                    .map_err(|e| derr("reading a profiling event", e))?;
+                super::stats::count_measured(kernel, f64::from(ms) * 1e-3);
+                p.free.extend([start, end]);
+            }
+        }
         // every queued upload has landed: the staging buffers are free again
         if let Ok(mut st) = self.staging.lock() {
             st.used = 0;
@@ -522,6 +629,15 @@ impl Drop for CudaLauncher {
                         let _ = result::free_host(st.cur as *mut c_void);
                     }
                     st.cur = std::ptr::null_mut();
+                }
+            }
+            if let Some(Ok(p)) = self.profile.as_mut().map(|p| p.get_mut()) {
+                for e in p.free.drain(..) {
+                    // SAFETY: created by this launcher; the stream is idle and no pending
+                    // record refers to it (synchronize emptied `pending` into `free`).
+                    unsafe {
+                        let _ = result::event::destroy(e);
+                    }
                 }
             }
         }

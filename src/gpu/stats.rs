@@ -90,6 +90,8 @@ pub struct KernelCount {
     pub flops: f64,
     pub bytes: f64,
     pub est_s: f64,
+    /// device seconds measured with CUDA events (`ERAENGINE_CUDA_PROFILE=1`); 0 otherwise
+    pub measured_s: f64,
 }
 
 /// Counts since the thread started (take differences with [`Counters::since`]).
@@ -140,6 +142,14 @@ pub(crate) fn count_h2d(bytes: usize) {
 pub(crate) fn count_d2h(bytes: usize) {
     with(|c| c.d2h_bytes += bytes as u64);
 }
+pub(crate) fn count_measured(k: Kernel, seconds: f64) {
+    with(|c| {
+        if c.kernels.len() < Kernel::ALL.len() {
+            c.kernels.resize(Kernel::ALL.len(), KernelCount::default());
+        }
+        c.kernels[k as usize].measured_s += seconds;
+    });
+}
 pub(crate) fn count_launch(k: Kernel, cfg: LaunchCfg, params: &[u8]) {
     let (flops, f64_flops, bytes) = cost(k, cfg, params);
     let blocks = cfg.grid.iter().map(|&g| g as f64).product::<f64>();
@@ -180,6 +190,7 @@ impl Counters {
                     flops: k.flops - e.flops,
                     bytes: k.bytes - e.bytes,
                     est_s: k.est_s - e.est_s,
+                    measured_s: k.measured_s - e.measured_s,
                 }
             })
             .collect();
@@ -213,20 +224,29 @@ impl Counters {
             .filter(|(_, k)| k.launches > 0)
             .map(|(i, k)| (Kernel::ALL[i], *k))
             .collect();
-        kernels.sort_by(|a, b| b.1.est_s.total_cmp(&a.1.est_s));
+        let measured: f64 = kernels.iter().map(|(_, k)| k.measured_s).sum();
+        if measured > 0.0 {
+            kernels.sort_by(|a, b| b.1.measured_s.total_cmp(&a.1.measured_s));
+        } else {
+            kernels.sort_by(|a, b| b.1.est_s.total_cmp(&a.1.est_s));
+        }
         let table: Vec<Value> = kernels
             .iter()
             .map(|(k, c)| {
-                json!({
+                let mut row = json!({
                     "name": k.name(),
                     "launches": per(c.launches),
                     "gflop": c.flops / s / 1e9,
                     "dram_mb": c.bytes / s / 1e6,
                     "est_h100_us": c.est_s / s * 1e6,
-                })
+                });
+                if measured > 0.0 {
+                    row["measured_us"] = json!(c.measured_s / s * 1e6);
+                }
+                row
             })
             .collect();
-        json!({
+        let mut v = json!({
             "launches_per_step": per(self.launches),
             "syncs_per_step": per(self.syncs),
             "allocs_per_step": per(self.allocs),
@@ -243,7 +263,13 @@ impl Counters {
                 "sync_us": SYNC_S * 1e6,
             },
             "kernels": table,
-        })
+        });
+        if measured > 0.0 {
+            // the kernels' own device time per step (events around each launch), against the
+            // step's wall time: the rest is copies, host work and launch gaps
+            v["measured_kernels_ms"] = json!(measured / s * 1e3);
+        }
+        v
     }
 }
 

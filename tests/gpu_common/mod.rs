@@ -75,16 +75,23 @@ pub fn expect_ok(r: TestCaseResult) {
 }
 
 /// Runs a property over `cases` cases of `strategy` (regressions saved next to `source_file`, as the
-/// `proptest!` macro does; `PROPTEST_CASES` etc. apply).
+/// `proptest!` macro does; `PROPTEST_CASES` etc. apply). `ERAENGINE_MAX_CASES=n` caps the count at
+/// n (at least 1): for runs under compute-sanitizer, where every case is tens of times slower.
 pub fn prop<S: Strategy>(
     source_file: &'static str,
     cases: u32,
     strategy: S,
     test: impl Fn(S::Value) -> TestCaseResult,
 ) {
+    let cap = std::env::var("ERAENGINE_MAX_CASES")
+        .ok()
+        .map(|v| match v.parse::<u32>() {
+            Ok(n) if n >= 1 => n,
+            _ => panic!("ERAENGINE_MAX_CASES={v:?}: expected a whole number ≥ 1"),
+        });
     let config = Config {
         source_file: Some(source_file),
-        ..Config::with_cases(cases)
+        ..Config::with_cases(cap.map_or(cases, |c| cases.min(c)))
     };
     let mut runner = TestRunner::new(config);
     if let Err(e) = runner.run(&strategy, test) {
