@@ -476,6 +476,13 @@ struct ColScaleParams {
     unsigned int k;
 };
 
+// codes_fwd_f32 (kernels/codes.cu): out[n] = (codes[e] − 2) / 2 from n byte codes
+struct CodesParams {
+    float* out;
+    const unsigned char* codes;
+    unsigned long long n;
+};
+
 // ortho_loss_{stats,gram,reduce}_fwd_f32 / ortho_loss_{dz,cols}_bwd_f32 / ortho_loss_bwd_f32
 // (kernels/ortho_loss.cu): h[n,d], mask[n], stats[2d+1] = (mean, rstd, n_v), gmat[d,d] = Ĝ,
 // partial[d·d] scratch, parts[1] = P; backward: scratch[n·d + 2d] (dZ, column sums), dh[n,d]
@@ -573,6 +580,7 @@ static_assert(sizeof(VsnBwdParams) == 96, "VsnBwdParams layout changed: update s
 static_assert(sizeof(CorrLossParams) == 72, "CorrLossParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(FilmParams) == 40, "FilmParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(ColScaleParams) == 56, "ColScaleParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(CodesParams) == 24, "CodesParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(OrthoLossParams) == 80, "OrthoLossParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(MaskFillParams) == 40, "MaskFillParams layout changed: update src/gpu/params.rs");
 

@@ -38,10 +38,14 @@ source "$ROOT/scripts/nvrtc_env.sh"
 
 {
     echo "# eraengine gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "# commit $(git rev-parse --short HEAD 2>/dev/null || echo '?') on $(uname -n)"
+    if [[ -n "$PREBUILT" ]]; then
+        echo "# prebuilt binaries: their commit is in the bundle's manifest (unpack step)"
+    else
+        echo "# commit $(git rev-parse --short HEAD 2>/dev/null || echo '?') on $(uname -n)"
+    fi
     echo "# NVRTC ${ERAENGINE_NVRTC_LIB:-(loader path)}"
     echo "# GPU $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo 'none found by nvidia-smi')"
-    [[ -n "$PREBUILT" ]] && echo "# prebuilt $PREBUILT"
+    if [[ -n "$PREBUILT" ]]; then echo "# bundle $PREBUILT"; fi
 } >"$REPORT"
 
 # each step's whole output goes to target/gpu_check/logs/NN.log; the report gets its failures and

@@ -143,19 +143,9 @@ pub fn time_ms(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 /// A random era of `n` rows and `f` features with one target, all rows real.
 pub fn random_era(n: usize, f: usize, seed: u64) -> EraBatch {
     let mut rng = Rng::new(seed, 77);
-    let x = (0..n * f)
-        .map(|_| ((rng.next_u32() % 5) as f32 - 2.0) / 2.0)
-        .collect();
+    let codes: Vec<u8> = (0..n * f).map(|_| (rng.next_u32() % 5) as u8).collect();
     let y = (0..n).map(|_| (rng.next_u32() % 5) as f32 / 4.0).collect();
-    EraBatch {
-        name: "bench".into(),
-        n,
-        f,
-        t: 1,
-        x,
-        y,
-        mask: vec![1.0; n],
-    }
+    EraBatch::from_codes("bench".into(), n, f, 1, &codes, y)
 }
 
 /// Times each op at the model's shapes and a full training step.

@@ -17,21 +17,17 @@ use eraengine::train::{train_step, TrainOptions, Trained};
 const SYNCS_PER_STEP: u64 = 1;
 
 fn batch(n: usize, f: usize, t: usize) -> EraBatch {
-    let x = (0..n * f)
-        .map(|i| ((i * 7 + 3) % 5) as f32 * 0.5 - 1.0)
-        .collect();
+    // codes 0..4 (x = (c − 2) / 2): the era goes up as its packed codes, as in training
+    let codes: Vec<u8> = (0..n * f).map(|i| ((i * 7 + 3) % 5) as u8).collect();
     let y = (0..n * t)
         .map(|i| ((i * 3 + 1) % 5) as f32 * 0.25)
         .collect();
-    EraBatch {
-        name: "era".into(),
-        n,
-        f,
-        t,
-        x,
-        y,
-        mask: vec![1.0; n],
-    }
+    EraBatch::from_codes("era".into(), n, f, t, &codes, y)
+}
+
+/// Bytes up per step: the codes packed four to a word (⌈n·f / 4⌉ words), then y and mask in f32.
+fn era_bytes(n: usize, f: usize, t: usize) -> usize {
+    (n * f).div_ceil(4) * 4 + (n * t + n) * 4
 }
 
 fn config(attention: Attention, f: usize, t: usize) -> Config {
@@ -96,9 +92,9 @@ fn steady_state_step_allocates_nothing_and_syncs_as_documented() {
             assert_eq!(c.allocs, 0, "{what} step {s}: allocations {c:?}");
             assert_eq!(c.frees, 0, "{what} step {s}: frees");
             assert!(c.cache_hits > 0);
-            // up: x, y, mask; down: 4 loss parts + F gate values (+ corr, K), and one f64 per
-            // parameter tensor (the previous step's Σg²)
-            assert_eq!(c.h2d_bytes, ((n * f + n * t + n) * 4) as u64);
+            // up: the codes, y, mask; down: 4 loss parts + F gate values (+ corr, K), and one
+            // f64 per parameter tensor (the previous step's Σg²)
+            assert_eq!(c.h2d_bytes, era_bytes(n, f, t) as u64);
             assert_eq!(
                 c.d2h_bytes,
                 ((4 + f) * 4 + corr_bytes + tensors * 8) as u64,
@@ -189,7 +185,7 @@ fn a_numerai_sized_step_passes_every_launch_check_in_a_dry_run() {
             };
             assert_eq!(
                 c.h2d_bytes,
-                ((n * f + n * t + n) * 4 + extra) as u64,
+                (era_bytes(n, f, t) + extra) as u64,
                 "{attention:?} step {s}: bytes up"
             );
             assert_eq!(c.d2h_bytes, ((4 + f) * 4 + 2 * 4 + tensors * 8) as u64);

@@ -551,6 +551,7 @@ fn tiny_batch(n: usize, f: usize, t: usize) -> eraengine::train::era::EraBatch {
         f,
         t,
         x,
+        codes: None,
         y,
         mask: vec![1.0; n],
     }

@@ -263,6 +263,7 @@ fn train_steps<B: Backend>(
         f,
         t,
         x,
+        codes: None,
         y,
         mask,
     };

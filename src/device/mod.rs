@@ -43,6 +43,20 @@ pub trait Backend {
     fn recycle(&self, buf: Self::Buf) {
         drop(buf);
     }
+    /// Model inputs x = (c − 2) / 2 [n] from `n` era codes packed four to a word in `packed`
+    /// (⌈n / 4⌉ words, src/ops/codes): an era crosses to the device as a quarter of its f32
+    /// bytes. The default decodes on the host (download, decode, upload); the GPU backend runs a
+    /// kernel.
+    fn codes_fwd(&self, packed: &Self::Buf, n: usize) -> Result<Self::Buf> {
+        let host = self.download(packed)?;
+        self.upload(&crate::ops::codes::fwd_checked(&host, n)?)
+    }
+    /// Whether an era should reach this device as its codes ([`Backend::codes_fwd`]: a device
+    /// across a bus, where bytes cost time) rather than as its f32 inputs (the host itself, where
+    /// x is already in memory). `EraBatch::to_tape` asks.
+    fn prefers_codes(&self) -> bool {
+        false
+    }
 
     fn linear_fwd(
         &self,

@@ -377,6 +377,12 @@ impl<L: Launcher> Backend for GpuBackend<L> {
     ) -> Result<()> {
         crate::ops::mask_fill::gpu::mask_fill_bwd(self, dx, dmv, dout, fill, n, f)
     }
+    fn codes_fwd(&self, packed: &Self::Buf, n: usize) -> Result<Self::Buf> {
+        crate::ops::codes::gpu::codes_fwd(self, packed, n)
+    }
+    fn prefers_codes(&self) -> bool {
+        true
+    }
     fn col_scale_fwd(
         &self,
         out: &mut GpuBuf<L>,

@@ -526,6 +526,10 @@ fn cost(k: Kernel, cfg: LaunchCfg, params: &[u8]) -> (f64, f64, f64) {
             let mk = f(p.m) * f(p.k);
             (2.0 * mk, 2.0 * mk, 4.0 * (4.0 * mk + 3.0 * f(p.k)))
         }),
+        // codes: a byte in, a float out per element
+        CodesFwdF32 => {
+            read::<CodesParams>(params).map(|p| (2.0 * p.n as f64, 0.0, 5.0 * p.n as f64))
+        }
         // GLU: a sigmoid and a product per element; the backward reads dout, a, b, da, db
         GluFwdF32 => read::<GluParams>(params).map(|p| (15.0 * f(p.n), 0.0, 12.0 * f(p.n))),
         GluBwdF32 => read::<GluParams>(params).map(|p| (20.0 * f(p.n), 0.0, 28.0 * f(p.n))),

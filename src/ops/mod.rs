@@ -14,6 +14,7 @@
 //!   place per op so a later issue can swap them for faster ones.
 
 pub mod attention;
+pub mod codes;
 pub mod col_scale;
 pub mod corr_loss;
 pub mod elementwise;

@@ -233,6 +233,15 @@ impl<B: Backend> Tape<B> {
         Ok(self.push(b, host.len(), false))
     }
 
+    /// An input decoded on the device from `n` codes packed four to a word (src/ops/codes: an
+    /// era's features as a quarter of their f32 bytes).
+    pub fn input_codes(&mut self, dev: &B, packed: &[f32], n: usize) -> Result<T> {
+        let p = dev.upload(packed)?;
+        let x = dev.codes_fwd(&p, n);
+        dev.recycle(p);
+        Ok(self.push(x?, n, false))
+    }
+
     /// A leaf that receives a gradient (used by tests to differentiate w.r.t. inputs).
     pub fn leaf(&mut self, dev: &B, host: &[f32]) -> Result<T> {
         let b = dev.upload(host)?;

@@ -73,6 +73,10 @@ pub struct EraBatch {
     pub t: usize,
     /// [n, f] preprocessed features
     pub x: Vec<f32>,
+    /// The imputed codes c behind `x` (x = (c − 2) / 2), packed four to a word (src/ops/codes):
+    /// what crosses to a device, a quarter of x's bytes. None where x is not of that form (x is
+    /// uploaded then). Whatever changes x changes these too (src/train/noise.rs).
+    pub codes: Option<Vec<f32>>,
     /// [n, t] targets, NaN = missing
     pub y: Vec<f32>,
     /// [n] 1.0 for real rows
@@ -83,18 +87,18 @@ impl EraBatch {
     pub fn load(store: &Store, i: usize, map: &ColumnMap) -> Result<Self> {
         let era = store.era(i);
         let n = era.n_rows;
-        let mut x_all = Vec::new();
-        crate::data::batch::preprocess_features(&era, &mut x_all);
+        let mut c_all = Vec::new();
+        crate::data::batch::imputed_features(&era, &mut c_all);
         let fs = map.n_store_features;
-        let x = match &map.features {
-            None => x_all,
+        let codes = match &map.features {
+            None => c_all,
             Some(idx) => {
-                let mut x = Vec::with_capacity(n * idx.len());
+                let mut c = Vec::with_capacity(n * idx.len());
                 for r in 0..n {
-                    let row = &x_all[r * fs..(r + 1) * fs];
-                    x.extend(idx.iter().map(|&j| row[j]));
+                    let row = &c_all[r * fs..(r + 1) * fs];
+                    c.extend(idx.iter().map(|&j| row[j]));
                 }
-                x
+                c
             }
         };
         let ts = map.n_store_targets;
@@ -111,15 +115,31 @@ impl EraBatch {
         // the era is in f32 now: its mapped bytes need not stay resident (a 2 GB store would
         // otherwise end the epoch 2 GB resident)
         store.release_era(i);
-        Ok(EraBatch {
+        let f = map.features.as_ref().map_or(fs, |v| v.len());
+        Ok(EraBatch::from_codes(name, n, f, t, &codes, y))
+    }
+
+    /// An era of `n` real rows from its imputed codes `[n, f]` (0..4) and targets `[n, t]`: x =
+    /// (c − 2) / 2, as `crate::data::batch::preprocess_features` gives, and the packed codes.
+    pub fn from_codes(
+        name: String,
+        n: usize,
+        f: usize,
+        t: usize,
+        codes: &[u8],
+        y: Vec<f32>,
+    ) -> Self {
+        let x = codes.iter().map(|&c| (f32::from(c) - 2.0) * 0.5).collect();
+        EraBatch {
             name,
             n,
-            f: map.features.as_ref().map_or(fs, |v| v.len()),
+            f,
             t,
             x,
+            codes: Some(crate::ops::codes::pack(codes)),
             y,
             mask: vec![1.0; n],
-        })
+        }
     }
 
     /// The era statistics s = [μ_1..μ_F, σ_1..σ_F] of docs/model.md over the real rows (f64 sums;
@@ -165,8 +185,12 @@ impl EraBatch {
     }
 
     pub fn to_tape<B: Backend>(&self, dev: &B, tape: &mut Tape<B>) -> Result<EraInputs> {
+        let x = match &self.codes {
+            Some(packed) if dev.prefers_codes() => tape.input_codes(dev, packed, self.x.len())?,
+            _ => tape.input(dev, &self.x)?,
+        };
         Ok(EraInputs {
-            x: tape.input(dev, &self.x)?,
+            x,
             mask: tape.input(dev, &self.mask)?,
             y: tape.input(dev, &self.y)?,
             n: self.n,

@@ -1,0 +1,46 @@
+//! Era codes to model inputs. The host's preprocessing (src/data/batch.rs) gives x = (c − 2) / 2
+//! from each feature's imputed code c ∈ 0..4; an era can cross to a device as those codes, one byte
+//! each, packed four to an f32 word of an ordinary buffer (byte e of the buffer is code e, in
+//! memory order), and be decoded there: a quarter of the bytes of the f32 era, and the same values
+//! bit for bit ((c − 2) · 0.5 is exact in f32).
+//!
+//! packed: ⌈n / 4⌉ words; out: n.
+//!   codes_fwd: out_e = (byte_e − 2) · 0.5.
+//! No backward: the era's inputs take no gradient.
+
+use super::shape::expect_len;
+use crate::Result;
+
+pub(crate) mod gpu;
+
+/// Shape rule on every device: `packed` holds ⌈n / 4⌉ words.
+pub fn check(op: &str, packed: usize, n: usize) -> Result<()> {
+    expect_len(op, "packed", packed, n.div_ceil(4))
+}
+
+/// Packs codes four to a word, in memory order (the last word padded with zeros).
+pub fn pack(codes: &[u8]) -> Vec<f32> {
+    let mut words = vec![0f32; codes.len().div_ceil(4)];
+    bytemuck::cast_slice_mut::<f32, u8>(&mut words)[..codes.len()].copy_from_slice(codes);
+    words
+}
+
+/// The codes of a packed buffer, byte view (⌈n / 4⌉ · 4 bytes: the padding included).
+pub fn bytes(packed: &[f32]) -> &[u8] {
+    bytemuck::cast_slice(packed)
+}
+
+/// out_e = (byte_e − 2) · 0.5 for e < out.len().
+pub fn codes_fwd(out: &mut [f32], packed: &[f32]) {
+    for (o, &c) in out.iter_mut().zip(bytes(packed)) {
+        *o = (f32::from(c) - 2.0) * 0.5;
+    }
+}
+
+/// [`codes_fwd`] into a new buffer after the shape rule (the host path every backend has).
+pub fn fwd_checked(packed: &[f32], n: usize) -> Result<Vec<f32>> {
+    check("codes_fwd", packed.len(), n)?;
+    let mut out = vec![0f32; n];
+    codes_fwd(&mut out, packed);
+    Ok(out)
+}

@@ -1,0 +1,125 @@
+//! Era codes to model inputs (src/ops/codes): an era crosses to a device as its imputed codes, one
+//! byte each, and is decoded there. Checked on every device (cpu, emu in every thread order, cuda
+//! when present) against the definition x = (c − 2) / 2 bit for bit, at lengths that are not a
+//! multiple of 4; `EraBatch::to_tape` gives the same input tensor from the codes as from x; wrong
+//! lengths are shape errors; feature noise changes the codes exactly as it changes x.
+
+#[macro_use]
+mod gpu_common;
+mod oracle;
+
+use eraengine::device::Backend;
+use eraengine::ops::codes;
+use eraengine::tape::Tape;
+use eraengine::train::era::EraBatch;
+use eraengine::Error;
+use oracle::*;
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseResult;
+
+/// Codes 0..4 from a seed.
+fn random_codes(n: usize, seed: u64) -> Vec<u8> {
+    let mut gen = Gen::new(seed);
+    (0..n).map(|_| gen.below(5) as u8).collect()
+}
+
+fn decode_is_exact<B: Backend>(dev: &B, c: &(usize, u64)) -> TestCaseResult {
+    let &(n, seed) = c;
+    let cs = random_codes(n, seed);
+    let packed = codes::pack(&cs);
+    prop_assert_eq!(packed.len(), n.div_ceil(4));
+    prop_assert_eq!(&codes::bytes(&packed)[..n], &cs[..]);
+    let x = dev.download(&dev.codes_fwd(&dev.upload(&packed)?, n)?)?;
+    prop_assert_eq!(x.len(), n);
+    for (e, (&got, &c)) in x.iter().zip(&cs).enumerate() {
+        // the definition in f64, then f32: exact for codes 0..4
+        let want = ((c as f64 - 2.0) / 2.0) as f32;
+        prop_assert!(
+            got.to_bits() == want.to_bits(),
+            "x[{}] = {} for code {}",
+            e,
+            got,
+            c
+        );
+    }
+    Ok(())
+}
+device_proptest!(
+    32,
+    decode_is_exact,
+    (0usize..5000, proptest::prelude::any::<u64>())
+);
+
+/// The era's input tensor is the same from its codes (what training uploads to a GPU) as from its
+/// x (what the CPU takes).
+fn era_input_from_codes_equals_from_x<B: Backend>(
+    dev: &B,
+    c: &(usize, usize, u64),
+) -> TestCaseResult {
+    let &(n, f, seed) = c;
+    let cs = random_codes(n * f, seed);
+    let with = EraBatch::from_codes("e".into(), n, f, 1, &cs, vec![0.5; n]);
+    prop_assert!(with.codes.is_some());
+    let without = EraBatch {
+        codes: None,
+        name: with.name.clone(),
+        x: with.x.clone(),
+        y: with.y.clone(),
+        mask: with.mask.clone(),
+        ..with
+    };
+    let x = |b: &EraBatch| -> TestCaseResult {
+        let mut tape = Tape::new();
+        let inputs = b.to_tape(dev, &mut tape)?;
+        let got = tape.download(dev, inputs.x)?;
+        tape.release(dev);
+        prop_assert_eq!(got.len(), n * f);
+        for (e, (&g, &w)) in got.iter().zip(&b.x).enumerate() {
+            prop_assert!(g.to_bits() == w.to_bits(), "x[{}]: {} vs {}", e, g, w);
+        }
+        Ok(())
+    };
+    x(&with)?;
+    x(&without)
+}
+device_proptest!(
+    16,
+    era_input_from_codes_equals_from_x,
+    (0usize..300, 1usize..40, proptest::prelude::any::<u64>())
+);
+
+fn wrong_lengths_are_shape_errors<B: Backend>(dev: &B) -> TestCaseResult {
+    for (words, n) in [(2usize, 9usize), (3, 8), (1, 0)] {
+        let r = dev.codes_fwd(&dev.upload(&vec![0.0; words])?, n);
+        prop_assert!(
+            matches!(r, Err(Error::Shape(_))),
+            "{} words for {} codes: {:?}",
+            words,
+            n,
+            r.err()
+        );
+    }
+    Ok(())
+}
+device_test!(wrong_lengths_are_shape_errors);
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Dropped is code 2 (x = 0), reversed is 4 − c (x = −x): after the noise, x is still the
+    /// decode of the codes.
+    #[test]
+    fn noise_keeps_codes_and_x_together(n in 1usize..50, f in 1usize..30, seed: u64, p in 0.0f32..1.0) {
+        let cs = random_codes(n * f, seed);
+        let mut b = EraBatch::from_codes("e".into(), n, f, 1, &cs, vec![0.5; n]);
+        let before = b.x.clone();
+        eraengine::train::noise::apply(&mut b, seed, 3, 7, p);
+        let packed = b.codes.as_ref().unwrap();
+        let mut decoded = vec![0.0; n * f];
+        codes::codes_fwd(&mut decoded, packed);
+        prop_assert_eq!(&decoded, &b.x);
+        if p > 0.3 && n * f > 100 {
+            prop_assert_ne!(&before, &b.x, "the noise changed something");
+        }
+    }
+}
