@@ -155,6 +155,13 @@ fn main() {
             black_box(&xbuf);
         }
     }));
+    // what training does per era: impute, x in f32 and the packed codes a GPU receives
+    let map = eraengine::train::era::ColumnMap::identity(&s);
+    let load_s = best(Box::new(|| {
+        for i in 0..s.n_eras() {
+            black_box(eraengine::train::era::EraBatch::load(&s, i, &map).map(|b| b.n)).ok();
+        }
+    }));
     let verify_s = best(Box::new(|| {
         if let Err(e) = s.verify() {
             eprintln!("bench: {e}");
@@ -200,6 +207,13 @@ fn main() {
         "preprocess every era (impute + scale)",
         prep_s,
         gbs(s.features().len(), prep_s)
+    );
+    println!(
+        "{:<38} {:>10.3} s {:>9.2} GB/s  ({:.2} ms per era of {era_rows} rows)",
+        "load every era (EraBatch::load)",
+        load_s,
+        gbs(s.features().len(), load_s),
+        load_s * 1e3 / s.n_eras().max(1) as f64
     );
     println!(
         "{:<38} {:>10.3} s {:>9.2} GB/s",

@@ -84,4 +84,56 @@ proptest! {
         preprocess_features(&s.era(0), &mut x);
         prop_assert!(x.iter().all(|v| (-1.0..=1.0).contains(v)));
     }
+
+    /// Many features at once (the counting and the select run over whole rows, vectorised; more
+    /// than 255 rows cross the byte counters' flush):
+    /// every column's imputation is the sorting oracle's, and x is (imputed − 2) / 2 exactly.
+    #[test]
+    fn wide_eras_impute_every_column_like_sorting(
+        f in 1usize..90,
+        rows in 1usize..700,
+        seed: u64,
+        missing in 0u32..100,
+        skew in prop_oneof![0u32..100, 95u32..101],
+    ) {
+        let missing = missing.min(100 - skew.min(100));
+        let mut state = seed | 1;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let data: Vec<i8> = (0..f * rows)
+            .map(|_| {
+                let r = next();
+                // `skew` % of the values are one code: columns of hundreds of equal values, which
+                // the byte counters must hand on before they wrap
+                if (r % 100) < u64::from(missing) {
+                    M
+                } else if ((r >> 8) % 100) < u64::from(skew) {
+                    3
+                } else {
+                    ((r >> 16) % 5) as i8
+                }
+            })
+            .collect();
+        let (s, _d) = one_era(f, &data);
+        let mut imp = Vec::new();
+        imputed_features(&s.era(0), &mut imp);
+        prop_assert_eq!(imp.len(), f * rows);
+        for j in 0..f {
+            let col: Vec<i8> = (0..rows).map(|r| data[r * f + j]).collect();
+            let mut present: Vec<i8> = col.iter().copied().filter(|&v| v != M).collect();
+            present.sort();
+            let med = if present.is_empty() { 2 } else { present[(present.len() - 1) / 2] };
+            for r in 0..rows {
+                prop_assert_eq!(imp[r * f + j] as i8, if col[r] == M { med } else { col[r] });
+            }
+        }
+        let mut x = Vec::new();
+        preprocess_features(&s.era(0), &mut x);
+        let want: Vec<f32> = imp.iter().map(|&c| (c as f32 - 2.0) / 2.0).collect();
+        prop_assert_eq!(x, want);
+    }
 }

@@ -372,23 +372,34 @@ fn prefetch_yields_the_order_with_the_batches_a_direct_load_gives_and_can_stop_e
     let (_dir, t, _, _) = dataset("prefetch", 2, 0);
     let store = Store::open(&t).unwrap();
     let map = ColumnMap::identity(&store);
-    let order = vec![3, 0, 5, 5, 1, 7];
-    let seen = era::with_prefetch(&store, &map, &order, |eras| {
-        eras.map(|(ei, b)| (ei, b.unwrap())).collect::<Vec<_>>()
-    });
-    assert_eq!(seen.iter().map(|(ei, _)| *ei).collect::<Vec<_>>(), order);
-    for (ei, b) in &seen {
-        let direct = EraBatch::load(&store, *ei, &map).unwrap();
-        assert_eq!(b.name, direct.name);
-        assert_eq!(b.x, direct.x);
+    let order = vec![3, 0, 5, 5, 1, 7, 2, 6, 4, 0, 7];
+    // one loader, and several (whose batches finish in any order but come back in order's)
+    for workers in [1, 2, 3, 8, 40] {
+        let seen = era::with_prefetch(&store, &map, &order, workers, |eras| {
+            eras.map(|(ei, b)| (ei, b.unwrap())).collect::<Vec<_>>()
+        });
         assert_eq!(
-            b.y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            direct.y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            seen.iter().map(|(ei, _)| *ei).collect::<Vec<_>>(),
+            order,
+            "{workers} workers"
         );
+        for (ei, b) in &seen {
+            let direct = EraBatch::load(&store, *ei, &map).unwrap();
+            assert_eq!(b.name, direct.name);
+            assert_eq!(b.x, direct.x);
+            assert_eq!(b.codes, direct.codes);
+            assert_eq!(
+                b.y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                direct.y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+        }
+        // stopping after two eras returns (the loaders, blocked on their next send, stop)
+        let first_two = era::with_prefetch(&store, &map, &order, workers, |eras| {
+            eras.take(2).map(|(ei, _)| ei).collect::<Vec<_>>()
+        });
+        assert_eq!(first_two, vec![3, 0], "{workers} workers");
     }
-    // stopping after two eras returns (the loader, blocked on its next send, stops)
-    let first_two = era::with_prefetch(&store, &map, &order, |eras| {
-        eras.take(2).map(|(ei, _)| ei).collect::<Vec<_>>()
-    });
-    assert_eq!(first_two, vec![3, 0]);
+    // an empty order yields nothing
+    let none = era::with_prefetch(&store, &map, &[], 4, |eras| eras.count());
+    assert_eq!(none, 0);
 }

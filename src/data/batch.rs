@@ -8,36 +8,42 @@
 
 use super::store::EraView;
 
-/// Slot of a stored code: 0 for missing, 1..=5 for the codes 0..4, 6..=7 for anything else
-/// (a corrupt store), which is treated as missing.
-#[inline(always)]
-fn slot(v: i8) -> usize {
-    ((v as u8).wrapping_add(1)).min(7) as usize
-}
-
 /// Per feature, the lower median of the era's present values (2 if none): `[F]`, values 0..4.
+/// A value outside 0..4 (`MISSING`, or anything else in a corrupt store) is not present.
 pub fn feature_medians(era: &EraView) -> Vec<u8> {
     let f = era.n_features;
-    // histogram of the slots per feature
-    let mut counts = vec![[0u32; 8]; f];
-    for row in era.features.chunks_exact(f.max(1)) {
-        for (c, &v) in counts.iter_mut().zip(row) {
-            c[slot(v)] += 1;
+    // counts[v][j]: rows whose feature j holds code v; one pass per code over each row (which
+    // stays in L1), a byte compare and a byte add per lane (16–64 lanes a vector), into u8
+    // counters that are added to the u32 ones every 255 rows, before they could wrap
+    let mut counts = vec![vec![0u32; f]; 5];
+    let mut small = vec![vec![0u8; f]; 5];
+    for block in era.features.chunks(f.max(1) * 255) {
+        for row in block.chunks_exact(f.max(1)) {
+            for (v, cv) in small.iter_mut().enumerate() {
+                let (cv, row, v) = (&mut cv[..f], &row[..f], v as i8);
+                for j in 0..f {
+                    cv[j] += u8::from(row[j] == v);
+                }
+            }
+        }
+        for (big, cv) in counts.iter_mut().zip(&mut small) {
+            for (b, c) in big.iter_mut().zip(cv.iter_mut()) {
+                *b += u32::from(*c);
+                *c = 0;
+            }
         }
     }
-    counts
-        .iter()
-        .map(|c| {
-            let present = &c[1..6];
-            let n: u32 = present.iter().sum();
+    (0..f)
+        .map(|j| {
+            let n: u32 = counts.iter().map(|cv| cv[j]).sum();
             if n == 0 {
                 return 2;
             }
             // the lower median is the value at sorted position (n - 1) / 2
             let k = (n - 1) / 2;
             let mut seen = 0;
-            for (v, &cv) in present.iter().enumerate() {
-                seen += cv;
+            for (v, cv) in counts.iter().enumerate() {
+                seen += cv[j];
                 if seen > k {
                     return v as u8;
                 }
@@ -47,38 +53,34 @@ pub fn feature_medians(era: &EraView) -> Vec<u8> {
         .collect()
 }
 
-/// Per feature, the value of each slot after imputation.
-fn slot_tables<T: Copy>(era: &EraView, value: impl Fn(u8) -> T) -> Vec<[T; 8]> {
-    feature_medians(era)
-        .into_iter()
-        .map(|m| {
-            let im = value(m);
-            [im, value(0), value(1), value(2), value(3), value(4), im, im]
-        })
-        .collect()
-}
-
 /// Stored values 0..4 after imputation, `[n_rows, F]` row-major (for scoring: feature exposure,
-/// neutralization).
+/// neutralization; and the codes an era crosses to a GPU as): a present value stays, anything
+/// else takes its feature's lower median.
 pub fn imputed_features(era: &EraView, out: &mut Vec<u8>) {
     let f = era.n_features;
-    let tables = slot_tables(era, |v| v);
+    let medians = feature_medians(era);
     out.clear();
-    out.reserve(era.features.len());
-    for row in era.features.chunks_exact(f.max(1)) {
-        out.extend(row.iter().zip(&tables).map(|(&v, t)| t[slot(v)]));
+    out.resize(era.features.len(), 0);
+    for (o, row) in out
+        .chunks_exact_mut(f.max(1))
+        .zip(era.features.chunks_exact(f.max(1)))
+    {
+        let (o, row, med) = (&mut o[..f], &row[..f], &medians[..f]);
+        for j in 0..f {
+            // present codes are 0..=4 as unsigned bytes; min/compare/blend lanes, no branch
+            let v = row[j] as u8;
+            let present = u8::from(v <= 4).wrapping_neg();
+            o[j] = (v & present) | (med[j] & !present);
+        }
     }
 }
 
 /// Model inputs x = (X − 2) / 2 after imputation, `[n_rows, F]` row-major f32 in −1..1.
 pub fn preprocess_features(era: &EraView, x: &mut Vec<f32>) {
-    let f = era.n_features;
-    let tables = slot_tables(era, |v| (v as f32 - 2.0) / 2.0);
+    let mut codes = Vec::new();
+    imputed_features(era, &mut codes);
     x.clear();
-    x.reserve(era.features.len());
-    for row in era.features.chunks_exact(f.max(1)) {
-        x.extend(row.iter().zip(&tables).map(|(&v, t)| t[slot(v)]));
-    }
+    x.extend(codes.iter().map(|&c| (f32::from(c) - 2.0) * 0.5));
 }
 
 /// Targets `[n_rows, T]` and the target mask t_ik = [y_ik is not NaN] (1.0 / 0.0); NaN targets are

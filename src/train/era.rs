@@ -330,48 +330,99 @@ impl<'a> EraSource<'a> {
         }
     }
 
-    /// Like [`with_prefetch`] over the source's eras.
+    /// Like [`with_prefetch`] over the source's eras, with `workers` eras loading at once
+    /// ([`prefetch_workers`]).
     pub fn with_prefetch<R>(
         &self,
         order: &[usize],
+        workers: usize,
         body: impl FnOnce(&mut dyn Iterator<Item = (usize, Result<EraBatch>)>) -> R,
     ) -> R {
-        prefetch(|i| self.load(i), order, body)
+        prefetch(|i| self.load(i), order, workers, body)
+    }
+}
+
+/// How many eras load at once ahead of the training step. Loading an era (impute, f32, codes) takes
+/// about 1.5 ms at 5,000 rows × 705 features on one core (`cargo bench --bench store`): far less
+/// than a CPU step, so one loader there, but about a GPU step (1.65 ms on an H200), so a device
+/// that takes eras as codes gets up to 4 loaders (half the cores, at least 1). `ERAENGINE_LOADERS=n`
+/// (n ≥ 1) sets the count (for measuring; an invalid value is ignored).
+pub fn prefetch_workers(gpu: bool) -> usize {
+    let set = std::env::var("ERAENGINE_LOADERS").ok();
+    if let Some(n) = set
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n >= 1)
+    {
+        return n;
+    }
+    if gpu {
+        (crate::ops::par::threads() / 2).clamp(1, 4)
+    } else {
+        1
     }
 }
 
 /// Runs `body` over the eras of `order`, each loaded (read from the store's map and converted from
-/// int8) on a worker thread one era ahead, so reading the store overlaps the training step
-/// instead of stalling it. `body` gets `(era index, its batch)` in `order`'s order; it may stop
-/// early (the loader then stops at its next era). One batch is in flight at most, so memory
-/// grows by one era.
+/// int8) on `workers` loader threads ahead of it, so reading the store overlaps the training step
+/// instead of stalling it. `body` gets `(era index, its batch)` in `order`'s order, whatever order
+/// the loaders finish in (a batch is the same whichever thread loads it); it may stop early (the
+/// loaders then stop at their next era). At most about 3 × `workers` batches exist at once.
 pub fn with_prefetch<R>(
     store: &Store,
     map: &ColumnMap,
     order: &[usize],
+    workers: usize,
     body: impl FnOnce(&mut dyn Iterator<Item = (usize, Result<EraBatch>)>) -> R,
 ) -> R {
-    prefetch(|i| EraBatch::load(store, i, map), order, body)
+    prefetch(|i| EraBatch::load(store, i, map), order, workers, body)
 }
 
 /// [`with_prefetch`] with any loader.
 fn prefetch<R>(
     load: impl Fn(usize) -> Result<EraBatch> + Sync,
     order: &[usize],
+    workers: usize,
     body: impl FnOnce(&mut dyn Iterator<Item = (usize, Result<EraBatch>)>) -> R,
 ) -> R {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let workers = workers.clamp(1, order.len().max(1));
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let load = &load;
-        s.spawn(move || {
-            for &ei in order {
-                // a closed channel means the body stopped early: stop loading
-                if tx.send((ei, load(ei))).is_err() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(workers);
+        for _ in 0..workers {
+            let (tx, load, next, stop) = (tx.clone(), &load, &next, &stop);
+            s.spawn(move || loop {
+                if stop.load(Ordering::Relaxed) {
                     return;
                 }
-            }
-        });
-        let mut eras = rx.into_iter();
-        body(&mut eras)
+                let pos = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&ei) = order.get(pos) else {
+                    return;
+                };
+                // a closed channel means the body stopped early: stop loading
+                if tx.send((pos, ei, load(ei))).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(tx);
+        let result = {
+            // batches come back in `order`'s order: a later one waits here for the ones before it
+            let mut early = std::collections::BTreeMap::new();
+            let mut want = 0usize;
+            let mut eras = std::iter::from_fn(move || loop {
+                if let Some(item) = early.remove(&want) {
+                    want += 1;
+                    return Some(item);
+                }
+                let (pos, ei, batch) = rx.recv().ok()?;
+                early.insert(pos, (ei, batch));
+            });
+            body(&mut eras)
+            // dropping `eras` drops the receiver: a loader blocked on its send stops
+        };
+        stop.store(true, Ordering::Relaxed);
+        result
     })
 }
