@@ -399,6 +399,15 @@ fn prefetch_yields_the_order_with_the_batches_a_direct_load_gives_and_can_stop_e
         });
         assert_eq!(first_two, vec![3, 0], "{workers} workers");
     }
+    // the loader count: one on the CPU, 1..=4 on a GPU, ERAENGINE_LOADERS's value when set, and
+    // an error naming the variable for anything but a whole number ≥ 1
+    assert_eq!(era::loaders_from(None, false).unwrap(), 1);
+    assert!((1..=4).contains(&era::loaders_from(None, true).unwrap()));
+    assert_eq!(era::loaders_from(Some("7"), false).unwrap(), 7);
+    for bad in ["0", "-1", "two", "", "1.5"] {
+        let e = era::loaders_from(Some(bad), true).unwrap_err().to_string();
+        assert!(e.contains("ERAENGINE_LOADERS"), "{bad:?}: {e}");
+    }
     // an empty order yields nothing
     let none = era::with_prefetch(&store, &map, &[], 4, |eras| eras.count());
     assert_eq!(none, 0);

@@ -345,20 +345,23 @@ impl<'a> EraSource<'a> {
 /// How many eras load at once ahead of the training step. Loading an era (impute, f32, codes) takes
 /// about 1.5 ms at 5,000 rows × 705 features on one core (`cargo bench --bench store`): far less
 /// than a CPU step, so one loader there, but about a GPU step (1.65 ms on an H200), so a device
-/// that takes eras as codes gets up to 4 loaders (half the cores, at least 1). `ERAENGINE_LOADERS=n`
-/// (n ≥ 1) sets the count (for measuring; an invalid value is ignored).
-pub fn prefetch_workers(gpu: bool) -> usize {
-    let set = std::env::var("ERAENGINE_LOADERS").ok();
-    if let Some(n) = set
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&n| n >= 1)
-    {
-        return n;
-    }
-    if gpu {
-        (crate::ops::par::threads() / 2).clamp(1, 4)
-    } else {
-        1
+/// that takes eras as codes gets up to 4 loaders (half the cores, at least 1).
+/// `ERAENGINE_LOADERS=n` (a whole number ≥ 1) sets the count; any other value is an error.
+pub fn prefetch_workers(gpu: bool) -> Result<usize> {
+    loaders_from(std::env::var("ERAENGINE_LOADERS").ok().as_deref(), gpu)
+}
+
+/// [`prefetch_workers`] with the variable's value given.
+pub fn loaders_from(value: Option<&str>, gpu: bool) -> Result<usize> {
+    match value {
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err(Error::usage(format!(
+                "ERAENGINE_LOADERS={v:?}: expected a whole number of era loader threads, at least 1"
+            ))),
+        },
+        None if gpu => Ok((crate::ops::par::threads() / 2).clamp(1, 4)),
+        None => Ok(1),
     }
 }
 

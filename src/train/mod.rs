@@ -436,7 +436,7 @@ pub fn train_on<B: Backend>(
         let mut g_last: Vec<f32> = Vec::new();
         let mut group = 0usize;
         let n_order = order.len();
-        let prefetch_workers = era::prefetch_workers(dev.prefers_codes());
+        let prefetch_workers = era::prefetch_workers(dev.prefers_codes())?;
         src.with_prefetch(&order, prefetch_workers, |eras| -> Result<()> {
             for (i, (ei, batch)) in eras.enumerate() {
                 if group == 0 && stop_at(&adam) {
