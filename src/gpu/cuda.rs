@@ -247,6 +247,11 @@ struct Profile {
 unsafe impl Send for Profile {}
 
 impl Profile {
+    fn lock(p: &Mutex<Profile>) -> Result<std::sync::MutexGuard<'_, Profile>> {
+        p.lock()
+            .map_err(|_| Error::device("cuda: the profile lock is poisoned"))
+    }
+
     fn event(&mut self) -> Result<sys::CUevent> {
         match self.free.pop() {
             Some(e) => Ok(e),
@@ -534,13 +539,8 @@ impl Launcher for CudaLauncher {
         let Some(profile) = &self.profile else {
             return self.launch_function(&f, kernel.name(), cfg, params);
         };
-        let lock = || {
-            profile
-                .lock()
-                .map_err(|_| Error::device("cuda: the profile lock is poisoned"))
-        };
         let (start, end) = {
-            let mut p = lock()?;
+            let mut p = Profile::lock(profile)?;
             (p.event()?, p.event()?)
         };
         // SAFETY: both events were created by this launcher and are in neither list (taken from
@@ -553,7 +553,7 @@ impl Launcher for CudaLauncher {
         // SAFETY: as above.
         unsafe { result::event::record(end, self.stream.cu_stream()) }
             .map_err(|e| derr("recording a profiling event", e))?;
-        lock()?.pending.push((kernel, start, end));
+        Profile::lock(profile)?.pending.push((kernel, start, end));
         launched
     }
     fn synchronize(&self) -> Result<()> {
@@ -563,9 +563,7 @@ impl Launcher for CudaLauncher {
             .map_err(|e| derr("synchronize", e))?;
         // every recorded event has completed: read the launches' device times
         if let Some(profile) = &self.profile {
-            let mut p = profile
-                .lock()
-                .map_err(|_| Error::device("cuda: the profile lock is poisoned"))?;
+            let mut p = Profile::lock(profile)?;
             let pending = std::mem::take(&mut p.pending);
             for (kernel, start, end) in pending {
                 // SAFETY: both events were recorded on this stream, which has just finished.

@@ -142,13 +142,15 @@ pub(crate) fn count_h2d(bytes: usize) {
 pub(crate) fn count_d2h(bytes: usize) {
     with(|c| c.d2h_bytes += bytes as u64);
 }
+/// Kernel `k`'s totals in `c` (the table grows to every kernel on first use).
+fn kernel_entry(c: &mut Counters, k: Kernel) -> &mut KernelCount {
+    if c.kernels.len() < Kernel::ALL.len() {
+        c.kernels.resize(Kernel::ALL.len(), KernelCount::default());
+    }
+    &mut c.kernels[k as usize]
+}
 pub(crate) fn count_measured(k: Kernel, seconds: f64) {
-    with(|c| {
-        if c.kernels.len() < Kernel::ALL.len() {
-            c.kernels.resize(Kernel::ALL.len(), KernelCount::default());
-        }
-        c.kernels[k as usize].measured_s += seconds;
-    });
+    with(|c| kernel_entry(c, k).measured_s += seconds);
 }
 pub(crate) fn count_launch(k: Kernel, cfg: LaunchCfg, params: &[u8]) {
     let (flops, f64_flops, bytes) = cost(k, cfg, params);
@@ -156,10 +158,7 @@ pub(crate) fn count_launch(k: Kernel, cfg: LaunchCfg, params: &[u8]) {
     let est = roofline_s(flops, f64_flops, bytes, blocks);
     with(|c| {
         c.launches += 1;
-        if c.kernels.len() < Kernel::ALL.len() {
-            c.kernels.resize(Kernel::ALL.len(), KernelCount::default());
-        }
-        let e = &mut c.kernels[k as usize];
+        let e = kernel_entry(c, k);
         e.launches += 1;
         e.flops += flops + f64_flops;
         e.bytes += bytes;

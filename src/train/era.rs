@@ -369,7 +369,7 @@ pub fn loaders_from(value: Option<&str>, gpu: bool) -> Result<usize> {
 /// int8) on `workers` loader threads ahead of it, so reading the store overlaps the training step
 /// instead of stalling it. `body` gets `(era index, its batch)` in `order`'s order, whatever order
 /// the loaders finish in (a batch is the same whichever thread loads it); it may stop early (the
-/// loaders then stop at their next era). At most about 3 × `workers` batches exist at once.
+/// loaders then stop at their next era). At most 2 × `workers` batches exist ahead of the body.
 pub fn with_prefetch<R>(
     store: &Store,
     map: &ColumnMap,
@@ -387,45 +387,35 @@ fn prefetch<R>(
     workers: usize,
     body: impl FnOnce(&mut dyn Iterator<Item = (usize, Result<EraBatch>)>) -> R,
 ) -> R {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let workers = workers.clamp(1, order.len().max(1));
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
-        let (tx, rx) = std::sync::mpsc::sync_channel(workers);
-        for _ in 0..workers {
-            let (tx, load, next, stop) = (tx.clone(), &load, &next, &stop);
-            s.spawn(move || loop {
-                if stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                let pos = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&ei) = order.get(pos) else {
-                    return;
-                };
-                // a closed channel means the body stopped early: stop loading
-                if tx.send((pos, ei, load(ei))).is_err() {
-                    return;
+        // loader w takes positions w, w + workers, w + 2·workers, ... and hands each over through
+        // its own one-slot channel, so the body reads them back in order by taking the channels in
+        // turn: no reordering, and each loader holds at most one batch in its channel and one in
+        // the making
+        let mut rxs = Vec::with_capacity(workers);
+        for w in 0..workers {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            rxs.push(rx);
+            let load = &load;
+            s.spawn(move || {
+                for pos in (w..order.len()).step_by(workers) {
+                    let ei = order[pos];
+                    // a closed channel means the body stopped early: stop loading
+                    if tx.send((ei, load(ei))).is_err() {
+                        return;
+                    }
                 }
             });
         }
-        drop(tx);
-        let result = {
-            // batches come back in `order`'s order: a later one waits here for the ones before it
-            let mut early = std::collections::BTreeMap::new();
-            let mut want = 0usize;
-            let mut eras = std::iter::from_fn(move || loop {
-                if let Some(item) = early.remove(&want) {
-                    want += 1;
-                    return Some(item);
-                }
-                let (pos, ei, batch) = rx.recv().ok()?;
-                early.insert(pos, (ei, batch));
-            });
-            body(&mut eras)
-            // dropping `eras` drops the receiver: a loader blocked on its send stops
-        };
-        stop.store(true, Ordering::Relaxed);
-        result
+        let mut pos = 0usize;
+        let mut eras = std::iter::from_fn(move || {
+            let item = rxs[pos % workers].recv().ok()?;
+            pos += 1;
+            Some(item)
+        });
+        body(&mut eras)
+        // `eras` (with the receivers) is dropped here, before the scope joins the loaders: one
+        // blocked on its send gets an error and stops
     })
 }

@@ -2,11 +2,11 @@
 //! grid-strides over m·k; the backward runs one thread per column (k = F threads, each summing its
 //! m = d rows in order), so dg's sums have a fixed order on every launch.
 
-use super::check;
+use super::{check, check_bwd};
 use crate::gpu::backend::{blocks_for, GpuBackend, GpuBuf, BLOCK, MAX_GRID};
 use crate::gpu::params::{kernel, ColScaleParams};
 use crate::gpu::{LaunchCfg, Launcher};
-use crate::ops::shape::{expect_len, u32_of};
+use crate::ops::shape::u32_of;
 use crate::Result;
 
 pub(crate) fn col_scale_fwd<L: Launcher>(
@@ -59,17 +59,8 @@ pub(crate) fn col_scale_bwd<L: Launcher>(
     m: usize,
     k: usize,
 ) -> Result<()> {
-    check(
-        "col_scale_bwd",
-        dw.len(),
-        w.len(),
-        g.len(),
-        keep.len(),
-        m,
-        k,
-    )?;
-    expect_len("col_scale_bwd", "dout", dout.len(), m * k)?;
-    expect_len("col_scale_bwd", "dg", dg.len(), k)?;
+    let (gl, kl) = (g.len(), keep.len());
+    check_bwd(dw.len(), dg.len(), dout.len(), w.len(), gl, kl, m, k)?;
     if m * k == 0 {
         return Ok(());
     }

@@ -72,6 +72,23 @@ pub fn col_scale_bwd(
     }
 }
 
+/// Shape rule of the backward on every device: dw, dout, w [m·k]; dg, g, keep [k].
+#[allow(clippy::too_many_arguments)]
+pub fn check_bwd(
+    dw: usize,
+    dg: usize,
+    dout: usize,
+    w: usize,
+    g: usize,
+    keep: usize,
+    m: usize,
+    k: usize,
+) -> Result<()> {
+    check("col_scale_bwd", dw, w, g, keep, m, k)?;
+    expect_len("col_scale_bwd", "dout", dout, m * k)?;
+    expect_len("col_scale_bwd", "dg", dg, k)
+}
+
 /// [`col_scale_fwd`] after the shape rule (the CPU backend's op).
 pub fn fwd_checked(
     out: &mut [f32],
@@ -106,17 +123,8 @@ pub fn bwd_checked(
     m: usize,
     k: usize,
 ) -> Result<()> {
-    check(
-        "col_scale_bwd",
-        dw.len(),
-        w.len(),
-        g.len(),
-        keep.len(),
-        m,
-        k,
-    )?;
-    expect_len("col_scale_bwd", "dout", dout.len(), m * k)?;
-    expect_len("col_scale_bwd", "dg", dg.len(), k)?;
+    let (gl, kl) = (g.len(), keep.len());
+    check_bwd(dw.len(), dg.len(), dout.len(), w.len(), gl, kl, m, k)?;
     col_scale_bwd(dw, dg, dout, w, g, keep, m, k);
     Ok(())
 }
