@@ -18,6 +18,10 @@ pub struct Checkpoint {
     pub features: Vec<String>,
     pub targets: Vec<String>,
     pub tensors: HostTensors,
+    /// The head blend folded into output 0 (`train --head-blend`, src/train/blend.rs): weights per
+    /// target, stored as `__metadata__.head_blend` for people and tools to read. None: output 0 is
+    /// target 0's head alone.
+    pub head_blend: Option<Vec<f32>>,
 }
 
 /// Serialises tensors with string metadata as safetensors bytes.
@@ -308,6 +312,9 @@ pub fn expect_format(
     Ok(())
 }
 
+/// `__metadata__` key of the head blend's weights (a JSON array, one number per target).
+pub const HEAD_BLEND_KEY: &str = "head_blend";
+
 /// `__metadata__` key marking a pretrained checkpoint, and its one value.
 pub const PRETRAINED_KEY: &str = "pretrained";
 pub const PRETRAINED: &str = "masked-feature";
@@ -331,6 +338,9 @@ impl Checkpoint {
         );
         if self.is_pretrained() {
             m.insert(PRETRAINED_KEY.into(), Value::String(PRETRAINED.into()));
+        }
+        if let Some(w) = &self.head_blend {
+            m.insert(HEAD_BLEND_KEY.into(), Value::String(json!(w).to_string()));
         }
         m
     }
@@ -391,6 +401,33 @@ impl Checkpoint {
         };
         let features = names("features")?;
         let targets = names("targets")?;
+        let head_blend = match meta.get(HEAD_BLEND_KEY) {
+            None => None,
+            Some(v) => {
+                let place = format!("__metadata__.{HEAD_BLEND_KEY}");
+                let w: Option<Vec<f32>> = v
+                    .as_str()
+                    .and_then(|s| serde_json::from_str::<Value>(s).ok())
+                    .and_then(|a| {
+                        a.as_array().and_then(|a| {
+                            a.iter()
+                                .map(|x| x.as_f64().map(|x| x as f32))
+                                .collect::<Option<Vec<_>>>()
+                        })
+                    })
+                    .filter(|w| w.len() == targets.len() && w.iter().all(|x| x.is_finite()));
+                Some(w.ok_or_else(|| {
+                    Error::format(
+                        path,
+                        place,
+                        format!(
+                            "expected a JSON array of {} finite numbers (one per target)",
+                            targets.len()
+                        ),
+                    )
+                })?)
+            }
+        };
         for (k, list) in [("features", &features), ("targets", &targets)] {
             let mut seen = std::collections::HashSet::with_capacity(list.len());
             if let Some(d) = list.iter().find(|n| !seen.insert(n.as_str())) {
@@ -470,6 +507,7 @@ impl Checkpoint {
                 features,
                 targets,
                 tensors: ordered,
+                head_blend,
             },
             note,
         ))
@@ -486,6 +524,7 @@ impl Checkpoint {
             "config": self.config.to_json(),
             "features": self.features,
             "targets": self.targets,
+            "head_blend": self.head_blend,
             "parameters": params,
             "tensors": self.tensors.iter().map(|(n, s, _)| json!({"name": n, "shape": s})).collect::<Vec<_>>(),
         })
@@ -516,6 +555,12 @@ impl Checkpoint {
             self.targets.len(),
             self.targets.join(", ")
         );
+        if let Some(w) = &self.head_blend {
+            s += &format!(
+                "output 0: {} (head blend)\n",
+                describe_blend(w, &self.targets)
+            );
+        }
         let shown: Vec<&str> = self.features.iter().take(5).map(String::as_str).collect();
         s += &format!(
             "features ({}): {}{}\n",
@@ -525,5 +570,21 @@ impl Checkpoint {
         );
         s += &format!("parameters: {params} in {} tensors\n", self.tensors.len());
         s
+    }
+}
+
+/// A head blend for people (src/train/blend.rs): "1·target + 0.5·target_aux1" (heads with
+/// weight 0 left out).
+pub fn describe_blend(w: &[f32], targets: &[String]) -> String {
+    let parts: Vec<String> = w
+        .iter()
+        .zip(targets)
+        .filter(|(&wk, _)| wk != 0.0)
+        .map(|(wk, name)| format!("{wk}·{name}"))
+        .collect();
+    if parts.is_empty() {
+        "0".into()
+    } else {
+        parts.join(" + ")
     }
 }

@@ -25,6 +25,7 @@ fn sample(cfg: Config) -> Checkpoint {
             .collect(),
         config: cfg,
         tensors,
+        head_blend: None,
     }
 }
 

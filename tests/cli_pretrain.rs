@@ -129,6 +129,8 @@ fn pretrain_then_finetune_end_to_end() {
             "1e-9",
             "--seed",
             "4",
+            "--head-blend",
+            "off",
             "--data",
         ])
         .arg(dir.join("d/train.store"))
@@ -321,6 +323,7 @@ fn checkpoints_round_trip_ortho_weight_and_refuse_an_unknown_pretraining() {
         features: (0..4).map(|i| format!("f{i}")).collect(),
         targets: vec!["target".into()],
         tensors,
+        head_blend: None,
     };
     let p = dir.join("c.safetensors");
     ck.save(&p).unwrap();

@@ -680,6 +680,7 @@ fn checkpoint(cfg: Config) -> Checkpoint {
             .collect(),
         targets: (0..cfg.n_targets).map(|i| format!("target_{i}")).collect(),
         tensors: init_params(&cfg, 7),
+        head_blend: None,
         config: cfg,
     }
 }

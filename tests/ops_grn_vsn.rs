@@ -787,6 +787,7 @@ fn checkpoints_round_trip_with_each_option() {
             targets: vec!["target".into(), "target_aux".into()],
             config: cfg.clone(),
             tensors,
+            head_blend: None,
         };
         let path = dir.join(format!("m{i}.safetensors"));
         ck.save(&path).unwrap();

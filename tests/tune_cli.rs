@@ -251,6 +251,7 @@ fn bad_space_files_are_clear_errors() {
     assert!(tune_with_space(r#"{"lr": {"gauss": [1, 2]}}"#).contains("unknown distribution"));
     assert!(tune_with_space(r#"{"epochs": 3}"#).contains("--rungs"));
     assert!(tune_with_space(r#"{"refit": "on"}"#).contains("refit: trials are scored"));
+    assert!(tune_with_space(r#"{"head_blend": "auto"}"#).contains("head_blend: trials are scored"));
     assert!(tune_with_space("not json").contains("not JSON"));
     // Well formed, but a draw cannot train: 3 heads do not divide d_model 16.
     let log = tune_with_space(r#"{"d_model": 16, "heads": {"choice": [3]}}"#);

@@ -8,6 +8,7 @@ mod builtin_report;
 pub mod config;
 pub mod device;
 pub mod eval;
+pub mod head_blend;
 pub mod import;
 pub mod info;
 pub mod predict;
@@ -307,6 +308,14 @@ pub struct TrainArgs {
     /// with --preset recommended when there are validation eras; off with --preset spec]
     #[arg(long, value_name = "on|joint|off")]
     pub refit: Option<String>,
+    /// Output 0 of the written model as a blend of its target heads, Σ w_k · output k with w_0 = 1
+    /// (a target ensemble folded into the final layer; docs/model.md "Head blend"): `auto` chooses
+    /// the weights of the auxiliary heads from {0, 0.25, 0.5, 1} on the validation eras with the
+    /// early-stopped model (docs/defaults.md round 9), `off` keeps output 0 alone, or give one
+    /// weight per target, e.g. 1,0.5,0 [default: auto with --preset recommended when there are
+    /// validation eras and more than one target; off with --preset spec]
+    #[arg(long = "head-blend", value_name = "auto|off|W0,W1,...")]
+    pub head_blend: Option<String>,
     /// Walk-forward: train on a sliding window of past eras, predict the next [default: off]
     #[arg(long = "walk-forward")]
     pub walk_forward: bool,
@@ -511,9 +520,9 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         Command::Synth(a) => synth::run(&a),
         Command::Train(mut a) => {
             train::apply_config_file(&mut a)?;
-            if a.walk_forward && a.refit.is_some() {
+            if a.walk_forward && (a.refit.is_some() || a.head_blend.is_some()) {
                 Err(crate::Error::usage(
-                    "--refit applies to training with --valid; --walk-forward has no validation eras",
+                    "--refit and --head-blend apply to training with --valid; --walk-forward has no validation eras",
                 ))
             } else if a.walk_forward {
                 walk::run(&a)

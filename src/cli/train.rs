@@ -488,6 +488,8 @@ pub(super) fn train_one(
         );
     }
     let refit = super::refit::Mode::of(a)?.filter(|_| valid_store.is_some());
+    let blend_mode = super::head_blend::Mode::of(a)?;
+    blend_mode.check(&train_store_targets(init.as_ref(), train_store))?;
     let one = EraSource::one(train_store);
     let mut res = super::device::dispatch(
         device,
@@ -500,6 +502,19 @@ pub(super) fn train_one(
             render,
         },
     )?;
+    // The head blend is chosen by the early-stopped model, which never trained on the validation
+    // eras, and folded into the model written last (the refit's, when there is one).
+    // A finished run resumed with --resume loads its written model as the best one: that model
+    // already holds its blend, chosen back then by the early-stopped model (now overwritten).
+    let finished = res.checkpoint.head_blend.clone();
+    let scored_valid = valid_store.filter(|_| res.best.is_some());
+    let blend = match &finished {
+        Some(w) => Some(w.clone()),
+        None => {
+            super::head_blend::weights(&blend_mode, device, &res.checkpoint, scored_valid, a.quiet)?
+        }
+    };
+    let mut refitted = false;
     if let (Some(mode), Some(v), Some(epochs), Some(_)) =
         (refit, valid_store, res.best_epoch, res.best)
     {
@@ -525,12 +540,28 @@ pub(super) fn train_one(
             opts: &opts,
             quiet: a.quiet,
         };
-        let ck = job.run(render)?;
-        ck.save(out)?;
-        res.checkpoint = ck;
+        res.checkpoint = job.run(render)?;
         res.refit_epochs = Some(epochs);
+        refitted = true;
+    }
+    match &blend {
+        // (a resumed finished run without a refit has its blended model already)
+        Some(w) if refitted || finished.is_none() => {
+            super::head_blend::apply(&mut res.checkpoint, w)?;
+            res.checkpoint.save(out)?;
+        }
+        _ if refitted => res.checkpoint.save(out)?,
+        _ => {}
     }
     Ok(res)
+}
+
+/// The target names the run's model has: the init checkpoint's, else the training store's.
+fn train_store_targets(init: Option<&Checkpoint>, store: &Store) -> Vec<String> {
+    match init {
+        Some(ck) => ck.targets.clone(),
+        None => store.target_names().to_vec(),
+    }
 }
 
 /// `--pretrain-epochs N`: `eraengine pretrain --data TRAIN --epochs N --seed SEED` with its other

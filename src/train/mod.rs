@@ -2,6 +2,7 @@
 //! epoch, early stopping that keeps the best checkpoint. Generic over the device; it never branches
 //! on which one it runs on, and it prints nothing: progress goes to an event sink.
 
+pub mod blend;
 pub mod context;
 pub mod ema;
 pub mod ensemble;
@@ -115,6 +116,7 @@ impl<B: Backend> Trained<B> {
             features: self.features.clone(),
             targets: self.targets.clone(),
             tensors,
+            head_blend: None,
         })
     }
 
@@ -265,6 +267,7 @@ fn scored_weights<B: Backend>(dev: &B, m: &Trained<B>, ema: &Option<Ema>) -> Res
                 features: m.features.clone(),
                 targets: m.targets.clone(),
                 tensors,
+                head_blend: None,
             })
         }
         None => m.to_checkpoint(dev),

@@ -58,11 +58,11 @@ impl Space {
                     "tune sets the epochs (--rungs) and each trial's seed (--seed) itself; remove this key",
                 ));
             }
-            if k == "refit" {
+            if k == "refit" || k == "head_blend" {
                 return Err(Error::format(
                     path,
                     key,
-                    "trials are scored on the validation eras, which a refit trains on; `train --config best.json` refits the winner (the default); remove this key",
+                    "trials are scored on the validation eras by output 0 alone, as trained; `train --config best.json` refits the winner and chooses its head blend on those eras (the defaults); remove this key",
                 ));
             }
             if !known.contains(&k.as_str()) {
