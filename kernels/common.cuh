@@ -375,6 +375,16 @@ struct GateBwdParams {
     unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
 };
 
+// ema_fwd_f32 (kernels/elementwise.cu): ema[n] = decay · ema + keep · w, keep = 1 − decay (host f32)
+struct EmaParams {
+    float* ema;
+    const float* w;
+    unsigned int n;
+    float decay;
+    float keep;
+    unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
+};
+
 // pos_enc_add_fwd_f32 (kernels/pos_enc.cu): h[n, d] += PE
 struct PosEncParams {
     float* h;

@@ -10,6 +10,9 @@
 //   dropout_fwd_f32: out = keep ? x · s : 0;  dropout_bwd_f32: out += keep ? dout · s : 0, s = 1/(1 − p)
 //     keep_e iff philox_uniform(e; seed, step, tensor) ≥ p — the same mask as src/rng.rs on the CPU,
 //     so nothing is saved for the backward.
+//   ema_fwd_f32: ema = decay · ema + keep · w, keep = 1 − decay computed on the host in f32 (the
+//     moving average of the weights, `--ema`; each product and the sum rounded on their own, as
+//     src/train/ema.rs computes it on the CPU)
 // In the bwd kernels a = inp (the forward's input) and b = dout.
 #include "common.cuh"
 
@@ -96,5 +99,11 @@ extern "C" __global__ void dropout_bwd_f32(DropoutParams p) {
         const float u = philox_uniform(i, p.seed_lo, p.seed_hi, p.step, p.tensor);
         // __fmul_rn: the product rounded on its own, as the CPU does (no fused multiply-add)
         if (u >= p.p) p.out[i] += __fmul_rn(p.inp[i], p.scale);
+    }
+}
+
+extern "C" __global__ void ema_fwd_f32(EmaParams p) {
+    GRID_STRIDE(i, p.n) {
+        p.ema[i] = __fadd_rn(__fmul_rn(p.decay, p.ema[i]), __fmul_rn(p.keep, p.w[i]));
     }
 }

@@ -1,4 +1,4 @@
-//! GELU, add, dropout and positional encoding against the f64 oracle on every device (cpu, emu,
+//! GELU, add, the weights' moving average, dropout and positional encoding against the f64 oracle on every device (cpu, emu,
 //! cuda; see tests/gpu_common); dropout's mask properties (p = 0, determinism per key, keep rate).
 //! ELU+1 is a CPU helper of linear attention (no device op): its scalar functions are checked here
 //! on the CPU.
@@ -121,6 +121,46 @@ fn add_matches_oracle<B: Backend>(dev: &B, &(len, seed): &(usize, u64)) -> TestC
     )
 }
 device_proptest!(48, add_matches_oracle, (1usize..40, any::<u64>()));
+
+/// The weights' moving average in place (`--ema`): against the f64 formula, and bit for bit against
+/// the host definition `train::ema::update_slice` (each product and the sum rounded on their own),
+/// over several updates.
+fn ema_update_matches_oracle<B: Backend>(
+    dev: &B,
+    &(len, seed, decay): &(usize, u64, f32),
+) -> TestCaseResult {
+    let mut g = Gen::new(seed);
+    let start = g.vec(len, -2.0, 2.0);
+    let mut host = start.clone();
+    let mut e = dev.upload(&start).unwrap();
+    let mut want: Vec<f64> = f64s(&start);
+    for _ in 0..3 {
+        let w = g.vec(len, -2.0, 2.0);
+        dev.ema_update(&mut e, &dev.upload(&w).unwrap(), decay)
+            .unwrap();
+        eraengine::train::ema::update_slice(&mut host, &w, decay);
+        let d = decay as f64;
+        for (x, &wi) in want.iter_mut().zip(&w) {
+            *x = d * *x + (1.0 - d) * wi as f64;
+        }
+    }
+    let got = dev.download(&e).unwrap();
+    close("ema", &got, &want, FWD_RTOL, FWD_ATOL)?;
+    prop_assert!(
+        got.iter()
+            .zip(&host)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "ema differs from the host definition"
+    );
+    let short = dev.upload(&vec![0.0; len + 1]).unwrap();
+    prop_assert!(dev.ema_update(&mut e, &short, decay).is_err());
+    Ok(())
+}
+device_proptest!(
+    32,
+    ema_update_matches_oracle,
+    (1usize..3000, any::<u64>(), 0.5f32..0.9999)
+);
 
 /// len, p, data seed, step, tensor
 type DropCase = (usize, f32, u64, u32, u32);

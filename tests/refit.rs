@@ -134,6 +134,8 @@ fn refit_equals_training_on_the_joined_eras_for_the_best_epoch_count() {
         &lr,
         "--refit",
         "off",
+        "--ema",
+        "0",
     ];
     let mut c = bin();
     c.arg("train").arg("--data").arg(&va).args(SMALL);

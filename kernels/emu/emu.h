@@ -147,6 +147,11 @@ inline float __fmul_rn(float a, float b) {
     volatile float r = a * b;
     return r;
 }
+// a + b rounded to f32, like CUDA's __fadd_rn (never contracted with a neighbouring product)
+inline float __fadd_rn(float a, float b) {
+    volatile float r = a + b;
+    return r;
+}
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 inline double rsqrt(double x) { return 1.0 / sqrt(x); }
 // sin(πx), cos(πx): fmod by 2 is exact, as CUDA's argument reduction is

@@ -95,7 +95,8 @@ impl Refit<'_> {
             return Ok(joint);
         }
         // The newest labelled eras once more, at a tenth of the rate, from fresh Adam moments: as
-        // `train --init JOINT --data VALID --epochs 1 --lr LR/10 --patience 0` would.
+        // `train --init JOINT --data VALID --epochs 1 --lr LR/10 --patience 0 --ema 0` would (the
+        // joint model is already the moving average when there is one).
         let recent = EraSource::mapped(self.valid, &joint.features, &joint.targets)?;
         let mut o = o.clone();
         o.epochs = 1;

@@ -240,7 +240,10 @@ pub fn options_from_args(
         schedule,
         min_lr: pick!(a.min_lr, min_lr),
         eras_per_step: pick!(a.eras_per_step, eras_per_step),
-        ema: pick!(a.ema, ema),
+        ema: a
+            .ema
+            .or(saved.map(|s| s.ema))
+            .unwrap_or(crate::model::Preset::parse(&a.preset)?.ema()),
         feature_noise: pick!(a.feature_noise, feature_noise),
     };
     opts.validate()?;

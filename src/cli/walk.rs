@@ -42,6 +42,8 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         }
     }
     let mut opts = super::train::options_from_args(a, false, None)?;
+    // (the walk has no moving average yet: --ema is refused above, and no preset turns it on)
+    opts.ema = 0.0;
     super::train::check_train_outputs(a)?;
     let device = super::device::resolve(&a.device, a.quiet)?;
     let store = Store::open_checked(data, !a.no_verify)?;

@@ -191,9 +191,12 @@ impl Backend for Cpu {
     }
     fn accumulate(&self, dst: &mut Vec<f32>, src: &Vec<f32>) -> Result<()> {
         elementwise::check_same("accumulate_fwd", dst.len(), &[("a", src.len())])?;
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d += s;
-        }
+        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+        Ok(())
+    }
+    fn ema_update(&self, ema: &mut Vec<f32>, w: &Vec<f32>, decay: f32) -> Result<()> {
+        elementwise::check_same("ema_fwd", ema.len(), &[("w", w.len())])?;
+        crate::train::ema::update_slice(ema, w, decay);
         Ok(())
     }
     fn dropout_fwd(

@@ -119,6 +119,9 @@ pub trait Backend {
     fn add_fwd(&self, out: &mut Self::Buf, a: &Self::Buf, b: &Self::Buf) -> Result<()>;
     /// dst += src
     fn accumulate(&self, dst: &mut Self::Buf, src: &Self::Buf) -> Result<()>;
+    /// The weights' moving average, in place: ema = decay · ema + (1 − decay) · w
+    /// (src/train/ema.rs; `ema_fwd_f32` on a GPU).
+    fn ema_update(&self, ema: &mut Self::Buf, w: &Self::Buf, decay: f32) -> Result<()>;
     fn dropout_fwd(
         &self,
         out: &mut Self::Buf,

@@ -127,6 +127,9 @@ impl<L: Launcher> Backend for GpuBackend<L> {
     fn accumulate(&self, dst: &mut GpuBuf<L>, src: &GpuBuf<L>) -> Result<()> {
         elementwise::elementwise(self, kernel::ACCUMULATE_FWD_F32, dst, src, None)
     }
+    fn ema_update(&self, ema: &mut GpuBuf<L>, w: &GpuBuf<L>, decay: f32) -> Result<()> {
+        elementwise::ema(self, ema, w, decay)
+    }
     fn dropout_fwd(
         &self,
         out: &mut GpuBuf<L>,

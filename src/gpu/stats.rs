@@ -316,6 +316,7 @@ fn cost(k: Kernel, cfg: LaunchCfg, params: &[u8]) -> (f64, f64, f64) {
         AddFwdF32 | AccumulateFwdF32 => {
             read::<EltParams>(params).map(|p| (f(p.n), 0.0, 12.0 * f(p.n)))
         }
+        EmaFwdF32 => read::<EmaParams>(params).map(|p| (3.0 * f(p.n), 0.0, 12.0 * f(p.n))),
         DropoutFwdF32 | DropoutBwdF32 => {
             read::<DropoutParams>(params).map(|p| (40.0 * f(p.n), 0.0, 8.0 * f(p.n)))
         }

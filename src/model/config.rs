@@ -135,6 +135,15 @@ pub enum Preset {
 }
 
 impl Preset {
+    /// The weights' moving-average decay `train` uses unless `--ema` says otherwise
+    /// (docs/defaults.md round 9).
+    pub fn ema(self) -> f32 {
+        match self {
+            Preset::Recommended => 0.995,
+            Preset::Spec => 0.0,
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             "recommended" => Ok(Preset::Recommended),

@@ -24,7 +24,7 @@ use crate::params::{Adam, Params};
 use crate::rng::Rng;
 use crate::tape::Tape;
 use crate::{Error, Result};
-use ema::Ema;
+use ema::DeviceEma;
 use era::{ColumnMap, EraBatch, EraSource};
 use std::path::Path;
 use std::time::Instant;
@@ -255,10 +255,14 @@ pub fn build_on<B: Backend>(
 }
 
 /// The weights to score and save: the moving average when there is one, else the raw weights.
-fn scored_weights<B: Backend>(dev: &B, m: &Trained<B>, ema: &Option<Ema>) -> Result<Checkpoint> {
+fn scored_weights<B: Backend>(
+    dev: &B,
+    m: &Trained<B>,
+    ema: &Option<DeviceEma<B>>,
+) -> Result<Checkpoint> {
     match ema {
         Some(e) => {
-            let mut tensors = e.tensors.clone();
+            let mut tensors = e.to_host(dev)?;
             if let Some(c) = &m.context {
                 tensors.extend(c.tensors());
             }
@@ -278,13 +282,13 @@ fn scored_weights<B: Backend>(dev: &B, m: &Trained<B>, ema: &Option<Ema>) -> Res
 fn score<B: Backend>(
     dev: &B,
     m: &Trained<B>,
-    ema: &Option<Ema>,
+    ema: &Option<DeviceEma<B>>,
     store: &Store,
     map: &ColumnMap,
 ) -> Result<ValidScore> {
     match ema {
         Some(e) => {
-            let params = Params::from_host(dev, &e.tensors)?;
+            let params = Params::from_host(dev, &e.to_host(dev)?)?;
             let avg = Trained {
                 model: EraTransformer::new(m.model.cfg.clone(), &params)?,
                 params,
@@ -391,7 +395,7 @@ pub fn train_on<B: Backend>(
             Some(t) => t,
             None => m.params.to_host(dev)?,
         };
-        Some(Ema::new(opts.ema, start))
+        Some(DeviceEma::new(dev, opts.ema, &start)?)
     } else {
         None
     };
@@ -620,7 +624,7 @@ fn finish_group<B: Backend>(
     dev: &B,
     m: &mut Trained<B>,
     adam: &mut Adam<B>,
-    ema: &mut Option<Ema>,
+    ema: &mut Option<DeviceEma<B>>,
     opts: &TrainOptions,
     eras: usize,
     step: u64,
@@ -648,7 +652,7 @@ fn save_last<B: Backend>(
     dev: &B,
     m: &Trained<B>,
     adam: &Adam<B>,
-    ema: &Option<Ema>,
+    ema: &Option<DeviceEma<B>>,
     out: &Path,
     opts: &TrainOptions,
     p: &Progress,
@@ -666,7 +670,7 @@ fn save_last<B: Backend>(
         best: p.best.as_ref().map(|b| b.1),
         since_best: p.since_best,
         settings: Some(resume::Settings::from_options(opts, p.data_checksum)),
-        ema: ema.as_ref().map(|e| e.tensors.clone()),
+        ema: ema.as_ref().map(|e| e.to_host(dev)).transpose()?,
     }
     .save(&resume::optim_path(&last))
 }

@@ -3,7 +3,7 @@
 
 use super::{check_pos_enc, check_same, Unary};
 use crate::gpu::backend::{blocks_for, GpuBackend, GpuBuf, BLOCK, MAX_GRID};
-use crate::gpu::params::{kernel, DropoutParams, EltParams, PosEncParams, Typed};
+use crate::gpu::params::{kernel, DropoutParams, EltParams, EmaParams, PosEncParams, Typed};
 use crate::gpu::{LaunchCfg, Launcher};
 use crate::ops::shape::u32_of;
 use crate::rng::DropoutKey;
@@ -42,6 +42,30 @@ pub(crate) fn elementwise<L: Launcher>(
     let cfg = LaunchCfg::linear(blocks_for(out.len(), BLOCK, MAX_GRID), BLOCK, 0);
     // SAFETY: lengths checked above; the kernel touches [0, n) of each buffer.
     unsafe { be.go(kernel, cfg, &p) }
+}
+
+/// `ema_fwd_f32`: ema = decay · ema + (1 − decay) · w, in place.
+pub(crate) fn ema<L: Launcher>(
+    be: &GpuBackend<L>,
+    ema: &mut GpuBuf<L>,
+    w: &GpuBuf<L>,
+    decay: f32,
+) -> Result<()> {
+    check_same("ema_fwd", ema.len(), &[("w", w.len())])?;
+    if ema.is_empty() {
+        return Ok(());
+    }
+    let p = EmaParams {
+        ema: ema.ptr(),
+        w: w.ptr(),
+        n: u32_of("n", ema.len())?,
+        decay,
+        keep: 1.0 - decay,
+        pad: 0,
+    };
+    let cfg = LaunchCfg::linear(blocks_for(ema.len(), BLOCK, MAX_GRID), BLOCK, 0);
+    // SAFETY: both buffers hold n floats (checked above); the kernel touches [0, n) of each.
+    unsafe { be.go(kernel::EMA_FWD_F32, cfg, &p) }
 }
 
 pub(crate) fn unary_fwd<L: Launcher>(
