@@ -329,3 +329,32 @@ fn an_ensemble_trains_per_seed_and_predicts_the_rank_average() {
         text(&o)
     );
 }
+
+/// `recommended` averages the weights over time (`--ema 0.995`) in a single run, not in ensemble
+/// members (docs/defaults.md round 9): member seed-1 of `--seeds 1,2` is `train --seed 1 --ema 0`
+/// bit for bit, and a plain `train --seed 1` differs from it; `--ema` given reaches the members.
+#[test]
+fn ensemble_members_average_no_weights_unless_asked() {
+    let dir = TempDir::new("flags-ens-ema");
+    let (t, v) = data(&dir);
+    let weights = |p: &Path| eraengine::checkpoint::Checkpoint::load(p).unwrap().tensors;
+    let run = |extra: &[&str], out: &Path| {
+        let o = train(
+            &t,
+            &v,
+            &[&["--epochs", "2", "--out", out.to_str().unwrap()], extra].concat(),
+        );
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    let ens = dir.join("ens");
+    run(&["--seeds", "1,2"], &ens);
+    let (plain, off) = (dir.join("plain.safetensors"), dir.join("off.safetensors"));
+    run(&["--seed", "1"], &plain);
+    run(&["--seed", "1", "--ema", "0"], &off);
+    let member = weights(&ens.join("seed-1.safetensors"));
+    assert!(member == weights(&off), "the member is not --ema 0");
+    assert!(member != weights(&plain), "the single run did not average");
+    let ens2 = dir.join("ens2");
+    run(&["--seeds", "1", "--ema", "0.995"], &ens2);
+    assert!(weights(&ens2.join("seed-1.safetensors")) == weights(&plain));
+}

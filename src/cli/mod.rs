@@ -202,7 +202,7 @@ pub struct TrainArgs {
     pub eras_per_step: Option<usize>,
     /// Decay of an exponential moving average of the weights, used for validation and the
     /// checkpoint; 0 = off (docs/defaults.md round 9) [default: 0.995 with --preset recommended; 0
-    /// with --preset spec and with --walk-forward]
+    /// with --preset spec, with --seeds (ensemble members) and with --walk-forward]
     #[arg(long, allow_negative_numbers = true)]
     pub ema: Option<f32>,
     /// Per training era, drop (zero) or reverse (negate) each feature with probability P/2 each [default: 0 = off]

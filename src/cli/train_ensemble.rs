@@ -7,8 +7,17 @@ use crate::train::ensemble::{self, Member};
 use crate::train::Event;
 use crate::{Error, Result};
 
+/// The moving-average decay of ensemble members when `--ema` is not given (0 = off).
+pub const MEMBER_EMA: f32 = 0.0;
+
 /// `--seeds 1,2,3 --out DIR`: one member per seed, then DIR/ensemble.json.
 pub fn run(a: &TrainArgs, seeds: &[u64]) -> Result<()> {
+    // Members average no weights over time unless --ema says so: the ensemble's average over
+    // seeds removes what the moving average would, and measured, the moving average lowered the
+    // recommended ensemble slightly (docs/defaults.md round 9).
+    let mut members_args = a.clone();
+    members_args.ema = Some(a.ema.unwrap_or(MEMBER_EMA));
+    let a = &members_args;
     if seeds.is_empty() {
         return Err(Error::usage("--seeds needs at least one seed"));
     }
