@@ -368,6 +368,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     // Bad values are refused before any data is opened.
     options_from_args(a, false, saved)?;
     super::refit::Mode::of(a)?;
+    super::head_blend::Mode::of(a)?;
     let (train_store, valid_store, builtin_data) = open_data(a, seed)?;
     let builtin = builtin_data.is_some();
     let mut render = Render::new(a.quiet);
@@ -440,6 +441,9 @@ pub(super) fn train_one(
             None => (None, None),
         },
     };
+    // checked before any pretraining or training
+    let blend_mode = super::head_blend::Mode::of(a)?;
+    blend_mode.check(&train_store_targets(init.as_ref(), train_store))?;
     let init = match (a.pretrain_epochs.unwrap_or(0), &init, &resume) {
         (0, _, _) | (_, _, Some(_)) => init, // a resumed run has its weights already
         (_, Some(_), None) => {
@@ -491,8 +495,6 @@ pub(super) fn train_one(
         );
     }
     let refit = super::refit::Mode::of(a)?.filter(|_| valid_store.is_some());
-    let blend_mode = super::head_blend::Mode::of(a)?;
-    blend_mode.check(&train_store_targets(init.as_ref(), train_store))?;
     let one = EraSource::one(train_store);
     let mut res = super::device::dispatch(
         device,

@@ -43,6 +43,7 @@ pub fn run(a: &TrainArgs, seeds: &[u64]) -> Result<()> {
     }
     options_from_args(a, false, None)?;
     super::refit::Mode::of(a)?;
+    super::head_blend::Mode::of(a)?;
     let device = super::device::resolve(&a.device, a.quiet)?;
     // The data does not depend on the member: the built-in data is seed 0's.
     let (train_store, valid_store, builtin_data) = open_data(a, 0)?;
