@@ -71,9 +71,9 @@ impl Refit<'_> {
                 self.epochs,
                 match self.mode {
                     Mode::On => format!(
-                        ", then once over the {} validation eras at lr {}",
+                        ", then once over the {} validation eras at lr {} x {RECENT_LR_SCALE}",
                         self.valid.n_eras(),
-                        self.opts.lr * RECENT_LR_SCALE
+                        self.opts.lr
                     ),
                     Mode::Joint => String::new(),
                 }
