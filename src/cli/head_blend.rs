@@ -134,7 +134,7 @@ pub fn weights(
 /// Folds `w` into `ck`'s output 0 (nothing to fold when it is output 0 alone) and records it in
 /// the checkpoint.
 pub fn apply(ck: &mut Checkpoint, w: &[f32]) -> Result<()> {
-    if w.iter().skip(1).any(|&x| x != 0.0) || w.first() != Some(&1.0) {
+    if !blend::is_identity(w) {
         blend::fold(ck, w)?;
     }
     ck.head_blend = Some(w.to_vec());

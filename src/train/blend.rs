@@ -13,13 +13,14 @@
 //! kept only when it raises the validation mean corr), starting from w = (1, 0, …, 0), so with one
 //! target, or when no blend beats output 0 alone on the validation eras, nothing changes.
 
-use super::era::{ColumnMap, EraBatch};
+use super::era::ColumnMap;
+use super::outputs::era_corrs;
+pub use super::outputs::EraOutputs;
 use super::Trained;
 pub use crate::checkpoint::describe_blend as describe;
 use crate::checkpoint::Checkpoint;
 use crate::data::store::Store;
 use crate::device::Backend;
-use crate::metrics::numerai_corr;
 use crate::{Error, Result};
 
 /// The weights each auxiliary head may take.
@@ -28,55 +29,24 @@ pub const GRID: [f32; 4] = [0.0, 0.25, 0.5, 1.0];
 /// Coordinate sweeps over the auxiliary heads.
 pub const SWEEPS: usize = 2;
 
-/// One validation era: every head's output [n, t] and target 0 (NaN = missing).
-pub struct EraOutputs {
-    pub yhat: Vec<f32>,
-    pub target: Vec<f64>,
-}
-
 /// Every head's output on each era of `store` that has a target 0, from the model in `ck`.
 pub fn outputs<B: Backend>(dev: &B, ck: &Checkpoint, store: &Store) -> Result<Vec<EraOutputs>> {
     let m = Trained::from_checkpoint(dev, ck)?;
-    let map = ColumnMap::for_model(store, &ck.features, &ck.targets)?;
-    let t = ck.config.n_targets;
-    let mut out = Vec::new();
-    for i in 0..store.n_eras() {
-        let batch = EraBatch::load(store, i, &map)?;
-        let target: Vec<f64> = (0..batch.n).map(|r| batch.y[r * t] as f64).collect();
-        if batch.n == 0 || target.iter().all(|x| x.is_nan()) {
-            continue;
-        }
-        let (yhat, _) = m.predict_era(dev, &batch)?;
-        out.push(EraOutputs { yhat, target });
-    }
-    Ok(out)
+    m.era_outputs(
+        dev,
+        store,
+        &ColumnMap::for_model(store, &ck.features, &ck.targets)?,
+    )
 }
 
 /// Mean per-era `numerai_corr` of Σ_k w_k ŷ_k against target 0 (eras without a score skipped; 0
 /// when none scores).
 pub fn score(eras: &[EraOutputs], w: &[f32]) -> f64 {
-    let t = w.len();
-    let mut sum = 0.0;
-    let mut count = 0usize;
-    for e in eras {
-        let n = e.target.len();
-        let pred: Vec<f64> = (0..n)
-            .map(|r| {
-                w.iter()
-                    .enumerate()
-                    .map(|(k, &wk)| wk as f64 * e.yhat[r * t + k] as f64)
-                    .sum()
-            })
-            .collect();
-        if let Some(c) = numerai_corr(&pred, &e.target) {
-            sum += c;
-            count += 1;
-        }
-    }
-    if count == 0 {
+    let c = era_corrs(eras, w);
+    if c.is_empty() {
         0.0
     } else {
-        sum / count as f64
+        c.iter().sum::<f64>() / c.len() as f64
     }
 }
 
@@ -92,8 +62,13 @@ pub struct Blend {
 impl Blend {
     /// Whether the blend changes output 0.
     pub fn is_identity(&self) -> bool {
-        self.weights.iter().skip(1).all(|&w| w == 0.0)
+        is_identity(&self.weights)
     }
+}
+
+/// Whether weights `w` leave output 0 as it is: (1, 0, …, 0).
+pub fn is_identity(w: &[f32]) -> bool {
+    w.first() == Some(&1.0) && w.iter().skip(1).all(|&x| x == 0.0)
 }
 
 /// Greedy coordinate ascent over [`GRID`] (module doc) for a model with `t` targets.

@@ -10,6 +10,7 @@ pub mod era;
 pub mod event;
 pub mod noise;
 pub mod options;
+pub mod outputs;
 pub mod pretrain;
 pub mod resume;
 pub mod step;
@@ -148,28 +149,6 @@ impl<B: Backend> Trained<B> {
         let res = (tape.download(dev, out.yhat)?, tape.download(dev, out.g)?);
         tape.release(dev);
         Ok(res)
-    }
-
-    /// Mean/std/sharpe of per-era numerai_corr of output 0 against target 0 over a store.
-    pub fn validate(&self, dev: &B, store: &Store, map: &ColumnMap) -> Result<ValidScore> {
-        let t = self.model.cfg.n_targets;
-        let mut corrs = Vec::new();
-        for i in 0..store.n_eras() {
-            let batch = EraBatch::load(store, i, map)?;
-            if batch.n == 0 {
-                continue;
-            }
-            let target: Vec<f64> = (0..batch.n).map(|r| batch.y[r * t] as f64).collect();
-            if target.iter().all(|x| x.is_nan()) {
-                continue;
-            }
-            let (yhat, _) = self.predict_era(dev, &batch)?;
-            let pred: Vec<f64> = (0..batch.n).map(|r| yhat[r * t] as f64).collect();
-            if let Some(c) = crate::metrics::numerai_corr(&pred, &target) {
-                corrs.push(c);
-            }
-        }
-        Ok(summarize(&corrs))
     }
 }
 
