@@ -147,7 +147,8 @@ proptest! {
 }
 
 /// Shapes that cross every block boundary (k > KC, m > MC, ragged edges), with row-major A both
-/// packed (n > 128) and read in place (n ≤ 128), each form, single- and multi-threaded.
+/// packed (n > 128) and read in place (n ≤ 128), transposed A and plain B both packed (stride
+/// > 256) and read in place, each form, single- and multi-threaded.
 #[test]
 fn blocked_and_threaded_shapes_match_the_oracle() {
     let shapes = [
@@ -156,6 +157,7 @@ fn blocked_and_threaded_shapes_match_the_oracle() {
         (37, 42, 700),    // n = 42: full + half panel; k spans three KC blocks
         (130, 64, 64),    // the model's d × d, m-split over threads
         (20, 24, 12_000), // small m, huge k: split-k over threads
+        (250, 80, 600), // strides ≤ 256: transposed A and plain B read in place (80 = 2 + ½ panels)
     ];
     for s in paths() {
         for &(m, n, k) in &shapes {

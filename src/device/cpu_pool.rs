@@ -6,6 +6,8 @@ use std::sync::Mutex;
 
 /// Buffers below this many floats are left to the allocator.
 const MIN_LEN: usize = 4096;
+/// Kept buffers of at least this many floats (1 MiB) are zeroed in parallel.
+const PAR_ZERO_LEN: usize = 1 << 18;
 /// At most this many floats are kept (256 MiB).
 const MAX_KEPT: usize = 64 << 20;
 
@@ -22,6 +24,15 @@ static POOL: Mutex<Pool> = Mutex::new(Pool {
 /// A zeroed buffer of `len` floats, reusing a kept one of a fitting capacity.
 pub fn take(len: usize) -> Vec<f32> {
     match reuse(len) {
+        Some(mut v) if len >= PAR_ZERO_LEN => {
+            // a large kept buffer is zeroed by every worker (a step's gradients start here;
+            // one core alone would leave the others waiting on the memset)
+            v.resize(len, 0.0);
+            v.truncate(len);
+            let chunk = len.div_ceil(crate::ops::par::threads().max(1));
+            crate::ops::par::run(v.chunks_mut(chunk), |c| c.fill(0.0));
+            v
+        }
         Some(mut v) => {
             v.clear();
             v.resize(len, 0.0);

@@ -345,14 +345,35 @@ pub(crate) fn backward<B: Backend>(tape: &mut Tape<B>, dev: &B, node: &Node) -> 
         }
         Node::Add { out, a, b } => {
             if let Some(dout) = tape.take_grad_if_any(out) {
-                for x in [a, b] {
-                    if tape.requires_grad(x) {
-                        let mut dx = tape.take_grad(dev, x)?;
-                        dev.accumulate(&mut dx, &dout)?;
-                        tape.put_grad(x, dx);
+                // an input with no gradient yet takes a copy of dout (the last one dout itself)
+                // instead of zeros plus dout: the same values, without a memset and a pass
+                let targets: Vec<T> = [a, b]
+                    .into_iter()
+                    .filter(|&x| tape.requires_grad(x))
+                    .collect();
+                let mut dout = Some(dout);
+                for (i, &x) in targets.iter().enumerate() {
+                    let Some(d) = dout.as_ref() else { break };
+                    match tape.take_grad_if_any(x) {
+                        Some(mut dx) => {
+                            dev.accumulate(&mut dx, d)?;
+                            tape.put_grad(x, dx);
+                        }
+                        None if i + 1 == targets.len() => {
+                            if let Some(d) = dout.take() {
+                                tape.put_grad(x, d);
+                            }
+                        }
+                        None => {
+                            let mut dx = dev.unset(dev.len(d))?;
+                            dev.copy(&mut dx, d)?;
+                            tape.put_grad(x, dx);
+                        }
                     }
                 }
-                dev.recycle(dout);
+                if let Some(d) = dout {
+                    dev.recycle(d);
+                }
             }
             tape.free(dev, out);
         }

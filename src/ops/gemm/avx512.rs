@@ -44,15 +44,15 @@ unsafe fn body<const NV: usize, const DIRECT: bool>(t: &Tile) {
             *x = _mm512_loadu_ps(b.add(16 * v));
         }
         for (r, accr) in acc.iter_mut().enumerate() {
-            // A(r, p): direct rows at stride lda, or MR consecutive values per p when packed
+            // A(r, p): direct rows at stride lda, or MR consecutive values per p (packed or in place)
             let x = if DIRECT { *a.add(r * lda) } else { *a.add(r) };
             let av = _mm512_set1_ps(x);
             for v in 0..NV {
                 accr[v] = _mm512_fmadd_ps(av, bv[v], accr[v]);
             }
         }
-        a = a.add(if DIRECT { 1 } else { MR });
-        b = b.add(16 * NV);
+        a = a.add(if DIRECT { 1 } else { t.a_step });
+        b = b.add(t.b_step);
     }
     let alpha = _mm512_set1_ps(t.alpha);
     for (r, accr) in acc.iter().enumerate() {

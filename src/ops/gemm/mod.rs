@@ -8,9 +8,11 @@
 //! - dW      += doutᵀ · inp:        `ta = true,  tb = false`, accumulate.
 //!
 //! Structure (BLIS / Goto): loop over NC-wide column blocks of C, KC-deep slices of k (B packed
-//! into NR-wide panels, zero-padded), MC-tall row blocks (A packed into MR-tall panels, or read in
-//! place when A is row-major and n is small, where packing would cost as much as it saves), then an
-//! MR × NR register tile per microkernel call. Microkernels: AVX-512 (12 × 32, 24 zmm
+//! into NR-wide panels, zero-padded), MC-tall row blocks (A packed into MR-tall panels), then an
+//! MR × NR register tile per microkernel call. Packing is skipped where it would cost as much as it
+//! saves: row-major A when n is small, and transposed A and plain B when their strides are short
+//! (the weight gradient's per-block products); those are read in place, full panels only.
+//! Microkernels: AVX-512 (12 × 32, 24 zmm
 //! accumulators), AVX2 + FMA (6 × 16, 12 ymm), portable (4 × 16 plain arrays); each has a half-width
 //! variant for the last panel so n = 42 computes 48 columns, not 64. The path is picked at run time
 //! ([`Simd::detect`], cached) and can be forced ([`Gemm::simd`]) for tests.
@@ -41,6 +43,11 @@ const SLABS_PER_THREAD: usize = 4;
 /// With A row-major, A is packed only when n exceeds this (each packed value is then reused over
 /// enough columns to pay for the transposing copy); else the microkernel reads A in place.
 const PACK_A_MIN_COLS: usize = 128;
+/// A stored transposed ([k, m]) and B stored [k, n] are read in place, full panels only, when their
+/// row stride is at most this many values (1 KiB): the weight gradient's per-block products, whose
+/// operands sit in L2 and whose packing copies cost as much as the product (the partial last panel
+/// is still packed, zero-padded). Longer strides are packed, as BLIS does.
+const IN_PLACE_MAX_LD: usize = 256;
 
 /// Which microkernel family runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -342,12 +349,15 @@ struct Out<'c> {
 /// What a microkernel reads and writes for one MR × width tile (width = NR, or NR/2 if `half`).
 pub(super) struct Tile {
     pub kc: usize,
-    /// Direct: A(r, p) at a + r·lda + p. Packed: at a + p·MR + r.
+    /// Direct: A(r, p) at a + r·lda + p. Otherwise at a + p·a_step + r: a packed panel
+    /// (a_step = MR), or a transposed A read in place (a_step = its stride).
     pub a: *const f32,
     pub lda: usize,
+    pub a_step: usize,
     pub direct: bool,
-    /// Packed B: B(p, j) at b + p·width + j.
+    /// B(p, j) at b + p·b_step + j: a packed panel (b_step = width) or B read in place.
     pub b: *const f32,
+    pub b_step: usize,
     pub half: bool,
     /// C(r, j) at c + r·ldc + j.
     pub c: *mut f32,
@@ -367,7 +377,8 @@ pub(super) trait Kernel {
     const NC: usize;
     /// # Safety
     /// The CPU supports the family's instructions; `t.a` is readable for MR rows × kc as laid out
-    /// per `t.direct`, `t.b` for kc × width, `t.c` readable and writable for MR rows × width at
+    /// per `t.direct` / `t.a_step`, `t.b` for kc × width at stride `t.b_step`, `t.c` readable and
+    /// writable for MR rows × width at
     /// stride `t.ldc`, and `t.bias` is null or readable for width values.
     unsafe fn tile(t: &Tile);
 }
@@ -490,9 +501,33 @@ fn align64(v: &[f32]) -> usize {
     ((64 - addr % 64) % 64) / std::mem::size_of::<f32>()
 }
 
+/// How a thread's GEMM reads A.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AMode {
+    /// Every panel packed (MR values per step of k).
+    Packed,
+    /// Row-major A read in place (full panels; the partial last one packed).
+    Rows,
+    /// Transposed A read in place: MR consecutive values per step of k at stride lda (full
+    /// panels; the partial last one packed).
+    Cols,
+}
+
 /// One thread's GEMM on a validated problem.
 fn serial<K: Kernel>(p: &Prob, out: Out) {
-    let pack_a = p.a.trans || p.n > PACK_A_MIN_COLS;
+    let mode = if p.a.trans {
+        if p.a.ld <= IN_PLACE_MAX_LD {
+            AMode::Cols
+        } else {
+            AMode::Packed
+        }
+    } else if p.n > PACK_A_MIN_COLS {
+        AMode::Packed
+    } else {
+        AMode::Rows
+    };
+    let b_in_place = !p.b.trans && p.b.ld <= IN_PLACE_MAX_LD;
+    let pack_a = mode == AMode::Packed;
     let kc_max = K::KC.min(p.k);
     let nc_max = K::NC.min(p.n).div_ceil(K::NR) * K::NR;
     let mc_max = if pack_a {
@@ -508,10 +543,10 @@ fn serial<K: Kernel>(p: &Prob, out: Out) {
             if buf.len() < total {
                 buf.resize(total, 0.0);
             }
-            run_blocks::<K>(p, out, &mut buf[..], b_len, pack_a);
+            run_blocks::<K>(p, out, &mut buf[..], b_len, mode, b_in_place);
         }
         // re-entered from an `act` callback: use a fresh buffer
-        Err(_) => run_blocks::<K>(p, out, &mut vec![0f32; total], b_len, pack_a),
+        Err(_) => run_blocks::<K>(p, out, &mut vec![0f32; total], b_len, mode, b_in_place),
     })
 }
 
@@ -520,7 +555,8 @@ struct Block<'p, 'a> {
     p: &'p Prob<'a>,
     bpack: &'p [f32],
     apack: &'p [f32],
-    pack_a: bool,
+    mode: AMode,
+    b_in_place: bool,
     ic: usize,
     mc: usize,
     jc: usize,
@@ -531,7 +567,14 @@ struct Block<'p, 'a> {
     last: bool,
 }
 
-fn run_blocks<K: Kernel>(p: &Prob, out: Out, buf: &mut [f32], b_len: usize, pack_a: bool) {
+fn run_blocks<K: Kernel>(
+    p: &Prob,
+    out: Out,
+    buf: &mut [f32],
+    b_len: usize,
+    mode: AMode,
+    b_in_place: bool,
+) {
     const { assert!(K::MR * K::NR <= TILE_MAX, "edge tile buffer too small") };
     let off = align64(buf);
     let (bpack, apack) = buf[off..].split_at_mut(b_len);
@@ -542,11 +585,20 @@ fn run_blocks<K: Kernel>(p: &Prob, out: Out, buf: &mut [f32], b_len: usize, pack
         let nc = K::NC.min(n - jc);
         for pc in (0..k).step_by(K::KC) {
             let kc = K::KC.min(k - pc);
-            pack::b(bpack, &p.b, pc, kc, jc, nc, K::NR);
+            if !b_in_place {
+                pack::b(bpack, &p.b, pc, kc, jc, nc, K::NR);
+            } else {
+                // only a partial last panel is packed (zero-padded); full ones are read in place
+                let jq = (nc - 1) / K::NR * K::NR;
+                let cols = nc - jq;
+                if cols != K::NR && cols != K::NR / 2 {
+                    pack::b(&mut bpack[jq * kc..], &p.b, pc, kc, jc + jq, cols, K::NR);
+                }
+            }
             for ic in (0..m).step_by(K::MC) {
                 let mc = K::MC.min(m - ic);
                 let full_rows = mc / K::MR * K::MR;
-                if pack_a {
+                if mode == AMode::Packed {
                     pack::a(apack, &p.a, ic, mc, pc, kc, K::MR);
                 } else if full_rows < mc {
                     // the partial last panel is packed (zero-padded); full panels are read in place
@@ -556,7 +608,8 @@ fn run_blocks<K: Kernel>(p: &Prob, out: Out, buf: &mut [f32], b_len: usize, pack
                     p,
                     bpack,
                     apack,
-                    pack_a,
+                    mode,
+                    b_in_place,
                     ic,
                     mc,
                     jc,
@@ -566,8 +619,8 @@ fn run_blocks<K: Kernel>(p: &Prob, out: Out, buf: &mut [f32], b_len: usize, pack
                     first: pc == 0,
                     last: pc + kc == k,
                 };
-                if pack_a {
-                    // B micro-panel stays in L1 while the packed A panels stream from L2
+                if mode != AMode::Rows {
+                    // B micro-panel stays in L1 while the A panels stream from L2
                     for jr in (0..nc).step_by(K::NR) {
                         for ir in (0..mc).step_by(K::MR) {
                             tile::<K>(&blk, ir, jr, c, ldc, &mut tb);
@@ -595,19 +648,32 @@ fn tile<K: Kernel>(blk: &Block, ir: usize, jr: usize, c: &mut [f32], ldc: usize,
     let nr = K::NR.min(blk.nc - jr);
     let half = nr <= half_w;
     let width = if half { half_w } else { K::NR };
-    let bp = &blk.bpack[jr * kc..][..kc * width];
+    let (b_ptr, b_step) = if blk.b_in_place && nr == width {
+        // SAFETY: (pc + q, j0 + j) for q < kc ≤ k - pc, j < width = nr ≤ n - j0 are elements of
+        // op(B), all inside b.data (Prob invariant); the offset of (pc, j0) itself is in bounds.
+        let ptr = unsafe { p.b.data.as_ptr().add(p.b.idx(blk.pc, j0)) };
+        (ptr, p.b.ld)
+    } else {
+        (blk.bpack[jr * kc..][..kc * width].as_ptr(), width)
+    };
     let beta = p.beta || !blk.first;
     let i0 = blk.ic + ir;
     let mr = K::MR.min(blk.mc - ir);
-    let (a_ptr, lda, direct) = if blk.pack_a {
-        (blk.apack[ir * kc..][..kc * K::MR].as_ptr(), 0, false)
-    } else if mr == K::MR {
-        // SAFETY: (i0 + r, pc + q) for r < MR ≤ m - i0, q < kc ≤ k - pc are elements of op(A), all
-        // inside a.data (Prob invariant); i0 < m, so the offset itself is in bounds.
-        let ptr = unsafe { p.a.data.as_ptr().add(p.a.idx(i0, blk.pc)) };
-        (ptr, p.a.ld, true)
-    } else {
-        (blk.apack[..kc * K::MR].as_ptr(), 0, false)
+    let (a_ptr, lda, direct, a_step) = match blk.mode {
+        AMode::Packed => (blk.apack[ir * kc..][..kc * K::MR].as_ptr(), 0, false, K::MR),
+        AMode::Rows | AMode::Cols if mr < K::MR => {
+            (blk.apack[..kc * K::MR].as_ptr(), 0, false, K::MR)
+        }
+        mode => {
+            // SAFETY: (i0 + r, pc + q) for r < MR ≤ m - i0, q < kc ≤ k - pc are elements of
+            // op(A), all inside a.data (Prob invariant); i0 < m, so the offset itself is in bounds.
+            let ptr = unsafe { p.a.data.as_ptr().add(p.a.idx(i0, blk.pc)) };
+            if mode == AMode::Rows {
+                (ptr, p.a.ld, true, 1)
+            } else {
+                (ptr, 0, false, p.a.ld)
+            }
+        }
     };
     let bias_j = p.bias.filter(|_| blk.first).map(|b| &b[j0..j0 + nr]);
     if mr == K::MR && nr == width {
@@ -615,8 +681,10 @@ fn tile<K: Kernel>(blk: &Block, ir: usize, jr: usize, c: &mut [f32], ldc: usize,
             kc,
             a: a_ptr,
             lda,
+            a_step,
             direct,
-            b: bp.as_ptr(),
+            b: b_ptr,
+            b_step,
             half,
             // SAFETY: i0 < m, j0 < n, so i0·ldc + j0 ≤ (m-1)·ldc + n - 1 < c.len()
             c: unsafe { c.as_mut_ptr().add(i0 * ldc + j0) },
@@ -626,8 +694,8 @@ fn tile<K: Kernel>(blk: &Block, ir: usize, jr: usize, c: &mut [f32], ldc: usize,
             bias: bias_j.map_or(std::ptr::null(), |b| b.as_ptr()),
         };
         // SAFETY: the caller picked K because the CPU supports it; A rows i0..i0+MR, cols
-        // pc..pc+kc are in bounds (direct) or apack holds kc·MR values (packed); bp holds
-        // kc·width; C rows i0..i0+MR (≤ m) and cols j0..j0+width (= nr ≤ n - j0) are inside c by
+        // pc..pc+kc are in bounds (in place, either layout) or apack holds kc·MR values
+        // (packed); B's kc × width block is in bounds (in place) or in bpack; C rows i0..i0+MR (≤ m) and cols j0..j0+width (= nr ≤ n - j0) are inside c by
         // the Out invariant; bias_j holds nr = width values.
         unsafe { K::tile(&t) };
         if blk.last {
@@ -643,8 +711,10 @@ fn tile<K: Kernel>(blk: &Block, ir: usize, jr: usize, c: &mut [f32], ldc: usize,
         kc,
         a: a_ptr,
         lda,
+        a_step,
         direct,
-        b: bp.as_ptr(),
+        b: b_ptr,
+        b_step,
         half,
         c: tb.0.as_mut_ptr(),
         ldc: width,

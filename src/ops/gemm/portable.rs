@@ -32,13 +32,13 @@ impl Kernel for Portable {
 unsafe fn body<const W: usize, const DIRECT: bool>(t: &Tile) {
     let mut acc = [[0f32; W]; MR];
     for p in 0..t.kc {
-        let bs = &*t.b.add(p * W).cast::<[f32; W]>();
+        let bs = &*t.b.add(p * t.b_step).cast::<[f32; W]>();
         for (r, accr) in acc.iter_mut().enumerate() {
-            // A(r, p): direct rows at stride lda, or MR consecutive values per p when packed
+            // A(r, p): direct rows at stride lda, or MR consecutive values per p (packed or in place)
             let x = if DIRECT {
                 *t.a.add(r * t.lda + p)
             } else {
-                *t.a.add(p * MR + r)
+                *t.a.add(p * t.a_step + r)
             };
             for (s, &bv) in accr.iter_mut().zip(bs) {
                 *s += x * bv;
