@@ -12,9 +12,13 @@ use std::arch::x86_64::*;
 
 /// `linear_cpu::dq_rows` for heads of width 16 on AVX-512: a head's 16 values are one register, so each of
 /// the three dh-long sums per head (S·p, Sᵀ·dnum, the dS rows) is 16 broadcast FMAs with no loop
-/// overhead. Fused multiply-adds round once where `dq_rows` rounds twice; the results agree with it
-/// to rounding (tests/perf_attention.rs checks both against the naive twin). Returns false, having
-/// done nothing, when a buffer is shorter than the shapes need (then `dq_rows` runs).
+/// overhead. Per block of [`ROW_BLOCK`] rows, φ(Q) of the block is computed once into `tmp` (at
+/// least `ROW_BLOCK · d` long), then each head's dS block and dz stay in registers while the
+/// block's rows stream through it (as [`sz_rows16`] does for S). Sums run in the same row order
+/// as `dq_rows`; fused multiply-adds round once where `dq_rows` rounds twice; the results agree
+/// with it to rounding (tests/perf_attention.rs checks both against the naive twin). Returns
+/// false, having done nothing, when a buffer is shorter than the shapes need (then `dq_rows`
+/// runs).
 ///
 /// # Safety
 /// The CPU must support AVX-512F.
@@ -39,69 +43,92 @@ pub(super) unsafe fn dq_rows16(
     let rows = dqc.len() / d.max(1);
     let end = (r0 + rows) * d;
     if d != h * DH
+        || dqc.len() != rows * d
         || s.len() < hs
         || st.len() < hs
         || z.len() < d
         || blk.len() < hs + d
         || acc.len() < hs + d
-        || tmp.len() < 2 * d
+        || tmp.len() < ROW_BLOCK * d
         || q.len() < end
         || dout.len() < end
     {
         return false;
     }
-    let (p, dpbuf) = tmp.split_at_mut(d);
-    for (ii, dqrow) in dqc.chunks_exact_mut(d).enumerate() {
-        let i = r0 + ii;
-        let qr = &q[i * d..][..d];
-        let gr = &dout[i * d..][..d];
-        for (pa, &qa) in p.iter_mut().zip(qr) {
-            *pa = elu1(qa);
+    let one = _mm512_set1_ps(1.0);
+    let zero = _mm512_setzero_ps();
+    let mut b0 = 0;
+    while b0 < rows {
+        let nb = ROW_BLOCK.min(rows - b0);
+        // φ(Q) of the block's rows
+        for (prow, qrow) in tmp[..nb * d]
+            .chunks_exact_mut(d)
+            .zip(q[(r0 + b0) * d..(r0 + b0 + nb) * d].chunks_exact(d))
+        {
+            for (pa, &qa) in prow.iter_mut().zip(qrow) {
+                *pa = elu1(qa);
+            }
         }
         let (dsb, dzb) = blk.split_at_mut(hs);
         for hd in 0..h {
             let o = hd * DH;
             let hb = hd * DH * DH;
-            // SAFETY (every pointer below): o + 16 ≤ d = h·16 bounds p, gr, z, dzb (len ≥ d) and
-            // dpbuf (len ≥ d); hb + 256 ≤ hs bounds s, st and dsb (len ≥ hs), checked above.
-            let pv = _mm512_loadu_ps(p.as_ptr().add(o));
-            let gv = _mm512_loadu_ps(gr.as_ptr().add(o));
-            let zv = _mm512_loadu_ps(z.as_ptr().add(o));
+            // SAFETY (every pointer below): hb + 256 ≤ hs bounds s, st and dsb (len ≥ hs); o + 16
+            // ≤ d = h·16 bounds z and dzb (len ≥ d); rows r0 + b0 + r < r0 + rows of q, dout (len
+            // ≥ end) and block rows r < nb ≤ ROW_BLOCK of tmp (len ≥ ROW_BLOCK·d) at offset o are
+            // in bounds, and so is dqc's row b0 + r (dqc.len() = rows·d), all checked above.
             let (sh, sth) = (s.as_ptr().add(hb), st.as_ptr().add(hb));
-            // num = Σ_a p[a] S[a, :]
-            let mut num = _mm512_setzero_ps();
-            for a in 0..DH {
-                let pa = _mm512_set1_ps(p[o + a]);
-                num = _mm512_fmadd_ps(pa, _mm512_loadu_ps(sh.add(a * DH)), num);
-            }
-            let inv = 1.0 / (_mm512_reduce_add_ps(_mm512_mul_ps(pv, zv)) + ATTN_EPS);
-            // dden = −(dO·num)/den²; dp = dden z + Σ_b (dO[b]/den) Sᵀ[b, :]
-            let dden = -_mm512_reduce_add_ps(_mm512_mul_ps(gv, num)) * inv * inv;
-            let mut dp = _mm512_mul_ps(_mm512_set1_ps(dden), zv);
-            for b in 0..DH {
-                let gb = _mm512_set1_ps(gr[o + b] * inv);
-                dp = _mm512_fmadd_ps(gb, _mm512_loadu_ps(sth.add(b * DH)), dp);
-            }
-            // dS[a, :] += (p[a]/den) dO, dz += dden p
             let dsh = dsb.as_mut_ptr().add(hb);
-            for a in 0..DH {
-                let r = dsh.add(a * DH);
-                let pa = _mm512_set1_ps(p[o + a] * inv);
-                _mm512_storeu_ps(r, _mm512_fmadd_ps(pa, gv, _mm512_loadu_ps(r)));
+            let mut dsr = [zero; DH];
+            for (a, x) in dsr.iter_mut().enumerate() {
+                *x = _mm512_loadu_ps(dsh.add(a * DH));
             }
             let dzr = dzb.as_mut_ptr().add(o);
-            _mm512_storeu_ps(
-                dzr,
-                _mm512_fmadd_ps(_mm512_set1_ps(dden), pv, _mm512_loadu_ps(dzr)),
-            );
-            _mm512_storeu_ps(dpbuf.as_mut_ptr().add(o), dp);
+            let mut dzv = _mm512_loadu_ps(dzr);
+            let zv = _mm512_loadu_ps(z.as_ptr().add(o));
+            for r in 0..nb {
+                let i = r0 + b0 + r;
+                let pr = tmp.as_ptr().add(r * d + o);
+                let pv = _mm512_loadu_ps(pr);
+                let qv = _mm512_loadu_ps(q.as_ptr().add(i * d + o));
+                let gp = dout.as_ptr().add(i * d + o);
+                let gv = _mm512_loadu_ps(gp);
+                // num = Σ_a p[a] S[a, :]
+                let mut num = zero;
+                for a in 0..DH {
+                    let pa = _mm512_set1_ps(*pr.add(a));
+                    num = _mm512_fmadd_ps(pa, _mm512_loadu_ps(sh.add(a * DH)), num);
+                }
+                let inv = 1.0 / (_mm512_reduce_add_ps(_mm512_mul_ps(pv, zv)) + ATTN_EPS);
+                // dden = −(dO·num)/den²; dp = dden z + Σ_b (dO[b]/den) Sᵀ[b, :]
+                let dden = -_mm512_reduce_add_ps(_mm512_mul_ps(gv, num)) * inv * inv;
+                let mut dp = _mm512_mul_ps(_mm512_set1_ps(dden), zv);
+                for b in 0..DH {
+                    let gb = _mm512_set1_ps(*gp.add(b) * inv);
+                    dp = _mm512_fmadd_ps(gb, _mm512_loadu_ps(sth.add(b * DH)), dp);
+                }
+                // dS[a, :] += (p[a]/den) dO, dz += dden p
+                for (a, x) in dsr.iter_mut().enumerate() {
+                    let pa = _mm512_set1_ps(*pr.add(a) * inv);
+                    *x = _mm512_fmadd_ps(pa, gv, *x);
+                }
+                dzv = _mm512_fmadd_ps(_mm512_set1_ps(dden), pv, dzv);
+                // dq += dp ⊙ φ'(q), φ'(q) = 1 where q > 0, else φ(q)
+                let grad =
+                    _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(qv, zero), pv, one);
+                let dqp = dqc.as_mut_ptr().add((b0 + r) * d + o);
+                _mm512_storeu_ps(
+                    dqp,
+                    _mm512_add_ps(_mm512_loadu_ps(dqp), _mm512_mul_ps(dp, grad)),
+                );
+            }
+            for (a, x) in dsr.iter().enumerate() {
+                _mm512_storeu_ps(dsh.add(a * DH), *x);
+            }
+            _mm512_storeu_ps(dzr, dzv);
         }
-        for ((x, &g), &qa) in dqrow.iter_mut().zip(dpbuf.iter()).zip(qr) {
-            *x += g * elu1_grad(qa);
-        }
-        if (ii + 1) % ROW_BLOCK == 0 || ii + 1 == rows {
-            flush(acc, blk);
-        }
+        flush(acc, blk);
+        b0 += nb;
     }
     true
 }

@@ -283,7 +283,8 @@ pub fn linear_attention_bwd_on(
     let parts = par::run(items, |(c, dqc)| {
         let mut acc = vec![0f64; hs + d];
         let mut blk = vec![0f32; hs + d];
-        let mut tmp = vec![0f32; 3 * d];
+        // 3 rows for `dq_rows`, a block of φ(Q) rows for `dq_rows16`
+        let mut tmp = vec![0f32; ROW_BLOCK.max(3) * d];
         #[cfg(target_arch = "x86_64")]
         if simd == Simd::Avx512 && dh == 16 {
             // SAFETY: `Simd::or_detected` returned the AVX-512 path, so this CPU has AVX-512F.
