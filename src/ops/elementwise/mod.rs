@@ -131,41 +131,44 @@ pub fn dropout_apply_on(
             // whole groups of 16 counters (64 elements) through the vectorised Philox
             let wide = 4 * PHILOX_LANES;
             let full = o.len() / wide * wide;
-            simd.run(|| {
-                for (b, (ob, sb)) in o[..full]
-                    .chunks_exact_mut(wide)
-                    .zip(s[..full].chunks_exact(wide))
-                    .enumerate()
-                {
-                    let g0 = (e0 + (b * wide) as u64) / 4;
-                    let (ctr, k) = dropout_counter(key, 4 * g0);
-                    let mut c0 = [0u32; PHILOX_LANES];
-                    let mut c1 = [0u32; PHILOX_LANES];
-                    for l in 0..PHILOX_LANES {
-                        let g = g0 + l as u64;
-                        c0[l] = g as u32;
-                        c1[l] = (g >> 32) as u32;
-                    }
-                    let r = philox4x32_10_lanes(c0, c1, ctr[2], ctr[3], k);
-                    // back to element order (element 4l + w is word w of counter l), so the
-                    // select below runs over contiguous elements
-                    let mut bits = [0u32; 4 * PHILOX_LANES];
-                    for (l, b4) in bits.chunks_exact_mut(4).enumerate() {
-                        for (w, b) in b4.iter_mut().enumerate() {
-                            *b = r[w][l];
+            simd.run(
+                #[inline(always)]
+                || {
+                    for (b, (ob, sb)) in o[..full]
+                        .chunks_exact_mut(wide)
+                        .zip(s[..full].chunks_exact(wide))
+                        .enumerate()
+                    {
+                        let g0 = (e0 + (b * wide) as u64) / 4;
+                        let (ctr, k) = dropout_counter(key, 4 * g0);
+                        let mut c0 = [0u32; PHILOX_LANES];
+                        let mut c1 = [0u32; PHILOX_LANES];
+                        for l in 0..PHILOX_LANES {
+                            let g = g0 + l as u64;
+                            c0[l] = g as u32;
+                            c1[l] = (g >> 32) as u32;
+                        }
+                        let r = philox4x32_10_lanes(c0, c1, ctr[2], ctr[3], k);
+                        // back to element order (element 4l + w is word w of counter l), so the
+                        // select below runs over contiguous elements
+                        let mut bits = [0u32; 4 * PHILOX_LANES];
+                        for (l, b4) in bits.chunks_exact_mut(4).enumerate() {
+                            for (w, b) in b4.iter_mut().enumerate() {
+                                *b = r[w][l];
+                            }
+                        }
+                        for ((ov, &sv), &rb) in ob.iter_mut().zip(sb).zip(&bits) {
+                            let kept = unit_f32(rb) >= p;
+                            let y = if kept { sv * scale } else { 0.0 };
+                            if accumulate {
+                                *ov += y;
+                            } else {
+                                *ov = y;
+                            }
                         }
                     }
-                    for ((ov, &sv), &rb) in ob.iter_mut().zip(sb).zip(&bits) {
-                        let kept = unit_f32(rb) >= p;
-                        let y = if kept { sv * scale } else { 0.0 };
-                        if accumulate {
-                            *ov += y;
-                        } else {
-                            *ov = y;
-                        }
-                    }
-                }
-            });
+                },
+            );
             let e0 = e0 + full as u64;
             let (o, s) = (&mut o[full..], &s[full..]);
             for (g, (og, sg)) in o.chunks_mut(4).zip(s.chunks(4)).enumerate() {

@@ -153,10 +153,16 @@ fn acc_loop<F: Fn(f32, f32) -> f32>(o: &mut [f32], a: &[f32], b: &[f32], f: &F) 
 
 /// [`map_loop`] on the `simd` path ([`Simd::run`]; a path the CPU lacks runs the baseline).
 pub fn map_on<F: Fn(f32) -> f32>(simd: Simd, o: &mut [f32], a: &[f32], f: &F) {
-    simd.run(|| map_loop(o, a, f))
+    simd.run(
+        #[inline(always)]
+        || map_loop(o, a, f),
+    )
 }
 
 /// [`acc_loop`] on the `simd` path ([`Simd::run`]; a path the CPU lacks runs the baseline).
 pub fn acc_on<F: Fn(f32, f32) -> f32>(simd: Simd, o: &mut [f32], a: &[f32], b: &[f32], f: &F) {
-    simd.run(|| acc_loop(o, a, b, f))
+    simd.run(
+        #[inline(always)]
+        || acc_loop(o, a, b, f),
+    )
 }

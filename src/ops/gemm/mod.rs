@@ -99,7 +99,9 @@ impl Simd {
     }
 
     /// Runs `f` inside a function compiled for this path, so the loops `f` inlines vectorise at
-    /// its width (a path the CPU lacks runs `f` as it is).
+    /// its width (a path the CPU lacks runs `f` as it is). Only code inlined into that function
+    /// gets its width: pass a closure marked `#[inline(always)] || ...` (a large closure is
+    /// otherwise compiled once, out of line, for the baseline: SSE2).
     #[inline(always)]
     pub fn run<R>(self, f: impl FnOnce() -> R) -> R {
         #[cfg(target_arch = "x86_64")]

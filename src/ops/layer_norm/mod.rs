@@ -87,18 +87,21 @@ pub fn layer_norm_fwd_on(
         .zip(rstd[..n].chunks_mut(chunk))
         .enumerate();
     par::run(items, |(c, ((o, mu), rs))| {
-        simd.run(|| {
-            let r0 = c * chunk;
-            for (ii, orow) in o.chunks_mut(d).enumerate() {
-                let x = &inp[(r0 + ii) * d..(r0 + ii + 1) * d];
-                let (m, r) = row_stats(x);
-                mu[ii] = m as f32;
-                rs[ii] = r as f32;
-                for (((ov, &xv), &gv), &bv) in orow.iter_mut().zip(x).zip(gamma).zip(beta) {
-                    *ov = ((xv as f64 - m) * r) as f32 * gv + bv;
+        simd.run(
+            #[inline(always)]
+            || {
+                let r0 = c * chunk;
+                for (ii, orow) in o.chunks_mut(d).enumerate() {
+                    let x = &inp[(r0 + ii) * d..(r0 + ii + 1) * d];
+                    let (m, r) = row_stats(x);
+                    mu[ii] = m as f32;
+                    rs[ii] = r as f32;
+                    for (((ov, &xv), &gv), &bv) in orow.iter_mut().zip(x).zip(gamma).zip(beta) {
+                        *ov = ((xv as f64 - m) * r) as f32 * gv + bv;
+                    }
                 }
-            }
-        })
+            },
+        )
     });
 }
 
@@ -155,54 +158,57 @@ pub fn layer_norm_bwd_on(
     let partials = par::run(
         dinp[..n * d].chunks_mut(chunk * d).enumerate(),
         |(c, di)| {
-            simd.run(|| {
-                let r0 = c * chunk;
-                let mut acc = vec![0f64; 2 * d];
-                // x̂ and dx̂ = dy·γ of the current row, computed once and used by all three passes
-                let mut xhat = vec![0f64; d];
-                let mut dxhat = vec![0f64; d];
-                for (ii, drow) in di.chunks_mut(d).enumerate() {
-                    let i = r0 + ii;
-                    let x = &inp[i * d..(i + 1) * d];
-                    let g = &dout[i * d..(i + 1) * d];
-                    // the row's statistics again, in f64: for a row whose spread is small next to
-                    // √eps the gradient is a difference of nearly equal terms, and the saved f32
-                    // mean and rstd alone would cost it 3–4 digits
-                    let (mu, rs) = row_stats(x);
-                    for kk in 0..d {
-                        let xh = (x[kk] as f64 - mu) * rs;
-                        let gk = g[kk] as f64;
-                        xhat[kk] = xh;
-                        dxhat[kk] = gk * gamma[kk] as f64;
-                        acc[kk] += gk * xh;
-                        acc[d + kk] += gk;
-                    }
-                    // Σ dx̂ and Σ dx̂·x̂ in 8 interleaved partial sums each (vectorised)
-                    let (mut s1, mut s2) = ([0f64; 8], [0f64; 8]);
-                    let full = d / 8 * 8;
-                    for k0 in (0..full).step_by(8) {
-                        for t in 0..8 {
-                            let kk = k0 + t;
-                            s1[t] += dxhat[kk];
-                            s2[t] += dxhat[kk] * xhat[kk];
+            simd.run(
+                #[inline(always)]
+                || {
+                    let r0 = c * chunk;
+                    let mut acc = vec![0f64; 2 * d];
+                    // x̂ and dx̂ = dy·γ of the current row, computed once and used by all three passes
+                    let mut xhat = vec![0f64; d];
+                    let mut dxhat = vec![0f64; d];
+                    for (ii, drow) in di.chunks_mut(d).enumerate() {
+                        let i = r0 + ii;
+                        let x = &inp[i * d..(i + 1) * d];
+                        let g = &dout[i * d..(i + 1) * d];
+                        // the row's statistics again, in f64: for a row whose spread is small next to
+                        // √eps the gradient is a difference of nearly equal terms, and the saved f32
+                        // mean and rstd alone would cost it 3–4 digits
+                        let (mu, rs) = row_stats(x);
+                        for kk in 0..d {
+                            let xh = (x[kk] as f64 - mu) * rs;
+                            let gk = g[kk] as f64;
+                            xhat[kk] = xh;
+                            dxhat[kk] = gk * gamma[kk] as f64;
+                            acc[kk] += gk * xh;
+                            acc[d + kk] += gk;
+                        }
+                        // Σ dx̂ and Σ dx̂·x̂ in 8 interleaved partial sums each (vectorised)
+                        let (mut s1, mut s2) = ([0f64; 8], [0f64; 8]);
+                        let full = d / 8 * 8;
+                        for k0 in (0..full).step_by(8) {
+                            for t in 0..8 {
+                                let kk = k0 + t;
+                                s1[t] += dxhat[kk];
+                                s2[t] += dxhat[kk] * xhat[kk];
+                            }
+                        }
+                        let pair = |a: [f64; 8]| {
+                            ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
+                        };
+                        let (mut sum_dxh, mut sum_dxh_xh) = (pair(s1), pair(s2));
+                        for kk in full..d {
+                            sum_dxh += dxhat[kk];
+                            sum_dxh_xh += dxhat[kk] * xhat[kk];
+                        }
+                        let mean_dxh = sum_dxh / d as f64;
+                        let mean_dxh_xh = sum_dxh_xh / d as f64;
+                        for ((dv, &dxh), &xh) in drow.iter_mut().zip(&dxhat).zip(&xhat) {
+                            *dv += (rs * (dxh - mean_dxh - xh * mean_dxh_xh)) as f32;
                         }
                     }
-                    let pair = |a: [f64; 8]| {
-                        ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
-                    };
-                    let (mut sum_dxh, mut sum_dxh_xh) = (pair(s1), pair(s2));
-                    for kk in full..d {
-                        sum_dxh += dxhat[kk];
-                        sum_dxh_xh += dxhat[kk] * xhat[kk];
-                    }
-                    let mean_dxh = sum_dxh / d as f64;
-                    let mean_dxh_xh = sum_dxh_xh / d as f64;
-                    for ((dv, &dxh), &xh) in drow.iter_mut().zip(&dxhat).zip(&xhat) {
-                        *dv += (rs * (dxh - mean_dxh - xh * mean_dxh_xh)) as f32;
-                    }
-                }
-                acc
-            })
+                    acc
+                },
+            )
         },
     );
     let mut total = vec![0f64; 2 * d];
