@@ -134,8 +134,11 @@ pub(super) unsafe fn dq_rows16(
 }
 
 /// `linear_cpu::dkv_rows` for heads of width 16 on AVX-512 (see [`dq_rows16`]): per head, dS V + dz
-/// and dSᵀ φ(K) are 16 broadcast FMAs each. Returns false, having done nothing, when a buffer is
-/// shorter than the shapes need.
+/// and dSᵀ φ(K) are 16 broadcast FMAs each. Per block of [`ROW_BLOCK`] rows, m φ(K) and φ'(K) of
+/// the block's unmasked rows go into `tmp` (at least `2 · ROW_BLOCK · d` long); then per head dSᵀ
+/// stays in 16 registers while the rows stream through for dK, and dS for dV. The same
+/// operations in the same order as the row-by-row loop. Returns false, having done nothing, when a
+/// buffer is shorter than the shapes need.
 ///
 /// # Safety
 /// The CPU must support AVX-512F.
@@ -159,58 +162,87 @@ pub(super) unsafe fn dkv_rows16(
     let hs = h * DH * DH;
     let rows = dkc.len() / d.max(1);
     if d != h * DH
+        || dkc.len() != rows * d
         || dvc.len() != dkc.len()
         || ds.len() < hs
         || dst.len() < hs
         || dz.len() < d
-        || tmp.len() < 2 * d
+        || tmp.len() < 2 * ROW_BLOCK * d
         || k.len() < (r0 + rows) * d
         || v.len() < (r0 + rows) * d
         || mask.len() < r0 + rows
     {
         return false;
     }
-    let (pk, dpk) = tmp.split_at_mut(d);
-    for (jj, (dkrow, dvrow)) in dkc
-        .chunks_exact_mut(d)
-        .zip(dvc.chunks_exact_mut(d))
-        .enumerate()
-    {
-        let j = r0 + jj;
-        let mj = mask[j];
-        if mj == 0.0 {
-            continue;
-        }
-        let kr = &k[j * d..][..d];
-        let vr = &v[j * d..][..d];
-        for (p, &kv) in pk.iter_mut().zip(kr) {
-            *p = mj * elu1(kv);
+    let (pk, gk) = tmp.split_at_mut(ROW_BLOCK * d);
+    let mut real = [0usize; ROW_BLOCK];
+    let mut b0 = 0;
+    while b0 < rows {
+        let nb = ROW_BLOCK.min(rows - b0);
+        // m φ(K) and φ'(K) of the block's unmasked rows (chunk-local indices in `real`)
+        let mut nr = 0;
+        for jj in b0..b0 + nb {
+            let j = r0 + jj;
+            let mj = mask[j];
+            if mj == 0.0 {
+                continue;
+            }
+            let kr = &k[j * d..][..d];
+            for ((p, g), &kv) in pk[nr * d..][..d]
+                .iter_mut()
+                .zip(&mut gk[nr * d..][..d])
+                .zip(kr)
+            {
+                *p = mj * elu1(kv);
+                *g = elu1_grad(kv);
+            }
+            real[nr] = jj;
+            nr += 1;
         }
         for hd in 0..h {
             let o = hd * DH;
             let hb = hd * DH * DH;
-            // SAFETY (every pointer below): o + 16 ≤ d bounds dz, dpk, dvrow; hb + 256 ≤ hs
-            // bounds ds and dst (checked above).
+            // SAFETY (every pointer below): hb + 256 ≤ hs bounds ds and dst; o + 16 ≤ d bounds dz;
+            // chunk rows jj < rows bound dkc and dvc (len rows·d) and rows r0 + jj of v (len ≥
+            // (r0 + rows)·d); block rows r < nr ≤ ROW_BLOCK bound pk and gk (ROW_BLOCK·d each),
+            // all checked above.
             let (dsh, dsth) = (ds.as_ptr().add(hb), dst.as_ptr().add(hb));
-            // dφ(K)/m = dz + Σ_b V[b] dSᵀ[b, :]
-            let mut dph = _mm512_loadu_ps(dz.as_ptr().add(o));
-            for b in 0..DH {
-                let vb = _mm512_set1_ps(vr[o + b]);
-                dph = _mm512_fmadd_ps(vb, _mm512_loadu_ps(dsth.add(b * DH)), dph);
+            let dzv = _mm512_loadu_ps(dz.as_ptr().add(o));
+            // dK: dφ(K)/m = dz + Σ_b V[b] dSᵀ[b, :], then dK += m · dφ(K)/m ⊙ φ'(K)
+            let mut reg = [_mm512_setzero_ps(); DH];
+            for (b, x) in reg.iter_mut().enumerate() {
+                *x = _mm512_loadu_ps(dsth.add(b * DH));
             }
-            _mm512_storeu_ps(dpk.as_mut_ptr().add(o), dph);
+            for (r, &jj) in real[..nr].iter().enumerate() {
+                let j = r0 + jj;
+                let vr = v.as_ptr().add(j * d + o);
+                let mut dph = dzv;
+                for (b, x) in reg.iter().enumerate() {
+                    dph = _mm512_fmadd_ps(_mm512_set1_ps(*vr.add(b)), *x, dph);
+                }
+                let mdp = _mm512_mul_ps(_mm512_set1_ps(mask[j]), dph);
+                let g = _mm512_loadu_ps(gk.as_ptr().add(r * d + o));
+                let dkp = dkc.as_mut_ptr().add(jj * d + o);
+                _mm512_storeu_ps(
+                    dkp,
+                    _mm512_add_ps(_mm512_loadu_ps(dkp), _mm512_mul_ps(mdp, g)),
+                );
+            }
             // dV += Σ_a m φ(K)[a] dS[a, :]
-            let dvr = dvrow.as_mut_ptr().add(o);
-            let mut dvh = _mm512_loadu_ps(dvr);
-            for a in 0..DH {
-                let pa = _mm512_set1_ps(pk[o + a]);
-                dvh = _mm512_fmadd_ps(pa, _mm512_loadu_ps(dsh.add(a * DH)), dvh);
+            for (a, x) in reg.iter_mut().enumerate() {
+                *x = _mm512_loadu_ps(dsh.add(a * DH));
             }
-            _mm512_storeu_ps(dvr, dvh);
+            for (r, &jj) in real[..nr].iter().enumerate() {
+                let pr = pk.as_ptr().add(r * d + o);
+                let dvr = dvc.as_mut_ptr().add(jj * d + o);
+                let mut dvh = _mm512_loadu_ps(dvr);
+                for (a, x) in reg.iter().enumerate() {
+                    dvh = _mm512_fmadd_ps(_mm512_set1_ps(*pr.add(a)), *x, dvh);
+                }
+                _mm512_storeu_ps(dvr, dvh);
+            }
         }
-        for ((x, &g), &kv) in dkrow.iter_mut().zip(dpk.iter()).zip(kr) {
-            *x += mj * g * elu1_grad(kv);
-        }
+        b0 += nb;
     }
     true
 }

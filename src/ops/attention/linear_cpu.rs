@@ -340,7 +340,8 @@ pub fn linear_attention_bwd_on(
         .zip(dv[..n * d].chunks_mut(ch * d))
         .enumerate();
     par::run(items, |(c, (dkc, dvc))| {
-        let mut tmp = vec![0f32; 2 * d];
+        // 2 rows for `dkv_rows`, two blocks of rows for `dkv_rows16`
+        let mut tmp = vec![0f32; 2 * ROW_BLOCK * d];
         #[cfg(target_arch = "x86_64")]
         if simd == Simd::Avx512 && dh == 16 {
             // SAFETY: `Simd::or_detected` returned the AVX-512 path, so this CPU has AVX-512F.
