@@ -248,6 +248,8 @@ pub(super) unsafe fn dkv_rows16(
 }
 
 /// `linear_cpu::out_rows` for heads of width 16 on AVX-512: φ(Q_i)ᵀ S per head is 16 broadcast FMAs.
+/// Per block of [`ROW_BLOCK`] rows, φ(Q) of the block goes into `p` (at least `ROW_BLOCK · d`
+/// long); then each head's S stays in 16 registers while the block's rows stream through it.
 /// Returns false, having done nothing, when a buffer is shorter than the shapes need.
 ///
 /// # Safety
@@ -267,29 +269,52 @@ pub(super) unsafe fn out_rows16(
     const DH: usize = 16;
     let hs = h * DH * DH;
     let rows = oc.len() / d.max(1);
-    if d != h * DH || s.len() < hs || z.len() < d || p.len() < d || q.len() < (r0 + rows) * d {
+    if d != h * DH
+        || oc.len() != rows * d
+        || s.len() < hs
+        || z.len() < d
+        || p.len() < ROW_BLOCK * d
+        || q.len() < (r0 + rows) * d
+    {
         return false;
     }
-    for (ii, orow) in oc.chunks_exact_mut(d).enumerate() {
-        let qr = &q[(r0 + ii) * d..][..d];
-        for (pa, &qa) in p.iter_mut().zip(qr) {
-            *pa = elu1(qa);
+    let mut b0 = 0;
+    while b0 < rows {
+        let nb = ROW_BLOCK.min(rows - b0);
+        for (prow, qrow) in p[..nb * d]
+            .chunks_exact_mut(d)
+            .zip(q[(r0 + b0) * d..(r0 + b0 + nb) * d].chunks_exact(d))
+        {
+            for (pa, &qa) in prow.iter_mut().zip(qrow) {
+                *pa = elu1(qa);
+            }
         }
         for hd in 0..h {
             let o = hd * DH;
-            // SAFETY: o + 16 ≤ d bounds p, z and orow; hd·256 + 256 ≤ hs bounds s (checked).
+            // SAFETY: hd·256 + 256 ≤ hs bounds s; o + 16 ≤ d bounds z; block rows r < nb ≤
+            // ROW_BLOCK bound p, and chunk rows b0 + r < rows bound oc (len rows·d), all checked.
             let sh = s.as_ptr().add(hd * DH * DH);
-            let pv = _mm512_loadu_ps(p.as_ptr().add(o));
-            let den = _mm512_reduce_add_ps(_mm512_mul_ps(pv, _mm512_loadu_ps(z.as_ptr().add(o))))
-                + ATTN_EPS;
-            let mut acc = _mm512_setzero_ps();
-            for a in 0..DH {
-                let pa = _mm512_set1_ps(p[o + a]);
-                acc = _mm512_fmadd_ps(pa, _mm512_loadu_ps(sh.add(a * DH)), acc);
+            let mut sreg = [_mm512_setzero_ps(); DH];
+            for (a, x) in sreg.iter_mut().enumerate() {
+                *x = _mm512_loadu_ps(sh.add(a * DH));
             }
-            let inv = _mm512_set1_ps(1.0 / den);
-            _mm512_storeu_ps(orow.as_mut_ptr().add(o), _mm512_mul_ps(acc, inv));
+            let zv = _mm512_loadu_ps(z.as_ptr().add(o));
+            for r in 0..nb {
+                let pr = p.as_ptr().add(r * d + o);
+                let pv = _mm512_loadu_ps(pr);
+                let den = _mm512_reduce_add_ps(_mm512_mul_ps(pv, zv)) + ATTN_EPS;
+                let mut acc = _mm512_setzero_ps();
+                for (a, x) in sreg.iter().enumerate() {
+                    acc = _mm512_fmadd_ps(_mm512_set1_ps(*pr.add(a)), *x, acc);
+                }
+                let inv = _mm512_set1_ps(1.0 / den);
+                _mm512_storeu_ps(
+                    oc.as_mut_ptr().add((b0 + r) * d + o),
+                    _mm512_mul_ps(acc, inv),
+                );
+            }
         }
+        b0 += nb;
     }
     true
 }

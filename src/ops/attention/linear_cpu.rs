@@ -158,7 +158,8 @@ pub fn linear_attention_fwd_on(
     let (s, z) = (&s[..hs], &z[..d]);
     let ch = par::chunk_rows(n, 2 * d * dh + 8 * d);
     par::run(out[..n * d].chunks_mut(ch * d).enumerate(), |(c, oc)| {
-        let mut p = vec![0f32; d];
+        // a row for `out_rows`, a block of rows for `out_rows16`
+        let mut p = vec![0f32; ROW_BLOCK * d];
         #[cfg(target_arch = "x86_64")]
         if simd == Simd::Avx512 && dh == 16 {
             // SAFETY: `Simd::or_detected` returned the AVX-512 path, so this CPU has AVX-512F.
