@@ -7,6 +7,7 @@
 //!
 //! r = 0 is the static gate: ℓ = w, and a, b, u, da, db are empty. Sums over rows are f64.
 
+use super::gemm::Simd;
 use super::par;
 use super::shape::{expect_all, expect_at_least, expect_len};
 use crate::device::Backend;
@@ -18,6 +19,26 @@ pub(crate) mod gpu;
 
 pub mod select;
 pub use select::{select_gates, GateSelect};
+
+/// out[ff] += Σ_i (row i's term for column ff), i in order, in f64, for the columns of an [n, f]
+/// matrix: `row(i, f0, out_part)` adds row i's terms for columns f0.. to `out_part`. Split over
+/// threads by ranges of columns, so every thread count sums in the same order (the same bits),
+/// and compiled at the machine's SIMD width.
+fn col_sums(out: &mut [f64], n: usize, f: usize, row: impl Fn(usize, usize, &mut [f64]) + Sync) {
+    let threads = if n * f >= 1 << 16 { par::threads() } else { 1 };
+    let fc = f.div_ceil(threads.max(1)).max(1);
+    let simd = Simd::detect();
+    par::run(out[..f].chunks_mut(fc).enumerate(), |(c, part)| {
+        simd.run(
+            #[inline(always)]
+            || {
+                for i in 0..n {
+                    row(i, c * fc, part);
+                }
+            },
+        )
+    });
+}
 
 #[allow(clippy::too_many_arguments)]
 pub fn gate_fwd(
@@ -41,17 +62,25 @@ pub fn gate_fwd(
     }
     // x̄: masked mean over rows
     let mut sum = vec![0f64; f];
-    let mut count = 0f64;
-    for i in 0..n {
-        let mi = mask[i];
-        if mi == 0.0 {
-            continue;
-        }
-        count += mi as f64;
-        for (s, &xv) in sum.iter_mut().zip(&x[i * f..(i + 1) * f]) {
-            *s += mi as f64 * xv as f64;
-        }
-    }
+    let count: f64 = mask[..n]
+        .iter()
+        .filter(|&&mi| mi != 0.0)
+        .map(|&mi| mi as f64)
+        .sum();
+    col_sums(
+        &mut sum,
+        n,
+        f,
+        #[inline(always)]
+        |i, f0, sc| {
+            let mi = mask[i];
+            if mi != 0.0 {
+                for (s, &xv) in sc.iter_mut().zip(&x[i * f + f0..]) {
+                    *s += mi as f64 * xv as f64;
+                }
+            }
+        },
+    );
     let xbar64: Vec<f64> = if count > 0.0 {
         sum.iter().map(|s| s / count).collect()
     } else {
@@ -122,13 +151,18 @@ pub fn gate_bwd(
     }
     // ds_f = Σ_i dxt_if x_if, in f64 over rows
     let mut ds = vec![0f64; f];
-    for i in 0..n {
-        let gr = &dxt[i * f..(i + 1) * f];
-        let xr = &x[i * f..(i + 1) * f];
-        for ((s, &gv), &xv) in ds.iter_mut().zip(gr).zip(xr) {
-            *s += gv as f64 * xv as f64;
-        }
-    }
+    col_sums(
+        &mut ds,
+        n,
+        f,
+        #[inline(always)]
+        |i, f0, sc| {
+            let (gr, xr) = (&dxt[i * f + f0..], &x[i * f + f0..]);
+            for ((s, &gv), &xv) in sc.iter_mut().zip(gr).zip(xr) {
+                *s += gv as f64 * xv as f64;
+            }
+        },
+    );
     let mut dl = vec![0f64; f];
     for ff in 0..f {
         dg[ff] = (dg[ff] as f64 + ds[ff] * keep[ff] as f64) as f32;
