@@ -12,9 +12,9 @@
 //! MR × NR register tile per microkernel call. Packing is skipped where it would cost as much as it
 //! saves: row-major A when n is small, and transposed A and plain B when their strides are short
 //! (the weight gradient's per-block products); those are read in place, full panels only.
-//! Microkernels: AVX-512 (12 × 32, 24 zmm
-//! accumulators), AVX2 + FMA (6 × 16, 12 ymm), portable (4 × 16 plain arrays); each has a half-width
-//! variant for the last panel so n = 42 computes 48 columns, not 64. The path is picked at run time
+//! Microkernels: AVX-512 (12 × 32, 24 zmm accumulators), AVX2 + FMA (6 × 16, 12 ymm), portable
+//! (4 × 16 plain arrays); each has a half-width variant for the last panel so n = 42 computes 48
+//! columns, not 64. The path is picked at run time
 //! ([`Simd::detect`], cached) and can be forced ([`Gemm::simd`]) for tests.
 //!
 //! The epilogue (alpha, beta, bias) runs in registers when the tile is full; edge tiles go through a
@@ -380,8 +380,8 @@ pub(super) trait Kernel {
     /// # Safety
     /// The CPU supports the family's instructions; `t.a` is readable for MR rows × kc as laid out
     /// per `t.direct` / `t.a_step`, `t.b` for kc × width at stride `t.b_step`, `t.c` readable and
-    /// writable for MR rows × width at
-    /// stride `t.ldc`, and `t.bias` is null or readable for width values.
+    /// writable for MR rows × width at stride `t.ldc`, and `t.bias` is null or readable for width
+    /// values.
     unsafe fn tile(t: &Tile);
 }
 
