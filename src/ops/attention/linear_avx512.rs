@@ -10,6 +10,15 @@ use super::{flush, ATTN_EPS, ROW_BLOCK};
 use crate::ops::scalar::{elu1, elu1_grad};
 use std::arch::x86_64::*;
 
+/// φ(Q) of a block of rows: `dst[i] = elu1(q[i])` (inlined into the AVX-512 callers, so it runs
+/// at their width).
+#[inline(always)]
+fn phi_rows(dst: &mut [f32], q: &[f32]) {
+    for (pa, &qa) in dst.iter_mut().zip(q) {
+        *pa = elu1(qa);
+    }
+}
+
 /// `linear_cpu::dq_rows` for heads of width 16 on AVX-512: a head's 16 values are one register, so each of
 /// the three dh-long sums per head (S·p, Sᵀ·dnum, the dS rows) is 16 broadcast FMAs with no loop
 /// overhead. Per block of [`ROW_BLOCK`] rows, φ(Q) of the block is computed once into `tmp` (at
@@ -60,15 +69,7 @@ pub(super) unsafe fn dq_rows16(
     let mut b0 = 0;
     while b0 < rows {
         let nb = ROW_BLOCK.min(rows - b0);
-        // φ(Q) of the block's rows
-        for (prow, qrow) in tmp[..nb * d]
-            .chunks_exact_mut(d)
-            .zip(q[(r0 + b0) * d..(r0 + b0 + nb) * d].chunks_exact(d))
-        {
-            for (pa, &qa) in prow.iter_mut().zip(qrow) {
-                *pa = elu1(qa);
-            }
-        }
+        phi_rows(&mut tmp[..nb * d], &q[(r0 + b0) * d..(r0 + b0 + nb) * d]);
         let (dsb, dzb) = blk.split_at_mut(hs);
         for hd in 0..h {
             let o = hd * DH;
@@ -281,14 +282,7 @@ pub(super) unsafe fn out_rows16(
     let mut b0 = 0;
     while b0 < rows {
         let nb = ROW_BLOCK.min(rows - b0);
-        for (prow, qrow) in p[..nb * d]
-            .chunks_exact_mut(d)
-            .zip(q[(r0 + b0) * d..(r0 + b0 + nb) * d].chunks_exact(d))
-        {
-            for (pa, &qa) in prow.iter_mut().zip(qrow) {
-                *pa = elu1(qa);
-            }
-        }
+        phi_rows(&mut p[..nb * d], &q[(r0 + b0) * d..(r0 + b0 + nb) * d]);
         for hd in 0..h {
             let o = hd * DH;
             // SAFETY: hd·256 + 256 ≤ hs bounds s; o + 16 ≤ d bounds z; block rows r < nb ≤
