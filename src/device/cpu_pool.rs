@@ -28,7 +28,6 @@ pub fn take(len: usize) -> Vec<f32> {
             // a large kept buffer is zeroed by every worker (a step's gradients start here;
             // one core alone would leave the others waiting on the memset)
             v.resize(len, 0.0);
-            v.truncate(len);
             let chunk = len.div_ceil(crate::ops::par::threads().max(1));
             crate::ops::par::run(v.chunks_mut(chunk), |c| c.fill(0.0));
             v

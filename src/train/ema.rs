@@ -5,35 +5,12 @@
 //!
 //! [`DeviceEma`] keeps the average beside the weights on their device and updates it in place
 //! (`Backend::ema_update`: one `ema_fwd_f32` launch per tensor on a GPU, no host round trip); it is
-//! read back only to score or save. [`Ema`] is the same average on host tensors (the definition,
-//! [`update_slice`], shared by the CPU backend, and what the resume state stores).
+//! read back only to score or save (and to store in the resume state). [`update_slice`] is the
+//! definition: the CPU backend runs it, and `ema_fwd_f32` computes exactly it.
 
 use crate::device::Backend;
 use crate::params::{HostTensors, Params};
 use crate::Result;
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Ema {
-    pub decay: f32,
-    pub tensors: HostTensors,
-}
-
-impl Ema {
-    /// An average that starts at `start`.
-    pub fn new(decay: f32, start: HostTensors) -> Self {
-        Ema {
-            decay,
-            tensors: start,
-        }
-    }
-
-    /// One update with the current weights `w` (same names and order).
-    pub fn update_host(&mut self, w: &HostTensors) {
-        for ((_, _, e), (_, _, x)) in self.tensors.iter_mut().zip(w) {
-            update_slice(e, x, self.decay);
-        }
-    }
-}
 
 /// ema = decay · ema + (1 − decay) · w elementwise, each product and the sum rounded on their own
 /// (`ema_fwd_f32` computes exactly this).
