@@ -368,13 +368,29 @@ fn layer_norm_simd_paths_give_identical_bits(n: usize, d: usize, seed: u64) -> T
         layer_norm_fwd_on(simd, &mut o, &mut mu, &mut rs, &x, &gamma, &beta, n, d);
         let (mut dx, mut dg, mut db) = (vec![0.25f32; n * d], vec![0f32; d], vec![0f32; d]);
         layer_norm_bwd_on(
-            simd, &mut dx, &mut dg, &mut db, &dout, &x, &mu, &rs, &gamma, n, d,
+            simd, true, &mut dx, &mut dg, &mut db, &dout, &x, &mu, &rs, &gamma, n, d,
         );
-        [o, mu, rs, dx, dg, db]
+        // into a fresh gradient (contents unspecified: NaN here) dx is written, not added: the
+        // bits of dx accumulated into zeros
+        let (mut fresh, mut zeroed) = (vec![f32::NAN; n * d], vec![0f32; n * d]);
+        for (buf, acc) in [(&mut fresh, false), (&mut zeroed, true)] {
+            let (mut g2, mut b2) = (vec![0f32; d], vec![0f32; d]);
+            layer_norm_bwd_on(
+                simd, acc, buf, &mut g2, &mut b2, &dout, &x, &mu, &rs, &gamma, n, d,
+            );
+        }
+        [o, mu, rs, dx, dg, db, fresh, zeroed]
     };
     let base = run(Simd::Portable);
     for simd in Simd::ALL.into_iter().filter(|s| s.available()) {
         let got = run(simd);
+        let (fresh, zeroed) = (&got[6], &got[7]);
+        let same = fresh.iter().zip(zeroed).all(|(u, v)| u == v && !u.is_nan());
+        prop_assert!(
+            same,
+            "{}: the fresh gradient differs from zeros + dx",
+            simd.name()
+        );
         for (k, (a, b)) in got.iter().zip(&base).enumerate() {
             let same = a.iter().zip(b).all(|(u, v)| u.to_bits() == v.to_bits());
             prop_assert!(

@@ -75,28 +75,21 @@ impl Backend for Cpu {
         k: usize,
         m: usize,
     ) -> Result<()> {
-        linear::check_bwd(
-            dinp.as_ref().map(|d| d.len()),
-            dw.len(),
-            db.as_ref().map(|d| d.len()),
-            dout.len(),
-            inp.len(),
-            w.len(),
-            n,
-            k,
-            m,
-        )?;
-        linear::linear_bwd(
-            dinp.map(|x| x.as_mut_slice()),
-            dw,
-            db.map(|x| x.as_mut_slice()),
-            dout,
-            inp,
-            w,
-            n,
-            k,
-            m,
-        )
+        linear::cpu_bwd(dinp, false, dw, db, dout, inp, w, n, k, m)
+    }
+    fn linear_bwd_fresh(
+        &self,
+        dinp: &mut Vec<f32>,
+        dw: &mut Vec<f32>,
+        db: Option<&mut Vec<f32>>,
+        dout: &Vec<f32>,
+        inp: &Vec<f32>,
+        w: &Vec<f32>,
+        n: usize,
+        k: usize,
+        m: usize,
+    ) -> Result<()> {
+        linear::cpu_bwd(Some(dinp), true, dw, db, dout, inp, w, n, k, m)
     }
     fn layer_norm_fwd(
         &self,
@@ -109,18 +102,7 @@ impl Backend for Cpu {
         n: usize,
         d: usize,
     ) -> Result<()> {
-        layer_norm::check_fwd(
-            out.len(),
-            mean.len(),
-            rstd.len(),
-            inp.len(),
-            gamma.len(),
-            beta.len(),
-            n,
-            d,
-        )?;
-        layer_norm::layer_norm_fwd(out, mean, rstd, inp, gamma, beta, n, d);
-        Ok(())
+        layer_norm::cpu_fwd(out, mean, rstd, inp, gamma, beta, n, d)
     }
     fn layer_norm_bwd(
         &self,
@@ -135,20 +117,26 @@ impl Backend for Cpu {
         n: usize,
         d: usize,
     ) -> Result<()> {
-        layer_norm::check_bwd(
-            dinp.len(),
-            dgamma.len(),
-            dbeta.len(),
-            dout.len(),
-            inp.len(),
-            mean.len(),
-            rstd.len(),
-            gamma.len(),
-            n,
-            d,
-        )?;
-        layer_norm::layer_norm_bwd(dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma, n, d);
-        Ok(())
+        layer_norm::cpu_bwd(
+            dinp, false, dgamma, dbeta, dout, inp, mean, rstd, gamma, n, d,
+        )
+    }
+    fn layer_norm_bwd_fresh(
+        &self,
+        dinp: &mut Vec<f32>,
+        dgamma: &mut Vec<f32>,
+        dbeta: &mut Vec<f32>,
+        dout: &Vec<f32>,
+        inp: &Vec<f32>,
+        mean: &Vec<f32>,
+        rstd: &Vec<f32>,
+        gamma: &Vec<f32>,
+        n: usize,
+        d: usize,
+    ) -> Result<()> {
+        layer_norm::cpu_bwd(
+            dinp, true, dgamma, dbeta, dout, inp, mean, rstd, gamma, n, d,
+        )
     }
     fn gelu_fwd(&self, out: &mut Vec<f32>, inp: &Vec<f32>) -> Result<()> {
         elementwise::check_same("gelu_fwd", out.len(), &[("a", inp.len())])?;
@@ -156,12 +144,15 @@ impl Backend for Cpu {
         Ok(())
     }
     fn gelu_bwd(&self, dinp: &mut Vec<f32>, dout: &Vec<f32>, inp: &Vec<f32>) -> Result<()> {
-        elementwise::check_same(
-            "gelu_bwd",
-            dinp.len(),
-            &[("a", inp.len()), ("b", dout.len())],
-        )?;
+        let lens = [("a", inp.len()), ("b", dout.len())];
+        elementwise::check_same("gelu_bwd", dinp.len(), &lens)?;
         elementwise::gelu_bwd(dinp, dout, inp);
+        Ok(())
+    }
+    fn gelu_bwd_fresh(&self, dinp: &mut Vec<f32>, dout: &Vec<f32>, inp: &Vec<f32>) -> Result<()> {
+        let lens = [("a", inp.len()), ("b", dout.len())];
+        elementwise::check_same("gelu_bwd", dinp.len(), &lens)?;
+        elementwise::gelu_bwd_fresh(dinp, dout, inp);
         Ok(())
     }
     fn unary_fwd(&self, op: Unary, out: &mut Vec<f32>, inp: &Vec<f32>) -> Result<()> {
@@ -176,11 +167,8 @@ impl Backend for Cpu {
         dout: &Vec<f32>,
         inp: &Vec<f32>,
     ) -> Result<()> {
-        elementwise::check_same(
-            op.name(),
-            dinp.len(),
-            &[("a", inp.len()), ("b", dout.len())],
-        )?;
+        let lens = [("a", inp.len()), ("b", dout.len())];
+        elementwise::check_same(op.name(), dinp.len(), &lens)?;
         elementwise::unary_bwd(op, dinp, dout, inp);
         Ok(())
     }
@@ -219,6 +207,17 @@ impl Backend for Cpu {
     ) -> Result<()> {
         elementwise::check_same("dropout_bwd", dinp.len(), &[("input", dout.len())])?;
         elementwise::dropout_bwd(dinp, dout, p, key);
+        Ok(())
+    }
+    fn dropout_bwd_fresh(
+        &self,
+        dinp: &mut Vec<f32>,
+        dout: &Vec<f32>,
+        p: f32,
+        key: DropoutKey,
+    ) -> Result<()> {
+        elementwise::check_same("dropout_bwd", dinp.len(), &[("input", dout.len())])?;
+        elementwise::dropout_bwd_fresh(dinp, dout, p, key);
         Ok(())
     }
     fn pos_enc_add(&self, h: &mut Vec<f32>, n: usize, d: usize) -> Result<()> {

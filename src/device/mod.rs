@@ -136,6 +136,64 @@ pub trait Backend {
         p: f32,
         key: DropoutKey,
     ) -> Result<()>;
+    // Backwards into a *fresh* input gradient, one nothing has flowed into yet (`Tape::take_grad`
+    // says which): its buffer comes from `unset`, its contents are unspecified, and the op writes
+    // the gradient instead of adding it, which saves zeroing it and reading the zeros back (the
+    // CPU). The defaults zero it and accumulate: a device need not specialise them.
+    /// [`Backend::linear_bwd`] with dinp written: dinp = dout · w.
+    fn linear_bwd_fresh(
+        &self,
+        dinp: &mut Self::Buf,
+        dw: &mut Self::Buf,
+        db: Option<&mut Self::Buf>,
+        dout: &Self::Buf,
+        inp: &Self::Buf,
+        w: &Self::Buf,
+        n: usize,
+        k: usize,
+        m: usize,
+    ) -> Result<()> {
+        self.fill_zero(dinp)?;
+        self.linear_bwd(Some(dinp), dw, db, dout, inp, w, n, k, m)
+    }
+    /// [`Backend::layer_norm_bwd`] with dinp written.
+    fn layer_norm_bwd_fresh(
+        &self,
+        dinp: &mut Self::Buf,
+        dgamma: &mut Self::Buf,
+        dbeta: &mut Self::Buf,
+        dout: &Self::Buf,
+        inp: &Self::Buf,
+        mean: &Self::Buf,
+        rstd: &Self::Buf,
+        gamma: &Self::Buf,
+        n: usize,
+        d: usize,
+    ) -> Result<()> {
+        self.fill_zero(dinp)?;
+        self.layer_norm_bwd(dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma, n, d)
+    }
+    /// [`Backend::gelu_bwd`] with dinp written: dinp = dout · GELU'(inp).
+    fn gelu_bwd_fresh(
+        &self,
+        dinp: &mut Self::Buf,
+        dout: &Self::Buf,
+        inp: &Self::Buf,
+    ) -> Result<()> {
+        self.fill_zero(dinp)?;
+        self.gelu_bwd(dinp, dout, inp)
+    }
+    /// [`Backend::dropout_bwd`] with dinp written: the forward's mask applied to dout.
+    fn dropout_bwd_fresh(
+        &self,
+        dinp: &mut Self::Buf,
+        dout: &Self::Buf,
+        p: f32,
+        key: DropoutKey,
+    ) -> Result<()> {
+        self.fill_zero(dinp)?;
+        self.dropout_bwd(dinp, dout, p, key)
+    }
     fn pos_enc_add(&self, h: &mut Self::Buf, n: usize, d: usize) -> Result<()>;
     fn linear_attention_fwd(
         &self,

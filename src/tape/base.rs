@@ -327,6 +327,16 @@ impl<B: Backend> Tape<B> {
         }
     }
 
+    /// The gradient buffer of `t` taken out of the tape, and whether it is fresh: nothing has
+    /// flowed into it yet, so it comes from `unset` with unspecified contents, for an op's
+    /// `*_bwd_fresh` to write rather than add to (saving the zero fill).
+    pub(crate) fn take_grad_fresh(&mut self, dev: &B, t: T) -> Result<(B::Buf, bool)> {
+        match self.grads[t.0].take() {
+            Some(g) => Ok((g, false)),
+            None => Ok((dev.unset(self.lens[t.0])?, true)),
+        }
+    }
+
     pub(crate) fn put_grad(&mut self, t: T, g: B::Buf) {
         self.grads[t.0] = Some(g);
     }

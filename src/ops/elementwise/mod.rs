@@ -10,7 +10,7 @@ use super::shape::expect_len;
 use crate::device::Backend;
 use crate::tape::base::{Node, Tape, T};
 use crate::{Error, Result};
-use unary::{acc2, elem_chunk, map1};
+use unary::{acc2, elem_chunk, map1, map2};
 
 #[cfg(target_arch = "x86_64")]
 pub mod dropout_avx512;
@@ -55,6 +55,10 @@ pub fn gelu_fwd(out: &mut [f32], inp: &[f32]) {
 pub fn gelu_bwd(dinp: &mut [f32], dout: &[f32], inp: &[f32]) {
     acc2(dinp, dout, inp, 30, |g, x| g * gelu_grad(x));
 }
+/// [`gelu_bwd`] into a fresh gradient (`Backend::gelu_bwd_fresh`): dinp = dout · GELU'(inp).
+pub fn gelu_bwd_fresh(dinp: &mut [f32], dout: &[f32], inp: &[f32]) {
+    map2(dinp, dout, inp, 30, |g, x| g * gelu_grad(x));
+}
 pub fn elu1_fwd(out: &mut [f32], inp: &[f32]) {
     map1(out, inp, 10, elu1);
 }
@@ -67,15 +71,21 @@ pub fn add_fwd(out: &mut [f32], a: &[f32], b: &[f32]) {
         return;
     }
     let chunk = elem_chunk(len, 1);
+    let simd = Simd::detect();
     par::run(
         out[..len]
             .chunks_mut(chunk)
             .zip(a[..len].chunks(chunk))
             .zip(b[..len].chunks(chunk)),
         |((o, a), b)| {
-            for ((ov, &av), &bv) in o.iter_mut().zip(a).zip(b) {
-                *ov = av + bv;
-            }
+            simd.run(
+                #[inline(always)]
+                || {
+                    for ((ov, &av), &bv) in o.iter_mut().zip(a).zip(b) {
+                        *ov = av + bv;
+                    }
+                },
+            )
         },
     );
 }
@@ -208,6 +218,11 @@ pub fn dropout_bwd(dinp: &mut [f32], dout: &[f32], p: f32, key: DropoutKey) {
     }
     dropout_apply(dinp, dout, p, key, true);
 }
+/// [`dropout_bwd`] into a fresh gradient (`Backend::dropout_bwd_fresh`): dinp = the forward's mask
+/// applied to dout, which is the forward itself.
+pub fn dropout_bwd_fresh(dinp: &mut [f32], dout: &[f32], p: f32, key: DropoutKey) {
+    dropout_fwd(dinp, dout, p, key);
+}
 
 /// 1 / 10000^(2j/d) for column c ∈ {2j, 2j + 1}.
 fn inv_freq(c: usize, d: usize) -> f64 {
@@ -330,8 +345,12 @@ pub(crate) fn backward<B: Backend>(tape: &mut Tape<B>, dev: &B, node: &Node) -> 
     match *node {
         Node::Gelu { out, inp } => {
             if let Some(dout) = tape.take_grad_if_any(out) {
-                let mut dinp = tape.take_grad(dev, inp)?;
-                dev.gelu_bwd(&mut dinp, &dout, tape.buf(inp)?)?;
+                let (mut dinp, fresh) = tape.take_grad_fresh(dev, inp)?;
+                if fresh {
+                    dev.gelu_bwd_fresh(&mut dinp, &dout, tape.buf(inp)?)?;
+                } else {
+                    dev.gelu_bwd(&mut dinp, &dout, tape.buf(inp)?)?;
+                }
                 tape.put_grad(inp, dinp);
                 dev.recycle(dout);
             }
@@ -387,8 +406,12 @@ pub(crate) fn backward<B: Backend>(tape: &mut Tape<B>, dev: &B, node: &Node) -> 
             key,
         } => {
             if let Some(dout) = tape.take_grad_if_any(out) {
-                let mut dinp = tape.take_grad(dev, inp)?;
-                dev.dropout_bwd(&mut dinp, &dout, prob, key)?;
+                let (mut dinp, fresh) = tape.take_grad_fresh(dev, inp)?;
+                if fresh {
+                    dev.dropout_bwd_fresh(&mut dinp, &dout, prob, key)?;
+                } else {
+                    dev.dropout_bwd(&mut dinp, &dout, prob, key)?;
+                }
                 tape.put_grad(inp, dinp);
                 dev.recycle(dout);
             }

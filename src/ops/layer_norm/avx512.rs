@@ -154,7 +154,7 @@ pub(super) unsafe fn fwd_rows(
 }
 
 /// The backward over a chunk of rows (the loop of `layer_norm_bwd_on`): adds each row's dx to
-/// `di`, Σ dout·x̂ and Σ dout to `acc[..d]` and `acc[d..2d]`; `xhat` and `dxhat` are scratch of
+/// `di` (`ACC`) or writes it there, Σ dout·x̂ and Σ dout to `acc[..d]` and `acc[d..2d]`; `xhat` and `dxhat` are scratch of
 /// length d.
 ///
 /// # Safety
@@ -162,7 +162,7 @@ pub(super) unsafe fn fwd_rows(
 /// d; `gamma`, `xhat`, `dxhat` are at least d long and `acc` at least 2d.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn bwd_rows(
+pub(super) unsafe fn bwd_rows<const ACC: bool>(
     di: &mut [f32],
     acc: &mut [f64],
     xhat: &mut [f64],
@@ -231,10 +231,16 @@ pub(super) unsafe fn bwd_rows(
                     let t = _mm512_sub_pd(_mm512_sub_pd(dxh, m1), _mm512_mul_pd(xh, m2));
                     let t = _mm512_cvtpd_ps(_mm512_mul_pd(rsv, t));
                     let p = drow[k..k + 8].as_mut_ptr();
-                    _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), t));
+                    let t = if ACC {
+                        _mm256_add_ps(_mm256_loadu_ps(p), t)
+                    } else {
+                        t
+                    };
+                    _mm256_storeu_ps(p, t);
                 }
                 for k in full..d {
-                    drow[k] += (rs * (dxhat[k] - mean_dxh - xhat[k] * mean_dxh_xh)) as f32;
+                    let t = (rs * (dxhat[k] - mean_dxh - xhat[k] * mean_dxh_xh)) as f32;
+                    drow[k] = if ACC { drow[k] + t } else { t };
                 }
             }
         }

@@ -4,7 +4,8 @@
 //! signature for the devices that use them.)
 //!
 //! Backward with x̂ = (x − μ)·rstd and dx̂ = dout ⊙ γ:
-//! dx += rstd · (dx̂ − mean(dx̂) − x̂ · mean(dx̂ ⊙ x̂)); dγ += Σ_rows dout ⊙ x̂; dβ += Σ_rows dout.
+//! dx += rstd · (dx̂ − mean(dx̂) − x̂ · mean(dx̂ ⊙ x̂)) (or dx = …, into a fresh gradient);
+//! dγ += Σ_rows dout ⊙ x̂; dβ += Σ_rows dout.
 //! Row statistics and the sums over rows are accumulated in f64.
 
 use super::gemm::Simd;
@@ -138,6 +139,7 @@ pub fn layer_norm_bwd(
 ) {
     layer_norm_bwd_on(
         Simd::detect(),
+        true,
         dinp,
         dgamma,
         dbeta,
@@ -151,10 +153,33 @@ pub fn layer_norm_bwd(
     )
 }
 
-/// [`layer_norm_bwd`] on the `simd` path (see [`layer_norm_fwd_on`]).
+/// [`layer_norm_bwd`] into a fresh input gradient (`Backend::layer_norm_bwd_fresh`): `dinp`'s
+/// contents are unspecified and it is overwritten with dx.
+#[allow(clippy::too_many_arguments)]
+pub fn layer_norm_bwd_fresh(
+    dinp: &mut [f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+    dout: &[f32],
+    inp: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    gamma: &[f32],
+    n: usize,
+    d: usize,
+) {
+    let simd = Simd::detect();
+    layer_norm_bwd_on(
+        simd, false, dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma, n, d,
+    )
+}
+
+/// [`layer_norm_bwd`] on the `simd` path (see [`layer_norm_fwd_on`]), dx added to `dinp`
+/// (`accumulate`) or written over it.
 #[allow(clippy::too_many_arguments)]
 pub fn layer_norm_bwd_on(
     simd: Simd,
+    accumulate: bool,
     dinp: &mut [f32],
     dgamma: &mut [f32],
     dbeta: &mut [f32],
@@ -193,7 +218,15 @@ pub fn layer_norm_bwd_on(
                         // `x` and `g` cover the chunk's rows; `gamma`, `xhat`, `dxhat` are d long
                         // (`check_bwd`'s shapes) and `acc` 2d.
                         unsafe {
-                            avx512::bwd_rows(di, &mut acc, &mut xhat, &mut dxhat, x, g, gamma, d)
+                            if accumulate {
+                                avx512::bwd_rows::<true>(
+                                    di, &mut acc, &mut xhat, &mut dxhat, x, g, gamma, d,
+                                )
+                            } else {
+                                avx512::bwd_rows::<false>(
+                                    di, &mut acc, &mut xhat, &mut dxhat, x, g, gamma, d,
+                                )
+                            }
                         };
                         return acc;
                     }
@@ -234,7 +267,8 @@ pub fn layer_norm_bwd_on(
                         let mean_dxh = sum_dxh / d as f64;
                         let mean_dxh_xh = sum_dxh_xh / d as f64;
                         for ((dv, &dxh), &xh) in drow.iter_mut().zip(&dxhat).zip(&xhat) {
-                            *dv += (rs * (dxh - mean_dxh - xh * mean_dxh_xh)) as f32;
+                            let t = (rs * (dxh - mean_dxh - xh * mean_dxh_xh)) as f32;
+                            *dv = if accumulate { *dv + t } else { t };
                         }
                     }
                     acc
@@ -300,6 +334,50 @@ pub fn check_bwd(
     expect_len(op, "gamma", gamma, d)?;
     expect_len(op, "dgamma", dgamma, d)?;
     expect_len(op, "dbeta", dbeta, d)
+}
+
+/// The CPU backend's `layer_norm_fwd`: the shape rule every device shares, then the forward.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn cpu_fwd(
+    out: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+    inp: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    n: usize,
+    d: usize,
+) -> Result<()> {
+    let (o, mu, rs) = (out.len(), mean.len(), rstd.len());
+    check_fwd(o, mu, rs, inp.len(), gamma.len(), beta.len(), n, d)?;
+    layer_norm_fwd(out, mean, rstd, inp, gamma, beta, n, d);
+    Ok(())
+}
+
+/// The CPU backend's `layer_norm_bwd` (`fresh` false) and `layer_norm_bwd_fresh` (true: dinp is
+/// written): the shape rule every device shares, then the backward.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn cpu_bwd(
+    dinp: &mut [f32],
+    fresh: bool,
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+    dout: &[f32],
+    inp: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    gamma: &[f32],
+    n: usize,
+    d: usize,
+) -> Result<()> {
+    let (di, dg, db) = (dinp.len(), dgamma.len(), dbeta.len());
+    let (mu, rs) = (mean.len(), rstd.len());
+    check_bwd(di, dg, db, dout.len(), inp.len(), mu, rs, gamma.len(), n, d)?;
+    let simd = Simd::detect();
+    layer_norm_bwd_on(
+        simd, !fresh, dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma, n, d,
+    );
+    Ok(())
 }
 
 impl<B: Backend> Tape<B> {
@@ -369,21 +447,16 @@ pub(crate) fn backward<B: Backend>(
         ));
     };
     if let Some(dout) = tape.take_grad_if_any(out) {
-        let mut dinp = tape.take_grad(dev, inp)?;
+        let (mut dinp, fresh) = tape.take_grad_fresh(dev, inp)?;
         let (pw, pg) = (&p.values, &mut p.grads);
         let (dgamma, dbeta) = two_mut(pg, gamma.0, beta.0)?;
-        dev.layer_norm_bwd(
-            &mut dinp,
-            dgamma,
-            dbeta,
-            &dout,
-            tape.buf(inp)?,
-            tape.buf(mean)?,
-            tape.buf(rstd)?,
-            &pw[gamma.0],
-            n,
-            d,
-        )?;
+        let (x, mu, rs) = (tape.buf(inp)?, tape.buf(mean)?, tape.buf(rstd)?);
+        let g = &pw[gamma.0];
+        if fresh {
+            dev.layer_norm_bwd_fresh(&mut dinp, dgamma, dbeta, &dout, x, mu, rs, g, n, d)?;
+        } else {
+            dev.layer_norm_bwd(&mut dinp, dgamma, dbeta, &dout, x, mu, rs, g, n, d)?;
+        }
         tape.put_grad(inp, dinp);
         dev.recycle(dout);
     }

@@ -60,6 +60,70 @@ pub fn linear_bwd(
     k: usize,
     m: usize,
 ) -> Result<()> {
+    linear_bwd_into(dinp.map(|d| (d, true)), dw, db, dout, inp, w, n, k, m)
+}
+
+/// [`linear_bwd`] into a fresh input gradient (`Backend::linear_bwd_fresh`): `dinp`'s contents
+/// are unspecified and it is overwritten, dinp = dout · w.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_bwd_fresh(
+    dinp: &mut [f32],
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    dout: &[f32],
+    inp: &[f32],
+    w: &[f32],
+    n: usize,
+    k: usize,
+    m: usize,
+) -> Result<()> {
+    linear_bwd_into(Some((dinp, false)), dw, db, dout, inp, w, n, k, m)
+}
+
+/// The CPU backend's `linear_bwd` (`fresh` false) and `linear_bwd_fresh` (true: dinp is
+/// written): the shape rule every device shares, then the backward.
+#[allow(clippy::too_many_arguments, clippy::ptr_arg)]
+pub(crate) fn cpu_bwd(
+    dinp: Option<&mut Vec<f32>>,
+    fresh: bool,
+    dw: &mut Vec<f32>,
+    db: Option<&mut Vec<f32>>,
+    dout: &[f32],
+    inp: &[f32],
+    w: &[f32],
+    n: usize,
+    k: usize,
+    m: usize,
+) -> Result<()> {
+    let (di, dbl) = (dinp.as_ref().map(|d| d.len()), db.as_ref().map(|d| d.len()));
+    check_bwd(di, dw.len(), dbl, dout.len(), inp.len(), w.len(), n, k, m)?;
+    let dinp = dinp.map(|d| (d.as_mut_slice(), !fresh));
+    linear_bwd_into(
+        dinp,
+        dw,
+        db.map(|d| d.as_mut_slice()),
+        dout,
+        inp,
+        w,
+        n,
+        k,
+        m,
+    )
+}
+
+/// The backward with dinp added to (`true`) or overwritten (`false`).
+#[allow(clippy::too_many_arguments)]
+fn linear_bwd_into(
+    dinp: Option<(&mut [f32], bool)>,
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    dout: &[f32],
+    inp: &[f32],
+    w: &[f32],
+    n: usize,
+    k: usize,
+    m: usize,
+) -> Result<()> {
     let op = "linear_bwd";
     expect_len(op, "dout", dout.len(), n * m)?;
     expect_len(op, "inp", inp.len(), n * k)?;
@@ -67,19 +131,24 @@ pub fn linear_bwd(
     if let Some(d) = &db {
         expect_len(op, "db", d.len(), m)?;
     }
-    if n == 0 || m == 0 {
-        return Ok(());
-    }
-    if let Some(dinp) = dinp {
+    if let Some((dinp, accumulate)) = dinp {
         expect_len(op, "dinp", dinp.len(), n * k)?;
         expect_len(op, "w", w.len(), m * k)?;
-        if k > 0 {
+        if m == 0 {
+            // an empty product: nothing to add, zeros to write
+            if !accumulate {
+                dinp.fill(0.0);
+            }
+        } else if n > 0 && k > 0 {
             Gemm {
-                accumulate: true,
+                accumulate,
                 ..Gemm::new(false, false, n, k, m)
             }
             .run(dout, w, dinp)?;
         }
+    }
+    if n == 0 || m == 0 {
+        return Ok(());
     }
     dw_db(dw, db, dout, inp, n, k, m)
 }
@@ -271,26 +340,24 @@ pub(crate) fn backward<B: Backend>(
         ));
     };
     if let Some(dout) = tape.take_grad_if_any(out) {
-        let mut dinp = if tape.requires_grad(inp) {
-            Some(tape.take_grad(dev, inp)?)
+        let dinp = if tape.requires_grad(inp) {
+            Some(tape.take_grad_fresh(dev, inp)?)
         } else {
             None
         };
         let (pw, pg) = (&p.values, &mut p.grads);
         let (dw, db) = two_mut(pg, w.0, b.0)?;
-        dev.linear_bwd(
-            dinp.as_mut(),
-            dw,
-            Some(db),
-            &dout,
-            tape.buf(inp)?,
-            &pw[w.0],
-            n,
-            k,
-            m,
-        )?;
-        if let Some(d) = dinp {
-            tape.put_grad(inp, d);
+        let (x, wv) = (tape.buf(inp)?, &pw[w.0]);
+        match dinp {
+            Some((mut di, true)) => {
+                dev.linear_bwd_fresh(&mut di, dw, Some(db), &dout, x, wv, n, k, m)?;
+                tape.put_grad(inp, di);
+            }
+            Some((mut di, false)) => {
+                dev.linear_bwd(Some(&mut di), dw, Some(db), &dout, x, wv, n, k, m)?;
+                tape.put_grad(inp, di);
+            }
+            None => dev.linear_bwd(None, dw, Some(db), &dout, x, wv, n, k, m)?,
         }
         dev.recycle(dout);
     }
