@@ -6,23 +6,16 @@
 //! fresh dinp must come out as zeros.
 
 use eraengine::device::Backend;
-use eraengine::rng::DropoutKey;
+use eraengine::rng::{DropoutKey, Rng};
 use proptest::test_runner::TestCaseResult;
 
 #[macro_use]
 mod gpu_common;
 
-/// Deterministic values in [lo, hi).
+/// Values in [lo, hi) from the crate's Philox stream `seed`.
 fn vals(len: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            lo + (hi - lo) * ((s >> 40) as f32 / (1u64 << 24) as f32)
-        })
-        .collect()
+    let mut rng = Rng::new(seed, 7);
+    (0..len).map(|_| rng.uniform(lo, hi)).collect()
 }
 
 /// Equal values (so +0 and −0 agree), no NaN left behind.

@@ -66,28 +66,7 @@ pub fn elu1_bwd(dinp: &mut [f32], dout: &[f32], inp: &[f32]) {
     acc2(dinp, dout, inp, 10, |g, x| g * elu1_grad(x));
 }
 pub fn add_fwd(out: &mut [f32], a: &[f32], b: &[f32]) {
-    let len = out.len().min(a.len()).min(b.len());
-    if len == 0 {
-        return;
-    }
-    let chunk = elem_chunk(len, 1);
-    let simd = Simd::detect();
-    par::run(
-        out[..len]
-            .chunks_mut(chunk)
-            .zip(a[..len].chunks(chunk))
-            .zip(b[..len].chunks(chunk)),
-        |((o, a), b)| {
-            simd.run(
-                #[inline(always)]
-                || {
-                    for ((ov, &av), &bv) in o.iter_mut().zip(a).zip(b) {
-                        *ov = av + bv;
-                    }
-                },
-            )
-        },
-    );
+    map2(out, a, b, 1, |x, y| x + y);
 }
 pub fn add_bwd(da: &mut [f32], db: &mut [f32], dout: &[f32]) {
     for (d, &g) in da.iter_mut().zip(dout) {

@@ -125,28 +125,7 @@ pub(crate) fn map2(
     flops: usize,
     f: impl Fn(f32, f32) -> f32 + Sync,
 ) {
-    let len = out.len().min(a.len()).min(b.len());
-    if len == 0 {
-        return;
-    }
-    let chunk = elem_chunk(len, flops);
-    let simd = Simd::detect();
-    par::run(
-        out[..len]
-            .chunks_mut(chunk)
-            .zip(a[..len].chunks(chunk))
-            .zip(b[..len].chunks(chunk)),
-        |((o, a), b)| {
-            simd.run(
-                #[inline(always)]
-                || {
-                    for ((ov, &av), &bv) in o.iter_mut().zip(a).zip(b) {
-                        *ov = f(av, bv);
-                    }
-                },
-            )
-        },
-    );
+    zip2(out, a, b, flops, false, f)
 }
 
 /// out[i] += f(a[i], b[i]) over chunks in parallel.
@@ -155,6 +134,18 @@ pub(crate) fn acc2(
     a: &[f32],
     b: &[f32],
     flops: usize,
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) {
+    zip2(out, a, b, flops, true, f)
+}
+
+/// [`map2`] (`accumulate` false) or [`acc2`].
+fn zip2(
+    out: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    flops: usize,
+    accumulate: bool,
     f: impl Fn(f32, f32) -> f32 + Sync,
 ) {
     let len = out.len().min(a.len()).min(b.len());
@@ -168,7 +159,20 @@ pub(crate) fn acc2(
             .chunks_mut(chunk)
             .zip(a[..len].chunks(chunk))
             .zip(b[..len].chunks(chunk)),
-        |((o, a), b)| acc_on(simd, o, a, b, &f),
+        |((o, a), b)| {
+            if accumulate {
+                acc_on(simd, o, a, b, &f)
+            } else {
+                simd.run(
+                    #[inline(always)]
+                    || {
+                        for ((ov, &av), &bv) in o.iter_mut().zip(a).zip(b) {
+                            *ov = f(av, bv);
+                        }
+                    },
+                )
+            }
+        },
     );
 }
 
