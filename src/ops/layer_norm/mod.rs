@@ -153,27 +153,6 @@ pub fn layer_norm_bwd(
     )
 }
 
-/// [`layer_norm_bwd`] into a fresh input gradient (`Backend::layer_norm_bwd_fresh`): `dinp`'s
-/// contents are unspecified and it is overwritten with dx.
-#[allow(clippy::too_many_arguments)]
-pub fn layer_norm_bwd_fresh(
-    dinp: &mut [f32],
-    dgamma: &mut [f32],
-    dbeta: &mut [f32],
-    dout: &[f32],
-    inp: &[f32],
-    mean: &[f32],
-    rstd: &[f32],
-    gamma: &[f32],
-    n: usize,
-    d: usize,
-) {
-    let simd = Simd::detect();
-    layer_norm_bwd_on(
-        simd, false, dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma, n, d,
-    )
-}
-
 /// [`layer_norm_bwd`] on the `simd` path (see [`layer_norm_fwd_on`]), dx added to `dinp`
 /// (`accumulate`) or written over it.
 #[allow(clippy::too_many_arguments)]

@@ -63,23 +63,6 @@ pub fn linear_bwd(
     linear_bwd_into(dinp.map(|d| (d, true)), dw, db, dout, inp, w, n, k, m)
 }
 
-/// [`linear_bwd`] into a fresh input gradient (`Backend::linear_bwd_fresh`): `dinp`'s contents
-/// are unspecified and it is overwritten, dinp = dout · w.
-#[allow(clippy::too_many_arguments)]
-pub fn linear_bwd_fresh(
-    dinp: &mut [f32],
-    dw: &mut [f32],
-    db: Option<&mut [f32]>,
-    dout: &[f32],
-    inp: &[f32],
-    w: &[f32],
-    n: usize,
-    k: usize,
-    m: usize,
-) -> Result<()> {
-    linear_bwd_into(Some((dinp, false)), dw, db, dout, inp, w, n, k, m)
-}
-
 /// The CPU backend's `linear_bwd` (`fresh` false) and `linear_bwd_fresh` (true: dinp is
 /// written): the shape rule every device shares, then the backward.
 #[allow(clippy::too_many_arguments, clippy::ptr_arg)]
