@@ -3,7 +3,8 @@
 //! never branch on the device.
 //!
 //! Buffers are f32 and owned by the backend (`Backend::Buf`). Every op has the semantics of the CPU
-//! function of the same name in `crate::ops` (shapes, saved tensors, `+=` in backwards): the CPU
+//! function of the same name in `crate::ops` (shapes, saved tensors, `+=` in backwards, `=` in the
+//! `*_bwd_fresh` twins, whose gradient buffer starts unspecified): the CPU
 //! backend calls those functions; the CUDA backend launches the kernels in `kernels/`.
 
 use crate::ops::corr_loss::parts::CorrParts;
