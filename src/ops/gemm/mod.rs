@@ -614,8 +614,9 @@ fn tile<K: Kernel>(blk: &Block, ir: usize, jr: usize, c: &mut [f32], ldc: usize,
         };
         // SAFETY: the caller picked K because the CPU supports it; A rows i0..i0+MR, cols
         // pc..pc+kc are in bounds (in place, either layout) or apack holds kc·MR values
-        // (packed); B's kc × width block is in bounds (in place) or in bpack; C rows i0..i0+MR (≤ m) and cols j0..j0+width (= nr ≤ n - j0) are inside c by
-        // the Out invariant; bias_j holds nr = width values.
+        // (packed); B's kc × width block is in bounds (in place) or in bpack; C rows i0..i0+MR
+        // (≤ m) and cols j0..j0+width (= nr ≤ n - j0) are inside c by the Out invariant; bias_j
+        // holds nr = width values.
         unsafe { K::tile(&t) };
         if blk.last {
             if let Some(act) = p.act {

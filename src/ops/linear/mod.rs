@@ -332,12 +332,12 @@ pub(crate) fn backward<B: Backend>(
         let (dw, db) = two_mut(pg, w.0, b.0)?;
         let (x, wv) = (tape.buf(inp)?, &pw[w.0]);
         match dinp {
-            Some((mut di, true)) => {
-                dev.linear_bwd_fresh(&mut di, dw, Some(db), &dout, x, wv, n, k, m)?;
-                tape.put_grad(inp, di);
-            }
-            Some((mut di, false)) => {
-                dev.linear_bwd(Some(&mut di), dw, Some(db), &dout, x, wv, n, k, m)?;
+            Some((mut di, fresh)) => {
+                if fresh {
+                    dev.linear_bwd_fresh(&mut di, dw, Some(db), &dout, x, wv, n, k, m)?;
+                } else {
+                    dev.linear_bwd(Some(&mut di), dw, Some(db), &dout, x, wv, n, k, m)?;
+                }
                 tape.put_grad(inp, di);
             }
             None => dev.linear_bwd(None, dw, Some(db), &dout, x, wv, n, k, m)?,
