@@ -2,7 +2,8 @@
 //! byte each, and is decoded there. Checked on every device (cpu, emu in every thread order, cuda
 //! when present) against the definition x = (c − 2) / 2 bit for bit, at lengths that are not a
 //! multiple of 4; `EraBatch::to_tape` gives the same input tensor from the codes as from x; wrong
-//! lengths are shape errors; feature noise changes the codes exactly as it changes x.
+//! lengths are shape errors; feature noise changes the codes exactly as it changes x, and row
+//! sampling keeps the same rows of both.
 
 #[macro_use]
 mod gpu_common;
@@ -13,6 +14,7 @@ use eraengine::ops::codes;
 use eraengine::tape::Tape;
 use eraengine::train::era::EraBatch;
 use eraengine::train::noise::{self, Noise};
+use eraengine::train::rows;
 use eraengine::Error;
 use oracle::*;
 use proptest::prelude::*;
@@ -130,5 +132,29 @@ proptest! {
             })
             .collect();
         prop_assert_eq!(&b.x, &want);
+    }
+
+    /// Row sampling keeps the same rows, in order, of x, the codes and the targets: x is still
+    /// the decode of the codes, whatever the era's length (not a multiple of 4 included).
+    #[test]
+    fn row_sampling_keeps_codes_and_x_together(n in 1usize..120, f in 1usize..30, seed: u64, p in 0.05f32..1.0) {
+        let cs = random_codes(n * f, seed);
+        let y: Vec<f32> = (0..n).map(|r| r as f32).collect();
+        let mut b = EraBatch::from_codes("e".into(), n, f, 1, &cs, y);
+        let before = b.x.clone();
+        rows::apply(&mut b, seed, 3, 7, p);
+        let keep = rows::kept(seed, 3, 7, n, p);
+        prop_assert_eq!(b.n, keep.len());
+        prop_assert!(keep.len() == n || keep.len() >= rows::MIN_ROWS);
+        let want_y: Vec<f32> = keep.iter().map(|&r| r as f32).collect();
+        prop_assert_eq!(&b.y, &want_y);
+        let want_x: Vec<f32> = keep.iter().flat_map(|&r| before[r * f..(r + 1) * f].to_vec()).collect();
+        prop_assert_eq!(&b.x, &want_x);
+        prop_assert_eq!(b.mask.len(), keep.len());
+        let packed = b.codes.as_ref().unwrap();
+        prop_assert_eq!(packed.len(), (keep.len() * f).div_ceil(4));
+        let mut decoded = vec![0.0; keep.len() * f];
+        codes::codes_fwd(&mut decoded, packed);
+        prop_assert_eq!(&decoded, &b.x);
     }
 }

@@ -1,5 +1,6 @@
 //! `train`/`predict` flags through the binary: help lines with defaults, negative numbers, --init and
-//! --resume refusing changed settings by name, the resumed summary, ensembles.
+//! --resume refusing changed settings by name, the resumed summary, ensembles, row sampling's
+//! default per preset.
 
 mod common;
 
@@ -117,6 +118,7 @@ fn negative_numbers_parse_and_get_range_errors() {
         ("--lr", "--lr must be a positive number"),
         ("--ema", "--ema must be in"),
         ("--feature-noise", "--feature-noise must be in"),
+        ("--row-sample", "--row-sample must be in"),
         ("--clip", "--clip must be >= 0"),
     ] {
         let o = bin()
@@ -159,6 +161,7 @@ fn init_and_resume_refuse_changed_settings_naming_the_flag() {
         (&["--lr", "0.01"][..], "--lr"),
         (&["--seed", "9"][..], "--seed"),
         (&["--ema", "0.9"][..], "--ema"),
+        (&["--row-sample", "0.7"][..], "--row-sample"),
         (&["--schedule", "cosine"][..], "--schedule"),
         (&["--dropout", "0.2"][..], "--dropout"),
         (&["--layers", "2"][..], "--layers"),
@@ -357,4 +360,81 @@ fn ensemble_members_average_no_weights_unless_asked() {
     let ens2 = dir.join("ens2");
     run(&["--seeds", "1", "--ema", "0.995"], &ens2);
     assert!(weights(&ens2.join("seed-1.safetensors")) == weights(&plain));
+}
+
+/// `recommended` trains each era on a random half of its rows (`--row-sample 0.5`, docs/defaults.md
+/// round 12), `spec` on every row; a `--config` key is the flag; walk-forward and pretrain refuse
+/// the flag rather than ignore it.
+#[test]
+fn row_sample_defaults_per_preset_and_is_refused_where_it_means_nothing() {
+    let dir = TempDir::new("flags-rows");
+    let (t, v) = data(&dir);
+    let weights = |p: &Path| eraengine::checkpoint::Checkpoint::load(p).unwrap().tensors;
+    let run = |extra: &[&str], name: &str| {
+        let out = dir.join(name);
+        let o = train(
+            &t,
+            &v,
+            &[
+                &[
+                    "--epochs",
+                    "2",
+                    "--seed",
+                    "1",
+                    "--out",
+                    out.to_str().unwrap(),
+                ],
+                extra,
+            ]
+            .concat(),
+        );
+        assert!(o.status.success(), "{name}: {}", text(&o));
+        weights(&out)
+    };
+    let plain = run(&[], "plain.safetensors");
+    assert!(plain == run(&["--row-sample", "0.5"], "half.safetensors"));
+    assert!(plain != run(&["--row-sample", "1"], "all.safetensors"));
+    let config = dir.join("c.json");
+    std::fs::write(&config, r#"{"row_sample": 1}"#).unwrap();
+    assert!(
+        run(
+            &["--config", config.to_str().unwrap()],
+            "config.safetensors"
+        ) == run(&["--row-sample", "1"], "all2.safetensors")
+    );
+    let spec = run(&["--preset", "spec"], "spec.safetensors");
+    assert!(
+        spec == run(
+            &["--preset", "spec", "--row-sample", "1"],
+            "spec1.safetensors"
+        )
+    );
+    assert!(
+        spec != run(
+            &["--preset", "spec", "--row-sample", "0.5"],
+            "spec5.safetensors"
+        )
+    );
+
+    let o = bin()
+        .args(["train", "--walk-forward", "--row-sample", "0.5", "--data"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--row-sample"), "{}", text(&o));
+    let o = bin()
+        .args(["pretrain", "--row-sample", "0.5", "--data"])
+        .arg(&t)
+        .arg("--out")
+        .arg(dir.join("pre.safetensors"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("--row-sample applies to train"),
+        "{}",
+        text(&o)
+    );
+    assert!(!dir.join("pre.safetensors").exists());
 }

@@ -1,5 +1,5 @@
 //! The training loop's knobs against hand-computed values and against the plain one-era-a-step loop:
-//! learning-rate schedule, EMA, eras-per-step, feature noise, nothing-to-learn errors, ensembles.
+//! learning-rate schedule, EMA, eras-per-step, feature noise, row sampling, nothing-to-learn errors, ensembles.
 
 mod common;
 
@@ -15,6 +15,7 @@ use eraengine::train::ema::update_slice;
 use eraengine::train::ensemble::{combine, rank_unit};
 use eraengine::train::era::{self, ColumnMap, EraBatch};
 use eraengine::train::noise::{self, Noise};
+use eraengine::train::rows;
 use eraengine::train::{build, train, train_step, Event, Schedule, TrainOptions, Trained};
 use std::path::PathBuf;
 
@@ -120,6 +121,17 @@ fn plain_loop(
     cfg: &Config,
     o: &TrainOptions,
 ) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    plain_loop_rows(store, cfg, o, 1.0)
+}
+
+/// The plain loop, each era cut to the rows `rows::kept` gives for (seed, epoch, era index, p),
+/// cut here by hand from the loaded era.
+fn plain_loop_rows(
+    store: &Store,
+    cfg: &Config,
+    o: &TrainOptions,
+    p: f32,
+) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let dev = Cpu;
     let mut m: Trained<Cpu> = build(&dev, cfg, None, store, o.seed).unwrap();
     let mut adam = Adam::new(&dev, &m.params, o.lr, o.weight_decay).unwrap();
@@ -133,10 +145,12 @@ fn plain_loop(
         let mut order: Vec<usize> = (0..store.n_eras()).collect();
         era::shuffle(&mut order, &mut rng);
         for &e in &order {
-            let batch = EraBatch::load(store, e, &map).unwrap();
-            if batch.n == 0 || batch.present_targets() == 0 {
+            let whole = EraBatch::load(store, e, &map).unwrap();
+            if whole.n == 0 || whole.present_targets() == 0 {
                 continue;
             }
+            let keep = rows::kept(o.seed, epoch as u64, e as u64, whole.n, p);
+            let batch = cut(&whole, &keep);
             step += 1;
             train_step(&dev, &mut m, &mut adam, &batch, o, step).unwrap();
         }
@@ -296,6 +310,124 @@ fn feature_noise_changes_training_but_never_validation() {
     let m = Trained::from_checkpoint(&Cpu, &r.checkpoint).unwrap();
     let map = ColumnMap::for_model(&valid, &m.features, &m.targets).unwrap();
     assert_eq!(Some(m.validate(&Cpu, &valid, &map).unwrap()), score);
+}
+
+/// The era of `b`'s rows `keep`, in that order, rebuilt from its codes (x = (c − 2) / 2) the slow way.
+fn cut(b: &EraBatch, keep: &[usize]) -> EraBatch {
+    let (f, t) = (b.f, b.t);
+    let mut codes = Vec::new();
+    let mut y = Vec::new();
+    for &r in keep {
+        codes.extend(
+            b.x[r * f..(r + 1) * f]
+                .iter()
+                .map(|&v| (v * 2.0 + 2.0) as u8),
+        );
+        y.extend_from_slice(&b.y[r * t..(r + 1) * t]);
+    }
+    EraBatch::from_codes(b.name.clone(), keep.len(), f, t, &codes, y)
+}
+
+#[test]
+fn row_sampling_keeps_rows_in_order_with_their_codes_targets_and_mask() {
+    let (_dir, t, _, _) = dataset("rows", 2, 0);
+    let store = Store::open(&t).unwrap();
+    let map = ColumnMap::identity(&store);
+    let whole = EraBatch::load(&store, 1, &map).unwrap();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (p, round) in [(0.5f32, 2u64), (0.3, 3), (0.9, 1)] {
+        let mut b = EraBatch::load(&store, 1, &map).unwrap();
+        rows::apply(&mut b, 7, round, 1, p);
+        let keep = rows::kept(7, round, 1, whole.n, p);
+        assert_eq!(
+            keep,
+            rows::kept(7, round, 1, whole.n, p),
+            "not deterministic"
+        );
+        assert!(keep.windows(2).all(|w| w[0] < w[1]), "rows out of order");
+        assert!(
+            keep.len() < whole.n && keep.len() >= rows::MIN_ROWS,
+            "{p}: {}",
+            keep.len()
+        );
+        assert_eq!(b.n, keep.len());
+        let want = cut(&whole, &keep);
+        assert_eq!(bits(&b.x), bits(&want.x), "{p}: x");
+        assert_eq!(bits(&b.y), bits(&want.y), "{p}: targets");
+        assert_eq!(b.mask, vec![1.0; keep.len()]);
+        // the packed codes a device uploads decode to the same x
+        let packed = b.codes.as_ref().expect("codes dropped");
+        let decoded = eraengine::ops::codes::fwd_checked(packed, b.x.len()).unwrap();
+        assert_eq!(bits(&decoded), bits(&b.x), "{p}: codes and x disagree");
+    }
+    // p = 1 touches nothing
+    let mut b = EraBatch::load(&store, 1, &map).unwrap();
+    rows::apply(&mut b, 7, 2, 1, 1.0);
+    assert_eq!(
+        (b.n, bits(&b.x), bits(&b.y)),
+        (whole.n, bits(&whole.x), bits(&whole.y))
+    );
+    assert_eq!(b.codes, whole.codes);
+    // another era, epoch or seed draws other rows
+    let k = |seed, round, era| rows::kept(seed, round, era, 1000, 0.5);
+    assert_ne!(k(7, 2, 1), k(7, 3, 1));
+    assert_ne!(k(7, 2, 1), k(7, 2, 2));
+    assert_ne!(k(7, 2, 1), k(8, 2, 1));
+}
+
+#[test]
+fn row_sampling_trains_the_plain_loop_on_the_kept_rows_and_never_touches_validation() {
+    let (_dir, t, v, _) = dataset("rowsloop", 3, 0);
+    let (store, valid) = (Store::open(&t).unwrap(), Store::open(&v).unwrap());
+    let cfg = tiny(&store);
+    let o = TrainOptions {
+        row_sample: 0.5,
+        ..opts(2)
+    };
+    let mut score = None;
+    let r = train(
+        &Cpu,
+        cfg.clone(),
+        None,
+        &store,
+        Some(&valid),
+        &o,
+        &mut |e| {
+            if let Event::Validation { score: s, .. } = e {
+                score = Some(*s);
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        r.checkpoint.tensors,
+        plain_loop_rows(&store, &cfg, &o, 0.5),
+        "the loop did not train the sampled rows of each era"
+    );
+    assert_ne!(r.checkpoint.tensors, plain_loop(&store, &cfg, &o));
+    // The score the loop reported is the validation of every row, with the weights it kept.
+    let m = Trained::from_checkpoint(&Cpu, &r.checkpoint).unwrap();
+    let map = ColumnMap::for_model(&valid, &m.features, &m.targets).unwrap();
+    assert_eq!(Some(m.validate(&Cpu, &valid, &map).unwrap()), score);
+}
+
+#[test]
+fn row_sample_outside_zero_to_one_is_refused_naming_the_flag() {
+    for p in [0.0f32, -0.5, 1.5, f32::NAN] {
+        let o = TrainOptions {
+            row_sample: p,
+            ..opts(1)
+        };
+        let e = o.validate().unwrap_err().to_string();
+        assert!(e.contains("--row-sample"), "{p}: {e}");
+    }
+    for p in [1e-3f32, 0.5, 1.0] {
+        let o = TrainOptions {
+            row_sample: p,
+            ..opts(1)
+        };
+        assert!(o.validate().is_ok(), "{p}");
+    }
 }
 
 #[test]

@@ -66,6 +66,7 @@ pub enum Command {
     #[command(mut_arg("schedule", |a| a.hide(true)))]
     #[command(mut_arg("min_lr", |a| a.hide(true)))]
     #[command(mut_arg("feature_noise", |a| a.hide(true)))]
+    #[command(mut_arg("row_sample", |a| a.hide(true)))]
     #[command(mut_arg("threshold_warmup", |a| a.hide(true)))]
     #[command(mut_arg("window", |a| a.hide(true)))]
     #[command(mut_arg("embargo", |a| a.hide(true)))]
@@ -208,6 +209,11 @@ pub struct TrainArgs {
     /// Per training era, drop (zero) or reverse (negate) each feature with probability P/2 each [default: 0 = off]
     #[arg(long = "feature-noise", allow_negative_numbers = true)]
     pub feature_noise: Option<f32>,
+    /// Per training era and epoch, train on a random sample of the era's rows, each kept with
+    /// probability P (1 = every row; docs/defaults.md round 12) [default: 0.5 with --preset
+    /// recommended; 1 with --preset spec and with --walk-forward]
+    #[arg(long = "row-sample", allow_negative_numbers = true)]
+    pub row_sample: Option<f32>,
     /// Dropout probability [default: 0; 0.1 with --preset spec]
     #[arg(long, allow_negative_numbers = true)]
     pub dropout: Option<f32>,

@@ -245,6 +245,10 @@ pub fn options_from_args(
             .or(saved.map(|s| s.ema))
             .unwrap_or(crate::model::Preset::parse(&a.preset)?.ema()),
         feature_noise: pick!(a.feature_noise, feature_noise),
+        row_sample: a
+            .row_sample
+            .or(saved.map(|s| s.row_sample))
+            .unwrap_or(crate::model::Preset::parse(&a.preset)?.row_sample()),
     };
     opts.validate()?;
     Ok(opts)

@@ -25,7 +25,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         return Err(Error::usage("--walk-forward does not take --seeds"));
     }
     // Walk-forward takes one Adam step per era at a constant rate (not yet the schedule, the
-    // accumulation, the EMA or the feature noise of plain training): refuse them rather than ignore.
+    // accumulation, the EMA, the feature noise or the row sampling of plain training): refuse them rather than ignore.
     for (given, flag) in [
         (a.warmup.is_some(), "--warmup"),
         (a.schedule.is_some(), "--schedule"),
@@ -33,6 +33,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         (a.eras_per_step.is_some(), "--eras-per-step"),
         (a.ema.is_some(), "--ema"),
         (a.feature_noise.is_some(), "--feature-noise"),
+        (a.row_sample.is_some(), "--row-sample"),
         (a.pretrain_epochs.is_some(), "--pretrain-epochs"),
     ] {
         if given {
@@ -44,6 +45,8 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let mut opts = super::train::options_from_args(a, false, None)?;
     // (the walk has no moving average yet: --ema is refused above, and no preset turns it on)
     opts.ema = 0.0;
+    // nor the row sampling of the recommended preset (refused above when asked for)
+    opts.row_sample = 1.0;
     super::train::check_train_outputs(a)?;
     let device = super::device::resolve(&a.device, a.quiet)?;
     let store = Store::open_checked(data, !a.no_verify)?;

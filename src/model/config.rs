@@ -144,6 +144,15 @@ impl Preset {
         }
     }
 
+    /// The share of each training era's rows every epoch trains on unless `--row-sample` says
+    /// otherwise (docs/defaults.md round 12; 1 = every row).
+    pub fn row_sample(self) -> f32 {
+        match self {
+            Preset::Recommended => 0.5,
+            Preset::Spec => 1.0,
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             "recommended" => Ok(Preset::Recommended),

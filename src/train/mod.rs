@@ -13,6 +13,7 @@ pub mod options;
 pub mod outputs;
 pub mod pretrain;
 pub mod resume;
+pub mod rows;
 pub mod step;
 pub mod tune;
 pub mod walk;
@@ -438,6 +439,13 @@ pub fn train_on<B: Backend>(
                     epoch as u64,
                     ei as u64,
                     opts.feature_noise,
+                );
+                rows::apply(
+                    &mut batch,
+                    opts.seed,
+                    epoch as u64,
+                    ei as u64,
+                    opts.row_sample,
                 );
                 if group == 0 {
                     m.params.zero_grads(dev)?;

@@ -64,6 +64,8 @@ pub struct TrainOptions {
     pub ema: f32,
     /// per training era, each feature is dropped or reversed with probability p/2 each; 0 = off
     pub feature_noise: f32,
+    /// per training era and epoch, each row is kept with this probability (src/train/rows.rs); 1 = off
+    pub row_sample: f32,
 }
 
 impl Default for TrainOptions {
@@ -87,6 +89,7 @@ impl Default for TrainOptions {
             eras_per_step: 1,
             ema: 0.0,
             feature_noise: 0.0,
+            row_sample: 1.0,
         }
     }
 }
@@ -137,6 +140,12 @@ impl TrainOptions {
             return Err(Error::usage(format!(
                 "--feature-noise must be in [0, 1], got {}",
                 self.feature_noise
+            )));
+        }
+        if !(self.row_sample.is_finite() && self.row_sample > 0.0 && self.row_sample <= 1.0) {
+            return Err(Error::usage(format!(
+                "--row-sample must be in (0, 1] (1 = every row), got {}",
+                self.row_sample
             )));
         }
         Ok(())

@@ -44,6 +44,7 @@ pub struct Settings {
     pub eras_per_step: usize,
     pub ema: f32,
     pub feature_noise: f32,
+    pub row_sample: f32,
     /// the data checksum of the training store
     pub data_checksum: u64,
 }
@@ -61,13 +62,14 @@ impl Settings {
             eras_per_step: o.eras_per_step,
             ema: o.ema,
             feature_noise: o.feature_noise,
+            row_sample: o.row_sample,
             data_checksum,
         }
     }
 
     /// The first setting that differs, as (flag, saved value, new value).
     pub fn diff(&self, new: &Settings) -> Option<(&'static str, String, String)> {
-        let pairs: [(&'static str, String, String); 11] = [
+        let pairs: [(&'static str, String, String); 12] = [
             ("--seed", self.seed.to_string(), new.seed.to_string()),
             ("--lr", self.lr.to_string(), new.lr.to_string()),
             (
@@ -95,6 +97,11 @@ impl Settings {
                 new.feature_noise.to_string(),
             ),
             (
+                "--row-sample",
+                self.row_sample.to_string(),
+                new.row_sample.to_string(),
+            ),
+            (
                 "--data",
                 format!("data checksum {:016x}", self.data_checksum),
                 format!("data checksum {:016x}", new.data_checksum),
@@ -117,6 +124,7 @@ impl Settings {
         put("eras_per_step", self.eras_per_step.to_string());
         put("ema", format!("{:e}", self.ema));
         put("feature_noise", format!("{:e}", self.feature_noise));
+        put("row_sample", format!("{:e}", self.row_sample));
         put("data_checksum", format!("{:016x}", self.data_checksum));
     }
 
@@ -157,6 +165,12 @@ impl Settings {
             eras_per_step: u("eras_per_step")? as usize,
             ema: f("ema")?,
             feature_noise: f("feature_noise")?,
+            // state files written before --row-sample existed trained every row
+            row_sample: if meta.contains_key("settings.row_sample") {
+                f("row_sample")?
+            } else {
+                1.0
+            },
             data_checksum: u64::from_str_radix(sum, 16).map_err(|_| {
                 Error::format(path, "__metadata__.settings.data_checksum", "not hex")
             })?,

@@ -1,0 +1,95 @@
+//! Row subsampling (`train --row-sample P`): in every training era of every epoch, each row is kept
+//! with probability P, so the model, its attention over the era and its era context see a
+//! different random part of the era each time (docs/defaults.md round 11 measured it; round 12
+//! made 0.5 the recommended default). The draw for row r of the era at position `era` in round
+//! `round` (the epoch) comes from Philox with counter [r, era, round, 0x5B5B] under the run's
+//! seed, so it is the same in every run and on every device. Kept rows stay in their order; an
+//! era that would keep fewer than `MIN_ROWS` rows is trained whole. Validation and prediction
+//! never see it: only the training loop calls `apply`.
+
+use super::era::EraBatch;
+use crate::rng::{philox4x32_10, unit_f32};
+
+const ROWS_TAG: u32 = 0x5B5B;
+
+/// An era that would keep fewer rows than this is trained whole (a correlation over a handful of
+/// rows says nothing).
+pub const MIN_ROWS: usize = 8;
+
+/// Whether row `r` of era `era` in round `round` is kept under `seed` with probability `p`.
+pub fn keep(seed: u64, round: u64, era: u64, r: usize, p: f32) -> bool {
+    if p >= 1.0 {
+        return true;
+    }
+    let ctr = [r as u32, era as u32, round as u32, ROWS_TAG];
+    let key = [seed as u32, (seed >> 32) as u32];
+    unit_f32(philox4x32_10(ctr, key)[0]) < p
+}
+
+/// The rows of an `n`-row era that round `round` trains on, in order (all of them when P = 1 or
+/// when fewer than `MIN_ROWS` would be kept).
+pub fn kept(seed: u64, round: u64, era: u64, n: usize, p: f32) -> Vec<usize> {
+    let rows: Vec<usize> = (0..n).filter(|&r| keep(seed, round, era, r, p)).collect();
+    if rows.len() < MIN_ROWS.min(n) {
+        (0..n).collect()
+    } else {
+        rows
+    }
+}
+
+/// Keeps the sampled rows of a loaded training era (x, its packed codes, y and the mask alike).
+pub fn apply(batch: &mut EraBatch, seed: u64, round: u64, era: u64, p: f32) {
+    if p >= 1.0 || batch.n == 0 {
+        return;
+    }
+    let rows = kept(seed, round, era, batch.n, p);
+    if rows.len() == batch.n {
+        return;
+    }
+    let (f, t) = (batch.f, batch.t);
+    let gather = |v: &[f32], w: usize| -> Vec<f32> {
+        let mut out = Vec::with_capacity(rows.len() * w);
+        for &r in &rows {
+            out.extend_from_slice(&v[r * w..(r + 1) * w]);
+        }
+        out
+    };
+    if let Some(packed) = &batch.codes {
+        let codes = &crate::ops::codes::bytes(packed)[..batch.x.len()];
+        let mut kept_codes = Vec::with_capacity(rows.len() * f);
+        for &r in &rows {
+            kept_codes.extend_from_slice(&codes[r * f..(r + 1) * f]);
+        }
+        batch.codes = Some(crate::ops::codes::pack(&kept_codes));
+    }
+    batch.x = gather(&batch.x, f);
+    batch.y = gather(&batch.y, t);
+    batch.mask = gather(&batch.mask, 1);
+    batch.n = rows.len();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn p_one_keeps_every_row() {
+        assert_eq!(kept(7, 3, 2, 50, 1.0), (0..50).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn about_p_of_the_rows_are_kept_and_the_draw_changes_with_the_round() {
+        let a = kept(7, 1, 2, 4000, 0.5);
+        let b = kept(7, 2, 2, 4000, 0.5);
+        assert!((1800..2200).contains(&a.len()), "{}", a.len());
+        assert_ne!(a, b);
+        assert!(a.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn a_tiny_era_is_trained_whole() {
+        // with p this small, at most a row or two survives the draw: the era stays whole
+        assert_eq!(kept(1, 1, 1, 20, 0.01), (0..20).collect::<Vec<_>>());
+        assert_eq!(kept(1, 1, 1, 3, 0.5), (0..3).collect::<Vec<_>>());
+    }
+}
