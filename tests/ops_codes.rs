@@ -137,7 +137,9 @@ proptest! {
     /// Row sampling keeps the same rows, in order, of x, the codes and the targets: x is still
     /// the decode of the codes, whatever the era's length (not a multiple of 4 included).
     #[test]
-    fn row_sampling_keeps_codes_and_x_together(n in 1usize..120, f in 1usize..30, seed: u64, p in 0.05f32..1.0) {
+    fn row_sampling_keeps_codes_and_x_together(
+        n in 1usize..120, f in 1usize..30, seed: u64, p in 0.05f32..1.0
+    ) {
         let cs = random_codes(n * f, seed);
         let y: Vec<f32> = (0..n).map(|r| r as f32).collect();
         let mut b = EraBatch::from_codes("e".into(), n, f, 1, &cs, y);
@@ -148,7 +150,8 @@ proptest! {
         prop_assert!(keep.len() == n || keep.len() >= rows::MIN_ROWS);
         let want_y: Vec<f32> = keep.iter().map(|&r| r as f32).collect();
         prop_assert_eq!(&b.y, &want_y);
-        let want_x: Vec<f32> = keep.iter().flat_map(|&r| before[r * f..(r + 1) * f].to_vec()).collect();
+        let want_x: Vec<f32> =
+            keep.iter().flat_map(|&r| before[r * f..(r + 1) * f].to_vec()).collect();
         prop_assert_eq!(&b.x, &want_x);
         prop_assert_eq!(b.mask.len(), keep.len());
         let packed = b.codes.as_ref().unwrap();

@@ -1,5 +1,6 @@
 //! The training loop's knobs against hand-computed values and against the plain one-era-a-step loop:
-//! learning-rate schedule, EMA, eras-per-step, feature noise, row sampling, nothing-to-learn errors, ensembles.
+//! learning-rate schedule, EMA, eras-per-step, feature noise, row sampling, nothing-to-learn errors,
+//! ensembles.
 
 mod common;
 
@@ -290,29 +291,28 @@ fn feature_noise_changes_training_but_never_validation() {
         feature_noise: 1.0,
         ..opts(1)
     };
-    let mut score = None;
-    let r = train(
-        &Cpu,
-        tiny(&store),
-        None,
-        &store,
-        Some(&valid),
-        &o,
-        &mut |e| {
-            if let Event::Validation { score: s, .. } = e {
-                score = Some(*s);
-            }
-        },
-    )
-    .unwrap();
-    assert_ne!(r.checkpoint.tensors, plain_loop(&store, &tiny(&store), &o));
-    // The score the loop reported is the clean validation of the weights it kept.
-    let m = Trained::from_checkpoint(&Cpu, &r.checkpoint).unwrap();
-    let map = ColumnMap::for_model(&valid, &m.features, &m.targets).unwrap();
-    assert_eq!(Some(m.validate(&Cpu, &valid, &map).unwrap()), score);
+    let ckpt = train_validated(&store, &valid, &tiny(&store), &o);
+    assert_ne!(ckpt.tensors, plain_loop(&store, &tiny(&store), &o));
 }
 
-/// The era of `b`'s rows `keep`, in that order, rebuilt from its codes (x = (c − 2) / 2) the slow way.
+/// Trains with validation and checks that the score the loop reported is the clean validation
+/// (every row, no noise) of the weights it kept; returns those weights.
+fn train_validated(store: &Store, valid: &Store, cfg: &Config, o: &TrainOptions) -> Checkpoint {
+    let mut score = None;
+    let r = train(&Cpu, cfg.clone(), None, store, Some(valid), o, &mut |e| {
+        if let Event::Validation { score: s, .. } = e {
+            score = Some(*s);
+        }
+    })
+    .unwrap();
+    let m = Trained::from_checkpoint(&Cpu, &r.checkpoint).unwrap();
+    let map = ColumnMap::for_model(valid, &m.features, &m.targets).unwrap();
+    assert_eq!(Some(m.validate(&Cpu, valid, &map).unwrap()), score);
+    r.checkpoint
+}
+
+/// The era of `b`'s rows `keep`, in that order, rebuilt from its codes (x = (c − 2) / 2) the
+/// slow way.
 fn cut(b: &EraBatch, keep: &[usize]) -> EraBatch {
     let (f, t) = (b.f, b.t);
     let mut codes = Vec::new();
@@ -384,31 +384,13 @@ fn row_sampling_trains_the_plain_loop_on_the_kept_rows_and_never_touches_validat
         row_sample: 0.5,
         ..opts(2)
     };
-    let mut score = None;
-    let r = train(
-        &Cpu,
-        cfg.clone(),
-        None,
-        &store,
-        Some(&valid),
-        &o,
-        &mut |e| {
-            if let Event::Validation { score: s, .. } = e {
-                score = Some(*s);
-            }
-        },
-    )
-    .unwrap();
+    let ckpt = train_validated(&store, &valid, &cfg, &o);
     assert_eq!(
-        r.checkpoint.tensors,
+        ckpt.tensors,
         plain_loop_rows(&store, &cfg, &o, 0.5),
         "the loop did not train the sampled rows of each era"
     );
-    assert_ne!(r.checkpoint.tensors, plain_loop(&store, &cfg, &o));
-    // The score the loop reported is the validation of every row, with the weights it kept.
-    let m = Trained::from_checkpoint(&Cpu, &r.checkpoint).unwrap();
-    let map = ColumnMap::for_model(&valid, &m.features, &m.targets).unwrap();
-    assert_eq!(Some(m.validate(&Cpu, &valid, &map).unwrap()), score);
+    assert_ne!(ckpt.tensors, plain_loop(&store, &cfg, &o));
 }
 
 #[test]

@@ -25,7 +25,8 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         return Err(Error::usage("--walk-forward does not take --seeds"));
     }
     // Walk-forward takes one Adam step per era at a constant rate (not yet the schedule, the
-    // accumulation, the EMA, the feature noise or the row sampling of plain training): refuse them rather than ignore.
+    // accumulation, the EMA, the feature noise or the row sampling of plain training): refuse
+    // them rather than ignore.
     for (given, flag) in [
         (a.warmup.is_some(), "--warmup"),
         (a.schedule.is_some(), "--schedule"),

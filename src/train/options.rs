@@ -64,7 +64,8 @@ pub struct TrainOptions {
     pub ema: f32,
     /// per training era, each feature is dropped or reversed with probability p/2 each; 0 = off
     pub feature_noise: f32,
-    /// per training era and epoch, each row is kept with this probability (src/train/rows.rs); 1 = off
+    /// per training era and epoch, each row is kept with this probability (src/train/rows.rs);
+    /// 1 = off
     pub row_sample: f32,
 }
 

@@ -1,11 +1,11 @@
 //! Row subsampling (`train --row-sample P`): in every training era of every epoch, each row is kept
 //! with probability P, so the model, its attention over the era and its era context see a
 //! different random part of the era each time (docs/defaults.md round 11 measured it; round 12
-//! made 0.5 the recommended default). The draw for row r of the era at position `era` in round
-//! `round` (the epoch) comes from Philox with counter [r, era, round, 0x5B5B] under the run's
-//! seed, so it is the same in every run and on every device. Kept rows stay in their order; an
-//! era that would keep fewer than `MIN_ROWS` rows is trained whole. Validation and prediction
-//! never see it: only the training loop calls `apply`.
+//! made 0.5 the recommended default). The draw for row r of era `era` (its index in the store)
+//! in round `round` (the epoch) comes from Philox with counter [r, era, round, 0x5B5B] under the
+//! run's seed, so it is the same in every run, whatever the era order, and on every device.
+//! Kept rows stay in their order; an era that would keep fewer than `MIN_ROWS` rows is trained
+//! whole. Validation and prediction never see it: only the training loop calls `apply`.
 
 use super::era::EraBatch;
 use crate::rng::{philox4x32_10, unit_f32};
