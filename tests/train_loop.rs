@@ -151,7 +151,11 @@ fn plain_loop_rows(
                 continue;
             }
             let keep = rows::kept(o.seed, epoch as u64, e as u64, whole.n, p);
-            let batch = cut(&whole, &keep);
+            let batch = if keep.len() == whole.n {
+                whole
+            } else {
+                cut(&whole, &keep)
+            };
             step += 1;
             train_step(&dev, &mut m, &mut adam, &batch, o, step).unwrap();
         }

@@ -213,6 +213,7 @@ pub fn options_from_args(
     saved: Option<&Settings>,
 ) -> Result<TrainOptions> {
     let d = TrainOptions::default();
+    let preset = crate::model::Preset::parse(&a.preset)?;
     let schedule = match (&a.schedule, saved) {
         (Some(s), _) => Schedule::parse(s)?,
         (None, Some(st)) => st.schedule,
@@ -240,15 +241,12 @@ pub fn options_from_args(
         schedule,
         min_lr: pick!(a.min_lr, min_lr),
         eras_per_step: pick!(a.eras_per_step, eras_per_step),
-        ema: a
-            .ema
-            .or(saved.map(|s| s.ema))
-            .unwrap_or(crate::model::Preset::parse(&a.preset)?.ema()),
+        ema: a.ema.or(saved.map(|s| s.ema)).unwrap_or(preset.ema()),
         feature_noise: pick!(a.feature_noise, feature_noise),
         row_sample: a
             .row_sample
             .or(saved.map(|s| s.row_sample))
-            .unwrap_or(crate::model::Preset::parse(&a.preset)?.row_sample()),
+            .unwrap_or(preset.row_sample()),
     };
     opts.validate()?;
     Ok(opts)

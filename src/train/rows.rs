@@ -47,25 +47,23 @@ pub fn apply(batch: &mut EraBatch, seed: u64, round: u64, era: u64, p: f32) {
         return;
     }
     let (f, t) = (batch.f, batch.t);
-    let gather = |v: &[f32], w: usize| -> Vec<f32> {
-        let mut out = Vec::with_capacity(rows.len() * w);
-        for &r in &rows {
-            out.extend_from_slice(&v[r * w..(r + 1) * w]);
-        }
-        out
-    };
     if let Some(packed) = &batch.codes {
         let codes = &crate::ops::codes::bytes(packed)[..batch.x.len()];
-        let mut kept_codes = Vec::with_capacity(rows.len() * f);
-        for &r in &rows {
-            kept_codes.extend_from_slice(&codes[r * f..(r + 1) * f]);
-        }
-        batch.codes = Some(crate::ops::codes::pack(&kept_codes));
+        batch.codes = Some(crate::ops::codes::pack(&gather(codes, &rows, f)));
     }
-    batch.x = gather(&batch.x, f);
-    batch.y = gather(&batch.y, t);
-    batch.mask = gather(&batch.mask, 1);
+    batch.x = gather(&batch.x, &rows, f);
+    batch.y = gather(&batch.y, &rows, t);
+    batch.mask = gather(&batch.mask, &rows, 1);
     batch.n = rows.len();
+}
+
+/// The `w`-wide rows `rows` of the row-major `v`, in that order.
+fn gather<T: Copy>(v: &[T], rows: &[usize], w: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(rows.len() * w);
+    for &r in rows {
+        out.extend_from_slice(&v[r * w..(r + 1) * w]);
+    }
+    out
 }
 
 #[cfg(test)]
