@@ -438,3 +438,101 @@ fn row_sample_defaults_per_preset_and_is_refused_where_it_means_nothing() {
     );
     assert!(!dir.join("pre.safetensors").exists());
 }
+
+/// `recommended` keeps no epoch before the 7th (`--min-epochs 7`, docs/defaults.md round 13),
+/// `spec` any epoch; a `--config` key is the flag; with N = --epochs the kept model is the last
+/// epoch's (no moving average, so the kept weights are the raw ones); 0 is refused by name; walk-forward and pretrain refuse the flag rather than ignore it.
+#[test]
+fn min_epochs_defaults_per_preset_and_is_refused_where_it_means_nothing() {
+    let dir = TempDir::new("flags-minep");
+    let (t, v) = data(&dir);
+    let weights = |p: &Path| eraengine::checkpoint::Checkpoint::load(p).unwrap().tensors;
+    let run = |extra: &[&str], name: &str| {
+        let out = dir.join(name);
+        let o = train(
+            &t,
+            &v,
+            &[
+                &[
+                    "--epochs",
+                    "8",
+                    "--patience",
+                    "0",
+                    "--seed",
+                    "1",
+                    "--refit",
+                    "off",
+                    "--head-blend",
+                    "off",
+                    "--ema",
+                    "0",
+                    "--out",
+                    out.to_str().unwrap(),
+                ],
+                extra,
+            ]
+            .concat(),
+        );
+        assert!(o.status.success(), "{name}: {}", text(&o));
+        (
+            weights(&out),
+            weights(&dir.join(name.replace(".safetensors", ".last.safetensors"))),
+        )
+    };
+    let (plain, last) = run(&[], "plain.safetensors");
+    assert!(plain == run(&["--min-epochs", "7"], "seven.safetensors").0);
+    let (at8, last8) = run(&["--min-epochs", "8"], "eight.safetensors");
+    assert!(
+        at8 == last8 && last8 == last,
+        "--min-epochs 8 of 8 kept another epoch"
+    );
+    let config = dir.join("c.json");
+    std::fs::write(&config, r#"{"min_epochs": 8}"#).unwrap();
+    assert!(
+        run(
+            &["--config", config.to_str().unwrap()],
+            "config.safetensors"
+        )
+        .0 == at8
+    );
+    let spec = run(&["--preset", "spec"], "spec.safetensors").0;
+    assert!(
+        spec == run(
+            &["--preset", "spec", "--min-epochs", "1"],
+            "spec1.safetensors"
+        )
+        .0
+    );
+
+    let o = bin()
+        .args(["train", "--min-epochs", "0", "--data", "/nonexistent"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("--min-epochs must be at least 1"),
+        "{}",
+        text(&o)
+    );
+    let o = bin()
+        .args(["train", "--walk-forward", "--min-epochs", "2", "--data"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--min-epochs"), "{}", text(&o));
+    let o = bin()
+        .args(["pretrain", "--min-epochs", "2", "--data"])
+        .arg(&t)
+        .arg("--out")
+        .arg(dir.join("pre.safetensors"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("--min-epochs applies to train"),
+        "{}",
+        text(&o)
+    );
+    assert!(!dir.join("pre.safetensors").exists());
+}

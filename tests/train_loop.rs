@@ -1,6 +1,6 @@
 //! The training loop's knobs against hand-computed values and against the plain one-era-a-step loop:
-//! learning-rate schedule, EMA, eras-per-step, feature noise, row sampling, nothing-to-learn errors,
-//! ensembles.
+//! learning-rate schedule, EMA, eras-per-step, feature noise, row sampling, the epoch floor of early
+//! stopping, nothing-to-learn errors, ensembles.
 
 mod common;
 
@@ -523,4 +523,125 @@ fn prefetch_yields_the_order_with_the_batches_a_direct_load_gives_and_can_stop_e
     // an empty order yields nothing
     let none = era::with_prefetch(&store, &map, &[], 4, |eras| eras.count());
     assert_eq!(none, 0);
+}
+
+/// The validation mean corr of every epoch of a run, with its result.
+fn scored_run(
+    store: &Store,
+    valid: &Store,
+    o: &TrainOptions,
+) -> (eraengine::train::TrainResult, Vec<f64>) {
+    let mut scores = Vec::new();
+    let r = train(&Cpu, tiny(store), None, store, Some(valid), o, &mut |e| {
+        if let Event::Validation { score, .. } = e {
+            scores.push(score.mean);
+        }
+    })
+    .unwrap();
+    (r, scores)
+}
+
+/// `--min-epochs N`: the kept epoch is the best of epochs N.. (the training itself is the same, so
+/// the scores of every epoch are too), and it is never before N.
+#[test]
+fn min_epochs_keeps_the_best_epoch_from_n_on() {
+    let (_dir, t, v, _) = dataset("minep", 3, 0);
+    let (store, valid) = (Store::open(&t).unwrap(), Store::open(&v).unwrap());
+    let all = TrainOptions {
+        patience: 0,
+        ..opts(6)
+    };
+    let (r1, s1) = scored_run(&store, &valid, &all);
+    assert_eq!(s1.len(), 6);
+    let argmax_from = |n: usize| (n..=6).fold(n, |b, e| if s1[e - 1] > s1[b - 1] { e } else { b });
+    assert_eq!(r1.best_epoch, Some(argmax_from(1)));
+    assert!(
+        (2..=6).any(|n| argmax_from(n) != argmax_from(1)),
+        "no floor moves the kept epoch on these scores: {s1:?}"
+    );
+    for n in 2..=6 {
+        let o = TrainOptions {
+            min_epochs: n,
+            ..all.clone()
+        };
+        let (r, s) = scored_run(&store, &valid, &o);
+        assert_eq!(s, s1, "min_epochs {n} changed the training");
+        let want = argmax_from(n);
+        assert_eq!(r.best_epoch, Some(want), "min_epochs {n}: scores {s1:?}");
+        assert_eq!(r.best.unwrap().mean, s1[want - 1]);
+    }
+    // With N = 6 = --epochs the kept weights are the last epoch's.
+    let o = TrainOptions {
+        min_epochs: 6,
+        ..all.clone()
+    };
+    let last = plain_loop(&store, &tiny(&store), &o);
+    let r = train(
+        &Cpu,
+        tiny(&store),
+        None,
+        &store,
+        Some(&valid),
+        &o,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(r.checkpoint.tensors, last);
+}
+
+/// Patience counts from N: no run stops before epoch N + patience; and a floor at or below the
+/// unrestricted run's best epoch changes nothing, bit for bit (the epochs it skips could only have
+/// been kept if they beat that best).
+#[test]
+fn min_epochs_at_or_below_the_best_epoch_is_a_no_op_and_patience_counts_from_it() {
+    let (_dir, t, v, _) = dataset("minep2", 3, 0);
+    let (store, valid) = (Store::open(&t).unwrap(), Store::open(&v).unwrap());
+    for patience in [1usize, 2] {
+        let o = TrainOptions {
+            patience,
+            ..opts(10)
+        };
+        let (r1, s1) = scored_run(&store, &valid, &o);
+        let best = r1.best_epoch.unwrap();
+        assert!(
+            best >= 2,
+            "patience {patience}: best epoch {best} tests no floor"
+        );
+        for n in 1..=best {
+            let (r, s) = scored_run(
+                &store,
+                &valid,
+                &TrainOptions {
+                    min_epochs: n,
+                    ..o.clone()
+                },
+            );
+            assert_eq!((r.best_epoch, &s), (r1.best_epoch, &s1), "n {n}");
+            assert_eq!(r.checkpoint.tensors, r1.checkpoint.tensors, "n {n}");
+        }
+        for n in [3usize, 5] {
+            let (r, s) = scored_run(
+                &store,
+                &valid,
+                &TrainOptions {
+                    min_epochs: n,
+                    ..o.clone()
+                },
+            );
+            assert!(
+                s.len() >= (n + patience).min(10),
+                "stopped after {} epochs with min_epochs {n} patience {patience}",
+                s.len()
+            );
+            assert!(r.best_epoch.unwrap() >= n);
+        }
+    }
+    assert!(TrainOptions {
+        min_epochs: 0,
+        ..opts(2)
+    }
+    .validate()
+    .unwrap_err()
+    .to_string()
+    .contains("--min-epochs"));
 }

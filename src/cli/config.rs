@@ -58,6 +58,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "ortho_weight",
     "pos_enc",
     "patience",
+    "min_epochs",
     "refit",
     "head_blend",
     "window",
@@ -148,6 +149,7 @@ pub fn apply_config(
                 _ => return Err(bad("true or false")),
             },
             "patience" => fill(&mut a.patience, size()?),
+            "min_epochs" => fill(&mut a.min_epochs, size()?),
             "refit" => match v {
                 Value::Bool(b) => fill(&mut a.refit, Some(if *b { "on" } else { "off" }.into())),
                 _ => fill(&mut a.refit, text()?),

@@ -67,6 +67,7 @@ pub enum Command {
     #[command(mut_arg("min_lr", |a| a.hide(true)))]
     #[command(mut_arg("feature_noise", |a| a.hide(true)))]
     #[command(mut_arg("row_sample", |a| a.hide(true)))]
+    #[command(mut_arg("min_epochs", |a| a.hide(true)))]
     #[command(mut_arg("threshold_warmup", |a| a.hide(true)))]
     #[command(mut_arg("window", |a| a.hide(true)))]
     #[command(mut_arg("embargo", |a| a.hide(true)))]
@@ -302,6 +303,11 @@ pub struct TrainArgs {
     /// Early-stopping patience in epochs (0 = never stop early) [default: 6]
     #[arg(long, allow_negative_numbers = true)]
     pub patience: Option<usize>,
+    /// The earliest epoch early stopping may keep: the kept epoch is the best on the validation
+    /// eras among epochs N and later, and patience counts from N (docs/defaults.md round 13)
+    /// [default: 7 with --preset recommended; 1 (any epoch) with --preset spec]
+    #[arg(long = "min-epochs", allow_negative_numbers = true)]
+    pub min_epochs: Option<usize>,
     /// Pretrain the encoder for N epochs on the training eras' features first (masked-feature
     /// reconstruction, as `eraengine pretrain --epochs N --seed S` with its defaults), then train
     /// from it with a fresh head (docs/model.md; +2 points of the Bayes limit on held-out synth

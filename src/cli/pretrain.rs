@@ -38,6 +38,7 @@ fn refuse_train_only(a: &TrainArgs) -> Result<()> {
         ("--min-lr", a.min_lr.is_some()),
         ("--feature-noise", a.feature_noise.is_some()),
         ("--row-sample", a.row_sample.is_some()),
+        ("--min-epochs", a.min_epochs.is_some()),
         ("--threshold-warmup", a.threshold_warmup.is_some()),
         ("--window", a.window.is_some()),
         ("--embargo", a.embargo.is_some()),

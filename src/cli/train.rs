@@ -232,6 +232,7 @@ pub fn options_from_args(
         clip: pick!(a.clip, clip),
         max_steps: a.max_steps,
         patience: a.patience.unwrap_or(d.patience),
+        min_epochs: a.min_epochs.unwrap_or(preset.min_epochs()),
         threshold_warmup: a.threshold_warmup.unwrap_or(d.threshold_warmup),
         out: None,
         grads_out: a.grads_out.clone(),

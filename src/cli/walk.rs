@@ -35,6 +35,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         (a.ema.is_some(), "--ema"),
         (a.feature_noise.is_some(), "--feature-noise"),
         (a.row_sample.is_some(), "--row-sample"),
+        (a.min_epochs.is_some(), "--min-epochs"),
         (a.pretrain_epochs.is_some(), "--pretrain-epochs"),
     ] {
         if given {
@@ -65,6 +66,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     };
     opts.epochs = a.epochs.unwrap_or(1);
     opts.patience = 0;
+    opts.min_epochs = 1;
     opts.threshold_warmup = 0;
     opts.grads_out = None;
     w.validate(&store, opts.epochs)?;

@@ -124,6 +124,11 @@ fn short(x: f32) -> f64 {
     format!("{x}").parse().unwrap_or(x as f64)
 }
 
+/// `--min-epochs` of the recommended preset (docs/defaults.md round 13): every measured member
+/// whose validation corr peaked before epoch 7 scored better on later eras when made to keep a
+/// later epoch (by up to 0.06 corr); a floor of 8 moved members that peaked at 7 either way.
+pub const MIN_EPOCHS_RECOMMENDED: usize = 7;
+
 /// Named starting configs for `train` (`--preset`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Preset {
@@ -150,6 +155,15 @@ impl Preset {
         match self {
             Preset::Recommended => 0.5,
             Preset::Spec => 1.0,
+        }
+    }
+
+    /// The earliest epoch early stopping may keep unless `--min-epochs` says otherwise
+    /// (docs/defaults.md round 13; 1 = any epoch).
+    pub fn min_epochs(self) -> usize {
+        match self {
+            Preset::Recommended => MIN_EPOCHS_RECOMMENDED,
+            Preset::Spec => 1,
         }
     }
 

@@ -544,7 +544,10 @@ pub fn train_on<B: Backend>(
             n_features: m.model.cfg.n_features,
         });
         reports.push(report);
+        // Epochs before --min-epochs are kept only until a later one is scored: the kept epoch
+        // is the best of epochs min_epochs.., and patience counts from min_epochs.
         let improved = match (vscore, &best) {
+            _ if epoch <= opts.min_epochs => true,
             (Some(v), Some((_, b, _))) => v.mean > b.mean,
             (Some(_), None) => true,
             (None, _) => true,

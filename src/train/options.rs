@@ -45,6 +45,9 @@ pub struct TrainOptions {
     pub max_steps: Option<u64>,
     /// epochs without a better validation corr before stopping
     pub patience: usize,
+    /// the earliest epoch early stopping may keep: the kept epoch is the best of epochs
+    /// `min_epochs..`, and patience counts from it (1 = every epoch may be kept)
+    pub min_epochs: usize,
     /// epochs over which the gate threshold ramps from 0 to its configured value
     pub threshold_warmup: usize,
     pub out: Option<PathBuf>,
@@ -79,6 +82,7 @@ impl Default for TrainOptions {
             clip: 1.0,
             max_steps: None,
             patience: 6,
+            min_epochs: 1,
             threshold_warmup: 0,
             out: None,
             grads_out: None,
@@ -118,6 +122,11 @@ impl TrainOptions {
                 "--weight-decay must be >= 0, got {}",
                 self.weight_decay
             )));
+        }
+        if self.min_epochs == 0 {
+            return Err(Error::usage(
+                "--min-epochs must be at least 1 (1 = every epoch may be kept)",
+            ));
         }
         if self.max_steps == Some(0) {
             return Err(Error::usage("--max-steps must be at least 1"));
