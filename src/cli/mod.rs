@@ -304,8 +304,9 @@ pub struct TrainArgs {
     #[arg(long, allow_negative_numbers = true)]
     pub patience: Option<usize>,
     /// The earliest epoch early stopping may keep: the kept epoch is the best on the validation
-    /// eras among epochs N and later, and patience counts from N (docs/defaults.md round 13)
-    /// [default: 7 with --preset recommended; 1 (any epoch) with --preset spec]
+    /// eras among epochs N and later (the last one when N >= --epochs), and patience counts from
+    /// N (docs/defaults.md round 13) [default: 7 with --preset recommended; 1 (any epoch) with
+    /// --preset spec]
     #[arg(long = "min-epochs", allow_negative_numbers = true)]
     pub min_epochs: Option<usize>,
     /// Pretrain the encoder for N epochs on the training eras' features first (masked-feature
