@@ -362,6 +362,50 @@ fn ensemble_members_average_no_weights_unless_asked() {
     assert!(weights(&ens2.join("seed-1.safetensors")) == weights(&plain));
 }
 
+/// The weights `train` writes to DIR/NAME on (t, v) with `base` then `extra` flags; panics with
+/// the output when it fails.
+fn trained(dir: &Path, t: &Path, v: &Path, base: &[&str], extra: &[&str], name: &str) -> Tensors {
+    let out = dir.join(name);
+    let o = train(
+        t,
+        v,
+        &[base, extra, &["--out", out.to_str().unwrap()]].concat(),
+    );
+    assert!(o.status.success(), "{name}: {}", text(&o));
+    eraengine::checkpoint::Checkpoint::load(&out)
+        .unwrap()
+        .tensors
+}
+
+type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+/// `train --walk-forward FLAG VALUE` and `pretrain FLAG VALUE` exit 2 naming the flag, and
+/// pretrain writes nothing.
+fn refused_by_walk_forward_and_pretrain(dir: &Path, t: &Path, flag: &str, value: &str) {
+    let o = bin()
+        .args(["train", "--walk-forward", flag, value, "--data"])
+        .arg(t)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains(flag), "{}", text(&o));
+    let pre = dir.join("pre.safetensors");
+    let o = bin()
+        .args(["pretrain", flag, value, "--data"])
+        .arg(t)
+        .arg("--out")
+        .arg(&pre)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("{flag} applies to train")),
+        "{}",
+        text(&o)
+    );
+    assert!(!pre.exists());
+}
+
 /// `recommended` trains each era on a random half of its rows (`--row-sample 0.5`, docs/defaults.md
 /// round 12), `spec` on every row; a `--config` key is the flag; walk-forward and pretrain refuse
 /// the flag rather than ignore it.
@@ -369,27 +413,8 @@ fn ensemble_members_average_no_weights_unless_asked() {
 fn row_sample_defaults_per_preset_and_is_refused_where_it_means_nothing() {
     let dir = TempDir::new("flags-rows");
     let (t, v) = data(&dir);
-    let weights = |p: &Path| eraengine::checkpoint::Checkpoint::load(p).unwrap().tensors;
     let run = |extra: &[&str], name: &str| {
-        let out = dir.join(name);
-        let o = train(
-            &t,
-            &v,
-            &[
-                &[
-                    "--epochs",
-                    "2",
-                    "--seed",
-                    "1",
-                    "--out",
-                    out.to_str().unwrap(),
-                ],
-                extra,
-            ]
-            .concat(),
-        );
-        assert!(o.status.success(), "{name}: {}", text(&o));
-        weights(&out)
+        trained(&dir, &t, &v, &["--epochs", "2", "--seed", "1"], extra, name)
     };
     let plain = run(&[], "plain.safetensors");
     assert!(plain == run(&["--row-sample", "0.5"], "half.safetensors"));
@@ -415,75 +440,42 @@ fn row_sample_defaults_per_preset_and_is_refused_where_it_means_nothing() {
             "spec5.safetensors"
         )
     );
-
-    let o = bin()
-        .args(["train", "--walk-forward", "--row-sample", "0.5", "--data"])
-        .arg(&t)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("--row-sample"), "{}", text(&o));
-    let o = bin()
-        .args(["pretrain", "--row-sample", "0.5", "--data"])
-        .arg(&t)
-        .arg("--out")
-        .arg(dir.join("pre.safetensors"))
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        text(&o).contains("--row-sample applies to train"),
-        "{}",
-        text(&o)
-    );
-    assert!(!dir.join("pre.safetensors").exists());
+    refused_by_walk_forward_and_pretrain(&dir, &t, "--row-sample", "0.5");
 }
 
 /// `recommended` keeps no epoch before the 7th (`--min-epochs 7`, docs/defaults.md round 13),
 /// `spec` any epoch; a `--config` key is the flag; with N = --epochs the kept model is the last
-/// epoch's (no moving average, so the kept weights are the raw ones); 0 is refused by name; walk-forward and pretrain refuse the flag rather than ignore it.
+/// epoch's (no moving average, so the kept weights are the raw ones); 0 is refused by name;
+/// walk-forward and pretrain refuse the flag rather than ignore it.
 #[test]
 fn min_epochs_defaults_per_preset_and_is_refused_where_it_means_nothing() {
     let dir = TempDir::new("flags-minep");
     let (t, v) = data(&dir);
-    let weights = |p: &Path| eraengine::checkpoint::Checkpoint::load(p).unwrap().tensors;
-    let run = |extra: &[&str], name: &str| {
-        let out = dir.join(name);
-        let o = train(
-            &t,
-            &v,
-            &[
-                &[
-                    "--epochs",
-                    "8",
-                    "--patience",
-                    "0",
-                    "--seed",
-                    "1",
-                    "--refit",
-                    "off",
-                    "--head-blend",
-                    "off",
-                    "--ema",
-                    "0",
-                    "--out",
-                    out.to_str().unwrap(),
-                ],
-                extra,
-            ]
-            .concat(),
-        );
-        assert!(o.status.success(), "{name}: {}", text(&o));
-        (
-            weights(&out),
-            weights(&dir.join(name.replace(".safetensors", ".last.safetensors"))),
-        )
+    let base = [
+        "--epochs",
+        "8",
+        "--patience",
+        "0",
+        "--seed",
+        "1",
+        "--refit",
+        "off",
+        "--head-blend",
+        "off",
+        "--ema",
+        "0",
+    ];
+    let run = |extra: &[&str], name: &str| trained(&dir, &t, &v, &base, extra, name);
+    let last = |name: &str| {
+        eraengine::checkpoint::Checkpoint::load(&dir.join(name))
+            .unwrap()
+            .tensors
     };
-    let (plain, last) = run(&[], "plain.safetensors");
-    assert!(plain == run(&["--min-epochs", "7"], "seven.safetensors").0);
-    let (at8, last8) = run(&["--min-epochs", "8"], "eight.safetensors");
+    let plain = run(&[], "plain.safetensors");
+    assert!(plain == run(&["--min-epochs", "7"], "seven.safetensors"));
+    let at8 = run(&["--min-epochs", "8"], "eight.safetensors");
     assert!(
-        at8 == last8 && last8 == last,
+        at8 == last("eight.last.safetensors") && at8 == last("plain.last.safetensors"),
         "--min-epochs 8 of 8 kept another epoch"
     );
     let config = dir.join("c.json");
@@ -492,16 +484,14 @@ fn min_epochs_defaults_per_preset_and_is_refused_where_it_means_nothing() {
         run(
             &["--config", config.to_str().unwrap()],
             "config.safetensors"
-        )
-        .0 == at8
+        ) == at8
     );
-    let spec = run(&["--preset", "spec"], "spec.safetensors").0;
+    let spec = run(&["--preset", "spec"], "spec.safetensors");
     assert!(
         spec == run(
             &["--preset", "spec", "--min-epochs", "1"],
             "spec1.safetensors"
         )
-        .0
     );
 
     let o = bin()
@@ -514,25 +504,5 @@ fn min_epochs_defaults_per_preset_and_is_refused_where_it_means_nothing() {
         "{}",
         text(&o)
     );
-    let o = bin()
-        .args(["train", "--walk-forward", "--min-epochs", "2", "--data"])
-        .arg(&t)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("--min-epochs"), "{}", text(&o));
-    let o = bin()
-        .args(["pretrain", "--min-epochs", "2", "--data"])
-        .arg(&t)
-        .arg("--out")
-        .arg(dir.join("pre.safetensors"))
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        text(&o).contains("--min-epochs applies to train"),
-        "{}",
-        text(&o)
-    );
-    assert!(!dir.join("pre.safetensors").exists());
+    refused_by_walk_forward_and_pretrain(&dir, &t, "--min-epochs", "2");
 }
