@@ -1,7 +1,7 @@
 //! AVX2 + FMA microkernel: a 6 × 16 tile in 12 ymm accumulators (6 × 8 for the half panel); per
 //! step of k, two loads of packed B and six broadcasts of A feed 12 FMAs.
 
-use super::{Kernel, Tile};
+use super::{by_rows, Kernel, Tile};
 use std::arch::x86_64::*;
 
 pub(super) struct Avx2;
@@ -22,10 +22,10 @@ impl Kernel for Avx2 {
         // SAFETY: the caller upholds `Kernel::tile`'s contract, which is exactly `body`'s.
         unsafe {
             match (t.half, t.direct) {
-                (false, false) => body::<2, false>(t),
-                (false, true) => body::<2, true>(t),
-                (true, false) => body::<1, false>(t),
-                (true, true) => body::<1, true>(t),
+                (false, false) => by_rows!(body, 2, false, t; 1 2 3 4 5; 6),
+                (false, true) => by_rows!(body, 2, true, t; 1 2 3 4 5; 6),
+                (true, false) => by_rows!(body, 1, false, t; 1 2 3 4 5; 6),
+                (true, true) => by_rows!(body, 1, true, t; 1 2 3 4 5; 6),
             }
         }
     }
@@ -34,8 +34,8 @@ impl Kernel for Avx2 {
 /// # Safety
 /// As [`Kernel::tile`], with width = 8·NV and AVX2 and FMA available.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn body<const NV: usize, const DIRECT: bool>(t: &Tile) {
-    let mut acc = [[_mm256_setzero_ps(); NV]; MR];
+unsafe fn body<const NV: usize, const DIRECT: bool, const R: usize>(t: &Tile) {
+    let mut acc = [[_mm256_setzero_ps(); NV]; R];
     let (mut a, mut b) = (t.a, t.b);
     let lda = t.lda;
     for _ in 0..t.kc {

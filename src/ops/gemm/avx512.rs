@@ -1,7 +1,7 @@
 //! AVX-512F microkernel: a 12 × 32 tile in 24 zmm accumulators (12 × 16 for the half panel); per
 //! step of k, two loads of packed B and twelve broadcasts of A feed 24 FMAs.
 
-use super::{Kernel, Tile};
+use super::{by_rows, Kernel, Tile};
 use std::arch::x86_64::*;
 
 pub(super) struct Avx512;
@@ -22,10 +22,10 @@ impl Kernel for Avx512 {
         // SAFETY: the caller upholds `Kernel::tile`'s contract, which is exactly `body`'s.
         unsafe {
             match (t.half, t.direct) {
-                (false, false) => body::<2, false>(t),
-                (false, true) => body::<2, true>(t),
-                (true, false) => body::<1, false>(t),
-                (true, true) => body::<1, true>(t),
+                (false, false) => by_rows!(body, 2, false, t; 1 2 3 4 5 6 7 8 9 10 11; 12),
+                (false, true) => by_rows!(body, 2, true, t; 1 2 3 4 5 6 7 8 9 10 11; 12),
+                (true, false) => by_rows!(body, 1, false, t; 1 2 3 4 5 6 7 8 9 10 11; 12),
+                (true, true) => by_rows!(body, 1, true, t; 1 2 3 4 5 6 7 8 9 10 11; 12),
             }
         }
     }
@@ -34,8 +34,8 @@ impl Kernel for Avx512 {
 /// # Safety
 /// As [`Kernel::tile`], with width = 16·NV and AVX-512F available.
 #[target_feature(enable = "avx512f")]
-unsafe fn body<const NV: usize, const DIRECT: bool>(t: &Tile) {
-    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+unsafe fn body<const NV: usize, const DIRECT: bool, const R: usize>(t: &Tile) {
+    let mut acc = [[_mm512_setzero_ps(); NV]; R];
     let (mut a, mut b) = (t.a, t.b);
     let lda = t.lda;
     for _ in 0..t.kc {

@@ -11,10 +11,11 @@
 //! into NR-wide panels, zero-padded), MC-tall row blocks (A packed into MR-tall panels), then an
 //! MR × NR register tile per microkernel call. Packing is skipped where it would cost as much as it
 //! saves: row-major A when n is small, and transposed A and plain B when their strides are short
-//! (the weight gradient's per-block products); those are read in place, full panels only.
+//! (the weight gradient's per-block products); those are read in place (B: full panels only).
 //! Microkernels: AVX-512 (12 × 32, 24 zmm accumulators), AVX2 + FMA (6 × 16, 12 ymm), portable
 //! (4 × 16 plain arrays); each has a half-width variant for the last panel so n = 42 computes 48
-//! columns, not 64. The path is picked at run time
+//! columns, not 64, and an instance per row count, so a last row panel of r < MR rows computes r
+//! rows (m = 64 is 5 × 12 + 4, not 6 × 12) and is read in place like the full ones. The path is picked at run time
 //! ([`Simd::detect`], cached) and can be forced ([`Gemm::simd`]) for tests.
 //!
 //! The epilogue (alpha, beta, bias) runs in registers when the tile is full; edge tiles go through a
@@ -45,10 +46,10 @@ const SLABS_PER_THREAD: usize = 4;
 /// With A row-major, A is packed only when n exceeds this (each packed value is then reused over
 /// enough columns to pay for the transposing copy); else the microkernel reads A in place.
 const PACK_A_MIN_COLS: usize = 128;
-/// A stored transposed ([k, m]) and B stored [k, n] are read in place, full panels only, when their
-/// row stride is at most this many values (1 KiB): the weight gradient's per-block products, whose
-/// operands sit in L2 and whose packing copies cost as much as the product (the partial last panel
-/// is still packed, zero-padded). Longer strides are packed, as BLIS does.
+/// A stored transposed ([k, m]) and B stored [k, n] are read in place when their row stride is at
+/// most this many values (1 KiB): the weight gradient's per-block products, whose operands sit in
+/// L2 and whose packing copies cost as much as the product (B's partial last column panel is still
+/// packed, zero-padded). Longer strides are packed, as BLIS does.
 const IN_PLACE_MAX_LD: usize = 256;
 
 /// An activation applied in place to finished runs of C (one tile row at a time).
@@ -265,8 +266,11 @@ struct Out<'c> {
     ldc: usize,
 }
 
-/// What a microkernel reads and writes for one MR × width tile (width = NR, or NR/2 if `half`).
+/// What a microkernel reads and writes for one rows × width tile (rows ≤ MR; width = NR, or NR/2
+/// if `half`).
 pub(super) struct Tile {
+    /// Rows of the tile, 1..=MR: a last panel of fewer rows computes only those (no zero padding).
+    pub rows: usize,
     pub kc: usize,
     /// Direct: A(r, p) at a + r·lda + p. Otherwise at a + p·a_step + r: a packed panel
     /// (a_step = MR), or a transposed A read in place (a_step = its stride).
@@ -295,12 +299,25 @@ pub(super) trait Kernel {
     const MC: usize;
     const NC: usize;
     /// # Safety
-    /// The CPU supports the family's instructions; `t.a` is readable for MR rows × kc as laid out
-    /// per `t.direct` / `t.a_step`, `t.b` for kc × width at stride `t.b_step`, `t.c` readable and
-    /// writable for MR rows × width at stride `t.ldc`, and `t.bias` is null or readable for width
-    /// values.
+    /// The CPU supports the family's instructions; 1 ≤ `t.rows` ≤ MR; `t.a` is readable for
+    /// `t.rows` rows × kc as laid out per `t.direct` / `t.a_step`, `t.b` for kc × width at stride
+    /// `t.b_step`, `t.c` readable and writable for `t.rows` rows × width at stride `t.ldc`, and
+    /// `t.bias` is null or readable for width values.
     unsafe fn tile(t: &Tile);
 }
+
+/// `body::<NV, DIRECT, R>(t)` for R = `t.rows` (1..=MR as listed; a larger value runs MR rows, 0
+/// none): a microkernel family's dispatch to its row-count instances.
+macro_rules! by_rows {
+    ($body:ident, $nv:literal, $direct:literal, $t:expr; $($r:literal)+; $mr:literal) => {
+        match $t.rows {
+            0 => {}
+            $($r => $body::<$nv, $direct, $r>($t),)+
+            _ => $body::<$nv, $direct, $mr>($t),
+        }
+    };
+}
+pub(super) use by_rows;
 
 /// Largest MR × NR over the families (the edge-tile buffer).
 const TILE_MAX: usize = 12 * 32;
@@ -425,10 +442,10 @@ fn align64(v: &[f32]) -> usize {
 enum AMode {
     /// Every panel packed (MR values per step of k).
     Packed,
-    /// Row-major A read in place (full panels; the partial last one packed).
+    /// Row-major A read in place (a partial last panel too: the microkernel computes its rows only).
     Rows,
-    /// Transposed A read in place: MR consecutive values per step of k at stride lda (full
-    /// panels; the partial last one packed).
+    /// Transposed A read in place: MR (or, last, fewer) consecutive values per step of k at
+    /// stride lda.
     Cols,
 }
 
@@ -452,7 +469,7 @@ fn serial<K: Kernel>(p: &Prob, out: Out) {
     let mc_max = if pack_a {
         K::MC.min(p.m).div_ceil(K::MR) * K::MR
     } else {
-        K::MR
+        0
     };
     let b_len = kc_max * nc_max;
     let a_len = kc_max * mc_max;
@@ -516,12 +533,8 @@ fn run_blocks<K: Kernel>(
             }
             for ic in (0..m).step_by(K::MC) {
                 let mc = K::MC.min(m - ic);
-                let full_rows = mc / K::MR * K::MR;
                 if mode == AMode::Packed {
                     pack::a(apack, &p.a, ic, mc, pc, kc, K::MR);
-                } else if full_rows < mc {
-                    // the partial last panel is packed (zero-padded); full panels are read in place
-                    pack::a(apack, &p.a, ic + full_rows, mc - full_rows, pc, kc, K::MR);
                 }
                 let blk = Block {
                     p,
@@ -580,11 +593,8 @@ fn tile<K: Kernel>(blk: &Block, ir: usize, jr: usize, c: &mut [f32], ldc: usize,
     let mr = K::MR.min(blk.mc - ir);
     let (a_ptr, lda, direct, a_step) = match blk.mode {
         AMode::Packed => (blk.apack[ir * kc..][..kc * K::MR].as_ptr(), 0, false, K::MR),
-        AMode::Rows | AMode::Cols if mr < K::MR => {
-            (blk.apack[..kc * K::MR].as_ptr(), 0, false, K::MR)
-        }
         mode => {
-            // SAFETY: (i0 + r, pc + q) for r < MR ≤ m - i0, q < kc ≤ k - pc are elements of
+            // SAFETY: (i0 + r, pc + q) for r < mr ≤ m - i0, q < kc ≤ k - pc are elements of
             // op(A), all inside a.data (Prob invariant); i0 < m, so the offset itself is in bounds.
             let ptr = unsafe { p.a.data.as_ptr().add(p.a.idx(i0, blk.pc)) };
             if mode == AMode::Rows {
@@ -595,8 +605,9 @@ fn tile<K: Kernel>(blk: &Block, ir: usize, jr: usize, c: &mut [f32], ldc: usize,
         }
     };
     let bias_j = p.bias.filter(|_| blk.first).map(|b| &b[j0..j0 + nr]);
-    if mr == K::MR && nr == width {
+    if nr == width {
         let t = Tile {
+            rows: mr,
             kc,
             a: a_ptr,
             lda,
@@ -612,11 +623,11 @@ fn tile<K: Kernel>(blk: &Block, ir: usize, jr: usize, c: &mut [f32], ldc: usize,
             beta,
             bias: bias_j.map_or(std::ptr::null(), |b| b.as_ptr()),
         };
-        // SAFETY: the caller picked K because the CPU supports it; A rows i0..i0+MR, cols
-        // pc..pc+kc are in bounds (in place, either layout) or apack holds kc·MR values
-        // (packed); B's kc × width block is in bounds (in place) or in bpack; C rows i0..i0+MR
-        // (≤ m) and cols j0..j0+width (= nr ≤ n - j0) are inside c by the Out invariant; bias_j
-        // holds nr = width values.
+        // SAFETY: the caller picked K because the CPU supports it; 1 ≤ mr ≤ MR (ir < mc); A rows
+        // i0..i0+mr, cols pc..pc+kc are in bounds (in place, either layout) or apack holds
+        // kc·MR values (packed); B's kc × width block is in bounds (in place) or in bpack; C rows
+        // i0..i0+mr (≤ m) and cols j0..j0+width (= nr ≤ n - j0) are inside c by the Out
+        // invariant; bias_j holds nr = width values.
         unsafe { K::tile(&t) };
         if blk.last {
             if let Some(act) = p.act {
@@ -628,6 +639,7 @@ fn tile<K: Kernel>(blk: &Block, ir: usize, jr: usize, c: &mut [f32], ldc: usize,
         return;
     }
     let t = Tile {
+        rows: mr,
         kc,
         a: a_ptr,
         lda,
@@ -642,8 +654,8 @@ fn tile<K: Kernel>(blk: &Block, ir: usize, jr: usize, c: &mut [f32], ldc: usize,
         beta: false,
         bias: std::ptr::null(),
     };
-    // SAFETY: as above for A and B; C is the stack tile of TILE_MAX ≥ MR·NR values at stride
-    // width ≤ NR; no bias.
+    // SAFETY: as above for A and B; C is the stack tile of TILE_MAX ≥ MR·NR ≥ mr·width values
+    // at stride width ≤ NR; no bias.
     unsafe { K::tile(&t) };
     for r in 0..mr {
         let row = &mut c[(i0 + r) * ldc + j0..][..nr];

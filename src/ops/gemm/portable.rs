@@ -1,7 +1,7 @@
 //! Portable microkernel: a 4 × 16 tile (4 × 8 for the half panel) in plain arrays, for CPUs without
 //! AVX2; the compiler vectorises the column loop with the baseline SIMD it has.
 
-use super::{Kernel, Tile};
+use super::{by_rows, Kernel, Tile};
 
 pub(super) struct Portable;
 
@@ -18,10 +18,10 @@ impl Kernel for Portable {
         // SAFETY: the caller upholds `Kernel::tile`'s contract, which is exactly `body`'s.
         unsafe {
             match (t.half, t.direct) {
-                (false, false) => body::<16, false>(t),
-                (false, true) => body::<16, true>(t),
-                (true, false) => body::<8, false>(t),
-                (true, true) => body::<8, true>(t),
+                (false, false) => by_rows!(body, 16, false, t; 1 2 3; 4),
+                (false, true) => by_rows!(body, 16, true, t; 1 2 3; 4),
+                (true, false) => by_rows!(body, 8, false, t; 1 2 3; 4),
+                (true, true) => by_rows!(body, 8, true, t; 1 2 3; 4),
             }
         }
     }
@@ -29,8 +29,8 @@ impl Kernel for Portable {
 
 /// # Safety
 /// As [`Kernel::tile`] with width = W.
-unsafe fn body<const W: usize, const DIRECT: bool>(t: &Tile) {
-    let mut acc = [[0f32; W]; MR];
+unsafe fn body<const W: usize, const DIRECT: bool, const R: usize>(t: &Tile) {
+    let mut acc = [[0f32; W]; R];
     for p in 0..t.kc {
         let bs = &*t.b.add(p * t.b_step).cast::<[f32; W]>();
         for (r, accr) in acc.iter_mut().enumerate() {
