@@ -158,6 +158,8 @@ fn blocked_and_threaded_shapes_match_the_oracle() {
         (130, 64, 64),    // the model's d × d, m-split over threads
         (20, 24, 12_000), // small m, huge k: split-k over threads
         (250, 80, 600), // strides ≤ 256: transposed A and plain B read in place (80 = 2 + ½ panels)
+        (3000, 1, 64),  // one output column (the head): split by its padded work, not its flops
+        (3000, 64, 1),  // k = 1 (the head's input gradient): split likewise
     ];
     for s in paths() {
         for &(m, n, k) in &shapes {
@@ -268,4 +270,25 @@ fn forcing_a_missing_path_is_an_error() {
         }
     }
     assert!(Simd::detect().available());
+}
+
+/// A product with one output column or k = 1 counts its padded tile work against the threshold for
+/// splitting (so the model's one-output head runs on every thread), and a small one stays serial.
+#[test]
+fn narrow_products_split_by_their_tile_work() {
+    use eraengine::ops::par;
+    for (m, n, k, split) in [(3000, 1, 64, true), (3000, 64, 1, true), (40, 1, 8, false)] {
+        let a = fill(m * k, 5);
+        let b = fill(n * k, 6);
+        let mut c = vec![0f32; m * n];
+        let before = par::parallel_dispatches_on_this_thread();
+        Gemm {
+            threads: Some(2),
+            ..Gemm::new(false, true, m, n, k)
+        }
+        .run(&a, &b, &mut c)
+        .unwrap();
+        let ran_split = par::parallel_dispatches_on_this_thread() > before;
+        assert_eq!(ran_split, split, "m {m} n {n} k {k}");
+    }
 }

@@ -109,3 +109,33 @@ fn a_panicking_item_is_re_raised_and_the_pool_keeps_working() {
         }
     });
 }
+
+/// The CPU backend's `copy` and `fill_zero` split large buffers over the workers: every value
+/// lands where it belongs, for lengths around the split threshold and ragged chunks.
+#[test]
+fn large_copies_and_zero_fills_are_exact_when_split() {
+    use eraengine::device::{Backend, Cpu};
+    within(60, || {
+        for len in [1usize, 4095, (1 << 18) - 1, 1 << 18, (1 << 18) + 7, 3 << 18] {
+            let src: Vec<f32> = (0..len).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let mut dst = vec![f32::NAN; len];
+            let before = par::parallel_dispatches_on_this_thread();
+            Cpu.copy(&mut dst, &src).unwrap();
+            assert_eq!(dst, src, "copy of {len} values");
+            Cpu.fill_zero(&mut dst).unwrap();
+            assert!(dst.iter().all(|&v| v == 0.0), "zero fill of {len} values");
+            let split = par::parallel_dispatches_on_this_thread() - before;
+            if par::threads() > 1 && len >= 1 << 18 {
+                assert_eq!(
+                    split, 2,
+                    "{len} values: copy and fill each split over the workers"
+                );
+            }
+        }
+        let mut short = vec![0f32; 3];
+        assert!(
+            Cpu.copy(&mut short, &vec![1.0; 4]).is_err(),
+            "lengths differ"
+        );
+    });
+}

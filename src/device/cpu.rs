@@ -42,12 +42,12 @@ impl Backend for Cpu {
         Ok(buf.clone())
     }
     fn fill_zero(&self, buf: &mut Vec<f32>) -> Result<()> {
-        buf.fill(0.0);
+        pool::fill_zero(buf);
         Ok(())
     }
     fn copy(&self, dst: &mut Vec<f32>, src: &Vec<f32>) -> Result<()> {
         expect_len("copy", "src", src.len(), dst.len())?;
-        dst.copy_from_slice(src);
+        pool::copy(dst, src);
         Ok(())
     }
     fn linear_fwd(

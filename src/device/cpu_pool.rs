@@ -28,8 +28,7 @@ pub fn take(len: usize) -> Vec<f32> {
             // a large kept buffer is zeroed by every worker (a step's gradients start here;
             // one core alone would leave the others waiting on the memset)
             v.resize(len, 0.0);
-            let chunk = len.div_ceil(crate::ops::par::threads().max(1));
-            crate::ops::par::run(v.chunks_mut(chunk), |c| c.fill(0.0));
+            fill_zero(&mut v);
             v
         }
         Some(mut v) => {
@@ -39,6 +38,31 @@ pub fn take(len: usize) -> Vec<f32> {
         }
         None => vec![0.0; len],
     }
+}
+
+/// Zeroes `v`, split over every worker when it is large (at least 1 MiB).
+pub fn fill_zero(v: &mut [f32]) {
+    if v.len() < PAR_ZERO_LEN {
+        v.fill(0.0);
+        return;
+    }
+    let chunk = v.len().div_ceil(crate::ops::par::threads().max(1));
+    crate::ops::par::run(v.chunks_mut(chunk), |c| c.fill(0.0));
+}
+
+/// Copies `src` into `dst` (equal lengths), split over every worker when large (a residual add's
+/// backward copies a gradient of [n, d]; one core alone would leave the others waiting).
+pub fn copy(dst: &mut [f32], src: &[f32]) {
+    let len = dst.len().min(src.len());
+    if len < PAR_ZERO_LEN {
+        dst[..len].copy_from_slice(&src[..len]);
+        return;
+    }
+    let chunk = len.div_ceil(crate::ops::par::threads().max(1));
+    crate::ops::par::run(
+        dst[..len].chunks_mut(chunk).zip(src[..len].chunks(chunk)),
+        |(d, s)| d.copy_from_slice(s),
+    );
 }
 
 /// A buffer of `len` floats whose contents are unspecified: a kept one as it was left (only

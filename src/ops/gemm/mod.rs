@@ -332,10 +332,13 @@ thread_local! {
 
 /// Splits the problem over threads and runs each part.
 fn split<K: Kernel>(p: &Prob, out: Out, threads: usize) {
+    // the work the microkernels do, not the useful flops: a narrow C still fills half-panels of
+    // NR/2 columns (the one-output head: 1 column of 16 computed), and a short k still pays each
+    // tile's loads and stores (counted as at least 16 steps of k)
     let flops = 2usize
         .saturating_mul(p.m)
-        .saturating_mul(p.n)
-        .saturating_mul(p.k);
+        .saturating_mul(p.n.next_multiple_of(K::NR / 2))
+        .saturating_mul(p.k.max(16));
     if threads <= 1 || flops < PAR_FLOPS {
         return serial::<K>(p, out);
     }
