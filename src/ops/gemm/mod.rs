@@ -153,6 +153,7 @@ impl<'a> Gemm<'a> {
             beta: self.accumulate,
             bias: self.bias,
             act: self.act,
+            bpacked: None,
         };
         let c = Out { c, ldc: self.ldc };
         if k == 0 {
@@ -258,6 +259,9 @@ struct Prob<'a> {
     beta: bool,
     bias: Option<&'a [f32]>,
     act: Option<Act<'a>>,
+    /// op(B) already packed, whole (k ≤ KC, n ≤ NC: one block, laid out as `pack::b` writes it),
+    /// by the caller that split C into row slabs, so each slab does not pack it again.
+    bpacked: Option<&'a [f32]>,
 }
 
 /// The output: (m - 1)·ldc + n ≤ c.len() for the problem it belongs to.
@@ -351,6 +355,21 @@ fn split<K: Kernel>(p: &Prob, out: Out, threads: usize) {
             threads
         };
         let slab = p.m.div_ceil(parts).div_ceil(K::MR) * K::MR;
+        // a B that every slab would pack alike (the forward's weight) is packed once, here
+        let packed_b;
+        let shared;
+        let p = if !b_in_place(p) && p.k <= K::KC && p.n <= K::NC {
+            let mut v = vec![0f32; p.k * p.n.div_ceil(K::NR) * K::NR];
+            pack::b(&mut v, &p.b, 0, p.k, 0, p.n, K::NR);
+            packed_b = v;
+            shared = Prob {
+                bpacked: Some(&packed_b[..]),
+                ..*p
+            };
+            &shared
+        } else {
+            p
+        };
         let ldc = out.ldc;
         let mut items = Vec::with_capacity(parts);
         let mut rest = out.c;
@@ -452,6 +471,11 @@ enum AMode {
     Cols,
 }
 
+/// Whether op(B) is read in place (plain B with a short row stride) rather than packed.
+fn b_in_place(p: &Prob) -> bool {
+    !p.b.trans && p.b.ld <= IN_PLACE_MAX_LD
+}
+
 /// One thread's GEMM on a validated problem.
 fn serial<K: Kernel>(p: &Prob, out: Out) {
     let mode = if p.a.trans {
@@ -465,10 +489,14 @@ fn serial<K: Kernel>(p: &Prob, out: Out) {
     } else {
         AMode::Rows
     };
-    let b_in_place = !p.b.trans && p.b.ld <= IN_PLACE_MAX_LD;
+    let b_in_place = b_in_place(p);
     let pack_a = mode == AMode::Packed;
     let kc_max = K::KC.min(p.k);
-    let nc_max = K::NC.min(p.n).div_ceil(K::NR) * K::NR;
+    let nc_max = if p.bpacked.is_some() {
+        0
+    } else {
+        K::NC.min(p.n).div_ceil(K::NR) * K::NR
+    };
     let mc_max = if pack_a {
         K::MC.min(p.m).div_ceil(K::MR) * K::MR
     } else {
@@ -524,7 +552,9 @@ fn run_blocks<K: Kernel>(
         let nc = K::NC.min(n - jc);
         for pc in (0..k).step_by(K::KC) {
             let kc = K::KC.min(k - pc);
-            if !b_in_place {
+            if p.bpacked.is_some() {
+                // packed by the caller (one block: jc = pc = 0)
+            } else if !b_in_place {
                 pack::b(bpack, &p.b, pc, kc, jc, nc, K::NR);
             } else {
                 // only a partial last panel is packed (zero-padded); full ones are read in place
@@ -541,7 +571,7 @@ fn run_blocks<K: Kernel>(
                 }
                 let blk = Block {
                     p,
-                    bpack,
+                    bpack: p.bpacked.unwrap_or(bpack),
                     apack,
                     mode,
                     b_in_place,
