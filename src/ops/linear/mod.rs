@@ -12,7 +12,7 @@
 //!   Blocks are split over threads in contiguous runs and the per-thread f64 totals are added in
 //!   thread order (deterministic for a given thread count).
 
-use super::gemm::Gemm;
+use super::gemm::{Gemm, Simd};
 use super::par;
 use super::shape::expect_len;
 use crate::device::Backend;
@@ -155,6 +155,7 @@ fn dw_db(
         par::threads().min(blocks)
     };
     let per = blocks.div_ceil(threads.max(1));
+    let simd = Simd::detect();
     let parts = par::run(par::ranges(blocks, per), |br| -> Result<Vec<f64>> {
         let mut acc = vec![0f64; m * k + if with_db { m } else { 0 }];
         let mut part = vec![0f32; m * k];
@@ -169,20 +170,32 @@ fn dw_db(
                     ..Gemm::new(true, false, m, k, rows)
                 }
                 .run(g, &inp[r0 * k..(r0 + rows) * k], &mut part)?;
-                for (a, &p) in acc.iter_mut().zip(&part) {
-                    *a += p as f64;
-                }
+                simd.run(
+                    #[inline(always)]
+                    || {
+                        for (a, &p) in acc.iter_mut().zip(&part) {
+                            *a += p as f64;
+                        }
+                    },
+                );
             }
             if with_db {
-                colsum.fill(0.0);
-                for grow in g.chunks_exact(m) {
-                    for (c, &v) in colsum.iter_mut().zip(grow) {
-                        *c += v;
-                    }
-                }
-                for (a, &c) in acc[m * k..].iter_mut().zip(&colsum) {
-                    *a += c as f64;
-                }
+                // compiled at the SIMD path's width: columns are independent, each summed in row
+                // order, so the bits do not depend on the width
+                simd.run(
+                    #[inline(always)]
+                    || {
+                        colsum.fill(0.0);
+                        for grow in g.chunks_exact(m) {
+                            for (c, &v) in colsum.iter_mut().zip(grow) {
+                                *c += v;
+                            }
+                        }
+                        for (a, &c) in acc[m * k..].iter_mut().zip(&colsum) {
+                            *a += c as f64;
+                        }
+                    },
+                );
             }
         }
         Ok(acc)
