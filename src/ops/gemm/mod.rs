@@ -15,8 +15,8 @@
 //! Microkernels: AVX-512 (12 × 32, 24 zmm accumulators), AVX2 + FMA (6 × 16, 12 ymm), portable
 //! (4 × 16 plain arrays); each has a half-width variant for the last panel so n = 42 computes 48
 //! columns, not 64, and an instance per row count, so a last row panel of r < MR rows computes r
-//! rows (m = 64 is 5 × 12 + 4, not 6 × 12) and is read in place like the full ones. The path is picked at run time
-//! ([`Simd::detect`], cached) and can be forced ([`Gemm::simd`]) for tests.
+//! rows (m = 64 is 5 × 12 + 4, not 6 × 12) and is read in place like the full ones. The path is
+//! picked at run time ([`Simd::detect`], cached) and can be forced ([`Gemm::simd`]) for tests.
 //!
 //! The epilogue (alpha, beta, bias) runs in registers when the tile is full; edge tiles go through a
 //! stack buffer. `act` (e.g. GELU) is applied to each finished tile row while it is in cache.

@@ -4,7 +4,14 @@
 use super::{AMode, Block, Kernel, Tile, TileBuf};
 
 /// One MR × NR tile of C at block offsets (ir, jr).
-pub(super) fn tile<K: Kernel>(blk: &Block, ir: usize, jr: usize, c: &mut [f32], ldc: usize, tb: &mut TileBuf) {
+pub(super) fn tile<K: Kernel>(
+    blk: &Block,
+    ir: usize,
+    jr: usize,
+    c: &mut [f32],
+    ldc: usize,
+    tb: &mut TileBuf,
+) {
     let p = blk.p;
     let kc = blk.kc;
     let half_w = K::NR / 2;
@@ -37,39 +44,9 @@ pub(super) fn tile<K: Kernel>(blk: &Block, ir: usize, jr: usize, c: &mut [f32], 
         }
     };
     let bias_j = p.bias.filter(|_| blk.first).map(|b| &b[j0..j0 + nr]);
-    if nr == width {
-        let t = Tile {
-            rows: mr,
-            kc,
-            a: a_ptr,
-            lda,
-            a_step,
-            direct,
-            b: b_ptr,
-            b_step,
-            half,
-            // SAFETY: i0 < m, j0 < n, so i0·ldc + j0 ≤ (m-1)·ldc + n - 1 < c.len()
-            c: unsafe { c.as_mut_ptr().add(i0 * ldc + j0) },
-            ldc,
-            alpha: p.alpha,
-            beta,
-            bias: bias_j.map_or(std::ptr::null(), |b| b.as_ptr()),
-        };
-        // SAFETY: the caller picked K because the CPU supports it; 1 ≤ mr ≤ MR (ir < mc); A rows
-        // i0..i0+mr, cols pc..pc+kc are in bounds (in place, either layout) or apack holds
-        // kc·MR values (packed); B's kc × width block is in bounds (in place) or in bpack; C rows
-        // i0..i0+mr (≤ m) and cols j0..j0+width (= nr ≤ n - j0) are inside c by the Out
-        // invariant; bias_j holds nr = width values.
-        unsafe { K::tile(&t) };
-        if blk.last {
-            if let Some(act) = p.act {
-                for r in 0..mr {
-                    act(&mut c[(i0 + r) * ldc + j0..][..nr]);
-                }
-            }
-        }
-        return;
-    }
+    // a full-width tile is written in place with its epilogue; an edge tile goes to the stack
+    // buffer (alpha 1, no beta, no bias) and is finished below
+    let full = nr == width;
     let t = Tile {
         rows: mr,
         kc,
@@ -80,15 +57,37 @@ pub(super) fn tile<K: Kernel>(blk: &Block, ir: usize, jr: usize, c: &mut [f32], 
         b: b_ptr,
         b_step,
         half,
-        c: tb.0.as_mut_ptr(),
-        ldc: width,
-        alpha: 1.0,
-        beta: false,
-        bias: std::ptr::null(),
+        c: if full {
+            // SAFETY: i0 < m, j0 < n, so i0·ldc + j0 ≤ (m-1)·ldc + n - 1 < c.len()
+            unsafe { c.as_mut_ptr().add(i0 * ldc + j0) }
+        } else {
+            tb.0.as_mut_ptr()
+        },
+        ldc: if full { ldc } else { width },
+        alpha: if full { p.alpha } else { 1.0 },
+        beta: full && beta,
+        bias: match bias_j {
+            Some(b) if full => b.as_ptr(),
+            _ => std::ptr::null(),
+        },
     };
-    // SAFETY: as above for A and B; C is the stack tile of TILE_MAX ≥ MR·NR ≥ mr·width values
-    // at stride width ≤ NR; no bias.
+    // SAFETY: the caller picked K because the CPU supports it; 1 ≤ mr ≤ MR (ir < mc); A rows
+    // i0..i0+mr, cols pc..pc+kc are in bounds (in place, either layout) or apack holds kc·MR
+    // values (packed); B's kc × width block is in bounds (in place) or in bpack. C: a full tile's
+    // rows i0..i0+mr (≤ m) and cols j0..j0+width (= nr ≤ n - j0) are inside c by the Out
+    // invariant, and bias_j holds nr = width values; an edge tile writes the stack tile of
+    // TILE_MAX ≥ MR·NR ≥ mr·width values at stride width ≤ NR, with no bias.
     unsafe { K::tile(&t) };
+    if full {
+        if blk.last {
+            if let Some(act) = p.act {
+                for r in 0..mr {
+                    act(&mut c[(i0 + r) * ldc + j0..][..nr]);
+                }
+            }
+        }
+        return;
+    }
     for r in 0..mr {
         let row = &mut c[(i0 + r) * ldc + j0..][..nr];
         let src = &tb.0[r * width..][..nr];
