@@ -46,8 +46,13 @@ pub fn fill_zero(v: &mut [f32]) {
         v.fill(0.0);
         return;
     }
-    let chunk = v.len().div_ceil(crate::ops::par::threads().max(1));
+    let chunk = per_worker(v.len());
     crate::ops::par::run(v.chunks_mut(chunk), |c| c.fill(0.0));
+}
+
+/// One worker's share of `len` values.
+fn per_worker(len: usize) -> usize {
+    len.div_ceil(crate::ops::par::threads().max(1))
 }
 
 /// Copies `src` into `dst` (equal lengths), split over every worker when large (a residual add's
@@ -58,7 +63,7 @@ pub fn copy(dst: &mut [f32], src: &[f32]) {
         dst[..len].copy_from_slice(&src[..len]);
         return;
     }
-    let chunk = len.div_ceil(crate::ops::par::threads().max(1));
+    let chunk = per_worker(len);
     crate::ops::par::run(
         dst[..len].chunks_mut(chunk).zip(src[..len].chunks(chunk)),
         |(d, s)| d.copy_from_slice(s),

@@ -554,16 +554,18 @@ fn run_blocks<K: Kernel>(
         let nc = K::NC.min(n - jc);
         for pc in (0..k).step_by(K::KC) {
             let kc = K::KC.min(k - pc);
-            if p.bpacked.is_some() {
-                // packed by the caller (one block: jc = pc = 0)
-            } else if !b_in_place {
-                pack::b(bpack, &p.b, pc, kc, jc, nc, K::NR);
-            } else {
-                // only a partial last panel is packed (zero-padded); full ones are read in place
-                let jq = (nc - 1) / K::NR * K::NR;
-                let cols = nc - jq;
-                if cols != K::NR && cols != K::NR / 2 {
-                    pack::b(&mut bpack[jq * kc..], &p.b, pc, kc, jc + jq, cols, K::NR);
+            // a B packed by the caller is one block (jc = pc = 0): nothing to pack here
+            if p.bpacked.is_none() {
+                if !b_in_place {
+                    pack::b(bpack, &p.b, pc, kc, jc, nc, K::NR);
+                } else {
+                    // only a partial last panel is packed (zero-padded); full ones are read in
+                    // place
+                    let jq = (nc - 1) / K::NR * K::NR;
+                    let cols = nc - jq;
+                    if cols != K::NR && cols != K::NR / 2 {
+                        pack::b(&mut bpack[jq * kc..], &p.b, pc, kc, jc + jq, cols, K::NR);
+                    }
                 }
             }
             for ic in (0..m).step_by(K::MC) {
