@@ -110,6 +110,24 @@ fn a_panicking_item_is_re_raised_and_the_pool_keeps_working() {
     });
 }
 
+/// The first item always runs on the calling thread, whether the workers are spinning or asleep:
+/// ops that split rows alike then give the caller's core the same rows (the GEMM's row slabs rely
+/// on it to find A in that core's cache).
+#[test]
+fn the_first_item_runs_on_the_calling_thread() {
+    within(60, || {
+        let me = std::thread::current().id();
+        for j in 0..200 {
+            if j % 50 == 49 {
+                // let the workers fall asleep between some jobs
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let who = par::run(0..2 + j % 5, |i| (i, std::thread::current().id()));
+            assert_eq!(who[0], (0, me), "job {j}: item 0 ran on another thread");
+        }
+    });
+}
+
 /// The CPU backend's `copy` and `fill_zero` split large buffers over the workers: every value
 /// lands where it belongs, for lengths around the split threshold and ragged chunks.
 #[test]

@@ -1,9 +1,9 @@
 //! Work splitting over rows on a small persistent thread pool.
 //!
 //! An op cuts its rows into at most [`threads`] contiguous chunks ([`chunk_rows`]), zips the chunks
-//! of every buffer it writes, and hands the zipped items to [`run`], which runs one item on the
-//! calling thread and the rest on the pool's workers. Small work (under [`MIN_PAR_FLOPS`]) stays on one
-//! thread. Results come back in chunk order, so reductions over chunks are deterministic for a given
+//! of every buffer it writes, and hands the zipped items to [`run`], which runs the first item on
+//! the calling thread (so ops that split rows alike give a core the same rows, still in its cache)
+//! and the rest on the pool's workers. Small work (under [`MIN_PAR_FLOPS`]) stays on one thread. Results come back in chunk order, so reductions over chunks are deterministic for a given
 //! thread count.
 
 use std::sync::OnceLock;
@@ -119,15 +119,24 @@ mod pool {
                 if i >= self.total {
                     return finished_last;
                 }
-                // SAFETY: i < total, so the job is not finished and the caller still waits.
-                let task = unsafe { &*self.task };
-                if let Err(p) = catch_unwind(AssertUnwindSafe(|| task(i))) {
-                    if let Ok(mut slot) = self.panic.lock() {
-                        slot.get_or_insert(p);
-                    }
-                }
-                finished_last = self.remaining.fetch_sub(1, Ordering::AcqRel) == 1;
+                finished_last = self.run_item(i);
             }
+        }
+
+        /// Runs item `i` (taken from `next`, or item 0, which only the caller runs); true if it
+        /// was the last one to finish.
+        fn run_item(&self, i: usize) -> bool {
+            // SAFETY: i < total and item i has not run (it came from `next`, or it is item 0,
+            // which `next` skips and the caller runs), so `remaining` stays > 0 until the
+            // decrement below and the caller, which owns the task, is still waiting (or is this
+            // thread).
+            let task = unsafe { &*self.task };
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| task(i))) {
+                if let Ok(mut slot) = self.panic.lock() {
+                    slot.get_or_insert(p);
+                }
+            }
+            self.remaining.fetch_sub(1, Ordering::AcqRel) == 1
         }
     }
 
@@ -278,7 +287,7 @@ mod pool {
         let job = Arc::new(Job {
             task: task_ptr,
             total: n,
-            next: AtomicUsize::new(0),
+            next: AtomicUsize::new(1),
             remaining: AtomicUsize::new(n),
             panic: Mutex::new(None),
         });
@@ -293,6 +302,7 @@ mod pool {
             }
         }
         IN_TASK.with(|t| t.set(true));
+        job.run_item(0);
         job.work();
         IN_TASK.with(|t| t.set(false));
         // The SAFETY argument above needs this wait to happen whatever state the locks are in:

@@ -21,9 +21,8 @@
 //! The epilogue (alpha, beta, bias) runs in registers when the tile is full; edge tiles go through a
 //! stack buffer. `act` (e.g. GELU) is applied to each finished tile row while it is in cache.
 //!
-//! Parallel over [`par`]: row slabs of C (multiples of MR, several per thread, taken dynamically)
-//! when m is large, else split-k with the
-//! partial products summed in chunk order (deterministic for a given thread count).
+//! Parallel over [`par`]: one row slab of C per thread (multiples of MR) when m is large, else
+//! split-k with the partial products summed in chunk order (deterministic for a given thread count).
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -43,8 +42,6 @@ use std::cell::RefCell;
 
 /// Below this many flops (2·m·n·k) the product runs on the calling thread.
 const PAR_FLOPS: usize = 4 << 20;
-/// Row slabs per thread for large m (the pool hands them out dynamically).
-const SLABS_PER_THREAD: usize = 4;
 /// With A row-major, A is packed only when n exceeds this (each packed value is then reused over
 /// enough columns to pay for the transposing copy); else the microkernel reads A in place.
 const PACK_A_MIN_COLS: usize = 128;
@@ -349,13 +346,12 @@ fn split<K: Kernel>(p: &Prob, out: Out, threads: usize) {
         return serial::<K>(p, out);
     }
     if p.m >= 4 * K::MR * threads {
-        // row slabs, each a whole number of MR panels; SLABS_PER_THREAD per thread when m allows,
-        // so a worker that wakes late (loaded machine) still takes a share instead of none
-        let parts = if p.m >= 4 * K::MR * threads * SLABS_PER_THREAD {
-            threads * SLABS_PER_THREAD
-        } else {
-            threads
-        };
+        // one row slab per thread, a whole number of MR panels, like the row chunks of the ops
+        // around it (layer norm, dropout, GELU, attention, the weight gradient): the calling
+        // thread always runs the first chunk (`par::run`), so with two threads each core works
+        // on the rows already in its L2 (slabs dealt out dynamically, 4 per thread, made the
+        // training step 2–5% slower)
+        let parts = threads;
         let slab = p.m.div_ceil(parts).div_ceil(K::MR) * K::MR;
         // a B that every slab would pack alike (the forward's weight) is packed once, here
         let packed_b;
