@@ -36,7 +36,7 @@ fn gelu(x: f32) -> f32 {
 /// (σ(2v), 1 − σ(2v)) with v = √(2/π)(x + 0.044715x³), both without cancellation.
 #[inline(always)]
 fn gelu_sigmoid(x: f32) -> (f32, f32) {
-    let v = SQRT_2_OVER_PI * (x + GELU_C * x * x * x);
+    let v = SQRT_2_OVER_PI * (GELU_C * x * x).mul_add(x, x);
     let e = exp_f32(-2.0 * v);
     let s = 1.0 / (1.0 + e);
     (s, e * s)
@@ -46,7 +46,7 @@ fn gelu_sigmoid(x: f32) -> (f32, f32) {
 fn gelu_grad(x: f32) -> f32 {
     // d/dx x·σ(2v) = σ + 2x·σ(1 − σ)·v′ (= 0.5(1 + t) + 0.5x(1 − t²)v′ with t = tanh v)
     let (s, one_minus_s) = gelu_sigmoid(x);
-    s + 2.0 * x * s * one_minus_s * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x)
+    (2.0 * x * s * one_minus_s * SQRT_2_OVER_PI).mul_add((3.0 * GELU_C * x).mul_add(x, 1.0), s)
 }
 
 pub fn gelu_fwd(out: &mut [f32], inp: &[f32]) {

@@ -4,6 +4,7 @@
 //! Backward (ACCUMULATES): da += dout ⊙ b ⊙ σ'(a) with σ'(a) = e⁻ᵃ σ(a)² (no cancellation, as
 //! `Unary::Sigmoid`); db += dout ⊙ σ(a). e⁻ᵃ goes through `exp_f32` (clamped at e^88.7).
 
+use super::gemm::Simd;
 use super::par;
 use super::scalar::exp_f32;
 use super::shape::expect_len;
@@ -31,16 +32,21 @@ pub fn glu_fwd(out: &mut [f32], a: &[f32], b: &[f32]) {
     if len == 0 {
         return;
     }
-    let c = chunk(len);
+    let (c, simd) = (chunk(len), Simd::detect());
     par::run(
         out[..len]
             .chunks_mut(c)
             .zip(a[..len].chunks(c))
             .zip(b[..len].chunks(c)),
         |((o, a), b)| {
-            for ((ov, &av), &bv) in o.iter_mut().zip(a).zip(b) {
-                *ov = sig(av).0 * bv;
-            }
+            simd.run(
+                #[inline(always)]
+                || {
+                    for ((ov, &av), &bv) in o.iter_mut().zip(a).zip(b) {
+                        *ov = sig(av).0 * bv;
+                    }
+                },
+            )
         },
     );
 }
@@ -56,7 +62,7 @@ pub fn glu_bwd(da: &mut [f32], db: &mut [f32], dout: &[f32], a: &[f32], b: &[f32
     if len == 0 {
         return;
     }
-    let c = chunk(len);
+    let (c, simd) = (chunk(len), Simd::detect());
     par::run(
         da[..len]
             .chunks_mut(c)
@@ -64,11 +70,16 @@ pub fn glu_bwd(da: &mut [f32], db: &mut [f32], dout: &[f32], a: &[f32], b: &[f32
             .zip(dout[..len].chunks(c))
             .zip(a[..len].chunks(c).zip(b[..len].chunks(c))),
         |(((da, db), g), (a, b))| {
-            for i in 0..da.len() {
-                let (s, e) = sig(a[i]);
-                da[i] += g[i] * b[i] * (e * s * s);
-                db[i] += g[i] * s;
-            }
+            simd.run(
+                #[inline(always)]
+                || {
+                    for i in 0..da.len() {
+                        let (s, e) = sig(a[i]);
+                        da[i] += g[i] * b[i] * (e * s * s);
+                        db[i] += g[i] * s;
+                    }
+                },
+            )
         },
     );
 }

@@ -16,6 +16,7 @@
 //! μ, dv and the row sums in f64.
 
 use super::gate::select::{select_gates, GateSelect};
+use super::gemm::Simd;
 use super::par;
 use super::scalar::exp_f32;
 use super::shape::expect_len;
@@ -76,12 +77,19 @@ pub fn vsn_fwd(
     // softmax of every row
     if n > 0 {
         let chunk = par::chunk_rows(n, 8 * f);
+        let simd = Simd::detect();
         par::run(v[..n * f].chunks_mut(chunk * f).enumerate(), |(c, vc)| {
             let r0 = c * chunk;
-            for (ii, vrow) in vc.chunks_mut(f).enumerate() {
-                let zr = &z[(r0 + ii) * f..(r0 + ii + 1) * f];
-                softmax_row(vrow, zr);
-            }
+            // at the SIMD path's width (exp_f32's fused multiply-adds are instructions there)
+            simd.run(
+                #[inline(always)]
+                || {
+                    for (ii, vrow) in vc.chunks_mut(f).enumerate() {
+                        let zr = &z[(r0 + ii) * f..(r0 + ii + 1) * f];
+                        softmax_row(vrow, zr);
+                    }
+                },
+            )
         });
     }
     // era mean over unmasked rows
@@ -121,6 +129,7 @@ pub fn vsn_fwd(
 }
 
 /// v = softmax(z) for one row: e = exp_f32(z − max), v = e / Σ e (sum in f64). A row of NaN gives NaN.
+#[inline(always)]
 fn softmax_row(v: &mut [f32], z: &[f32]) {
     let mx = z
         .iter()
