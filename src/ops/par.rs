@@ -3,7 +3,8 @@
 //! An op cuts its rows into at most [`threads`] contiguous chunks ([`chunk_rows`]), zips the chunks
 //! of every buffer it writes, and hands the zipped items to [`run`], which runs the first item on
 //! the calling thread (so ops that split rows alike give a core the same rows, still in its cache)
-//! and the rest on the pool's workers. Small work (under [`MIN_PAR_FLOPS`]) stays on one thread. Results come back in chunk order, so reductions over chunks are deterministic for a given
+//! and the rest on the pool's workers. Small work (under [`MIN_PAR_FLOPS`]) stays on one thread.
+//! Results come back in chunk order, so reductions over chunks are deterministic for a given
 //! thread count.
 
 use std::sync::OnceLock;

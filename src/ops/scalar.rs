@@ -31,8 +31,9 @@ pub fn elu1_grad(x: f32) -> f32 {
 /// bits. The reduction and the polynomial are fused multiply-adds: single instructions where the
 /// hot loops run (`Simd::run`'s AVX2 and AVX-512 paths, the AVX-512 kernels; GELU 1.4× faster
 /// than separate multiplies and adds), correctly rounded everywhere, so every path gives the same
-/// bits (a CPU without FMA calls `fmaf`). Inputs below −87.3 give e^−87.3 ≈ 1e−38 (softmax weights that small do not matter);
-/// inputs above 88.7 are clamped (scores here are ≤ 0 after subtracting the maximum); NaN stays NaN.
+/// bits (a CPU without FMA calls `fmaf`). Inputs below −87.3 give e^−87.3 ≈ 1e−38 (softmax
+/// weights that small do not matter); inputs above 88.7 are clamped (scores here are ≤ 0 after
+/// subtracting the maximum); NaN stays NaN.
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;

@@ -3,10 +3,10 @@
 //! The same integer operations as [`crate::rng::philox4x32_10`], lane by lane, so the mask is the
 //! scalar one bit for bit (tests/ops_elementwise.rs forces every path against it). The 16 counters
 //! run as two sets of 8, one per 64-bit lane, so a 32×32→64-bit product is one `vpmuludq` and a
-//! shift (12 instructions a round for 16 counters; 18 when the halves of two products were blended
-//! back into 32-bit lanes: dropout was ~1.1× slower); after the 10 rounds the low words are narrowed back to 16
-//! lanes, and the four output words transposed into element order (element 4l + w is word w of
-//! counter l) with two rounds of unpacks and 128-bit shuffles.
+//! shift (12 instructions a round for 16 counters; 18 when the halves of two products were
+//! blended back into 32-bit lanes: dropout was ~1.1× slower); after the 10 rounds the low words
+//! are narrowed back to 16 lanes, and the four output words transposed into element order
+//! (element 4l + w is word w of counter l) with two rounds of unpacks and 128-bit shuffles.
 
 use crate::rng::{dropout_counter, DropoutKey, M0, M1, W0, W1};
 use std::arch::x86_64::*;
