@@ -351,8 +351,7 @@ fn split<K: Kernel>(p: &Prob, out: Out, threads: usize) {
         // thread always runs the first chunk (`par::run`), so with two threads each core works
         // on the rows already in its L2 (slabs dealt out dynamically, 4 per thread, made the
         // training step 2–5% slower)
-        let parts = threads;
-        let slab = p.m.div_ceil(parts).div_ceil(K::MR) * K::MR;
+        let slab = p.m.div_ceil(threads).div_ceil(K::MR) * K::MR;
         // a B that every slab would pack alike (the forward's weight) is packed once, here
         let packed_b;
         let shared;
@@ -369,7 +368,7 @@ fn split<K: Kernel>(p: &Prob, out: Out, threads: usize) {
             p
         };
         let ldc = out.ldc;
-        let mut items = Vec::with_capacity(parts);
+        let mut items = Vec::with_capacity(threads);
         let mut rest = out.c;
         let mut r0 = 0;
         while r0 < p.m {
