@@ -11,9 +11,10 @@
 // A query with no key gets nothing from dQ (no key is visited), and adds nothing to dK, dV (keys
 // only exist when some key is valid, and then every query has one).
 //
-// Grid mapping (all but the D kernel): grid (⌈rows / QB⌉, h), block QB = blockDim.x threads (64,
-// 32, 16 or 8: the widest whose rows fit), thread t owns row blockIdx.x·QB + t of head blockIdx.y
-// (a query row in fwd and dq, a key row in dkv). Two paths, chosen by the host through `stride`:
+// Grid mapping (all but the D kernel): grid (⌈rows / QB⌉, h), thread t of a block owns row
+// blockIdx.x·QB + t of head blockIdx.y (a query row in fwd and dq, a key row in dkv), QB =
+// blockDim.x threads (64, 32, 16 or 8: the widest whose rows fit); on the register path SA_SPLIT
+// threads share each row, QB = blockDim.x / SA_SPLIT. Two paths, chosen by the host through `stride`:
 // heads of width dh ≤ 32 take the register path below (stride = 0: the thread's rows in registers,
 // tiles read as 16-byte broadcasts); wider heads this shared-memory path. Dynamic shared memory
 // (sized on the host to fit 48 KiB): the tile area a[tile·dh] | b[tile·dh] | s1[tile] | s2[tile]
@@ -132,18 +133,47 @@ __device__ __forceinline__ float sa_dot(const float* x, const float* y, unsigned
 // ---- register path (the host passes stride = 0 for heads of width dh ≤ SA_REG_DH) ----
 // The thread's own rows and accumulators live in registers (arrays of SA_REG_DH, indices fixed
 // after unrolling; columns past dh stay 0); the tile rows are padded to dp = dh rounded up to 4
-// (zeros), so the tiles are read as 16-byte vectors that every thread reads at the same address
-// (broadcast): a group of 4 keys costs dp loads of 16 bytes per pass instead of 4·dh + dh scalar
-// ones. The arithmetic is the shared-memory path's, operation for operation (same chains in the
-// same order). Shared memory: a[tile·dp] | b[tile·dp] | s1[tile] | s2[tile].
+// (zeros), so the tiles are read as 16-byte vectors: a group of 4 keys costs dp loads of 16 bytes
+// per pass instead of 4·dh + dh scalar ones.
+// SA_SPLIT adjacent threads share one row (a query in fwd and dq, a key in dkv): lane s of the row
+// takes the groups s, s + SA_SPLIT, … of every tile, and the lanes' partial results are combined
+// by butterfly shuffles at the end (fwd: the online-softmax states (m, l, acc); dq, dkv: sums),
+// in which every lane computes the same bits (each step adds the same two terms). A block of
+// blockDim.x threads thus owns blockDim.x / SA_SPLIT rows: on a 5,000-row era with 4 heads, one
+// thread per row was 20,000 threads, too few to keep a large GPU's schedulers busy.
+// Each group of 4 tile rows is followed by 4 floats of padding, so the SA_SPLIT different groups
+// that a quarter warp reads at once start in different banks (group stride 4·dp + 4 ≡ 4 or 20
+// mod 32 words); the threads of one lane index read the same address (broadcast).
+// Shared memory: a[tile·(dp + 1)] | b[tile·(dp + 1)] | s1[tile] | s2[tile].
 #define SA_REG_DH 32u
+#define SA_SPLIT 4u
+
+// offset of tile row r (groups of 4 rows, each group followed by 4 floats of padding)
+__device__ __forceinline__ unsigned int sa_prow(unsigned int r, unsigned int dp) {
+    return r * dp + (r >> 2) * 4u;
+}
+
+// this thread's lane within its row, and its row of the block's
+__device__ __forceinline__ unsigned int sa_lane() {
+    return threadIdx.x & (SA_SPLIT - 1u);
+}
+__device__ __forceinline__ unsigned int sa_reg_row_index() {
+    return blockIdx.x * (blockDim.x / SA_SPLIT) + threadIdx.x / SA_SPLIT;
+}
+
+// x summed over the SA_SPLIT lanes of the row (the same bits in every lane)
+__device__ __forceinline__ float sa_lanes_sum(float x) {
+#pragma unroll
+    for (unsigned int off = 1u; off < SA_SPLIT; off <<= 1) x += __shfl_xor_sync(FULL_MASK, x, off);
+    return x;
+}
 
 struct __align__(16) SaVec4 {
     float x, y, z, w;
 };
 
-// copies `cnt` rows from row j0 of head hd of x into dst [tile][dp]: zeros past cnt, past dh and,
-// when mask is given, for rows whose mask is 0
+// copies `cnt` rows from row j0 of head hd of x into dst (row r at sa_prow(r, dp)): zeros past
+// cnt, past dh and, when mask is given, for rows whose mask is 0 (the padding is never read)
 __device__ __forceinline__ void sa_load_tile_padded(float* dst, const float* x, const float* mask,
                                                     const SoftmaxAttnParams& p, unsigned int dp,
                                                     unsigned int j0, unsigned int cnt, unsigned int hd) {
@@ -151,7 +181,7 @@ __device__ __forceinline__ void sa_load_tile_padded(float* dst, const float* x, 
         const unsigned int r = t / dp;
         const unsigned int a = t - r * dp;
         const bool on = r < cnt && a < p.dh && (mask == nullptr || mask[j0 + r] != 0.0f);
-        dst[t] = on ? x[(unsigned long long)(j0 + r) * p.d + hd * p.dh + a] : 0.0f;
+        dst[sa_prow(r, dp) + a] = on ? x[(unsigned long long)(j0 + r) * p.d + hd * p.dh + a] : 0.0f;
     }
 }
 
@@ -217,17 +247,19 @@ __device__ __forceinline__ void sa_reg_row(float* dst, const float* x, const Sof
 __device__ __forceinline__ void sa_fwd_reg(const SoftmaxAttnParams& p, float* base) {
     const unsigned int dp = (p.dh + 3u) & ~3u;
     float* ta = base;
-    float* tb = base + p.tile * dp;
-    float* tm = tb + p.tile * dp;
+    float* tb = base + p.tile * (dp + 1u);
+    float* tm = tb + p.tile * (dp + 1u);
     const unsigned int hd = blockIdx.y;
-    const unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    const unsigned int lane = sa_lane();
+    const unsigned int i = sa_reg_row_index();
     const bool active = i < p.n;
     float qr[SA_REG_DH];
     float acc[SA_REG_DH];
     sa_reg_row(qr, p.q, p, i, hd, active);
 #pragma unroll
     for (unsigned int a = 0; a < SA_REG_DH; ++a) acc[a] = 0.0f;
-    float m = __int_as_float((int)0xff800000u);  // −inf
+    const float neg_inf = __int_as_float((int)0xff800000u);
+    float m = neg_inf;
     float l = 0.0f;
     for (unsigned int j0 = 0; j0 < p.nk; j0 += p.tile) {
         const unsigned int cnt = min(p.tile, p.nk - j0);
@@ -236,9 +268,9 @@ __device__ __forceinline__ void sa_fwd_reg(const SoftmaxAttnParams& p, float* ba
         for (unsigned int t = threadIdx.x; t < p.tile; t += blockDim.x) tm[t] = t < cnt ? p.mask[j0 + t] : 0.0f;
         __syncthreads();
         if (active) {
-            for (unsigned int t0 = 0; t0 < cnt; t0 += SA_GROUP) {
+            for (unsigned int t0 = lane * SA_GROUP; t0 < cnt; t0 += SA_SPLIT * SA_GROUP) {
                 float s[SA_GROUP];
-                sa_reg_dot4(qr, ta + t0 * dp, dp, s);
+                sa_reg_dot4(qr, ta + sa_prow(t0, dp), dp, s);
                 float mg = m;
                 bool any = false;
 #pragma unroll
@@ -263,28 +295,45 @@ __device__ __forceinline__ void sa_fwd_reg(const SoftmaxAttnParams& p, float* ba
 #pragma unroll
                     for (unsigned int a = 0; a < SA_REG_DH; ++a) acc[a] *= corr;
                 }
-                sa_reg_axpy4(acc, pw, tb + t0 * dp, dp);
+                sa_reg_axpy4(acc, pw, tb + sa_prow(t0, dp), dp);
             }
         }
         __syncthreads();  // the tile is overwritten next
+    }
+    // the lanes' states, merged pairwise: a lane that saw no key (m = −inf) weighs 0
+#pragma unroll
+    for (unsigned int off = 1u; off < SA_SPLIT; off <<= 1) {
+        const float mo = __shfl_xor_sync(FULL_MASK, m, off);
+        const float lo = __shfl_xor_sync(FULL_MASK, l, off);
+        const float mn = fmaxf(m, mo);
+        const float ca = m == neg_inf ? 0.0f : expf(m - mn);
+        const float cb = mo == neg_inf ? 0.0f : expf(mo - mn);
+        l = l * ca + lo * cb;
+#pragma unroll
+        for (unsigned int a = 0; a < SA_REG_DH; ++a) {
+            const float x = __shfl_xor_sync(FULL_MASK, acc[a], off);
+            acc[a] = acc[a] * ca + x * cb;
+        }
+        m = mn;
     }
     if (!active) return;
     const float inv = l > 0.0f ? 1.0f / l : 0.0f;
     const unsigned long long off = (unsigned long long)i * p.d + hd * p.dh;
 #pragma unroll
     for (unsigned int a = 0; a < SA_REG_DH; ++a) {
-        if (a < p.dh) p.out[off + a] = acc[a] * inv;
+        if (a < p.dh && a % SA_SPLIT == lane) p.out[off + a] = acc[a] * inv;
     }
-    p.out2[(unsigned long long)hd * p.n + i] = l > 0.0f ? m + logf(l) : 0.0f;
+    if (lane == 0u) p.out2[(unsigned long long)hd * p.n + i] = l > 0.0f ? m + logf(l) : 0.0f;
 }
 
 __device__ __forceinline__ void sa_dq_reg(const SoftmaxAttnParams& p, float* base) {
     const unsigned int dp = (p.dh + 3u) & ~3u;
     float* ta = base;
-    float* tb = base + p.tile * dp;
-    float* tm = tb + p.tile * dp;
+    float* tb = base + p.tile * (dp + 1u);
+    float* tm = tb + p.tile * (dp + 1u);
     const unsigned int hd = blockIdx.y;
-    const unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    const unsigned int lane = sa_lane();
+    const unsigned int i = sa_reg_row_index();
     const bool active = i < p.n;
     float qr[SA_REG_DH];
     float go[SA_REG_DH];
@@ -302,11 +351,11 @@ __device__ __forceinline__ void sa_dq_reg(const SoftmaxAttnParams& p, float* bas
         for (unsigned int t = threadIdx.x; t < p.tile; t += blockDim.x) tm[t] = t < cnt ? p.mask[j0 + t] : 0.0f;
         __syncthreads();
         if (active) {
-            for (unsigned int t0 = 0; t0 < cnt; t0 += SA_GROUP) {
+            for (unsigned int t0 = lane * SA_GROUP; t0 < cnt; t0 += SA_SPLIT * SA_GROUP) {
                 float sq[SA_GROUP];
                 float sv[SA_GROUP];
-                sa_reg_dot4(qr, ta + t0 * dp, dp, sq);
-                sa_reg_dot4(go, tb + t0 * dp, dp, sv);
+                sa_reg_dot4(qr, ta + sa_prow(t0, dp), dp, sq);
+                sa_reg_dot4(go, tb + sa_prow(t0, dp), dp, sv);
                 float ds[SA_GROUP];
                 bool any = false;
 #pragma unroll
@@ -316,27 +365,30 @@ __device__ __forceinline__ void sa_dq_reg(const SoftmaxAttnParams& p, float* bas
                     ds[u] = pw * (sv[u] - di);
                     any = any || on;
                 }
-                if (any) sa_reg_axpy4(acc, ds, ta + t0 * dp, dp);
+                if (any) sa_reg_axpy4(acc, ds, ta + sa_prow(t0, dp), dp);
             }
         }
         __syncthreads();
     }
+#pragma unroll
+    for (unsigned int a = 0; a < SA_REG_DH; ++a) acc[a] = sa_lanes_sum(acc[a]);
     if (!active) return;
     const unsigned long long off = (unsigned long long)i * p.d + hd * p.dh;
 #pragma unroll
     for (unsigned int a = 0; a < SA_REG_DH; ++a) {
-        if (a < p.dh) p.out[off + a] += p.scale * acc[a];
+        if (a < p.dh && a % SA_SPLIT == lane) p.out[off + a] += p.scale * acc[a];
     }
 }
 
 __device__ __forceinline__ void sa_dkv_reg(const SoftmaxAttnParams& p, float* base) {
     const unsigned int dp = (p.dh + 3u) & ~3u;
     float* ta = base;
-    float* tb = base + p.tile * dp;
-    float* t1 = tb + p.tile * dp;
+    float* tb = base + p.tile * (dp + 1u);
+    float* t1 = tb + p.tile * (dp + 1u);
     float* t2 = t1 + p.tile;
     const unsigned int hd = blockIdx.y;
-    const unsigned int j = blockIdx.x * blockDim.x + threadIdx.x;
+    const unsigned int lane = sa_lane();
+    const unsigned int j = sa_reg_row_index();
     const bool active = j < p.nk && p.mask[j] != 0.0f;
     float kr[SA_REG_DH];
     float vr[SA_REG_DH];
@@ -359,11 +411,11 @@ __device__ __forceinline__ void sa_dkv_reg(const SoftmaxAttnParams& p, float* ba
         }
         __syncthreads();
         if (active) {
-            for (unsigned int t0 = 0; t0 < cnt; t0 += SA_GROUP) {
+            for (unsigned int t0 = lane * SA_GROUP; t0 < cnt; t0 += SA_SPLIT * SA_GROUP) {
                 float sq[SA_GROUP];
                 float sv[SA_GROUP];
-                sa_reg_dot4(kr, ta + t0 * dp, dp, sq);
-                sa_reg_dot4(vr, tb + t0 * dp, dp, sv);
+                sa_reg_dot4(kr, ta + sa_prow(t0, dp), dp, sq);
+                sa_reg_dot4(vr, tb + sa_prow(t0, dp), dp, sv);
                 float pw[SA_GROUP];
                 float ds[SA_GROUP];
 #pragma unroll
@@ -371,17 +423,22 @@ __device__ __forceinline__ void sa_dkv_reg(const SoftmaxAttnParams& p, float* ba
                     pw[u] = t0 + u < cnt ? expf(p.scale * sq[u] - t1[t0 + u]) : 0.0f;
                     ds[u] = pw[u] * (sv[u] - t2[t0 + u]);
                 }
-                sa_reg_axpy4(dk, ds, ta + t0 * dp, dp);
-                sa_reg_axpy4(dv, pw, tb + t0 * dp, dp);
+                sa_reg_axpy4(dk, ds, ta + sa_prow(t0, dp), dp);
+                sa_reg_axpy4(dv, pw, tb + sa_prow(t0, dp), dp);
             }
         }
         __syncthreads();
+    }
+#pragma unroll
+    for (unsigned int a = 0; a < SA_REG_DH; ++a) {
+        dk[a] = sa_lanes_sum(dk[a]);
+        dv[a] = sa_lanes_sum(dv[a]);
     }
     if (!active) return;
     const unsigned long long off = (unsigned long long)j * p.d + hd * p.dh;
 #pragma unroll
     for (unsigned int a = 0; a < SA_REG_DH; ++a) {
-        if (a < p.dh) {
+        if (a < p.dh && a % SA_SPLIT == lane) {
             p.out[off + a] += p.scale * dk[a];
             p.out2[off + a] += dv[a];
         }

@@ -68,23 +68,51 @@ unsafe fn la_state<L: Launcher>(
 }
 
 /// Widest head the softmax attention kernels keep in registers (`SA_REG_DH` in
-/// kernels/softmax_attention.cu) and the rows per tile they then use.
+/// kernels/softmax_attention.cu), the threads that share one row there (`SA_SPLIT`: each takes
+/// every `SA_SPLIT`-th group of 4 keys, then they combine), the rows per block and the rows per
+/// tile they then use.
 const SA_REG_DH: usize = 32;
-const SA_REG_TILE: usize = 32;
+const SA_SPLIT: usize = 4;
+/// 16 rows × 4 lanes = 64 threads: registers (up to 200 per thread in dkv) are allotted per warp,
+/// so small blocks leave no warp's worth unused (5 blocks, 10 warps per SM; 128-thread blocks:
+/// 2 blocks, 8 warps).
+const SA_REG_ROWS: usize = 16;
+const SA_REG_TILE: usize = 64;
+
+/// Launch shape of the softmax attention kernels.
+#[derive(Clone, Copy, Debug)]
+struct SaShape {
+    /// Threads per block.
+    threads: u32,
+    /// Rows (queries in fwd and dq, keys in dkv) per block.
+    rows: u32,
+    /// Rows of the other side per shared-memory tile.
+    tile: u32,
+    /// Row stride of the per-thread rows in shared memory; 0 selects the register path.
+    stride: u32,
+    /// Dynamic shared memory in bytes.
+    shmem: u32,
+}
 
 /// Launch shape of the softmax attention kernels for head width `dh` and `rows` per-thread rows
-/// of shared memory (accumulators and the thread's own input rows): (threads per block, rows per
-/// tile, row stride, dynamic shared bytes). The widest block of 64, 32, 16 or 8 threads whose rows
-/// leave room for a tile of at least 4 rows; the tile is a multiple of 4 (the kernels take keys in
-/// groups of 4), at most 32.
+/// of shared memory (accumulators and the thread's own input rows). The widest block of 64, 32,
+/// 16 or 8 threads, one per row, whose rows leave room for a tile of at least 4 rows; the tile is
+/// a multiple of 4 (the kernels take keys in groups of 4), at most 32.
 /// Heads of width ≤ `SA_REG_DH` (the kernels' `SA_REG_DH`) take the register path instead: the
-/// thread's rows live in registers, so stride 0 (which selects that path) and only the two tiles,
-/// of rows padded to a multiple of 4 floats, in shared memory.
-fn sa_shape(op: &str, dh: usize, rows: usize) -> Result<(u32, u32, u32, u32)> {
+/// thread's rows live in registers, so stride 0 (which selects that path), `SA_SPLIT` threads per
+/// row, and only the two tiles in shared memory (rows padded to a multiple of 4 floats, plus 4
+/// floats after every group of 4 rows) and two per-row values.
+fn sa_shape(op: &str, dh: usize, rows: usize) -> Result<SaShape> {
     if dh <= SA_REG_DH {
         let dp = dh.div_ceil(4) * 4;
-        let bytes = SA_REG_TILE * (2 * dp + 2) * 4;
-        return Ok((64, SA_REG_TILE as u32, 0, bytes as u32));
+        let bytes = SA_REG_TILE * (2 * (dp + 1) + 2) * 4;
+        return Ok(SaShape {
+            threads: (SA_REG_ROWS * SA_SPLIT) as u32,
+            rows: SA_REG_ROWS as u32,
+            tile: SA_REG_TILE as u32,
+            stride: 0,
+            shmem: bytes as u32,
+        });
     }
     let stride = dh | 1; // odd: consecutive threads' rows fall in different banks
     let words = MAX_DYN_SHARED / 4;
@@ -96,7 +124,13 @@ fn sa_shape(op: &str, dh: usize, rows: usize) -> Result<(u32, u32, u32, u32)> {
         let tile = ((words - own) / (2 * dh + 2)).min(32) / 4 * 4;
         if tile > 0 {
             let bytes = (own + tile * (2 * dh + 2)) * 4;
-            return Ok((threads as u32, tile as u32, stride as u32, bytes as u32));
+            return Ok(SaShape {
+                threads: threads as u32,
+                rows: threads as u32,
+                tile: tile as u32,
+                stride: stride as u32,
+                shmem: bytes as u32,
+            });
         }
     }
     Err(Error::shape(format!(
@@ -104,17 +138,17 @@ fn sa_shape(op: &str, dh: usize, rows: usize) -> Result<(u32, u32, u32, u32)> {
     )))
 }
 
-/// Grid of the softmax attention kernels: (⌈n / threads⌉, h).
-fn sa_grid(op: &str, n: usize, h: usize, threads: u32, shmem: u32) -> Result<LaunchCfg> {
+/// Grid of the softmax attention kernels: (⌈n / rows per block⌉, h).
+fn sa_grid(op: &str, n: usize, h: usize, sh: SaShape) -> Result<LaunchCfg> {
     if h > 65535 {
         return Err(Error::shape(format!(
             "{op}: {h} heads exceed the launch grid"
         )));
     }
     Ok(LaunchCfg {
-        grid: [u32_of("blocks", n.div_ceil(threads as usize))?, h as u32, 1],
-        block: [threads, 1, 1],
-        shmem,
+        grid: [u32_of("blocks", n.div_ceil(sh.rows as usize))?, h as u32, 1],
+        block: [sh.threads, 1, 1],
+        shmem: sh.shmem,
     })
 }
 
@@ -309,7 +343,7 @@ pub(crate) fn softmax_attention_fwd<L: Launcher>(
     u32_of("nq·d", nq * d)?;
     u32_of("nk·d", nk * d)?;
     u32_of("h·nq", h * nq)?;
-    let (threads, tile, stride, shmem) = sa_shape(op, dh, 2)?;
+    let sh = sa_shape(op, dh, 2)?;
     let p = SoftmaxAttnParams {
         out: out.ptr(),
         out2: lse.ptr(),
@@ -325,12 +359,12 @@ pub(crate) fn softmax_attention_fwd<L: Launcher>(
         d: d as u32,
         h: h as u32,
         dh: dh as u32,
-        tile,
-        stride,
+        tile: sh.tile,
+        stride: sh.stride,
         scale: 1.0 / (dh as f32).sqrt(),
         nk: nk as u32,
     };
-    let cfg = sa_grid(op, n, h, threads, shmem)?;
+    let cfg = sa_grid(op, n, h, sh)?;
     // SAFETY: lengths checked above; shared memory sized by sa_shape.
     unsafe { be.go(kernel::SOFTMAX_ATTENTION_FWD_F32, cfg, &p) }
 }
@@ -392,24 +426,24 @@ pub(crate) fn softmax_attention_bwd<L: Launcher>(
         scale: 1.0 / (dh as f32).sqrt(),
         nk: nk as u32,
     };
-    let (tq, tile_q, stride_q, sh_q) = sa_shape(op, dh, 3)?;
-    let (tk, tile_k, stride_k, sh_k) = sa_shape(op, dh, 4)?;
+    let sq = sa_shape(op, dh, 3)?;
+    let sk = sa_shape(op, dh, 4)?;
     let pq = SoftmaxAttnParams {
         out: dq.ptr(),
-        tile: tile_q,
-        stride: stride_q,
+        tile: sq.tile,
+        stride: sq.stride,
         ..base
     };
     let pk = SoftmaxAttnParams {
         out: dk.ptr(),
         out2: dv.ptr(),
-        tile: tile_k,
-        stride: stride_k,
+        tile: sk.tile,
+        stride: sk.stride,
         ..base
     };
     let cfg_d = LaunchCfg::linear(blocks_for(n * h, BLOCK, MAX_GRID), BLOCK, 0);
-    let cfg_q = sa_grid(op, n, h, tq, sh_q)?;
-    let cfg_k = sa_grid(op, nk, h, tk, sh_k)?;
+    let cfg_q = sa_grid(op, n, h, sq)?;
+    let cfg_k = sa_grid(op, nk, h, sk)?;
     // SAFETY: lengths checked above; dd holds h·n floats; shared memory sized by sa_shape.
     unsafe {
         be.go(kernel::SOFTMAX_ATTENTION_D_BWD_F32, cfg_d, &base)?;
