@@ -135,45 +135,36 @@ __device__ __forceinline__ float sa_dot(const float* x, const float* y, unsigned
 // after unrolling; columns past dh stay 0); the tile rows are padded to dp = dh rounded up to 4
 // (zeros), so the tiles are read as 16-byte vectors: a group of 4 keys costs dp loads of 16 bytes
 // per pass instead of 4·dh + dh scalar ones.
-// SA_SPLIT adjacent threads share one row (a query in fwd and dq, a key in dkv): lane s of the row
-// takes the groups s, s + SA_SPLIT, … of every tile, and the lanes' partial results are combined
-// by butterfly shuffles at the end (fwd: the online-softmax states (m, l, acc); dq, dkv: sums),
-// in which every lane computes the same bits (each step adds the same two terms). A block of
-// blockDim.x threads thus owns blockDim.x / SA_SPLIT rows: on a 5,000-row era with 4 heads, one
-// thread per row was 20,000 threads, too few to keep a large GPU's schedulers busy.
-// Each group of 4 tile rows is followed by 4 floats of padding, so the SA_SPLIT different groups
-// that a quarter warp reads at once start in different banks (group stride 4·dp + 4 ≡ 4 or 20
-// mod 32 words); the threads of one lane index read the same address (broadcast).
-// Shared memory: a[tile·(dp + 1)] | b[tile·(dp + 1)] | s1[tile] | s2[tile].
+// SA_SPLIT parts of the block share its rows (a query in fwd and dq, a key in dkv): a block of
+// blockDim.x threads owns QB = blockDim.x / SA_SPLIT rows (a multiple of 32: each part is whole
+// warps), thread t takes row t mod QB and is in part w = t / QB, which takes the groups w,
+// w + SA_SPLIT, … of every tile. The threads of a warp thus read the same tile address
+// (broadcast). At the end every part leaves its partial results in shared memory and part 0
+// combines them in part order (fwd: the online-softmax states (m, l, acc); dq, dkv: sums). On a
+// 5,000-row era with 4 heads one thread per row was 20,000 threads, too few to keep a large
+// GPU's schedulers busy.
+// Shared memory: a[tile·dp] | b[tile·dp] | s1[tile] | s2[tile], then (reused) the parts'
+// partials, [SA_SPLIT][QB][per-row values].
 #define SA_REG_DH 32u
 #define SA_SPLIT 4u
 
-// offset of tile row r (groups of 4 rows, each group followed by 4 floats of padding)
-__device__ __forceinline__ unsigned int sa_prow(unsigned int r, unsigned int dp) {
-    return r * dp + (r >> 2) * 4u;
+// the block's rows, this thread's part, and its row
+__device__ __forceinline__ unsigned int sa_qb() {
+    return blockDim.x / SA_SPLIT;
 }
-
-// this thread's lane within its row, and its row of the block's
-__device__ __forceinline__ unsigned int sa_lane() {
-    return threadIdx.x & (SA_SPLIT - 1u);
+__device__ __forceinline__ unsigned int sa_part() {
+    return threadIdx.x / sa_qb();
 }
 __device__ __forceinline__ unsigned int sa_reg_row_index() {
-    return blockIdx.x * (blockDim.x / SA_SPLIT) + threadIdx.x / SA_SPLIT;
-}
-
-// x summed over the SA_SPLIT lanes of the row (the same bits in every lane)
-__device__ __forceinline__ float sa_lanes_sum(float x) {
-#pragma unroll
-    for (unsigned int off = 1u; off < SA_SPLIT; off <<= 1) x += __shfl_xor_sync(FULL_MASK, x, off);
-    return x;
+    return blockIdx.x * sa_qb() + threadIdx.x % sa_qb();
 }
 
 struct __align__(16) SaVec4 {
     float x, y, z, w;
 };
 
-// copies `cnt` rows from row j0 of head hd of x into dst (row r at sa_prow(r, dp)): zeros past
-// cnt, past dh and, when mask is given, for rows whose mask is 0 (the padding is never read)
+// copies `cnt` rows from row j0 of head hd of x into dst [tile][dp]: zeros past cnt, past dh and,
+// when mask is given, for rows whose mask is 0
 __device__ __forceinline__ void sa_load_tile_padded(float* dst, const float* x, const float* mask,
                                                     const SoftmaxAttnParams& p, unsigned int dp,
                                                     unsigned int j0, unsigned int cnt, unsigned int hd) {
@@ -181,7 +172,7 @@ __device__ __forceinline__ void sa_load_tile_padded(float* dst, const float* x, 
         const unsigned int r = t / dp;
         const unsigned int a = t - r * dp;
         const bool on = r < cnt && a < p.dh && (mask == nullptr || mask[j0 + r] != 0.0f);
-        dst[sa_prow(r, dp) + a] = on ? x[(unsigned long long)(j0 + r) * p.d + hd * p.dh + a] : 0.0f;
+        dst[t] = on ? x[(unsigned long long)(j0 + r) * p.d + hd * p.dh + a] : 0.0f;
     }
 }
 
@@ -247,10 +238,10 @@ __device__ __forceinline__ void sa_reg_row(float* dst, const float* x, const Sof
 __device__ __forceinline__ void sa_fwd_reg(const SoftmaxAttnParams& p, float* base) {
     const unsigned int dp = (p.dh + 3u) & ~3u;
     float* ta = base;
-    float* tb = base + p.tile * (dp + 1u);
-    float* tm = tb + p.tile * (dp + 1u);
+    float* tb = base + p.tile * dp;
+    float* tm = tb + p.tile * dp;
     const unsigned int hd = blockIdx.y;
-    const unsigned int lane = sa_lane();
+    const unsigned int part = sa_part();
     const unsigned int i = sa_reg_row_index();
     const bool active = i < p.n;
     float qr[SA_REG_DH];
@@ -268,9 +259,9 @@ __device__ __forceinline__ void sa_fwd_reg(const SoftmaxAttnParams& p, float* ba
         for (unsigned int t = threadIdx.x; t < p.tile; t += blockDim.x) tm[t] = t < cnt ? p.mask[j0 + t] : 0.0f;
         __syncthreads();
         if (active) {
-            for (unsigned int t0 = lane * SA_GROUP; t0 < cnt; t0 += SA_SPLIT * SA_GROUP) {
+            for (unsigned int t0 = part * SA_GROUP; t0 < cnt; t0 += SA_SPLIT * SA_GROUP) {
                 float s[SA_GROUP];
-                sa_reg_dot4(qr, ta + sa_prow(t0, dp), dp, s);
+                sa_reg_dot4(qr, ta + t0 * dp, dp, s);
                 float mg = m;
                 bool any = false;
 #pragma unroll
@@ -295,44 +286,77 @@ __device__ __forceinline__ void sa_fwd_reg(const SoftmaxAttnParams& p, float* ba
 #pragma unroll
                     for (unsigned int a = 0; a < SA_REG_DH; ++a) acc[a] *= corr;
                 }
-                sa_reg_axpy4(acc, pw, tb + sa_prow(t0, dp), dp);
+                sa_reg_axpy4(acc, pw, tb + t0 * dp, dp);
             }
         }
         __syncthreads();  // the tile is overwritten next
     }
-    // the lanes' states, merged pairwise: a lane that saw no key (m = −inf) weighs 0
+    // parts 1.. leave (m, l, acc) in shared memory; part 0 merges them in order (a part that saw
+    // no key, m = −inf, weighs 0)
+    const unsigned int row = threadIdx.x % sa_qb();
+    const unsigned int w = dp + 2u;
+    if (part > 0u) {
+        float* mine = base + ((part - 1u) * sa_qb() + row) * w;
+        mine[0] = m;
+        mine[1] = l;
 #pragma unroll
-    for (unsigned int off = 1u; off < SA_SPLIT; off <<= 1) {
-        const float mo = __shfl_xor_sync(FULL_MASK, m, off);
-        const float lo = __shfl_xor_sync(FULL_MASK, l, off);
+        for (unsigned int a = 0; a < SA_REG_DH; ++a) {
+            if (a < dp) mine[2u + a] = acc[a];
+        }
+    }
+    __syncthreads();
+    if (part > 0u || !active) return;
+    for (unsigned int q = 1u; q < SA_SPLIT; ++q) {
+        const float* other = base + ((q - 1u) * sa_qb() + row) * w;
+        const float mo = other[0];
         const float mn = fmaxf(m, mo);
         const float ca = m == neg_inf ? 0.0f : expf(m - mn);
         const float cb = mo == neg_inf ? 0.0f : expf(mo - mn);
-        l = l * ca + lo * cb;
+        l = l * ca + other[1] * cb;
 #pragma unroll
         for (unsigned int a = 0; a < SA_REG_DH; ++a) {
-            const float x = __shfl_xor_sync(FULL_MASK, acc[a], off);
-            acc[a] = acc[a] * ca + x * cb;
+            if (a < dp) acc[a] = acc[a] * ca + other[2u + a] * cb;
         }
         m = mn;
     }
-    if (!active) return;
     const float inv = l > 0.0f ? 1.0f / l : 0.0f;
     const unsigned long long off = (unsigned long long)i * p.d + hd * p.dh;
 #pragma unroll
     for (unsigned int a = 0; a < SA_REG_DH; ++a) {
-        if (a < p.dh && a % SA_SPLIT == lane) p.out[off + a] = acc[a] * inv;
+        if (a < p.dh) p.out[off + a] = acc[a] * inv;
     }
-    if (lane == 0u) p.out2[(unsigned long long)hd * p.n + i] = l > 0.0f ? m + logf(l) : 0.0f;
+    p.out2[(unsigned long long)hd * p.n + i] = l > 0.0f ? m + logf(l) : 0.0f;
+}
+
+// the parts' sums of x [SA_REG_DH] (first dp values) into part 0's x, in part order, through
+// shared memory at base ([SA_SPLIT − 1][QB][dp]); every thread of the block must call it
+__device__ __forceinline__ void sa_parts_sum(float* x, float* base, unsigned int dp, unsigned int part) {
+    const unsigned int row = threadIdx.x % sa_qb();
+    if (part > 0u) {
+        float* mine = base + ((part - 1u) * sa_qb() + row) * dp;
+#pragma unroll
+        for (unsigned int a = 0; a < SA_REG_DH; ++a) {
+            if (a < dp) mine[a] = x[a];
+        }
+    }
+    __syncthreads();
+    if (part > 0u) return;
+    for (unsigned int q = 1u; q < SA_SPLIT; ++q) {
+        const float* other = base + ((q - 1u) * sa_qb() + row) * dp;
+#pragma unroll
+        for (unsigned int a = 0; a < SA_REG_DH; ++a) {
+            if (a < dp) x[a] += other[a];
+        }
+    }
 }
 
 __device__ __forceinline__ void sa_dq_reg(const SoftmaxAttnParams& p, float* base) {
     const unsigned int dp = (p.dh + 3u) & ~3u;
     float* ta = base;
-    float* tb = base + p.tile * (dp + 1u);
-    float* tm = tb + p.tile * (dp + 1u);
+    float* tb = base + p.tile * dp;
+    float* tm = tb + p.tile * dp;
     const unsigned int hd = blockIdx.y;
-    const unsigned int lane = sa_lane();
+    const unsigned int part = sa_part();
     const unsigned int i = sa_reg_row_index();
     const bool active = i < p.n;
     float qr[SA_REG_DH];
@@ -351,11 +375,11 @@ __device__ __forceinline__ void sa_dq_reg(const SoftmaxAttnParams& p, float* bas
         for (unsigned int t = threadIdx.x; t < p.tile; t += blockDim.x) tm[t] = t < cnt ? p.mask[j0 + t] : 0.0f;
         __syncthreads();
         if (active) {
-            for (unsigned int t0 = lane * SA_GROUP; t0 < cnt; t0 += SA_SPLIT * SA_GROUP) {
+            for (unsigned int t0 = part * SA_GROUP; t0 < cnt; t0 += SA_SPLIT * SA_GROUP) {
                 float sq[SA_GROUP];
                 float sv[SA_GROUP];
-                sa_reg_dot4(qr, ta + sa_prow(t0, dp), dp, sq);
-                sa_reg_dot4(go, tb + sa_prow(t0, dp), dp, sv);
+                sa_reg_dot4(qr, ta + t0 * dp, dp, sq);
+                sa_reg_dot4(go, tb + t0 * dp, dp, sv);
                 float ds[SA_GROUP];
                 bool any = false;
 #pragma unroll
@@ -365,29 +389,28 @@ __device__ __forceinline__ void sa_dq_reg(const SoftmaxAttnParams& p, float* bas
                     ds[u] = pw * (sv[u] - di);
                     any = any || on;
                 }
-                if (any) sa_reg_axpy4(acc, ds, ta + sa_prow(t0, dp), dp);
+                if (any) sa_reg_axpy4(acc, ds, ta + t0 * dp, dp);
             }
         }
         __syncthreads();
     }
-#pragma unroll
-    for (unsigned int a = 0; a < SA_REG_DH; ++a) acc[a] = sa_lanes_sum(acc[a]);
-    if (!active) return;
+    sa_parts_sum(acc, base, dp, part);
+    if (part > 0u || !active) return;
     const unsigned long long off = (unsigned long long)i * p.d + hd * p.dh;
 #pragma unroll
     for (unsigned int a = 0; a < SA_REG_DH; ++a) {
-        if (a < p.dh && a % SA_SPLIT == lane) p.out[off + a] += p.scale * acc[a];
+        if (a < p.dh) p.out[off + a] += p.scale * acc[a];
     }
 }
 
 __device__ __forceinline__ void sa_dkv_reg(const SoftmaxAttnParams& p, float* base) {
     const unsigned int dp = (p.dh + 3u) & ~3u;
     float* ta = base;
-    float* tb = base + p.tile * (dp + 1u);
-    float* t1 = tb + p.tile * (dp + 1u);
+    float* tb = base + p.tile * dp;
+    float* t1 = tb + p.tile * dp;
     float* t2 = t1 + p.tile;
     const unsigned int hd = blockIdx.y;
-    const unsigned int lane = sa_lane();
+    const unsigned int part = sa_part();
     const unsigned int j = sa_reg_row_index();
     const bool active = j < p.nk && p.mask[j] != 0.0f;
     float kr[SA_REG_DH];
@@ -411,11 +434,11 @@ __device__ __forceinline__ void sa_dkv_reg(const SoftmaxAttnParams& p, float* ba
         }
         __syncthreads();
         if (active) {
-            for (unsigned int t0 = lane * SA_GROUP; t0 < cnt; t0 += SA_SPLIT * SA_GROUP) {
+            for (unsigned int t0 = part * SA_GROUP; t0 < cnt; t0 += SA_SPLIT * SA_GROUP) {
                 float sq[SA_GROUP];
                 float sv[SA_GROUP];
-                sa_reg_dot4(kr, ta + sa_prow(t0, dp), dp, sq);
-                sa_reg_dot4(vr, tb + sa_prow(t0, dp), dp, sv);
+                sa_reg_dot4(kr, ta + t0 * dp, dp, sq);
+                sa_reg_dot4(vr, tb + t0 * dp, dp, sv);
                 float pw[SA_GROUP];
                 float ds[SA_GROUP];
 #pragma unroll
@@ -423,22 +446,20 @@ __device__ __forceinline__ void sa_dkv_reg(const SoftmaxAttnParams& p, float* ba
                     pw[u] = t0 + u < cnt ? expf(p.scale * sq[u] - t1[t0 + u]) : 0.0f;
                     ds[u] = pw[u] * (sv[u] - t2[t0 + u]);
                 }
-                sa_reg_axpy4(dk, ds, ta + sa_prow(t0, dp), dp);
-                sa_reg_axpy4(dv, pw, tb + sa_prow(t0, dp), dp);
+                sa_reg_axpy4(dk, ds, ta + t0 * dp, dp);
+                sa_reg_axpy4(dv, pw, tb + t0 * dp, dp);
             }
         }
         __syncthreads();
     }
-#pragma unroll
-    for (unsigned int a = 0; a < SA_REG_DH; ++a) {
-        dk[a] = sa_lanes_sum(dk[a]);
-        dv[a] = sa_lanes_sum(dv[a]);
-    }
-    if (!active) return;
+    sa_parts_sum(dk, base, dp, part);
+    __syncthreads();  // part 0 has read the dk partials
+    sa_parts_sum(dv, base, dp, part);
+    if (part > 0u || !active) return;
     const unsigned long long off = (unsigned long long)j * p.d + hd * p.dh;
 #pragma unroll
     for (unsigned int a = 0; a < SA_REG_DH; ++a) {
-        if (a < p.dh && a % SA_SPLIT == lane) {
+        if (a < p.dh) {
             p.out[off + a] += p.scale * dk[a];
             p.out2[off + a] += dv[a];
         }

@@ -68,15 +68,12 @@ unsafe fn la_state<L: Launcher>(
 }
 
 /// Widest head the softmax attention kernels keep in registers (`SA_REG_DH` in
-/// kernels/softmax_attention.cu), the threads that share one row there (`SA_SPLIT`: each takes
-/// every `SA_SPLIT`-th group of 4 keys, then they combine), the rows per block and the rows per
-/// tile they then use.
+/// kernels/softmax_attention.cu), the parts of a block that share its rows there (`SA_SPLIT`:
+/// each takes every `SA_SPLIT`-th group of 4 keys, then part 0 combines), the rows per block (one
+/// warp per part) and the rows per tile they then use.
 const SA_REG_DH: usize = 32;
 const SA_SPLIT: usize = 4;
-/// 16 rows × 4 lanes = 64 threads: registers (up to 200 per thread in dkv) are allotted per warp,
-/// so small blocks leave no warp's worth unused (5 blocks, 10 warps per SM; 128-thread blocks:
-/// 2 blocks, 8 warps).
-const SA_REG_ROWS: usize = 16;
+const SA_REG_ROWS: usize = 32;
 const SA_REG_TILE: usize = 64;
 
 /// Launch shape of the softmax attention kernels.
@@ -100,12 +97,15 @@ struct SaShape {
 /// a multiple of 4 (the kernels take keys in groups of 4), at most 32.
 /// Heads of width ≤ `SA_REG_DH` (the kernels' `SA_REG_DH`) take the register path instead: the
 /// thread's rows live in registers, so stride 0 (which selects that path), `SA_SPLIT` threads per
-/// row, and only the two tiles in shared memory (rows padded to a multiple of 4 floats, plus 4
-/// floats after every group of 4 rows) and two per-row values.
+/// row, and in shared memory only the two tiles (rows padded to a multiple of 4 floats) with two
+/// per-row values, then, in the same space, the parts' partial results (at most dp + 2 floats
+/// per row and part).
 fn sa_shape(op: &str, dh: usize, rows: usize) -> Result<SaShape> {
     if dh <= SA_REG_DH {
         let dp = dh.div_ceil(4) * 4;
-        let bytes = SA_REG_TILE * (2 * (dp + 1) + 2) * 4;
+        let tiles = SA_REG_TILE * (2 * dp + 2);
+        let partials = (SA_SPLIT - 1) * SA_REG_ROWS * (dp + 2);
+        let bytes = tiles.max(partials) * 4;
         return Ok(SaShape {
             threads: (SA_REG_ROWS * SA_SPLIT) as u32,
             rows: SA_REG_ROWS as u32,
