@@ -415,6 +415,8 @@ struct SoftmaxAttnParams {
     unsigned int stride;
     float scale;
     unsigned int nk;
+    unsigned int parts;  // register path: the block's parts (whole warps each) sharing its rows
+    unsigned int pad;
 };
 
 
@@ -445,7 +447,7 @@ static_assert(sizeof(GateParams) == 104, "GateParams layout changed: update src/
 static_assert(sizeof(GateApplyParams) == 40, "GateApplyParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(GateBwdParams) == 96, "GateBwdParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(PosEncParams) == 16, "PosEncParams layout changed: update src/gpu/params.rs");
-static_assert(sizeof(SoftmaxAttnParams) == 112, "SoftmaxAttnParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(SoftmaxAttnParams) == 120, "SoftmaxAttnParams layout changed: update src/gpu/params.rs");
 
 // corr_loss_{sums,means,moments,reduce}_fwd_f32 / corr_loss_bwd_f32 (kernels/corr_loss.cu):
 // partial[t][blocks][3] scratch, stats[t][4], parts[2] = (corr, K); dyhat only in the backward

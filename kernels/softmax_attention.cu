@@ -13,8 +13,8 @@
 //
 // Grid mapping (all but the D kernel): grid (⌈rows / QB⌉, h), thread t of a block owns row
 // blockIdx.x·QB + t of head blockIdx.y (a query row in fwd and dq, a key row in dkv), QB =
-// blockDim.x threads (64, 32, 16 or 8: the widest whose rows fit); on the register path SA_SPLIT
-// threads share each row, QB = blockDim.x / SA_SPLIT. Two paths, chosen by the host through `stride`:
+// blockDim.x threads (64, 32, 16 or 8: the widest whose rows fit); on the register path p.parts
+// threads share each row, QB = blockDim.x / p.parts. Two paths, chosen by the host through `stride`:
 // heads of width dh ≤ 32 take the register path below (stride = 0: the thread's rows in registers,
 // tiles read as 16-byte broadcasts); wider heads this shared-memory path. Dynamic shared memory
 // (sized on the host to fit 48 KiB): the tile area a[tile·dh] | b[tile·dh] | s1[tile] | s2[tile]
@@ -135,28 +135,28 @@ __device__ __forceinline__ float sa_dot(const float* x, const float* y, unsigned
 // after unrolling; columns past dh stay 0); the tile rows are padded to dp = dh rounded up to 4
 // (zeros), so the tiles are read as 16-byte vectors: a group of 4 keys costs dp loads of 16 bytes
 // per pass instead of 4·dh + dh scalar ones.
-// SA_SPLIT parts of the block share its rows (a query in fwd and dq, a key in dkv): a block of
-// blockDim.x threads owns QB = blockDim.x / SA_SPLIT rows (a multiple of 32: each part is whole
-// warps), thread t takes row t mod QB and is in part w = t / QB, which takes the groups w,
-// w + SA_SPLIT, … of every tile. The threads of a warp thus read the same tile address
+// p.parts parts of the block share its rows (a query in fwd and dq, a key in dkv): a block of
+// blockDim.x threads owns QB = blockDim.x / p.parts rows (the host keeps QB a multiple of 32, so
+// each part is whole warps), thread t takes row t mod QB and is in part w = t / QB, which takes
+// the groups w, w + parts, … of every tile. The threads of a warp thus read the same tile address
 // (broadcast). At the end every part leaves its partial results in shared memory and part 0
 // combines them in part order (fwd: the online-softmax states (m, l, acc); dq, dkv: sums). On a
-// 5,000-row era with 4 heads one thread per row was 20,000 threads, too few to keep a large
-// GPU's schedulers busy.
+// 5,000-row era with 4 heads one thread per row is 20,000 threads, too few to keep a large GPU's
+// schedulers busy; the host picks the parts (src/ops/attention/gpu.rs, `sa_shape`).
 // Shared memory: a[tile·dp] | b[tile·dp] | s1[tile] | s2[tile], then (reused) the parts'
-// partials, [SA_SPLIT][QB][per-row values].
+// partials, [parts − 1][QB][per-row values].
 #define SA_REG_DH 32u
-#define SA_SPLIT 4u
 
-// the block's rows, this thread's part, and its row
-__device__ __forceinline__ unsigned int sa_qb() {
-    return blockDim.x / SA_SPLIT;
-}
-__device__ __forceinline__ unsigned int sa_part() {
-    return threadIdx.x / sa_qb();
-}
-__device__ __forceinline__ unsigned int sa_reg_row_index() {
-    return blockIdx.x * sa_qb() + threadIdx.x % sa_qb();
+// where a thread works: the block's rows (QB), the thread's part and its row within the block
+struct SaPlace {
+    unsigned int qb, part, row;
+};
+__device__ __forceinline__ SaPlace sa_place(unsigned int parts) {
+    SaPlace w;
+    w.qb = blockDim.x / parts;
+    w.part = threadIdx.x / w.qb;
+    w.row = threadIdx.x - w.part * w.qb;
+    return w;
 }
 
 struct __align__(16) SaVec4 {
@@ -241,8 +241,9 @@ __device__ __forceinline__ void sa_fwd_reg(const SoftmaxAttnParams& p, float* ba
     float* tb = base + p.tile * dp;
     float* tm = tb + p.tile * dp;
     const unsigned int hd = blockIdx.y;
-    const unsigned int part = sa_part();
-    const unsigned int i = sa_reg_row_index();
+    const SaPlace at = sa_place(p.parts);
+    const unsigned int part = at.part;
+    const unsigned int i = blockIdx.x * at.qb + at.row;
     const bool active = i < p.n;
     float qr[SA_REG_DH];
     float acc[SA_REG_DH];
@@ -259,7 +260,7 @@ __device__ __forceinline__ void sa_fwd_reg(const SoftmaxAttnParams& p, float* ba
         for (unsigned int t = threadIdx.x; t < p.tile; t += blockDim.x) tm[t] = t < cnt ? p.mask[j0 + t] : 0.0f;
         __syncthreads();
         if (active) {
-            for (unsigned int t0 = part * SA_GROUP; t0 < cnt; t0 += SA_SPLIT * SA_GROUP) {
+            for (unsigned int t0 = part * SA_GROUP; t0 < cnt; t0 += p.parts * SA_GROUP) {
                 float s[SA_GROUP];
                 sa_reg_dot4(qr, ta + t0 * dp, dp, s);
                 float mg = m;
@@ -293,10 +294,11 @@ __device__ __forceinline__ void sa_fwd_reg(const SoftmaxAttnParams& p, float* ba
     }
     // parts 1.. leave (m, l, acc) in shared memory; part 0 merges them in order (a part that saw
     // no key, m = −inf, weighs 0)
-    const unsigned int row = threadIdx.x % sa_qb();
+    const unsigned int qb = at.qb;
+    const unsigned int row = at.row;
     const unsigned int w = dp + 2u;
     if (part > 0u) {
-        float* mine = base + ((part - 1u) * sa_qb() + row) * w;
+        float* mine = base + ((part - 1u) * qb + row) * w;
         mine[0] = m;
         mine[1] = l;
 #pragma unroll
@@ -306,8 +308,8 @@ __device__ __forceinline__ void sa_fwd_reg(const SoftmaxAttnParams& p, float* ba
     }
     __syncthreads();
     if (part > 0u || !active) return;
-    for (unsigned int q = 1u; q < SA_SPLIT; ++q) {
-        const float* other = base + ((q - 1u) * sa_qb() + row) * w;
+    for (unsigned int q = 1u; q < p.parts; ++q) {
+        const float* other = base + ((q - 1u) * qb + row) * w;
         const float mo = other[0];
         const float mn = fmaxf(m, mo);
         const float ca = m == neg_inf ? 0.0f : expf(m - mn);
@@ -329,11 +331,14 @@ __device__ __forceinline__ void sa_fwd_reg(const SoftmaxAttnParams& p, float* ba
 }
 
 // the parts' sums of x [SA_REG_DH] (first dp values) into part 0's x, in part order, through
-// shared memory at base ([SA_SPLIT − 1][QB][dp]); every thread of the block must call it
-__device__ __forceinline__ void sa_parts_sum(float* x, float* base, unsigned int dp, unsigned int part) {
-    const unsigned int row = threadIdx.x % sa_qb();
+// shared memory at base ([parts − 1][QB][dp]); every thread of the block must call it
+__device__ __forceinline__ void sa_parts_sum(float* x, float* base, unsigned int dp, unsigned int parts,
+                                             const SaPlace& at) {
+    const unsigned int qb = at.qb;
+    const unsigned int row = at.row;
+    const unsigned int part = at.part;
     if (part > 0u) {
-        float* mine = base + ((part - 1u) * sa_qb() + row) * dp;
+        float* mine = base + ((part - 1u) * qb + row) * dp;
 #pragma unroll
         for (unsigned int a = 0; a < SA_REG_DH; ++a) {
             if (a < dp) mine[a] = x[a];
@@ -341,8 +346,8 @@ __device__ __forceinline__ void sa_parts_sum(float* x, float* base, unsigned int
     }
     __syncthreads();
     if (part > 0u) return;
-    for (unsigned int q = 1u; q < SA_SPLIT; ++q) {
-        const float* other = base + ((q - 1u) * sa_qb() + row) * dp;
+    for (unsigned int q = 1u; q < parts; ++q) {
+        const float* other = base + ((q - 1u) * qb + row) * dp;
 #pragma unroll
         for (unsigned int a = 0; a < SA_REG_DH; ++a) {
             if (a < dp) x[a] += other[a];
@@ -356,8 +361,9 @@ __device__ __forceinline__ void sa_dq_reg(const SoftmaxAttnParams& p, float* bas
     float* tb = base + p.tile * dp;
     float* tm = tb + p.tile * dp;
     const unsigned int hd = blockIdx.y;
-    const unsigned int part = sa_part();
-    const unsigned int i = sa_reg_row_index();
+    const SaPlace at = sa_place(p.parts);
+    const unsigned int part = at.part;
+    const unsigned int i = blockIdx.x * at.qb + at.row;
     const bool active = i < p.n;
     float qr[SA_REG_DH];
     float go[SA_REG_DH];
@@ -375,7 +381,7 @@ __device__ __forceinline__ void sa_dq_reg(const SoftmaxAttnParams& p, float* bas
         for (unsigned int t = threadIdx.x; t < p.tile; t += blockDim.x) tm[t] = t < cnt ? p.mask[j0 + t] : 0.0f;
         __syncthreads();
         if (active) {
-            for (unsigned int t0 = part * SA_GROUP; t0 < cnt; t0 += SA_SPLIT * SA_GROUP) {
+            for (unsigned int t0 = part * SA_GROUP; t0 < cnt; t0 += p.parts * SA_GROUP) {
                 float sq[SA_GROUP];
                 float sv[SA_GROUP];
                 sa_reg_dot4(qr, ta + t0 * dp, dp, sq);
@@ -394,7 +400,7 @@ __device__ __forceinline__ void sa_dq_reg(const SoftmaxAttnParams& p, float* bas
         }
         __syncthreads();
     }
-    sa_parts_sum(acc, base, dp, part);
+    sa_parts_sum(acc, base, dp, p.parts, at);
     if (part > 0u || !active) return;
     const unsigned long long off = (unsigned long long)i * p.d + hd * p.dh;
 #pragma unroll
@@ -410,8 +416,9 @@ __device__ __forceinline__ void sa_dkv_reg(const SoftmaxAttnParams& p, float* ba
     float* t1 = tb + p.tile * dp;
     float* t2 = t1 + p.tile;
     const unsigned int hd = blockIdx.y;
-    const unsigned int part = sa_part();
-    const unsigned int j = sa_reg_row_index();
+    const SaPlace at = sa_place(p.parts);
+    const unsigned int part = at.part;
+    const unsigned int j = blockIdx.x * at.qb + at.row;
     const bool active = j < p.nk && p.mask[j] != 0.0f;
     float kr[SA_REG_DH];
     float vr[SA_REG_DH];
@@ -434,7 +441,7 @@ __device__ __forceinline__ void sa_dkv_reg(const SoftmaxAttnParams& p, float* ba
         }
         __syncthreads();
         if (active) {
-            for (unsigned int t0 = part * SA_GROUP; t0 < cnt; t0 += SA_SPLIT * SA_GROUP) {
+            for (unsigned int t0 = part * SA_GROUP; t0 < cnt; t0 += p.parts * SA_GROUP) {
                 float sq[SA_GROUP];
                 float sv[SA_GROUP];
                 sa_reg_dot4(kr, ta + t0 * dp, dp, sq);
@@ -452,9 +459,9 @@ __device__ __forceinline__ void sa_dkv_reg(const SoftmaxAttnParams& p, float* ba
         }
         __syncthreads();
     }
-    sa_parts_sum(dk, base, dp, part);
+    sa_parts_sum(dk, base, dp, p.parts, at);
     __syncthreads();  // part 0 has read the dk partials
-    sa_parts_sum(dv, base, dp, part);
+    sa_parts_sum(dv, base, dp, p.parts, at);
     if (part > 0u || !active) return;
     const unsigned long long off = (unsigned long long)j * p.d + hd * p.dh;
 #pragma unroll

@@ -433,8 +433,10 @@ gpu_proptest!(20, softmax_attention_matches_cpu, attn_case());
 fn softmax_attention_with_many_keys_and_wide_heads_matches_cpu<B: Backend>(
     dev: &B,
 ) -> TestCaseResult {
-    // n = 150 keys: several key tiles and three query blocks; dh = 96 forces smaller tiles
-    for (n, d, h) in [(150usize, 8usize, 2usize), (70, 96, 1)] {
+    // n = 150 keys: several key tiles and query blocks, the register path split into parts
+    // (dh 4 ≤ 16); dh = 24: the register path unsplit; dh = 96 forces the shared-memory path's
+    // smaller tiles
+    for (n, d, h) in [(150usize, 8usize, 2usize), (100, 48, 2), (70, 96, 1)] {
         let q: Vec<f32> = (0..n * d)
             .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
             .collect();

@@ -68,13 +68,45 @@ unsafe fn la_state<L: Launcher>(
 }
 
 /// Widest head the softmax attention kernels keep in registers (`SA_REG_DH` in
-/// kernels/softmax_attention.cu), the parts of a block that share its rows there (`SA_SPLIT`:
-/// each takes every `SA_SPLIT`-th group of 4 keys, then part 0 combines), the rows per block (one
-/// warp per part) and the rows per tile they then use.
+/// kernels/softmax_attention.cu).
 const SA_REG_DH: usize = 32;
-const SA_SPLIT: usize = 4;
-const SA_REG_ROWS: usize = 32;
-const SA_REG_TILE: usize = 64;
+/// The softmax attention kernels that [`sa_shape`] shapes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SaKernel {
+    Fwd,
+    Dq,
+    Dkv,
+}
+
+impl SaKernel {
+    /// Rows of shared memory per thread on the shared-memory path (accumulators and the thread's
+    /// own input rows).
+    fn rows(self) -> usize {
+        match self {
+            SaKernel::Fwd => 2,
+            SaKernel::Dq => 3,
+            SaKernel::Dkv => 4,
+        }
+    }
+
+    /// (parts, rows per block, rows per tile) on the register path for heads of width `dh`. Each
+    /// part is whole warps and takes every `parts`-th group of 4 keys (queries in dkv); part 0
+    /// combines. Chosen on an H200 (docs/gpu.md, 2026-11-27) among 20 shapes per width at 5,000
+    /// rows, d 64, 4 heads (dh 16) and 6,000 rows, d 256, 8 heads (dh 32): the three kernels took
+    /// 12.7 ms per step unsplit (64 rows per block, one part, 32-row tiles) and 7.3 ms with these
+    /// at dh 16; 38.1 and 25.8 ms at dh 32. Smaller parts (32 rows) re-read each tile for too
+    /// little work; more parts than 2 only paid in dkv at dh 16.
+    fn split(self, dh: usize) -> (usize, usize, usize) {
+        match (self, dh <= 16) {
+            (SaKernel::Fwd, true) => (2, 128, 128),
+            (SaKernel::Dq, true) => (2, 64, 256),
+            (SaKernel::Dkv, true) => (4, 64, 256),
+            (SaKernel::Fwd, false) => (2, 128, 64),
+            (SaKernel::Dq, false) => (1, 64, 32),
+            (SaKernel::Dkv, false) => (2, 128, 64),
+        }
+    }
+}
 
 /// Launch shape of the softmax attention kernels.
 #[derive(Clone, Copy, Debug)]
@@ -87,37 +119,46 @@ struct SaShape {
     tile: u32,
     /// Row stride of the per-thread rows in shared memory; 0 selects the register path.
     stride: u32,
+    /// Parts sharing the block's rows (the register path; 1 otherwise).
+    parts: u32,
     /// Dynamic shared memory in bytes.
     shmem: u32,
 }
 
-/// Launch shape of the softmax attention kernels for head width `dh` and `rows` per-thread rows
-/// of shared memory (accumulators and the thread's own input rows). The widest block of 64, 32,
-/// 16 or 8 threads, one per row, whose rows leave room for a tile of at least 4 rows; the tile is
-/// a multiple of 4 (the kernels take keys in groups of 4), at most 32.
+/// Launch shape of `kernel` for heads of width `dh`. On the shared-memory path each thread keeps
+/// [`SaKernel::rows`] rows in shared memory (its accumulators and input rows): the widest block of
+/// 64, 32, 16 or 8 threads, one per row, whose rows leave room for a tile of at least 4 rows; the
+/// tile is a multiple of 4 (the kernels take keys in groups of 4), at most 32.
 /// Heads of width ≤ `SA_REG_DH` (the kernels' `SA_REG_DH`) take the register path instead: the
-/// thread's rows live in registers, so stride 0 (which selects that path), `SA_SPLIT` threads per
-/// row, and in shared memory only the two tiles (rows padded to a multiple of 4 floats) with two
-/// per-row values, then, in the same space, the parts' partial results (at most dp + 2 floats
-/// per row and part).
-fn sa_shape(op: &str, dh: usize, rows: usize) -> Result<SaShape> {
+/// thread's rows live in registers, so stride 0 (which selects that path), and each block's rows
+/// are shared by the parts of [`SaKernel::split`]. In shared memory: the two tiles (rows padded to
+/// a multiple of 4 floats) with two per-row values, then, in the same space, the parts' partial
+/// results (at most dp + 2 floats per row and part).
+fn sa_shape(op: &str, dh: usize, kernel: SaKernel) -> Result<SaShape> {
     if dh <= SA_REG_DH {
         let dp = dh.div_ceil(4) * 4;
-        let tiles = SA_REG_TILE * (2 * dp + 2);
-        let partials = (SA_SPLIT - 1) * SA_REG_ROWS * (dp + 2);
+        let (parts, qb, tile) = kernel.split(dh);
+        let tiles = tile * (2 * dp + 2);
+        let partials = (parts - 1) * qb * (dp + 2);
         let bytes = tiles.max(partials) * 4;
+        if bytes > MAX_DYN_SHARED || qb % 32 != 0 || qb * parts > 1024 {
+            return Err(Error::shape(format!(
+                "{op}: no register-path launch shape for head width {dh}"
+            )));
+        }
         return Ok(SaShape {
-            threads: (SA_REG_ROWS * SA_SPLIT) as u32,
-            rows: SA_REG_ROWS as u32,
-            tile: SA_REG_TILE as u32,
+            threads: (qb * parts) as u32,
+            rows: qb as u32,
+            tile: tile as u32,
             stride: 0,
+            parts: parts as u32,
             shmem: bytes as u32,
         });
     }
     let stride = dh | 1; // odd: consecutive threads' rows fall in different banks
     let words = MAX_DYN_SHARED / 4;
     for threads in [64usize, 32, 16, 8] {
-        let own = threads * stride * rows;
+        let own = threads * stride * kernel.rows();
         if own >= words {
             continue;
         }
@@ -129,6 +170,7 @@ fn sa_shape(op: &str, dh: usize, rows: usize) -> Result<SaShape> {
                 rows: threads as u32,
                 tile: tile as u32,
                 stride: stride as u32,
+                parts: 1,
                 shmem: bytes as u32,
             });
         }
@@ -343,7 +385,7 @@ pub(crate) fn softmax_attention_fwd<L: Launcher>(
     u32_of("nq·d", nq * d)?;
     u32_of("nk·d", nk * d)?;
     u32_of("h·nq", h * nq)?;
-    let sh = sa_shape(op, dh, 2)?;
+    let sh = sa_shape(op, dh, SaKernel::Fwd)?;
     let p = SoftmaxAttnParams {
         out: out.ptr(),
         out2: lse.ptr(),
@@ -363,6 +405,8 @@ pub(crate) fn softmax_attention_fwd<L: Launcher>(
         stride: sh.stride,
         scale: 1.0 / (dh as f32).sqrt(),
         nk: nk as u32,
+        parts: sh.parts,
+        pad: 0,
     };
     let cfg = sa_grid(op, n, h, sh)?;
     // SAFETY: lengths checked above; shared memory sized by sa_shape.
@@ -425,13 +469,16 @@ pub(crate) fn softmax_attention_bwd<L: Launcher>(
         stride: 0,
         scale: 1.0 / (dh as f32).sqrt(),
         nk: nk as u32,
+        parts: 1,
+        pad: 0,
     };
-    let sq = sa_shape(op, dh, 3)?;
-    let sk = sa_shape(op, dh, 4)?;
+    let sq = sa_shape(op, dh, SaKernel::Dq)?;
+    let sk = sa_shape(op, dh, SaKernel::Dkv)?;
     let pq = SoftmaxAttnParams {
         out: dq.ptr(),
         tile: sq.tile,
         stride: sq.stride,
+        parts: sq.parts,
         ..base
     };
     let pk = SoftmaxAttnParams {
@@ -439,6 +486,7 @@ pub(crate) fn softmax_attention_bwd<L: Launcher>(
         out2: dv.ptr(),
         tile: sk.tile,
         stride: sk.stride,
+        parts: sk.parts,
         ..base
     };
     let cfg_d = LaunchCfg::linear(blocks_for(n * h, BLOCK, MAX_GRID), BLOCK, 0);
