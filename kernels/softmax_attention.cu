@@ -13,10 +13,11 @@
 //
 // Grid mapping (all but the D kernel): grid (⌈rows / QB⌉, h), thread t of a block owns row
 // blockIdx.x·QB + t of head blockIdx.y (a query row in fwd and dq, a key row in dkv), QB =
-// blockDim.x threads (64, 32, 16 or 8: the widest whose rows fit); on the register path p.parts
-// threads share each row, QB = blockDim.x / p.parts. Two paths, chosen by the host through `stride`:
-// heads of width dh ≤ 32 take the register path below (stride = 0: the thread's rows in registers,
-// tiles read as 16-byte broadcasts); wider heads this shared-memory path. Dynamic shared memory
+// blockDim.x threads (64, 32, 16 or 8: the widest whose rows fit). On the register path the
+// block's p.parts parts share its rows (one thread of each part per row; QB = blockDim.x /
+// p.parts, below). Two paths, chosen by the host through `stride`: heads of width dh ≤ 32 take
+// the register path (stride = 0: the thread's rows in registers, tiles read as 16-byte
+// broadcasts); wider heads this shared-memory path. Dynamic shared memory
 // (sized on the host to fit 48 KiB): the tile area a[tile·dh] | b[tile·dh] | s1[tile] | s2[tile]
 // through which the other side's rows stream, `tile` rows at a time (≤ 32, a multiple of 4), then
 // `rows` regions of QB
