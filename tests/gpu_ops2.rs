@@ -433,10 +433,15 @@ gpu_proptest!(20, softmax_attention_matches_cpu, attn_case());
 fn softmax_attention_with_many_keys_and_wide_heads_matches_cpu<B: Backend>(
     dev: &B,
 ) -> TestCaseResult {
-    // n = 150 keys: several key tiles and query blocks, the register path split into parts
-    // (dh 4 ≤ 16); dh = 24: the register path unsplit; dh = 96 forces the shared-memory path's
-    // smaller tiles
-    for (n, d, h) in [(150usize, 8usize, 2usize), (100, 48, 2), (70, 96, 1)] {
+    // the register path split into parts: n = 150 keys, dh 4 (several query blocks, a partial
+    // tile) and n = 300, dh 8 (several 256-row tiles in dq and dkv); dh = 24: the wider heads'
+    // shapes (dq unsplit); dh = 96 forces the shared-memory path's smaller tiles
+    for (n, d, h) in [
+        (150usize, 8usize, 2usize),
+        (300, 16, 2),
+        (100, 48, 2),
+        (70, 96, 1),
+    ] {
         let q: Vec<f32> = (0..n * d)
             .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
             .collect();

@@ -91,11 +91,11 @@ impl SaKernel {
 
     /// (parts, rows per block, rows per tile) on the register path for heads of width `dh`. Each
     /// part is whole warps and takes every `parts`-th group of 4 keys (queries in dkv); part 0
-    /// combines. Chosen on an H200 (docs/gpu.md, 2026-11-27) among 20 shapes per width at 5,000
-    /// rows, d 64, 4 heads (dh 16) and 6,000 rows, d 256, 8 heads (dh 32): the three kernels took
-    /// 12.7 ms per step unsplit (64 rows per block, one part, 32-row tiles) and 7.3 ms with these
-    /// at dh 16; 38.1 and 25.8 ms at dh 32. Smaller parts (32 rows) re-read each tile for too
-    /// little work; more parts than 2 only paid in dkv at dh 16.
+    /// combines. Chosen on an H200 (docs/gpu.md, 2026-11-27) among 13–15 shapes per width at
+    /// 5,000 rows, d 64, 4 heads (dh 16) and 6,000 rows, d 256, 8 heads (dh 32): the three
+    /// kernels took 12.7 ms per step unsplit (64 rows per block, one part, 32-row tiles) and 7.2
+    /// ms with these at dh 16; 38.1 and 26.0 ms at dh 32. Parts of 32 rows load each tile for
+    /// too little work; more parts than 2 only paid in dkv at dh 16.
     fn split(self, dh: usize) -> (usize, usize, usize) {
         match (self, dh <= 16) {
             (SaKernel::Fwd, true) => (2, 128, 128),
