@@ -148,16 +148,25 @@ __device__ __forceinline__ float sa_dot(const float* x, const float* y, unsigned
 // partials, [parts − 1][QB][per-row values].
 #define SA_REG_DH 32u
 
-// where a thread works: the block's rows (QB), the thread's part and its row within the block
+// where a thread works: the block's parts and rows (QB), the thread's part, its row within the
+// block and that row's index
 struct SaPlace {
-    unsigned int qb, part, row;
+    unsigned int parts, qb, part, row, index;
 };
 __device__ __forceinline__ SaPlace sa_place(unsigned int parts) {
     SaPlace w;
+    w.parts = parts;
     w.qb = blockDim.x / parts;
     w.part = threadIdx.x / w.qb;
     w.row = threadIdx.x - w.part * w.qb;
+    w.index = blockIdx.x * w.qb + w.row;
     return w;
+}
+
+// the partial results of part q ≥ 1 for the thread's row: `width` floats in shared memory at base
+// ([parts − 1][QB][width], over the tiles once they are done)
+__device__ __forceinline__ float* sa_partial(float* base, const SaPlace& at, unsigned int q, unsigned int width) {
+    return base + ((q - 1u) * at.qb + at.row) * width;
 }
 
 struct __align__(16) SaVec4 {
@@ -244,7 +253,7 @@ __device__ __forceinline__ void sa_fwd_reg(const SoftmaxAttnParams& p, float* ba
     const unsigned int hd = blockIdx.y;
     const SaPlace at = sa_place(p.parts);
     const unsigned int part = at.part;
-    const unsigned int i = blockIdx.x * at.qb + at.row;
+    const unsigned int i = at.index;
     const bool active = i < p.n;
     float qr[SA_REG_DH];
     float acc[SA_REG_DH];
@@ -295,11 +304,9 @@ __device__ __forceinline__ void sa_fwd_reg(const SoftmaxAttnParams& p, float* ba
     }
     // parts 1.. leave (m, l, acc) in shared memory; part 0 merges them in order (a part that saw
     // no key, m = −inf, weighs 0)
-    const unsigned int qb = at.qb;
-    const unsigned int row = at.row;
     const unsigned int w = dp + 2u;
     if (part > 0u) {
-        float* mine = base + ((part - 1u) * qb + row) * w;
+        float* mine = sa_partial(base, at, part, w);
         mine[0] = m;
         mine[1] = l;
 #pragma unroll
@@ -309,8 +316,8 @@ __device__ __forceinline__ void sa_fwd_reg(const SoftmaxAttnParams& p, float* ba
     }
     __syncthreads();
     if (part > 0u || !active) return;
-    for (unsigned int q = 1u; q < p.parts; ++q) {
-        const float* other = base + ((q - 1u) * qb + row) * w;
+    for (unsigned int q = 1u; q < at.parts; ++q) {
+        const float* other = sa_partial(base, at, q, w);
         const float mo = other[0];
         const float mn = fmaxf(m, mo);
         const float ca = m == neg_inf ? 0.0f : expf(m - mn);
@@ -332,23 +339,19 @@ __device__ __forceinline__ void sa_fwd_reg(const SoftmaxAttnParams& p, float* ba
 }
 
 // the parts' sums of x [SA_REG_DH] (first dp values) into part 0's x, in part order, through
-// shared memory at base ([parts − 1][QB][dp]); every thread of the block must call it
-__device__ __forceinline__ void sa_parts_sum(float* x, float* base, unsigned int dp, unsigned int parts,
-                                             const SaPlace& at) {
-    const unsigned int qb = at.qb;
-    const unsigned int row = at.row;
-    const unsigned int part = at.part;
-    if (part > 0u) {
-        float* mine = base + ((part - 1u) * qb + row) * dp;
+// shared memory (sa_partial, dp floats each); every thread of the block must call it
+__device__ __forceinline__ void sa_parts_sum(float* x, float* base, unsigned int dp, const SaPlace& at) {
+    if (at.part > 0u) {
+        float* mine = sa_partial(base, at, at.part, dp);
 #pragma unroll
         for (unsigned int a = 0; a < SA_REG_DH; ++a) {
             if (a < dp) mine[a] = x[a];
         }
     }
     __syncthreads();
-    if (part > 0u) return;
-    for (unsigned int q = 1u; q < parts; ++q) {
-        const float* other = base + ((q - 1u) * qb + row) * dp;
+    if (at.part > 0u) return;
+    for (unsigned int q = 1u; q < at.parts; ++q) {
+        const float* other = sa_partial(base, at, q, dp);
 #pragma unroll
         for (unsigned int a = 0; a < SA_REG_DH; ++a) {
             if (a < dp) x[a] += other[a];
@@ -364,7 +367,7 @@ __device__ __forceinline__ void sa_dq_reg(const SoftmaxAttnParams& p, float* bas
     const unsigned int hd = blockIdx.y;
     const SaPlace at = sa_place(p.parts);
     const unsigned int part = at.part;
-    const unsigned int i = blockIdx.x * at.qb + at.row;
+    const unsigned int i = at.index;
     const bool active = i < p.n;
     float qr[SA_REG_DH];
     float go[SA_REG_DH];
@@ -401,7 +404,7 @@ __device__ __forceinline__ void sa_dq_reg(const SoftmaxAttnParams& p, float* bas
         }
         __syncthreads();
     }
-    sa_parts_sum(acc, base, dp, p.parts, at);
+    sa_parts_sum(acc, base, dp, at);
     if (part > 0u || !active) return;
     const unsigned long long off = (unsigned long long)i * p.d + hd * p.dh;
 #pragma unroll
@@ -419,7 +422,7 @@ __device__ __forceinline__ void sa_dkv_reg(const SoftmaxAttnParams& p, float* ba
     const unsigned int hd = blockIdx.y;
     const SaPlace at = sa_place(p.parts);
     const unsigned int part = at.part;
-    const unsigned int j = blockIdx.x * at.qb + at.row;
+    const unsigned int j = at.index;
     const bool active = j < p.nk && p.mask[j] != 0.0f;
     float kr[SA_REG_DH];
     float vr[SA_REG_DH];
@@ -460,9 +463,9 @@ __device__ __forceinline__ void sa_dkv_reg(const SoftmaxAttnParams& p, float* ba
         }
         __syncthreads();
     }
-    sa_parts_sum(dk, base, dp, p.parts, at);
+    sa_parts_sum(dk, base, dp, at);
     __syncthreads();  // part 0 has read the dk partials
-    sa_parts_sum(dv, base, dp, p.parts, at);
+    sa_parts_sum(dv, base, dp, at);
     if (part > 0u || !active) return;
     const unsigned long long off = (unsigned long long)j * p.d + hd * p.dh;
 #pragma unroll
