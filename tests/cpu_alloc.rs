@@ -9,7 +9,8 @@ use eraengine::bench::random_era;
 use eraengine::device::Cpu;
 use eraengine::model::{Attention, Config};
 use eraengine::params::Adam;
-use eraengine::train::{train_step, TrainOptions, Trained};
+use eraengine::train::era::EraBatch;
+use eraengine::train::{train_step, train_step_owned, TrainOptions, Trained};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 
@@ -60,11 +61,16 @@ struct StepAllocs {
     largest: usize,
 }
 
-fn step_allocs(cfg: Config, n: usize, steps: u64) -> Vec<StepAllocs> {
+/// `loaded`: each step's era is made from its codes as the era loader makes it
+/// (`EraBatch::from_codes`, counted with the step) and given up to the step as the training loop
+/// does (`train_step_owned`); else one era is lent to every step (`train_step`).
+fn step_allocs(cfg: Config, n: usize, steps: u64, loaded: bool) -> Vec<StepAllocs> {
     let dev = Cpu;
     let mut m = Trained::fresh(&dev, &cfg, 0).unwrap();
     let mut adam = Adam::new(&dev, &m.params, 1e-3, 0.0).unwrap();
-    let batch = random_era(n, cfg.n_features, 3);
+    let f = cfg.n_features;
+    let batch = random_era(n, f, 3);
+    let codes: Vec<u8> = batch.x.iter().map(|&v| (v * 2.0 + 2.0) as u8).collect();
     let opts = TrainOptions {
         quiet: true,
         ..TrainOptions::default()
@@ -75,7 +81,12 @@ fn step_allocs(cfg: Config, n: usize, steps: u64) -> Vec<StepAllocs> {
         BYTES.store(0, Relaxed);
         LARGEST.store(0, Relaxed);
         COUNTING.store(true, Relaxed);
-        let r = train_step(&dev, &mut m, &mut adam, &batch, &opts, step);
+        let r = if loaded {
+            let era = EraBatch::from_codes("e".into(), n, f, 1, &codes, batch.y.clone());
+            train_step_owned(&dev, &mut m, &mut adam, era, &opts, step)
+        } else {
+            train_step(&dev, &mut m, &mut adam, &batch, &opts, step)
+        };
         COUNTING.store(false, Relaxed);
         r.unwrap();
         out.push(StepAllocs {
@@ -88,8 +99,8 @@ fn step_allocs(cfg: Config, n: usize, steps: u64) -> Vec<StepAllocs> {
 }
 
 /// `fresh_pool`: nothing ran before in this process, so the first step allocated every buffer.
-fn check(name: &str, cfg: Config, n: usize, fresh_pool: bool) {
-    let steps = step_allocs(cfg, n, 5);
+fn check(name: &str, cfg: Config, n: usize, fresh_pool: bool, loaded: bool) {
+    let steps = step_allocs(cfg, n, 5, loaded);
     let first = &steps[0];
     eprintln!(
         "{name}: step 1: {} allocations, {} bytes, largest {}",
@@ -130,8 +141,11 @@ fn a_steady_state_step_allocates_no_activation_sized_buffer() {
     let mut cfg = Config::new(42, 1);
     cfg.dropout = 0.1;
     cfg.corr_weight = 1.0;
-    check("linear", cfg.clone(), 3000, true);
+    check("linear", cfg.clone(), 3000, true, false);
+    // the training loop's step: the loader's x (504 KB here) comes from the pool, where the step
+    // it was given to left the previous era's
+    check("linear, loaded eras", cfg.clone(), 3000, false, true);
     let mut soft = cfg;
     soft.attention = Attention::Softmax;
-    check("softmax", soft, 2000, false);
+    check("softmax", soft, 2000, false, false);
 }

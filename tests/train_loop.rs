@@ -633,3 +633,44 @@ fn min_epochs_at_or_below_the_best_epoch_is_a_no_op_and_patience_counts_from_it(
     .to_string()
     .contains("--min-epochs"));
 }
+
+/// `EraBatch::context_stats` (split over threads by columns, at SIMD width) against the plain
+/// two-pass f64 loops it replaced, bit for bit, with padding rows and shapes on both sides of the
+/// threading cut (n · f ≥ 65,536).
+#[test]
+fn context_stats_are_the_plain_two_pass_sums() {
+    let mut rng = Rng::new(5, 9);
+    for &(n, f) in &[(1, 1), (7, 3), (500, 300), (300, 1000), (64, 17)] {
+        let x: Vec<f32> = (0..n * f).map(|_| rng.uniform(-1.0, 1.0)).collect();
+        let mask: Vec<f32> = (0..n).map(|i| if i % 5 == 3 { 0.0 } else { 1.0 }).collect();
+        let b = EraBatch {
+            name: "e".into(),
+            n,
+            f,
+            t: 1,
+            x: x.clone(),
+            codes: None,
+            y: vec![0.0; n],
+            mask: mask.clone(),
+        };
+        let rows = mask.iter().filter(|&&m| m != 0.0).count() as f64;
+        let mut want = vec![0f32; 2 * f];
+        if rows > 0.0 {
+            for j in 0..f {
+                let mut s = 0f64;
+                for i in (0..n).filter(|&i| mask[i] != 0.0) {
+                    s += x[i * f + j] as f64;
+                }
+                let mean = s / rows;
+                let mut v = 0f64;
+                for i in (0..n).filter(|&i| mask[i] != 0.0) {
+                    let c = x[i * f + j] as f64 - mean;
+                    v += c * c;
+                }
+                want[j] = mean as f32;
+                want[f + j] = (v / rows).sqrt() as f32;
+            }
+        }
+        assert_eq!(b.context_stats(), want, "n {n}, f {f}");
+    }
+}

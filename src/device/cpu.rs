@@ -2,12 +2,9 @@
 
 use super::cpu_pool as pool;
 use super::Backend;
-use crate::ops::elementwise::unary::Unary;
-use crate::ops::gate::select::GateSelect;
-use crate::ops::loss::parts::LossParts;
-use crate::ops::optim::AdamArgs;
-use crate::ops::shape::expect_len;
 use crate::ops::{attention, elementwise, gate, layer_norm, linear, loss, optim};
+use crate::ops::{elementwise::unary::Unary, gate::select::GateSelect, loss::parts::LossParts};
+use crate::ops::{optim::AdamArgs, shape::expect_len};
 use crate::rng::DropoutKey;
 use crate::Result;
 
@@ -37,6 +34,9 @@ impl Backend for Cpu {
         let mut v = pool::take_any(host.len());
         v.copy_from_slice(host);
         Ok(v)
+    }
+    fn upload_owned(&self, host: Vec<f32>) -> Result<Vec<f32>> {
+        Ok(host)
     }
     fn download(&self, buf: &Vec<f32>) -> Result<Vec<f32>> {
         Ok(buf.clone())

@@ -16,7 +16,7 @@ use crate::rng::DropoutKey;
 use crate::Result;
 
 pub mod cpu;
-mod cpu_pool;
+pub(crate) mod cpu_pool;
 
 pub use cpu::Cpu;
 
@@ -35,6 +35,11 @@ pub trait Backend {
         self.zeros(len)
     }
     fn upload(&self, host: &[f32]) -> Result<Self::Buf>;
+    /// [`Backend::upload`] of a host buffer the caller gives up: the host backend keeps the
+    /// buffer itself (no copy); a device copies it across as usual.
+    fn upload_owned(&self, host: Vec<f32>) -> Result<Self::Buf> {
+        self.upload(&host)
+    }
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
     fn fill_zero(&self, buf: &mut Self::Buf) -> Result<()>;
     /// dst = src (same length).

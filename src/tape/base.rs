@@ -233,6 +233,14 @@ impl<B: Backend> Tape<B> {
         Ok(self.push(b, host.len(), false))
     }
 
+    /// [`Tape::input`] of a buffer the caller gives up ([`Backend::upload_owned`]: on the CPU the
+    /// tape keeps the buffer itself and hands it to the buffer pool when released).
+    pub fn input_owned(&mut self, dev: &B, host: Vec<f32>) -> Result<T> {
+        let len = host.len();
+        let b = dev.upload_owned(host)?;
+        Ok(self.push(b, len, false))
+    }
+
     /// An input decoded on the device from `n` codes packed four to a word (src/ops/codes: an
     /// era's features as a quarter of their f32 bytes).
     pub fn input_codes(&mut self, dev: &B, packed: &[f32], n: usize) -> Result<T> {

@@ -4,9 +4,12 @@
 //! noised input s̃ that the model compresses.
 
 use super::era::{ColumnMap, EraBatch, EraSource};
+use super::Trained;
 use crate::data::Store;
-use crate::model::Config;
+use crate::device::Backend;
+use crate::model::{Config, EraInputs};
 use crate::rng::Rng;
+use crate::tape::Tape;
 use crate::{Error, Result};
 
 /// A model with an era context needs its standardisation, of length 2F.
@@ -139,5 +142,64 @@ impl ContextNorm {
             .cloned()
             .collect();
         (norm, rest)
+    }
+}
+
+impl<B: Backend> Trained<B> {
+    /// The era's inputs on the tape, with the standardised era statistics when the model has an
+    /// era context (noised in training, when `train` gives (seed, step)).
+    pub fn inputs(
+        &self,
+        dev: &B,
+        tape: &mut Tape<B>,
+        batch: &EraBatch,
+        train: Option<(u64, u64)>,
+    ) -> Result<EraInputs> {
+        let ctx = self.context_input(batch, train)?;
+        let inputs = batch.to_tape(dev, tape)?;
+        self.with_context(dev, tape, inputs, ctx)
+    }
+
+    /// [`Trained::inputs`] of an era the caller is done with: its features move onto the tape
+    /// ([`EraBatch::move_to_tape`]); `batch.x` is left empty.
+    pub fn inputs_owned(
+        &self,
+        dev: &B,
+        tape: &mut Tape<B>,
+        batch: &mut EraBatch,
+        train: Option<(u64, u64)>,
+    ) -> Result<EraInputs> {
+        let ctx = self.context_input(batch, train)?;
+        let inputs = batch.move_to_tape(dev, tape)?;
+        self.with_context(dev, tape, inputs, ctx)
+    }
+
+    /// The era context input (host values), when the model has one.
+    fn context_input(
+        &self,
+        batch: &EraBatch,
+        train: Option<(u64, u64)>,
+    ) -> Result<Option<Vec<f32>>> {
+        match (self.model.cfg.context_dim > 0, &self.context) {
+            (true, Some(c)) => {
+                let noise = train.map(|(seed, step)| (self.model.cfg.context_noise, seed, step));
+                Ok(Some(c.input(batch, noise)?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// `inputs` with the era context `ctx` on the tape (after the era's own inputs).
+    fn with_context(
+        &self,
+        dev: &B,
+        tape: &mut Tape<B>,
+        mut inputs: EraInputs,
+        ctx: Option<Vec<f32>>,
+    ) -> Result<EraInputs> {
+        if let Some(s) = ctx {
+            inputs.ctx = Some(tape.input(dev, &s)?);
+        }
+        Ok(inputs)
     }
 }

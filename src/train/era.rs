@@ -4,7 +4,8 @@
 use crate::data::store::Store;
 use crate::device::Backend;
 use crate::model::EraInputs;
-use crate::tape::Tape;
+use crate::ops::gate::col_sums;
+use crate::tape::{Tape, T};
 use crate::{Error, Result};
 
 /// Which store column feeds each model feature / target.
@@ -129,7 +130,12 @@ impl EraBatch {
         codes: &[u8],
         y: Vec<f32>,
     ) -> Self {
-        let x = codes.iter().map(|&c| (f32::from(c) - 2.0) * 0.5).collect();
+        // from the CPU's buffer pool, where the training step hands x back (its tape keeps the
+        // buffer): a fresh 48 MB at 5,000 × 2,376 costs the loader ~12,000 page faults an era
+        let mut x = crate::device::cpu_pool::take_any(codes.len());
+        for (v, &c) in x.iter_mut().zip(codes) {
+            *v = (f32::from(c) - 2.0) * 0.5;
+        }
         EraBatch {
             name,
             n,
@@ -146,32 +152,46 @@ impl EraBatch {
     /// zeros for an era without real rows).
     pub fn context_stats(&self) -> Vec<f32> {
         let (n, f) = (self.n, self.f);
-        let mut sum = vec![0f64; f];
-        let mut rows = 0f64;
-        for i in 0..n {
-            if self.mask[i] == 0.0 {
-                continue;
-            }
-            rows += 1.0;
-            for (s, &v) in sum.iter_mut().zip(&self.x[i * f..(i + 1) * f]) {
-                *s += v as f64;
-            }
-        }
+        let (x, mask) = (&self.x[..n * f], &self.mask[..n]);
+        let rows = mask.iter().filter(|&&m| m != 0.0).count() as f64;
         let mut out = vec![0f32; 2 * f];
-        if rows == 0.0 {
+        if rows == 0.0 || f == 0 {
             return out;
         }
-        let mean: Vec<f64> = sum.iter().map(|s| s / rows).collect();
-        let mut var = vec![0f64; f];
-        for i in 0..n {
-            if self.mask[i] == 0.0 {
-                continue;
-            }
-            for ((v, &x), &m) in var.iter_mut().zip(&self.x[i * f..(i + 1) * f]).zip(&mean) {
-                let c = x as f64 - m;
-                *v += c * c;
-            }
+        // per column, in row order, in f64 (the gate's helper: split over threads by columns and
+        // run at SIMD width, the same bits whatever either is)
+        let mut mean = vec![0f64; f];
+        col_sums(
+            &mut mean,
+            n,
+            f,
+            #[inline(always)]
+            |i, f0, part| {
+                if mask[i] != 0.0 {
+                    for (s, &v) in part.iter_mut().zip(&x[i * f + f0..]) {
+                        *s += v as f64;
+                    }
+                }
+            },
+        );
+        for m in &mut mean {
+            *m /= rows;
         }
+        let mut var = vec![0f64; f];
+        col_sums(
+            &mut var,
+            n,
+            f,
+            #[inline(always)]
+            |i, f0, part| {
+                if mask[i] != 0.0 {
+                    for ((s, &v), &m) in part.iter_mut().zip(&x[i * f + f0..]).zip(&mean[f0..]) {
+                        let c = v as f64 - m;
+                        *s += c * c;
+                    }
+                }
+            },
+        );
         for j in 0..f {
             out[j] = mean[j] as f32;
             out[f + j] = (var[j] / rows).sqrt() as f32;
@@ -189,6 +209,21 @@ impl EraBatch {
             Some(packed) if dev.prefers_codes() => tape.input_codes(dev, packed, self.x.len())?,
             _ => tape.input(dev, &self.x)?,
         };
+        self.rest_to_tape(dev, tape, x)
+    }
+
+    /// [`EraBatch::to_tape`] of an era the caller is done with: x moves onto the tape rather than
+    /// being copied there when the device takes it as f32 (the CPU: one copy of [n, f] less a
+    /// step, 48 MB at 5,000 × 2,376), leaving `self.x` empty.
+    pub fn move_to_tape<B: Backend>(&mut self, dev: &B, tape: &mut Tape<B>) -> Result<EraInputs> {
+        let x = match &self.codes {
+            Some(packed) if dev.prefers_codes() => tape.input_codes(dev, packed, self.x.len())?,
+            _ => tape.input_owned(dev, std::mem::take(&mut self.x))?,
+        };
+        self.rest_to_tape(dev, tape, x)
+    }
+
+    fn rest_to_tape<B: Backend>(&self, dev: &B, tape: &mut Tape<B>, x: T) -> Result<EraInputs> {
         Ok(EraInputs {
             x,
             mask: tape.input(dev, &self.mask)?,
@@ -331,14 +366,17 @@ impl<'a> EraSource<'a> {
     }
 
     /// Like [`with_prefetch`] over the source's eras, with `workers` eras loading at once
-    /// ([`prefetch_workers`]).
+    /// ([`prefetch_workers`]), each passed through `prep(era index, batch)` on its loader thread:
+    /// the training loop's per-era preparation (row sampling, feature noise) runs there, off the
+    /// training step's thread; `None` from `prep` is an era the body skips.
     pub fn with_prefetch<R>(
         &self,
         order: &[usize],
         workers: usize,
-        body: impl FnOnce(&mut dyn Iterator<Item = (usize, Result<EraBatch>)>) -> R,
+        prep: impl Fn(usize, EraBatch) -> Option<EraBatch> + Sync,
+        body: impl FnOnce(&mut dyn Iterator<Item = (usize, Result<Option<EraBatch>>)>) -> R,
     ) -> R {
-        prefetch(|i| self.load(i), order, workers, body)
+        prefetch(|i| self.load(i).map(|b| prep(i, b)), order, workers, body)
     }
 }
 
@@ -381,11 +419,11 @@ pub fn with_prefetch<R>(
 }
 
 /// [`with_prefetch`] with any loader.
-fn prefetch<R>(
-    load: impl Fn(usize) -> Result<EraBatch> + Sync,
+fn prefetch<T: Send, R>(
+    load: impl Fn(usize) -> Result<T> + Sync,
     order: &[usize],
     workers: usize,
-    body: impl FnOnce(&mut dyn Iterator<Item = (usize, Result<EraBatch>)>) -> R,
+    body: impl FnOnce(&mut dyn Iterator<Item = (usize, Result<T>)>) -> R,
 ) -> R {
     let workers = workers.clamp(1, order.len().max(1));
     std::thread::scope(|s| {

@@ -33,7 +33,7 @@ use std::time::Instant;
 
 pub use event::Event;
 pub use options::{Schedule, TrainOptions};
-pub use step::train_step;
+pub use step::{train_step, train_step_owned};
 
 /// Validation summary over eras with a score.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -120,24 +120,6 @@ impl<B: Backend> Trained<B> {
             tensors,
             head_blend: None,
         })
-    }
-
-    /// The era's inputs on the tape, with the standardised era statistics when the model has an
-    /// era context (noised in training, when `train` gives (seed, step)).
-    pub fn inputs(
-        &self,
-        dev: &B,
-        tape: &mut Tape<B>,
-        batch: &EraBatch,
-        train: Option<(u64, u64)>,
-    ) -> Result<crate::model::EraInputs> {
-        let mut inputs = batch.to_tape(dev, tape)?;
-        if let (true, Some(c)) = (self.model.cfg.context_dim > 0, &self.context) {
-            let noise = train.map(|(seed, step)| (self.model.cfg.context_noise, seed, step));
-            let s = c.input(batch, noise)?;
-            inputs.ctx = Some(tape.input(dev, &s)?);
-        }
-        Ok(inputs)
     }
 
     /// Model outputs [n, T] for one era, no dropout, plus the gate values [F].
@@ -424,34 +406,31 @@ pub fn train_on<B: Backend>(
         let mut group = 0usize;
         let n_order = order.len();
         let prefetch_workers = era::prefetch_workers(dev.prefers_codes())?;
-        src.with_prefetch(&order, prefetch_workers, |eras| -> Result<()> {
-            for (i, (ei, batch)) in eras.enumerate() {
+        // an era without rows or targets is skipped; the others are row-sampled and noised on the
+        // loader thread (both are keyed by seed, epoch and era: the same whichever thread runs them)
+        let prep = |ei: usize, mut batch: EraBatch| {
+            if batch.n == 0 || batch.present_targets() == 0 {
+                return None;
+            }
+            let (seed, round, era) = (opts.seed, epoch as u64, ei as u64);
+            noise::apply(&mut batch, seed, round, era, opts.feature_noise);
+            rows::apply(&mut batch, seed, round, era, opts.row_sample);
+            Some(batch)
+        };
+        src.with_prefetch(&order, prefetch_workers, prep, |eras| -> Result<()> {
+            for (i, (_, batch)) in eras.enumerate() {
                 if group == 0 && stop_at(&adam) {
                     break;
                 }
-                let mut batch = batch?;
-                if batch.n == 0 || batch.present_targets() == 0 {
+                let Some(batch) = batch? else {
                     continue;
-                }
-                noise::apply(
-                    &mut batch,
-                    opts.seed,
-                    epoch as u64,
-                    ei as u64,
-                    opts.feature_noise,
-                );
-                rows::apply(
-                    &mut batch,
-                    opts.seed,
-                    epoch as u64,
-                    ei as u64,
-                    opts.row_sample,
-                );
+                };
                 if group == 0 {
                     m.params.zero_grads(dev)?;
                 }
                 step += 1;
-                let (parts, g) = step::accumulate(dev, &mut m, &mut adam, &batch, opts.seed, step)?;
+                let (parts, g) =
+                    step::accumulate_owned(dev, &mut m, &mut adam, batch, opts.seed, step)?;
                 group += 1;
                 if group == k {
                     finish_group(

@@ -51,7 +51,11 @@ pub fn apply(batch: &mut EraBatch, seed: u64, round: u64, era: u64, p: f32) {
         let codes = &crate::ops::codes::bytes(packed)[..batch.x.len()];
         batch.codes = Some(crate::ops::codes::pack(&gather(codes, &rows, f)));
     }
-    batch.x = gather(&batch.x, &rows, f);
+    let mut x = crate::device::cpu_pool::take_any(rows.len() * f);
+    for (dst, &r) in x.chunks_exact_mut(f.max(1)).zip(&rows) {
+        dst.copy_from_slice(&batch.x[r * f..(r + 1) * f]);
+    }
+    crate::device::cpu_pool::give(std::mem::replace(&mut batch.x, x));
     batch.y = gather(&batch.y, &rows, t);
     batch.mask = gather(&batch.mask, &rows, 1);
     batch.n = rows.len();

@@ -34,6 +34,36 @@ pub fn accumulate<B: Backend>(
 ) -> Result<(LossParts, Vec<f32>)> {
     let mut tape = Tape::new();
     let inputs = m.inputs(dev, &mut tape, batch, Some((seed, step)))?;
+    accumulate_on(dev, m, adam, tape, inputs, batch.n, seed, step)
+}
+
+/// [`accumulate`] on an era the caller is done with (the training loop's): its features move
+/// onto the tape instead of being copied there ([`Trained::inputs_owned`]).
+pub fn accumulate_owned<B: Backend>(
+    dev: &B,
+    m: &mut Trained<B>,
+    adam: &mut Adam<B>,
+    mut batch: EraBatch,
+    seed: u64,
+    step: u64,
+) -> Result<(LossParts, Vec<f32>)> {
+    let mut tape = Tape::new();
+    let inputs = m.inputs_owned(dev, &mut tape, &mut batch, Some((seed, step)))?;
+    accumulate_on(dev, m, adam, tape, inputs, batch.n, seed, step)
+}
+
+/// [`accumulate`] from the era's inputs on `tape` (`n` rows).
+#[allow(clippy::too_many_arguments)]
+fn accumulate_on<B: Backend>(
+    dev: &B,
+    m: &mut Trained<B>,
+    adam: &mut Adam<B>,
+    mut tape: Tape<B>,
+    inputs: crate::model::EraInputs,
+    n: usize,
+    seed: u64,
+    step: u64,
+) -> Result<(LossParts, Vec<f32>)> {
     let ctx = TrainCtx {
         seed,
         step: step as u32,
@@ -51,7 +81,7 @@ pub fn accumulate<B: Backend>(
             inputs.y,
             inputs.mask,
             cfg.corr_weight,
-            batch.n,
+            n,
             cfg.n_targets,
         )?)
     } else {
@@ -65,7 +95,7 @@ pub fn accumulate<B: Backend>(
             out.hidden,
             inputs.mask,
             cfg.ortho_weight,
-            batch.n,
+            n,
             cfg.d_model,
         )?)
     } else {
@@ -79,7 +109,7 @@ pub fn accumulate<B: Backend>(
         inputs.mask,
         out.sparsity,
         cfg.lambda_sparsity,
-        batch.n,
+        n,
         cfg.n_targets,
         &corr.into_iter().collect::<Vec<_>>(),
         &pending,
@@ -134,6 +164,22 @@ pub fn train_step<B: Backend>(
 ) -> Result<(LossParts, Vec<f32>)> {
     m.params.zero_grads(dev)?;
     let (parts, g) = accumulate(dev, m, adam, batch, opts.seed, step)?;
+    apply(dev, m, adam, opts.clip, 1, step)?;
+    Ok((parts, g))
+}
+
+/// [`train_step`] on an era the caller is done with ([`accumulate_owned`]: the training loop's
+/// step, which copies nothing of the era on the CPU).
+pub fn train_step_owned<B: Backend>(
+    dev: &B,
+    m: &mut Trained<B>,
+    adam: &mut Adam<B>,
+    batch: EraBatch,
+    opts: &TrainOptions,
+    step: u64,
+) -> Result<(LossParts, Vec<f32>)> {
+    m.params.zero_grads(dev)?;
+    let (parts, g) = accumulate_owned(dev, m, adam, batch, opts.seed, step)?;
     apply(dev, m, adam, opts.clip, 1, step)?;
     Ok((parts, g))
 }

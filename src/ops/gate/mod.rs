@@ -24,7 +24,12 @@ pub use select::{select_gates, GateSelect};
 /// matrix: `row(i, f0, out_part)` adds row i's terms for columns f0.. to `out_part`. Split over
 /// threads by ranges of columns, so every thread count sums in the same order (the same bits),
 /// and compiled at the machine's SIMD width.
-fn col_sums(out: &mut [f64], n: usize, f: usize, row: impl Fn(usize, usize, &mut [f64]) + Sync) {
+pub(crate) fn col_sums(
+    out: &mut [f64],
+    n: usize,
+    f: usize,
+    row: impl Fn(usize, usize, &mut [f64]) + Sync,
+) {
     let threads = if n * f >= 1 << 16 { par::threads() } else { 1 };
     let fc = f.div_ceil(threads.max(1)).max(1);
     let simd = Simd::detect();
