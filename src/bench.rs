@@ -161,6 +161,7 @@ fn step_copy(b: &EraBatch) -> EraBatch {
         codes: b.codes.clone(),
         y: b.y.clone(),
         mask: b.mask.clone(),
+        col_sums: b.col_sums.clone(),
         ..*b
     }
 }
@@ -332,6 +333,7 @@ pub fn run<B: Backend>(dev: &B, cfg: Config, n: usize, reps: usize) -> Result<Be
                 &mut u,
                 &x,
                 &mask,
+                None,
                 &gw,
                 &ga,
                 &gb,

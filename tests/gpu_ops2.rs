@@ -561,6 +561,7 @@ fn tiny_batch(n: usize, f: usize, t: usize) -> eraengine::train::era::EraBatch {
         codes: None,
         y,
         mask: vec![1.0; n],
+        col_sums: None,
     }
 }
 

@@ -253,6 +253,7 @@ fn run_model<B: Backend>(
         y: tape.input(dev, &c.y).unwrap(),
         n: c.n,
         ctx: None,
+        col_sums: None,
     };
     let out = model
         .forward(dev, &mut tape, &params, &inputs, train)

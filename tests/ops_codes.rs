@@ -69,6 +69,7 @@ fn era_input_from_codes_equals_from_x<B: Backend>(
         x: with.x.clone(),
         y: with.y.clone(),
         mask: with.mask.clone(),
+        col_sums: with.col_sums.clone(),
         ..with
     };
     let x = |b: &EraBatch| -> TestCaseResult {

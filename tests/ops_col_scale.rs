@@ -129,7 +129,7 @@ fn folded_mapper_equals_gate_then_linear<B: Backend>(
         let yi = tape.input(dev, &y)?;
         let ab = Some((id(1), id(2)));
         let (h, g) = if folded {
-            let (g, keep) = tape.gate_select(dev, &p, xi, mi, id(0), ab, select, n, f, r)?;
+            let (g, keep) = tape.gate_select(dev, &p, xi, mi, None, id(0), ab, select, n, f, r)?;
             let h = tape.gated_linear(dev, &p, xi, (g, keep), (id(3), id(4)), n, f, d)?;
             (h, g)
         } else {

@@ -573,6 +573,7 @@ fn run_model<B: Backend>(
         y: tape.input(dev, &c.y)?,
         n: c.n,
         ctx: None,
+        col_sums: None,
     };
     let out = model.forward(dev, &mut tape, &params, &inputs, None)?;
     let yhat = tape.download(dev, out.yhat)?;

@@ -65,6 +65,7 @@ fn run_gate<B: Backend>(dev: &B, c: &GateCase, select: GateSelect) -> GateRun {
         &mut u,
         &up(&c.x),
         &up(&c.mask),
+        None,
         &up(&c.w),
         &up(&c.a),
         &up(&c.b),

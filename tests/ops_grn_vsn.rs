@@ -603,6 +603,7 @@ fn run_model<B: Backend>(
         } else {
             None
         },
+        col_sums: None,
     };
     let out = model.forward(dev, &mut tape, &params, &inputs, None)?;
     let yhat = tape.download(dev, out.yhat)?;

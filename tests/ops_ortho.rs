@@ -266,6 +266,7 @@ fn train_steps<B: Backend>(
         codes: None,
         y,
         mask,
+        col_sums: None,
     };
     let params = Params::from_host(dev, &eraengine::model::init_params(cfg, 11))?;
     let model = eraengine::model::EraTransformer::new(cfg.clone(), &params)?;

@@ -168,6 +168,7 @@ fn every_op_checks_lengths<B: Backend>(dev: &B) {
         &mut z(r),
         &z(n * f),
         &z(n),
+        None,
         &z(f),
         &z(f * r),
         &z(f * r - 1),

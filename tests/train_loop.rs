@@ -652,6 +652,7 @@ fn context_stats_are_the_plain_two_pass_sums() {
             codes: None,
             y: vec![0.0; n],
             mask: mask.clone(),
+            col_sums: None,
         };
         let rows = mask.iter().filter(|&&m| m != 0.0).count() as f64;
         let mut want = vec![0f32; 2 * f];
@@ -672,5 +673,56 @@ fn context_stats_are_the_plain_two_pass_sums() {
             }
         }
         assert_eq!(b.context_stats(), want, "n {n}, f {f}");
+    }
+}
+
+/// The column sums an era is loaded with (`EraBatch::col_sums`, found while x is written, and
+/// again by row sampling) are the plain f64 sums of x in row order, and give the gate and the era
+/// statistics the very bits they compute from x without them: a training step with and without
+/// them ends with the same weights.
+#[test]
+fn loaded_column_sums_are_the_plain_sums_and_change_no_bit() {
+    let (_dir, t, _, _) = dataset("sums", 2, 0);
+    let store = Store::open(&t).unwrap();
+    let map = ColumnMap::identity(&store);
+    let mut cfg = tiny(&store);
+    cfg.context_dim = 4;
+    let o = opts(1);
+    for sampled in [false, true] {
+        let mut with = EraBatch::load(&store, 1, &map).unwrap();
+        if sampled {
+            rows::apply(&mut with, 3, 1, 1, 0.5);
+        }
+        let (n, f) = (with.n, with.f);
+        let sums = with
+            .col_sums
+            .clone()
+            .expect("a loaded era has its column sums");
+        let mut plain = vec![0f64; f];
+        for row in with.x[..n * f].chunks_exact(f) {
+            for (s, &v) in plain.iter_mut().zip(row) {
+                *s += v as f64;
+            }
+        }
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&sums), bits(&plain), "sampled {sampled}");
+        let without = EraBatch {
+            name: with.name.clone(),
+            x: with.x.clone(),
+            codes: with.codes.clone(),
+            y: with.y.clone(),
+            mask: with.mask.clone(),
+            col_sums: None,
+            ..with
+        };
+        assert_eq!(with.context_stats(), without.context_stats());
+        let dev = Cpu;
+        let weights = |b: &EraBatch| {
+            let mut m: Trained<Cpu> = build(&dev, &cfg, None, &store, 0).unwrap();
+            let mut adam = Adam::new(&dev, &m.params, o.lr, o.weight_decay).unwrap();
+            train_step(&dev, &mut m, &mut adam, b, &o, 1).unwrap();
+            m.params.to_host(&dev).unwrap()
+        };
+        assert_eq!(weights(&with), weights(&without), "sampled {sampled}");
     }
 }

@@ -348,6 +348,7 @@ impl Backend for Cpu {
         u: &mut Vec<f32>,
         x: &Vec<f32>,
         mask: &Vec<f32>,
+        cs: Option<&[f64]>,
         w: &Vec<f32>,
         a: &Vec<f32>,
         b: &Vec<f32>,
@@ -369,7 +370,7 @@ impl Backend for Cpu {
         ];
         gate::check_fwd(xt.as_ref().map(|b| b.len()), lens, n, f, r)?;
         let xt = xt.map(|b| b.as_mut_slice());
-        gate::gate_fwd(xt, g, keep, xbar, u, x, mask, w, a, b, select, n, f, r);
+        gate::gate_fwd(xt, g, keep, xbar, u, x, mask, cs, w, a, b, select, n, f, r);
         Ok(())
     }
     fn gate_bwd(

@@ -261,7 +261,9 @@ pub trait Backend {
         h: usize,
     ) -> Result<()>;
     /// The feature gate's forward; `xt` = x ⊙ (g ⊙ keep) when given (None: the caller folds the
-    /// gate into the next weight instead, src/ops/col_scale).
+    /// gate into the next weight instead, src/ops/col_scale). `sums`, when given, are x's column
+    /// sums Σ_i m_i x_i (f64, row order, [f]) as the era loader found them: the host backend uses
+    /// them for x̄ instead of reading x again; a device computes its own.
     fn gate_fwd(
         &self,
         xt: Option<&mut Self::Buf>,
@@ -271,6 +273,7 @@ pub trait Backend {
         u: &mut Self::Buf,
         x: &Self::Buf,
         mask: &Self::Buf,
+        sums: Option<&[f64]>,
         w: &Self::Buf,
         a: &Self::Buf,
         b: &Self::Buf,

@@ -229,6 +229,8 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         u: &mut GpuBuf<L>,
         x: &GpuBuf<L>,
         mask: &GpuBuf<L>,
+        // x̄ comes from x on the device (the sums would have to cross the bus)
+        _sums: Option<&[f64]>,
         w: &GpuBuf<L>,
         a: &GpuBuf<L>,
         b: &GpuBuf<L>,

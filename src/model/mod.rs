@@ -202,6 +202,9 @@ pub struct EraInputs {
     pub n: usize,
     /// [2F] standardised era statistics (docs/model.md), when the model has an era context
     pub ctx: Option<T>,
+    /// [F] x's column sums over the real rows, when the era loader computed them
+    /// (`EraBatch::col_sums`): the gate's x̄ without another pass over x
+    pub col_sums: Option<Vec<f64>>,
 }
 
 /// What a forward pass produced.
@@ -414,6 +417,7 @@ impl EraTransformer {
                     p,
                     era.x,
                     era.mask,
+                    era.col_sums.as_deref(),
                     gate_w,
                     self.gate_ab,
                     self.select(),

@@ -82,6 +82,10 @@ pub struct EraBatch {
     pub y: Vec<f32>,
     /// [n] 1.0 for real rows
     pub mask: Vec<f32>,
+    /// [f] Σ_i x_if over the real rows in row order (f64), when known: found while x is written
+    /// ([`EraBatch::from_codes`], row sampling) so the step's gate and the era statistics need not
+    /// read x for them again. None wherever x or the mask changes otherwise (feature noise).
+    pub col_sums: Option<Vec<f64>>,
 }
 
 impl EraBatch {
@@ -133,8 +137,15 @@ impl EraBatch {
         // from the CPU's buffer pool, where the training step hands x back (its tape keeps the
         // buffer): a fresh 48 MB at 5,000 × 2,376 costs the loader ~12,000 page faults an era
         let mut x = crate::device::cpu_pool::take_any(codes.len());
-        for (v, &c) in x.iter_mut().zip(codes) {
-            *v = (f32::from(c) - 2.0) * 0.5;
+        let mut sums = vec![0f64; f];
+        for (xr, cr) in x
+            .chunks_exact_mut(f.max(1))
+            .zip(codes.chunks_exact(f.max(1)))
+        {
+            for ((v, &c), s) in xr.iter_mut().zip(cr).zip(&mut sums) {
+                *v = (f32::from(c) - 2.0) * 0.5;
+                *s += *v as f64;
+            }
         }
         EraBatch {
             name,
@@ -145,6 +156,7 @@ impl EraBatch {
             codes: Some(crate::ops::codes::pack(codes)),
             y,
             mask: vec![1.0; n],
+            col_sums: Some(sums),
         }
     }
 
@@ -161,19 +173,22 @@ impl EraBatch {
         // per column, in row order, in f64 (the gate's helper: split over threads by columns and
         // run at SIMD width, the same bits whatever either is)
         let mut mean = vec![0f64; f];
-        col_sums(
-            &mut mean,
-            n,
-            f,
-            #[inline(always)]
-            |i, f0, part| {
-                if mask[i] != 0.0 {
-                    for (s, &v) in part.iter_mut().zip(&x[i * f + f0..]) {
-                        *s += v as f64;
+        match &self.col_sums {
+            Some(s) => mean.copy_from_slice(&s[..f]),
+            None => col_sums(
+                &mut mean,
+                n,
+                f,
+                #[inline(always)]
+                |i, f0, part| {
+                    if mask[i] != 0.0 {
+                        for (s, &v) in part.iter_mut().zip(&x[i * f + f0..]) {
+                            *s += v as f64;
+                        }
                     }
-                }
-            },
-        );
+                },
+            ),
+        }
         for m in &mut mean {
             *m /= rows;
         }
@@ -230,6 +245,7 @@ impl EraBatch {
             y: tape.input(dev, &self.y)?,
             n: self.n,
             ctx: None,
+            col_sums: self.col_sums.clone(),
         })
     }
 }

@@ -46,6 +46,7 @@ pub fn apply(batch: &mut EraBatch, seed: u64, round: u64, era: u64, p: f32) {
     if fate.iter().all(|&n| n == Noise::Keep) {
         return;
     }
+    batch.col_sums = None;
     for row in batch.x.chunks_exact_mut(f) {
         for (v, n) in row.iter_mut().zip(&fate) {
             match n {

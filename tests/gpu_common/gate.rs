@@ -56,6 +56,7 @@ pub fn gate_run<B: Backend>(
         &mut u,
         &xb,
         &mb,
+        None,
         &wb,
         &ab,
         &bb,

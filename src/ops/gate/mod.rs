@@ -54,6 +54,7 @@ pub fn gate_fwd(
     u: &mut [f32],
     x: &[f32],
     mask: &[f32],
+    sums: Option<&[f64]>,
     w: &[f32],
     a: &[f32],
     b: &[f32],
@@ -72,20 +73,25 @@ pub fn gate_fwd(
         .filter(|&&mi| mi != 0.0)
         .map(|&mi| mi as f64)
         .sum();
-    col_sums(
-        &mut sum,
-        n,
-        f,
-        #[inline(always)]
-        |i, f0, sc| {
-            let mi = mask[i];
-            if mi != 0.0 {
-                for (s, &xv) in sc.iter_mut().zip(&x[i * f + f0..]) {
-                    *s += mi as f64 * xv as f64;
+    match sums {
+        // the era loader's sums (`EraBatch::col_sums`): the same terms added in the same order
+        // (the tape checks their length; any other length is not x's and is not used)
+        Some(s) if s.len() == f => sum.copy_from_slice(s),
+        _ => col_sums(
+            &mut sum,
+            n,
+            f,
+            #[inline(always)]
+            |i, f0, sc| {
+                let mi = mask[i];
+                if mi != 0.0 {
+                    for (s, &xv) in sc.iter_mut().zip(&x[i * f + f0..]) {
+                        *s += mi as f64 * xv as f64;
+                    }
                 }
-            }
-        },
-    );
+            },
+        ),
+    }
     let xbar64: Vec<f64> = if count > 0.0 {
         sum.iter().map(|s| s / count).collect()
     } else {
@@ -249,13 +255,15 @@ impl<B: Backend> Tape<B> {
         f: usize,
         r: usize,
     ) -> Result<(T, T, T)> {
-        let (xt, g, keep) = self.gate_impl(dev, p, x, mask, w, ab, select, (n, f, r), true)?;
+        let (xt, g, keep) =
+            self.gate_impl(dev, p, (x, mask, None), w, ab, select, (n, f, r), true)?;
         let xt = xt.ok_or_else(|| Error::device("the gate made no x̃".to_string()))?;
         Ok((xt, g, keep))
     }
 
     /// The feature gate without x̃: returns (g, keep) for an op that folds s = g ⊙ keep into a
-    /// weight ([`Tape::gated_linear`]); the gradient reaches the gate through g.
+    /// weight ([`Tape::gated_linear`]); the gradient reaches the gate through g. `sums`: x's
+    /// column sums when the era loader has them ([`Backend::gate_fwd`]).
     #[allow(clippy::too_many_arguments)]
     pub fn gate_select(
         &mut self,
@@ -263,6 +271,7 @@ impl<B: Backend> Tape<B> {
         p: &Params<B>,
         x: T,
         mask: T,
+        sums: Option<&[f64]>,
         w: ParamId,
         ab: Option<(ParamId, ParamId)>,
         select: GateSelect,
@@ -270,7 +279,8 @@ impl<B: Backend> Tape<B> {
         f: usize,
         r: usize,
     ) -> Result<(T, T)> {
-        let (_, g, keep) = self.gate_impl(dev, p, x, mask, w, ab, select, (n, f, r), false)?;
+        let (_, g, keep) =
+            self.gate_impl(dev, p, (x, mask, sums), w, ab, select, (n, f, r), false)?;
         Ok((g, keep))
     }
 
@@ -279,14 +289,16 @@ impl<B: Backend> Tape<B> {
         &mut self,
         dev: &B,
         p: &Params<B>,
-        x: T,
-        mask: T,
+        (x, mask, sums): (T, T, Option<&[f64]>),
         w: ParamId,
         ab: Option<(ParamId, ParamId)>,
         select: GateSelect,
         (n, f, r): (usize, usize, usize),
         apply: bool,
     ) -> Result<(Option<T>, T, T)> {
+        if let Some(s) = sums {
+            expect_len("gate", "column sums", s.len(), f)?;
+        }
         let xt = if apply {
             Some(self.new_tensor(dev, n * f)?)
         } else {
@@ -319,6 +331,7 @@ impl<B: Backend> Tape<B> {
             &mut ub,
             self.buf(x)?,
             self.buf(mask)?,
+            sums,
             &p.values[w.0],
             av,
             bv,
