@@ -267,7 +267,8 @@ fn train_on<B: Backend>(
         return Ok(());
     }
     *step += 1;
-    step::train_step(dev, m, adam, &batch, opts, *step)?;
+    // the era is not used again: its x moves onto the tape (no copy on the CPU)
+    step::train_step_owned(dev, m, adam, batch, opts, *step)?;
     Ok(())
 }
 
