@@ -201,20 +201,39 @@ pub fn walk<B: Backend>(
         let mut order = round_rng(opts.seed, done, 0x3A1C);
         let mut replay = round_rng(opts.seed, done, 0x5EB1);
         let mut eras: Vec<usize> = (start..end).collect();
+        // The round's eras in training order, replays included (the draws do not depend on
+        // training), so the loader threads can read them ahead of the steps.
+        let mut plan = Vec::with_capacity(opts.epochs * eras.len());
         for _ in 0..opts.epochs {
             era::shuffle(&mut eras, &mut order);
             for &e in &eras {
-                train_on(dev, &mut m, &mut adam, store, &map, e, opts, &mut step)?;
+                plan.push(e);
                 if w.rehearsal > 0.0 && !reservoir.eras.is_empty() {
                     let u = replay.uniform(0.0, 1.0);
                     if u < w.rehearsal {
                         let j = below(&mut replay, reservoir.eras.len() as u64) as usize;
-                        let old = reservoir.eras[j];
-                        train_on(dev, &mut m, &mut adam, store, &map, old, opts, &mut step)?;
+                        plan.push(reservoir.eras[j]);
                     }
                 }
             }
         }
+        let loaders = era::prefetch_workers(dev.prefers_codes())?;
+        era::with_prefetch(store, &map, &plan, loaders, |batches| -> Result<()> {
+            for (_, batch) in batches {
+                if opts.max_steps.is_some_and(|ms| step >= ms) {
+                    break;
+                }
+                let batch = batch?;
+                // an era without rows or targets takes no step
+                if batch.n == 0 || batch.present_targets() == 0 {
+                    continue;
+                }
+                step += 1;
+                // the era is not used again: its x moves onto the tape (no copy on the CPU)
+                step::train_step_owned(dev, &mut m, &mut adam, batch, opts, step)?;
+            }
+            Ok(())
+        })?;
         // the round's last step's gradient norms, if the device kept them
         adam.check_pending(dev, &m.params)?;
         let batch = EraBatch::load(store, next, &map)?;
@@ -245,31 +264,6 @@ pub fn walk<B: Backend>(
         eras: results,
         checkpoint: m.to_checkpoint(dev)?,
     })
-}
-
-/// One step on era `e` (nothing when it has no rows or targets, or `--max-steps` is reached).
-#[allow(clippy::too_many_arguments)]
-fn train_on<B: Backend>(
-    dev: &B,
-    m: &mut Trained<B>,
-    adam: &mut Adam<B>,
-    store: &Store,
-    map: &ColumnMap,
-    e: usize,
-    opts: &TrainOptions,
-    step: &mut u64,
-) -> Result<()> {
-    if opts.max_steps.is_some_and(|ms| *step >= ms) {
-        return Ok(());
-    }
-    let batch = EraBatch::load(store, e, map)?;
-    if batch.n == 0 || batch.present_targets() == 0 {
-        return Ok(());
-    }
-    *step += 1;
-    // the era is not used again: its x moves onto the tape (no copy on the CPU)
-    step::train_step_owned(dev, m, adam, batch, opts, *step)?;
-    Ok(())
 }
 
 fn predicted(
