@@ -217,6 +217,10 @@ pub fn walk<B: Backend>(
                 }
             }
         }
+        if opts.max_steps.is_some_and(|ms| step >= ms) {
+            // `--max-steps` reached in an earlier round: nothing to read
+            plan.clear();
+        }
         let loaders = era::prefetch_workers(dev.prefers_codes())?;
         era::with_prefetch(store, &map, &plan, loaders, |batches| -> Result<()> {
             for (_, batch) in batches {
