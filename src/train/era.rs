@@ -5,6 +5,7 @@ use crate::data::store::Store;
 use crate::device::Backend;
 use crate::model::EraInputs;
 use crate::ops::gate::col_sums;
+use crate::ops::gemm::Simd;
 use crate::tape::{Tape, T};
 use crate::{Error, Result};
 
@@ -138,15 +139,21 @@ impl EraBatch {
         // buffer): a fresh 48 MB at 5,000 × 2,376 costs the loader ~12,000 page faults an era
         let mut x = crate::device::cpu_pool::take_any(codes.len());
         let mut sums = vec![0f64; f];
-        for (xr, cr) in x
-            .chunks_exact_mut(f.max(1))
-            .zip(codes.chunks_exact(f.max(1)))
-        {
-            for ((v, &c), s) in xr.iter_mut().zip(cr).zip(&mut sums) {
-                *v = (f32::from(c) - 2.0) * 0.5;
-                *s += *v as f64;
-            }
-        }
+        // at the machine's SIMD width (columns are independent: the same bits at any width)
+        Simd::detect().run(
+            #[inline(always)]
+            || {
+                let rows = x
+                    .chunks_exact_mut(f.max(1))
+                    .zip(codes.chunks_exact(f.max(1)));
+                for (xr, cr) in rows {
+                    for ((v, &c), s) in xr.iter_mut().zip(cr).zip(&mut sums) {
+                        *v = (f32::from(c) - 2.0) * 0.5;
+                        *s += *v as f64;
+                    }
+                }
+            },
+        );
         EraBatch {
             name,
             n,

@@ -55,14 +55,19 @@ pub fn apply(batch: &mut EraBatch, seed: u64, round: u64, era: u64, p: f32) {
     // the kept real rows' column sums (f64, row order) as they are copied: the sums the gate
     // and the era statistics take (a mask value is 1.0 or 0.0)
     let mut sums = batch.col_sums.as_ref().map(|_| vec![0f64; f]);
-    for (dst, &r) in x.chunks_exact_mut(f.max(1)).zip(&rows) {
-        dst.copy_from_slice(&batch.x[r * f..(r + 1) * f]);
-        if let (Some(s), true) = (&mut sums, batch.mask[r] != 0.0) {
-            for (s, &v) in s.iter_mut().zip(dst.iter()) {
-                *s += v as f64;
+    crate::ops::gemm::Simd::detect().run(
+        #[inline(always)]
+        || {
+            for (dst, &r) in x.chunks_exact_mut(f.max(1)).zip(&rows) {
+                dst.copy_from_slice(&batch.x[r * f..(r + 1) * f]);
+                if let (Some(s), true) = (&mut sums, batch.mask[r] != 0.0) {
+                    for (s, &v) in s.iter_mut().zip(dst.iter()) {
+                        *s += v as f64;
+                    }
+                }
             }
-        }
-    }
+        },
+    );
     batch.col_sums = sums;
     crate::device::cpu_pool::give(std::mem::replace(&mut batch.x, x));
     batch.y = gather(&batch.y, &rows, t);
