@@ -22,8 +22,12 @@ fn phi_rows(dst: &mut [f32], q: &[f32]) {
 /// `linear_cpu::dq_rows` for heads of width 16 on AVX-512: a head's 16 values are one register, so each of
 /// the three dh-long sums per head (S·p, Sᵀ·dnum, the dS rows) is 16 broadcast FMAs with no loop
 /// overhead. Per block of [`ROW_BLOCK`] rows, φ(Q) of the block is computed once into `tmp` (at
-/// least `ROW_BLOCK · d` long), then each head's dS block and dz stay in registers while the
-/// block's rows stream through it (as [`sz_rows16`] does for S). Sums run in the same row order
+/// least `ROW_BLOCK · d` long), then each head takes three passes over the block's rows: 1/den,
+/// dden and the scaled rows dO/den and φ(q)/den (into stack arrays, so the next passes broadcast
+/// them from memory instead of shuffling registers); dq, with no dependence between rows, so one
+/// row's chain of 16 multiply-adds overlaps the next; and dS, dz, kept in registers while the rows
+/// stream through (as [`sz_rows16`] does for S). One pass per row with every sum in a chain ran at
+/// half this speed, bound by its latency. Sums run in the same row order
 /// as `dq_rows`; fused multiply-adds round once where `dq_rows` rounds twice; the results agree
 /// with it to rounding (tests/perf_attention.rs checks both against the naive twin). Returns
 /// false, having done nothing, when a buffer is shorter than the shapes need (then `dq_rows`
@@ -66,6 +70,8 @@ pub(super) unsafe fn dq_rows16(
     }
     let one = _mm512_set1_ps(1.0);
     let zero = _mm512_setzero_ps();
+    let mut dden_r = [0f32; ROW_BLOCK];
+    let (mut gs, mut ps) = ([0f32; ROW_BLOCK * DH], [0f32; ROW_BLOCK * DH]);
     let mut b0 = 0;
     while b0 < rows {
         let nb = ROW_BLOCK.min(rows - b0);
@@ -76,45 +82,43 @@ pub(super) unsafe fn dq_rows16(
             let hb = hd * DH * DH;
             // SAFETY (every pointer below): hb + 256 ≤ hs bounds s, st and dsb (len ≥ hs); o + 16
             // ≤ d = h·16 bounds z and dzb (len ≥ d); rows r0 + b0 + r < r0 + rows of q, dout (len
-            // ≥ end) and block rows r < nb ≤ ROW_BLOCK of tmp (len ≥ ROW_BLOCK·d) at offset o are
-            // in bounds, and so is dqc's row b0 + r (dqc.len() = rows·d), all checked above.
+            // ≥ end) and block rows r < nb ≤ ROW_BLOCK of tmp (len ≥ ROW_BLOCK·d) at offset o,
+            // and of gs, ps (ROW_BLOCK·16 each) at r·16, are in bounds, and so is dqc's row b0 + r
+            // (dqc.len() = rows·d), all checked above.
             let (sh, sth) = (s.as_ptr().add(hb), st.as_ptr().add(hb));
-            let dsh = dsb.as_mut_ptr().add(hb);
-            let mut dsr = [zero; DH];
-            for (a, x) in dsr.iter_mut().enumerate() {
-                *x = _mm512_loadu_ps(dsh.add(a * DH));
-            }
-            let dzr = dzb.as_mut_ptr().add(o);
-            let mut dzv = _mm512_loadu_ps(dzr);
             let zv = _mm512_loadu_ps(z.as_ptr().add(o));
-            for r in 0..nb {
+            // Three passes over the block's rows; the first two have no dependence from one row
+            // to the next (a row's chain of 16 multiply-adds overlaps the next row's), the third
+            // adds into dS and dz in row order. The same operations per row as one pass.
+            // 1: num = Σ_a p[a] S[a, :]; 1/den; dden = −(dO·num)/den²
+            for (r, dden) in dden_r[..nb].iter_mut().enumerate() {
                 let i = r0 + b0 + r;
                 let pr = tmp.as_ptr().add(r * d + o);
                 let pv = _mm512_loadu_ps(pr);
-                let qv = _mm512_loadu_ps(q.as_ptr().add(i * d + o));
-                let gp = dout.as_ptr().add(i * d + o);
-                let gv = _mm512_loadu_ps(gp);
-                // num = Σ_a p[a] S[a, :]
+                let gv = _mm512_loadu_ps(dout.as_ptr().add(i * d + o));
                 let mut num = zero;
                 for a in 0..DH {
                     let pa = _mm512_set1_ps(*pr.add(a));
                     num = _mm512_fmadd_ps(pa, _mm512_loadu_ps(sh.add(a * DH)), num);
                 }
                 let inv = 1.0 / (_mm512_reduce_add_ps(_mm512_mul_ps(pv, zv)) + ATTN_EPS);
-                // dden = −(dO·num)/den²; dp = dden z + Σ_b (dO[b]/den) Sᵀ[b, :]
-                let dden = -_mm512_reduce_add_ps(_mm512_mul_ps(gv, num)) * inv * inv;
-                let mut dp = _mm512_mul_ps(_mm512_set1_ps(dden), zv);
-                for b in 0..DH {
-                    let gb = _mm512_set1_ps(*gp.add(b) * inv);
-                    dp = _mm512_fmadd_ps(gb, _mm512_loadu_ps(sth.add(b * DH)), dp);
+                *dden = -_mm512_reduce_add_ps(_mm512_mul_ps(gv, num)) * inv * inv;
+                // dO[b]·(1/den) and p[a]·(1/den) for every a, b at once (the same products as
+                // one at a time), for passes 2 and 3 to broadcast from memory
+                let iv = _mm512_set1_ps(inv);
+                _mm512_storeu_ps(gs.as_mut_ptr().add(r * DH), _mm512_mul_ps(gv, iv));
+                _mm512_storeu_ps(ps.as_mut_ptr().add(r * DH), _mm512_mul_ps(pv, iv));
+            }
+            // 2: dp = dden z + Σ_b (dO[b]/den) Sᵀ[b, :]; dq += dp ⊙ φ'(q), φ'(q) = 1 where q > 0,
+            // else φ(q)
+            for r in 0..nb {
+                let i = r0 + b0 + r;
+                let pv = _mm512_loadu_ps(tmp.as_ptr().add(r * d + o));
+                let qv = _mm512_loadu_ps(q.as_ptr().add(i * d + o));
+                let mut dp = _mm512_mul_ps(_mm512_set1_ps(dden_r[r]), zv);
+                for (b, &gb) in gs[r * DH..][..DH].iter().enumerate() {
+                    dp = _mm512_fmadd_ps(_mm512_set1_ps(gb), _mm512_loadu_ps(sth.add(b * DH)), dp);
                 }
-                // dS[a, :] += (p[a]/den) dO, dz += dden p
-                for (a, x) in dsr.iter_mut().enumerate() {
-                    let pa = _mm512_set1_ps(*pr.add(a) * inv);
-                    *x = _mm512_fmadd_ps(pa, gv, *x);
-                }
-                dzv = _mm512_fmadd_ps(_mm512_set1_ps(dden), pv, dzv);
-                // dq += dp ⊙ φ'(q), φ'(q) = 1 where q > 0, else φ(q)
                 let grad =
                     _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(qv, zero), pv, one);
                 let dqp = dqc.as_mut_ptr().add((b0 + r) * d + o);
@@ -122,6 +126,23 @@ pub(super) unsafe fn dq_rows16(
                     dqp,
                     _mm512_add_ps(_mm512_loadu_ps(dqp), _mm512_mul_ps(dp, grad)),
                 );
+            }
+            // 3: dS[a, :] += (p[a]/den) dO, dz += dden p, in row order
+            let dsh = dsb.as_mut_ptr().add(hb);
+            let mut dsr = [zero; DH];
+            for (a, x) in dsr.iter_mut().enumerate() {
+                *x = _mm512_loadu_ps(dsh.add(a * DH));
+            }
+            let dzr = dzb.as_mut_ptr().add(o);
+            let mut dzv = _mm512_loadu_ps(dzr);
+            for r in 0..nb {
+                let i = r0 + b0 + r;
+                let pv = _mm512_loadu_ps(tmp.as_ptr().add(r * d + o));
+                let gv = _mm512_loadu_ps(dout.as_ptr().add(i * d + o));
+                for (x, &pa) in dsr.iter_mut().zip(&ps[r * DH..][..DH]) {
+                    *x = _mm512_fmadd_ps(_mm512_set1_ps(pa), gv, *x);
+                }
+                dzv = _mm512_fmadd_ps(_mm512_set1_ps(dden_r[r]), pv, dzv);
             }
             for (a, x) in dsr.iter().enumerate() {
                 _mm512_storeu_ps(dsh.add(a * DH), *x);
