@@ -27,11 +27,10 @@ fn phi_rows(dst: &mut [f32], q: &[f32]) {
 /// them from memory instead of shuffling registers); dq, with no dependence between rows, so one
 /// row's chain of 16 multiply-adds overlaps the next; and dS, dz, kept in registers while the rows
 /// stream through (as [`sz_rows16`] does for S). One pass per row with every sum in a chain ran at
-/// half this speed, bound by its latency. Sums run in the same row order
-/// as `dq_rows`; fused multiply-adds round once where `dq_rows` rounds twice; the results agree
-/// with it to rounding (tests/perf_attention.rs checks both against the naive twin). Returns
-/// false, having done nothing, when a buffer is shorter than the shapes need (then `dq_rows`
-/// runs).
+/// half this speed, bound by its latency. Sums run in the same row order as `dq_rows`; fused
+/// multiply-adds round once where `dq_rows` rounds twice; the results agree with it to rounding
+/// (tests/perf_attention.rs checks both against the naive twin). Returns false, having done
+/// nothing, when a buffer is shorter than the shapes need (then `dq_rows` runs).
 ///
 /// # Safety
 /// The CPU must support AVX-512F.
