@@ -80,22 +80,12 @@ fn oracle(
 }
 
 fn close(what: &str, got: &[f32], want: &[f64], tol: f64) -> Result<(), TestCaseError> {
-    prop_assert_eq!(got.len(), want.len());
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        prop_assert!(
-            (g as f64 - w).abs() <= tol * (1.0 + w.abs()),
-            "{}[{}]: {} vs oracle {}",
-            what,
-            i,
-            g,
-            w
-        );
-    }
-    Ok(())
+    close_grad(what, got, want, &vec![0.0; want.len()], tol)
 }
 
-/// [`close`] for a gradient, whose kernels sum in f32 over up to 64 query rows (or keys) before
-/// the f64 total: also allowed 4e-6 (about 32 f32 ulps) of the sum of its terms' magnitudes `mag`.
+/// |got − want| ≤ tol·(1 + |want|) + 4e-6·mag. For a gradient, whose kernels sum in f32 over up
+/// to 64 query rows (or keys) before the f64 total, `mag` is the sum of its terms' magnitudes
+/// (about 32 f32 ulps of it are allowed); [`close`] passes zeros.
 /// A sum that cancels (one key: dV = Σ_i dO_i, 140 terms of ±1 adding to 0.02) is then judged
 /// against the rounding its terms carry, while a lost or doubled term, at least mag / (terms),
 /// stays far outside it at these sizes.
@@ -107,6 +97,7 @@ fn close_grad(
     tol: f64,
 ) -> Result<(), TestCaseError> {
     prop_assert_eq!(got.len(), want.len());
+    prop_assert_eq!(mag.len(), want.len());
     for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(mag).enumerate() {
         prop_assert!(
             (g as f64 - w).abs() <= tol * (1.0 + w.abs()) + 4e-6 * m,

@@ -8,6 +8,7 @@
 //! whole. Validation and prediction never see it: only the training loop calls `apply`.
 
 use super::era::EraBatch;
+use crate::ops::gemm::Simd;
 use crate::rng::{philox4x32_10, unit_f32};
 
 const ROWS_TAG: u32 = 0x5B5B;
@@ -55,7 +56,7 @@ pub fn apply(batch: &mut EraBatch, seed: u64, round: u64, era: u64, p: f32) {
     // the kept real rows' column sums (f64, row order) as they are copied: the sums the gate
     // and the era statistics take (a mask value is 1.0 or 0.0)
     let mut sums = batch.col_sums.as_ref().map(|_| vec![0f64; f]);
-    crate::ops::gemm::Simd::detect().run(
+    Simd::detect().run(
         #[inline(always)]
         || {
             for (dst, &r) in x.chunks_exact_mut(f.max(1)).zip(&rows) {
