@@ -16,13 +16,17 @@ use std::hint::black_box;
 use std::time::Instant;
 
 /// (label, m, k, n, ta, tb)
-const SHAPES: [(&str, usize, usize, usize, bool, bool); 6] = [
+const SHAPES: [(&str, usize, usize, usize, bool, bool); 10] = [
     ("4096^3 A·B", 4096, 4096, 4096, false, false),
     ("fwd 5000x42x64", 5000, 42, 64, false, true),
     ("fwd 5000x705x64", 5000, 705, 64, false, true),
     ("fwd 5000x64x64", 5000, 64, 64, false, true),
     ("dW 64x5000x64", 64, 5000, 64, true, false),
     ("fwd 5000x2376x128", 5000, 2376, 128, false, true),
+    ("fwd 5000x128x128", 5000, 128, 128, false, true),
+    ("dW 128x5000x128", 128, 5000, 128, true, false),
+    ("dX 5000x128x128", 5000, 128, 128, false, false),
+    ("fwd 5000x128x256", 5000, 128, 256, false, true),
 ];
 
 fn fill(len: usize) -> Vec<f32> {

@@ -35,6 +35,10 @@ SHAPES = [
     ("fwd 5000x64x64", 5000, 64, 64, False, True),
     ("dW 64x5000x64", 64, 5000, 64, True, False),
     ("fwd 5000x2376x128", 5000, 2376, 128, False, True),
+    ("fwd 5000x128x128", 5000, 128, 128, False, True),
+    ("dW 128x5000x128", 128, 5000, 128, True, False),
+    ("dX 5000x128x128", 5000, 128, 128, False, False),
+    ("fwd 5000x128x256", 5000, 128, 256, False, True),
 ]
 
 

@@ -1,5 +1,6 @@
 //! Sixteen f32 lanes for the CPU attention kernels: one AVX-512 register, or two AVX2 registers.
 
+use crate::ops::scalar::{EXP_C1, EXP_C2, EXP_LOG2E, EXP_POLY, EXP_ROUND};
 use std::arch::x86_64::*;
 
 /// Sixteen f32 lanes: one AVX-512 register, or two AVX2 registers. The kernels below are written
@@ -15,6 +16,10 @@ pub(super) trait Lanes: Copy {
     unsafe fn mul(a: Self, b: Self) -> Self;
     unsafe fn max(a: Self, b: Self) -> Self;
     unsafe fn add(a: Self, b: Self) -> Self;
+    unsafe fn sub(a: Self, b: Self) -> Self;
+    /// `scalar::exp_le0` lane by lane, bit for bit (x ≤ 0 or NaN): its operations in its order,
+    /// 2ⁿ applied by `vscalefps` on AVX-512 (exact, as the multiply by 2ⁿ it replaces).
+    unsafe fn exp_le0(x: Self) -> Self;
     unsafe fn hmax(v: Self) -> f32;
     unsafe fn hsum(v: Self) -> f32;
 }
@@ -54,6 +59,32 @@ impl Lanes for __m512 {
     #[inline(always)]
     unsafe fn add(a: Self, b: Self) -> Self {
         _mm512_add_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sub(a: Self, b: Self) -> Self {
+        _mm512_sub_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn exp_le0(x: Self) -> Self {
+        // max(c, x) returns x where x is NaN, as `if x < c { c } else { x }` does
+        let x = _mm512_max_ps(_mm512_set1_ps(-87.3), x);
+        let round = _mm512_set1_ps(EXP_ROUND);
+        let t = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(EXP_LOG2E)), round);
+        let n = _mm512_sub_ps(t, round);
+        // (−n)·c + x, one rounding
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_C1), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_C2), r);
+        let mut y = _mm512_set1_ps(EXP_POLY[0]);
+        for &c in &EXP_POLY[1..] {
+            y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(c));
+        }
+        let y = _mm512_fmadd_ps(
+            _mm512_mul_ps(y, r),
+            r,
+            _mm512_add_ps(r, _mm512_set1_ps(1.0)),
+        );
+        // y·2ⁿ, n an integer in [−126, 0]
+        _mm512_scalef_ps(y, n)
     }
     #[inline(always)]
     unsafe fn hmax(v: Self) -> f32 {
@@ -108,6 +139,14 @@ impl Lanes for Y2 {
         Y2(_mm256_add_ps(a.0, b.0), _mm256_add_ps(a.1, b.1))
     }
     #[inline(always)]
+    unsafe fn sub(a: Self, b: Self) -> Self {
+        Y2(_mm256_sub_ps(a.0, b.0), _mm256_sub_ps(a.1, b.1))
+    }
+    #[inline(always)]
+    unsafe fn exp_le0(x: Self) -> Self {
+        Y2(exp_le0_256(x.0), exp_le0_256(x.1))
+    }
+    #[inline(always)]
     unsafe fn hmax(v: Self) -> f32 {
         let m = _mm256_max_ps(v.0, v.1);
         let h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
@@ -120,5 +159,131 @@ impl Lanes for Y2 {
         let h = _mm_add_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
         let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
         _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)))
+    }
+}
+
+/// `scalar::exp_le0` on eight lanes (AVX2 + FMA): its operations in its order, 2ⁿ through the
+/// exponent bits as there.
+///
+/// # Safety
+/// Called only inside a function compiled for AVX2 and FMA, on a CPU that has them.
+#[inline(always)]
+unsafe fn exp_le0_256(x: __m256) -> __m256 {
+    let x = _mm256_max_ps(_mm256_set1_ps(-87.3), x);
+    let round = _mm256_set1_ps(EXP_ROUND);
+    let t = _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(EXP_LOG2E)), round);
+    let n = _mm256_sub_ps(t, round);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_C1), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_C2), r);
+    let mut y = _mm256_set1_ps(EXP_POLY[0]);
+    for &c in &EXP_POLY[1..] {
+        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(c));
+    }
+    let y = _mm256_fmadd_ps(
+        _mm256_mul_ps(y, r),
+        r,
+        _mm256_add_ps(r, _mm256_set1_ps(1.0)),
+    );
+    let ni = _mm256_sub_epi32(
+        _mm256_castps_si256(t),
+        _mm256_set1_epi32(EXP_ROUND.to_bits() as i32),
+    );
+    let pow2 = _mm256_slli_epi32::<23>(_mm256_add_epi32(ni, _mm256_set1_epi32(127)));
+    _mm256_mul_ps(y, _mm256_castsi256_ps(pow2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::scalar::{exp_f32, exp_le0};
+
+    /// x ≤ 0 over the whole range (every 61st f32 below zero down to −100, the clamp's edges: its
+    /// smallest result, e^−87.3, is still a normal f32), −∞ and NaN.
+    fn inputs() -> Vec<f32> {
+        let mut xs: Vec<f32> = (0x8000_0000u32..=(-100f32).to_bits())
+            .step_by(61)
+            .map(f32::from_bits)
+            .collect();
+        xs.extend([
+            0.0,
+            -0.0,
+            -87.3,
+            -87.299_99,
+            -87.300_01,
+            -86.0,
+            -1e-30,
+            -0.346_573_6,
+        ]);
+        xs.extend([f32::NEG_INFINITY, f32::NAN, -f32::NAN, -f32::MIN_POSITIVE]);
+        let pad = xs.len().next_multiple_of(16) - xs.len();
+        xs.extend(std::iter::repeat_n(-1.5, pad));
+        xs
+    }
+
+    fn same(a: f32, b: f32) -> bool {
+        a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+    }
+
+    #[test]
+    fn scalar_exp_le0_is_exp_f32_bit_for_bit() {
+        for x in inputs() {
+            let (a, b) = (exp_le0(x), exp_f32(x));
+            assert!(same(a, b), "x = {x:e}: exp_le0 {a:e}, exp_f32 {b:e}");
+        }
+        // a dropped term of the polynomial would be seen
+        assert!(exp_f32(-0.3) != (-0.3f32).mul_add(1.0, 1.0));
+    }
+
+    /// Every 16 inputs through `f`, compared with the scalar function.
+    fn check(path: &str, f: impl Fn(&[f32; 16]) -> [f32; 16]) {
+        for c in inputs().chunks_exact(16) {
+            let x: [f32; 16] = c.try_into().expect("16 lanes");
+            for (i, y) in f(&x).into_iter().enumerate() {
+                let want = exp_f32(x[i]);
+                assert!(
+                    same(y, want),
+                    "{path}: x = {:e}: {y:e}, exp_f32 {want:e}",
+                    x[i]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn lanes_exp_le0_is_exp_f32_bit_for_bit() {
+        let mut ran = 0;
+        if is_x86_feature_detected!("avx512f") {
+            #[target_feature(enable = "avx512f")]
+            unsafe fn run(x: &[f32; 16]) -> [f32; 16] {
+                let mut out = [0f32; 16];
+                <__m512 as Lanes>::store(
+                    out.as_mut_ptr(),
+                    __m512::exp_le0(<__m512 as Lanes>::load(x.as_ptr())),
+                );
+                out
+            }
+            // SAFETY: AVX-512F is available (checked just now).
+            check("avx512", |x| unsafe { run(x) });
+            ran += 1;
+        } else {
+            eprintln!("lanes_exp_le0: this CPU has no AVX-512F; that path is not checked here");
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn run(x: &[f32; 16]) -> [f32; 16] {
+                let mut out = [0f32; 16];
+                Y2::store(out.as_mut_ptr(), Y2::exp_le0(Y2::load(x.as_ptr())));
+                out
+            }
+            // SAFETY: AVX2 and FMA are available (checked just now).
+            check("avx2", |x| unsafe { run(x) });
+            ran += 1;
+        } else {
+            eprintln!("lanes_exp_le0: this CPU has no AVX2 + FMA; that path is not checked here");
+        }
+        assert!(
+            ran > 0,
+            "no SIMD path of the attention kernels exists on this CPU"
+        );
     }
 }

@@ -175,8 +175,11 @@ unsafe fn fwd_tile<V: Lanes, const W: usize>(
             } else {
                 exp_f32(mx[r] - new_mx)
             };
-            for x in row.iter_mut() {
-                *x = exp_f32(*x - new_mx);
+            let nm = V::splat(new_mx);
+            for c in (0..KF).step_by(16) {
+                // SAFETY: c + 16 ≤ KF = row.len().
+                let x = V::load(row.as_ptr().add(c));
+                V::store(row.as_mut_ptr().add(c), V::exp_le0(V::sub(x, nm)));
             }
             row[valid..].fill(0.0);
             let sum = row_reduce::<V>(row).1;
@@ -288,10 +291,13 @@ unsafe fn bwd_block<V: Lanes, const W: usize>(
             let (l, di) = (x.lse[i0 + r], x.dd[i0 + r]);
             let prow = &mut t.pb[r * KB..][..KB];
             let drow = &mut t.ds[r * KB..][..KB];
-            for (s, dp) in prow.iter_mut().zip(drow.iter_mut()) {
-                let pv = exp_f32(*s - l);
-                *dp = pv * (*dp - di);
-                *s = pv;
+            let (lv, dv) = (V::splat(l), V::splat(di));
+            for c in (0..KB).step_by(16) {
+                // SAFETY: c + 16 ≤ KB = prow.len() = drow.len().
+                let pv = V::exp_le0(V::sub(V::load(prow.as_ptr().add(c)), lv));
+                let dp = V::load(drow.as_ptr().add(c));
+                V::store(drow.as_mut_ptr().add(c), V::mul(pv, V::sub(dp, dv)));
+                V::store(prow.as_mut_ptr().add(c), pv);
             }
             prow[valid..].fill(0.0);
             drow[valid..].fill(0.0);
