@@ -249,6 +249,7 @@ fn run_model<B: Backend>(
     let mut tape = Tape::new();
     let inputs = EraInputs {
         x: tape.input(dev, &c.x).unwrap(),
+        codes: None,
         mask: tape.input(dev, &c.mask).unwrap(),
         y: tape.input(dev, &c.y).unwrap(),
         n: c.n,

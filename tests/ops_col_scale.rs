@@ -130,7 +130,7 @@ fn folded_mapper_equals_gate_then_linear<B: Backend>(
         let ab = Some((id(1), id(2)));
         let (h, g) = if folded {
             let (g, keep) = tape.gate_select(dev, &p, xi, mi, None, id(0), ab, select, n, f, r)?;
-            let h = tape.gated_linear(dev, &p, xi, (g, keep), (id(3), id(4)), n, f, d)?;
+            let h = tape.gated_linear(dev, &p, (xi, None), (g, keep), (id(3), id(4)), n, f, d)?;
             (h, g)
         } else {
             let (xt, g, _) = tape.gate(dev, &p, xi, mi, id(0), ab, select, n, f, r)?;
@@ -163,6 +163,89 @@ device_proptest!(
         1usize..20,
         0usize..4,
         proptest::prelude::any::<bool>(),
+        proptest::prelude::any::<u64>()
+    )
+);
+
+/// The gated linear map given x's era codes (`EraInputs::codes`: the CPU's product reads them,
+/// other devices decode them) against the same map on x = (c − 2) / 2: the same output and the
+/// same gradients, bit for bit.
+fn gated_linear_on_codes_is_bit_identical<B: Backend>(
+    dev: &B,
+    c: &(usize, usize, usize, u64),
+) -> TestCaseResult {
+    let &(n, f, d, seed) = c;
+    let mut gen = Gen::new(seed);
+    let tensors = vec![
+        ("gate.w".to_string(), vec![f], gen.vec(f, -2.0, 2.0)),
+        ("m.w".to_string(), vec![d, f], gen.vec(d * f, -0.5, 0.5)),
+        ("m.b".to_string(), vec![d], gen.vec(d, -0.5, 0.5)),
+    ];
+    let codes: Vec<u8> = gen
+        .vec(n * f, 0.0, 5.0)
+        .iter()
+        .map(|&v| (v as u8).min(4))
+        .collect();
+    let packed = eraengine::ops::codes::pack(&codes);
+    let x: Vec<f32> = codes.iter().map(|&c| (c as f32 - 2.0) * 0.5).collect();
+    let mask: Vec<f32> = (0..n).map(|i| if i % 7 == 6 { 0.0 } else { 1.0 }).collect();
+    let y = gen.vec(n * d, -1.0, 1.0);
+    let run = |with_codes: bool| -> eraengine::Result<Vec<Vec<f32>>> {
+        let mut p = Params::from_host(dev, &tensors)?;
+        p.zero_grads(dev)?;
+        let mut tape = Tape::new();
+        let xi = tape.input(dev, &x)?;
+        let ci = if with_codes {
+            Some(tape.input(dev, &packed)?)
+        } else {
+            None
+        };
+        let mi = tape.input(dev, &mask)?;
+        let yi = tape.input(dev, &y)?;
+        // every feature kept (g > 0), so m.w's gradient is seen whole
+        let sel = GateSelect::Threshold(0.0);
+        let (g, keep) = tape.gate_select(dev, &p, xi, mi, None, ParamId(0), None, sel, n, f, 0)?;
+        let h = tape.gated_linear(
+            dev,
+            &p,
+            (xi, ci),
+            (g, keep),
+            (ParamId(1), ParamId(2)),
+            n,
+            f,
+            d,
+        )?;
+        let mut out = vec![tape.download(dev, h)?];
+        tape.loss(dev, h, yi, mi, g, 0.01, n, d)?;
+        tape.backward(dev, &mut p)?;
+        tape.release(dev);
+        for i in 0..tensors.len() {
+            out.push(dev.download(&p.grads[i])?);
+        }
+        Ok(out)
+    };
+    let (want, got) = (run(false)?, run(true)?);
+    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+        let same = a.len() == b.len() && a.iter().zip(b).all(|(u, v)| u.to_bits() == v.to_bits());
+        prop_assert!(
+            same,
+            "output {} (0: h, then the gradients) differs with codes",
+            i
+        );
+    }
+    if n * f >= 64 {
+        prop_assert!(want[2].iter().any(|&v| v != 0.0), "m.w got no gradient");
+    }
+    Ok(())
+}
+device_proptest!(
+    10,
+    gated_linear_on_codes_is_bit_identical,
+    (
+        // one or two of the weight gradient's 512-row blocks
+        proptest::prop_oneof![1usize..40, 513usize..540],
+        1usize..48,
+        1usize..12,
         proptest::prelude::any::<u64>()
     )
 );

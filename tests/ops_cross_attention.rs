@@ -569,6 +569,7 @@ fn run_model<B: Backend>(
     let mut tape = Tape::new();
     let inputs = EraInputs {
         x: tape.input(dev, &c.x)?,
+        codes: None,
         mask: tape.input(dev, &c.mask)?,
         y: tape.input(dev, &c.y)?,
         n: c.n,

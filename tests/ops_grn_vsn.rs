@@ -595,6 +595,7 @@ fn run_model<B: Backend>(
     let mut tape = Tape::new();
     let inputs = EraInputs {
         x: tape.input(dev, &d.x)?,
+        codes: None,
         mask: tape.input(dev, &d.mask)?,
         y: tape.input(dev, &d.y)?,
         n: d.n,

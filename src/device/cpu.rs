@@ -77,6 +77,24 @@ impl Backend for Cpu {
     ) -> Result<()> {
         linear::cpu_bwd(dinp, false, dw, db, dout, inp, w, n, k, m)
     }
+    fn linear_bwd_reads_codes(&self) -> bool {
+        true
+    }
+    fn linear_bwd_codes(
+        &self,
+        dw: &mut Vec<f32>,
+        db: Option<&mut Vec<f32>>,
+        dout: &Vec<f32>,
+        packed: &Vec<f32>,
+        _w: &Vec<f32>,
+        n: usize,
+        k: usize,
+        m: usize,
+    ) -> Result<()> {
+        crate::ops::codes::check("linear_bwd_codes", packed.len(), n * k)?;
+        let codes = crate::ops::codes::bytes(packed);
+        linear::linear_bwd_codes(dw, db.map(|d| d.as_mut_slice()), dout, codes, n, k, m)
+    }
     fn linear_bwd_fresh(
         &self,
         dinp: &mut Vec<f32>,
@@ -238,21 +256,7 @@ impl Backend for Cpu {
         d: usize,
         h: usize,
     ) -> Result<()> {
-        let lens = (
-            out.len(),
-            s.len(),
-            z.len(),
-            q.len(),
-            k.len(),
-            v.len(),
-            mask.len(),
-        );
-        let (o, sl, zl, ql, kl, vl, ml) = lens;
-        if attention::check_linear_fwd(o, sl, zl, ql, kl, vl, ml, n, d, h)?.is_none() {
-            return Ok(());
-        }
-        attention::linear_attention_fwd(out, s, z, q, k, v, mask, n, d, h);
-        Ok(())
+        attention::cpu_linear_fwd(out, s, z, q, k, v, mask, n, d, h)
     }
     fn linear_attention_bwd(
         &self,
@@ -270,20 +274,7 @@ impl Backend for Cpu {
         d: usize,
         h: usize,
     ) -> Result<()> {
-        let bufs = [
-            dq.len(),
-            dk.len(),
-            dv.len(),
-            dout.len(),
-            q.len(),
-            k.len(),
-            v.len(),
-        ];
-        if attention::check_linear_bwd(bufs, mask.len(), s.len(), z.len(), n, d, h)?.is_none() {
-            return Ok(());
-        }
-        attention::linear_attention_bwd(dq, dk, dv, dout, q, k, v, mask, s, z, n, d, h);
-        Ok(())
+        attention::cpu_linear_bwd(dq, dk, dv, dout, q, k, v, mask, s, z, n, d, h)
     }
     fn softmax_attention_fwd(
         &self,
@@ -298,13 +289,7 @@ impl Backend for Cpu {
         d: usize,
         h: usize,
     ) -> Result<()> {
-        let lens = (out.len(), lse.len(), q.len(), k.len(), v.len(), mask.len());
-        let (o, l, ql, kl, vl, ml) = lens;
-        if attention::check_softmax_fwd(o, l, ql, kl, vl, ml, nq, nk, d, h)?.is_none() {
-            return Ok(());
-        }
-        attention::softmax_attention_fwd(out, lse, q, k, v, mask, nq, nk, d, h);
-        Ok(())
+        attention::cpu_softmax_fwd(out, lse, q, k, v, mask, nq, nk, d, h)
     }
     fn softmax_attention_bwd(
         &self,
@@ -323,21 +308,7 @@ impl Backend for Cpu {
         d: usize,
         h: usize,
     ) -> Result<()> {
-        let bufs = [
-            dq.len(),
-            dk.len(),
-            dv.len(),
-            dout.len(),
-            out.len(),
-            q.len(),
-            k.len(),
-            v.len(),
-        ];
-        if attention::check_softmax_bwd(bufs, lse.len(), mask.len(), nq, nk, d, h)?.is_none() {
-            return Ok(());
-        }
-        attention::softmax_attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, mask, nq, nk, d, h);
-        Ok(())
+        attention::cpu_softmax_bwd(dq, dk, dv, dout, out, lse, q, k, v, mask, nq, nk, d, h)
     }
     fn gate_fwd(
         &self,

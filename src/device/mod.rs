@@ -63,6 +63,30 @@ pub trait Backend {
     fn prefers_codes(&self) -> bool {
         false
     }
+    /// Whether this device's weight gradients read an f32-resident era's codes themselves
+    /// ([`Backend::linear_bwd_codes`]: the CPU, where they are a quarter of x's memory traffic), so
+    /// the era puts its codes on the tape next to x (`EraBatch::to_tape`).
+    fn linear_bwd_reads_codes(&self) -> bool {
+        false
+    }
+    /// [`Backend::linear_bwd`] without an input gradient, inp given as `n·k` era codes packed four
+    /// to a word (src/ops/codes), bit for bit the gradients on the decoded inp (`w` as there,
+    /// unread). The default decodes them ([`Backend::codes_fwd`]).
+    #[allow(clippy::too_many_arguments)]
+    fn linear_bwd_codes(
+        &self,
+        dw: &mut Self::Buf,
+        db: Option<&mut Self::Buf>,
+        dout: &Self::Buf,
+        packed: &Self::Buf,
+        w: &Self::Buf,
+        n: usize,
+        k: usize,
+        m: usize,
+    ) -> Result<()> {
+        let x = self.codes_fwd(packed, n * k)?;
+        self.linear_bwd(None, dw, db, dout, &x, w, n, k, m)
+    }
 
     fn linear_fwd(
         &self,

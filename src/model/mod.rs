@@ -197,6 +197,11 @@ pub struct EraTransformer {
 /// The era as tape tensors: preprocessed features [n, F], row mask [n], targets [n, T] (NaN = missing).
 pub struct EraInputs {
     pub x: T,
+    /// x as its era codes packed four to a word (src/ops/codes), on a device whose weight
+    /// gradients read codes (`Backend::linear_bwd_reads_codes`: the CPU) when the era has them: the
+    /// gated mapper's weight gradient reads these instead of x, a quarter of the bytes for the
+    /// same bits
+    pub codes: Option<T>,
     pub mask: T,
     pub y: T,
     pub n: usize,
@@ -428,7 +433,7 @@ impl EraTransformer {
                 let h0 = tape.gated_linear(
                     dev,
                     p,
-                    era.x,
+                    (era.x, era.codes),
                     (g, keep),
                     (self.mapper0.w, self.mapper0.b),
                     n,

@@ -133,10 +133,12 @@ pub enum Node {
         n: usize,
         f: usize,
     },
-    /// out = x (W ⊙ (g ⊙ keep))ᵀ + b (`ops::col_scale`); ws holds W ⊙ (g ⊙ keep)
+    /// out = x (W ⊙ (g ⊙ keep))ᵀ + b (`ops::col_scale`); ws holds W ⊙ (g ⊙ keep); `codes`, when
+    /// given, is x as its era codes, which the weight gradient reads instead of x
     GatedLinear {
         out: T,
         x: T,
+        codes: Option<T>,
         ws: T,
         g: T,
         keep: T,

@@ -231,23 +231,42 @@ impl EraBatch {
             Some(packed) if dev.prefers_codes() => tape.input_codes(dev, packed, self.x.len())?,
             _ => tape.input(dev, &self.x)?,
         };
-        self.rest_to_tape(dev, tape, x)
+        let codes = match &self.codes {
+            Some(packed) if dev.linear_bwd_reads_codes() => Some(tape.input(dev, packed)?),
+            _ => None,
+        };
+        self.rest_to_tape(dev, tape, x, codes)
     }
 
     /// [`EraBatch::to_tape`] of an era the caller is done with: x moves onto the tape rather than
     /// being copied there when the device takes it as f32 (the CPU: one copy of [n, f] less a
-    /// step, 48 MB at 5,000 × 2,376), leaving `self.x` empty.
+    /// step, 48 MB at 5,000 × 2,376), leaving `self.x` empty; so do its codes where the device's
+    /// linear maps read them (leaving `self.codes` None).
     pub fn move_to_tape<B: Backend>(&mut self, dev: &B, tape: &mut Tape<B>) -> Result<EraInputs> {
         let x = match &self.codes {
             Some(packed) if dev.prefers_codes() => tape.input_codes(dev, packed, self.x.len())?,
             _ => tape.input_owned(dev, std::mem::take(&mut self.x))?,
         };
-        self.rest_to_tape(dev, tape, x)
+        let codes = match self.codes.take() {
+            Some(packed) if dev.linear_bwd_reads_codes() => Some(tape.input_owned(dev, packed)?),
+            c => {
+                self.codes = c;
+                None
+            }
+        };
+        self.rest_to_tape(dev, tape, x, codes)
     }
 
-    fn rest_to_tape<B: Backend>(&self, dev: &B, tape: &mut Tape<B>, x: T) -> Result<EraInputs> {
+    fn rest_to_tape<B: Backend>(
+        &self,
+        dev: &B,
+        tape: &mut Tape<B>,
+        x: T,
+        codes: Option<T>,
+    ) -> Result<EraInputs> {
         Ok(EraInputs {
             x,
+            codes,
             mask: tape.input(dev, &self.mask)?,
             y: tape.input(dev, &self.y)?,
             n: self.n,

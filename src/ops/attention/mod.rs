@@ -24,6 +24,7 @@
 use super::par;
 pub use super::scalar::exp_f32;
 use super::scalar::{elu1, elu1_grad};
+use crate::Result;
 
 pub(crate) mod gpu;
 #[cfg(target_arch = "x86_64")]
@@ -377,4 +378,96 @@ pub fn softmax_attention_bwd(
     softmax_attention_bwd_on(
         None, dq, dk, dv, dout, out, lse, q, k, v, mask, nq, nk, d, h,
     )
+}
+
+// ---- the CPU backend's entry points: each device's shape rule, then the kernels ----------------
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn cpu_linear_fwd(
+    out: &mut [f32],
+    s: &mut [f32],
+    z: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: &[f32],
+    n: usize,
+    d: usize,
+    h: usize,
+) -> Result<()> {
+    let (o, sl, zl) = (out.len(), s.len(), z.len());
+    let (ql, kl, vl, ml) = (q.len(), k.len(), v.len(), mask.len());
+    if check_linear_fwd(o, sl, zl, ql, kl, vl, ml, n, d, h)?.is_some() {
+        linear_attention_fwd(out, s, z, q, k, v, mask, n, d, h);
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn cpu_linear_bwd(
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+    dout: &[f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: &[f32],
+    s: &[f32],
+    z: &[f32],
+    n: usize,
+    d: usize,
+    h: usize,
+) -> Result<()> {
+    let g = [dq.len(), dk.len(), dv.len(), dout.len()];
+    let bufs = [g[0], g[1], g[2], g[3], q.len(), k.len(), v.len()];
+    if check_linear_bwd(bufs, mask.len(), s.len(), z.len(), n, d, h)?.is_some() {
+        linear_attention_bwd(dq, dk, dv, dout, q, k, v, mask, s, z, n, d, h);
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn cpu_softmax_fwd(
+    out: &mut [f32],
+    lse: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: &[f32],
+    nq: usize,
+    nk: usize,
+    d: usize,
+    h: usize,
+) -> Result<()> {
+    let (o, l, ql, kl, vl, ml) = (out.len(), lse.len(), q.len(), k.len(), v.len(), mask.len());
+    if check_softmax_fwd(o, l, ql, kl, vl, ml, nq, nk, d, h)?.is_some() {
+        softmax_attention_fwd(out, lse, q, k, v, mask, nq, nk, d, h);
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn cpu_softmax_bwd(
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+    dout: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: &[f32],
+    nq: usize,
+    nk: usize,
+    d: usize,
+    h: usize,
+) -> Result<()> {
+    let g = [dq.len(), dk.len(), dv.len(), dout.len()];
+    let bufs = [g[0], g[1], g[2], g[3], out.len(), q.len(), k.len(), v.len()];
+    if check_softmax_bwd(bufs, lse.len(), mask.len(), nq, nk, d, h)?.is_some() {
+        softmax_attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, mask, nq, nk, d, h);
+    }
+    Ok(())
 }

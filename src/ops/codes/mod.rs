@@ -32,7 +32,14 @@ pub fn bytes(packed: &[f32]) -> &[u8] {
 
 /// out_e = (byte_e − 2) · 0.5 for e < out.len().
 pub fn codes_fwd(out: &mut [f32], packed: &[f32]) {
-    for (o, &c) in out.iter_mut().zip(bytes(packed)) {
+    decode_into(out, bytes(packed));
+}
+
+/// out_e = (codes_e − 2) · 0.5 over the shorter of the two (also the GEMM's packing of a codes
+/// operand, src/ops/gemm, which inlines it into its SIMD-width code).
+#[inline(always)]
+pub fn decode_into(out: &mut [f32], codes: &[u8]) {
+    for (o, &c) in out.iter_mut().zip(codes) {
         *o = (f32::from(c) - 2.0) * 0.5;
     }
 }

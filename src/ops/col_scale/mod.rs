@@ -131,13 +131,16 @@ pub fn bwd_checked(
 
 impl<B: Backend> Tape<B> {
     /// out = x (W ⊙ s)ᵀ + b with s = g ⊙ keep (g, keep: the gate's outputs [k]): the mapper's
-    /// first layer on the gated input without forming x ⊙ s. x [n, k], W [m, k], b [m].
+    /// first layer on the gated input without forming x ⊙ s. x [n, k], W [m, k], b [m]. `codes`:
+    /// x as its era codes packed four to a word ([`crate::model::EraInputs::codes`]), which the
+    /// weight gradient reads in place of x where given (the same bits from a quarter of the
+    /// bytes; the forward reads x, in place).
     #[allow(clippy::too_many_arguments)]
     pub fn gated_linear(
         &mut self,
         dev: &B,
         p: &Params<B>,
-        x: T,
+        (x, codes): (T, Option<T>),
         (g, keep): (T, T),
         (w, b): (ParamId, ParamId),
         n: usize,
@@ -158,20 +161,14 @@ impl<B: Backend> Tape<B> {
         r?;
         let out = self.new_tensor(dev, n * m)?;
         let mut o = self.take(out)?;
-        let r = dev.linear_fwd(
-            &mut o,
-            self.buf(x)?,
-            self.buf(ws)?,
-            Some(&p.values[b.0]),
-            n,
-            k,
-            m,
-        );
+        let (xb, wsb, bias) = (self.buf(x)?, self.buf(ws)?, Some(&p.values[b.0]));
+        let r = dev.linear_fwd(&mut o, xb, wsb, bias, n, k, m);
         self.put(out, o);
         r?;
         self.record(Node::GatedLinear {
             out,
             x,
+            codes,
             ws,
             g,
             keep,
@@ -195,6 +192,7 @@ pub(crate) fn backward<B: Backend>(
     let Node::GatedLinear {
         out,
         x,
+        codes,
         ws,
         g,
         keep,
@@ -219,17 +217,14 @@ pub(crate) fn backward<B: Backend>(
         let mut dws = dev.zeros(m * k)?;
         let (pw, pg) = (&p.values, &mut p.grads);
         let (dw, db) = two_mut(pg, w.0, b.0)?;
-        let r = dev.linear_bwd(
-            dx.as_mut(),
-            &mut dws,
-            Some(db),
-            &dout,
-            tape.buf(x)?,
-            tape.buf(ws)?,
-            n,
-            k,
-            m,
-        );
+        let wsb = tape.buf(ws)?;
+        let r = match (codes, dx.as_mut()) {
+            (Some(c), None) => {
+                let cb = tape.buf(c)?;
+                dev.linear_bwd_codes(&mut dws, Some(db), &dout, cb, wsb, n, k, m)
+            }
+            (_, dx) => dev.linear_bwd(dx, &mut dws, Some(db), &dout, tape.buf(x)?, wsb, n, k, m),
+        };
         dev.recycle(dout);
         if let Some(d) = dx {
             tape.put_grad(x, d);

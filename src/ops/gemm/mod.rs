@@ -23,6 +23,14 @@
 //!
 //! Parallel over [`par`]: one row slab of C per thread (multiples of MR) when m is large, else
 //! split-k with the partial products summed in chunk order (deterministic for a given thread count).
+//!
+//! B stored [k, n] may also be an era's codes ([`Src::Codes`]: one byte per value, (c − 2) / 2,
+//! src/ops/codes), decoded into its usual panels while they are packed: the same f32 values reach
+//! the same microkernel operations, so the product is bit for bit that of the decoded matrix, from
+//! a quarter of the bytes (the mapper's weight gradient doutᵀ · x over its 5,000 × F input, whose
+//! f32 packing is bound by reading x). As A the codes would have to be decoded where the f32 A is
+//! read in place, for no gain (measured: the mapper's forward as fast at F 705, 8% slower at
+//! F 2,376), so only B takes them.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -39,6 +47,23 @@ use tile::tile;
 use super::par;
 use crate::error::{Error, Result};
 use std::cell::RefCell;
+
+/// B as stored: f32 values, or era codes read as (c − 2) / 2 (exact in f32), which must be stored
+/// [k, n] (`tb` false).
+#[derive(Clone, Copy)]
+pub enum Src<'a> {
+    F32(&'a [f32]),
+    Codes(&'a [u8]),
+}
+
+impl Src<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Src::F32(v) => v.len(),
+            Src::Codes(c) => c.len(),
+        }
+    }
+}
 
 /// Below this many flops (2·m·n·k) the product runs on the calling thread.
 const PAR_FLOPS: usize = 4 << 20;
@@ -107,11 +132,22 @@ impl<'a> Gemm<'a> {
     /// Runs the product. Errors (nothing written) on a slice too short for its shape and stride,
     /// a stride below the stored row length, a short bias, or a forced path the CPU lacks.
     pub fn run(&self, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<()> {
+        self.run_src(a, Src::F32(b), c)
+    }
+
+    /// [`Gemm::run`] with B given as f32 values or as codes ([`Src`]); codes with `tb` are an
+    /// error.
+    pub fn run_src(&self, a: &[f32], b: Src, c: &mut [f32]) -> Result<()> {
         let (m, n, k) = (self.m, self.n, self.k);
         let (ar, ac) = if self.ta { (k, m) } else { (m, k) };
         let (br, bc) = if self.tb { (n, k) } else { (k, n) };
         need("A", a.len(), ar, ac, self.lda)?;
         need("B", b.len(), br, bc, self.ldb)?;
+        if self.tb && matches!(b, Src::Codes(_)) {
+            return Err(Error::usage(
+                "gemm: a B of codes must be stored [k, n] (tb false)".to_string(),
+            ));
+        }
         need("C", c.len(), m, n, self.ldc)?;
         if let Some(bias) = self.bias {
             if bias.len() < n {
@@ -138,16 +174,8 @@ impl<'a> Gemm<'a> {
             m,
             n,
             k,
-            a: View {
-                data: a,
-                ld: self.lda,
-                trans: self.ta,
-            },
-            b: View {
-                data: b,
-                ld: self.ldb,
-                trans: self.tb,
-            },
+            a: View::new(Src::F32(a), self.lda, self.ta),
+            b: View::new(b, self.ldb, self.tb),
             alpha: self.alpha,
             beta: self.accumulate,
             bias: self.bias,
@@ -219,15 +247,31 @@ fn need(what: &str, len: usize, rows: usize, cols: usize, ld: usize) -> Result<(
     }
 }
 
-/// A stored matrix read as its logical op(X): element (r, c) of op(X) is `data[idx(r, c)]`.
+/// A stored matrix read as its logical op(X): element (r, c) of op(X) is `data[idx(r, c)]`, or
+/// decoded from `codes[idx(r, c)]` when `codes` is given (B only: `data` is then empty, `trans`
+/// false).
 #[derive(Clone, Copy)]
 struct View<'a> {
     data: &'a [f32],
+    codes: Option<&'a [u8]>,
     ld: usize,
     trans: bool,
 }
 
 impl<'a> View<'a> {
+    fn new(src: Src<'a>, ld: usize, trans: bool) -> Self {
+        let (data, codes) = match src {
+            Src::F32(v) => (v, None),
+            Src::Codes(c) => (&[][..], Some(c)),
+        };
+        View {
+            data,
+            codes,
+            ld,
+            trans,
+        }
+    }
+
     #[inline(always)]
     fn idx(&self, r: usize, c: usize) -> usize {
         if self.trans {
@@ -239,9 +283,16 @@ impl<'a> View<'a> {
 
     /// The view whose (0, 0) is this view's (r0, c0); (r0, c0) must be an element.
     fn shift(self, r0: usize, c0: usize) -> View<'a> {
-        View {
-            data: &self.data[self.idx(r0, c0)..],
-            ..self
+        let i = self.idx(r0, c0);
+        match self.codes {
+            Some(c) => View {
+                codes: Some(&c[i..]),
+                ..self
+            },
+            None => View {
+                data: &self.data[i..],
+                ..self
+            },
         }
     }
 }
@@ -468,9 +519,9 @@ enum AMode {
     Cols,
 }
 
-/// Whether op(B) is read in place (plain B with a short row stride) rather than packed.
+/// Whether op(B) is read in place (plain f32 B with a short row stride) rather than packed.
 fn b_in_place(p: &Prob) -> bool {
-    !p.b.trans && p.b.ld <= IN_PLACE_MAX_LD
+    !p.b.trans && p.b.ld <= IN_PLACE_MAX_LD && p.b.codes.is_none()
 }
 
 /// One thread's GEMM on a validated problem.

@@ -1,6 +1,7 @@
 //! Packing op(A) and op(B) blocks into the panel layouts the microkernels read.
 
-use super::View;
+use super::{Simd, View};
+use crate::ops::codes::decode_into;
 
 /// Packs op(A)[i0..i0+mc, p0..p0+kc] into MR-tall panels: panel q holds rows i0 + q·MR + r at
 /// `dst[q·MR·kc + p·MR + r]`, zero rows past mc. `dst` holds ⌈mc/MR⌉·MR·kc values.
@@ -56,6 +57,19 @@ pub(super) fn b(dst: &mut [f32], b: &View, p0: usize, kc: usize, j0: usize, nc: 
                     d[cols..].fill(0.0);
                 }
             }
+        } else if let Some(codes) = b.codes {
+            // codes stored [k, n]: w values per p, decoded at the machine's SIMD width (each value
+            // converted alone: the same bits at any width)
+            Simd::detect().run(
+                #[inline(always)]
+                || {
+                    for (p, d) in panel.chunks_exact_mut(w).enumerate() {
+                        let s = b.idx(p0 + p, j0 + jq);
+                        decode_into(&mut d[..cols], &codes[s..s + cols]);
+                        d[cols..].fill(0.0);
+                    }
+                },
+            );
         } else {
             // stored [k, n]: w contiguous values per p
             for (p, d) in panel.chunks_exact_mut(w).enumerate() {

@@ -12,7 +12,7 @@
 //!   Blocks are split over threads in contiguous runs and the per-thread f64 totals are added in
 //!   thread order (deterministic for a given thread count).
 
-use super::gemm::{Gemm, Simd};
+use super::gemm::{Gemm, Simd, Src};
 use super::par;
 use super::shape::expect_len;
 use crate::device::Backend;
@@ -44,6 +44,42 @@ pub fn linear_fwd(
         ..Gemm::new(false, true, n, m, k)
     }
     .run(&inp[..n * k], &w[..m * k], &mut out[..n * m])
+}
+
+/// dw += doutᵀ · inp and db += Σ_rows dout (when given) with inp given as era codes, one byte per
+/// value (c − 2) / 2 (src/ops/codes; no input gradient: the era's inputs take none): bit for bit
+/// [`linear_bwd`] on the decoded inp, from a quarter of its bytes (the mapper's [n, F] input,
+/// whose f32 packing in the per-block products is bound by reading it).
+pub fn linear_bwd_codes(
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    dout: &[f32],
+    codes: &[u8],
+    n: usize,
+    k: usize,
+    m: usize,
+) -> Result<()> {
+    let op = "linear_bwd_codes";
+    expect_len(op, "dout", dout.len(), n * m)?;
+    expect_len_at_least(op, "codes", codes.len(), n * k)?;
+    expect_len(op, "dw", dw.len(), m * k)?;
+    if let Some(d) = &db {
+        expect_len(op, "db", d.len(), m)?;
+    }
+    if n == 0 || m == 0 {
+        return Ok(());
+    }
+    dw_db(dw, db, dout, Src::Codes(&codes[..n * k]), n, k, m)
+}
+
+/// A codes buffer holds whole words (src/ops/codes): at least `want` bytes.
+fn expect_len_at_least(op: &str, what: &str, len: usize, want: usize) -> Result<()> {
+    if len < want {
+        return Err(Error::shape(format!(
+            "{op}: {what} has {len} values, expected at least {want}"
+        )));
+    }
+    Ok(())
 }
 
 /// dinp += dout · w (when given), dw += doutᵀ · inp, db += Σ_rows dout (when given). `w` is read
@@ -133,7 +169,7 @@ fn linear_bwd_into(
     if n == 0 || m == 0 {
         return Ok(());
     }
-    dw_db(dw, db, dout, inp, n, k, m)
+    dw_db(dw, db, dout, Src::F32(inp), n, k, m)
 }
 
 /// dw[m,k] += doutᵀ · inp and db[m] += Σ_rows dout, f32 within a row block and f64 across.
@@ -141,7 +177,7 @@ fn dw_db(
     dw: &mut [f32],
     db: Option<&mut [f32]>,
     dout: &[f32],
-    inp: &[f32],
+    inp: Src,
     n: usize,
     k: usize,
     m: usize,
@@ -169,7 +205,7 @@ fn dw_db(
                     threads: Some(1),
                     ..Gemm::new(true, false, m, k, rows)
                 }
-                .run(g, &inp[r0 * k..(r0 + rows) * k], &mut part)?;
+                .run_src(g, block(inp, r0 * k, rows * k), &mut part)?;
                 simd.run(
                     #[inline(always)]
                     || {
@@ -224,6 +260,14 @@ fn dw_db(
         }
     }
     Ok(())
+}
+
+/// Elements start..start + len of an operand.
+fn block(src: Src, start: usize, len: usize) -> Src {
+    match src {
+        Src::F32(v) => Src::F32(&v[start..start + len]),
+        Src::Codes(c) => Src::Codes(&c[start..start + len]),
+    }
 }
 
 // ---- shapes, tape record and backward -------------------------------------------------------
