@@ -298,16 +298,11 @@ fn narrow_products_split_by_their_tile_work() {
 
 // ---- B as era codes ----------------------------------------------------------------------------
 
-/// Deterministic codes in 0..=4.
+/// Deterministic codes in 0..=4 (from `fill`'s values in [-1, 1)).
 fn codes(len: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 33) % 5) as u8
-        })
+    fill(len, seed)
+        .iter()
+        .map(|&v| ((v + 1.0) * 2.5) as u8)
         .collect()
 }
 

@@ -256,7 +256,7 @@ impl Backend for Cpu {
         d: usize,
         h: usize,
     ) -> Result<()> {
-        attention::cpu_linear_fwd(out, s, z, q, k, v, mask, n, d, h)
+        attention::linear_attention_fwd(out, s, z, q, k, v, mask, n, d, h)
     }
     fn linear_attention_bwd(
         &self,
@@ -274,7 +274,7 @@ impl Backend for Cpu {
         d: usize,
         h: usize,
     ) -> Result<()> {
-        attention::cpu_linear_bwd(dq, dk, dv, dout, q, k, v, mask, s, z, n, d, h)
+        attention::linear_attention_bwd(dq, dk, dv, dout, q, k, v, mask, s, z, n, d, h)
     }
     fn softmax_attention_fwd(
         &self,
@@ -289,7 +289,7 @@ impl Backend for Cpu {
         d: usize,
         h: usize,
     ) -> Result<()> {
-        attention::cpu_softmax_fwd(out, lse, q, k, v, mask, nq, nk, d, h)
+        attention::softmax_attention_fwd(out, lse, q, k, v, mask, nq, nk, d, h)
     }
     fn softmax_attention_bwd(
         &self,
@@ -308,7 +308,7 @@ impl Backend for Cpu {
         d: usize,
         h: usize,
     ) -> Result<()> {
-        attention::cpu_softmax_bwd(dq, dk, dv, dout, out, lse, q, k, v, mask, nq, nk, d, h)
+        attention::softmax_attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, mask, nq, nk, d, h)
     }
     fn gate_fwd(
         &self,

@@ -60,7 +60,8 @@ fn flush(dst: &mut [f64], src: &mut [f32]) {
     }
 }
 
-/// The fused forward ([`linear_attention_fwd_on`] on the detected SIMD path).
+/// The fused forward (the CPU backend's): the shape rule every device shares, then
+/// [`linear_attention_fwd_on`] on the detected SIMD path.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_attention_fwd(
     out: &mut [f32],
@@ -73,11 +74,17 @@ pub fn linear_attention_fwd(
     n: usize,
     d: usize,
     h: usize,
-) {
-    linear_attention_fwd_on(None, out, s, z, q, k, v, mask, n, d, h)
+) -> Result<()> {
+    let (o, sl, zl) = (out.len(), s.len(), z.len());
+    let (ql, kl, vl, ml) = (q.len(), k.len(), v.len(), mask.len());
+    if check_linear_fwd(o, sl, zl, ql, kl, vl, ml, n, d, h)?.is_some() {
+        linear_attention_fwd_on(None, out, s, z, q, k, v, mask, n, d, h);
+    }
+    Ok(())
 }
 
-/// The fused backward ([`linear_attention_bwd_on`] on the detected SIMD path).
+/// The fused backward (the CPU backend's): the shape rule, then [`linear_attention_bwd_on`] on the
+/// detected SIMD path.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_attention_bwd(
     dq: &mut [f32],
@@ -93,8 +100,13 @@ pub fn linear_attention_bwd(
     n: usize,
     d: usize,
     h: usize,
-) {
-    linear_attention_bwd_on(None, dq, dk, dv, dout, q, k, v, mask, s, z, n, d, h)
+) -> Result<()> {
+    let g = [dq.len(), dk.len(), dv.len(), dout.len()];
+    let bufs = [g[0], g[1], g[2], g[3], q.len(), k.len(), v.len()];
+    if check_linear_bwd(bufs, mask.len(), s.len(), z.len(), n, d, h)?.is_some() {
+        linear_attention_bwd_on(None, dq, dk, dv, dout, q, k, v, mask, s, z, n, d, h);
+    }
+    Ok(())
 }
 
 /// The straightforward forward, head by head (the fused one's test twin; same results up to f32
@@ -339,96 +351,10 @@ fn real_keys(mask: &[f32], n: usize) -> Vec<usize> {
     (0..n).filter(|&j| mask[j] != 0.0).collect()
 }
 
-/// Softmax (cross-)attention forward ([`softmax_attention_fwd_on`] on the detected SIMD path).
+/// Softmax (cross-)attention forward (the CPU backend's): the shape rule every device shares, then
+/// [`softmax_attention_fwd_on`] on the detected SIMD path.
 #[allow(clippy::too_many_arguments)]
 pub fn softmax_attention_fwd(
-    out: &mut [f32],
-    lse: &mut [f32],
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    mask: &[f32],
-    nq: usize,
-    nk: usize,
-    d: usize,
-    h: usize,
-) {
-    softmax_attention_fwd_on(None, out, lse, q, k, v, mask, nq, nk, d, h)
-}
-
-/// Softmax (cross-)attention backward ([`softmax_attention_bwd_on`] on the detected SIMD path):
-/// dq, dk, dv are added to.
-#[allow(clippy::too_many_arguments)]
-pub fn softmax_attention_bwd(
-    dq: &mut [f32],
-    dk: &mut [f32],
-    dv: &mut [f32],
-    dout: &[f32],
-    out: &[f32],
-    lse: &[f32],
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    mask: &[f32],
-    nq: usize,
-    nk: usize,
-    d: usize,
-    h: usize,
-) {
-    softmax_attention_bwd_on(
-        None, dq, dk, dv, dout, out, lse, q, k, v, mask, nq, nk, d, h,
-    )
-}
-
-// ---- the CPU backend's entry points: each device's shape rule, then the kernels ----------------
-
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn cpu_linear_fwd(
-    out: &mut [f32],
-    s: &mut [f32],
-    z: &mut [f32],
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    mask: &[f32],
-    n: usize,
-    d: usize,
-    h: usize,
-) -> Result<()> {
-    let (o, sl, zl) = (out.len(), s.len(), z.len());
-    let (ql, kl, vl, ml) = (q.len(), k.len(), v.len(), mask.len());
-    if check_linear_fwd(o, sl, zl, ql, kl, vl, ml, n, d, h)?.is_some() {
-        linear_attention_fwd(out, s, z, q, k, v, mask, n, d, h);
-    }
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn cpu_linear_bwd(
-    dq: &mut [f32],
-    dk: &mut [f32],
-    dv: &mut [f32],
-    dout: &[f32],
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    mask: &[f32],
-    s: &[f32],
-    z: &[f32],
-    n: usize,
-    d: usize,
-    h: usize,
-) -> Result<()> {
-    let g = [dq.len(), dk.len(), dv.len(), dout.len()];
-    let bufs = [g[0], g[1], g[2], g[3], q.len(), k.len(), v.len()];
-    if check_linear_bwd(bufs, mask.len(), s.len(), z.len(), n, d, h)?.is_some() {
-        linear_attention_bwd(dq, dk, dv, dout, q, k, v, mask, s, z, n, d, h);
-    }
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn cpu_softmax_fwd(
     out: &mut [f32],
     lse: &mut [f32],
     q: &[f32],
@@ -442,13 +368,15 @@ pub(crate) fn cpu_softmax_fwd(
 ) -> Result<()> {
     let (o, l, ql, kl, vl, ml) = (out.len(), lse.len(), q.len(), k.len(), v.len(), mask.len());
     if check_softmax_fwd(o, l, ql, kl, vl, ml, nq, nk, d, h)?.is_some() {
-        softmax_attention_fwd(out, lse, q, k, v, mask, nq, nk, d, h);
+        softmax_attention_fwd_on(None, out, lse, q, k, v, mask, nq, nk, d, h);
     }
     Ok(())
 }
 
+/// Softmax (cross-)attention backward (the CPU backend's): the shape rule, then
+/// [`softmax_attention_bwd_on`] on the detected SIMD path; dq, dk, dv are added to.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn cpu_softmax_bwd(
+pub fn softmax_attention_bwd(
     dq: &mut [f32],
     dk: &mut [f32],
     dv: &mut [f32],
@@ -467,7 +395,9 @@ pub(crate) fn cpu_softmax_bwd(
     let g = [dq.len(), dk.len(), dv.len(), dout.len()];
     let bufs = [g[0], g[1], g[2], g[3], out.len(), q.len(), k.len(), v.len()];
     if check_softmax_bwd(bufs, lse.len(), mask.len(), nq, nk, d, h)?.is_some() {
-        softmax_attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, mask, nq, nk, d, h);
+        softmax_attention_bwd_on(
+            None, dq, dk, dv, dout, out, lse, q, k, v, mask, nq, nk, d, h,
+        );
     }
     Ok(())
 }
