@@ -247,12 +247,13 @@ impl EraBatch {
             Some(packed) if dev.prefers_codes() => tape.input_codes(dev, packed, self.x.len())?,
             _ => tape.input_owned(dev, std::mem::take(&mut self.x))?,
         };
-        let codes = match self.codes.take() {
-            Some(packed) if dev.linear_bwd_reads_codes() => Some(tape.input_owned(dev, packed)?),
-            c => {
-                self.codes = c;
-                None
-            }
+        let codes = if dev.linear_bwd_reads_codes() {
+            self.codes
+                .take()
+                .map(|c| tape.input_owned(dev, c))
+                .transpose()?
+        } else {
+            None
         };
         self.rest_to_tape(dev, tape, x, codes)
     }

@@ -17,8 +17,9 @@ pub(super) trait Lanes: Copy {
     unsafe fn max(a: Self, b: Self) -> Self;
     unsafe fn add(a: Self, b: Self) -> Self;
     unsafe fn sub(a: Self, b: Self) -> Self;
-    /// `scalar::exp_le0` lane by lane, bit for bit (x ≤ 0 or NaN): its operations in its order,
-    /// 2ⁿ applied by `vscalefps` on AVX-512 (exact, as the multiply by 2ⁿ it replaces).
+    /// `scalar::exp_le0` lane by lane, bit for bit (x ≤ 0 or NaN): on AVX-512 its operations in
+    /// its order with 2ⁿ applied by `vscalefps` (exact, as the multiply by 2ⁿ it replaces); on
+    /// AVX2 the scalar function itself, vectorised.
     unsafe fn exp_le0(x: Self) -> Self;
     unsafe fn hmax(v: Self) -> f32;
     unsafe fn hsum(v: Self) -> f32;
@@ -144,7 +145,14 @@ impl Lanes for Y2 {
     }
     #[inline(always)]
     unsafe fn exp_le0(x: Self) -> Self {
-        Y2(exp_le0_256(x.0), exp_le0_256(x.1))
+        // the scalar function over the 16 lanes: inlined into the AVX2 + FMA kernels, this loop
+        // is vectorised there, as the kernels' exp loops were before `Lanes::exp_le0`
+        let mut v = [0f32; 16];
+        Self::store(v.as_mut_ptr(), x);
+        for e in &mut v {
+            *e = crate::ops::scalar::exp_le0(*e);
+        }
+        Self::load(v.as_ptr())
     }
     #[inline(always)]
     unsafe fn hmax(v: Self) -> f32 {
@@ -160,36 +168,6 @@ impl Lanes for Y2 {
         let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
         _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)))
     }
-}
-
-/// `scalar::exp_le0` on eight lanes (AVX2 + FMA): its operations in its order, 2ⁿ through the
-/// exponent bits as there.
-///
-/// # Safety
-/// Called only inside a function compiled for AVX2 and FMA, on a CPU that has them.
-#[inline(always)]
-unsafe fn exp_le0_256(x: __m256) -> __m256 {
-    let x = _mm256_max_ps(_mm256_set1_ps(-87.3), x);
-    let round = _mm256_set1_ps(EXP_ROUND);
-    let t = _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(EXP_LOG2E)), round);
-    let n = _mm256_sub_ps(t, round);
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_C1), x);
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_C2), r);
-    let mut y = _mm256_set1_ps(EXP_POLY[0]);
-    for &c in &EXP_POLY[1..] {
-        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(c));
-    }
-    let y = _mm256_fmadd_ps(
-        _mm256_mul_ps(y, r),
-        r,
-        _mm256_add_ps(r, _mm256_set1_ps(1.0)),
-    );
-    let ni = _mm256_sub_epi32(
-        _mm256_castps_si256(t),
-        _mm256_set1_epi32(EXP_ROUND.to_bits() as i32),
-    );
-    let pow2 = _mm256_slli_epi32::<23>(_mm256_add_epi32(ni, _mm256_set1_epi32(127)));
-    _mm256_mul_ps(y, _mm256_castsi256_ps(pow2))
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 
 use super::gemm::{Gemm, Simd, Src};
 use super::par;
-use super::shape::expect_len;
+use super::shape::{expect_at_least, expect_len};
 use crate::device::Backend;
 use crate::params::{ParamId, Params};
 use crate::tape::base::{two_mut, Node, Tape, T};
@@ -61,7 +61,8 @@ pub fn linear_bwd_codes(
 ) -> Result<()> {
     let op = "linear_bwd_codes";
     expect_len(op, "dout", dout.len(), n * m)?;
-    expect_len_at_least(op, "codes", codes.len(), n * k)?;
+    // a codes buffer holds whole words (src/ops/codes)
+    expect_at_least(op, "codes", codes.len(), n * k)?;
     expect_len(op, "dw", dw.len(), m * k)?;
     if let Some(d) = &db {
         expect_len(op, "db", d.len(), m)?;
@@ -70,16 +71,6 @@ pub fn linear_bwd_codes(
         return Ok(());
     }
     dw_db(dw, db, dout, Src::Codes(&codes[..n * k]), n, k, m)
-}
-
-/// A codes buffer holds whole words (src/ops/codes): at least `want` bytes.
-fn expect_len_at_least(op: &str, what: &str, len: usize, want: usize) -> Result<()> {
-    if len < want {
-        return Err(Error::shape(format!(
-            "{op}: {what} has {len} values, expected at least {want}"
-        )));
-    }
-    Ok(())
 }
 
 /// dinp += dout · w (when given), dw += doutᵀ · inp, db += Σ_rows dout (when given). `w` is read
