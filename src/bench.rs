@@ -368,7 +368,9 @@ pub fn run<B: Backend>(dev: &B, cfg: Config, n: usize, reps: usize) -> Result<Be
     let mut after_first = crate::gpu::stats::snapshot();
     // Each step trains on its own copy of the era, made before its clock starts, which moves
     // onto the tape as in the training loop (eras come from the loader thread, the step copies
-    // nothing; the CPU time below includes the copies, one memcpy of x a step).
+    // nothing; the CPU time below includes the copies, one memcpy of x a step). The clock stops
+    // when the device is done: a GPU step returns with its backward still queued, which would
+    // otherwise run during the next copy, off the clock.
     let step_ms = time_prepared_ms(
         reps,
         || Ok(step_copy(&batch)),
@@ -378,7 +380,8 @@ pub fn run<B: Backend>(dev: &B, cfg: Config, n: usize, reps: usize) -> Result<Be
                 cpu0 = process_cpu_ms();
             }
             step += 1;
-            let r = train_step_owned(dev, &mut m, &mut adam, b, &opts, step).map(|_| ());
+            let r = train_step_owned(dev, &mut m, &mut adam, b, &opts, step)
+                .and_then(|_| dev.wait_idle());
             if step == 1 {
                 after_first = crate::gpu::stats::snapshot();
             }
@@ -387,7 +390,7 @@ pub fn run<B: Backend>(dev: &B, cfg: Config, n: usize, reps: usize) -> Result<Be
     )?;
     let timed = reps.max(1) as f64;
     let step_cpu_ms = cpu0.zip(process_cpu_ms()).map(|(a, b)| (b - a) / timed);
-    let gpu = crate::gpu::stats::steady_json(&dev.name(), &after_first, step - 1);
+    let gpu = crate::gpu::stats::steady_json(&dev.name(), &after_first, step - 1, step - 1);
     Ok(BenchReport {
         device: dev.name(),
         flops_per_step: step_flops(&cfg, n),

@@ -63,6 +63,18 @@ fn era_input_from_codes_equals_from_x<B: Backend>(
     let cs = random_codes(n * f, seed);
     let with = EraBatch::from_codes("e".into(), n, f, 1, &cs, vec![0.5; n]);
     prop_assert!(with.codes.is_some());
+    // x itself is (c − 2) / 2, every element written (a pooled buffer may be reused)
+    prop_assert_eq!(with.x.len(), n * f);
+    for (e, (&v, &c)) in with.x.iter().zip(&cs).enumerate() {
+        let want = (f32::from(c) - 2.0) * 0.5;
+        prop_assert!(
+            v.to_bits() == want.to_bits(),
+            "x[{}] = {} for code {}",
+            e,
+            v,
+            c
+        );
+    }
     let without = EraBatch {
         codes: None,
         name: with.name.clone(),

@@ -105,3 +105,39 @@ fn bench_rejects_heads_that_do_not_divide_d_model() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("heads"));
 }
+
+#[test]
+fn gpu_bench_counts_the_steps_own_sync_not_its_clocks_wait() {
+    // The bench waits for the device at the end of every timed step (a GPU step returns with its
+    // backward queued); that wait is the clock's, so the step still reports its one loss read.
+    let out = Command::new(env!("CARGO_BIN_EXE_eraengine"))
+        .args([
+            "bench",
+            "--device",
+            "emu",
+            "--dry-run",
+            "--json",
+            "--reps",
+            "3",
+        ])
+        .args([
+            "--rows",
+            "40",
+            "--features",
+            "7",
+            "--d-model",
+            "8",
+            "--heads",
+            "2",
+        ])
+        .output()
+        .expect("the binary runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["syncs_per_step"], 1.0, "{v}");
+    assert!(v["launches_per_step"].as_f64().is_some_and(|l| l > 10.0));
+}

@@ -87,6 +87,19 @@ pub fn take_any(len: usize) -> Vec<f32> {
     }
 }
 
+/// An empty buffer with room for `len` floats, for a caller that writes every one of them in
+/// order (`extend`): a kept one when one fits, else a fresh allocation that nothing has written
+/// yet (a loader making an era's x in a fresh [`take_any`] would write it twice).
+pub fn take_empty(len: usize) -> Vec<f32> {
+    match reuse(len) {
+        Some(mut v) => {
+            v.clear();
+            v
+        }
+        None => Vec::with_capacity(len),
+    }
+}
+
 /// A kept buffer of capacity within [len, 2·len], taken out of the pool.
 fn reuse(len: usize) -> Option<Vec<f32>> {
     if len >= MIN_LEN {
@@ -120,5 +133,24 @@ pub fn give(v: Vec<f32>) {
             p.kept += cap;
             p.free.push(v);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn take_empty_is_empty_with_room_fresh_or_kept() {
+        let len = MIN_LEN * 3 + 17;
+        let fresh = take_empty(len);
+        assert!(fresh.is_empty() && fresh.capacity() >= len);
+        // a kept buffer (its old contents and length) comes back cleared (other tests may
+        // share the pool, so which buffer comes back is not asserted)
+        let mut kept = vec![1.0f32; len + 5];
+        kept.truncate(len - 3);
+        give(kept);
+        let again = take_empty(len);
+        assert!(again.is_empty() && again.capacity() >= len);
     }
 }

@@ -41,6 +41,12 @@ pub trait Backend {
         self.upload(&host)
     }
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
+    /// Returns once every operation queued so far has finished. A timing aid (`bench` stops a
+    /// step's clock after it): results never need it, since reading a buffer back waits for what
+    /// wrote it. The host's operations are done when they return, so the default does nothing.
+    fn wait_idle(&self) -> Result<()> {
+        Ok(())
+    }
     fn fill_zero(&self, buf: &mut Self::Buf) -> Result<()>;
     /// dst = src (same length).
     fn copy(&self, dst: &mut Self::Buf, src: &Self::Buf) -> Result<()>;

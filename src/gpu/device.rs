@@ -388,6 +388,9 @@ impl<L: Launcher> Backend for GpuBackend<L> {
     fn prefers_codes(&self) -> bool {
         true
     }
+    fn wait_idle(&self) -> Result<()> {
+        self.launcher().synchronize()
+    }
     fn col_scale_fwd(
         &self,
         out: &mut GpuBuf<L>,

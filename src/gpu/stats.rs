@@ -274,10 +274,13 @@ impl Counters {
 
 /// For `eraengine bench`: the per-step counts of the `steps` steps run on this thread since
 /// `before` (taken after the first step), when `device` is a GPU backend; None on the CPU.
-pub fn steady_json(device: &str, before: &Counters, steps: u64) -> Option<Value> {
-    device
-        .starts_with("gpu/")
-        .then(|| snapshot().since(before).per_step_json(steps))
+/// `own_waits` host waits were the caller's own (the bench's clock, not the step's): not counted.
+pub fn steady_json(device: &str, before: &Counters, steps: u64, own_waits: u64) -> Option<Value> {
+    device.starts_with("gpu/").then(|| {
+        let mut c = snapshot().since(before);
+        c.syncs = c.syncs.saturating_sub(own_waits);
+        c.per_step_json(steps)
+    })
 }
 
 /// Adds the keys of `extra` (an object) to `v` (an object).

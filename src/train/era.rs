@@ -137,19 +137,18 @@ impl EraBatch {
     ) -> Self {
         // from the CPU's buffer pool, where the training step hands x back (its tape keeps the
         // buffer): a fresh 48 MB at 5,000 × 2,376 costs the loader ~12,000 page faults an era
-        let mut x = crate::device::cpu_pool::take_any(codes.len());
+        // (written once, in order: a fresh buffer is not filled first)
+        let mut x = crate::device::cpu_pool::take_empty(codes.len());
         let mut sums = vec![0f64; f];
         // at the machine's SIMD width (columns are independent: the same bits at any width)
         Simd::detect().run(
             #[inline(always)]
             || {
-                let rows = x
-                    .chunks_exact_mut(f.max(1))
-                    .zip(codes.chunks_exact(f.max(1)));
-                for (xr, cr) in rows {
-                    for ((v, &c), s) in xr.iter_mut().zip(cr).zip(&mut sums) {
-                        *v = (f32::from(c) - 2.0) * 0.5;
-                        *s += *v as f64;
+                for cr in codes.chunks_exact(f.max(1)) {
+                    let row = x.len();
+                    x.extend(cr.iter().map(|&c| (f32::from(c) - 2.0) * 0.5));
+                    for (s, &v) in sums.iter_mut().zip(&x[row..]) {
+                        *s += v as f64;
                     }
                 }
             },
