@@ -367,6 +367,31 @@ fn row_sampling_keeps_rows_in_order_with_their_codes_targets_and_mask() {
         let packed = b.codes.as_ref().expect("codes dropped");
         let decoded = eraengine::ops::codes::fwd_checked(packed, b.x.len()).unwrap();
         assert_eq!(bits(&decoded), bits(&b.x), "{p}: codes and x disagree");
+        // the training loop's way: the rows kept before x is made, x made for them alone
+        let mut c = EraBatch::load_codes(&store, 1, &map).unwrap();
+        assert!(
+            c.x.is_empty() && c.col_sums.is_none(),
+            "x made before it was asked for"
+        );
+        rows::apply(&mut c, 7, round, 1, p);
+        assert!(c.x.is_empty());
+        c.make_x();
+        assert_eq!(
+            (c.n, bits(&c.x), bits(&c.y)),
+            (b.n, bits(&b.x), bits(&b.y)),
+            "{p}"
+        );
+        assert_eq!((&c.codes, &c.mask), (&b.codes, &b.mask), "{p}");
+        let f64bits = |v: &Option<Vec<f64>>| {
+            v.as_ref()
+                .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            f64bits(&c.col_sums),
+            f64bits(&b.col_sums),
+            "{p}: column sums"
+        );
+        assert!(c.col_sums.is_some());
     }
     // p = 1 touches nothing
     let mut b = EraBatch::load(&store, 1, &map).unwrap();

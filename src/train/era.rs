@@ -91,6 +91,15 @@ pub struct EraBatch {
 
 impl EraBatch {
     pub fn load(store: &Store, i: usize, map: &ColumnMap) -> Result<Self> {
+        let mut b = Self::load_codes(store, i, map)?;
+        b.make_x();
+        Ok(b)
+    }
+
+    /// [`EraBatch::load`] but for x, which stays empty until [`EraBatch::make_x`]: the training
+    /// loop first keeps the rows that row sampling draws (half an era by default), so the other
+    /// rows are never made into f32 and then dropped.
+    pub fn load_codes(store: &Store, i: usize, map: &ColumnMap) -> Result<Self> {
         let era = store.era(i);
         let n = era.n_rows;
         let mut c_all = Vec::new();
@@ -122,7 +131,23 @@ impl EraBatch {
         // otherwise end the epoch 2 GB resident)
         store.release_era(i);
         let f = map.features.as_ref().map_or(fs, |v| v.len());
-        Ok(EraBatch::from_codes(name, n, f, t, &codes, y))
+        Ok(EraBatch::codes_only(name, n, f, t, &codes, y))
+    }
+
+    /// An era of `n` real rows from its imputed codes `[n, f]` (0..4) and targets `[n, t]`, x
+    /// not made yet.
+    fn codes_only(name: String, n: usize, f: usize, t: usize, codes: &[u8], y: Vec<f32>) -> Self {
+        EraBatch {
+            name,
+            n,
+            f,
+            t,
+            x: Vec::new(),
+            codes: Some(crate::ops::codes::pack(codes)),
+            y,
+            mask: vec![1.0; n],
+            col_sums: None,
+        }
     }
 
     /// An era of `n` real rows from its imputed codes `[n, f]` (0..4) and targets `[n, t]`: x =
@@ -135,35 +160,45 @@ impl EraBatch {
         codes: &[u8],
         y: Vec<f32>,
     ) -> Self {
+        let mut b = Self::codes_only(name, n, f, t, codes, y);
+        b.make_x();
+        b
+    }
+
+    /// Makes x = (c − 2) / 2 [n, f] from the codes, with its column sums over the real rows, when
+    /// it is not made yet ([`EraBatch::load_codes`]); does nothing otherwise.
+    pub fn make_x(&mut self) {
+        let (n, f) = (self.n, self.f);
+        let Some(packed) = &self.codes else {
+            return;
+        };
+        if !self.x.is_empty() || n * f == 0 {
+            return;
+        }
+        let codes = &crate::ops::codes::bytes(packed)[..n * f];
+        let mask = &self.mask[..n];
         // from the CPU's buffer pool, where the training step hands x back (its tape keeps the
         // buffer): a fresh 48 MB at 5,000 × 2,376 costs the loader ~12,000 page faults an era
         // (written once, in order: a fresh buffer is not filled first)
-        let mut x = crate::device::cpu_pool::take_empty(codes.len());
+        let mut x = crate::device::cpu_pool::take_empty(n * f);
         let mut sums = vec![0f64; f];
         // at the machine's SIMD width (columns are independent: the same bits at any width)
         Simd::detect().run(
             #[inline(always)]
             || {
-                for cr in codes.chunks_exact(f.max(1)) {
+                for (cr, &m) in codes.chunks_exact(f).zip(mask) {
                     let row = x.len();
                     x.extend(cr.iter().map(|&c| (f32::from(c) - 2.0) * 0.5));
-                    for (s, &v) in sums.iter_mut().zip(&x[row..]) {
-                        *s += v as f64;
+                    if m != 0.0 {
+                        for (s, &v) in sums.iter_mut().zip(&x[row..]) {
+                            *s += v as f64;
+                        }
                     }
                 }
             },
         );
-        EraBatch {
-            name,
-            n,
-            f,
-            t,
-            x,
-            codes: Some(crate::ops::codes::pack(codes)),
-            y,
-            mask: vec![1.0; n],
-            col_sums: Some(sums),
-        }
+        self.x = x;
+        self.col_sums = Some(sums);
     }
 
     /// The era statistics s = [μ_1..μ_F, σ_1..σ_F] of docs/model.md over the real rows (f64 sums;
@@ -383,6 +418,12 @@ impl<'a> EraSource<'a> {
         EraBatch::load(s, j, m)
     }
 
+    /// [`EraSource::load`] without x ([`EraBatch::load_codes`]).
+    pub fn load_codes(&self, i: usize) -> Result<EraBatch> {
+        let (s, m, j) = self.locate(i)?;
+        EraBatch::load_codes(s, j, m)
+    }
+
     /// True when source era `i` has rows and a value of one of the run's targets.
     pub fn learnable(&self, i: usize) -> bool {
         let Ok((s, m, j)) = self.locate(i) else {
@@ -410,7 +451,9 @@ impl<'a> EraSource<'a> {
     /// Like [`with_prefetch`] over the source's eras, with `workers` eras loading at once
     /// ([`prefetch_workers`]), each passed through `prep(era index, batch)` on its loader thread:
     /// the training loop's per-era preparation (row sampling, feature noise) runs there, off the
-    /// training step's thread; `None` from `prep` is an era the body skips.
+    /// training step's thread; `None` from `prep` is an era the body skips. `prep` gets the era
+    /// without x ([`EraBatch::load_codes`]) and may make it ([`EraBatch::make_x`]) once its rows
+    /// are chosen; the body gets every era with x.
     pub fn with_prefetch<R>(
         &self,
         order: &[usize],
@@ -418,7 +461,14 @@ impl<'a> EraSource<'a> {
         prep: impl Fn(usize, EraBatch) -> Option<EraBatch> + Sync,
         body: impl FnOnce(&mut dyn Iterator<Item = (usize, Result<Option<EraBatch>>)>) -> R,
     ) -> R {
-        prefetch(|i| self.load(i).map(|b| prep(i, b)), order, workers, body)
+        let load = |i| {
+            let b = prep(i, self.load_codes(i)?);
+            Ok(b.map(|mut b| {
+                b.make_x();
+                b
+            }))
+        };
+        prefetch(load, order, workers, body)
     }
 }
 

@@ -58,7 +58,7 @@ pub fn apply(batch: &mut EraBatch, seed: u64, round: u64, era: u64, p: f32) {
     }
     // the same on the codes (x = (c − 2) / 2): dropped is c = 2, reversed is 4 − c
     if let Some(packed) = &mut batch.codes {
-        let len = batch.x.len();
+        let len = batch.n * f;
         let codes = &mut bytemuck::cast_slice_mut::<f32, u8>(packed)[..len];
         for row in codes.chunks_exact_mut(f) {
             for (c, n) in row.iter_mut().zip(&fate) {

@@ -49,8 +49,15 @@ pub fn apply(batch: &mut EraBatch, seed: u64, round: u64, era: u64, p: f32) {
     }
     let (f, t) = (batch.f, batch.t);
     if let Some(packed) = &batch.codes {
-        let codes = &crate::ops::codes::bytes(packed)[..batch.x.len()];
+        let codes = &crate::ops::codes::bytes(packed)[..batch.n * f];
         batch.codes = Some(crate::ops::codes::pack(&gather(codes, &rows, f)));
+    }
+    batch.y = gather(&batch.y, &rows, t);
+    if batch.x.is_empty() {
+        // x is not made yet (`EraBatch::load_codes`): it will be, from the kept rows' codes
+        batch.mask = gather(&batch.mask, &rows, 1);
+        batch.n = rows.len();
+        return;
     }
     let mut x = crate::device::cpu_pool::take_any(rows.len() * f);
     // the kept real rows' column sums (f64, row order) as they are copied: the sums the gate
@@ -71,7 +78,6 @@ pub fn apply(batch: &mut EraBatch, seed: u64, round: u64, era: u64, p: f32) {
     );
     batch.col_sums = sums;
     crate::device::cpu_pool::give(std::mem::replace(&mut batch.x, x));
-    batch.y = gather(&batch.y, &rows, t);
     batch.mask = gather(&batch.mask, &rows, 1);
     batch.n = rows.len();
 }
