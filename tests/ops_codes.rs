@@ -147,6 +147,48 @@ proptest! {
         prop_assert_eq!(&b.x, &want);
     }
 
+    /// The era statistics read the codes behind x where the era has them: the same bits as from x
+    /// alone (an f64 oracle), after feature noise (a negated zero in x, code 2) and with masked
+    /// rows too.
+    #[test]
+    fn era_statistics_from_the_codes_equal_those_from_x(
+        n in 1usize..60, f in 1usize..24, seed: u64, p in 0.0f32..1.0, masked in 0usize..4
+    ) {
+        let cs = random_codes(n * f, seed);
+        let mut b = EraBatch::from_codes("e".into(), n, f, 1, &cs, vec![0.5; n]);
+        noise::apply(&mut b, seed, 3, 7, p);
+        for i in (0..n).step_by(masked + 2).skip(1) {
+            b.mask[i] = 0.0;
+        }
+        b.col_sums = None;
+        let x_only = EraBatch {
+            name: b.name.clone(),
+            x: b.x.clone(),
+            codes: None,
+            y: b.y.clone(),
+            mask: b.mask.clone(),
+            col_sums: None,
+            ..b
+        };
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let got = b.context_stats();
+        let from_x = x_only.context_stats();
+        prop_assert_eq!(bits(&got), bits(&from_x));
+        // the oracle: two passes over the real rows of x in f64, row order
+        let real: Vec<usize> = (0..n).filter(|&i| b.mask[i] != 0.0).collect();
+        let rows = real.len() as f64;
+        for j in 0..f {
+            // sums from +0 (`Sum` starts at −0, which a column of one negated zero keeps)
+            let sum = |t: &dyn Fn(f64) -> f64| {
+                real.iter().fold(0.0f64, |s, &i| s + t(b.x[i * f + j] as f64))
+            };
+            let mean = sum(&|v| v) / rows;
+            let var = sum(&|v| (v - mean) * (v - mean));
+            prop_assert_eq!(got[j].to_bits(), (mean as f32).to_bits(), "mean {}", j);
+            prop_assert_eq!(got[f + j].to_bits(), ((var / rows).sqrt() as f32).to_bits(), "std {}", j);
+        }
+    }
+
     /// Row sampling keeps the same rows, in order, of x, the codes and the targets: x is still
     /// the decode of the codes, whatever the era's length (not a multiple of 4 included).
     #[test]

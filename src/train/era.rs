@@ -234,20 +234,43 @@ impl EraBatch {
             *m /= rows;
         }
         let mut var = vec![0f64; f];
-        col_sums(
-            &mut var,
-            n,
-            f,
-            #[inline(always)]
-            |i, f0, part| {
-                if mask[i] != 0.0 {
-                    for ((s, &v), &m) in part.iter_mut().zip(&x[i * f + f0..]).zip(&mean[f0..]) {
-                        let c = v as f64 - m;
-                        *s += c * c;
+        match &self.codes {
+            // the same terms from the codes behind x (a quarter of its bytes; v = (c − 2) / 2
+            // exactly, and a zero that feature noise negated in x squares alike)
+            Some(packed) => {
+                let codes = &crate::ops::codes::bytes(packed)[..n * f];
+                col_sums(
+                    &mut var,
+                    n,
+                    f,
+                    #[inline(always)]
+                    |i, f0, part| {
+                        if mask[i] != 0.0 {
+                            let row = codes[i * f + f0..].iter().zip(&mean[f0..]);
+                            for (s, (&c, &m)) in part.iter_mut().zip(row) {
+                                let d = ((f32::from(c) - 2.0) * 0.5) as f64 - m;
+                                *s += d * d;
+                            }
+                        }
+                    },
+                )
+            }
+            None => col_sums(
+                &mut var,
+                n,
+                f,
+                #[inline(always)]
+                |i, f0, part| {
+                    if mask[i] != 0.0 {
+                        let row = x[i * f + f0..].iter().zip(&mean[f0..]);
+                        for (s, (&v, &m)) in part.iter_mut().zip(row) {
+                            let d = v as f64 - m;
+                            *s += d * d;
+                        }
                     }
-                }
-            },
-        );
+                },
+            ),
+        }
         for j in 0..f {
             out[j] = mean[j] as f32;
             out[f + j] = (var[j] / rows).sqrt() as f32;
