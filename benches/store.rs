@@ -162,6 +162,12 @@ fn main() {
             black_box(eraengine::train::era::EraBatch::load(&s, i, &map).map(|b| b.n)).ok();
         }
     }));
+    // what a device that takes the codes needs: x is never made
+    let codes_s = best(Box::new(|| {
+        for i in 0..s.n_eras() {
+            black_box(eraengine::train::era::EraBatch::load_codes(&s, i, &map).map(|b| b.n)).ok();
+        }
+    }));
     let verify_s = best(Box::new(|| {
         if let Err(e) = s.verify() {
             eprintln!("bench: {e}");
@@ -214,6 +220,13 @@ fn main() {
         load_s,
         gbs(s.features().len(), load_s),
         load_s * 1e3 / s.n_eras().max(1) as f64
+    );
+    println!(
+        "{:<38} {:>10.3} s {:>9.2} GB/s  ({:.2} ms per era of {era_rows} rows)",
+        "  codes only (EraBatch::load_codes)",
+        codes_s,
+        gbs(s.features().len(), codes_s),
+        codes_s * 1e3 / s.n_eras().max(1) as f64
     );
     println!(
         "{:<38} {:>10.3} s {:>9.2} GB/s",

@@ -84,19 +84,34 @@ fn era_input_from_codes_equals_from_x<B: Backend>(
         col_sums: with.col_sums.clone(),
         ..with
     };
+    // and from its codes alone, x not made (the training loop's era on a device that takes
+    // codes; any other device decodes it)
+    let codes_only = EraBatch {
+        x: Vec::new(),
+        name: with.name.clone(),
+        codes: with.codes.clone(),
+        y: with.y.clone(),
+        mask: with.mask.clone(),
+        col_sums: None,
+        ..with
+    };
     let x = |b: &EraBatch| -> TestCaseResult {
         let mut tape = Tape::new();
         let inputs = b.to_tape(dev, &mut tape)?;
         let got = tape.download(dev, inputs.x)?;
         tape.release(dev);
         prop_assert_eq!(got.len(), n * f);
-        for (e, (&g, &w)) in got.iter().zip(&b.x).enumerate() {
+        for (e, (&g, &w)) in got.iter().zip(&with.x).enumerate() {
             prop_assert!(g.to_bits() == w.to_bits(), "x[{}]: {} vs {}", e, g, w);
         }
         Ok(())
     };
     x(&with)?;
-    x(&without)
+    x(&without)?;
+    x(&codes_only)?;
+    let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+    prop_assert_eq!(bits(codes_only.context_stats()), bits(with.context_stats()));
+    Ok(())
 }
 device_proptest!(
     16,

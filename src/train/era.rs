@@ -205,77 +205,71 @@ impl EraBatch {
     /// zeros for an era without real rows).
     pub fn context_stats(&self) -> Vec<f32> {
         let (n, f) = (self.n, self.f);
-        let (x, mask) = (&self.x[..n * f], &self.mask[..n]);
-        let rows = mask.iter().filter(|&&m| m != 0.0).count() as f64;
+        let rows = self.mask[..n].iter().filter(|&&m| m != 0.0).count() as f64;
         let mut out = vec![0f32; 2 * f];
         if rows == 0.0 || f == 0 {
             return out;
         }
-        // per column, in row order, in f64 (the gate's helper: split over threads by columns and
-        // run at SIMD width, the same bits whatever either is)
         let mut mean = vec![0f64; f];
         match &self.col_sums {
             Some(s) => mean.copy_from_slice(&s[..f]),
-            None => col_sums(
-                &mut mean,
-                n,
-                f,
-                #[inline(always)]
-                |i, f0, part| {
-                    if mask[i] != 0.0 {
-                        for (s, &v) in part.iter_mut().zip(&x[i * f + f0..]) {
-                            *s += v as f64;
-                        }
-                    }
-                },
-            ),
+            None => self.real_col_sums(&mut mean, &vec![0f64; f], |v, _| v),
         }
         for m in &mut mean {
             *m /= rows;
         }
         let mut var = vec![0f64; f];
-        match &self.codes {
-            // the same terms from the codes behind x (a quarter of its bytes; v = (c − 2) / 2
-            // exactly, and a zero that feature noise negated in x squares alike)
-            Some(packed) => {
-                let codes = &crate::ops::codes::bytes(packed)[..n * f];
-                col_sums(
-                    &mut var,
-                    n,
-                    f,
-                    #[inline(always)]
-                    |i, f0, part| {
-                        if mask[i] != 0.0 {
-                            let row = codes[i * f + f0..].iter().zip(&mean[f0..]);
-                            for (s, (&c, &m)) in part.iter_mut().zip(row) {
-                                let d = ((f32::from(c) - 2.0) * 0.5) as f64 - m;
-                                *s += d * d;
-                            }
-                        }
-                    },
-                )
-            }
-            None => col_sums(
-                &mut var,
-                n,
-                f,
-                #[inline(always)]
-                |i, f0, part| {
-                    if mask[i] != 0.0 {
-                        let row = x[i * f + f0..].iter().zip(&mean[f0..]);
-                        for (s, (&v, &m)) in part.iter_mut().zip(row) {
-                            let d = v as f64 - m;
-                            *s += d * d;
-                        }
-                    }
-                },
-            ),
-        }
+        self.real_col_sums(&mut var, &mean, |v, m| (v - m) * (v - m));
         for j in 0..f {
             out[j] = mean[j] as f32;
             out[f + j] = (var[j] / rows).sqrt() as f32;
         }
         out
+    }
+
+    /// out[j] = Σ over the real rows, in row order, in f64, of term(x_ij, aux[j]): per column, split
+    /// over threads by columns and at SIMD width (the gate's helper: the same bits whatever
+    /// either is). x is read from the codes behind it where the era has them (a quarter of its
+    /// bytes, and x need not be made; v = (c − 2) / 2 exactly, and a zero that feature noise
+    /// negated in x adds and squares alike), else from x.
+    fn real_col_sums(&self, out: &mut [f64], aux: &[f64], term: impl Fn(f64, f64) -> f64 + Sync) {
+        let (n, f, mask) = (self.n, self.f, &self.mask[..self.n]);
+        match &self.codes {
+            Some(packed) => {
+                let codes = &crate::ops::codes::bytes(packed)[..n * f];
+                col_sums(
+                    out,
+                    n,
+                    f,
+                    #[inline(always)]
+                    |i, f0, part| {
+                        if mask[i] != 0.0 {
+                            let row = codes[i * f + f0..].iter().zip(&aux[f0..]);
+                            for (s, (&c, &a)) in part.iter_mut().zip(row) {
+                                *s += term(((f32::from(c) - 2.0) * 0.5) as f64, a);
+                            }
+                        }
+                    },
+                )
+            }
+            None => {
+                let x = &self.x[..n * f];
+                col_sums(
+                    out,
+                    n,
+                    f,
+                    #[inline(always)]
+                    |i, f0, part| {
+                        if mask[i] != 0.0 {
+                            let row = x[i * f + f0..].iter().zip(&aux[f0..]);
+                            for (s, (&v, &a)) in part.iter_mut().zip(row) {
+                                *s += term(v as f64, a);
+                            }
+                        }
+                    },
+                )
+            }
+        }
     }
 
     /// Targets present on real rows.
@@ -285,7 +279,13 @@ impl EraBatch {
 
     pub fn to_tape<B: Backend>(&self, dev: &B, tape: &mut Tape<B>) -> Result<EraInputs> {
         let x = match &self.codes {
-            Some(packed) if dev.prefers_codes() => tape.input_codes(dev, packed, self.x.len())?,
+            Some(packed) if dev.prefers_codes() => {
+                tape.input_codes(dev, packed, self.n * self.f)?
+            }
+            Some(packed) if self.x.is_empty() => tape.input(
+                dev,
+                &crate::ops::codes::fwd_checked(packed, self.n * self.f)?,
+            )?,
             _ => tape.input(dev, &self.x)?,
         };
         let codes = match &self.codes {
@@ -300,8 +300,13 @@ impl EraBatch {
     /// step, 48 MB at 5,000 × 2,376), leaving `self.x` empty; so do its codes where the device's
     /// linear maps read them (leaving `self.codes` None).
     pub fn move_to_tape<B: Backend>(&mut self, dev: &B, tape: &mut Tape<B>) -> Result<EraInputs> {
+        if !dev.prefers_codes() {
+            self.make_x();
+        }
         let x = match &self.codes {
-            Some(packed) if dev.prefers_codes() => tape.input_codes(dev, packed, self.x.len())?,
+            Some(packed) if dev.prefers_codes() => {
+                tape.input_codes(dev, packed, self.n * self.f)?
+            }
             _ => tape.input_owned(dev, std::mem::take(&mut self.x))?,
         };
         let codes = if dev.linear_bwd_reads_codes() {
@@ -475,8 +480,8 @@ impl<'a> EraSource<'a> {
     /// ([`prefetch_workers`]), each passed through `prep(era index, batch)` on its loader thread:
     /// the training loop's per-era preparation (row sampling, feature noise) runs there, off the
     /// training step's thread; `None` from `prep` is an era the body skips. `prep` gets the era
-    /// without x ([`EraBatch::load_codes`]) and may make it ([`EraBatch::make_x`]) once its rows
-    /// are chosen; the body gets every era with x.
+    /// without x ([`EraBatch::load_codes`]) and makes it ([`EraBatch::make_x`]), once its rows
+    /// are chosen, where the step's device reads x (a device that takes the codes never needs it).
     pub fn with_prefetch<R>(
         &self,
         order: &[usize],
@@ -484,14 +489,7 @@ impl<'a> EraSource<'a> {
         prep: impl Fn(usize, EraBatch) -> Option<EraBatch> + Sync,
         body: impl FnOnce(&mut dyn Iterator<Item = (usize, Result<Option<EraBatch>>)>) -> R,
     ) -> R {
-        let load = |i| {
-            let b = prep(i, self.load_codes(i)?);
-            Ok(b.map(|mut b| {
-                b.make_x();
-                b
-            }))
-        };
-        prefetch(load, order, workers, body)
+        prefetch(|i| Ok(prep(i, self.load_codes(i)?)), order, workers, body)
     }
 }
 

@@ -408,14 +408,17 @@ pub fn train_on<B: Backend>(
         let prefetch_workers = era::prefetch_workers(dev.prefers_codes())?;
         // an era without rows or targets is skipped; the others are row-sampled and noised on the
         // loader thread (both are keyed by seed, epoch and era: the same whichever thread runs them),
-        // x made only for the kept rows
+        // x made only for the kept rows, and only where the device reads it (not from the codes)
+        let make_x = !dev.prefers_codes();
         let prep = |ei: usize, mut batch: EraBatch| {
             if batch.n == 0 || batch.present_targets() == 0 {
                 return None;
             }
             let (seed, round, era) = (opts.seed, epoch as u64, ei as u64);
             rows::apply(&mut batch, seed, round, era, opts.row_sample);
-            batch.make_x();
+            if make_x {
+                batch.make_x();
+            }
             noise::apply(&mut batch, seed, round, era, opts.feature_noise);
             Some(batch)
         };
