@@ -39,14 +39,15 @@ pub struct ContextNorm {
 }
 
 impl ContextNorm {
-    /// Mean and std (ddof 0) of each era statistic over the store's eras that have real rows.
+    /// Mean and std (ddof 0) of each era statistic over the store's eras that have real rows
+    /// (read from each era's codes: x is never made).
     pub fn fit(store: &Store, map: &ColumnMap) -> Result<Self> {
-        Self::fit_with(store, store.n_eras(), |i| EraBatch::load(store, i, map))
+        Self::fit_with(store, store.n_eras(), |i| EraBatch::load_codes(store, i, map))
     }
 
     /// [`ContextNorm::fit`] over every era of a training source.
     pub fn fit_source(src: &EraSource) -> Result<Self> {
-        Self::fit_with(src.first(), src.n_eras(), |i| src.load(i))
+        Self::fit_with(src.first(), src.n_eras(), |i| src.load_codes(i))
     }
 
     fn fit_with(
