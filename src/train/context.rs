@@ -42,7 +42,9 @@ impl ContextNorm {
     /// Mean and std (ddof 0) of each era statistic over the store's eras that have real rows
     /// (read from each era's codes: x is never made).
     pub fn fit(store: &Store, map: &ColumnMap) -> Result<Self> {
-        Self::fit_with(store, store.n_eras(), |i| EraBatch::load_codes(store, i, map))
+        Self::fit_with(store, store.n_eras(), |i| {
+            EraBatch::load_codes(store, i, map)
+        })
     }
 
     /// [`ContextNorm::fit`] over every era of a training source.
