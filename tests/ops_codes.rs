@@ -200,7 +200,8 @@ proptest! {
             let mean = sum(&|v| v) / rows;
             let var = sum(&|v| (v - mean) * (v - mean));
             prop_assert_eq!(got[j].to_bits(), (mean as f32).to_bits(), "mean {}", j);
-            prop_assert_eq!(got[f + j].to_bits(), ((var / rows).sqrt() as f32).to_bits(), "std {}", j);
+            let std = (var / rows).sqrt() as f32;
+            prop_assert_eq!(got[f + j].to_bits(), std.to_bits(), "std {}", j);
         }
     }
 

@@ -407,7 +407,7 @@ pub fn train_on<B: Backend>(
         let n_order = order.len();
         let prefetch_workers = era::prefetch_workers(dev.prefers_codes())?;
         // an era without rows or targets is skipped; the others are row-sampled and noised on the
-        // loader thread (both are keyed by seed, epoch and era: the same whichever thread runs them),
+        // loader thread (both keyed by seed, epoch and era: the same whichever thread runs them),
         // x made only for the kept rows, and only where the device reads it (not from the codes)
         let make_x = !dev.prefers_codes();
         let prep = |ei: usize, mut batch: EraBatch| {
