@@ -57,10 +57,16 @@ pub fn feature_medians(era: &EraView) -> Vec<u8> {
 /// neutralization; and the codes an era crosses to a GPU as): a present value stays, anything
 /// else takes its feature's lower median.
 pub fn imputed_features(era: &EraView, out: &mut Vec<u8>) {
-    let f = era.n_features;
-    let medians = feature_medians(era);
     out.clear();
     out.resize(era.features.len(), 0);
+    impute_into(era, out);
+}
+
+/// [`imputed_features`] into `out`, exactly as long as the era's features (every byte written).
+pub fn impute_into(era: &EraView, out: &mut [u8]) {
+    let f = era.n_features;
+    let medians = feature_medians(era);
+    debug_assert_eq!(out.len(), era.features.len(), "impute_into: output length");
     for (o, row) in out
         .chunks_exact_mut(f.max(1))
         .zip(era.features.chunks_exact(f.max(1)))

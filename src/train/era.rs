@@ -4,6 +4,7 @@
 use crate::data::store::Store;
 use crate::device::Backend;
 use crate::model::EraInputs;
+use crate::ops::codes;
 use crate::ops::gate::col_sums;
 use crate::ops::gemm::Simd;
 use crate::tape::{Tape, T};
@@ -102,18 +103,19 @@ impl EraBatch {
     pub fn load_codes(store: &Store, i: usize, map: &ColumnMap) -> Result<Self> {
         let era = store.era(i);
         let n = era.n_rows;
-        let mut c_all = Vec::new();
-        crate::data::batch::imputed_features(&era, &mut c_all);
         let fs = map.n_store_features;
-        let codes = match &map.features {
-            None => c_all,
+        let packed = match &map.features {
+            // imputed straight into the packed buffer
+            None => codes::pack_with(n * fs, |b| crate::data::batch::impute_into(&era, b)),
             Some(idx) => {
+                let mut c_all = Vec::new();
+                crate::data::batch::imputed_features(&era, &mut c_all);
                 let mut c = Vec::with_capacity(n * idx.len());
                 for r in 0..n {
                     let row = &c_all[r * fs..(r + 1) * fs];
                     c.extend(idx.iter().map(|&j| row[j]));
                 }
-                c
+                codes::pack(&c)
             }
         };
         let ts = map.n_store_targets;
@@ -131,19 +133,26 @@ impl EraBatch {
         // otherwise end the epoch 2 GB resident)
         store.release_era(i);
         let f = map.features.as_ref().map_or(fs, |v| v.len());
-        Ok(EraBatch::codes_only(name, n, f, t, &codes, y))
+        Ok(EraBatch::codes_only(name, n, f, t, packed, y))
     }
 
-    /// An era of `n` real rows from its imputed codes `[n, f]` (0..4) and targets `[n, t]`, x
-    /// not made yet.
-    fn codes_only(name: String, n: usize, f: usize, t: usize, codes: &[u8], y: Vec<f32>) -> Self {
+    /// An era of `n` real rows from its imputed codes `[n, f]` (0..4), packed, and targets
+    /// `[n, t]`, x not made yet.
+    fn codes_only(
+        name: String,
+        n: usize,
+        f: usize,
+        t: usize,
+        packed: Vec<f32>,
+        y: Vec<f32>,
+    ) -> Self {
         EraBatch {
             name,
             n,
             f,
             t,
             x: Vec::new(),
-            codes: Some(crate::ops::codes::pack(codes)),
+            codes: Some(packed),
             y,
             mask: vec![1.0; n],
             col_sums: None,
@@ -160,7 +169,7 @@ impl EraBatch {
         codes: &[u8],
         y: Vec<f32>,
     ) -> Self {
-        let mut b = Self::codes_only(name, n, f, t, codes, y);
+        let mut b = Self::codes_only(name, n, f, t, codes::pack(codes), y);
         b.make_x();
         b
     }

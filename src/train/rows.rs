@@ -48,9 +48,15 @@ pub fn apply(batch: &mut EraBatch, seed: u64, round: u64, era: u64, p: f32) {
         return;
     }
     let (f, t) = (batch.f, batch.t);
-    if let Some(packed) = &batch.codes {
-        let codes = &crate::ops::codes::bytes(packed)[..batch.n * f];
-        batch.codes = Some(crate::ops::codes::pack(&gather(codes, &rows, f)));
+    if let Some(packed) = batch.codes.take() {
+        let codes = &crate::ops::codes::bytes(&packed)[..batch.n * f];
+        let kept = crate::ops::codes::pack_with(rows.len() * f, |out| {
+            for (dst, &r) in out.chunks_exact_mut(f.max(1)).zip(&rows) {
+                dst.copy_from_slice(&codes[r * f..(r + 1) * f]);
+            }
+        });
+        crate::device::cpu_pool::give(packed);
+        batch.codes = Some(kept);
     }
     batch.y = gather(&batch.y, &rows, t);
     if batch.x.is_empty() {

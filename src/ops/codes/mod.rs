@@ -20,8 +20,17 @@ pub fn check(op: &str, packed: usize, n: usize) -> Result<()> {
 
 /// Packs codes four to a word, in memory order (the last word padded with zeros).
 pub fn pack(codes: &[u8]) -> Vec<f32> {
-    let mut words = vec![0f32; codes.len().div_ceil(4)];
-    bytemuck::cast_slice_mut::<f32, u8>(&mut words)[..codes.len()].copy_from_slice(codes);
+    pack_with(codes.len(), |b| b.copy_from_slice(codes))
+}
+
+/// A packed buffer of `n` codes that `fill` writes (it is given exactly the n bytes, each to be
+/// written), the last word's padding zeroed: the codes go straight where they are kept, in a
+/// buffer from the CPU's pool (no copy, and no page faults once the pool has one).
+pub fn pack_with(n: usize, fill: impl FnOnce(&mut [u8])) -> Vec<f32> {
+    let mut words = crate::device::cpu_pool::take_any(n.div_ceil(4));
+    let b = bytemuck::cast_slice_mut::<f32, u8>(&mut words);
+    b[n..].fill(0);
+    fill(&mut b[..n]);
     words
 }
 
@@ -50,4 +59,26 @@ pub fn fwd_checked(packed: &[f32], n: usize) -> Result<Vec<f32>> {
     let mut out = vec![0f32; n];
     codes_fwd(&mut out, packed);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pool may hand `pack` a kept buffer full of junk: the codes and a zeroed padding are
+    /// all that is left of it.
+    #[test]
+    fn pack_over_a_reused_buffer_leaves_the_codes_and_zero_padding() {
+        for n in [0usize, 1, 3, 4, 5, 16_385, 16_387, 40_002] {
+            let words = n.div_ceil(4);
+            crate::device::cpu_pool::give(vec![f32::from_bits(u32::MAX); words.max(4096)]);
+            crate::device::cpu_pool::give(vec![f32::from_bits(u32::MAX); words + 1]);
+            let cs: Vec<u8> = (0..n).map(|e| (e * 7 % 5) as u8).collect();
+            let p = pack(&cs);
+            assert_eq!(p.len(), words, "n {n}");
+            let b = bytes(&p);
+            assert_eq!(&b[..n], &cs[..], "n {n}");
+            assert!(b[n..].iter().all(|&x| x == 0), "n {n}: padding {:?}", &b[n..]);
+        }
+    }
 }
