@@ -238,9 +238,9 @@ impl EraBatch {
 
     /// out[j] = Σ over the real rows, in row order, in f64, of term(x_ij, aux[j]): per column,
     /// split over threads by columns and at SIMD width (the gate's helper: the same bits
-    /// whatever either is). x is read from the codes behind it where the era has them (a quarter of its
-    /// bytes, and x need not be made; v = (c − 2) / 2 exactly, and a zero that feature noise
-    /// negated in x adds and squares alike), else from x.
+    /// whatever either is). x is read from the codes behind it where the era has them (a quarter
+    /// of its bytes, and x need not be made; v = (c − 2) / 2 exactly, and a zero that feature
+    /// noise negated in x adds and squares alike), else from x.
     fn real_col_sums(&self, out: &mut [f64], aux: &[f64], term: impl Fn(f64, f64) -> f64 + Sync) {
         let (n, f, mask) = (self.n, self.f, &self.mask[..self.n]);
         match &self.codes {

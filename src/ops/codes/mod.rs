@@ -78,7 +78,11 @@ mod tests {
             assert_eq!(p.len(), words, "n {n}");
             let b = bytes(&p);
             assert_eq!(&b[..n], &cs[..], "n {n}");
-            assert!(b[n..].iter().all(|&x| x == 0), "n {n}: padding {:?}", &b[n..]);
+            assert!(
+                b[n..].iter().all(|&x| x == 0),
+                "n {n}: padding {:?}",
+                &b[n..]
+            );
         }
     }
 }
