@@ -242,43 +242,46 @@ impl EraBatch {
     /// of its bytes, and x need not be made; v = (c − 2) / 2 exactly, and a zero that feature
     /// noise negated in x adds and squares alike), else from x.
     fn real_col_sums(&self, out: &mut [f64], aux: &[f64], term: impl Fn(f64, f64) -> f64 + Sync) {
-        let (n, f, mask) = (self.n, self.f, &self.mask[..self.n]);
+        let (n, f) = (self.n, self.f);
         match &self.codes {
             Some(packed) => {
-                let codes = &crate::ops::codes::bytes(packed)[..n * f];
-                col_sums(
+                let codes = &codes::bytes(packed)[..n * f];
+                self.rows_col_sums(
                     out,
-                    n,
-                    f,
-                    #[inline(always)]
-                    |i, f0, part| {
-                        if mask[i] != 0.0 {
-                            let row = codes[i * f + f0..].iter().zip(&aux[f0..]);
-                            for (s, (&c, &a)) in part.iter_mut().zip(row) {
-                                *s += term(((f32::from(c) - 2.0) * 0.5) as f64, a);
-                            }
-                        }
-                    },
+                    codes,
+                    aux,
+                    |c| ((f32::from(c) - 2.0) * 0.5) as f64,
+                    term,
                 )
             }
-            None => {
-                let x = &self.x[..n * f];
-                col_sums(
-                    out,
-                    n,
-                    f,
-                    #[inline(always)]
-                    |i, f0, part| {
-                        if mask[i] != 0.0 {
-                            let row = x[i * f + f0..].iter().zip(&aux[f0..]);
-                            for (s, (&v, &a)) in part.iter_mut().zip(row) {
-                                *s += term(v as f64, a);
-                            }
-                        }
-                    },
-                )
-            }
+            None => self.rows_col_sums(out, &self.x[..n * f], aux, |v| v as f64, term),
         }
+    }
+
+    /// [`EraBatch::real_col_sums`] over `vals` [n, f], each read as `val(v)`.
+    fn rows_col_sums<V: Copy + Sync>(
+        &self,
+        out: &mut [f64],
+        vals: &[V],
+        aux: &[f64],
+        val: impl Fn(V) -> f64 + Sync,
+        term: impl Fn(f64, f64) -> f64 + Sync,
+    ) {
+        let (n, f, mask) = (self.n, self.f, &self.mask[..self.n]);
+        col_sums(
+            out,
+            n,
+            f,
+            #[inline(always)]
+            |i, f0, part| {
+                if mask[i] != 0.0 {
+                    let row = vals[i * f + f0..].iter().zip(&aux[f0..]);
+                    for (s, (&v, &a)) in part.iter_mut().zip(row) {
+                        *s += term(val(v), a);
+                    }
+                }
+            },
+        )
     }
 
     /// Targets present on real rows.
