@@ -44,7 +44,8 @@ impl BenchReport {
             "device": self.device,
             "config": {"rows": self.rows, "features": c.n_features, "d_model": c.d_model,
                        "heads": c.heads, "layers": c.layers, "d_ff": c.d_ff, "dropout": short_f64(c.dropout),
-                       "attention": c.attention.as_str()},
+                       "attention": c.attention.as_str(), "context_dim": c.context_dim,
+                       "corr_weight": short_f64(c.corr_weight)},
             "threads": self.threads,
             "step_ms": self.step_ms,
             "step_cpu_ms": self.step_cpu_ms,
@@ -58,13 +59,17 @@ impl BenchReport {
     }
     pub fn table(&self) -> String {
         let mut s = format!(
-            "device {}  rows {}  features {}  d_model {}  heads {}  layers {}\n",
+            "device {}  rows {}  features {}  d_model {}  heads {}  layers {}  dropout {}  \
+             era context {}  corr weight {}\n",
             self.device,
             self.rows,
             self.cfg.n_features,
             self.cfg.d_model,
             self.cfg.heads,
-            self.cfg.layers
+            self.cfg.layers,
+            self.cfg.dropout,
+            self.cfg.context_dim,
+            self.cfg.corr_weight
         );
         s += &format!("{:<28} {:>10}\n", "op", "ms");
         for (n, ms) in &self.ops {
@@ -346,6 +351,13 @@ pub fn run<B: Backend>(dev: &B, cfg: Config, n: usize, reps: usize) -> Result<Be
     ));
     // A whole step on the real model.
     let mut m = Trained::fresh(dev, &cfg, 0)?;
+    if cfg.context_dim > 0 {
+        // the era statistics' normalisation a run fits on its training eras: the identity here
+        m.context = Some(crate::train::context::ContextNorm {
+            mean: vec![0.0; 2 * f],
+            std: vec![1.0; 2 * f],
+        });
+    }
     let mut adam = Adam::new(dev, &m.params, 1e-3, 0.0)?;
     let batch = random_era(n, f, 3);
     let opts = TrainOptions {

@@ -141,3 +141,36 @@ fn gpu_bench_counts_the_steps_own_sync_not_its_clocks_wait() {
     assert_eq!(v["syncs_per_step"], 1.0, "{v}");
     assert!(v["launches_per_step"].as_f64().is_some_and(|l| l > 10.0));
 }
+
+#[test]
+fn bench_times_either_preset_and_refuses_another() {
+    let shape = [
+        "--rows",
+        "30",
+        "--features",
+        "6",
+        "--d-model",
+        "8",
+        "--heads",
+        "2",
+    ];
+    let spec = json(&shape);
+    assert_eq!(spec["config"]["dropout"], 0.1);
+    assert_eq!(spec["config"]["context_dim"], 0);
+    assert_eq!(spec["config"]["corr_weight"], 0.0);
+    // what `train` trains by default: no dropout, the correlation loss, an era context of 8
+    let mut args = shape.to_vec();
+    args.extend(["--preset", "recommended"]);
+    let rec = json(&args);
+    assert_eq!(rec["config"]["dropout"], 0.0);
+    assert_eq!(rec["config"]["context_dim"], 8);
+    assert_eq!(rec["config"]["corr_weight"], 1.0);
+    assert!(rec["step_ms"].as_f64().is_some_and(|t| t > 0.0));
+    // a flag still overrides the preset
+    args.extend(["--dropout", "0.2"]);
+    assert_eq!(json(&args)["config"]["dropout"], 0.2);
+    let out = bench(&["--preset", "fast"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--preset") && err.contains("fast"), "{err}");
+}

@@ -13,12 +13,12 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             "--rows, --features and --layers must be at least 1",
         ));
     }
-    let mut cfg = Config::new(features, 1);
+    let mut cfg = crate::model::Preset::parse(&a.preset)?.config(features, 1);
     cfg.d_model = a.d_model;
     cfg.d_ff = 2 * a.d_model;
     cfg.heads = a.heads;
     cfg.layers = a.layers;
-    cfg.dropout = a.dropout;
+    cfg.dropout = a.dropout.unwrap_or(cfg.dropout);
     cfg.attention = Attention::parse(&a.attention)?;
     cfg.validate()?;
     let reps = match a.reps {

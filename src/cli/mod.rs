@@ -503,9 +503,14 @@ pub struct BenchArgs {
     /// Attention over the era's rows: linear, softmax or induced (32 inducing points)
     #[arg(long, default_value = "linear")]
     pub attention: String,
-    /// Dropout probability
-    #[arg(long, default_value_t = 0.1)]
-    pub dropout: f32,
+    /// The model timed: spec (SPEC §3: dropout 0.1, MSE + sparsity, no era context; the model
+    /// of benches/vs_pytorch) | recommended (what `train` trains by default: dropout 0, the
+    /// correlation loss, an era context of 8 modulating every layer); the shape flags override it
+    #[arg(long, default_value = "spec")]
+    pub preset: String,
+    /// Dropout probability [default: the preset's, 0.1 for spec and 0 for recommended]
+    #[arg(long)]
+    pub dropout: Option<f32>,
     /// Timed repetitions of each op and of the step (median reported; 0 = 10, or 3 for big shapes)
     #[arg(long, default_value_t = 0)]
     pub reps: usize,
