@@ -5,6 +5,7 @@
 //! Backward (ACCUMULATES): dinp_ij += dout_ij (1 + γ_j); dγ_j += Σ_i dout_ij inp_ij; dβ_j += Σ_i dout_ij,
 //! the sums over rows in f64.
 
+use super::gate::col_sums;
 use super::par;
 use super::shape::expect_len;
 use crate::device::Backend;
@@ -55,16 +56,32 @@ pub fn film_bwd(
             }
         }
     });
+    // per column, in row order, in f64: split over threads by columns, at SIMD width
     let mut sg = vec![0f64; d];
     let mut sb = vec![0f64; d];
-    for i in 0..n {
-        let go = &dout[i * d..(i + 1) * d];
-        let x = &inp[i * d..(i + 1) * d];
-        for j in 0..d {
-            sg[j] += go[j] as f64 * x[j] as f64;
-            sb[j] += go[j] as f64;
-        }
-    }
+    col_sums(
+        &mut sg,
+        n,
+        d,
+        #[inline(always)]
+        |i, j0, part| {
+            let row = dout[i * d + j0..(i + 1) * d].iter().zip(&inp[i * d + j0..]);
+            for (s, (&g, &x)) in part.iter_mut().zip(row) {
+                *s += g as f64 * x as f64;
+            }
+        },
+    );
+    col_sums(
+        &mut sb,
+        n,
+        d,
+        #[inline(always)]
+        |i, j0, part| {
+            for (s, &g) in part.iter_mut().zip(&dout[i * d + j0..(i + 1) * d]) {
+                *s += g as f64;
+            }
+        },
+    );
     for j in 0..d {
         dgamma[j] = (dgamma[j] as f64 + sg[j]) as f32;
         dbeta[j] = (dbeta[j] as f64 + sb[j]) as f32;
