@@ -7,6 +7,7 @@
 //! x = (X − 2) / 2 maps 0..4 to −1..1.
 
 use super::store::EraView;
+use crate::ops::gemm::Simd;
 
 /// Per feature, the lower median of the era's present values (2 if none): `[F]`, values 0..4.
 /// A value outside 0..4 (`MISSING`, or anything else in a corrupt store) is not present.
@@ -17,22 +18,28 @@ pub fn feature_medians(era: &EraView) -> Vec<u8> {
     // counters that are added to the u32 ones every 255 rows, before they could wrap
     let mut counts = vec![vec![0u32; f]; 5];
     let mut small = vec![vec![0u8; f]; 5];
-    for block in era.features.chunks(f.max(1) * 255) {
-        for row in block.chunks_exact(f.max(1)) {
-            for (v, cv) in small.iter_mut().enumerate() {
-                let (cv, row, v) = (&mut cv[..f], &row[..f], v as i8);
-                for j in 0..f {
-                    cv[j] += u8::from(row[j] == v);
+    // at the machine's SIMD width (integer counts: the same at any width)
+    Simd::detect().run(
+        #[inline(always)]
+        || {
+            for block in era.features.chunks(f.max(1) * 255) {
+                for row in block.chunks_exact(f.max(1)) {
+                    for (v, cv) in small.iter_mut().enumerate() {
+                        let (cv, row, v) = (&mut cv[..f], &row[..f], v as i8);
+                        for j in 0..f {
+                            cv[j] += u8::from(row[j] == v);
+                        }
+                    }
+                }
+                for (big, cv) in counts.iter_mut().zip(&mut small) {
+                    for (b, c) in big.iter_mut().zip(cv.iter_mut()) {
+                        *b += u32::from(*c);
+                        *c = 0;
+                    }
                 }
             }
-        }
-        for (big, cv) in counts.iter_mut().zip(&mut small) {
-            for (b, c) in big.iter_mut().zip(cv.iter_mut()) {
-                *b += u32::from(*c);
-                *c = 0;
-            }
-        }
-    }
+        },
+    );
     (0..f)
         .map(|j| {
             let n: u32 = counts.iter().map(|cv| cv[j]).sum();
@@ -67,18 +74,23 @@ pub fn impute_into(era: &EraView, out: &mut [u8]) {
     let f = era.n_features;
     let medians = feature_medians(era);
     debug_assert_eq!(out.len(), era.features.len(), "impute_into: output length");
-    for (o, row) in out
-        .chunks_exact_mut(f.max(1))
-        .zip(era.features.chunks_exact(f.max(1)))
-    {
-        let (o, row, med) = (&mut o[..f], &row[..f], &medians[..f]);
-        for j in 0..f {
-            // present codes are 0..=4 as unsigned bytes; min/compare/blend lanes, no branch
-            let v = row[j] as u8;
-            let present = u8::from(v <= 4).wrapping_neg();
-            o[j] = (v & present) | (med[j] & !present);
-        }
-    }
+    Simd::detect().run(
+        #[inline(always)]
+        || {
+            for (o, row) in out
+                .chunks_exact_mut(f.max(1))
+                .zip(era.features.chunks_exact(f.max(1)))
+            {
+                let (o, row, med) = (&mut o[..f], &row[..f], &medians[..f]);
+                for j in 0..f {
+                    // present codes are 0..=4 as unsigned bytes; min/compare/blend lanes, no branch
+                    let v = row[j] as u8;
+                    let present = u8::from(v <= 4).wrapping_neg();
+                    o[j] = (v & present) | (med[j] & !present);
+                }
+            }
+        },
+    );
 }
 
 /// Model inputs x = (X − 2) / 2 after imputation, `[n_rows, F]` row-major f32 in −1..1.
