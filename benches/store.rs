@@ -214,20 +214,16 @@ fn main() {
         prep_s,
         gbs(s.features().len(), prep_s)
     );
-    println!(
-        "{:<38} {:>10.3} s {:>9.2} GB/s  ({:.2} ms per era of {era_rows} rows)",
-        "load every era (EraBatch::load)",
-        load_s,
-        gbs(s.features().len(), load_s),
-        load_s * 1e3 / s.n_eras().max(1) as f64
-    );
-    println!(
-        "{:<38} {:>10.3} s {:>9.2} GB/s  ({:.2} ms per era of {era_rows} rows)",
-        "  codes only (EraBatch::load_codes)",
-        codes_s,
-        gbs(s.features().len(), codes_s),
-        codes_s * 1e3 / s.n_eras().max(1) as f64
-    );
+    for (what, secs) in [
+        ("load every era (EraBatch::load)", load_s),
+        ("  codes only (EraBatch::load_codes)", codes_s),
+    ] {
+        println!(
+            "{what:<38} {secs:>10.3} s {:>9.2} GB/s  ({:.2} ms per era of {era_rows} rows)",
+            gbs(s.features().len(), secs),
+            secs * 1e3 / s.n_eras().max(1) as f64
+        );
+    }
     println!(
         "{:<38} {:>10.3} s {:>9.2} GB/s",
         "verify (checksum + ranges)",

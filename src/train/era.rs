@@ -294,9 +294,9 @@ impl EraBatch {
             Some(packed) if dev.prefers_codes() => {
                 tape.input_codes(dev, packed, self.n * self.f)?
             }
-            Some(packed) if self.x.is_empty() => tape.input(
+            Some(packed) if self.x.is_empty() => tape.input_owned(
                 dev,
-                &crate::ops::codes::fwd_checked(packed, self.n * self.f)?,
+                crate::ops::codes::fwd_checked(packed, self.n * self.f)?,
             )?,
             _ => tape.input(dev, &self.x)?,
         };

@@ -50,51 +50,50 @@ pub fn apply(batch: &mut EraBatch, seed: u64, round: u64, era: u64, p: f32) {
     let (f, t) = (batch.f, batch.t);
     if let Some(packed) = batch.codes.take() {
         let codes = &crate::ops::codes::bytes(&packed)[..batch.n * f];
-        let kept = crate::ops::codes::pack_with(rows.len() * f, |out| {
-            for (dst, &r) in out.chunks_exact_mut(f.max(1)).zip(&rows) {
-                dst.copy_from_slice(&codes[r * f..(r + 1) * f]);
-            }
-        });
+        let kept =
+            crate::ops::codes::pack_with(rows.len() * f, |out| gather_into(out, codes, &rows, f));
         crate::device::cpu_pool::give(packed);
         batch.codes = Some(kept);
     }
-    batch.y = gather(&batch.y, &rows, t);
-    if batch.x.is_empty() {
-        // x is not made yet (`EraBatch::load_codes`): it will be, from the kept rows' codes
-        batch.mask = gather(&batch.mask, &rows, 1);
-        batch.n = rows.len();
-        return;
-    }
-    let mut x = crate::device::cpu_pool::take_any(rows.len() * f);
-    // the kept real rows' column sums (f64, row order) as they are copied: the sums the gate
-    // and the era statistics take (a mask value is 1.0 or 0.0)
-    let mut sums = batch.col_sums.as_ref().map(|_| vec![0f64; f]);
-    Simd::detect().run(
-        #[inline(always)]
-        || {
-            for (dst, &r) in x.chunks_exact_mut(f.max(1)).zip(&rows) {
-                dst.copy_from_slice(&batch.x[r * f..(r + 1) * f]);
-                if let (Some(s), true) = (&mut sums, batch.mask[r] != 0.0) {
-                    for (s, &v) in s.iter_mut().zip(dst.iter()) {
-                        *s += v as f64;
+    // x not made yet (`EraBatch::load_codes`) will be, from the kept rows' codes
+    if !batch.x.is_empty() {
+        let mut x = crate::device::cpu_pool::take_any(rows.len() * f);
+        // the kept real rows' column sums (f64, row order) as they are copied: the sums the gate
+        // and the era statistics take (a mask value is 1.0 or 0.0)
+        let mut sums = batch.col_sums.as_ref().map(|_| vec![0f64; f]);
+        Simd::detect().run(
+            #[inline(always)]
+            || {
+                for (dst, &r) in x.chunks_exact_mut(f.max(1)).zip(&rows) {
+                    dst.copy_from_slice(&batch.x[r * f..(r + 1) * f]);
+                    if let (Some(s), true) = (&mut sums, batch.mask[r] != 0.0) {
+                        for (s, &v) in s.iter_mut().zip(dst.iter()) {
+                            *s += v as f64;
+                        }
                     }
                 }
-            }
-        },
-    );
-    batch.col_sums = sums;
-    crate::device::cpu_pool::give(std::mem::replace(&mut batch.x, x));
+            },
+        );
+        batch.col_sums = sums;
+        crate::device::cpu_pool::give(std::mem::replace(&mut batch.x, x));
+    }
+    batch.y = gather(&batch.y, &rows, t);
     batch.mask = gather(&batch.mask, &rows, 1);
     batch.n = rows.len();
 }
 
 /// The `w`-wide rows `rows` of the row-major `v`, in that order.
-fn gather<T: Copy>(v: &[T], rows: &[usize], w: usize) -> Vec<T> {
-    let mut out = Vec::with_capacity(rows.len() * w);
-    for &r in rows {
-        out.extend_from_slice(&v[r * w..(r + 1) * w]);
-    }
+fn gather<T: Copy + Default>(v: &[T], rows: &[usize], w: usize) -> Vec<T> {
+    let mut out = vec![T::default(); rows.len() * w];
+    gather_into(&mut out, v, rows, w);
     out
+}
+
+/// [`gather`] into `out` (`rows.len() · w` long).
+fn gather_into<T: Copy>(out: &mut [T], v: &[T], rows: &[usize], w: usize) {
+    for (dst, &r) in out.chunks_exact_mut(w.max(1)).zip(rows) {
+        dst.copy_from_slice(&v[r * w..(r + 1) * w]);
+    }
 }
 
 #[cfg(test)]
