@@ -75,6 +75,11 @@ const PACK_A_MIN_COLS: usize = 128;
 /// L2 and whose packing copies cost as much as the product (B's partial last column panel is still
 /// packed, zero-padded). Longer strides are packed, as BLIS does.
 const IN_PLACE_MAX_LD: usize = 256;
+/// With A row-major read in place and k deeper than one KC slice, B is packed whole (every slice,
+/// up to this many values: 1.5 MiB, within one core's L2) and each MR-row panel of C runs through
+/// all the slices while it sits in L1, instead of every slice streaming all of C (the mapper's
+/// forward at F 2,376: C is 5,000 × 128).
+const WHOLE_B_MAX: usize = 384 << 10;
 
 /// An activation applied in place to finished runs of C (one tile row at a time).
 pub type Act<'a> = &'a (dyn Fn(&mut [f32]) + Sync);
@@ -539,7 +544,11 @@ fn serial<K: Kernel>(p: &Prob, out: Out) {
     };
     let b_in_place = b_in_place(p);
     let pack_a = mode == AMode::Packed;
-    let kc_max = K::KC.min(p.k);
+    let kc_max = if whole_b::<K>(p, mode, b_in_place) {
+        p.k
+    } else {
+        K::KC.min(p.k)
+    };
     let nc_max = if p.bpacked.is_some() {
         0
     } else {
@@ -563,6 +572,16 @@ fn serial<K: Kernel>(p: &Prob, out: Out) {
         // re-entered from an `act` callback: use a fresh buffer
         Err(_) => run_blocks::<K>(p, out, &mut vec![0f32; total], b_len, mode, b_in_place),
     })
+}
+
+/// Whether B is packed whole and the slices of k run inside each row panel ([`WHOLE_B_MAX`]).
+fn whole_b<K: Kernel>(p: &Prob, mode: AMode, b_in_place: bool) -> bool {
+    mode == AMode::Rows
+        && p.bpacked.is_none()
+        && !b_in_place
+        && p.k > K::KC
+        && p.n <= K::NC
+        && p.k * p.n.div_ceil(K::NR) * K::NR <= WHOLE_B_MAX
 }
 
 /// Per-(jc, pc, ic) block state shared by every tile of the block.
@@ -596,6 +615,46 @@ fn run_blocks<K: Kernel>(
     let (m, n, k) = (p.m, p.n, p.k);
     let Out { c, ldc } = out;
     let mut tb = TileBuf([0.0; TILE_MAX]);
+    if whole_b::<K>(p, mode, b_in_place) {
+        // every slice of B packed at offset pc·ncp; then per MR-row panel all slices in order,
+        // so each C tile gets the same operations in the same order as in the loop below
+        let ncp = n.div_ceil(K::NR) * K::NR;
+        for pc in (0..k).step_by(K::KC) {
+            pack::b(
+                &mut bpack[pc * ncp..],
+                &p.b,
+                pc,
+                K::KC.min(k - pc),
+                0,
+                n,
+                K::NR,
+            );
+        }
+        for ir in (0..m).step_by(K::MR) {
+            for pc in (0..k).step_by(K::KC) {
+                let kc = K::KC.min(k - pc);
+                let blk = Block {
+                    p,
+                    bpack: &bpack[pc * ncp..],
+                    apack,
+                    mode,
+                    b_in_place,
+                    ic: 0,
+                    mc: m,
+                    jc: 0,
+                    nc: n,
+                    pc,
+                    kc,
+                    first: pc == 0,
+                    last: pc + kc == k,
+                };
+                for jr in (0..n).step_by(K::NR) {
+                    tile::<K>(&blk, ir, jr, c, ldc, &mut tb);
+                }
+            }
+        }
+        return;
+    }
     for jc in (0..n).step_by(K::NC) {
         let nc = K::NC.min(n - jc);
         for pc in (0..k).step_by(K::KC) {
