@@ -2,7 +2,7 @@
 //! on every SIMD path this CPU has (the AVX-512 flash kernels and the scalar loops), over random
 //! shapes: 1 query, 1 key, nq ≠ nk, head widths from 1 to past the AVX-512 kernels' 64 (which
 //! then take the scalar loops), masks with zeros (all zeros too), row counts that are not
-//! multiples of the 8-row tiles or the 64-key blocks, and the model's shape threaded.
+//! multiples of the 8-row tiles or the 64- and 256-key blocks, and the model's shape threaded.
 
 use eraengine::ops::attention::{softmax_attention_bwd_on, softmax_attention_fwd_on};
 use eraengine::ops::gemm::Simd;
@@ -116,7 +116,8 @@ fn close_grad(
 fn case() -> impl Strategy<Value = (usize, usize, usize, usize, u8, u64)> {
     (
         prop_oneof![Just(1usize), 1usize..12, 60usize..200],
-        prop_oneof![Just(0usize), Just(1usize), 1usize..150],
+        // 260..600 keys: whole forward blocks of 256 keys as well as a partial last one
+        prop_oneof![Just(0usize), Just(1usize), 1usize..150, 260usize..600],
         1usize..5,
         prop_oneof![Just(1usize), 1usize..20, Just(16usize), 30usize..70],
         prop_oneof![4 => Just(0u8), 4 => Just(1u8), 1 => Just(2u8)],

@@ -11,7 +11,10 @@
 //! broadcast FMA along a row of P values.
 //!
 //! Forward: per query tile, the key blocks in order with the online softmax (f32 output
-//! accumulator, row sums f32 within a block and f64 across blocks, as the scalar path).
+//! accumulator, row sums f32 within a block and f64 across blocks, as the scalar path). A whole
+//! block's row maxima come out of the score registers and its exponentials are summed as they are
+//! stored (one pass over the block row where there were three); for 16-wide heads P·V takes keys in
+//! pairs into two sets of accumulators (twice the multiply-add chains in flight).
 //! Backward: one pass, threads over key blocks: for each key block and every query tile, S and
 //! P = exp(S − lse), dP = dO·Vᵀ, dS = P ⊙ (dP − D); dK, dV are summed in f32 over [`FLUSH`] query
 //! rows, then in f64; dQ sums each key block's part in f32 and the blocks in f64, one partial per
@@ -83,21 +86,24 @@ isa_kernels!(fwd_tile_512, bwd_block_512, __m512, "avx512f");
 isa_kernels!(fwd_tile_256, bwd_block_256, Y2, "avx2,fma");
 
 /// s[r·N + j] = Σ_c a[r·p + c] · bt[c·ld + j0 + j] for r < R, j < N (a multiple of 32): one query
-/// tile against one key block, 32 keys (two registers) at a time for all R rows.
+/// tile against one key block, 32 keys (two registers) at a time for all R rows. With `MAX`, also
+/// returns each row's maximum over its N scores (taken from the registers as they are stored;
+/// without, −∞).
 ///
 /// # Safety
 /// The CPU supports `V`'s instructions.
 #[inline(always)]
-unsafe fn scores<V: Lanes, const N: usize>(
+unsafe fn scores<V: Lanes, const N: usize, const MAX: bool>(
     s: &mut [f32],
     a: &[f32],
     bt: &[f32],
     p: usize,
     ld: usize,
     j0: usize,
-) {
+) -> [f32; R] {
     assert!(N.is_multiple_of(32) && s.len() >= R * N);
     assert!(p > 0 && a.len() >= R * p && j0 + N <= ld && bt.len() >= (p - 1) * ld + j0 + N);
+    let mut mx = [V::splat(f32::NEG_INFINITY); R];
     for half in 0..N / 32 {
         let jb = j0 + half * 32;
         let mut acc = [[V::zero(); 2]; R];
@@ -116,8 +122,40 @@ unsafe fn scores<V: Lanes, const N: usize>(
             // SAFETY: r·N + half·32 + 32 ≤ R·N ≤ s.len() (asserted above).
             V::store(s.as_mut_ptr().add(r * N + half * 32), ar[0]);
             V::store(s.as_mut_ptr().add(r * N + half * 32 + 16), ar[1]);
+            if MAX {
+                mx[r] = V::max(mx[r], V::max(ar[0], ar[1]));
+            }
         }
     }
+    let mut out = [f32::NEG_INFINITY; R];
+    if MAX {
+        for (o, m) in out.iter_mut().zip(mx) {
+            *o = V::hmax(m);
+        }
+    }
+    out
+}
+
+/// row[c] = e^(row[c] − mx) for a whole forward block row (KF values), and their sum in
+/// [`row_reduce`]'s order (four registers, then pairwise, then across the lanes).
+///
+/// # Safety
+/// The CPU supports `V`'s instructions.
+#[inline(always)]
+unsafe fn exp_sum<V: Lanes>(row: &mut [f32], mx: f32) -> f32 {
+    assert!(row.len() >= KF);
+    let p = row.as_mut_ptr();
+    let nm = V::splat(mx);
+    let mut sum = [V::zero(); 4];
+    for b in 0..KF / 64 {
+        for (t, s) in sum.iter_mut().enumerate() {
+            // SAFETY: 64b + 16t + 16 ≤ KF ≤ row.len() (asserted above).
+            let x = V::exp_le0(V::sub(V::load(p.add(64 * b + 16 * t)), nm));
+            V::store(p.add(64 * b + 16 * t), x);
+            *s = V::add(*s, x);
+        }
+    }
+    V::hsum(V::add(V::add(sum[0], sum[1]), V::add(sum[2], sum[3])))
 }
 
 /// Maximum and sum of a forward block row (KF values), four registers at a time.
@@ -164,25 +202,37 @@ unsafe fn fwd_tile<V: Lanes, const W: usize>(
     let mut l = [0f64; R];
     for j0 in (0..m.nkr).step_by(KF) {
         let valid = (m.nkr - j0).min(KF);
-        scores::<V, KF>(sb, qs, kt, p, m.nkp, j0);
+        // a whole block's row maxima come with its scores; a last, partial one's padding scores
+        // (0: K is zero-padded) must not count, so its real ones are reduced alone
+        let full = valid == KF;
+        let bmax = if full {
+            scores::<V, KF, true>(sb, qs, kt, p, m.nkp, j0)
+        } else {
+            scores::<V, KF, false>(sb, qs, kt, p, m.nkp, j0)
+        };
         for r in 0..R {
             let row = &mut sb[r * KF..][..KF];
-            row[valid..].fill(f32::NEG_INFINITY);
-            let new_mx = mx[r].max(row_reduce::<V>(row).0);
+            let block_mx = if full {
+                bmax[r]
+            } else {
+                row[valid..].fill(f32::NEG_INFINITY);
+                row_reduce::<V>(row).0
+            };
+            let new_mx = mx[r].max(block_mx);
             // rescale what was summed under the old maximum (0 on the first block)
             let corr = if mx[r] == f32::NEG_INFINITY {
                 0.0
             } else {
                 exp_f32(mx[r] - new_mx)
             };
-            let nm = V::splat(new_mx);
-            for c in (0..KF).step_by(16) {
-                // SAFETY: c + 16 ≤ KF = row.len().
-                let x = V::load(row.as_ptr().add(c));
-                V::store(row.as_mut_ptr().add(c), V::exp_le0(V::sub(x, nm)));
-            }
-            row[valid..].fill(0.0);
-            let sum = row_reduce::<V>(row).1;
+            let sum = exp_sum::<V>(row, new_mx);
+            let sum = if full {
+                sum
+            } else {
+                // the padding's e^(−87.3) counted: zeroed and summed again
+                row[valid..].fill(0.0);
+                row_reduce::<V>(row).1
+            };
             l[r] = l[r] * corr as f64 + sum as f64;
             let cv = V::splat(corr);
             for a in acc[r].iter_mut() {
@@ -190,7 +240,26 @@ unsafe fn fwd_tile<V: Lanes, const W: usize>(
             }
             mx[r] = new_mx;
         }
-        for j in 0..valid {
+        let mut j = 0;
+        if W == 1 {
+            // one register per row: keys in pairs, odd keys into their own R accumulators, so
+            // 2R chains of multiply-adds are in flight instead of R
+            let mut odd = [V::zero(); R];
+            while j + 1 < valid {
+                // SAFETY: (j0 + j + 1)·p + 16 ≤ nkp·p ≤ vr.len() (asserted above, p = 16).
+                let v0 = V::load(vr.as_ptr().add((j0 + j) * p));
+                let v1 = V::load(vr.as_ptr().add((j0 + j + 1) * p));
+                for (r, (ar, od)) in acc.iter_mut().zip(odd.iter_mut()).enumerate() {
+                    ar[0] = V::fma(V::splat(*sb.get_unchecked(r * KF + j)), v0, ar[0]);
+                    *od = V::fma(V::splat(*sb.get_unchecked(r * KF + j + 1)), v1, *od);
+                }
+                j += 2;
+            }
+            for (ar, od) in acc.iter_mut().zip(odd) {
+                ar[0] = V::add(ar[0], od);
+            }
+        }
+        for j in j..valid {
             for w in 0..W {
                 // SAFETY: (j0 + j)·p + 16w + 16 ≤ nkp·p ≤ vr.len() (asserted above).
                 let vj = V::load(vr.as_ptr().add((j0 + j) * p + 16 * w));
@@ -285,8 +354,8 @@ unsafe fn bwd_block<V: Lanes, const W: usize>(
         let i0 = it * R;
         let qt = &x.qs[i0 * p..][..R * p];
         let gt = &x.gp[i0 * p..][..R * p];
-        scores::<V, KB>(&mut t.pb, qt, x.kt, p, m.nkp, j0);
-        scores::<V, KB>(&mut t.ds, gt, x.vt, p, m.nkp, j0);
+        scores::<V, KB, false>(&mut t.pb, qt, x.kt, p, m.nkp, j0);
+        scores::<V, KB, false>(&mut t.ds, gt, x.vt, p, m.nkp, j0);
         for r in 0..R {
             let (l, di) = (x.lse[i0 + r], x.dd[i0 + r]);
             let prow = &mut t.pb[r * KB..][..KB];

@@ -12,6 +12,8 @@
 //! MR × NR register tile per microkernel call. Packing is skipped where it would cost as much as it
 //! saves: row-major A when n is small, and transposed A and plain B when their strides are short
 //! (the weight gradient's per-block products); those are read in place (B: full panels only).
+//! Row-major A read in place over more than one KC slice packs B whole where it fits L2
+//! ([`whole_b`]), so each row panel of C stays in L1 across the slices.
 //! Microkernels: AVX-512 (12 × 32, 24 zmm accumulators), AVX2 + FMA (6 × 16, 12 ymm), portable
 //! (4 × 16 plain arrays); each has a half-width variant for the last panel so n = 42 computes 48
 //! columns, not 64, and an instance per row count, so a last row panel of r < MR rows computes r
@@ -40,9 +42,11 @@ mod pack;
 mod portable;
 mod simd;
 mod tile;
+mod whole_b;
 
 pub use simd::Simd;
 use tile::tile;
+use whole_b::whole_b;
 
 use super::par;
 use crate::error::{Error, Result};
@@ -75,11 +79,6 @@ const PACK_A_MIN_COLS: usize = 128;
 /// L2 and whose packing copies cost as much as the product (B's partial last column panel is still
 /// packed, zero-padded). Longer strides are packed, as BLIS does.
 const IN_PLACE_MAX_LD: usize = 256;
-/// With A row-major read in place and k deeper than one KC slice, B is packed whole (every slice,
-/// up to this many values: 1.5 MiB, within one core's L2) and each MR-row panel of C runs through
-/// all the slices while it sits in L1, instead of every slice streaming all of C (the mapper's
-/// forward at F 2,376: C is 5,000 × 128).
-const WHOLE_B_MAX: usize = 384 << 10;
 
 /// An activation applied in place to finished runs of C (one tile row at a time).
 pub type Act<'a> = &'a (dyn Fn(&mut [f32]) + Sync);
@@ -574,16 +573,6 @@ fn serial<K: Kernel>(p: &Prob, out: Out) {
     })
 }
 
-/// Whether B is packed whole and the slices of k run inside each row panel ([`WHOLE_B_MAX`]).
-fn whole_b<K: Kernel>(p: &Prob, mode: AMode, b_in_place: bool) -> bool {
-    mode == AMode::Rows
-        && p.bpacked.is_none()
-        && !b_in_place
-        && p.k > K::KC
-        && p.n <= K::NC
-        && p.k * p.n.div_ceil(K::NR) * K::NR <= WHOLE_B_MAX
-}
-
 /// Per-(jc, pc, ic) block state shared by every tile of the block.
 struct Block<'p, 'a> {
     p: &'p Prob<'a>,
@@ -616,44 +605,7 @@ fn run_blocks<K: Kernel>(
     let Out { c, ldc } = out;
     let mut tb = TileBuf([0.0; TILE_MAX]);
     if whole_b::<K>(p, mode, b_in_place) {
-        // every slice of B packed at offset pc·ncp; then per MR-row panel all slices in order,
-        // so each C tile gets the same operations in the same order as in the loop below
-        let ncp = n.div_ceil(K::NR) * K::NR;
-        for pc in (0..k).step_by(K::KC) {
-            pack::b(
-                &mut bpack[pc * ncp..],
-                &p.b,
-                pc,
-                K::KC.min(k - pc),
-                0,
-                n,
-                K::NR,
-            );
-        }
-        for ir in (0..m).step_by(K::MR) {
-            for pc in (0..k).step_by(K::KC) {
-                let kc = K::KC.min(k - pc);
-                let blk = Block {
-                    p,
-                    bpack: &bpack[pc * ncp..],
-                    apack,
-                    mode,
-                    b_in_place,
-                    ic: 0,
-                    mc: m,
-                    jc: 0,
-                    nc: n,
-                    pc,
-                    kc,
-                    first: pc == 0,
-                    last: pc + kc == k,
-                };
-                for jr in (0..n).step_by(K::NR) {
-                    tile::<K>(&blk, ir, jr, c, ldc, &mut tb);
-                }
-            }
-        }
-        return;
+        return whole_b::run::<K>(p, c, ldc, bpack, apack, &mut tb);
     }
     for jc in (0..n).step_by(K::NC) {
         let nc = K::NC.min(n - jc);
