@@ -208,6 +208,18 @@ fn predict_writes_a_valid_submission_and_eval_scores_it() {
         n += 1;
     }
     assert_eq!(n, store.n_rows(), "every id exactly once");
+    // three era loaders ahead of the model (one by default on the CPU): the same file
+    let out3 = dir.join("preds3.csv");
+    let o = run(bin()
+        .env("ERAENGINE_LOADERS", "3")
+        .args(["predict", "--model"])
+        .arg(&t.ckpt)
+        .arg("--data")
+        .arg(&valid)
+        .arg("--out")
+        .arg(&out3));
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(&out3).unwrap(), csv);
     // eval
     let js = dir.join("scores.json");
     let svg = dir.join("corr.svg");

@@ -9,7 +9,7 @@ use crate::device::Backend;
 use crate::io::check_outputs;
 use crate::metrics::{neutralize_era, predictions_csv, validate_submission};
 use crate::train::ensemble;
-use crate::train::era::{ColumnMap, EraBatch};
+use crate::train::era::{self, ColumnMap};
 use crate::train::Trained;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -28,20 +28,25 @@ pub fn predict_store<B: Backend>(
     let m = Trained::from_checkpoint(dev, ck)?;
     let map = ColumnMap::for_model(store, &ck.features, &ck.targets)?;
     let t = ck.config.n_targets;
-    let mut out = Vec::with_capacity(store.n_eras());
-    for i in 0..store.n_eras() {
-        let batch = EraBatch::load(store, i, &map)?;
-        let era = store.era(i);
-        let ids: Vec<String> = (0..batch.n).map(|r| era.id(r).to_string()).collect();
-        let preds = if batch.n == 0 {
-            Vec::new()
-        } else {
-            let (yhat, _) = m.predict_era(dev, &batch)?;
-            (0..batch.n).map(|r| yhat[r * t] as f64).collect()
-        };
-        out.push((batch.name, ids, preds));
-    }
-    Ok(out)
+    let order: Vec<usize> = (0..store.n_eras()).collect();
+    let loaders = era::prefetch_workers(dev.prefers_codes())?;
+    // the eras load on loader threads ahead of the model
+    era::with_prefetch(store, &map, &order, loaders, |eras| {
+        let mut out = Vec::with_capacity(order.len());
+        for (i, batch) in eras {
+            let batch = batch?;
+            let era = store.era(i);
+            let ids: Vec<String> = (0..batch.n).map(|r| era.id(r).to_string()).collect();
+            let preds = if batch.n == 0 {
+                Vec::new()
+            } else {
+                let (yhat, _) = m.predict_era(dev, &batch)?;
+                (0..batch.n).map(|r| yhat[r * t] as f64).collect()
+            };
+            out.push((batch.name, ids, preds));
+        }
+        Ok(out)
+    })
 }
 
 struct PredictJob<'a> {

@@ -505,11 +505,11 @@ impl<'a> EraSource<'a> {
     }
 }
 
-/// How many eras load at once ahead of the training step. Loading an era takes 2–3 ms at 5,000
-/// rows × 705 features on one core (`cargo bench --bench store`: impute and codes, plus x where
-/// the device reads it): far less than a CPU step, so one loader there, but about a GPU step
-/// (1.65 ms on an H200), so a device that takes eras as codes gets up to 4 loaders (half the
-/// cores, at least 1).
+/// How many eras load at once ahead of the model (training, validation, `predict`). Loading an era
+/// takes 2–3 ms at 5,000 rows × 705 features on one core (`cargo bench --bench store`: impute and
+/// codes, plus x where the device reads it): far less than a CPU step, so one loader there, but
+/// about a GPU step (1.65 ms on an H200), so a device that takes eras as codes gets up to 4
+/// loaders (half the cores, at least 1).
 /// `ERAENGINE_LOADERS=n` (a whole number ≥ 1) sets the count; any other value is an error.
 pub fn prefetch_workers(gpu: bool) -> Result<usize> {
     loaders_from(std::env::var("ERAENGINE_LOADERS").ok().as_deref(), gpu)

@@ -1,7 +1,7 @@
 //! A model's outputs on every scored era of a store, and their per-era correlation with target 0:
 //! what validation scores (output 0 alone) and what the head blend searches over (src/train/blend.rs).
 
-use super::era::{ColumnMap, EraBatch};
+use super::era::{self, ColumnMap};
 use super::{summarize, Trained, ValidScore};
 use crate::data::store::Store;
 use crate::device::Backend;
@@ -16,22 +16,27 @@ pub struct EraOutputs {
 
 impl<B: Backend> Trained<B> {
     /// Every head's output on each era of `store` that has a row and a target 0, in store order.
+    /// The eras load on loader threads ahead of the model ([`era::with_prefetch`]).
     pub fn era_outputs(&self, dev: &B, store: &Store, map: &ColumnMap) -> Result<Vec<EraOutputs>> {
         let t = self.model.cfg.n_targets;
-        let mut out = Vec::new();
-        for i in 0..store.n_eras() {
-            let batch = EraBatch::load(store, i, map)?;
-            if batch.n == 0 {
-                continue;
+        let order: Vec<usize> = (0..store.n_eras()).collect();
+        let loaders = era::prefetch_workers(dev.prefers_codes())?;
+        era::with_prefetch(store, map, &order, loaders, |eras| {
+            let mut out = Vec::new();
+            for (_, batch) in eras {
+                let batch = batch?;
+                if batch.n == 0 {
+                    continue;
+                }
+                let target: Vec<f64> = (0..batch.n).map(|r| batch.y[r * t] as f64).collect();
+                if target.iter().all(|x| x.is_nan()) {
+                    continue;
+                }
+                let (yhat, _) = self.predict_era(dev, &batch)?;
+                out.push(EraOutputs { yhat, target });
             }
-            let target: Vec<f64> = (0..batch.n).map(|r| batch.y[r * t] as f64).collect();
-            if target.iter().all(|x| x.is_nan()) {
-                continue;
-            }
-            let (yhat, _) = self.predict_era(dev, &batch)?;
-            out.push(EraOutputs { yhat, target });
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Mean/std/sharpe of per-era numerai_corr of output 0 against target 0 over a store.
