@@ -379,9 +379,10 @@ fn train_pretrain_epochs_equals_pretrain_then_init() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    // two commands
+    // two commands, the pretraining with three era loaders (one above): the same bits
     let pre = dir.join("pre.safetensors");
     let o = bin()
+        .env("ERAENGINE_LOADERS", "3")
         .args([
             "pretrain", "--device", "cpu", "--quiet", "--seed", "5", "--epochs", "3", "--data",
         ])

@@ -10,7 +10,7 @@
 //! the pretrain.* tensors (`__metadata__.pretrained = "masked-feature"`); [`for_finetune`] turns
 //! it into the start of `train --init`.
 
-use super::era::{ColumnMap, EraBatch};
+use super::era::{self, ColumnMap, EraBatch};
 use super::{step, Trained};
 use crate::checkpoint::Checkpoint;
 use crate::data::Store;
@@ -242,15 +242,19 @@ fn validate<B: Backend>(
 ) -> Result<f64> {
     let mut sum = 0.0;
     let mut count = 0usize;
-    for &ei in eras {
-        let batch = EraBatch::load(store, ei, map)?;
-        if batch.n == 0 {
-            continue;
+    let loaders = era::prefetch_workers(dev.prefers_codes())?;
+    era::with_prefetch(store, map, eras, loaders, |batches| -> Result<()> {
+        for (ei, batch) in batches {
+            let batch = batch?;
+            if batch.n == 0 {
+                continue;
+            }
+            let fill = fill_mask(&batch, opts.mask_rate, opts.seed ^ 0x5A11D, ei as u64);
+            sum += era_step(dev, m, None, &batch, &fill, None)?;
+            count += 1;
         }
-        let fill = fill_mask(&batch, opts.mask_rate, opts.seed ^ 0x5A11D, ei as u64);
-        sum += era_step(dev, m, None, &batch, &fill, None)?;
-        count += 1;
-    }
+        Ok(())
+    })?;
     Ok(if count > 0 { sum / count as f64 } else { 0.0 })
 }
 
@@ -327,6 +331,7 @@ pub fn pretrain<B: Backend>(
     let mut best: Option<(usize, f64, Checkpoint)> = None;
     let mut since_best = 0usize;
     let mut order = train_eras.clone();
+    let loaders = era::prefetch_workers(dev.prefers_codes())?;
     for epoch in 1..=opts.epochs {
         let mut rng = Rng::new(
             opts.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
@@ -340,28 +345,32 @@ pub fn pretrain<B: Backend>(
             "eras",
         );
         let (mut sum, mut counted) = (0.0f64, 0usize);
-        for (i, &ei) in order.iter().enumerate() {
-            if opts.max_steps.is_some_and(|ms| step >= ms) {
-                break;
+        // the eras load on loader threads ahead of the step, as in training
+        era::with_prefetch(train, &map, &order, loaders, |eras| -> Result<()> {
+            for (i, (_, batch)) in eras.enumerate() {
+                if opts.max_steps.is_some_and(|ms| step >= ms) {
+                    break;
+                }
+                let batch = batch?;
+                if batch.n == 0 {
+                    continue;
+                }
+                step += 1;
+                let fill = fill_mask(&batch, opts.mask_rate, opts.seed, step);
+                m.params.zero_grads(dev)?;
+                let ctx = TrainCtx {
+                    seed: opts.seed,
+                    step: step as u32,
+                };
+                sum += era_step(dev, &mut m, Some(&mut adam), &batch, &fill, Some(ctx))?;
+                step::apply(dev, &mut m, &mut adam, opts.clip, 1, step)?;
+                counted += 1;
+                on_event(&PretrainEvent::Progress(
+                    stage.at(i as u64 + 1, i + 1 == order.len()),
+                ));
             }
-            let batch = EraBatch::load(train, ei, &map)?;
-            if batch.n == 0 {
-                continue;
-            }
-            step += 1;
-            let fill = fill_mask(&batch, opts.mask_rate, opts.seed, step);
-            m.params.zero_grads(dev)?;
-            let ctx = TrainCtx {
-                seed: opts.seed,
-                step: step as u32,
-            };
-            sum += era_step(dev, &mut m, Some(&mut adam), &batch, &fill, Some(ctx))?;
-            step::apply(dev, &mut m, &mut adam, opts.clip, 1, step)?;
-            counted += 1;
-            on_event(&PretrainEvent::Progress(
-                stage.at(i as u64 + 1, i + 1 == order.len()),
-            ));
-        }
+            Ok(())
+        })?;
         adam.check_pending(dev, &m.params)?;
         if counted == 0 {
             break;
