@@ -182,15 +182,25 @@ fn predict_writes_a_valid_submission_and_eval_scores_it() {
     let t = trained();
     let dir = TempDir::new("e2e-predict");
     let valid = find_store(&builtin_dir(), "builtin-validation");
+    // `predict [flags] --model … --data valid --out <out>`, with ERAENGINE_LOADERS when given
+    let predict = |flags: &[&str], out: &Path, loaders: Option<&str>| {
+        let mut cmd = bin();
+        if let Some(n) = loaders {
+            cmd.env("ERAENGINE_LOADERS", n);
+        }
+        let o = run(cmd
+            .arg("predict")
+            .args(flags)
+            .arg("--model")
+            .arg(&t.ckpt)
+            .arg("--data")
+            .arg(&valid)
+            .arg("--out")
+            .arg(out));
+        assert!(o.status.success(), "{}", text(&o));
+    };
     let out = dir.join("preds.csv");
-    let o = run(bin()
-        .args(["predict", "--model"])
-        .arg(&t.ckpt)
-        .arg("--data")
-        .arg(&valid)
-        .arg("--out")
-        .arg(&out));
-    assert!(o.status.success(), "{}", text(&o));
+    predict(&[], &out, None);
     let csv = std::fs::read_to_string(&out).unwrap();
     let mut lines = csv.lines();
     assert_eq!(lines.next(), Some("id,prediction"));
@@ -210,15 +220,7 @@ fn predict_writes_a_valid_submission_and_eval_scores_it() {
     assert_eq!(n, store.n_rows(), "every id exactly once");
     // three era loaders ahead of the model (one by default on the CPU): the same file
     let out3 = dir.join("preds3.csv");
-    let o = run(bin()
-        .env("ERAENGINE_LOADERS", "3")
-        .args(["predict", "--model"])
-        .arg(&t.ckpt)
-        .arg("--data")
-        .arg(&valid)
-        .arg("--out")
-        .arg(&out3));
-    assert!(o.status.success(), "{}", text(&o));
+    predict(&[], &out3, Some("3"));
     assert_eq!(std::fs::read_to_string(&out3).unwrap(), csv);
     // eval
     let js = dir.join("scores.json");
@@ -266,14 +268,7 @@ fn predict_writes_a_valid_submission_and_eval_scores_it() {
     assert!(v2["fnc_mean"].is_null() && v["fnc_mean"].is_f64());
     // raw output is the model output, not ranks
     let raw = dir.join("raw.csv");
-    let o = run(bin()
-        .args(["predict", "--raw", "--model"])
-        .arg(&t.ckpt)
-        .arg("--data")
-        .arg(&valid)
-        .arg("--out")
-        .arg(&raw));
-    assert!(o.status.success(), "{}", text(&o));
+    predict(&["--raw"], &raw, None);
     assert_ne!(std::fs::read_to_string(&raw).unwrap(), csv);
 }
 
