@@ -35,8 +35,8 @@ pub fn predict_store<B: Backend>(
         let mut out = Vec::with_capacity(order.len());
         for (i, batch) in eras {
             let batch = batch?;
-            let era = store.era(i);
-            let ids: Vec<String> = (0..batch.n).map(|r| era.id(r).to_string()).collect();
+            let view = store.era(i);
+            let ids: Vec<String> = (0..batch.n).map(|r| view.id(r).to_string()).collect();
             let preds = if batch.n == 0 {
                 Vec::new()
             } else {
