@@ -306,7 +306,7 @@ struct LinAttnReduceParams {
     unsigned int pad;  // explicit: the struct has no implicit padding (Rust derives Pod)
 };
 
-// linear_attention_{out_fwd,rows_bwd,dq_bwd,dkv_bwd}_f32: out/out2 the written tensors, x = q or k,
+// linear_attention_{out_fwd,dq_bwd,dkv_bwd}_f32: out/out2 the written tensors, x = q or k,
 // y = dout or v, s/z = S, z (or dS, dz), rowscale = (inv, dden) per (i, hd), mask [n]
 struct LinAttnRowsParams {
     float* out;
@@ -321,6 +321,8 @@ struct LinAttnRowsParams {
     unsigned int d;
     unsigned int h;
     unsigned int dh;
+    unsigned int rows;     // rows per block
+    unsigned int mshared;  // 1: the head's matrix is staged in shared memory
 };
 
 // gate_{fwd,logit_fwd,rank_fwd}_f32 (kernels/gate.cu): work[f] holds Σ_i m_i x_if (f64) on entry,
@@ -442,7 +444,7 @@ static_assert(sizeof(ColumnSumParams) == 48, "ColumnSumParams layout changed: up
 static_assert(sizeof(ColumnSplitParams) == 64, "ColumnSplitParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(LinAttnStateParams) == 64, "LinAttnStateParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(LinAttnReduceParams) == 40, "LinAttnReduceParams layout changed: update src/gpu/params.rs");
-static_assert(sizeof(LinAttnRowsParams) == 80, "LinAttnRowsParams layout changed: update src/gpu/params.rs");
+static_assert(sizeof(LinAttnRowsParams) == 88, "LinAttnRowsParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(GateParams) == 104, "GateParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(GateApplyParams) == 40, "GateApplyParams layout changed: update src/gpu/params.rs");
 static_assert(sizeof(GateBwdParams) == 96, "GateBwdParams layout changed: update src/gpu/params.rs");

@@ -19,11 +19,12 @@
 //   bwd: x = q, y = dout, wφ = 1, wy = inv_i, wz = dden_i (rowscale = (inv, dden) per (i, hd)).
 // linear_attention_reduce_fwd_f32 — one thread per entry of h·(dh² + dh): sums the chunks' partials
 //   in chunk order in f64 and writes s / z (forward) or the dS / dz scratch (backward). No atomics.
-// linear_attention_out_fwd_f32 — one thread per output element (i, hd, b), grid-stride over n·d.
-// linear_attention_rows_bwd_f32 — one thread per (i, hd): rowscale[(i·h + hd)·2 + {0,1}] = (inv, dden).
-// linear_attention_dq_bwd_f32 — one thread per (i, hd, a): dq.
-// linear_attention_dkv_bwd_f32 — one thread per (j, hd, a): dk[j, hd·dh + a] and dv[j, hd·dh + a]
-//   (masked rows are skipped, as on the CPU).
+// linear_attention_out_fwd_f32, linear_attention_dq_bwd_f32, linear_attention_dkv_bwd_f32 — tiled:
+//   grid (⌈n / rows⌉, h), block (c, hd) stages the head's S (dS) and z (dz) and its rows of the
+//   inputs in shared memory (below), then one thread per (row, column) element of the tile.
+//   out: 1 / den per row, then the outputs. dq: first (inv, dden) per row, written to
+//   rowscale[(i·h + hd)·2 + {0,1}] for the backward's state pass, then dq. dkv: dk[j, hd·dh + a]
+//   and dv[j, hd·dh + a] (masked rows are skipped, as on the CPU).
 #include "common.cuh"
 
 #define LA_EPS 1e-6f
@@ -98,94 +99,164 @@ extern "C" __global__ void linear_attention_reduce_fwd_f32(LinAttnReduceParams p
     }
 }
 
-extern "C" __global__ void linear_attention_out_fwd_f32(LinAttnRowsParams p) {
+// The tiled row kernels: block (c, hd) takes rows [c·rows, c·rows + rows) of head hd (p.rows ≤ 64).
+// Shared memory: the head's matrix M (S or dS) as dh rows of stride dh | 1 when p.mshared (odd:
+// lanes reading down a column hit distinct banks), else M is read from global memory; then the
+// head's z (or dz); then the kernel's per-row arrays. Rows of x are staged coalesced, each φ
+// evaluated once.
+struct LaTile {
+    const float* m;  // row a of M at m + a·mst
+    unsigned int mst;
+    const float* z;
+    float* rows;  // the kernel's per-row arrays
+};
+
+__device__ __forceinline__ LaTile la_tile(const LinAttnRowsParams& p, float* sh) {
     const unsigned int dh = p.dh;
-    const unsigned long long total = (unsigned long long)p.n * p.d;
-    GRID_STRIDE(t, total) {
-        const unsigned long long i = t / p.d;
-        const unsigned int col = (unsigned int)(t - i * p.d);
-        const unsigned int hd = col / dh;
-        const unsigned int b = col - hd * dh;
-        const float* q = p.x + i * p.d + hd * dh;  // φ(Q_i) of head hd
-        const float* s = p.s + (unsigned long long)hd * dh * dh;
-        const float* z = p.z + hd * dh;
-        float den = 0.0f;
-        float num = 0.0f;
-        for (unsigned int a = 0; a < dh; ++a) {
-            const float pa = la_phi(q[a]);
-            den += pa * z[a];
-            num += pa * s[a * dh + b];
+    const unsigned int st = dh | 1u;
+    const unsigned int hd = blockIdx.y;
+    const float* g = p.s + (unsigned long long)hd * dh * dh;
+    LaTile t;
+    float* next = sh;
+    if (p.mshared) {
+        for (unsigned int e = threadIdx.x; e < dh * dh; e += blockDim.x) {
+            const unsigned int a = e / dh;
+            sh[a * st + (e - a * dh)] = g[e];
         }
-        p.out[t] = num * (1.0f / (den + LA_EPS));
+        t.m = sh;
+        t.mst = st;
+        next = sh + dh * st;
+    } else {
+        t.m = g;
+        t.mst = dh;
+    }
+    for (unsigned int a = threadIdx.x; a < dh; a += blockDim.x) next[a] = p.z[hd * dh + a];
+    t.z = next;
+    t.rows = next + dh;
+    return t;
+}
+
+// x[i, hd·dh + a] of the block's rows i = r0 + r into dst[r·(dh | 1) + a], as φ(x) when phi.
+__device__ __forceinline__ void la_rows_in(const LinAttnRowsParams& p, const float* x, float* dst,
+                                           unsigned int r0, unsigned int rows, bool phi) {
+    const unsigned int dh = p.dh;
+    const unsigned int st = dh | 1u;
+    for (unsigned int t = threadIdx.x; t < rows * dh; t += blockDim.x) {
+        const unsigned int r = t / dh;
+        const unsigned int a = t - r * dh;
+        const float v = x[(unsigned long long)(r0 + r) * p.d + blockIdx.y * dh + a];
+        dst[r * st + a] = phi ? la_phi(v) : v;
     }
 }
 
-extern "C" __global__ void linear_attention_rows_bwd_f32(LinAttnRowsParams p) {
+// φ'(x) from p = φ(x): 1 where x > 0 (p = x + 1 ≥ 1, and p = 1 only where x + 1 rounds to 1),
+// else exp(x) = p ≤ 1; NaN stays NaN.
+__device__ __forceinline__ float la_dphi_of(float p) { return p > 1.0f ? 1.0f : p; }
+
+extern "C" __global__ void linear_attention_out_fwd_f32(LinAttnRowsParams p) {
+    DYN_SHARED(float, sh);
     const unsigned int dh = p.dh;
-    const unsigned long long total = (unsigned long long)p.n * p.h;
-    GRID_STRIDE(t, total) {
-        const unsigned long long i = t / p.h;
-        const unsigned int hd = (unsigned int)(t - i * p.h);
-        const unsigned long long off = i * p.d + hd * dh;
-        const float* q = p.x + off;
-        const float* go = p.y + off;
-        const float* s = p.s + (unsigned long long)hd * dh * dh;
-        const float* z = p.z + hd * dh;
+    const unsigned int st = dh | 1u;
+    const unsigned int r0 = blockIdx.x * p.rows;
+    const unsigned int rows = min(p.rows, p.n - r0);
+    const LaTile tl = la_tile(p, sh);
+    float* ps = tl.rows;               // φ(Q) [rows][st]
+    float* inv = ps + p.rows * st;     // 1 / (φ(Q_i)·z + ε) [rows]
+    la_rows_in(p, p.x, ps, r0, rows, true);
+    __syncthreads();
+    for (unsigned int r = threadIdx.x; r < rows; r += blockDim.x) {
         float den = 0.0f;
-        for (unsigned int a = 0; a < dh; ++a) den += la_phi(q[a]) * z[a];
+        for (unsigned int a = 0; a < dh; ++a) den += ps[r * st + a] * tl.z[a];
+        inv[r] = 1.0f / (den + LA_EPS);
+    }
+    __syncthreads();
+    for (unsigned int t = threadIdx.x; t < rows * dh; t += blockDim.x) {
+        const unsigned int r = t / dh;
+        const unsigned int b = t - r * dh;
+        float num = 0.0f;
+        for (unsigned int a = 0; a < dh; ++a) num += ps[r * st + a] * tl.m[a * tl.mst + b];
+        p.out[(unsigned long long)(r0 + r) * p.d + blockIdx.y * dh + b] = num * inv[r];
+    }
+}
+
+// dq, and first the rows' (inv, dden) into p.rowscale (the backward's state pass reads them).
+extern "C" __global__ void linear_attention_dq_bwd_f32(LinAttnRowsParams p) {
+    DYN_SHARED(float, sh);
+    const unsigned int dh = p.dh;
+    const unsigned int st = dh | 1u;
+    const unsigned int hd = blockIdx.y;
+    const unsigned int r0 = blockIdx.x * p.rows;
+    const unsigned int rows = min(p.rows, p.n - r0);
+    const LaTile tl = la_tile(p, sh);  // S, z
+    float* ps = tl.rows;               // φ(Q) [rows][st]
+    float* gs = ps + p.rows * st;      // dO [rows][st]
+    float* rs = gs + p.rows * st;      // (inv, dden) [rows][2]
+    la_rows_in(p, p.x, ps, r0, rows, true);
+    la_rows_in(p, p.y, gs, r0, rows, false);
+    __syncthreads();
+    for (unsigned int r = threadIdx.x; r < rows; r += blockDim.x) {
+        const float* pr = ps + r * st;
+        float den = 0.0f;
+        for (unsigned int a = 0; a < dh; ++a) den += pr[a] * tl.z[a];
         // dO·num = Σ_b dO_b Σ_a p_a S[a,b]
         float go_num = 0.0f;
         for (unsigned int b = 0; b < dh; ++b) {
             float num = 0.0f;
-            for (unsigned int a = 0; a < dh; ++a) num += la_phi(q[a]) * s[a * dh + b];
-            go_num += go[b] * num;
+            for (unsigned int a = 0; a < dh; ++a) num += pr[a] * tl.m[a * tl.mst + b];
+            go_num += gs[r * st + b] * num;
         }
         const float inv = 1.0f / (den + LA_EPS);
+        const float dden = -go_num * inv * inv;
+        rs[2 * r] = inv;
+        rs[2 * r + 1] = dden;
+        const unsigned long long t = (unsigned long long)(r0 + r) * p.h + hd;
         p.rowscale[2ull * t] = inv;
-        p.rowscale[2ull * t + 1ull] = -go_num * inv * inv;
+        p.rowscale[2ull * t + 1ull] = dden;
     }
-}
-
-extern "C" __global__ void linear_attention_dq_bwd_f32(LinAttnRowsParams p) {
-    const unsigned int dh = p.dh;
-    const unsigned long long total = (unsigned long long)p.n * p.d;
-    GRID_STRIDE(t, total) {
-        const unsigned long long i = t / p.d;
-        const unsigned int col = (unsigned int)(t - i * p.d);
-        const unsigned int hd = col / dh;
-        const unsigned int a = col - hd * dh;
-        const float* go = p.y + i * p.d + hd * dh;
-        const float* srow = p.s + (unsigned long long)hd * dh * dh + (unsigned long long)a * dh;
-        const float inv = p.rowscale[2ull * (i * p.h + hd)];
-        const float dden = p.rowscale[2ull * (i * p.h + hd) + 1ull];
+    __syncthreads();
+    for (unsigned int t = threadIdx.x; t < rows * dh; t += blockDim.x) {
+        const unsigned int r = t / dh;
+        const unsigned int a = t - r * dh;
+        const float inv = rs[2 * r];
+        const float* srow = tl.m + a * tl.mst;
         float dot = 0.0f;
-        for (unsigned int b = 0; b < dh; ++b) dot += (go[b] * inv) * srow[b];
-        const float dp = dden * p.z[hd * dh + a] + dot;
-        p.out[t] += dp * la_dphi(p.x[t]);
+        for (unsigned int b = 0; b < dh; ++b) dot += (gs[r * st + b] * inv) * srow[b];
+        const float dp = rs[2 * r + 1] * tl.z[a] + dot;
+        p.out[(unsigned long long)(r0 + r) * p.d + hd * dh + a] += dp * la_dphi_of(ps[r * st + a]);
     }
 }
 
 extern "C" __global__ void linear_attention_dkv_bwd_f32(LinAttnRowsParams p) {
+    DYN_SHARED(float, sh);
     const unsigned int dh = p.dh;
-    const unsigned long long total = (unsigned long long)p.n * p.d;
-    GRID_STRIDE(t, total) {
-        const unsigned long long j = t / p.d;
-        const float mj = p.mask[j];
-        if (mj == 0.0f) continue;
-        const unsigned int col = (unsigned int)(t - j * p.d);
-        const unsigned int hd = col / dh;
-        const unsigned int a = col - hd * dh;
-        const float* kr = p.x + j * p.d + hd * dh;
-        const float* vr = p.y + j * p.d + hd * dh;
-        const float* ds = p.s + (unsigned long long)hd * dh * dh;  // dS of head hd
+    const unsigned int st = dh | 1u;
+    const unsigned int hd = blockIdx.y;
+    const unsigned int r0 = blockIdx.x * p.rows;
+    const unsigned int rows = min(p.rows, p.n - r0);
+    const LaTile tl = la_tile(p, sh);  // dS, dz
+    float* ks = tl.rows;               // φ(K) [rows][st]
+    float* vs = ks + p.rows * st;      // V [rows][st]
+    float* ms = vs + p.rows * st;      // mask [rows]
+    la_rows_in(p, p.x, ks, r0, rows, true);
+    la_rows_in(p, p.y, vs, r0, rows, false);
+    for (unsigned int r = threadIdx.x; r < rows; r += blockDim.x) ms[r] = p.mask[r0 + r];
+    __syncthreads();
+    for (unsigned int t = threadIdx.x; t < rows * dh; t += blockDim.x) {
+        const unsigned int r = t / dh;
+        const unsigned int a = t - r * dh;
+        const float mj = ms[r];
+        if (mj == 0.0f) continue;  // masked rows are skipped, as on the CPU
+        const float* kr = ks + r * st;
+        const float* vr = vs + r * st;
+        const unsigned long long off = (unsigned long long)(r0 + r) * p.d + hd * dh + a;
         // dk: row a of dS against V_j
+        const float* dsrow = tl.m + a * tl.mst;
         float dot = 0.0f;
-        for (unsigned int b = 0; b < dh; ++b) dot += ds[a * dh + b] * vr[b];
-        const float dpk = mj * (p.z[hd * dh + a] + dot);
-        p.out[t] += dpk * la_dphi(kr[a]);
+        for (unsigned int b = 0; b < dh; ++b) dot += dsrow[b] * vr[b];
+        p.out[off] += mj * (tl.z[a] + dot) * la_dphi_of(kr[a]);
         // dv: column a of dS against φ(K_j)
         float dv = 0.0f;
-        for (unsigned int c = 0; c < dh; ++c) dv += (mj * la_phi(kr[c])) * ds[c * dh + a];
-        p.out2[t] += dv;
+        for (unsigned int c = 0; c < dh; ++c) dv += (mj * kr[c]) * tl.m[c * tl.mst + a];
+        p.out2[off] += dv;
     }
 }

@@ -156,10 +156,16 @@ pub fn time_prepared_ms<S>(
     Ok(v[v.len() / 2])
 }
 
-/// A copy of `b` for one training step, its x in a pooled buffer as the era loader makes it.
-fn step_copy(b: &EraBatch) -> EraBatch {
-    let mut x = crate::device::cpu_pool::take_any(b.x.len());
-    x.copy_from_slice(&b.x);
+/// A copy of `b` for one training step, its x in a pooled buffer as the era loader makes it, or
+/// without x (`with_x` false) as the loader makes it for a device that takes the codes.
+fn step_copy(b: &EraBatch, with_x: bool) -> EraBatch {
+    let x = if with_x {
+        let mut x = crate::device::cpu_pool::take_any(b.x.len());
+        x.copy_from_slice(&b.x);
+        x
+    } else {
+        Vec::new()
+    };
     EraBatch {
         name: b.name.clone(),
         x,
@@ -380,12 +386,15 @@ pub fn run<B: Backend>(dev: &B, cfg: Config, n: usize, reps: usize) -> Result<Be
     let mut after_first = crate::gpu::stats::snapshot();
     // Each step trains on its own copy of the era, made before its clock starts, which moves
     // onto the tape as in the training loop (eras come from the loader thread, the step copies
-    // nothing; the CPU time below includes the copies, one memcpy of x a step). The clock stops
+    // nothing; the CPU time below includes the copies, one memcpy of x, or of the codes where
+    // the device takes them, a step). The clock stops
     // when the device is done: a GPU step returns with its backward still queued, which would
     // otherwise run during the next copy, off the clock.
+    // a device that takes the era's codes never reads x (the training loader makes none for it)
+    let with_x = !dev.prefers_codes() || batch.codes.is_none();
     let step_ms = time_prepared_ms(
         reps,
-        || Ok(step_copy(&batch)),
+        || Ok(step_copy(&batch, with_x)),
         |b| {
             if step == 1 {
                 // the warm-up step is done: time the rest

@@ -430,6 +430,57 @@ fn softmax_attention_matches_cpu<B: Backend>(
 }
 gpu_proptest!(20, softmax_attention_matches_cpu, attn_case());
 
+/// Deterministic attention inputs of `n` rows × `d` columns (q, k, v, mask with every fifth row
+/// masked, dout, and the three gradients' initial values) for the fixed-shape tests.
+#[allow(clippy::type_complexity)]
+fn fixed_attn_inputs(
+    n: usize,
+    d: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let q: Vec<f32> = (0..n * d)
+        .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+        .collect();
+    let k: Vec<f32> = (0..n * d)
+        .map(|i| ((i * 53) % 89) as f32 / 44.0 - 1.0)
+        .collect();
+    let v: Vec<f32> = (0..n * d)
+        .map(|i| ((i * 7) % 23) as f32 / 11.0 - 1.0)
+        .collect();
+    let mask: Vec<f32> = (0..n).map(|i| if i % 5 == 3 { 0.0 } else { 1.0 }).collect();
+    let dout: Vec<f32> = (0..n * d)
+        .map(|i| ((i * 11) % 19) as f32 / 9.0 - 1.0)
+        .collect();
+    let g0: Vec<f32> = (0..3 * n * d).map(|i| (i % 3) as f32 * 0.5).collect();
+    (q, k, v, mask, dout, g0)
+}
+
+fn linear_attention_with_many_rows_and_wide_heads_matches_cpu<B: Backend>(
+    dev: &B,
+) -> TestCaseResult {
+    // several 64-row tiles with a partial last one (n = 150, dh 32 as at d 256 / 8 heads), the
+    // head's state in shared memory with few rows per block (dh 96) and read from global memory
+    // (dh 120: it does not fit beside 8 rows)
+    for (n, d, h) in [(150usize, 64usize, 2usize), (40, 96, 1), (30, 240, 2)] {
+        let (q, k, v, mask, dout, g0) = fixed_attn_inputs(n, d);
+        let cpu = lin_attn_run(&Cpu, n, d, h, &q, &k, &v, &mask, &dout, &g0).unwrap();
+        let got = lin_attn_run(dev, n, d, h, &q, &k, &v, &mask, &dout, &g0).unwrap();
+        for (j, name) in ["out", "s", "z", "dq", "dk", "dv"].iter().enumerate() {
+            matches_ref(
+                &format!("{name} n={n} d={d} h={h}"),
+                &got[j],
+                &cpu[j],
+                1e-4,
+                1e-4,
+            )?;
+        }
+    }
+    Ok(())
+}
+gpu_test!(
+    linear_attention_with_many_rows_and_wide_heads_matches_cpu,
+    [Order::Forward, Order::Reverse]
+);
+
 fn softmax_attention_with_many_keys_and_wide_heads_matches_cpu<B: Backend>(
     dev: &B,
 ) -> TestCaseResult {
@@ -442,20 +493,7 @@ fn softmax_attention_with_many_keys_and_wide_heads_matches_cpu<B: Backend>(
         (100, 48, 2),
         (70, 96, 1),
     ] {
-        let q: Vec<f32> = (0..n * d)
-            .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
-            .collect();
-        let k: Vec<f32> = (0..n * d)
-            .map(|i| ((i * 53) % 89) as f32 / 44.0 - 1.0)
-            .collect();
-        let v: Vec<f32> = (0..n * d)
-            .map(|i| ((i * 7) % 23) as f32 / 11.0 - 1.0)
-            .collect();
-        let mask: Vec<f32> = (0..n).map(|i| if i % 5 == 3 { 0.0 } else { 1.0 }).collect();
-        let dout: Vec<f32> = (0..n * d)
-            .map(|i| ((i * 11) % 19) as f32 / 9.0 - 1.0)
-            .collect();
-        let g0: Vec<f32> = (0..3 * n * d).map(|i| (i % 3) as f32 * 0.5).collect();
+        let (q, k, v, mask, dout, g0) = fixed_attn_inputs(n, d);
         let cpu = softmax_attn_run(&Cpu, n, d, h, &q, &k, &v, &mask, &dout, &g0).unwrap();
         let got = softmax_attn_run(dev, n, d, h, &q, &k, &v, &mask, &dout, &g0).unwrap();
         for j in 0..5 {

@@ -415,13 +415,12 @@ fn cost(k: Kernel, cfg: LaunchCfg, params: &[u8]) -> (f64, f64, f64) {
             let v = f(p.chunks) * f(p.h) * f(p.dh) * (f(p.dh) + 1.0);
             (0.0, v, 4.0 * v)
         }),
-        LinearAttentionOutFwdF32
-        | LinearAttentionRowsBwdF32
-        | LinearAttentionDqBwdF32
-        | LinearAttentionDkvBwdF32 => read::<LinAttnRowsParams>(params).map(|p| {
-            let nd = f(p.n) * f(p.d);
-            (4.0 * nd * f(p.dh), 0.0, 4.0 * 4.0 * nd)
-        }),
+        LinearAttentionOutFwdF32 | LinearAttentionDqBwdF32 | LinearAttentionDkvBwdF32 => {
+            read::<LinAttnRowsParams>(params).map(|p| {
+                let nd = f(p.n) * f(p.d);
+                (4.0 * nd * f(p.dh), 0.0, 4.0 * 4.0 * nd)
+            })
+        }
         MseSparsityFwdF32 => read::<LossFwdParams>(params).map(|p| {
             (
                 0.0,

@@ -1,6 +1,7 @@
 //! Launch recipes of the attentions for [`GpuBackend`] (`kernels/linear_attention.cu`,
 //! `kernels/softmax_attention.cu`): linear attention sums its state per (chunk, head) and reduces
-//! the partials in order; softmax (cross-)attention is flash style over tiles of keys in shared
+//! the partials in order, and its row kernels take tiles of (rows, head) with the head's state in
+//! shared memory; softmax (cross-)attention is flash style over tiles of keys in shared
 //! memory: the forward and dQ run one thread per query row, dK/dV one thread per key row.
 
 use super::{check_linear_bwd, check_linear_fwd, check_softmax_bwd, check_softmax_fwd};
@@ -65,6 +66,60 @@ unsafe fn la_state<L: Launcher>(
     };
     let cfg = LaunchCfg::linear(blocks_for(h * entries, BLOCK, MAX_GRID), BLOCK, 0);
     be.go(kernel::LINEAR_ATTENTION_REDUCE_FWD_F32, cfg, &r)
+}
+
+/// The tiled row kernels' per-row shared memory, in floats, for rows of stride `st` (dh | 1).
+#[derive(Clone, Copy)]
+enum LaRows {
+    /// φ(Q) and 1 / den.
+    Out,
+    /// φ(Q), dO and (inv, dden).
+    Dq,
+    /// φ(K), V and the mask.
+    Dkv,
+}
+
+/// Launch of a tiled row kernel (kernels/linear_attention.cu) over `n` rows of `h` heads of width
+/// `dh`: up to 64 rows per block, the head's matrix in shared memory when that leaves room for at
+/// least 8 rows, else read from global memory. Sets `rp.rows` and `rp.mshared`.
+fn la_rows_cfg(
+    op: &str,
+    rp: &mut LinAttnRowsParams,
+    kind: LaRows,
+    n: usize,
+    h: usize,
+    dh: usize,
+) -> Result<LaunchCfg> {
+    let st = dh | 1;
+    let per_row = match kind {
+        LaRows::Out => st + 1,
+        LaRows::Dq => 2 * st + 2,
+        LaRows::Dkv => 2 * st + 1,
+    };
+    let words = MAX_DYN_SHARED / 4;
+    let fit = |fixed: usize| words.saturating_sub(fixed) / per_row;
+    let (rows, mshared, fixed) = if fit(dh * st + dh) >= 8 {
+        (fit(dh * st + dh).min(64), true, dh * st + dh)
+    } else {
+        (fit(dh).min(64), false, dh)
+    };
+    if rows == 0 {
+        return Err(Error::shape(format!(
+            "{op}: head width {dh} needs more shared memory than a block has"
+        )));
+    }
+    if h > 65535 {
+        return Err(Error::shape(format!(
+            "{op}: {h} heads exceed the launch grid"
+        )));
+    }
+    rp.rows = rows as u32;
+    rp.mshared = mshared as u32;
+    Ok(LaunchCfg {
+        grid: [u32_of("blocks", n.div_ceil(rows))?, h as u32, 1],
+        block: [BLOCK, 1, 1],
+        shmem: ((fixed + rows * per_row) * 4) as u32,
+    })
 }
 
 /// Widest head the softmax attention kernels keep in registers (`SA_REG_DH` in
@@ -241,7 +296,7 @@ pub(crate) fn linear_attention_fwd<L: Launcher>(
         rows: 0,
         pad: 0,
     };
-    let rp = LinAttnRowsParams {
+    let mut rp = LinAttnRowsParams {
         out: out.ptr(),
         out2: 0,
         x: q.ptr(),
@@ -254,8 +309,10 @@ pub(crate) fn linear_attention_fwd<L: Launcher>(
         d: d as u32,
         h: h as u32,
         dh: dh as u32,
+        rows: 0,
+        mshared: 0,
     };
-    let cfg = LaunchCfg::linear(blocks_for(n * d, BLOCK, MAX_GRID), BLOCK, 0);
+    let cfg = la_rows_cfg("linear_attention_fwd", &mut rp, LaRows::Out, n, h, dh)?;
     // SAFETY: lengths checked above.
     unsafe {
         la_state(
@@ -318,6 +375,8 @@ pub(crate) fn linear_attention_bwd<L: Launcher>(
         d: d as u32,
         h: h as u32,
         dh: dh as u32,
+        rows: 0,
+        mshared: 0,
     };
     let st = LinAttnStateParams {
         partial: 0,
@@ -332,20 +391,15 @@ pub(crate) fn linear_attention_bwd<L: Launcher>(
         rows: 0,
         pad: 0,
     };
-    let per_row = LaunchCfg::linear(blocks_for(n * h, BLOCK, MAX_GRID), BLOCK, 0);
-    let per_elt = LaunchCfg::linear(blocks_for(n * d, BLOCK, MAX_GRID), BLOCK, 0);
+    let op = "linear_attention_bwd";
+    let mut dq_p = rows(dq.ptr(), 0, q.ptr(), dout.ptr(), s.ptr(), z.ptr());
+    let dq_cfg = la_rows_cfg(op, &mut dq_p, LaRows::Dq, n, h, dh)?;
+    let mut dkv_p = rows(dk.ptr(), dv.ptr(), k.ptr(), v.ptr(), ds.ptr(), dz.ptr());
+    let dkv_cfg = la_rows_cfg(op, &mut dkv_p, LaRows::Dkv, n, h, dh)?;
     // SAFETY: lengths checked above; scratch sized for n·h pairs, h·dh², h·dh.
     unsafe {
-        be.go(
-            kernel::LINEAR_ATTENTION_ROWS_BWD_F32,
-            per_row,
-            &rows(0, 0, q.ptr(), dout.ptr(), s.ptr(), z.ptr()),
-        )?;
-        be.go(
-            kernel::LINEAR_ATTENTION_DQ_BWD_F32,
-            per_elt,
-            &rows(dq.ptr(), 0, q.ptr(), dout.ptr(), s.ptr(), z.ptr()),
-        )?;
+        // dq, and the rows' (inv, dden) that the state pass reads
+        be.go(kernel::LINEAR_ATTENTION_DQ_BWD_F32, dq_cfg, &dq_p)?;
         la_state(
             be,
             kernel::LINEAR_ATTENTION_STATE_BWD_F32,
@@ -353,11 +407,7 @@ pub(crate) fn linear_attention_bwd<L: Launcher>(
             ds.ptr(),
             dz.ptr(),
         )?;
-        be.go(
-            kernel::LINEAR_ATTENTION_DKV_BWD_F32,
-            per_elt,
-            &rows(dk.ptr(), dv.ptr(), k.ptr(), v.ptr(), ds.ptr(), dz.ptr()),
-        )
+        be.go(kernel::LINEAR_ATTENTION_DKV_BWD_F32, dkv_cfg, &dkv_p)
     }
 }
 
