@@ -105,7 +105,8 @@ extern "C" __global__ void linear_attention_reduce_fwd_f32(LinAttnReduceParams p
 // head's z (or dz); then the kernel's per-row arrays. Rows of x are staged coalesced, each φ
 // evaluated once.
 struct LaTile {
-    const float* m;  // row a of M at m + a·mst
+    unsigned int r0, n_rows;  // the block's rows [r0, r0 + n_rows)
+    const float* m;           // row a of M at m + a·mst
     unsigned int mst;
     const float* z;
     float* rows;  // the kernel's per-row arrays
@@ -117,6 +118,8 @@ __device__ __forceinline__ LaTile la_tile(const LinAttnRowsParams& p, float* sh)
     const unsigned int hd = blockIdx.y;
     const float* g = p.s + (unsigned long long)hd * dh * dh;
     LaTile t;
+    t.r0 = blockIdx.x * p.rows;
+    t.n_rows = min(p.rows, p.n - t.r0);
     float* next = sh;
     if (p.mshared) {
         for (unsigned int e = threadIdx.x; e < dh * dh; e += blockDim.x) {
@@ -157,9 +160,9 @@ extern "C" __global__ void linear_attention_out_fwd_f32(LinAttnRowsParams p) {
     DYN_SHARED(float, sh);
     const unsigned int dh = p.dh;
     const unsigned int st = dh | 1u;
-    const unsigned int r0 = blockIdx.x * p.rows;
-    const unsigned int rows = min(p.rows, p.n - r0);
     const LaTile tl = la_tile(p, sh);
+    const unsigned int r0 = tl.r0;
+    const unsigned int rows = tl.n_rows;
     float* ps = tl.rows;               // φ(Q) [rows][st]
     float* inv = ps + p.rows * st;     // 1 / (φ(Q_i)·z + ε) [rows]
     la_rows_in(p, p.x, ps, r0, rows, true);
@@ -185,9 +188,9 @@ extern "C" __global__ void linear_attention_dq_bwd_f32(LinAttnRowsParams p) {
     const unsigned int dh = p.dh;
     const unsigned int st = dh | 1u;
     const unsigned int hd = blockIdx.y;
-    const unsigned int r0 = blockIdx.x * p.rows;
-    const unsigned int rows = min(p.rows, p.n - r0);
     const LaTile tl = la_tile(p, sh);  // S, z
+    const unsigned int r0 = tl.r0;
+    const unsigned int rows = tl.n_rows;
     float* ps = tl.rows;               // φ(Q) [rows][st]
     float* gs = ps + p.rows * st;      // dO [rows][st]
     float* rs = gs + p.rows * st;      // (inv, dden) [rows][2]
@@ -231,9 +234,9 @@ extern "C" __global__ void linear_attention_dkv_bwd_f32(LinAttnRowsParams p) {
     const unsigned int dh = p.dh;
     const unsigned int st = dh | 1u;
     const unsigned int hd = blockIdx.y;
-    const unsigned int r0 = blockIdx.x * p.rows;
-    const unsigned int rows = min(p.rows, p.n - r0);
     const LaTile tl = la_tile(p, sh);  // dS, dz
+    const unsigned int r0 = tl.r0;
+    const unsigned int rows = tl.n_rows;
     float* ks = tl.rows;               // φ(K) [rows][st]
     float* vs = ks + p.rows * st;      // V [rows][st]
     float* ms = vs + p.rows * st;      // mask [rows]
