@@ -386,11 +386,10 @@ pub fn run<B: Backend>(dev: &B, cfg: Config, n: usize, reps: usize) -> Result<Be
     let mut after_first = crate::gpu::stats::snapshot();
     // Each step trains on its own copy of the era, made before its clock starts, which moves
     // onto the tape as in the training loop (eras come from the loader thread, the step copies
-    // nothing; the CPU time below includes the copies, one memcpy of x, or of the codes where
-    // the device takes them, a step). The clock stops
+    // nothing; the CPU time below includes the copies: the codes, and x unless the device takes
+    // the codes, which never reads x, as the training loader makes none for it). The clock stops
     // when the device is done: a GPU step returns with its backward still queued, which would
     // otherwise run during the next copy, off the clock.
-    // a device that takes the era's codes never reads x (the training loader makes none for it)
     let with_x = !dev.prefers_codes() || batch.codes.is_none();
     let step_ms = time_prepared_ms(
         reps,
