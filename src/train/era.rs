@@ -210,64 +210,56 @@ impl EraBatch {
         self.col_sums = Some(sums);
     }
 
-    /// The era statistics s = [μ_1..μ_F, σ_1..σ_F] of docs/model.md over the real rows (f64 sums;
-    /// zeros for an era without real rows).
+    /// The era statistics s = [μ_1..μ_F, σ_1..σ_F] of docs/model.md over the real rows (zeros for
+    /// an era without real rows). From the codes where the era has them, exactly: with S₁ = Σ (c −
+    /// 2) and S₂ = Σ (c − 2)² over the N real rows (integers, [`codes::col_moments`]), μ = S₁ / 2N
+    /// and σ² = (N·S₂ − S₁²) / 4N², each rounded once (a zero that feature noise negated in x
+    /// counts alike). Else from x: two passes in f64, in row order.
     pub fn context_stats(&self) -> Vec<f32> {
         let (n, f) = (self.n, self.f);
-        let rows = self.mask[..n].iter().filter(|&&m| m != 0.0).count() as f64;
+        let mask = &self.mask[..n];
+        let rows = mask.iter().filter(|&&m| m != 0.0).count();
         let mut out = vec![0f32; 2 * f];
-        if rows == 0.0 || f == 0 {
+        if rows == 0 || f == 0 {
+            return out;
+        }
+        if let Some(packed) = &self.codes {
+            let (sc, sq) = codes::col_moments(&codes::bytes(packed)[..n * f], mask, n, f);
+            let nr = rows as i128;
+            for j in 0..f {
+                // Σ (c − 2) = Σc − 2N, Σ (c − 2)² = Σc² − 4Σc + 4N
+                let (c1, c2) = (i128::from(sc[j]), i128::from(sq[j]));
+                let s1 = c1 - 2 * nr;
+                let s2 = c2 - 4 * c1 + 4 * nr;
+                out[j] = (s1 as f64 * 0.5 / rows as f64) as f32;
+                let var = (nr * s2 - s1 * s1) as f64 / (4 * nr * nr) as f64;
+                out[f + j] = var.sqrt() as f32;
+            }
             return out;
         }
         let mut mean = vec![0f64; f];
         match &self.col_sums {
             Some(s) => mean.copy_from_slice(&s[..f]),
-            None => self.real_col_sums(&mut mean, &vec![0f64; f], |v, _| v),
+            None => self.x_col_sums(&mut mean, &vec![0f64; f], |v, _| v),
         }
         for m in &mut mean {
-            *m /= rows;
+            *m /= rows as f64;
         }
         let mut var = vec![0f64; f];
-        self.real_col_sums(&mut var, &mean, |v, m| (v - m) * (v - m));
+        self.x_col_sums(&mut var, &mean, |v, m| (v - m) * (v - m));
         for j in 0..f {
             out[j] = mean[j] as f32;
-            out[f + j] = (var[j] / rows).sqrt() as f32;
+            out[f + j] = (var[j] / rows as f64).sqrt() as f32;
         }
         out
     }
 
     /// out[j] = Σ over the real rows, in row order, in f64, of term(x_ij, aux[j]): per column,
     /// split over threads by columns and at SIMD width (the gate's helper: the same bits
-    /// whatever either is). x is read from the codes behind it where the era has them (a quarter
-    /// of its bytes, and x need not be made; v = (c − 2) / 2 exactly, and a zero that feature
-    /// noise negated in x adds and squares alike), else from x.
-    fn real_col_sums(&self, out: &mut [f64], aux: &[f64], term: impl Fn(f64, f64) -> f64 + Sync) {
-        let (n, f) = (self.n, self.f);
-        match &self.codes {
-            Some(packed) => {
-                let codes = &codes::bytes(packed)[..n * f];
-                self.rows_col_sums(
-                    out,
-                    codes,
-                    aux,
-                    |c| ((f32::from(c) - 2.0) * 0.5) as f64,
-                    term,
-                )
-            }
-            None => self.rows_col_sums(out, &self.x[..n * f], aux, |v| v as f64, term),
-        }
-    }
-
-    /// [`EraBatch::real_col_sums`] over `vals` [n, f], each read as `val(v)`.
-    fn rows_col_sums<V: Copy + Sync>(
-        &self,
-        out: &mut [f64],
-        vals: &[V],
-        aux: &[f64],
-        val: impl Fn(V) -> f64 + Sync,
-        term: impl Fn(f64, f64) -> f64 + Sync,
-    ) {
+    /// whatever either is).
+    fn x_col_sums(&self, out: &mut [f64], aux: &[f64], term: impl Fn(f64, f64) -> f64 + Sync) {
         let (n, f, mask) = (self.n, self.f, &self.mask[..self.n]);
+        let vals = &self.x[..n * f];
         col_sums(
             out,
             n,
@@ -275,9 +267,9 @@ impl EraBatch {
             #[inline(always)]
             |i, f0, part| {
                 if mask[i] != 0.0 {
-                    let row = vals[i * f + f0..].iter().zip(&aux[f0..]);
+                    let row = vals[i * f + f0..(i + 1) * f].iter().zip(&aux[f0..]);
                     for (s, (&v, &a)) in part.iter_mut().zip(row) {
-                        *s += term(val(v), a);
+                        *s += term(v as f64, a);
                     }
                 }
             },

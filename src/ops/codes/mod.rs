@@ -8,6 +8,8 @@
 //!   codes_fwd: out_e = (byte_e − 2) · 0.5.
 //! No backward: the era's inputs take no gradient.
 
+use super::gemm::Simd;
+use super::par;
 use super::shape::expect_len;
 use crate::Result;
 
@@ -59,6 +61,52 @@ pub fn fwd_checked(packed: &[f32], n: usize) -> Result<Vec<f32>> {
     let mut out = vec![0f32; n];
     codes_fwd(&mut out, packed);
     Ok(out)
+}
+
+/// Rows summed in u32 before a u64 total: 65,536 · 255² < 2³², so any byte fits.
+const MOMENT_ROWS: usize = 1 << 16;
+
+/// Per column j of codes [n, f] (row-major bytes), over the rows i with `mask[i] != 0`: (Σ c,
+/// Σ c²), exact. The era statistics (src/train/era.rs) follow from these without rounding: an
+/// era's mean and variance of x = (c − 2) / 2 are ratios of integers. Split over threads by
+/// columns and run at the machine's SIMD width (integer sums: the same values any way).
+pub fn col_moments(codes: &[u8], mask: &[f32], n: usize, f: usize) -> (Vec<u64>, Vec<u64>) {
+    let (mut s1, mut s2) = (vec![0u64; f], vec![0u64; f]);
+    if n == 0 || f == 0 {
+        return (s1, s2);
+    }
+    let (codes, mask) = (&codes[..n * f], &mask[..n]);
+    let threads = if n * f >= 1 << 16 { par::threads() } else { 1 };
+    let fc = f.div_ceil(threads.max(1)).max(1);
+    let simd = Simd::detect();
+    let items = s1.chunks_mut(fc).zip(s2.chunks_mut(fc)).enumerate();
+    par::run(items, |(c, (t1, t2))| {
+        let (f0, w) = (c * fc, t1.len());
+        let (mut a1, mut a2) = (vec![0u32; w], vec![0u32; w]);
+        for r0 in (0..n).step_by(MOMENT_ROWS) {
+            let rows = r0..n.min(r0 + MOMENT_ROWS);
+            simd.run(
+                #[inline(always)]
+                || {
+                    for i in rows.filter(|&i| mask[i] != 0.0) {
+                        let row = &codes[i * f + f0..][..w];
+                        for ((x, y), &v) in a1.iter_mut().zip(a2.iter_mut()).zip(row) {
+                            let v = u32::from(v);
+                            *x += v;
+                            *y += v * v;
+                        }
+                    }
+                },
+            );
+            for (t, a) in t1.iter_mut().zip(a1.iter_mut()) {
+                *t += u64::from(std::mem::take(a));
+            }
+            for (t, a) in t2.iter_mut().zip(a2.iter_mut()) {
+                *t += u64::from(std::mem::take(a));
+            }
+        }
+    });
+    (s1, s2)
 }
 
 #[cfg(test)]
