@@ -209,13 +209,15 @@ fn layer_norm_matches_oracle<B: Backend>(
 device_proptest!(48, layer_norm_matches_oracle, ln_case());
 
 /// Shapes crossing the GEMM's register tiles (12 × 32 / 6 × 16 / 4 × 16, with leftovers), its
-/// 256-deep k slices (k = 300 in the forward) and the 512-row blocks of dw (n = 601, 2000); the
-/// first two are big enough to cross the GEMM's threading threshold (4 Mflop), and on the CPU the
-/// test asserts that both passes were split.
+/// 256-deep k slices (k = 300 in the forward) and the 512-row blocks of dw (n = 601, 1100, 2000),
+/// and an input wide enough (k = 700) that dw is split by columns, into ranges that are not whole
+/// panels; the first three are big enough to cross the GEMM's threading threshold (4 Mflop), and
+/// on the CPU the test asserts that both passes were split.
 fn linear_agrees_with_oracle_on_tiled_and_blocked_shapes<B: Backend>(dev: &B) -> TestCaseResult {
     for (n, k, m, split) in [
         (2000, 37, 29, 1),
         (601, 300, 17, 1),
+        (1100, 700, 45, 1),
         (9, 5, 64, 0),
         (2, 1, 1, 0),
     ] {
