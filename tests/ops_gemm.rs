@@ -150,14 +150,15 @@ proptest! {
 }
 
 /// Shapes that cross every block boundary (k > KC, m > MC, ragged edges), with row-major A both
-/// packed (n > 128) and read in place (n ≤ 128; B then packed whole where it fits, else a slice
+/// packed (n > 1,024) and read in place (n ≤ 1,024; B then packed whole where it fits, else a slice
 /// of k at a time), transposed A and plain B both packed (stride > 256) and read in place, each
 /// form, single- and multi-threaded.
 #[test]
 fn blocked_and_threaded_shapes_match_the_oracle() {
     let shapes = [
-        (401, 150, 300),  // m > MC (384), k > KC, n > 128: A packed, ragged m and n
-        (401, 100, 300),  // the same with A read in place
+        (390, 1030, 260), // m > MC (384), k > KC, n > 1,024: A packed, ragged m and n
+        (401, 150, 300),  // the same with A read in place (n ≤ 1,024), B packed whole
+        (100, 700, 600),  // A in place over 22 column panels, B too big to pack whole
         (37, 42, 700),    // n = 42: full + half panel; k spans three KC blocks
         (13, 128, 3100),  // A in place, B too big to pack whole: one KC slice of B at a time
         (130, 64, 64),    // the model's d × d, m-split over threads
