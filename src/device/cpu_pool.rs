@@ -36,7 +36,7 @@ pub fn take(len: usize) -> Vec<f32> {
             v.resize(len, 0.0);
             v
         }
-        None => vec![0.0; len],
+        None => fresh(len, 0.0),
     }
 }
 
@@ -83,7 +83,7 @@ pub fn take_any(len: usize) -> Vec<f32> {
             }
             v
         }
-        None => vec![f32::NAN; len],
+        None => fresh(len, f32::NAN),
     }
 }
 
@@ -96,42 +96,94 @@ pub fn take_empty(len: usize) -> Vec<f32> {
             v.clear();
             v
         }
-        None => Vec::with_capacity(len),
+        None => Vec::with_capacity(room(len)),
     }
+}
+
+/// Capacity for a fresh buffer of `len` floats: a quarter more where the pool may keep it, so the
+/// next era's somewhat longer tensors fit it too (eras' lengths vary by ±20%).
+fn room(len: usize) -> usize {
+    if len >= MIN_LEN {
+        len + len / 4
+    } else {
+        len
+    }
+}
+
+/// A fresh buffer of `len` copies of `v`, with [`room`] to grow. Zeros come from the allocator's
+/// zeroed pages (untouched until written: the room costs no page faults until used).
+fn fresh(len: usize, v: f32) -> Vec<f32> {
+    let mut b = if v.to_bits() == 0 {
+        vec![0.0; room(len)]
+    } else {
+        Vec::with_capacity(room(len))
+    };
+    b.resize(len, v);
+    b
 }
 
 /// A kept buffer of capacity within [len, 2·len], taken out of the pool.
 fn reuse(len: usize) -> Option<Vec<f32>> {
-    if len >= MIN_LEN {
-        if let Ok(mut p) = POOL.lock() {
-            // the smallest kept buffer that fits without wasting more than half of it
-            let best = p
-                .free
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| v.capacity() >= len && v.capacity() <= 2 * len)
-                .min_by_key(|(_, v)| v.capacity())
-                .map(|(i, _)| i);
-            if let Some(i) = best {
-                let v = p.free.swap_remove(i);
-                p.kept -= v.capacity();
-                return Some(v);
-            }
-        }
+    if len < MIN_LEN {
+        return None;
     }
-    None
+    POOL.lock().ok()?.take_fit(len)
 }
 
-/// Keeps `v` for a later `take` (or drops it when the pool is full or `v` is small).
+/// Keeps `v` for a later `take` (or drops it when the pool is full of larger buffers, or `v` is
+/// small).
 pub fn give(v: Vec<f32>) {
-    let cap = v.capacity();
-    if cap < MIN_LEN {
+    if v.capacity() < MIN_LEN {
         return;
     }
     if let Ok(mut p) = POOL.lock() {
-        if p.kept + cap <= MAX_KEPT {
-            p.kept += cap;
-            p.free.push(v);
+        p.keep(v, MAX_KEPT);
+    }
+}
+
+impl Pool {
+    /// The smallest kept buffer that fits `len` without wasting more than half of it.
+    fn take_fit(&mut self, len: usize) -> Option<Vec<f32>> {
+        let best = self
+            .free
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.capacity() >= len && v.capacity() <= 2 * len)
+            .min_by_key(|(_, v)| v.capacity())
+            .map(|(i, _)| i)?;
+        let v = self.free.swap_remove(best);
+        self.kept -= v.capacity();
+        Some(v)
+    }
+
+    /// Keeps `v` within `max` floats in all. When full, kept buffers smaller than `v` are dropped,
+    /// smallest first, to make room: a larger buffer serves what a smaller one did (a take fits
+    /// within 2×), so eras of varying lengths leave the pool holding the longest era's buffers
+    /// rather than refusing them, to be allocated (page-faulted) afresh every step. `v` is dropped
+    /// (and nothing else) when that cannot make room.
+    fn keep(&mut self, v: Vec<f32>, max: usize) {
+        let cap = v.capacity();
+        if self.kept + cap > max {
+            let smaller: usize = self
+                .free
+                .iter()
+                .map(|f| f.capacity())
+                .filter(|&c| c < cap)
+                .sum();
+            if self.kept - smaller + cap > max {
+                return;
+            }
+            self.free
+                .sort_unstable_by_key(|f| std::cmp::Reverse(f.capacity()));
+            while self.kept + cap > max && self.free.last().is_some_and(|f| f.capacity() < cap) {
+                if let Some(f) = self.free.pop() {
+                    self.kept -= f.capacity();
+                }
+            }
+        }
+        if self.kept + cap <= max {
+            self.kept += cap;
+            self.free.push(v);
         }
     }
 }
@@ -152,5 +204,54 @@ mod tests {
         give(kept);
         let again = take_empty(len);
         assert!(again.is_empty() && again.capacity() >= len);
+    }
+
+    /// A full pool makes room for a larger buffer by dropping smaller ones, smallest first, and
+    /// refuses one smaller than everything it keeps; a take gets the smallest kept buffer within
+    /// 2× of its length.
+    #[test]
+    fn a_full_pool_trades_small_buffers_for_larger_ones() {
+        let mut p = Pool {
+            free: Vec::new(),
+            kept: 0,
+        };
+        let caps = |p: &Pool| {
+            let mut c: Vec<usize> = p.free.iter().map(|v| v.capacity()).collect();
+            c.sort_unstable();
+            c
+        };
+        for c in [100, 300, 200] {
+            p.keep(Vec::with_capacity(c), 600);
+        }
+        assert_eq!((caps(&p), p.kept), (vec![100, 200, 300], 600));
+        // 250 needs 250 more: 100 and 200 go (smallest first), 300 stays
+        p.keep(Vec::with_capacity(250), 600);
+        assert_eq!((caps(&p), p.kept), (vec![250, 300], 550));
+        // smaller than every kept buffer, and no room: refused
+        p.keep(Vec::with_capacity(60), 600);
+        assert_eq!(caps(&p), vec![250, 300]);
+        // larger than the pool could ever hold: refused, nothing dropped for it
+        p.keep(Vec::with_capacity(700), 600);
+        assert_eq!(caps(&p), vec![250, 300]);
+        assert!(
+            p.take_fit(100).is_none(),
+            "300 and 250 waste more than half of 100"
+        );
+        assert_eq!(p.take_fit(140).map(|v| v.capacity()), Some(250));
+        assert_eq!((caps(&p), p.kept), (vec![300], 300));
+    }
+
+    /// A fresh buffer has a quarter more room than asked (the next, longer era's tensors fit
+    /// it), zeros or NaN as asked.
+    #[test]
+    fn fresh_buffers_have_room_for_a_longer_era() {
+        let len = MIN_LEN * 4 + 3;
+        for v in [0.0f32, f32::NAN] {
+            let b = fresh(len, v);
+            assert_eq!(b.len(), len);
+            assert!(b.capacity() >= len + len / 4);
+            assert!(b.iter().all(|x| x.to_bits() == v.to_bits()));
+        }
+        assert_eq!(room(MIN_LEN - 1), MIN_LEN - 1);
     }
 }
