@@ -12,6 +12,7 @@ const PAR_ZERO_LEN: usize = 1 << 18;
 const MAX_KEPT: usize = 64 << 20;
 
 struct Pool {
+    /// Kept buffers, in the order they were given back (oldest first).
     free: Vec<Vec<f32>>,
     kept: usize,
 }
@@ -151,40 +152,31 @@ impl Pool {
             .filter(|(_, v)| v.capacity() >= len && v.capacity() <= 2 * len)
             .min_by_key(|(_, v)| v.capacity())
             .map(|(i, _)| i)?;
-        let v = self.free.swap_remove(best);
+        // `remove`, not `swap_remove`: `free` stays in the order the buffers were given back
+        let v = self.free.remove(best);
         self.kept -= v.capacity();
         Some(v)
     }
 
-    /// Keeps `v` within `max` floats in all. When full, kept buffers smaller than `v` are dropped,
-    /// smallest first, to make room: a larger buffer serves what a smaller one did (a take fits
-    /// within 2×), so eras of varying lengths leave the pool holding the longest era's buffers
-    /// rather than refusing them, to be allocated (page-faulted) afresh every step. `v` is dropped
-    /// (and nothing else) when that cannot make room.
+    /// Keeps `v` within `max` floats in all. When full, the buffers kept longest ago are dropped
+    /// to make room (a step gives back its tensors together, so the oldest are those no recent
+    /// step used: a shorter era's, or another phase's such as validation). Refusing `v` instead
+    /// left the pool full of buffers too small for the next, longer era, whose tensors were then
+    /// allocated (page-faulted) afresh every step. `v` is dropped when it alone exceeds `max`.
     fn keep(&mut self, v: Vec<f32>, max: usize) {
         let cap = v.capacity();
-        if self.kept + cap > max {
-            let smaller: usize = self
-                .free
-                .iter()
-                .map(|f| f.capacity())
-                .filter(|&c| c < cap)
-                .sum();
-            if self.kept - smaller + cap > max {
-                return;
-            }
-            self.free
-                .sort_unstable_by_key(|f| std::cmp::Reverse(f.capacity()));
-            while self.kept + cap > max && self.free.last().is_some_and(|f| f.capacity() < cap) {
-                if let Some(f) = self.free.pop() {
-                    self.kept -= f.capacity();
-                }
-            }
+        if cap > max {
+            return;
         }
-        if self.kept + cap <= max {
-            self.kept += cap;
-            self.free.push(v);
+        let mut drop = 0;
+        while self.kept + cap > max {
+            let Some(f) = self.free.get(drop) else { break };
+            self.kept -= f.capacity();
+            drop += 1;
         }
+        self.free.drain(..drop);
+        self.kept += cap;
+        self.free.push(v);
     }
 }
 
@@ -206,39 +198,35 @@ mod tests {
         assert!(again.is_empty() && again.capacity() >= len);
     }
 
-    /// A full pool makes room for a larger buffer by dropping smaller ones, smallest first, and
-    /// refuses one smaller than everything it keeps; a take gets the smallest kept buffer within
-    /// 2× of its length.
+    /// A full pool drops the buffers given back longest ago to make room, whatever their size,
+    /// and refuses only a buffer larger than it may hold; a take gets the smallest kept buffer
+    /// within 2× of its length and leaves the others in their order.
     #[test]
-    fn a_full_pool_trades_small_buffers_for_larger_ones() {
+    fn a_full_pool_drops_its_oldest_buffers() {
         let mut p = Pool {
             free: Vec::new(),
             kept: 0,
         };
-        let caps = |p: &Pool| {
-            let mut c: Vec<usize> = p.free.iter().map(|v| v.capacity()).collect();
-            c.sort_unstable();
-            c
-        };
+        let caps = |p: &Pool| p.free.iter().map(|v| v.capacity()).collect::<Vec<_>>();
         for c in [100, 300, 200] {
             p.keep(Vec::with_capacity(c), 600);
         }
-        assert_eq!((caps(&p), p.kept), (vec![100, 200, 300], 600));
-        // 250 needs 250 more: 100 and 200 go (smallest first), 300 stays
+        assert_eq!((caps(&p), p.kept), (vec![100, 300, 200], 600));
+        // 250 needs 250 more: 100 and 300 go (the oldest), 200 stays
         p.keep(Vec::with_capacity(250), 600);
-        assert_eq!((caps(&p), p.kept), (vec![250, 300], 550));
-        // smaller than every kept buffer, and no room: refused
-        p.keep(Vec::with_capacity(60), 600);
-        assert_eq!(caps(&p), vec![250, 300]);
-        // larger than the pool could ever hold: refused, nothing dropped for it
+        assert_eq!((caps(&p), p.kept), (vec![200, 250], 450));
+        // larger than the pool may hold: refused, nothing dropped for it
         p.keep(Vec::with_capacity(700), 600);
-        assert_eq!(caps(&p), vec![250, 300]);
+        assert_eq!((caps(&p), p.kept), (vec![200, 250], 450));
+        p.keep(Vec::with_capacity(150), 600);
+        assert_eq!(caps(&p), vec![200, 250, 150]);
         assert!(
-            p.take_fit(100).is_none(),
-            "300 and 250 waste more than half of 100"
+            p.take_fit(70).is_none(),
+            "every kept buffer wastes more than half of 70"
         );
-        assert_eq!(p.take_fit(140).map(|v| v.capacity()), Some(250));
-        assert_eq!((caps(&p), p.kept), (vec![300], 300));
+        assert_eq!(p.take_fit(120).map(|v| v.capacity()), Some(150));
+        assert_eq!(p.take_fit(190).map(|v| v.capacity()), Some(200));
+        assert_eq!((caps(&p), p.kept), (vec![250], 250));
     }
 
     /// A fresh buffer has a quarter more room than asked (the next, longer era's tensors fit
