@@ -131,8 +131,8 @@ fn reuse(len: usize) -> Option<Vec<f32>> {
     POOL.lock().ok()?.take_fit(len)
 }
 
-/// Keeps `v` for a later `take` (or drops it when the pool is full of larger buffers, or `v` is
-/// small).
+/// Keeps `v` for a later `take`, dropping the pool's oldest buffers when it is full (`Pool::keep`;
+/// a small `v` is left to the allocator).
 pub fn give(v: Vec<f32>) {
     if v.capacity() < MIN_LEN {
         return;
