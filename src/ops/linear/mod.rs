@@ -26,7 +26,7 @@ pub(crate) mod gpu;
 pub const DW_ROW_BLOCK: usize = 512;
 
 /// Inputs at least this wide have their weight gradient split over threads by columns
-/// ([`dw_db_cols`]); narrower ones by row blocks.
+/// (in [`dw_db`]); narrower ones by row blocks.
 pub const DW_COL_SPLIT_MIN_K: usize = 512;
 
 /// out[n,m] = inp[n,k] · w[m,k]ᵀ + b (b = 0 when None). The shapes are checked ([`check_fwd`]).
@@ -74,7 +74,16 @@ pub fn linear_bwd_codes(
     if n == 0 || m == 0 {
         return Ok(());
     }
-    dw_db(dw, db, dout, Src::Codes(&codes[..n * k]), n, k, m)
+    dw_db(
+        dw,
+        db,
+        dout,
+        Src::Codes(&codes[..n * k]),
+        n,
+        k,
+        m,
+        dw_threads(n, k, m),
+    )
 }
 
 /// dinp += dout · w (when given), dw += doutᵀ · inp, db += Σ_rows dout (when given). `w` is read
@@ -164,27 +173,22 @@ fn linear_bwd_into(
     if n == 0 || m == 0 {
         return Ok(());
     }
-    dw_db(dw, db, dout, Src::F32(inp), n, k, m)
+    dw_db(dw, db, dout, Src::F32(inp), n, k, m, dw_threads(n, k, m))
 }
 
-/// dw[m,k] += doutᵀ · inp and db[m] += Σ_rows dout, f32 within a row block and f64 across.
-fn dw_db(
-    dw: &mut [f32],
-    db: Option<&mut [f32]>,
-    dout: &[f32],
-    inp: Src,
-    n: usize,
-    k: usize,
-    m: usize,
-) -> Result<()> {
-    let flops = 2 * n * m * k.max(1);
-    let threads = if flops < (1 << 21) { 1 } else { par::threads() };
-    dw_db_on(dw, db, dout, inp, n, k, m, threads)
+/// Threads for the weight gradient of [`dw_db`]: one below 2 Mflop, else the pool's.
+fn dw_threads(n: usize, k: usize, m: usize) -> usize {
+    if 2 * n * m * k.max(1) < (1 << 21) {
+        1
+    } else {
+        par::threads()
+    }
 }
 
-/// [`dw_db`] over `threads` threads.
+/// dw[m,k] += doutᵀ · inp and db[m] += Σ_rows dout, f32 within a row block and f64 across, over
+/// `threads` threads ([`dw_threads`]).
 #[allow(clippy::too_many_arguments)]
-fn dw_db_on(
+fn dw_db(
     dw: &mut [f32],
     db: Option<&mut [f32]>,
     dout: &[f32],
@@ -196,7 +200,31 @@ fn dw_db_on(
 ) -> Result<()> {
     let blocks = n.div_ceil(DW_ROW_BLOCK);
     if threads > 1 && k >= DW_COL_SPLIT_MIN_K {
-        return dw_db_cols(dw, db, dout, inp, n, k, m, threads);
+        // a wide input (the mapper's [n, F]) is split by ranges of its columns (whole 32-column
+        // panels): each thread's slice of dw stays in its L2 across the row blocks (split by
+        // rows, every thread wrote all of the 128 × F partial product and its f64 total, 1.2 +
+        // 2.4 MB at F 2,376, once per block). Every column sums its blocks in order, so the bits
+        // are those of one thread, whatever the thread count; db is summed once, here.
+        let cols = k.div_ceil(threads).next_multiple_of(32);
+        let parts = par::run(par::ranges(k, cols), |jr| -> Result<Vec<f64>> {
+            let w = jr.len();
+            let mut acc = vec![0f64; m * w];
+            let mut part = vec![0f32; m * w];
+            dw_blocks(&mut acc, &mut part, dout, inp, 0..blocks, jr, n, k, m)?;
+            Ok(acc)
+        });
+        for (jr, part) in par::ranges(k, cols).zip(parts) {
+            let (part, w) = (part?, jr.len());
+            for (drow, prow) in dw[..m * k].chunks_exact_mut(k).zip(part.chunks_exact(w)) {
+                add_f64(&mut drow[jr.clone()], prow);
+            }
+        }
+        if let Some(db) = db {
+            let mut acc = vec![0f64; m];
+            db_blocks(&mut acc, dout, 0..blocks, n, m);
+            add_f64(&mut db[..m], &acc);
+        }
+        return Ok(());
     }
     let threads = threads.min(blocks);
     let with_db = db.is_some();
@@ -226,58 +254,18 @@ fn dw_db_on(
     let Some(total) = total else {
         return Ok(());
     };
-    for (d, &a) in dw[..m * k].iter_mut().zip(&total) {
-        *d = (*d as f64 + a) as f32;
-    }
+    add_f64(&mut dw[..m * k], &total[..m * k]);
     if let Some(db) = db {
-        for (d, &a) in db[..m].iter_mut().zip(&total[m * k..]) {
-            *d = (*d as f64 + a) as f32;
-        }
+        add_f64(&mut db[..m], &total[m * k..]);
     }
     Ok(())
 }
 
-/// [`dw_db`] over a wide input (the mapper's [n, F]), split over threads by ranges of its columns
-/// (whole 32-column panels): each thread's slice of dw stays in its L2 across the row blocks
-/// (split by rows, every thread wrote all of the 128 × F partial product and its f64 total,
-/// 1.2 + 2.4 MB at F 2,376, once per block). Every column sums its blocks in order, so the bits
-/// are those of one thread, whatever the thread count; db is summed once, on the calling thread.
-#[allow(clippy::too_many_arguments)]
-fn dw_db_cols(
-    dw: &mut [f32],
-    db: Option<&mut [f32]>,
-    dout: &[f32],
-    inp: Src,
-    n: usize,
-    k: usize,
-    m: usize,
-    threads: usize,
-) -> Result<()> {
-    let blocks = n.div_ceil(DW_ROW_BLOCK);
-    let cols = k.div_ceil(threads).next_multiple_of(32);
-    let parts = par::run(par::ranges(k, cols), |jr| -> Result<Vec<f64>> {
-        let w = jr.len();
-        let mut acc = vec![0f64; m * w];
-        let mut part = vec![0f32; m * w];
-        dw_blocks(&mut acc, &mut part, dout, inp, 0..blocks, jr, n, k, m)?;
-        Ok(acc)
-    });
-    for (jr, part) in par::ranges(k, cols).zip(parts) {
-        let (part, w) = (part?, jr.len());
-        for (drow, prow) in dw[..m * k].chunks_exact_mut(k).zip(part.chunks_exact(w)) {
-            for (d, &a) in drow[jr.clone()].iter_mut().zip(prow) {
-                *d = (*d as f64 + a) as f32;
-            }
-        }
+/// d += a, each sum in f64 and rounded once to f32.
+fn add_f64(d: &mut [f32], a: &[f64]) {
+    for (d, &a) in d.iter_mut().zip(a) {
+        *d = (*d as f64 + a) as f32;
     }
-    if let Some(db) = db {
-        let mut acc = vec![0f64; m];
-        db_blocks(&mut acc, dout, 0..blocks, n, m);
-        for (d, &a) in db[..m].iter_mut().zip(&acc) {
-            *d = (*d as f64 + a) as f32;
-        }
-    }
-    Ok(())
 }
 
 /// acc[m, cols] += Σ over the row blocks `br`, in order, of doutᵀ · inp[:, cols] for the block's
@@ -508,7 +496,7 @@ mod tests {
         let dout: Vec<f32> = (0..n * m).map(|_| rng.uniform(-1.0, 1.0)).collect();
         let run = |src: Src, threads: usize| {
             let (mut dw, mut db) = (vec![0.25f32; m * k], vec![0.5f32; m]);
-            dw_db_on(&mut dw, Some(&mut db), &dout, src, n, k, m, threads).unwrap();
+            dw_db(&mut dw, Some(&mut db), &dout, src, n, k, m, threads).unwrap();
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             (bits(&dw), bits(&db))
         };
