@@ -11,6 +11,9 @@
 //!   eras do not lose the small terms); the bias gradient is summed in the same pass over the block.
 //!   Blocks are split over threads in contiguous runs and the per-thread f64 totals are added in
 //!   thread order (deterministic for a given thread count).
+//!
+//! A narrow input's whole backward (dinp and dW) runs in one pass over those row blocks
+//! ([`bwd_by_blocks`]), a wide one's dW by column ranges ([`DW_COL_SPLIT_MIN_K`]).
 
 use super::gemm::{Gemm, Simd, Src};
 use super::par;
@@ -157,6 +160,10 @@ fn linear_bwd_into(
     if let Some((dinp, accumulate)) = dinp {
         expect_len(op, "dinp", dinp.len(), n * k)?;
         expect_len(op, "w", w.len(), m * k)?;
+        let threads = dw_threads(n, k, m);
+        if m > 0 && k > 0 && k < DW_COL_SPLIT_MIN_K && threads > 1 && n > DW_ROW_BLOCK {
+            return bwd_by_blocks(dinp, accumulate, dw, db, dout, inp, w, n, k, m, threads);
+        }
         if m == 0 {
             // an empty product: nothing to add, zeros to write
             if !accumulate {
@@ -174,6 +181,97 @@ fn linear_bwd_into(
         return Ok(());
     }
     dw_db(dw, db, dout, Src::F32(inp), n, k, m, dw_threads(n, k, m))
+}
+
+/// The whole backward of a narrow input (k < [`DW_COL_SPLIT_MIN_K`]) in one pass over its row
+/// blocks, split over `threads` as [`dw_db`] splits them: each block's dinp = dout · w and its dW
+/// and db terms are computed while the block's rows of dout are in the core's cache (in two passes,
+/// dout was read from memory twice). The same products in the same order as the two passes: the
+/// bits do not change.
+#[allow(clippy::too_many_arguments)]
+fn bwd_by_blocks(
+    dinp: &mut [f32],
+    accumulate: bool,
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    dout: &[f32],
+    inp: &[f32],
+    w: &[f32],
+    n: usize,
+    k: usize,
+    m: usize,
+    threads: usize,
+) -> Result<()> {
+    let blocks = n.div_ceil(DW_ROW_BLOCK);
+    let per = blocks.div_ceil(threads.min(blocks));
+    let with_db = db.is_some();
+    let runs = par::ranges(blocks, per).zip(dinp[..n * k].chunks_mut(per * DW_ROW_BLOCK * k));
+    let parts = par::run(runs, |(br, dchunk)| -> Result<Vec<f64>> {
+        let mut acc = vec![0f64; m * k + if with_db { m } else { 0 }];
+        let (dwacc, dbacc) = acc.split_at_mut(m * k);
+        let mut part = vec![0f32; m * k];
+        for blk in br {
+            let r0 = blk * DW_ROW_BLOCK;
+            let rows = DW_ROW_BLOCK.min(n - r0);
+            let local = (blk % per) * DW_ROW_BLOCK * k;
+            Gemm {
+                accumulate,
+                threads: Some(1),
+                ..Gemm::new(false, false, rows, k, m)
+            }
+            .run(
+                &dout[r0 * m..(r0 + rows) * m],
+                w,
+                &mut dchunk[local..local + rows * k],
+            )?;
+            dw_blocks(
+                dwacc,
+                &mut part,
+                dout,
+                Src::F32(inp),
+                blk..blk + 1,
+                0..k,
+                n,
+                k,
+                m,
+            )?;
+            if with_db {
+                db_blocks(dbacc, dout, blk..blk + 1, n, m);
+            }
+        }
+        Ok(acc)
+    });
+    add_parts(parts, dw, db, m * k)
+}
+
+/// Adds per-thread f64 totals ([dw | db] each) in thread order, then rounds them once into dw
+/// and db.
+fn add_parts(
+    parts: Vec<Result<Vec<f64>>>,
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    mk: usize,
+) -> Result<()> {
+    let mut total: Option<Vec<f64>> = None;
+    for part in parts {
+        let part = part?;
+        match total.as_mut() {
+            None => total = Some(part),
+            Some(t) => {
+                for (x, y) in t.iter_mut().zip(part) {
+                    *x += y;
+                }
+            }
+        }
+    }
+    let Some(total) = total else {
+        return Ok(());
+    };
+    add_f64(&mut dw[..mk], &total[..mk]);
+    if let Some(db) = db {
+        add_f64(db, &total[mk..]);
+    }
+    Ok(())
 }
 
 /// Threads for the weight gradient of [`dw_db`]: one below 2 Mflop, else the pool's.
@@ -239,26 +337,7 @@ fn dw_db(
         }
         Ok(acc)
     });
-    let mut total: Option<Vec<f64>> = None;
-    for part in parts {
-        let part = part?;
-        match total.as_mut() {
-            None => total = Some(part),
-            Some(t) => {
-                for (x, y) in t.iter_mut().zip(part) {
-                    *x += y;
-                }
-            }
-        }
-    }
-    let Some(total) = total else {
-        return Ok(());
-    };
-    add_f64(&mut dw[..m * k], &total[..m * k]);
-    if let Some(db) = db {
-        add_f64(&mut db[..m], &total[m * k..]);
-    }
-    Ok(())
+    add_parts(parts, dw, db.map(|d| &mut d[..m]), m * k)
 }
 
 /// d += a, each sum in f64 and rounded once to f32.
@@ -483,6 +562,44 @@ pub(crate) fn backward<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The one-pass backward of a narrow input ([`bwd_by_blocks`]) has the bits of the two passes
+    /// (dinp by one GEMM, then [`dw_db`]) with the same thread count: dinp overwritten or added
+    /// to, with and without db, eras that are not whole row blocks.
+    #[test]
+    fn one_pass_backward_has_the_bits_of_two_passes() {
+        let mut rng = crate::rng::Rng::new(5, 9);
+        for (n, k, m) in [(1100, 37, 45), (513, 64, 64), (2048, 130, 7)] {
+            let mut r =
+                |len: usize| -> Vec<f32> { (0..len).map(|_| rng.uniform(-1.0, 1.0)).collect() };
+            let (dout, inp, w, dinp0) = (r(n * m), r(n * k), r(m * k), r(n * k));
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            for (threads, accumulate, with_db) in [
+                (2, false, true),
+                (2, true, false),
+                (3, true, true),
+                (4, false, false),
+            ] {
+                let mut two = (dinp0.clone(), vec![0.25f32; m * k], vec![0.5f32; m]);
+                Gemm {
+                    accumulate,
+                    ..Gemm::new(false, false, n, k, m)
+                }
+                .run(&dout, &w, &mut two.0)
+                .unwrap();
+                let db = with_db.then_some(&mut two.2[..]);
+                dw_db(&mut two.1, db, &dout, Src::F32(&inp), n, k, m, threads).unwrap();
+                let mut one = (dinp0.clone(), vec![0.25f32; m * k], vec![0.5f32; m]);
+                let db = with_db.then_some(&mut one.2[..]);
+                let (d, dw) = (&mut one.0, &mut one.1);
+                bwd_by_blocks(d, accumulate, dw, db, &dout, &inp, &w, n, k, m, threads).unwrap();
+                let case = format!("{n}x{k}x{m}, {threads} threads, accumulate {accumulate}");
+                assert!(bits(&one.0) == bits(&two.0), "dinp, {case}");
+                assert!(bits(&one.1) == bits(&two.1), "dw, {case}");
+                assert!(bits(&one.2) == bits(&two.2), "db, {case}");
+            }
+        }
+    }
 
     /// Split by columns, the weight gradient (and db) of a wide input has the bits of one thread
     /// for any thread count, and column ranges that are not whole panels; f32 input and codes
