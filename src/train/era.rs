@@ -267,7 +267,8 @@ impl EraBatch {
             #[inline(always)]
             |i, f0, part| {
                 if mask[i] != 0.0 {
-                    let row = vals[i * f + f0..(i + 1) * f].iter().zip(&aux[f0..]);
+                    let w = part.len();
+                    let row = vals[i * f + f0..][..w].iter().zip(&aux[f0..][..w]);
                     for (s, (&v, &a)) in part.iter_mut().zip(row) {
                         *s += term(v as f64, a);
                     }

@@ -6,6 +6,7 @@
 //! the sums over rows in f64.
 
 use super::gate::col_sums;
+use super::gemm::Simd;
 use super::par;
 use super::shape::expect_len;
 use crate::device::Backend;
@@ -20,14 +21,21 @@ pub fn film_fwd(out: &mut [f32], inp: &[f32], gamma: &[f32], beta: &[f32], n: us
     }
     let chunk = par::chunk_rows(n, d);
     let items = out[..n * d].chunks_mut(chunk * d).enumerate();
+    let simd = Simd::detect();
     par::run(items, |(c, o)| {
         let r0 = c * chunk;
-        for (ii, orow) in o.chunks_mut(d).enumerate() {
-            let x = &inp[(r0 + ii) * d..(r0 + ii + 1) * d];
-            for (((ov, &xv), &gv), &bv) in orow.iter_mut().zip(x).zip(gamma).zip(beta) {
-                *ov = xv * (1.0 + gv) + bv;
-            }
-        }
+        // at the machine's SIMD width: each value alone, the same bits at any width
+        simd.run(
+            #[inline(always)]
+            || {
+                for (ii, orow) in o.chunks_mut(d).enumerate() {
+                    let x = &inp[(r0 + ii) * d..(r0 + ii + 1) * d];
+                    for (((ov, &xv), &gv), &bv) in orow.iter_mut().zip(x).zip(gamma).zip(beta) {
+                        *ov = xv * (1.0 + gv) + bv;
+                    }
+                }
+            },
+        )
     });
 }
 
@@ -47,14 +55,20 @@ pub fn film_bwd(
     }
     let chunk = par::chunk_rows(n, d);
     let items = dinp[..n * d].chunks_mut(chunk * d).enumerate();
+    let simd = Simd::detect();
     par::run(items, |(c, di)| {
         let r0 = c * chunk;
-        for (ii, drow) in di.chunks_mut(d).enumerate() {
-            let go = &dout[(r0 + ii) * d..(r0 + ii + 1) * d];
-            for ((dv, &g), &gv) in drow.iter_mut().zip(go).zip(gamma) {
-                *dv += g * (1.0 + gv);
-            }
-        }
+        simd.run(
+            #[inline(always)]
+            || {
+                for (ii, drow) in di.chunks_mut(d).enumerate() {
+                    let go = &dout[(r0 + ii) * d..(r0 + ii + 1) * d];
+                    for ((dv, &g), &gv) in drow.iter_mut().zip(go).zip(gamma) {
+                        *dv += g * (1.0 + gv);
+                    }
+                }
+            },
+        )
     });
     // per column, in row order, in f64: split over threads by columns, at SIMD width
     let mut sg = vec![0f64; d];
@@ -65,7 +79,8 @@ pub fn film_bwd(
         d,
         #[inline(always)]
         |i, j0, part| {
-            let row = dout[i * d + j0..(i + 1) * d].iter().zip(&inp[i * d + j0..]);
+            let w = part.len();
+            let row = dout[i * d + j0..][..w].iter().zip(&inp[i * d + j0..][..w]);
             for (s, (&g, &x)) in part.iter_mut().zip(row) {
                 *s += g as f64 * x as f64;
             }
@@ -77,7 +92,8 @@ pub fn film_bwd(
         d,
         #[inline(always)]
         |i, j0, part| {
-            for (s, &g) in part.iter_mut().zip(&dout[i * d + j0..(i + 1) * d]) {
+            let w = part.len();
+            for (s, &g) in part.iter_mut().zip(&dout[i * d + j0..][..w]) {
                 *s += g as f64;
             }
         },
