@@ -137,3 +137,35 @@ proptest! {
         prop_assert_eq!(x, want);
     }
 }
+
+/// An era with every value present comes back byte for byte (imputation skipped); the same era
+/// with one value missing changes in that value only, to its column's lower median.
+#[test]
+fn an_era_without_missing_values_is_copied_and_one_missing_value_is_imputed() {
+    let (n, f) = (300, 37);
+    let rows: Vec<i8> = (0..n * f).map(|i| ((i * 7 + i / f) % 5) as i8).collect();
+    let (s, _d) = one_era(f, &rows);
+    let mut imp = Vec::new();
+    imputed_features(&s.era(0), &mut imp);
+    assert!(imp.iter().zip(&rows).all(|(&a, &b)| a == b as u8));
+    let mut holed = rows.clone();
+    let at = 123 * f + 5;
+    holed[at] = M;
+    let (s, _d2) = one_era(f, &holed);
+    let era = s.era(0);
+    let med = feature_medians(&era)[5];
+    assert_eq!(era.missing_features, 1);
+    imputed_features(&era, &mut imp);
+    for (i, (&a, &b)) in imp.iter().zip(&rows).enumerate() {
+        let want = if i == at { med } else { b as u8 };
+        assert_eq!(a, want, "value {i}");
+    }
+    // stats that count no missing value (a corrupt store) do not let one through
+    let lying = eraengine::data::store::EraView {
+        missing_features: 0,
+        ..era
+    };
+    let mut imp2 = Vec::new();
+    imputed_features(&lying, &mut imp2);
+    assert_eq!(imp2, imp);
+}
