@@ -13,7 +13,7 @@
 //!   thread order (deterministic for a given thread count).
 //!
 //! A narrow input's whole backward (dinp and dW) runs in one pass over those row blocks
-//! ([`bwd_by_blocks`]), a wide one's dW by column ranges ([`DW_COL_SPLIT_MIN_K`]).
+//! ([`dw_db`]), a wide one's dW by column ranges ([`DW_COL_SPLIT_MIN_K`]).
 
 use super::gemm::{Gemm, Simd, Src};
 use super::par;
@@ -86,6 +86,7 @@ pub fn linear_bwd_codes(
         k,
         m,
         dw_threads(n, k, m),
+        None,
     )
 }
 
@@ -162,7 +163,8 @@ fn linear_bwd_into(
         expect_len(op, "w", w.len(), m * k)?;
         let threads = dw_threads(n, k, m);
         if m > 0 && k > 0 && k < DW_COL_SPLIT_MIN_K && threads > 1 && n > DW_ROW_BLOCK {
-            return bwd_by_blocks(dinp, accumulate, dw, db, dout, inp, w, n, k, m, threads);
+            let dinp = Some((dinp, accumulate, w));
+            return dw_db(dw, db, dout, Src::F32(inp), n, k, m, threads, dinp);
         }
         if m == 0 {
             // an empty product: nothing to add, zeros to write
@@ -180,98 +182,17 @@ fn linear_bwd_into(
     if n == 0 || m == 0 {
         return Ok(());
     }
-    dw_db(dw, db, dout, Src::F32(inp), n, k, m, dw_threads(n, k, m))
-}
-
-/// The whole backward of a narrow input (k < [`DW_COL_SPLIT_MIN_K`]) in one pass over its row
-/// blocks, split over `threads` as [`dw_db`] splits them: each block's dinp = dout · w and its dW
-/// and db terms are computed while the block's rows of dout are in the core's cache (in two passes,
-/// dout was read from memory twice). The same products in the same order as the two passes: the
-/// bits do not change.
-#[allow(clippy::too_many_arguments)]
-fn bwd_by_blocks(
-    dinp: &mut [f32],
-    accumulate: bool,
-    dw: &mut [f32],
-    db: Option<&mut [f32]>,
-    dout: &[f32],
-    inp: &[f32],
-    w: &[f32],
-    n: usize,
-    k: usize,
-    m: usize,
-    threads: usize,
-) -> Result<()> {
-    let blocks = n.div_ceil(DW_ROW_BLOCK);
-    let per = blocks.div_ceil(threads.min(blocks));
-    let with_db = db.is_some();
-    let runs = par::ranges(blocks, per).zip(dinp[..n * k].chunks_mut(per * DW_ROW_BLOCK * k));
-    let parts = par::run(runs, |(br, dchunk)| -> Result<Vec<f64>> {
-        let mut acc = vec![0f64; m * k + if with_db { m } else { 0 }];
-        let (dwacc, dbacc) = acc.split_at_mut(m * k);
-        let mut part = vec![0f32; m * k];
-        for blk in br {
-            let r0 = blk * DW_ROW_BLOCK;
-            let rows = DW_ROW_BLOCK.min(n - r0);
-            let local = (blk % per) * DW_ROW_BLOCK * k;
-            Gemm {
-                accumulate,
-                threads: Some(1),
-                ..Gemm::new(false, false, rows, k, m)
-            }
-            .run(
-                &dout[r0 * m..(r0 + rows) * m],
-                w,
-                &mut dchunk[local..local + rows * k],
-            )?;
-            dw_blocks(
-                dwacc,
-                &mut part,
-                dout,
-                Src::F32(inp),
-                blk..blk + 1,
-                0..k,
-                n,
-                k,
-                m,
-            )?;
-            if with_db {
-                db_blocks(dbacc, dout, blk..blk + 1, n, m);
-            }
-        }
-        Ok(acc)
-    });
-    add_parts(parts, dw, db, m * k)
-}
-
-/// Adds per-thread f64 totals ([dw | db] each) in thread order, then rounds them once into dw
-/// and db.
-fn add_parts(
-    parts: Vec<Result<Vec<f64>>>,
-    dw: &mut [f32],
-    db: Option<&mut [f32]>,
-    mk: usize,
-) -> Result<()> {
-    let mut total: Option<Vec<f64>> = None;
-    for part in parts {
-        let part = part?;
-        match total.as_mut() {
-            None => total = Some(part),
-            Some(t) => {
-                for (x, y) in t.iter_mut().zip(part) {
-                    *x += y;
-                }
-            }
-        }
-    }
-    let Some(total) = total else {
-        return Ok(());
-    };
-    add_f64(&mut dw[..mk], &total[..mk]);
-    if let Some(db) = db {
-        add_f64(db, &total[mk..]);
-    }
-    Ok(())
+    dw_db(
+        dw,
+        db,
+        dout,
+        Src::F32(inp),
+        n,
+        k,
+        m,
+        dw_threads(n, k, m),
+        None,
+    )
 }
 
 /// Threads for the weight gradient of [`dw_db`]: one below 2 Mflop, else the pool's.
@@ -283,8 +204,14 @@ fn dw_threads(n: usize, k: usize, m: usize) -> usize {
     }
 }
 
+/// The input gradient [`dw_db`] computes beside the weight gradient: dinp [n, k] (`true`: added
+/// to, else written) = dout · w [m, k].
+type Dinp<'a> = (&'a mut [f32], bool, &'a [f32]);
+
 /// dw[m,k] += doutᵀ · inp and db[m] += Σ_rows dout, f32 within a row block and f64 across, over
-/// `threads` threads ([`dw_threads`]).
+/// `threads` threads ([`dw_threads`]); and, when `dinp` is given (split by row blocks only), each
+/// block's input gradient while the block's rows of dout are in the core's cache (in a pass of
+/// its own, dout was read from memory twice): the same products in the same order.
 #[allow(clippy::too_many_arguments)]
 fn dw_db(
     dw: &mut [f32],
@@ -295,9 +222,10 @@ fn dw_db(
     k: usize,
     m: usize,
     threads: usize,
+    dinp: Option<Dinp>,
 ) -> Result<()> {
     let blocks = n.div_ceil(DW_ROW_BLOCK);
-    if threads > 1 && k >= DW_COL_SPLIT_MIN_K {
+    if threads > 1 && k >= DW_COL_SPLIT_MIN_K && dinp.is_none() {
         // a wide input (the mapper's [n, F]) is split by ranges of its columns (whole 32-column
         // panels): each thread's slice of dw stays in its L2 across the row blocks (split by
         // rows, every thread wrote all of the 128 × F partial product and its f64 total, 1.2 +
@@ -327,17 +255,61 @@ fn dw_db(
     let threads = threads.min(blocks);
     let with_db = db.is_some();
     let per = blocks.div_ceil(threads.max(1));
-    let parts = par::run(par::ranges(blocks, per), |br| -> Result<Vec<f64>> {
+    // each thread's run of blocks, with its rows of dinp
+    let (accumulate, w) = dinp.as_ref().map_or((false, &[][..]), |d| (d.1, d.2));
+    let chunks: Vec<Option<&mut [f32]>> = match dinp {
+        Some((d, ..)) => d[..n * k]
+            .chunks_mut(per * DW_ROW_BLOCK * k)
+            .map(Some)
+            .collect(),
+        None => (0..blocks.div_ceil(per)).map(|_| None).collect(),
+    };
+    let parts = par::run(par::ranges(blocks, per).zip(chunks), |(br, mut dchunk)| {
         let mut acc = vec![0f64; m * k + if with_db { m } else { 0 }];
         let (dwacc, dbacc) = acc.split_at_mut(m * k);
         let mut part = vec![0f32; m * k];
-        dw_blocks(dwacc, &mut part, dout, inp, br.clone(), 0..k, n, k, m)?;
+        for blk in br.clone() {
+            if let Some(dc) = dchunk.as_mut() {
+                let (r0, local) = (blk * DW_ROW_BLOCK, (blk - br.start) * DW_ROW_BLOCK * k);
+                let rows = DW_ROW_BLOCK.min(n - r0);
+                Gemm {
+                    accumulate,
+                    threads: Some(1),
+                    ..Gemm::new(false, false, rows, k, m)
+                }
+                .run(
+                    &dout[r0 * m..(r0 + rows) * m],
+                    w,
+                    &mut dc[local..local + rows * k],
+                )?;
+            }
+            dw_blocks(dwacc, &mut part, dout, inp, blk..blk + 1, 0..k, n, k, m)?;
+        }
         if with_db {
             db_blocks(dbacc, dout, br, n, m);
         }
         Ok(acc)
     });
-    add_parts(parts, dw, db.map(|d| &mut d[..m]), m * k)
+    let mut total: Option<Vec<f64>> = None;
+    for part in parts {
+        let part = part?;
+        match total.as_mut() {
+            None => total = Some(part),
+            Some(t) => {
+                for (x, y) in t.iter_mut().zip(part) {
+                    *x += y;
+                }
+            }
+        }
+    }
+    let Some(total) = total else {
+        return Ok(());
+    };
+    add_f64(&mut dw[..m * k], &total[..m * k]);
+    if let Some(db) = db {
+        add_f64(&mut db[..m], &total[m * k..]);
+    }
+    Ok(())
 }
 
 /// d += a, each sum in f64 and rounded once to f32.
@@ -563,7 +535,7 @@ pub(crate) fn backward<B: Backend>(
 mod tests {
     use super::*;
 
-    /// The one-pass backward of a narrow input ([`bwd_by_blocks`]) has the bits of the two passes
+    /// The one-pass backward of a narrow input ([`dw_db`] with dinp) has the bits of the two passes
     /// (dinp by one GEMM, then [`dw_db`]) with the same thread count: dinp overwritten or added
     /// to, with and without db, eras that are not whole row blocks.
     #[test]
@@ -588,11 +560,22 @@ mod tests {
                 .run(&dout, &w, &mut two.0)
                 .unwrap();
                 let db = with_db.then_some(&mut two.2[..]);
-                dw_db(&mut two.1, db, &dout, Src::F32(&inp), n, k, m, threads).unwrap();
+                dw_db(
+                    &mut two.1,
+                    db,
+                    &dout,
+                    Src::F32(&inp),
+                    n,
+                    k,
+                    m,
+                    threads,
+                    None,
+                )
+                .unwrap();
                 let mut one = (dinp0.clone(), vec![0.25f32; m * k], vec![0.5f32; m]);
                 let db = with_db.then_some(&mut one.2[..]);
-                let (d, dw) = (&mut one.0, &mut one.1);
-                bwd_by_blocks(d, accumulate, dw, db, &dout, &inp, &w, n, k, m, threads).unwrap();
+                let (d, dw) = (Some((&mut one.0[..], accumulate, &w[..])), &mut one.1);
+                dw_db(dw, db, &dout, Src::F32(&inp), n, k, m, threads, d).unwrap();
                 let case = format!("{n}x{k}x{m}, {threads} threads, accumulate {accumulate}");
                 assert!(bits(&one.0) == bits(&two.0), "dinp, {case}");
                 assert!(bits(&one.1) == bits(&two.1), "dw, {case}");
@@ -613,7 +596,7 @@ mod tests {
         let dout: Vec<f32> = (0..n * m).map(|_| rng.uniform(-1.0, 1.0)).collect();
         let run = |src: Src, threads: usize| {
             let (mut dw, mut db) = (vec![0.25f32; m * k], vec![0.5f32; m]);
-            dw_db(&mut dw, Some(&mut db), &dout, src, n, k, m, threads).unwrap();
+            dw_db(&mut dw, Some(&mut db), &dout, src, n, k, m, threads, None).unwrap();
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             (bits(&dw), bits(&db))
         };
