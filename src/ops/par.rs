@@ -44,10 +44,10 @@ pub fn chunk_rows_aligned(n: usize, flops_per_row: usize, align: usize) -> usize
 /// Runs `f` on every item, on the calling thread and the pool's workers; returns the results in
 /// item order. A panic in a worker is re-raised on the caller.
 ///
-/// The workers are started once and wait between calls, spinning for a moment (yielding the core
-/// to any other ready thread, such as the era loader, at every turn) and then asleep (spawning
-/// threads for every op cost more system time than the ops themselves on small eras; a futex
-/// wake-up for every op cost more than a short spin). When the pool is busy — another thread is
+/// The workers are started once and wait between calls, spinning for a moment (after 20 µs,
+/// yielding the core at every turn to any other ready thread, such as the era loader) and then
+/// asleep (spawning threads for every op cost more system time than the ops themselves on small
+/// eras; a futex wake-up for every op cost more than a short spin). When the pool is busy — another thread is
 /// running ops at the same time, or `run` is called from inside a task — the items run on scoped
 /// threads instead, so `run` never waits on itself.
 pub fn run<I, T, F>(items: I, f: F) -> Vec<T>
