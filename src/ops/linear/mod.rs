@@ -158,10 +158,10 @@ fn linear_bwd_into(
     if let Some(d) = &db {
         expect_len(op, "db", d.len(), m)?;
     }
+    let threads = dw_threads(n, k, m);
     if let Some((dinp, accumulate)) = dinp {
         expect_len(op, "dinp", dinp.len(), n * k)?;
         expect_len(op, "w", w.len(), m * k)?;
-        let threads = dw_threads(n, k, m);
         if m > 0 && k > 0 && k < DW_COL_SPLIT_MIN_K && threads > 1 && n > DW_ROW_BLOCK {
             let dinp = Some((dinp, accumulate, w));
             return dw_db(dw, db, dout, Src::F32(inp), n, k, m, threads, dinp);
@@ -182,17 +182,7 @@ fn linear_bwd_into(
     if n == 0 || m == 0 {
         return Ok(());
     }
-    dw_db(
-        dw,
-        db,
-        dout,
-        Src::F32(inp),
-        n,
-        k,
-        m,
-        dw_threads(n, k, m),
-        None,
-    )
+    dw_db(dw, db, dout, Src::F32(inp), n, k, m, threads, None)
 }
 
 /// Threads for the weight gradient of [`dw_db`]: one below 2 Mflop, else the pool's.
