@@ -66,6 +66,14 @@ pub fn fwd_checked(packed: &[f32], n: usize) -> Result<Vec<f32>> {
 /// Rows summed in u32 before a u64 total: 65,536 · 255² < 2³², so any byte fits.
 const MOMENT_ROWS: usize = 1 << 16;
 
+/// Real rows whose sums are kept in registers, a group of [`MOMENT_COLS`] columns at a time:
+/// each of these rows is read as its own sequential stream, and the u32 sums go through memory
+/// once per chunk instead of once per row.
+const MOMENT_CHUNK: usize = 32;
+
+/// Columns whose u32 sums stay in registers over a chunk of rows (64 bytes of each row).
+const MOMENT_COLS: usize = 64;
+
 /// Per column j of codes [n, f] (row-major bytes), over the rows i with `mask[i] != 0`: (Σ c,
 /// Σ c²), exact. The era statistics (src/train/era.rs) follow from these without rounding: an
 /// era's mean and variance of x = (c − 2) / 2 are ratios of integers. Split over threads by
@@ -75,7 +83,8 @@ pub fn col_moments(codes: &[u8], mask: &[f32], n: usize, f: usize) -> (Vec<u64>,
     if n == 0 || f == 0 {
         return (s1, s2);
     }
-    let (codes, mask) = (&codes[..n * f], &mask[..n]);
+    let codes = &codes[..n * f];
+    let real: Vec<usize> = (0..n).filter(|&i| mask[i] != 0.0).collect();
     let threads = if n * f >= 1 << 16 { par::threads() } else { 1 };
     let fc = f.div_ceil(threads.max(1)).max(1);
     let simd = Simd::detect();
@@ -83,18 +92,12 @@ pub fn col_moments(codes: &[u8], mask: &[f32], n: usize, f: usize) -> (Vec<u64>,
     par::run(items, |(c, (t1, t2))| {
         let (f0, w) = (c * fc, t1.len());
         let (mut a1, mut a2) = (vec![0u32; w], vec![0u32; w]);
-        for r0 in (0..n).step_by(MOMENT_ROWS) {
-            let rows = r0..n.min(r0 + MOMENT_ROWS);
+        for block in real.chunks(MOMENT_ROWS) {
             simd.run(
                 #[inline(always)]
                 || {
-                    for i in rows.filter(|&i| mask[i] != 0.0) {
-                        let row = &codes[i * f + f0..][..w];
-                        for ((x, y), &v) in a1.iter_mut().zip(a2.iter_mut()).zip(row) {
-                            let v = u32::from(v);
-                            *x += v;
-                            *y += v * v;
-                        }
+                    for chunk in block.chunks(MOMENT_CHUNK) {
+                        moments_chunk(&mut a1, &mut a2, codes, chunk, f0, f);
                     }
                 },
             );
@@ -107,6 +110,45 @@ pub fn col_moments(codes: &[u8], mask: &[f32], n: usize, f: usize) -> (Vec<u64>,
         }
     });
     (s1, s2)
+}
+
+/// a1[j] += Σ c, a2[j] += Σ c² over the rows `rows` of codes (row length f) at columns f0 + j,
+/// j < a1.len(): [`MOMENT_COLS`] columns at a time in registers, then the rest one by one.
+#[inline(always)]
+fn moments_chunk(
+    a1: &mut [u32],
+    a2: &mut [u32],
+    codes: &[u8],
+    rows: &[usize],
+    f0: usize,
+    f: usize,
+) {
+    let w = a1.len();
+    let whole = w - w % MOMENT_COLS;
+    for g in (0..whole).step_by(MOMENT_COLS) {
+        let mut x1: [u32; MOMENT_COLS] = [0; MOMENT_COLS];
+        let mut x2: [u32; MOMENT_COLS] = [0; MOMENT_COLS];
+        x1.copy_from_slice(&a1[g..g + MOMENT_COLS]);
+        x2.copy_from_slice(&a2[g..g + MOMENT_COLS]);
+        for &i in rows {
+            let row = &codes[i * f + f0 + g..][..MOMENT_COLS];
+            for l in 0..MOMENT_COLS {
+                let v = u32::from(row[l]);
+                x1[l] += v;
+                x2[l] += v * v;
+            }
+        }
+        a1[g..g + MOMENT_COLS].copy_from_slice(&x1);
+        a2[g..g + MOMENT_COLS].copy_from_slice(&x2);
+    }
+    for &i in rows {
+        let row = &codes[i * f + f0 + whole..][..w - whole];
+        for ((x, y), &v) in a1[whole..].iter_mut().zip(&mut a2[whole..]).zip(row) {
+            let v = u32::from(v);
+            *x += v;
+            *y += v * v;
+        }
+    }
 }
 
 #[cfg(test)]
