@@ -173,6 +173,7 @@ fn step_copy(b: &EraBatch, with_x: bool) -> EraBatch {
         y: b.y.clone(),
         mask: b.mask.clone(),
         col_sums: b.col_sums.clone(),
+        stats: b.stats.clone(),
         ..*b
     }
 }
@@ -365,7 +366,11 @@ pub fn run<B: Backend>(dev: &B, cfg: Config, n: usize, reps: usize) -> Result<Be
         });
     }
     let mut adam = Adam::new(dev, &m.params, 1e-3, 0.0)?;
-    let batch = random_era(n, f, 3);
+    let mut batch = random_era(n, f, 3);
+    if cfg.context_dim > 0 {
+        // as the training loop's loader thread finds them, off the step's clock
+        batch.keep_context_stats();
+    }
     let opts = TrainOptions {
         epochs: 1,
         seed: 0,

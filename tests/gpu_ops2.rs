@@ -590,6 +590,7 @@ fn tiny_batch(n: usize, f: usize, t: usize) -> eraengine::train::era::EraBatch {
         y,
         mask: vec![1.0; n],
         col_sums: None,
+        stats: None,
     }
 }
 

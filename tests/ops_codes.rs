@@ -82,6 +82,7 @@ fn era_input_from_codes_equals_from_x<B: Backend>(
         y: with.y.clone(),
         mask: with.mask.clone(),
         col_sums: with.col_sums.clone(),
+        stats: None,
         ..with
     };
     // and from its codes alone, x not made (the training loop's era on a device that takes
@@ -93,6 +94,7 @@ fn era_input_from_codes_equals_from_x<B: Backend>(
         y: with.y.clone(),
         mask: with.mask.clone(),
         col_sums: None,
+        stats: None,
         ..with
     };
     let x = |b: &EraBatch| -> TestCaseResult {
@@ -185,6 +187,7 @@ proptest! {
             y: b.y.clone(),
             mask: b.mask.clone(),
             col_sums: None,
+            stats: None,
             ..b
         };
         let got = b.context_stats();

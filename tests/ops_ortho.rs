@@ -267,6 +267,7 @@ fn train_steps<B: Backend>(
         y,
         mask,
         col_sums: None,
+        stats: None,
     };
     let params = Params::from_host(dev, &eraengine::model::init_params(cfg, 11))?;
     let model = eraengine::model::EraTransformer::new(cfg.clone(), &params)?;

@@ -515,7 +515,7 @@ fn prefetch_yields_the_order_with_the_batches_a_direct_load_gives_and_can_stop_e
     let order = vec![3, 0, 5, 5, 1, 7, 2, 6, 4, 0, 7];
     // one loader, and several (whose batches finish in any order but come back in order's)
     for workers in [1, 2, 3, 8, 40] {
-        let seen = era::with_prefetch(&store, &map, &order, workers, |eras| {
+        let seen = era::with_prefetch(&store, &map, &order, workers, false, |eras| {
             eras.map(|(ei, b)| (ei, b.unwrap())).collect::<Vec<_>>()
         });
         assert_eq!(
@@ -534,7 +534,7 @@ fn prefetch_yields_the_order_with_the_batches_a_direct_load_gives_and_can_stop_e
             );
         }
         // stopping after two eras returns (the loaders, blocked on their next send, stop)
-        let first_two = era::with_prefetch(&store, &map, &order, workers, |eras| {
+        let first_two = era::with_prefetch(&store, &map, &order, workers, false, |eras| {
             eras.take(2).map(|(ei, _)| ei).collect::<Vec<_>>()
         });
         assert_eq!(first_two, vec![3, 0], "{workers} workers");
@@ -549,8 +549,41 @@ fn prefetch_yields_the_order_with_the_batches_a_direct_load_gives_and_can_stop_e
         assert!(e.contains("ERAENGINE_LOADERS"), "{bad:?}: {e}");
     }
     // an empty order yields nothing
-    let none = era::with_prefetch(&store, &map, &[], 4, |eras| eras.count());
+    let none = era::with_prefetch(&store, &map, &[], 4, false, |eras| eras.count());
     assert_eq!(none, 0);
+}
+
+/// Era statistics found on the loader thread (`stats`, for a model with an era context) are the
+/// ones the step would find, and nothing that changes the era after them (row sampling, feature
+/// noise) lets the kept ones through.
+#[test]
+fn era_statistics_found_ahead_are_the_steps_own_and_drop_when_the_era_changes() {
+    let (_dir, t, _, _) = dataset("prefetch_stats", 2, 0);
+    let store = Store::open(&t).unwrap();
+    let map = ColumnMap::identity(&store);
+    let order: Vec<usize> = (0..store.n_eras()).collect();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let seen = era::with_prefetch(&store, &map, &order, 2, true, |eras| {
+        eras.map(|(_, b)| b.unwrap()).collect::<Vec<_>>()
+    });
+    let plain = era::with_prefetch(&store, &map, &order, 2, false, |eras| {
+        eras.map(|(_, b)| b.unwrap()).collect::<Vec<_>>()
+    });
+    for (mut b, p) in seen.into_iter().zip(plain) {
+        assert!(p.stats.is_none());
+        let kept = b.stats.clone().expect("statistics found by the loader");
+        assert_eq!(bits(&kept), bits(&p.context_stats()), "era {}", b.name);
+        assert_eq!(bits(&b.context_stats()), bits(&kept));
+        // half the rows: the kept statistics go, and the step finds those of the rows left
+        rows::apply(&mut b, 1, 1, 0, 0.5);
+        assert!(b.stats.is_none(), "row sampling kept stale statistics");
+        let sampled = b.context_stats();
+        assert_ne!(bits(&sampled), bits(&kept));
+        b.keep_context_stats();
+        assert_eq!(bits(b.stats.as_deref().unwrap()), bits(&sampled));
+        noise::apply(&mut b, 1, 1, 0, 0.9);
+        assert!(b.stats.is_none(), "feature noise kept stale statistics");
+    }
 }
 
 /// The validation mean corr of every epoch of a run, with its result.
@@ -678,6 +711,7 @@ fn context_stats_are_the_plain_two_pass_sums() {
             y: vec![0.0; n],
             mask: mask.clone(),
             col_sums: None,
+            stats: None,
         };
         let rows = mask.iter().filter(|&&m| m != 0.0).count() as f64;
         let mut want = vec![0f32; 2 * f];
@@ -738,6 +772,7 @@ fn loaded_column_sums_are_the_plain_sums_and_change_no_bit() {
             y: with.y.clone(),
             mask: with.mask.clone(),
             col_sums: None,
+            stats: None,
             ..with
         };
         assert_eq!(with.context_stats(), without.context_stats());

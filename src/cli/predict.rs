@@ -31,7 +31,8 @@ pub fn predict_store<B: Backend>(
     let order: Vec<usize> = (0..store.n_eras()).collect();
     let loaders = era::prefetch_workers(dev.prefers_codes())?;
     // the eras load on loader threads ahead of the model
-    era::with_prefetch(store, &map, &order, loaders, |eras| {
+    let stats = ck.config.context_dim > 0;
+    era::with_prefetch(store, &map, &order, loaders, stats, |eras| {
         let mut out = Vec::with_capacity(order.len());
         for (i, batch) in eras {
             let batch = batch?;

@@ -88,6 +88,10 @@ pub struct EraBatch {
     /// ([`EraBatch::from_codes`], row sampling) so the step's gate and the era statistics need not
     /// read x for them again. None wherever x or the mask changes otherwise (feature noise).
     pub col_sums: Option<Vec<f64>>,
+    /// [2F] the era statistics ([`EraBatch::context_stats`]) when found ahead, on the loader
+    /// thread ([`EraBatch::keep_context_stats`]), the last thing done to the batch there; None
+    /// wherever the codes, x or the mask change (row sampling, feature noise).
+    pub stats: Option<Vec<f32>>,
 }
 
 impl EraBatch {
@@ -156,6 +160,7 @@ impl EraBatch {
             y,
             mask: vec![1.0; n],
             col_sums: None,
+            stats: None,
         }
     }
 
@@ -216,6 +221,21 @@ impl EraBatch {
     /// and σ² = (N·S₂ − S₁²) / 4N², each rounded once (a zero that feature noise negated in x
     /// counts alike). Else from x: two passes in f64, in row order.
     pub fn context_stats(&self) -> Vec<f32> {
+        match &self.stats {
+            Some(s) => s.clone(),
+            None => self.find_context_stats(),
+        }
+    }
+
+    /// Finds [`EraBatch::context_stats`] now and keeps them with the batch: the training loop's
+    /// loader thread does, for a model with an era context, so that the step does not (~1 ms a
+    /// step at 2,500 sampled rows × 2,376 features, 4–5% of the default model's step).
+    pub fn keep_context_stats(&mut self) {
+        self.stats = None;
+        self.stats = Some(self.find_context_stats());
+    }
+
+    fn find_context_stats(&self) -> Vec<f32> {
         let (n, f) = (self.n, self.f);
         let mask = &self.mask[..n];
         let rows = mask.iter().filter(|&&m| m != 0.0).count();
@@ -527,14 +547,24 @@ pub fn loaders_from(value: Option<&str>, gpu: bool) -> Result<usize> {
 /// instead of stalling it. `body` gets `(era index, its batch)` in `order`'s order, whatever order
 /// the loaders finish in (a batch is the same whichever thread loads it); it may stop early (the
 /// loaders then stop at their next era). At most 2 × `workers` batches exist ahead of the body.
+/// `stats`: the loaders also find each era's statistics (for a model with an era context:
+/// [`EraBatch::keep_context_stats`]).
 pub fn with_prefetch<R>(
     store: &Store,
     map: &ColumnMap,
     order: &[usize],
     workers: usize,
+    stats: bool,
     body: impl FnOnce(&mut dyn Iterator<Item = (usize, Result<EraBatch>)>) -> R,
 ) -> R {
-    prefetch(|i| EraBatch::load(store, i, map), order, workers, body)
+    let load = |i| {
+        let mut b = EraBatch::load(store, i, map)?;
+        if stats {
+            b.keep_context_stats();
+        }
+        Ok(b)
+    };
+    prefetch(load, order, workers, body)
 }
 
 /// [`with_prefetch`] with any loader.

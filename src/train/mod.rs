@@ -410,6 +410,8 @@ pub fn train_on<B: Backend>(
         // loader thread (both keyed by seed, epoch and era: the same whichever thread runs them),
         // x made only for the kept rows, and only where the device reads it (not from the codes)
         let make_x = !dev.prefers_codes();
+        // the era statistics of a model with an era context, found there too (the last change)
+        let with_context = m.model.cfg.context_dim > 0;
         let prep = |ei: usize, mut batch: EraBatch| {
             if batch.n == 0 || batch.present_targets() == 0 {
                 return None;
@@ -420,6 +422,9 @@ pub fn train_on<B: Backend>(
                 batch.make_x();
             }
             noise::apply(&mut batch, seed, round, era, opts.feature_noise);
+            if with_context {
+                batch.keep_context_stats();
+            }
             Some(batch)
         };
         src.with_prefetch(&order, prefetch_workers, prep, |eras| -> Result<()> {

@@ -47,6 +47,7 @@ pub fn apply(batch: &mut EraBatch, seed: u64, round: u64, era: u64, p: f32) {
         return;
     }
     batch.col_sums = None;
+    batch.stats = None;
     for row in batch.x.chunks_exact_mut(f) {
         for (v, n) in row.iter_mut().zip(&fate) {
             match n {

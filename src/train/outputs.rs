@@ -21,7 +21,8 @@ impl<B: Backend> Trained<B> {
         let t = self.model.cfg.n_targets;
         let order: Vec<usize> = (0..store.n_eras()).collect();
         let loaders = era::prefetch_workers(dev.prefers_codes())?;
-        era::with_prefetch(store, map, &order, loaders, |eras| {
+        let stats = self.model.cfg.context_dim > 0;
+        era::with_prefetch(store, map, &order, loaders, stats, |eras| {
             let mut out = Vec::new();
             for (_, batch) in eras {
                 let batch = batch?;

@@ -243,7 +243,8 @@ fn validate<B: Backend>(
     let mut sum = 0.0;
     let mut count = 0usize;
     let loaders = era::prefetch_workers(dev.prefers_codes())?;
-    era::with_prefetch(store, map, eras, loaders, |batches| -> Result<()> {
+    let stats = m.model.cfg.context_dim > 0;
+    era::with_prefetch(store, map, eras, loaders, stats, |batches| -> Result<()> {
         for (ei, batch) in batches {
             let batch = batch?;
             if batch.n == 0 {
@@ -346,7 +347,8 @@ pub fn pretrain<B: Backend>(
         );
         let (mut sum, mut counted) = (0.0f64, 0usize);
         // the eras load on loader threads ahead of the step, as in training
-        era::with_prefetch(train, &map, &order, loaders, |eras| -> Result<()> {
+        let stats = m.model.cfg.context_dim > 0;
+        era::with_prefetch(train, &map, &order, loaders, stats, |eras| -> Result<()> {
             for (i, (_, batch)) in eras.enumerate() {
                 if opts.max_steps.is_some_and(|ms| step >= ms) {
                     break;

@@ -48,6 +48,7 @@ pub fn apply(batch: &mut EraBatch, seed: u64, round: u64, era: u64, p: f32) {
         return;
     }
     let (f, t) = (batch.f, batch.t);
+    batch.stats = None;
     if let Some(packed) = batch.codes.take() {
         let codes = &crate::ops::codes::bytes(&packed)[..batch.n * f];
         let kept =
