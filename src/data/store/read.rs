@@ -27,6 +27,10 @@ pub struct Store {
     era_stats: (usize, usize),
     id_offsets: (usize, usize),
     id_bytes: (usize, usize),
+    /// Per era, its features' medians once an imputation has found them
+    /// ([`crate::data::batch::impute_into`]): the era's bytes cannot change while the store is
+    /// open, so every later load of the era (each epoch) imputes without counting again.
+    medians: Vec<std::sync::OnceLock<Vec<u8>>>,
 }
 
 /// The ids of a run of rows: offsets into a UTF-8 blob validated at open.
@@ -69,6 +73,9 @@ pub struct EraView<'a> {
     /// Missing feature values in this era, and missing values per target (from the era stats).
     pub missing_features: u64,
     pub missing_targets: &'a [u64],
+    /// Where the store keeps this era's feature medians once found (None: found at every
+    /// imputation).
+    pub medians: Option<&'a std::sync::OnceLock<Vec<u8>>>,
 }
 
 impl<'a> EraView<'a> {
@@ -410,6 +417,9 @@ impl Store {
         let features = sec_range(SEC_FEATURES);
         let targets = sec_range(SEC_TARGETS);
         let era_stats = sec_range(SEC_ERA_STATS);
+        let medians = (0..eras.len())
+            .map(|_| std::sync::OnceLock::new())
+            .collect();
         let store = Store {
             path: path.to_path_buf(),
             version,
@@ -425,6 +435,7 @@ impl Store {
             era_stats,
             id_offsets,
             id_bytes,
+            medians,
             mmap,
         };
         // The casts below must succeed for every era: check them once here.
@@ -532,6 +543,7 @@ impl Store {
             },
             missing_features: st[0],
             missing_targets: &st[1..],
+            medians: self.medians.get(i),
         }
     }
 
