@@ -222,30 +222,23 @@ pub fn walk<B: Backend>(
             plan.clear();
         }
         let loaders = era::prefetch_workers(dev.prefers_codes())?;
-        let stats = m.model.cfg.context_dim > 0;
-        era::with_prefetch(
-            store,
-            &map,
-            &plan,
-            loaders,
-            stats,
-            |batches| -> Result<()> {
-                for (_, batch) in batches {
-                    if opts.max_steps.is_some_and(|ms| step >= ms) {
-                        break;
-                    }
-                    let batch = batch?;
-                    // an era without rows or targets takes no step
-                    if batch.n == 0 || batch.present_targets() == 0 {
-                        continue;
-                    }
-                    step += 1;
-                    // the era is not used again: its x moves onto the tape (no copy on the CPU)
-                    step::train_step_owned(dev, &mut m, &mut adam, batch, opts, step)?;
+        let ctx = m.model.cfg.context_dim > 0;
+        era::with_prefetch(store, &map, &plan, loaders, ctx, |batches| -> Result<()> {
+            for (_, batch) in batches {
+                if opts.max_steps.is_some_and(|ms| step >= ms) {
+                    break;
                 }
-                Ok(())
-            },
-        )?;
+                let batch = batch?;
+                // an era without rows or targets takes no step
+                if batch.n == 0 || batch.present_targets() == 0 {
+                    continue;
+                }
+                step += 1;
+                // the era is not used again: its x moves onto the tape (no copy on the CPU)
+                step::train_step_owned(dev, &mut m, &mut adam, batch, opts, step)?;
+            }
+            Ok(())
+        })?;
         // the round's last step's gradient norms, if the device kept them
         adam.check_pending(dev, &m.params)?;
         let batch = EraBatch::load(store, next, &map)?;

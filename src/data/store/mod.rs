@@ -1,7 +1,8 @@
 //! The era store: one little-endian file, memory-mapped, read without copies.
 //!
 //! The byte layout is documented in `docs/era-store.md`; this module is its only reader and writer
-//! (`format.rs`: constants and the `Header` struct; `read.rs`: `Store`; `write.rs`: `StoreWriter`).
+//! (`format.rs`: constants and the `Header` struct; `read.rs`: `Store`; `view.rs`: its `EraView`
+//! and `Ids`; `write.rs`: `StoreWriter`).
 //! Summary: a 64-byte header and a table of 7 sections, then the sections, each starting on a
 //! 64-byte boundary so that it can be cast in place (`bytemuck`) once mapped:
 //!
@@ -24,8 +25,10 @@
 
 pub mod format;
 mod read;
+mod view;
 mod write;
 
 pub use format::*;
-pub use read::{EraView, Ids, Store};
+pub use read::Store;
+pub use view::{EraView, Ids};
 pub use write::{temp_path, StoreWriter};
