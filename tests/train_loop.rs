@@ -14,7 +14,7 @@ use eraengine::params::Adam;
 use eraengine::rng::Rng;
 use eraengine::train::ema::update_slice;
 use eraengine::train::ensemble::{combine, rank_unit};
-use eraengine::train::era::{self, ColumnMap, EraBatch};
+use eraengine::train::era::{self, ColumnMap, EraBatch, EraSource};
 use eraengine::train::noise::{self, Noise};
 use eraengine::train::rows;
 use eraengine::train::{build, train, train_step, Event, Schedule, TrainOptions, Trained};
@@ -334,6 +334,67 @@ fn cut(b: &EraBatch, keep: &[usize]) -> EraBatch {
         y.extend_from_slice(&b.y[r * t..(r + 1) * t]);
     }
     EraBatch::from_codes(b.name.clone(), keep.len(), f, t, &codes, y)
+}
+
+/// The training loop's loader reads only the rows that row sampling keeps
+/// (`EraSource::with_prefetch` with `rows::plan`): each era the same, bit for bit, as loading all
+/// its rows and sampling them after (`rows::apply`), for the store's own columns and for a
+/// reordered subset of them; an era without a target value comes back as None, unread.
+#[test]
+fn sampled_loads_read_only_the_kept_rows_and_match_sampling_after_loading() {
+    let (_dir, t, v, _) = dataset("rows_ahead", 4, 2);
+    let (train, valid) = (Store::open(&t).unwrap(), Store::open(&v).unwrap());
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let f64bits = |v: &Option<Vec<f64>>| {
+        v.as_ref()
+            .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+    };
+    let subset: Vec<String> = train
+        .feature_names()
+        .iter()
+        .rev()
+        .step_by(2)
+        .cloned()
+        .collect();
+    let sources = [
+        EraSource::one(&train),
+        EraSource::mapped(&train, &subset, train.target_names()).unwrap(),
+        EraSource::one(&valid),
+    ];
+    let mut skipped = 0;
+    for src in &sources {
+        let order: Vec<usize> = (0..src.n_eras()).collect();
+        for (p, round, seed) in [(0.5f32, 2u64, 7u64), (0.3, 3, 1), (0.9, 1, 2), (1.0, 1, 1)] {
+            let plan = |ei: usize, n: usize| rows::plan(seed, round, ei as u64, n, p);
+            let make_x = |_: usize, mut b: EraBatch| {
+                b.make_x();
+                b
+            };
+            let got = src.with_prefetch(&order, 2, plan, make_x, |eras| {
+                eras.map(|(_, b)| b.unwrap()).collect::<Vec<_>>()
+            });
+            for (ei, got) in got.into_iter().enumerate() {
+                let mut want = src.load_codes(ei).unwrap();
+                let Some(got) = got else {
+                    assert_eq!(want.present_targets(), 0, "era {ei} skipped with targets");
+                    skipped += 1;
+                    continue;
+                };
+                assert!(want.present_targets() > 0);
+                rows::apply(&mut want, seed, round, ei as u64, p);
+                want.make_x();
+                assert_eq!(
+                    (got.n, &got.codes, &got.mask),
+                    (want.n, &want.codes, &want.mask)
+                );
+                assert_eq!(bits(&got.x), bits(&want.x), "era {ei}, p {p}: x");
+                assert_eq!(bits(&got.y), bits(&want.y), "era {ei}, p {p}: targets");
+                assert_eq!(f64bits(&got.col_sums), f64bits(&want.col_sums));
+            }
+        }
+    }
+    // the validation store's eras without targets, once per draw
+    assert_eq!(skipped, 2 * 4, "eras without targets skipped");
 }
 
 #[test]

@@ -105,17 +105,32 @@ impl EraBatch {
     /// loop first keeps the rows that row sampling draws (half an era by default), so the other
     /// rows are never made into f32 and then dropped.
     pub fn load_codes(store: &Store, i: usize, map: &ColumnMap) -> Result<Self> {
+        Self::load_codes_rows(store, i, map, None)
+    }
+
+    /// [`EraBatch::load_codes`] of the era's rows `rows` only, in that order (None: every row;
+    /// indices below the era's row count): the rows that row sampling keeps, drawn before the era
+    /// loads, so that the rows it drops are never imputed or copied.
+    pub fn load_codes_rows(
+        store: &Store,
+        i: usize,
+        map: &ColumnMap,
+        rows: Option<&[usize]>,
+    ) -> Result<Self> {
         let era = store.era(i);
-        let n = era.n_rows;
+        let n = rows.map_or(era.n_rows, |r| r.len());
+        let row_at = |k: usize| rows.map_or(k, |r| r[k]);
         let fs = map.n_store_features;
         let packed = match &map.features {
             // imputed straight into the packed buffer
-            None => codes::pack_with(n * fs, |b| crate::data::batch::impute_into(&era, b)),
+            None => codes::pack_with(n * fs, |b| {
+                crate::data::batch::impute_rows_into(&era, rows, b)
+            }),
             Some(idx) => {
                 let mut c_all = Vec::new();
                 crate::data::batch::imputed_features(&era, &mut c_all);
                 let mut c = Vec::with_capacity(n * idx.len());
-                for r in 0..n {
+                for r in (0..n).map(row_at) {
                     let row = &c_all[r * fs..(r + 1) * fs];
                     c.extend(idx.iter().map(|&j| row[j]));
                 }
@@ -125,10 +140,10 @@ impl EraBatch {
         let ts = map.n_store_targets;
         let t = map.targets.len();
         let mut y = vec![f32::NAN; n * t];
-        for r in 0..n {
-            for (k, src) in map.targets.iter().enumerate() {
+        for (k, r) in (0..n).map(row_at).enumerate() {
+            for (kt, src) in map.targets.iter().enumerate() {
                 if let Some(j) = src {
-                    y[r * t + k] = era.targets[r * ts + j];
+                    y[k * t + kt] = era.targets[r * ts + j];
                 }
             }
         }
@@ -472,8 +487,28 @@ impl<'a> EraSource<'a> {
 
     /// [`EraSource::load`] without x ([`EraBatch::load_codes`]).
     pub fn load_codes(&self, i: usize) -> Result<EraBatch> {
+        self.load_codes_rows(i, None)
+    }
+
+    /// [`EraSource::load_codes`] of the era's rows `rows` only ([`EraBatch::load_codes_rows`]).
+    pub fn load_codes_rows(&self, i: usize, rows: Option<&[usize]>) -> Result<EraBatch> {
         let (s, m, j) = self.locate(i)?;
-        EraBatch::load_codes(s, j, m)
+        EraBatch::load_codes_rows(s, j, m, rows)
+    }
+
+    /// Rows of source era `i`, and whether one of them has a value of one of the run's targets
+    /// (read from the targets themselves, as [`EraBatch::present_targets`] counts them).
+    pub fn rows_and_targets(&self, i: usize) -> Result<(usize, bool)> {
+        let (s, m, j) = self.locate(i)?;
+        let era = s.era(j);
+        let ts = m.n_store_targets;
+        let present = (0..era.n_rows).any(|r| {
+            m.targets
+                .iter()
+                .flatten()
+                .any(|&k| !era.targets[r * ts + k].is_nan())
+        });
+        Ok((era.n_rows, present))
     }
 
     /// True when source era `i` has rows and a value of one of the run's targets.
@@ -501,19 +536,29 @@ impl<'a> EraSource<'a> {
     }
 
     /// Like [`with_prefetch`] over the source's eras, with `workers` eras loading at once
-    /// ([`prefetch_workers`]), each passed through `prep(era index, batch)` on its loader thread:
-    /// the training loop's per-era preparation (row sampling, feature noise) runs there, off the
-    /// training step's thread; `None` from `prep` is an era the body skips. `prep` gets the era
-    /// without x ([`EraBatch::load_codes`]) and makes it ([`EraBatch::make_x`]), once its rows
-    /// are chosen, where the step's device reads x (a device that takes the codes never needs it).
+    /// ([`prefetch_workers`]), each prepared on its loader thread, off the training step's: an
+    /// era without rows or without a target value is `None` (the body skips it); any other loads
+    /// the rows `rows(era index, its row count)` names (None: all of them; the training loop's
+    /// row sampling), without x ([`EraBatch::load_codes_rows`]), and passes through `prep(era
+    /// index, batch)` (feature noise, and x made where the step's device reads it: a device that
+    /// takes the codes never needs it).
     pub fn with_prefetch<R>(
         &self,
         order: &[usize],
         workers: usize,
-        prep: impl Fn(usize, EraBatch) -> Option<EraBatch> + Sync,
+        rows: impl Fn(usize, usize) -> Option<Vec<usize>> + Sync,
+        prep: impl Fn(usize, EraBatch) -> EraBatch + Sync,
         body: impl FnOnce(&mut dyn Iterator<Item = (usize, Result<Option<EraBatch>>)>) -> R,
     ) -> R {
-        prefetch(|i| Ok(prep(i, self.load_codes(i)?)), order, workers, body)
+        let load = |i| -> Result<Option<EraBatch>> {
+            let (n, targets) = self.rows_and_targets(i)?;
+            if n == 0 || !targets {
+                return Ok(None);
+            }
+            let kept = rows(i, n);
+            Ok(Some(prep(i, self.load_codes_rows(i, kept.as_deref())?)))
+        };
+        prefetch(load, order, workers, body)
     }
 }
 

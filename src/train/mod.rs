@@ -406,71 +406,74 @@ pub fn train_on<B: Backend>(
         let mut group = 0usize;
         let n_order = order.len();
         let prefetch_workers = era::prefetch_workers(dev.prefers_codes())?;
-        // an era without rows or targets is skipped; the others are row-sampled and noised on the
-        // loader thread (both keyed by seed, epoch and era: the same whichever thread runs them),
-        // x made only for the kept rows, and only where the device reads it (not from the codes)
+        // an era without rows or targets is skipped; the others are row-sampled (only the kept
+        // rows are read) and noised on the loader thread (both keyed by seed, epoch and era: the
+        // same whichever thread runs them), x made only where the device reads it (not from the
+        // codes), and the era statistics of a model with an era context found there too
         let make_x = !dev.prefers_codes();
-        // the era statistics of a model with an era context, found there too (the last change)
         let with_context = m.model.cfg.context_dim > 0;
+        let (seed, round) = (opts.seed, epoch as u64);
+        let rows_of = |ei: usize, n: usize| rows::plan(seed, round, ei as u64, n, opts.row_sample);
         let prep = |ei: usize, mut batch: EraBatch| {
-            if batch.n == 0 || batch.present_targets() == 0 {
-                return None;
-            }
-            let (seed, round, era) = (opts.seed, epoch as u64, ei as u64);
-            rows::apply(&mut batch, seed, round, era, opts.row_sample);
             if make_x {
                 batch.make_x();
             }
-            noise::apply(&mut batch, seed, round, era, opts.feature_noise);
+            noise::apply(&mut batch, seed, round, ei as u64, opts.feature_noise);
             if with_context {
                 batch.keep_context_stats();
             }
-            Some(batch)
+            batch
         };
-        src.with_prefetch(&order, prefetch_workers, prep, |eras| -> Result<()> {
-            for (i, (_, batch)) in eras.enumerate() {
-                if group == 0 && stop_at(&adam) {
-                    break;
+        src.with_prefetch(
+            &order,
+            prefetch_workers,
+            rows_of,
+            prep,
+            |eras| -> Result<()> {
+                for (i, (_, batch)) in eras.enumerate() {
+                    if group == 0 && stop_at(&adam) {
+                        break;
+                    }
+                    let Some(batch) = batch? else {
+                        continue;
+                    };
+                    if group == 0 {
+                        m.params.zero_grads(dev)?;
+                    }
+                    step += 1;
+                    let (parts, g) =
+                        step::accumulate_owned(dev, &mut m, &mut adam, batch, opts.seed, step)?;
+                    group += 1;
+                    if group == k {
+                        finish_group(
+                            dev,
+                            &mut m,
+                            &mut adam,
+                            &mut ema,
+                            opts,
+                            group,
+                            step,
+                            total_steps,
+                        )?;
+                        group = 0;
+                    }
+                    g_last = g;
+                    loss_sum += parts.loss as f64;
+                    mse_sum += parts.mse as f64;
+                    ortho_sum += parts.ortho as f64;
+                    counted += 1;
+                    on_event(&Event::Era {
+                        epoch,
+                        epochs: opts.epochs,
+                        done: i + 1,
+                        total: n_order,
+                        loss: loss_sum / counted as f64,
+                        eras_per_s: counted as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+                    });
                 }
-                let Some(batch) = batch? else {
-                    continue;
-                };
-                if group == 0 {
-                    m.params.zero_grads(dev)?;
-                }
-                step += 1;
-                let (parts, g) =
-                    step::accumulate_owned(dev, &mut m, &mut adam, batch, opts.seed, step)?;
-                group += 1;
-                if group == k {
-                    finish_group(
-                        dev,
-                        &mut m,
-                        &mut adam,
-                        &mut ema,
-                        opts,
-                        group,
-                        step,
-                        total_steps,
-                    )?;
-                    group = 0;
-                }
-                g_last = g;
-                loss_sum += parts.loss as f64;
-                mse_sum += parts.mse as f64;
-                ortho_sum += parts.ortho as f64;
-                counted += 1;
-                on_event(&Event::Era {
-                    epoch,
-                    epochs: opts.epochs,
-                    done: i + 1,
-                    total: n_order,
-                    loss: loss_sum / counted as f64,
-                    eras_per_s: counted as f64 / t0.elapsed().as_secs_f64().max(1e-9),
-                });
-            }
-            Ok(())
-        })?;
+                Ok(())
+            },
+        )?;
         if group > 0 {
             finish_group(
                 dev,

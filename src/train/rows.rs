@@ -38,15 +38,22 @@ pub fn kept(seed: u64, round: u64, era: u64, n: usize, p: f32) -> Vec<usize> {
     }
 }
 
-/// Keeps the sampled rows of a loaded training era (x, its packed codes, y and the mask alike).
+/// The rows of an `n`-row era that round `round` keeps, or None when it keeps them all (P ≥ 1, an
+/// empty era, or too few kept: [`kept`]): what the training loop's loader reads of the era.
+pub fn plan(seed: u64, round: u64, era: u64, n: usize, p: f32) -> Option<Vec<usize>> {
+    if p >= 1.0 || n == 0 {
+        return None;
+    }
+    let rows = kept(seed, round, era, n, p);
+    (rows.len() < n).then_some(rows)
+}
+
+/// Keeps the sampled rows of a loaded training era (x, its packed codes, y and the mask alike):
+/// the rows [`plan`] names, as the training loop's loader reads them from the store.
 pub fn apply(batch: &mut EraBatch, seed: u64, round: u64, era: u64, p: f32) {
-    if p >= 1.0 || batch.n == 0 {
+    let Some(rows) = plan(seed, round, era, batch.n, p) else {
         return;
-    }
-    let rows = kept(seed, round, era, batch.n, p);
-    if rows.len() == batch.n {
-        return;
-    }
+    };
     let (f, t) = (batch.f, batch.t);
     batch.stats = None;
     if let Some(packed) = batch.codes.take() {
