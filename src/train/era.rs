@@ -7,6 +7,7 @@ use crate::model::EraInputs;
 use crate::ops::codes;
 use crate::ops::gate::col_sums;
 use crate::ops::gemm::Simd;
+use crate::ops::par;
 use crate::tape::{Tape, T};
 use crate::{Error, Result};
 
@@ -238,18 +239,20 @@ impl EraBatch {
     pub fn context_stats(&self) -> Vec<f32> {
         match &self.stats {
             Some(s) => s.clone(),
-            None => self.find_context_stats(),
+            None => self.find_context_stats(par::threads()),
         }
     }
 
     /// Finds [`EraBatch::context_stats`] now and keeps them with the batch: the training loop's
     /// loader thread does, for a model with an era context, so that the step does not (~1 ms a
-    /// step at 2,500 sampled rows × 2,376 features, 4–5% of the default model's step).
+    /// step at 2,500 sampled rows × 2,376 features, 4–5% of the default model's step), on its
+    /// own thread: the step's ops have the worker pool (one that found it busy would start threads).
     pub fn keep_context_stats(&mut self) {
-        self.stats = Some(self.find_context_stats());
+        self.stats = Some(self.find_context_stats(1));
     }
 
-    fn find_context_stats(&self) -> Vec<f32> {
+    /// [`EraBatch::context_stats`], the codes' sums split over at most `threads` threads.
+    fn find_context_stats(&self, threads: usize) -> Vec<f32> {
         let (n, f) = (self.n, self.f);
         let mask = &self.mask[..n];
         let rows = mask.iter().filter(|&&m| m != 0.0).count();
@@ -258,7 +261,9 @@ impl EraBatch {
             return out;
         }
         if let Some(packed) = &self.codes {
-            let (sc, sq) = codes::col_moments(&codes::bytes(packed)[..n * f], mask, n, f);
+            let cs = &codes::bytes(packed)[..n * f];
+            let threads = if n * f >= 1 << 16 { threads } else { 1 };
+            let (sc, sq) = codes::col_moments_on(cs, mask, n, f, threads);
             let nr = rows as i128;
             for j in 0..f {
                 // Σ (c − 2) = Σc − 2N, Σ (c − 2)² = Σc² − 4Σc + 4N
