@@ -5,7 +5,9 @@
 //! in round `round` (the epoch) comes from Philox with counter [r, era, round, 0x5B5B] under the
 //! run's seed, so it is the same in every run, whatever the era order, and on every device.
 //! Kept rows stay in their order; an era that would keep fewer than `MIN_ROWS` rows is trained
-//! whole. Validation and prediction never see it: only the training loop calls `apply`.
+//! whole. Validation and prediction never see it: only the training loop draws it ([`plan`],
+//! before an era loads, so that its loader reads only the kept rows; [`apply`] does the same to
+//! an era already loaded, the reference its tests hold the loader to).
 
 use super::era::EraBatch;
 use crate::ops::gemm::Simd;
