@@ -405,7 +405,7 @@ pub fn train_on<B: Backend>(
         let mut g_last: Vec<f32> = Vec::new();
         let mut group = 0usize;
         let n_order = order.len();
-        let prefetch_workers = era::prefetch_workers(dev.prefers_codes())?;
+        let loaders = era::prefetch_workers(dev.prefers_codes())?;
         // an era without rows or targets is skipped; the others are row-sampled (only the kept
         // rows are read) and noised on the loader thread (both keyed by seed, epoch and era: the
         // same whichever thread runs them), x made only where the device reads it (not from the
@@ -424,56 +424,50 @@ pub fn train_on<B: Backend>(
             }
             batch
         };
-        src.with_prefetch(
-            &order,
-            prefetch_workers,
-            rows_of,
-            prep,
-            |eras| -> Result<()> {
-                for (i, (_, batch)) in eras.enumerate() {
-                    if group == 0 && stop_at(&adam) {
-                        break;
-                    }
-                    let Some(batch) = batch? else {
-                        continue;
-                    };
-                    if group == 0 {
-                        m.params.zero_grads(dev)?;
-                    }
-                    step += 1;
-                    let (parts, g) =
-                        step::accumulate_owned(dev, &mut m, &mut adam, batch, opts.seed, step)?;
-                    group += 1;
-                    if group == k {
-                        finish_group(
-                            dev,
-                            &mut m,
-                            &mut adam,
-                            &mut ema,
-                            opts,
-                            group,
-                            step,
-                            total_steps,
-                        )?;
-                        group = 0;
-                    }
-                    g_last = g;
-                    loss_sum += parts.loss as f64;
-                    mse_sum += parts.mse as f64;
-                    ortho_sum += parts.ortho as f64;
-                    counted += 1;
-                    on_event(&Event::Era {
-                        epoch,
-                        epochs: opts.epochs,
-                        done: i + 1,
-                        total: n_order,
-                        loss: loss_sum / counted as f64,
-                        eras_per_s: counted as f64 / t0.elapsed().as_secs_f64().max(1e-9),
-                    });
+        src.with_prefetch(&order, loaders, rows_of, prep, |eras| -> Result<()> {
+            for (i, (_, batch)) in eras.enumerate() {
+                if group == 0 && stop_at(&adam) {
+                    break;
                 }
-                Ok(())
-            },
-        )?;
+                let Some(batch) = batch? else {
+                    continue;
+                };
+                if group == 0 {
+                    m.params.zero_grads(dev)?;
+                }
+                step += 1;
+                let (parts, g) =
+                    step::accumulate_owned(dev, &mut m, &mut adam, batch, opts.seed, step)?;
+                group += 1;
+                if group == k {
+                    finish_group(
+                        dev,
+                        &mut m,
+                        &mut adam,
+                        &mut ema,
+                        opts,
+                        group,
+                        step,
+                        total_steps,
+                    )?;
+                    group = 0;
+                }
+                g_last = g;
+                loss_sum += parts.loss as f64;
+                mse_sum += parts.mse as f64;
+                ortho_sum += parts.ortho as f64;
+                counted += 1;
+                on_event(&Event::Era {
+                    epoch,
+                    epochs: opts.epochs,
+                    done: i + 1,
+                    total: n_order,
+                    loss: loss_sum / counted as f64,
+                    eras_per_s: counted as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+                });
+            }
+            Ok(())
+        })?;
         if group > 0 {
             finish_group(
                 dev,
