@@ -262,7 +262,6 @@ impl EraBatch {
         }
         if let Some(packed) = &self.codes {
             let cs = &codes::bytes(packed)[..n * f];
-            let threads = if n * f >= 1 << 16 { threads } else { 1 };
             let (sc, sq) = codes::col_moments_on(cs, mask, n, f, threads);
             let nr = rows as i128;
             for j in 0..f {

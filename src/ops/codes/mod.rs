@@ -79,12 +79,12 @@ const MOMENT_COLS: usize = 64;
 /// era's mean and variance of x = (c − 2) / 2 are ratios of integers. Split over threads by
 /// columns and run at the machine's SIMD width (integer sums: the same values any way).
 pub fn col_moments(codes: &[u8], mask: &[f32], n: usize, f: usize) -> (Vec<u64>, Vec<u64>) {
-    let threads = if n * f >= 1 << 16 { par::threads() } else { 1 };
-    col_moments_on(codes, mask, n, f, threads)
+    col_moments_on(codes, mask, n, f, par::threads())
 }
 
-/// [`col_moments`] split over `threads` threads (1: on the calling thread alone, as an era
-/// loader runs it beside the training step, whose ops have the worker pool).
+/// [`col_moments`] split over at most `threads` threads (one below 65,536 values; 1: on the
+/// calling thread alone, as an era loader runs it beside the training step, whose ops have the
+/// worker pool).
 pub fn col_moments_on(
     codes: &[u8],
     mask: &[f32],
@@ -98,6 +98,7 @@ pub fn col_moments_on(
     }
     let codes = &codes[..n * f];
     let real: Vec<usize> = (0..n).filter(|&i| mask[i] != 0.0).collect();
+    let threads = if n * f >= 1 << 16 { threads } else { 1 };
     let fc = f.div_ceil(threads.max(1)).max(1);
     let simd = Simd::detect();
     let items = s1.chunks_mut(fc).zip(s2.chunks_mut(fc)).enumerate();
