@@ -16,58 +16,82 @@ use super::super::par;
 use super::super::scalar::{elu1, elu1_grad};
 use super::{dot, flush, ATTN_EPS, ROW_BLOCK};
 
-/// `fn $name(simd, args…)`: runs the `#[inline(always)]` function `$body` compiled for `simd`
-/// (AVX-512, AVX2 + FMA, or the crate's baseline), so its loops vectorise for that path.
+/// `fn $name(simd, args…)`: runs the `#[inline(always)]` function `$body::<DH>` compiled for
+/// `simd` (AVX-512, AVX2 + FMA, or the crate's baseline), so its loops vectorise for that path,
+/// with the head width `$dh` as the constant DH when it is 8, 16 or 32 (0: read at run time), so
+/// each dh-long loop is a fixed run of vector operations rather than a loop the vectoriser
+/// leaves scalar (its vector body is wider than a head of 16).
 macro_rules! multiversion {
-    ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) => $body:ident) => {
+    ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) => $body:ident, $dh:expr) => {
         $(#[$m])*
         fn $name(simd: Simd, $($a: $t),*) {
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f,avx2,fma")]
-            #[allow(clippy::too_many_arguments)]
-            unsafe fn v512($($a: $t),*) {
-                $body($($a),*)
-            }
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,fma")]
-            #[allow(clippy::too_many_arguments)]
-            unsafe fn v256($($a: $t),*) {
-                $body($($a),*)
-            }
-            match simd {
-                // SAFETY: `Simd::or_detected` only returns a path this CPU supports (`Simd::available`).
+            $(#[$m])*
+            #[inline(always)]
+            fn on<const DH: usize>(simd: Simd, $($a: $t),*) {
                 #[cfg(target_arch = "x86_64")]
-                Simd::Avx512 => unsafe { v512($($a),*) },
-                // SAFETY: as above.
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn v512<const DH: usize>($($a: $t),*) {
+                    $body::<DH>($($a),*)
+                }
                 #[cfg(target_arch = "x86_64")]
-                Simd::Avx2 => unsafe { v256($($a),*) },
-                _ => $body($($a),*),
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn v256<const DH: usize>($($a: $t),*) {
+                    $body::<DH>($($a),*)
+                }
+                match simd {
+                    // SAFETY: `Simd::or_detected` only returns a path this CPU supports
+                    // (`Simd::available`).
+                    #[cfg(target_arch = "x86_64")]
+                    Simd::Avx512 => unsafe { v512::<DH>($($a),*) },
+                    // SAFETY: as above.
+                    #[cfg(target_arch = "x86_64")]
+                    Simd::Avx2 => unsafe { v256::<DH>($($a),*) },
+                    _ => $body::<DH>($($a),*),
+                }
+            }
+            match $dh {
+                8 => on::<8>(simd, $($a),*),
+                16 => on::<16>(simd, $($a),*),
+                32 => on::<32>(simd, $($a),*),
+                _ => on::<0>(simd, $($a),*),
             }
         }
     };
 }
 
+/// The head width: DH when the caller fixed it (non-zero), else d / h.
+#[inline(always)]
+fn head_width<const DH: usize>(d: usize, h: usize) -> usize {
+    if DH == 0 {
+        d / h
+    } else {
+        DH
+    }
+}
+
 multiversion!(
     #[allow(clippy::too_many_arguments)]
     fn sz_rows_on(acc: &mut [f64], blk: &mut [f32], pk: &mut [f32], k: &[f32], v: &[f32],
-        mask: &[f32], rows: std::ops::Range<usize>, d: usize, h: usize) => sz_rows
+        mask: &[f32], rows: std::ops::Range<usize>, d: usize, h: usize) => sz_rows, d / h
 );
 multiversion!(
     #[allow(clippy::too_many_arguments)]
     fn out_rows_on(oc: &mut [f32], p: &mut [f32], q: &[f32], s: &[f32], z: &[f32], r0: usize,
-        d: usize, h: usize) => out_rows
+        d: usize, h: usize) => out_rows, d / h
 );
 multiversion!(
     #[allow(clippy::too_many_arguments)]
     fn dq_rows_on(dqc: &mut [f32], acc: &mut [f64], blk: &mut [f32], tmp: &mut [f32],
         dout: &[f32], q: &[f32], s: &[f32], st: &[f32], z: &[f32], r0: usize, d: usize,
-        h: usize) => dq_rows
+        h: usize) => dq_rows, d / h
 );
 multiversion!(
     #[allow(clippy::too_many_arguments)]
     fn dkv_rows_on(dkc: &mut [f32], dvc: &mut [f32], tmp: &mut [f32], k: &[f32], v: &[f32],
         mask: &[f32], ds: &[f32], dst: &[f32], dz: &[f32], r0: usize, d: usize,
-        h: usize) => dkv_rows
+        h: usize) => dkv_rows, d / h
 );
 
 /// Rows per chunk: whole blocks, one chunk per thread when the work is big enough.
@@ -174,7 +198,7 @@ pub fn linear_attention_fwd_on(
 /// S and z of every head over `rows`: acc += Σ_j m_j φ(K_j) V_jᵀ | Σ_j m_j φ(K_j).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn sz_rows(
+fn sz_rows<const DH: usize>(
     acc: &mut [f64],
     blk: &mut [f32],
     pk: &mut [f32],
@@ -185,7 +209,7 @@ fn sz_rows(
     d: usize,
     h: usize,
 ) {
-    let dh = d / h;
+    let dh = head_width::<DH>(d, h);
     let hs = h * dh * dh;
     let mut j0 = rows.start;
     while j0 < rows.end {
@@ -220,7 +244,7 @@ fn sz_rows(
 /// Output rows r0.. of `oc`: O_i = φ(Q_i)ᵀ S / (φ(Q_i)·z + eps) per head.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn out_rows(
+fn out_rows<const DH: usize>(
     oc: &mut [f32],
     p: &mut [f32],
     q: &[f32],
@@ -230,7 +254,7 @@ fn out_rows(
     d: usize,
     h: usize,
 ) {
-    let dh = d / h;
+    let dh = head_width::<DH>(d, h);
     for (ii, orow) in oc.chunks_exact_mut(d).enumerate() {
         let qr = &q[(r0 + ii) * d..][..d];
         for (pa, &qa) in p.iter_mut().zip(qr) {
@@ -400,7 +424,7 @@ fn transpose_heads(x: &[f32], h: usize, dh: usize) -> Vec<f32> {
 /// Query rows r0.. : dq += φ′(Q) ⊙ (S dnum + dden z); dS += φ(Q) dnumᵀ, dz += dden φ(Q).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn dq_rows(
+fn dq_rows<const DH: usize>(
     dqc: &mut [f32],
     acc: &mut [f64],
     blk: &mut [f32],
@@ -414,7 +438,7 @@ fn dq_rows(
     d: usize,
     h: usize,
 ) {
-    let dh = d / h;
+    let dh = head_width::<DH>(d, h);
     let hs = h * dh * dh;
     let (p, rest) = tmp.split_at_mut(d);
     let (num, dp) = rest.split_at_mut(d);
@@ -473,7 +497,7 @@ fn dq_rows(
 /// Key rows r0.. : dk += m φ′(K) ⊙ (dS V + dz), dv += m dSᵀ φ(K).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn dkv_rows(
+fn dkv_rows<const DH: usize>(
     dkc: &mut [f32],
     dvc: &mut [f32],
     tmp: &mut [f32],
@@ -487,7 +511,7 @@ fn dkv_rows(
     d: usize,
     h: usize,
 ) {
-    let dh = d / h;
+    let dh = head_width::<DH>(d, h);
     let (pk, dpk) = tmp.split_at_mut(d);
     for (jj, (dkrow, dvrow)) in dkc
         .chunks_exact_mut(d)

@@ -36,6 +36,14 @@ impl Kernel for Avx2 {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn body<const NV: usize, const DIRECT: bool, const R: usize>(t: &Tile) {
     let mut acc = [[_mm256_setzero_ps(); NV]; R];
+    // C's tile is read and written only after the k loop: fetch its lines now, so they arrive
+    // while the loop runs (a tile of a large C is rarely in cache; 4096³: 0.87× the time).
+    // Prefetches never fault; wrapping_add keeps the address arithmetic defined.
+    for r in 0..R {
+        let row = t.c.wrapping_add(r * t.ldc) as *const i8;
+        _mm_prefetch::<_MM_HINT_T0>(row);
+        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(4 * (8 * NV - 1)));
+    }
     let (mut a, mut b) = (t.a, t.b);
     let lda = t.lda;
     for _ in 0..t.kc {
