@@ -536,25 +536,37 @@ proptest! {
         every_simd_path_of_dropout_draws_the_scalar_mask(len, p, seed, key)?;
     }
 
-    /// The AVX-512 group of 16 counters, including groups whose counter's low word wraps (the
-    /// carry into word 1), is the scalar Philox word for word.
+    /// The AVX-512 and AVX2 groups of 16 counters, including groups whose counter's low word
+    /// wraps (the carry into word 1), are the scalar Philox word for word (each path this CPU
+    /// has; the portable path calls the scalar function's lane loop, checked above).
     #[test]
-    fn avx512_philox_group_is_the_scalar_philox(
+    fn simd_philox_groups_are_the_scalar_philox(
         g in prop_oneof![any::<u64>(), (0u64..1 << 20).prop_map(|d| (1u64 << 32) - 8 + d % 16)],
         kseed in any::<u64>(),
         step in any::<u32>(),
         tensor in any::<u32>(),
     ) {
-        use eraengine::ops::elementwise::dropout_avx512::philox_group;
+        use eraengine::ops::elementwise::{dropout_avx2, dropout_avx512};
+        use eraengine::ops::gemm::Simd;
         use eraengine::rng::{dropout_counter, philox4x32_10};
         let g = g.min(u64::MAX / 4 - 16);
         let key = DropoutKey { seed: kseed, step, tensor };
-        if let Some(words) = philox_group(g, key) {
+        let groups = [
+            (Simd::Avx512, dropout_avx512::philox_group(g, key)),
+            (Simd::Avx2, dropout_avx2::philox_group(g, key)),
+        ];
+        for (simd, words) in groups {
+            // a path the CPU has must answer; one it lacks must not
+            prop_assert_eq!(words.is_some(), simd.available(), "{}", simd.name());
+            let Some(words) = words else { continue };
             for l in 0..16u64 {
                 let (ctr, k) = dropout_counter(key, 4 * (g + l));
                 let want = philox4x32_10(ctr, k);
                 for w in 0..4 {
-                    prop_assert_eq!(words[(4 * l) as usize + w], want[w], "counter {} word {}", l, w);
+                    prop_assert_eq!(
+                        words[(4 * l) as usize + w], want[w],
+                        "{} counter {} word {}", simd.name(), l, w
+                    );
                 }
             }
         }

@@ -13,6 +13,8 @@ use crate::{Error, Result};
 use unary::{acc2, elem_chunk, map1, map2};
 
 #[cfg(target_arch = "x86_64")]
+pub mod dropout_avx2;
+#[cfg(target_arch = "x86_64")]
 pub mod dropout_avx512;
 pub(crate) mod gpu;
 pub mod unary;
@@ -109,9 +111,14 @@ pub fn dropout_apply_on(
             let e0 = (c * chunk) as u64;
             #[cfg(target_arch = "x86_64")]
             let (o, s, e0) = {
-                let done = if simd == Simd::Avx512 && simd.available() {
+                let done = if !simd.available() {
+                    0
+                } else if simd == Simd::Avx512 {
                     // SAFETY: AVX-512F is available (checked just now).
                     unsafe { dropout_avx512::dropout_rows(o, s, e0, p, scale, key, accumulate) }
+                } else if simd == Simd::Avx2 {
+                    // SAFETY: AVX2 is available (checked just now).
+                    unsafe { dropout_avx2::dropout_rows(o, s, e0, p, scale, key, accumulate) }
                 } else {
                     0
                 };
