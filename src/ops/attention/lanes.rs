@@ -7,6 +7,9 @@ use std::arch::x86_64::*;
 /// once against it and compiled per instruction set by the `#[target_feature]` wrappers of
 /// `softmax_simd.rs`'s `isa_kernels!` (every method is `#[inline(always)]`, so its intrinsics inline into them).
 pub(super) trait Lanes: Copy {
+    /// Machine registers one value of Self occupies (1 zmm, or 2 ymm): the kernels size their
+    /// register tiles by it (16 ymm registers hold a quarter of what 32 zmm do).
+    const REGS: usize;
     unsafe fn zero() -> Self;
     unsafe fn splat(x: f32) -> Self;
     unsafe fn load(p: *const f32) -> Self;
@@ -29,6 +32,7 @@ pub(super) trait Lanes: Copy {
 // matching instruction set, on a CPU that has it; loads and stores touch 16 floats from the
 // pointer, which the callers bound.
 impl Lanes for __m512 {
+    const REGS: usize = 1;
     #[inline(always)]
     unsafe fn zero() -> Self {
         _mm512_setzero_ps()
@@ -102,6 +106,7 @@ impl Lanes for __m512 {
 pub(super) struct Y2(__m256, __m256);
 
 impl Lanes for Y2 {
+    const REGS: usize = 2;
     #[inline(always)]
     unsafe fn zero() -> Self {
         Y2(_mm256_setzero_ps(), _mm256_setzero_ps())

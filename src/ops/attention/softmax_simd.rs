@@ -85,6 +85,20 @@ macro_rules! isa_kernels {
 isa_kernels!(fwd_tile_512, bwd_block_512, __m512, "avx512f");
 isa_kernels!(fwd_tile_256, bwd_block_256, Y2, "avx2,fma");
 
+/// Rows of a tile that one register-tiled loop takes at a time when each row keeps `per_row`
+/// values of `V` in registers: all [`R`] on AVX-512 (32 zmm), and on AVX2 as many as fit in 8 of
+/// the 16 ymm registers (at least 1), so the accumulators do not spill (all R rows at once spilled
+/// half of them: softmax attention ran at a quarter of the FMA peak). Every row gets the same
+/// operations in the same order whatever the grouping, so both paths give the same bits.
+#[inline(always)]
+fn group_rows<V: Lanes>(per_row: usize) -> usize {
+    if V::REGS == 1 {
+        R
+    } else {
+        (8 / (V::REGS * per_row)).clamp(1, R)
+    }
+}
+
 /// s[r·N + j] = Σ_c a[r·p + c] · bt[c·ld + j0 + j] for r < R, j < N (a multiple of 32): one query
 /// tile against one key block, 32 keys (two registers) at a time for all R rows. With `MAX`, also
 /// returns each row's maximum over its N scores (taken from the registers as they are stored;
@@ -104,26 +118,31 @@ unsafe fn scores<V: Lanes, const N: usize, const MAX: bool>(
     assert!(N.is_multiple_of(32) && s.len() >= R * N);
     assert!(p > 0 && a.len() >= R * p && j0 + N <= ld && bt.len() >= (p - 1) * ld + j0 + N);
     let mut mx = [V::splat(f32::NEG_INFINITY); R];
+    let g = group_rows::<V>(2);
     for half in 0..N / 32 {
         let jb = j0 + half * 32;
-        let mut acc = [[V::zero(); 2]; R];
-        for c in 0..p {
-            // SAFETY: c·ld + jb + 32 ≤ (p−1)·ld + j0 + N ≤ bt.len(), and r·p + c < R·p ≤ a.len()
-            // (asserted above).
-            let b0 = V::load(bt.as_ptr().add(c * ld + jb));
-            let b1 = V::load(bt.as_ptr().add(c * ld + jb + 16));
-            for (r, ar) in acc.iter_mut().enumerate() {
-                let x = V::splat(*a.get_unchecked(r * p + c));
-                ar[0] = V::fma(x, b0, ar[0]);
-                ar[1] = V::fma(x, b1, ar[1]);
+        for r0 in (0..R).step_by(g) {
+            let mut acc = [[V::zero(); 2]; R];
+            let acc = &mut acc[..g.min(R - r0)];
+            for c in 0..p {
+                // SAFETY: c·ld + jb + 32 ≤ (p−1)·ld + j0 + N ≤ bt.len(), and (r0 + r)·p + c <
+                // R·p ≤ a.len() (asserted above).
+                let b0 = V::load(bt.as_ptr().add(c * ld + jb));
+                let b1 = V::load(bt.as_ptr().add(c * ld + jb + 16));
+                for (r, ar) in acc.iter_mut().enumerate() {
+                    let x = V::splat(*a.get_unchecked((r0 + r) * p + c));
+                    ar[0] = V::fma(x, b0, ar[0]);
+                    ar[1] = V::fma(x, b1, ar[1]);
+                }
             }
-        }
-        for (r, ar) in acc.iter().enumerate() {
-            // SAFETY: r·N + half·32 + 32 ≤ R·N ≤ s.len() (asserted above).
-            V::store(s.as_mut_ptr().add(r * N + half * 32), ar[0]);
-            V::store(s.as_mut_ptr().add(r * N + half * 32 + 16), ar[1]);
-            if MAX {
-                mx[r] = V::max(mx[r], V::max(ar[0], ar[1]));
+            for (r, ar) in acc.iter().enumerate() {
+                let r = r0 + r;
+                // SAFETY: r·N + half·32 + 32 ≤ R·N ≤ s.len() (asserted above).
+                V::store(s.as_mut_ptr().add(r * N + half * 32), ar[0]);
+                V::store(s.as_mut_ptr().add(r * N + half * 32 + 16), ar[1]);
+                if MAX {
+                    mx[r] = V::max(mx[r], V::max(ar[0], ar[1]));
+                }
             }
         }
     }
@@ -240,32 +259,38 @@ unsafe fn fwd_tile<V: Lanes, const W: usize>(
             }
             mx[r] = new_mx;
         }
-        let mut j = 0;
-        if W == 1 {
-            // one register per row: keys in pairs, odd keys into their own R accumulators, so
-            // 2R chains of multiply-adds are in flight instead of R
-            let mut odd = [V::zero(); R];
-            while j + 1 < valid {
-                // SAFETY: (j0 + j + 1)·p + 16 ≤ nkp·p ≤ vr.len() (asserted above, p = 16).
-                let v0 = V::load(vr.as_ptr().add((j0 + j) * p));
-                let v1 = V::load(vr.as_ptr().add((j0 + j + 1) * p));
-                for (r, (ar, od)) in acc.iter_mut().zip(odd.iter_mut()).enumerate() {
-                    ar[0] = V::fma(V::splat(*sb.get_unchecked(r * KF + j)), v0, ar[0]);
-                    *od = V::fma(V::splat(*sb.get_unchecked(r * KF + j + 1)), v1, *od);
+        // rows in groups whose accumulators fit the registers (all R on AVX-512)
+        let g = group_rows::<V>(if W == 1 { 2 } else { W });
+        for r0 in (0..R).step_by(g) {
+            let acc = &mut acc[r0..(r0 + g).min(R)];
+            let mut j = 0;
+            if W == 1 {
+                // one register per row: keys in pairs, odd keys into their own accumulators, so
+                // twice the chains of multiply-adds are in flight
+                let mut odd = [V::zero(); R];
+                while j + 1 < valid {
+                    // SAFETY: (j0 + j + 1)·p + 16 ≤ nkp·p ≤ vr.len() (asserted above, p = 16).
+                    let v0 = V::load(vr.as_ptr().add((j0 + j) * p));
+                    let v1 = V::load(vr.as_ptr().add((j0 + j + 1) * p));
+                    for (r, (ar, od)) in acc.iter_mut().zip(odd.iter_mut()).enumerate() {
+                        let r = r0 + r;
+                        ar[0] = V::fma(V::splat(*sb.get_unchecked(r * KF + j)), v0, ar[0]);
+                        *od = V::fma(V::splat(*sb.get_unchecked(r * KF + j + 1)), v1, *od);
+                    }
+                    j += 2;
                 }
-                j += 2;
+                for (ar, od) in acc.iter_mut().zip(odd) {
+                    ar[0] = V::add(ar[0], od);
+                }
             }
-            for (ar, od) in acc.iter_mut().zip(odd) {
-                ar[0] = V::add(ar[0], od);
-            }
-        }
-        for j in j..valid {
-            for w in 0..W {
-                // SAFETY: (j0 + j)·p + 16w + 16 ≤ nkp·p ≤ vr.len() (asserted above).
-                let vj = V::load(vr.as_ptr().add((j0 + j) * p + 16 * w));
-                for (r, ar) in acc.iter_mut().enumerate() {
-                    let pw = V::splat(*sb.get_unchecked(r * KF + j));
-                    ar[w] = V::fma(pw, vj, ar[w]);
+            for j in j..valid {
+                for w in 0..W {
+                    // SAFETY: (j0 + j)·p + 16w + 16 ≤ nkp·p ≤ vr.len() (asserted above).
+                    let vj = V::load(vr.as_ptr().add((j0 + j) * p + 16 * w));
+                    for (r, ar) in acc.iter_mut().enumerate() {
+                        let pw = V::splat(*sb.get_unchecked((r0 + r) * KF + j));
+                        ar[w] = V::fma(pw, vj, ar[w]);
+                    }
                 }
             }
         }
@@ -398,15 +423,19 @@ unsafe fn bwd_block<V: Lanes, const W: usize>(
                 V::store(pv, b);
             }
         }
-        // dQ_r += Σ_j dS_rj K_j
+        // dQ_r += Σ_j dS_rj K_j, rows in groups whose accumulators fit the registers
         let mut acc = [[V::zero(); W]; R];
-        for j in 0..valid {
-            for w in 0..W {
-                // SAFETY: (j0 + j)·p + 16w + 16 ≤ nkp·p ≤ kr.len() (asserted above).
-                let kj = V::load(x.kr.as_ptr().add((j0 + j) * p + 16 * w));
-                for (r, ar) in acc.iter_mut().enumerate() {
-                    let dsr = V::splat(*t.ds.get_unchecked(r * KB + j));
-                    ar[w] = V::fma(dsr, kj, ar[w]);
+        let g = group_rows::<V>(W);
+        for r0 in (0..R).step_by(g) {
+            let acc = &mut acc[r0..(r0 + g).min(R)];
+            for j in 0..valid {
+                for w in 0..W {
+                    // SAFETY: (j0 + j)·p + 16w + 16 ≤ nkp·p ≤ kr.len() (asserted above).
+                    let kj = V::load(x.kr.as_ptr().add((j0 + j) * p + 16 * w));
+                    for (r, ar) in acc.iter_mut().enumerate() {
+                        let dsr = V::splat(*t.ds.get_unchecked((r0 + r) * KB + j));
+                        ar[w] = V::fma(dsr, kj, ar[w]);
+                    }
                 }
             }
         }
