@@ -37,6 +37,8 @@ mod softmax_cpu;
 mod softmax_pack;
 #[cfg(target_arch = "x86_64")]
 mod softmax_simd;
+#[cfg(target_arch = "x86_64")]
+mod softmax_tile;
 mod tape;
 pub use linear_cpu::{linear_attention_bwd_on, linear_attention_fwd_on};
 pub use softmax_cpu::{softmax_attention_bwd_on, softmax_attention_fwd_on};

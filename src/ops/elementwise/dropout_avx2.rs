@@ -7,8 +7,8 @@
 //! shift; 8 counters keep the state, the multipliers and the round keys in 12 of the 16 ymm
 //! registers (16 counters would spill). After the 10 rounds the low words are gathered back into
 //! 8 lanes and the four output words transposed into element order (element 4l + w is word w of
-//! counter l) with unpacks and 128-bit permutes. The portable lanes loop it replaces ran at a
-//! third of this speed (dropout forward at 5,000 × 64 on a 2-vCPU AMD EPYC (Zen 3)).
+//! counter l) with unpacks and 128-bit permutes. The portable lanes loop it replaces took 4.7× as
+//! long (dropout forward at 5,000 × 64, two threads: 0.68 against 0.145 ms, 2-vCPU AMD EPYC Zen 3).
 
 use crate::ops::gemm::Simd;
 use crate::rng::{dropout_counter, DropoutKey, M0, M1, W0, W1};
