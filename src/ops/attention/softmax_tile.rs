@@ -20,9 +20,9 @@ pub(super) fn group_rows<V: Lanes>(per_row: usize) -> usize {
 }
 
 /// s[r·N + j] = Σ_c a[r·p + c] · bt[c·ld + j0 + j] for r < R, j < N (a multiple of 32): one query
-/// tile against one key block, 32 keys (two registers) at a time for all R rows. With `MAX`, also
-/// returns each row's maximum over its N scores (taken from the registers as they are stored;
-/// without, −∞).
+/// tile against one key block, 32 keys (two values of V) at a time for the rows of a group
+/// ([`group_rows`]: all R on AVX-512, 2 on AVX2). With `MAX`, also returns each row's maximum
+/// over its N scores (taken from the registers as they are stored; without, −∞).
 ///
 /// # Safety
 /// The CPU supports `V`'s instructions.

@@ -155,8 +155,8 @@ pub(super) unsafe fn dropout_rows(
 }
 
 /// The 64 words [`dropout_rows`] draws for Philox counters [g, g + 16) (two groups of 8), in
-/// element order, or None when this CPU lacks the AVX2 path ([`Simd::Avx2`]). For tests (a counter whose low word wraps is
-/// reachable only in tensors of 2³⁴ elements).
+/// element order, or None when this CPU lacks the AVX2 path ([`Simd::Avx2`]). For tests (a
+/// counter whose low word wraps is reachable only in tensors of 2³⁴ elements).
 pub fn philox_group(g: u64, key: DropoutKey) -> Option<[u32; 64]> {
     if !Simd::Avx2.available() {
         return None;
