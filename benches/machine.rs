@@ -28,6 +28,9 @@ fn on_threads<T: Send>(threads: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> 
     })
 }
 
+/// A timed FMA loop: `iters` steps → (flops per second, a sum that keeps the chains alive).
+type FmaLoop = unsafe fn(u64) -> (f64, f32);
+
 /// FMA flops per second of one thread: 12 independent zmm chains (enough to fill two FMA ports
 /// of 4-cycle latency), `iters` steps.
 #[cfg(target_arch = "x86_64")]
@@ -66,16 +69,13 @@ unsafe fn fma_loop_ymm(iters: u64) -> (f64, f32) {
         }
     }
     let dt = t0.elapsed().as_secs_f64();
-    let mut s = [0f32; 8];
-    for a in acc {
-        let mut v = [0f32; 8];
-        // SAFETY: v holds 8 floats; storeu takes an unaligned pointer.
-        unsafe { _mm256_storeu_ps(v.as_mut_ptr(), a) };
-        for (t, x) in s.iter_mut().zip(v) {
-            *t += x;
-        }
-    }
-    (iters as f64 * 12.0 * 16.0 / dt, s.iter().sum())
+    let sum = acc
+        .iter()
+        .fold(_mm256_setzero_ps(), |s, &a| _mm256_add_ps(s, a));
+    let mut v = [0f32; 8];
+    // SAFETY: v holds 8 floats; storeu takes an unaligned pointer.
+    unsafe { _mm256_storeu_ps(v.as_mut_ptr(), sum) };
+    (iters as f64 * 12.0 * 16.0 / dt, v.iter().sum())
 }
 
 /// Bytes per second one thread reads from `buf`, summed `reps` times (f32 adds vectorised at the
@@ -125,25 +125,27 @@ fn main() {
     let s = secs();
     let all = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("machine: {all} threads; rates are per thread");
+    // the widest FMA this CPU has: (register, steps per timed loop, the loop)
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
-        let iters = (s * 2e8) as u64;
-        for t in [1, all] {
-            // SAFETY: AVX-512F was detected just above.
-            let r = on_threads(t, |_| unsafe { fma_loop(iters) });
-            let gf: Vec<String> = r.iter().map(|x| format!("{:.1}", x.0 / 1e9)).collect();
-            println!("fma peak (zmm), {t} thread(s): {} GF/s", gf.join(" / "));
-        }
+    let peak: Option<(&str, u64, FmaLoop)> = if std::is_x86_feature_detected!("avx512f") {
+        Some(("zmm", (s * 2e8) as u64, fma_loop))
     } else if Simd::Avx2.available() {
-        let iters = (s * 4e8) as u64;
-        for t in [1, all] {
-            // SAFETY: AVX2 and FMA were detected just above (`Simd::available`).
-            let r = on_threads(t, |_| unsafe { fma_loop_ymm(iters) });
-            let gf: Vec<String> = r.iter().map(|x| format!("{:.1}", x.0 / 1e9)).collect();
-            println!("fma peak (ymm), {t} thread(s): {} GF/s", gf.join(" / "));
-        }
+        Some(("ymm", (s * 4e8) as u64, fma_loop_ymm))
     } else {
-        println!("fma peak: not measured (neither AVX-512 nor AVX2 + FMA on this CPU)");
+        None
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let peak: Option<(&str, u64, FmaLoop)> = None;
+    match peak {
+        Some((reg, iters, f)) => {
+            for t in [1, all] {
+                // SAFETY: `peak` holds a loop only where its instructions were detected above.
+                let r = on_threads(t, |_| unsafe { f(iters) });
+                let gf: Vec<String> = r.iter().map(|x| format!("{:.1}", x.0 / 1e9)).collect();
+                println!("fma peak ({reg}), {t} thread(s): {} GF/s", gf.join(" / "));
+            }
+        }
+        None => println!("fma peak: not measured (neither AVX-512 nor AVX2 + FMA on this CPU)"),
     }
     // far beyond the caches: the memory's bandwidth
     let floats = 64usize << 20;

@@ -142,6 +142,7 @@ pub(super) unsafe fn dropout_rows(
             let x = unsafe { _mm256_loadu_ps(sb.as_ptr().add(8 * j)) };
             // x·scale where kept, +0 where dropped (the scalar loop's 0.0)
             let mut y = _mm256_and_ps(_mm256_mul_ps(x, sv), kept);
+            // SAFETY: as above.
             let dst = unsafe { ob.as_mut_ptr().add(8 * j) };
             if accumulate {
                 // SAFETY: as above.

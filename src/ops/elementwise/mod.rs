@@ -111,16 +111,17 @@ pub fn dropout_apply_on(
             let e0 = (c * chunk) as u64;
             #[cfg(target_arch = "x86_64")]
             let (o, s, e0) = {
-                let done = if !simd.available() {
-                    0
-                } else if simd == Simd::Avx512 {
-                    // SAFETY: AVX-512F is available (checked just now).
-                    unsafe { dropout_avx512::dropout_rows(o, s, e0, p, scale, key, accumulate) }
-                } else if simd == Simd::Avx2 {
-                    // SAFETY: AVX2 is available (checked just now).
-                    unsafe { dropout_avx2::dropout_rows(o, s, e0, p, scale, key, accumulate) }
-                } else {
-                    0
+                let done = match simd {
+                    _ if !simd.available() => 0,
+                    // SAFETY: AVX-512F is available (checked by the guard above).
+                    Simd::Avx512 => unsafe {
+                        dropout_avx512::dropout_rows(o, s, e0, p, scale, key, accumulate)
+                    },
+                    // SAFETY: AVX2 is available (checked by the guard above).
+                    Simd::Avx2 => unsafe {
+                        dropout_avx2::dropout_rows(o, s, e0, p, scale, key, accumulate)
+                    },
+                    Simd::Portable => 0,
                 };
                 (&mut o[done..], &s[done..], e0 + done as u64)
             };
