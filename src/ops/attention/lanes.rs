@@ -5,7 +5,8 @@ use std::arch::x86_64::*;
 
 /// Sixteen f32 lanes: one AVX-512 register, or two AVX2 registers. The kernels below are written
 /// once against it and compiled per instruction set by the `#[target_feature]` wrappers of
-/// `softmax_simd.rs`'s `isa_kernels!` (every method is `#[inline(always)]`, so its intrinsics inline into them).
+/// `softmax_simd.rs`'s `isa_kernels!` and `linear_simd.rs`'s `per_isa!` (every method is
+/// `#[inline(always)]`, so its intrinsics inline into them).
 pub(super) trait Lanes: Copy {
     /// Machine registers one value of Self occupies (1 zmm, or 2 ymm): the kernels size their
     /// register tiles by it (16 ymm registers hold a quarter of what 32 zmm do).
@@ -20,6 +21,8 @@ pub(super) trait Lanes: Copy {
     unsafe fn max(a: Self, b: Self) -> Self;
     unsafe fn add(a: Self, b: Self) -> Self;
     unsafe fn sub(a: Self, b: Self) -> Self;
+    /// Lane by lane: `pos` where x > 0, else `other` (a NaN lane of x takes `other`).
+    unsafe fn where_pos(x: Self, pos: Self, other: Self) -> Self;
     /// `scalar::exp_le0` lane by lane, bit for bit (x ≤ 0 or NaN): on AVX-512 its operations in
     /// its order with 2ⁿ applied by `vscalefps` (exact, as the multiply by 2ⁿ it replaces); on
     /// AVX2 the scalar function itself, vectorised.
@@ -68,6 +71,14 @@ impl Lanes for __m512 {
     #[inline(always)]
     unsafe fn sub(a: Self, b: Self) -> Self {
         _mm512_sub_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn where_pos(x: Self, pos: Self, other: Self) -> Self {
+        _mm512_mask_blend_ps(
+            _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, _mm512_setzero_ps()),
+            other,
+            pos,
+        )
     }
     #[inline(always)]
     unsafe fn exp_le0(x: Self) -> Self {
@@ -147,6 +158,14 @@ impl Lanes for Y2 {
     #[inline(always)]
     unsafe fn sub(a: Self, b: Self) -> Self {
         Y2(_mm256_sub_ps(a.0, b.0), _mm256_sub_ps(a.1, b.1))
+    }
+    #[inline(always)]
+    unsafe fn where_pos(x: Self, pos: Self, other: Self) -> Self {
+        let z = _mm256_setzero_ps();
+        Y2(
+            _mm256_blendv_ps(other.0, pos.0, _mm256_cmp_ps::<_CMP_GT_OQ>(x.0, z)),
+            _mm256_blendv_ps(other.1, pos.1, _mm256_cmp_ps::<_CMP_GT_OQ>(x.1, z)),
+        )
     }
     #[inline(always)]
     unsafe fn exp_le0(x: Self) -> Self {

@@ -143,23 +143,10 @@ pub fn linear_attention_fwd_on(
         let mut acc = vec![0f64; hs + d];
         let mut blk = vec![0f32; hs + d];
         #[cfg(target_arch = "x86_64")]
-        if simd == Simd::Avx512 && dh == 16 {
+        if dh == 16 {
             let mut pk = vec![0f32; ROW_BLOCK * d];
-            // SAFETY: `Simd::or_detected` returned the AVX-512 path, so this CPU has AVX-512F.
-            let done = unsafe {
-                super::linear_avx512::sz_rows16(
-                    &mut acc,
-                    &mut blk,
-                    &mut pk,
-                    k,
-                    v,
-                    mask,
-                    rows.clone(),
-                    d,
-                    h,
-                )
-            };
-            if done {
+            let (a, b, pkr) = (&mut acc, &mut blk, &mut pk);
+            if super::linear_simd::sz_rows16(simd, a, b, pkr, k, v, mask, rows.clone(), d, h) {
                 return acc;
             }
         }
@@ -187,11 +174,8 @@ pub fn linear_attention_fwd_on(
         // a row for `out_rows`, a block of rows for `out_rows16`
         let mut p = vec![0f32; ROW_BLOCK * d];
         #[cfg(target_arch = "x86_64")]
-        if simd == Simd::Avx512 && dh == 16 {
-            // SAFETY: `Simd::or_detected` returned the AVX-512 path, so this CPU has AVX-512F.
-            if unsafe { super::linear_avx512::out_rows16(oc, &mut p, q, s, z, c * ch, d, h) } {
-                return;
-            }
+        if dh == 16 && super::linear_simd::out_rows16(simd, oc, &mut p, q, s, z, c * ch, d, h) {
+            return;
         }
         out_rows_on(simd, oc, &mut p, q, s, z, c * ch, d, h);
     });
@@ -313,25 +297,10 @@ pub fn linear_attention_bwd_on(
         // 3 rows for `dq_rows`, a block of φ(Q) rows for `dq_rows16`
         let mut tmp = vec![0f32; ROW_BLOCK.max(3) * d];
         #[cfg(target_arch = "x86_64")]
-        if simd == Simd::Avx512 && dh == 16 {
-            // SAFETY: `Simd::or_detected` returned the AVX-512 path, so this CPU has AVX-512F.
-            let done = unsafe {
-                super::linear_avx512::dq_rows16(
-                    dqc,
-                    &mut acc,
-                    &mut blk,
-                    &mut tmp,
-                    dout,
-                    q,
-                    s,
-                    st,
-                    z,
-                    c * ch,
-                    d,
-                    h,
-                )
-            };
-            if done {
+        if dh == 16 {
+            let (a, b, t) = (&mut acc, &mut blk, &mut tmp);
+            let r0 = c * ch;
+            if super::linear_simd::dq_rows16(simd, dqc, a, b, t, dout, q, s, st, z, r0, d, h) {
                 return acc;
             }
         }
@@ -370,25 +339,10 @@ pub fn linear_attention_bwd_on(
         // 2 rows for `dkv_rows`, two blocks of rows for `dkv_rows16`
         let mut tmp = vec![0f32; 2 * ROW_BLOCK * d];
         #[cfg(target_arch = "x86_64")]
-        if simd == Simd::Avx512 && dh == 16 {
-            // SAFETY: `Simd::or_detected` returned the AVX-512 path, so this CPU has AVX-512F.
-            let done = unsafe {
-                super::linear_avx512::dkv_rows16(
-                    dkc,
-                    dvc,
-                    &mut tmp,
-                    k,
-                    v,
-                    mask,
-                    ds,
-                    dst,
-                    dz,
-                    c * ch,
-                    d,
-                    h,
-                )
-            };
-            if done {
+        if dh == 16 {
+            let (t, r0) = (&mut tmp, c * ch);
+            if super::linear_simd::dkv_rows16(simd, dkc, dvc, t, k, v, mask, ds, dst, dz, r0, d, h)
+            {
                 return;
             }
         }

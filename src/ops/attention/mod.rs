@@ -29,9 +29,9 @@ use crate::Result;
 pub(crate) mod gpu;
 #[cfg(target_arch = "x86_64")]
 mod lanes;
-#[cfg(target_arch = "x86_64")]
-mod linear_avx512;
 mod linear_cpu;
+#[cfg(target_arch = "x86_64")]
+mod linear_simd;
 mod softmax_cpu;
 #[cfg(target_arch = "x86_64")]
 mod softmax_pack;
