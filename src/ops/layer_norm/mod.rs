@@ -16,14 +16,9 @@ use crate::params::{ParamId, Params};
 use crate::tape::base::{two_mut, Node, Tape, T};
 use crate::{Error, Result};
 
-#[cfg(target_arch = "x86_64")]
-mod avx512;
 pub(crate) mod gpu;
-
-/// Whether the AVX-512 row loops of `avx512.rs` run: the path is AVX-512 and the CPU has it.
-fn use_avx512(simd: Simd) -> bool {
-    cfg!(target_arch = "x86_64") && simd == Simd::Avx512 && simd.available()
-}
+#[cfg(target_arch = "x86_64")]
+mod simd;
 
 pub const LN_EPS: f32 = 1e-5;
 
@@ -94,17 +89,15 @@ pub fn layer_norm_fwd_on(
         .zip(mean[..n].chunks_mut(chunk))
         .zip(rstd[..n].chunks_mut(chunk))
         .enumerate();
-    let fast = use_avx512(simd);
     par::run(items, |(c, ((o, mu), rs))| {
+        // the row loops of `simd.rs` on AVX-512 and AVX2 (the same bits as the loops below)
         #[cfg(target_arch = "x86_64")]
-        if fast {
+        {
             let r0 = c * chunk;
             let x = &inp[r0 * d..(r0 + mu.len()) * d];
-            // SAFETY: `use_avx512` checked that this CPU has AVX-512F; d > 0; `o` and `x` cover
-            // the chunk's rows, `mu` and `rs` a value per row; `gamma` and `beta` are d long
-            // (`check_fwd`'s shapes).
-            unsafe { avx512::fwd_rows(o, mu, rs, x, gamma, beta, d) };
-            return;
+            if simd::fwd_rows(simd, o, mu, rs, x, gamma, beta, d) {
+                return;
+            }
         }
         simd.run(
             #[inline(always)]
@@ -176,7 +169,6 @@ pub fn layer_norm_bwd_on(
     // the saved statistics are recomputed in f64 below (see the module doc)
     let _ = (mean, rstd);
     let chunk = par::chunk_rows(n, 12 * d);
-    let fast = use_avx512(simd);
     // each chunk returns its partial [dγ | dβ] in f64
     let partials = par::run(
         dinp[..n * d].chunks_mut(chunk * d).enumerate(),
@@ -189,25 +181,15 @@ pub fn layer_norm_bwd_on(
                     // x̂ and dx̂ = dy·γ of the current row, computed once and used by all three passes
                     let mut xhat = vec![0f64; d];
                     let mut dxhat = vec![0f64; d];
+                    // the row loops of `simd.rs` on AVX-512 and AVX2 (the same bits)
                     #[cfg(target_arch = "x86_64")]
-                    if fast {
+                    {
                         let rows = r0 * d..r0 * d + di.len();
                         let (x, g) = (&inp[rows.clone()], &dout[rows]);
-                        // SAFETY: `use_avx512` checked that this CPU has AVX-512F; d > 0; `di`,
-                        // `x` and `g` cover the chunk's rows; `gamma`, `xhat`, `dxhat` are d long
-                        // (`check_bwd`'s shapes) and `acc` 2d.
-                        unsafe {
-                            if accumulate {
-                                avx512::bwd_rows::<true>(
-                                    di, &mut acc, &mut xhat, &mut dxhat, x, g, gamma, d,
-                                )
-                            } else {
-                                avx512::bwd_rows::<false>(
-                                    di, &mut acc, &mut xhat, &mut dxhat, x, g, gamma, d,
-                                )
-                            }
-                        };
-                        return acc;
+                        let (a, xh, dxh) = (&mut acc, &mut xhat, &mut dxhat);
+                        if simd::bwd_rows(simd, accumulate, di, a, xh, dxh, x, g, gamma, d) {
+                            return acc;
+                        }
                     }
                     for (ii, drow) in di.chunks_mut(d).enumerate() {
                         let i = r0 + ii;
