@@ -361,6 +361,43 @@ unsafe fn bwd_rows_on<V: Wide, const ACC: bool>(
     }
 }
 
+/// `fn $name(simd, args…) -> bool`: runs `$body::<__m512d>` compiled for AVX-512 or
+/// `$body::<D2>` compiled for AVX2 + FMA (with the const flag, when given, passed on) when `simd`
+/// is that path and this CPU has it, and returns true; otherwise does nothing and returns false.
+macro_rules! per_isa {
+    (fn $name:ident$(<const $c:ident: bool>)?($($a:ident: $t:ty),* $(,)?) => $body:ident) => {
+        #[allow(clippy::too_many_arguments)]
+        fn $name$(<const $c: bool>)?(simd: Simd, $($a: $t),*) -> bool {
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn v512$(<const $c: bool>)?($($a: $t),*) {
+                $body::<__m512d $(, $c)?>($($a),*)
+            }
+            #[target_feature(enable = "avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn v256$(<const $c: bool>)?($($a: $t),*) {
+                $body::<D2 $(, $c)?>($($a),*)
+            }
+            if !simd.available() {
+                return false;
+            }
+            match simd {
+                // SAFETY: this CPU has AVX-512F (and AVX2, FMA): `available`, checked above.
+                Simd::Avx512 => unsafe { v512$(::<$c>)?($($a),*) },
+                // SAFETY: this CPU has AVX2 and FMA (as above).
+                Simd::Avx2 => unsafe { v256$(::<$c>)?($($a),*) },
+                Simd::Portable => return false,
+            }
+            true
+        }
+    };
+}
+
+per_isa!(fn fwd_isa(o: &mut [f32], mu: &mut [f32], rs: &mut [f32], x: &[f32], gamma: &[f32],
+    beta: &[f32], d: usize) => fwd_rows_on);
+per_isa!(fn bwd_isa<const ACC: bool>(di: &mut [f32], acc: &mut [f64], xhat: &mut [f64],
+    dxhat: &mut [f64], x: &[f32], g: &[f32], gamma: &[f32], d: usize) => bwd_rows_on);
+
 /// [`fwd_rows_on`] compiled for `simd` when it is AVX-512 or AVX2 and this CPU has it (returns
 /// true); otherwise nothing is done and it returns false (the baseline loops run). Needs `d > 0`,
 /// `o` and `x` of the same length, a multiple of d, a `mu` and `rs` value per row, and `gamma`,
@@ -376,41 +413,7 @@ pub(super) fn fwd_rows(
     beta: &[f32],
     d: usize,
 ) -> bool {
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn v512(
-        o: &mut [f32],
-        mu: &mut [f32],
-        rs: &mut [f32],
-        x: &[f32],
-        g: &[f32],
-        b: &[f32],
-        d: usize,
-    ) {
-        fwd_rows_on::<__m512d>(o, mu, rs, x, g, b, d)
-    }
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn v256(
-        o: &mut [f32],
-        mu: &mut [f32],
-        rs: &mut [f32],
-        x: &[f32],
-        g: &[f32],
-        b: &[f32],
-        d: usize,
-    ) {
-        fwd_rows_on::<D2>(o, mu, rs, x, g, b, d)
-    }
-    if d == 0 || !simd.available() {
-        return false;
-    }
-    match simd {
-        // SAFETY: this CPU has AVX-512F (`available`, checked above).
-        Simd::Avx512 => unsafe { v512(o, mu, rs, x, gamma, beta, d) },
-        // SAFETY: this CPU has AVX2 and FMA (as above).
-        Simd::Avx2 => unsafe { v256(o, mu, rs, x, gamma, beta, d) },
-        Simd::Portable => return false,
-    }
-    true
+    d > 0 && fwd_isa(simd, o, mu, rs, x, gamma, beta, d)
 }
 
 /// [`bwd_rows_on`] compiled for `simd` when it is AVX-512 or AVX2 and this CPU has it (returns
@@ -430,46 +433,10 @@ pub(super) fn bwd_rows(
     gamma: &[f32],
     d: usize,
 ) -> bool {
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn v512<const ACC: bool>(
-        di: &mut [f32],
-        acc: &mut [f64],
-        xh: &mut [f64],
-        dxh: &mut [f64],
-        x: &[f32],
-        g: &[f32],
-        gamma: &[f32],
-        d: usize,
-    ) {
-        bwd_rows_on::<__m512d, ACC>(di, acc, xh, dxh, x, g, gamma, d)
-    }
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn v256<const ACC: bool>(
-        di: &mut [f32],
-        acc: &mut [f64],
-        xh: &mut [f64],
-        dxh: &mut [f64],
-        x: &[f32],
-        g: &[f32],
-        gamma: &[f32],
-        d: usize,
-    ) {
-        bwd_rows_on::<D2, ACC>(di, acc, xh, dxh, x, g, gamma, d)
-    }
-    if d == 0 || !simd.available() {
-        return false;
-    }
-    // SAFETY (each arm): this CPU has the path's instructions (`available`, checked above).
-    unsafe {
-        match (simd, accumulate) {
-            (Simd::Avx512, true) => v512::<true>(di, acc, xhat, dxhat, x, g, gamma, d),
-            (Simd::Avx512, false) => v512::<false>(di, acc, xhat, dxhat, x, g, gamma, d),
-            (Simd::Avx2, true) => v256::<true>(di, acc, xhat, dxhat, x, g, gamma, d),
-            (Simd::Avx2, false) => v256::<false>(di, acc, xhat, dxhat, x, g, gamma, d),
-            (Simd::Portable, _) => return false,
+    d > 0
+        && if accumulate {
+            bwd_isa::<true>(simd, di, acc, xhat, dxhat, x, g, gamma, d)
+        } else {
+            bwd_isa::<false>(simd, di, acc, xhat, dxhat, x, g, gamma, d)
         }
-    }
-    true
 }
