@@ -288,4 +288,60 @@ mod tests {
             "no SIMD path of the attention kernels exists on this CPU"
         );
     }
+
+    /// `where_pos` picks `pos` exactly where x > 0: not at ±0, −1e−30, −∞ or NaN, and at the
+    /// smallest positive subnormal and +∞, lane by lane in both halves of the AVX2 pair.
+    #[test]
+    fn lanes_where_pos_picks_by_sign() {
+        let x: [f32; 16] = [
+            1.0,
+            0.0,
+            -0.0,
+            -1e-30,
+            f32::from_bits(1),
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -2.0,
+            3.5,
+            -f32::NAN,
+            1e-30,
+            -7.0,
+            0.25,
+            f32::MIN_POSITIVE,
+            -f32::MIN_POSITIVE,
+        ];
+        let pos: [f32; 16] = std::array::from_fn(|i| 100.0 + i as f32);
+        let other: [f32; 16] = std::array::from_fn(|i| -100.0 - i as f32);
+        let want: [f32; 16] = std::array::from_fn(|i| if x[i] > 0.0 { pos[i] } else { other[i] });
+        let mut ran = 0;
+        if is_x86_feature_detected!("avx512f") {
+            #[target_feature(enable = "avx512f")]
+            unsafe fn run(x: &[f32; 16], p: &[f32; 16], o: &[f32; 16]) -> [f32; 16] {
+                let mut out = [0f32; 16];
+                let l = |a: &[f32; 16]| <__m512 as Lanes>::load(a.as_ptr());
+                <__m512 as Lanes>::store(out.as_mut_ptr(), __m512::where_pos(l(x), l(p), l(o)));
+                out
+            }
+            // SAFETY: AVX-512F is available (checked just now).
+            assert_eq!(unsafe { run(&x, &pos, &other) }, want, "avx512");
+            ran += 1;
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn run(x: &[f32; 16], p: &[f32; 16], o: &[f32; 16]) -> [f32; 16] {
+                let mut out = [0f32; 16];
+                let l = |a: &[f32; 16]| Y2::load(a.as_ptr());
+                Y2::store(out.as_mut_ptr(), Y2::where_pos(l(x), l(p), l(o)));
+                out
+            }
+            // SAFETY: AVX2 and FMA are available (checked just now).
+            assert_eq!(unsafe { run(&x, &pos, &other) }, want, "avx2");
+            ran += 1;
+        }
+        assert!(
+            ran > 0,
+            "no SIMD path of the attention kernels exists on this CPU"
+        );
+    }
 }
