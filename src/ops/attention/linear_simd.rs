@@ -22,23 +22,24 @@ use std::arch::x86_64::__m512;
 /// A head's width: the kernels here are for 16.
 const DH: usize = 16;
 
-/// `pub(super) fn $name(simd, args…) -> bool`: runs `$body::<__m512, 16>` compiled for AVX-512
-/// or `$body::<Y2, 4>` compiled for AVX2 + FMA (the second parameter: rows of an accumulated S
-/// block held in registers), when `simd` is that path and this CPU has it; otherwise returns false
-/// (the caller's generic loop runs).
+/// `pub(super) fn $name(simd, args…) -> bool`: runs `$body::<__m512>` compiled for AVX-512 or
+/// `$body::<Y2>` compiled for AVX2 + FMA when `simd` is that path and this CPU has it; otherwise
+/// returns false (the caller's generic loop runs). `rows G512 / G256`: the kernel's second
+/// parameter for each, the rows of an accumulated S block it holds in registers at a time.
 macro_rules! per_isa {
-    ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) => $body:ident) => {
+    ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) => $body:ident
+        $(, rows $g512:literal / $g256:literal)?) => {
         $(#[$m])*
         pub(super) fn $name(simd: Simd, $($a: $t),*) -> bool {
             #[target_feature(enable = "avx512f,avx2,fma")]
             #[allow(clippy::too_many_arguments)]
             unsafe fn v512($($a: $t),*) -> bool {
-                $body::<__m512, 16>($($a),*)
+                $body::<__m512 $(, $g512)?>($($a),*)
             }
             #[target_feature(enable = "avx2,fma")]
             #[allow(clippy::too_many_arguments)]
             unsafe fn v256($($a: $t),*) -> bool {
-                $body::<Y2, 4>($($a),*)
+                $body::<Y2 $(, $g256)?>($($a),*)
             }
             match simd {
                 // SAFETY: this CPU has AVX-512F (and AVX2, FMA): checked in the guard.
@@ -55,7 +56,7 @@ per_isa!(
     #[allow(clippy::too_many_arguments)]
     fn dq_rows16(dqc: &mut [f32], acc: &mut [f64], blk: &mut [f32], tmp: &mut [f32],
         dout: &[f32], q: &[f32], s: &[f32], st: &[f32], z: &[f32], r0: usize, d: usize,
-        h: usize) => dq_rows
+        h: usize) => dq_rows, rows 16 / 4
 );
 per_isa!(
     #[allow(clippy::too_many_arguments)]
@@ -71,7 +72,7 @@ per_isa!(
 per_isa!(
     #[allow(clippy::too_many_arguments)]
     fn sz_rows16(acc: &mut [f64], blk: &mut [f32], pk: &mut [f32], k: &[f32], v: &[f32],
-        mask: &[f32], rows: std::ops::Range<usize>, d: usize, h: usize) => sz_rows
+        mask: &[f32], rows: std::ops::Range<usize>, d: usize, h: usize) => sz_rows, rows 16 / 4
 );
 
 /// φ(Q) of a block of rows: `dst[i] = elu1(q[i])` (inlined into the callers, so it runs at
@@ -228,7 +229,7 @@ unsafe fn dq_rows<L: Lanes, const G: usize>(
 /// The CPU supports `L`'s instructions, and the caller is compiled for them.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn dkv_rows<L: Lanes, const G: usize>(
+unsafe fn dkv_rows<L: Lanes>(
     dkc: &mut [f32],
     dvc: &mut [f32],
     tmp: &mut [f32],
@@ -336,7 +337,7 @@ unsafe fn dkv_rows<L: Lanes, const G: usize>(
 /// The CPU supports `L`'s instructions, and the caller is compiled for them.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn out_rows<L: Lanes, const G: usize>(
+unsafe fn out_rows<L: Lanes>(
     oc: &mut [f32],
     p: &mut [f32],
     q: &[f32],

@@ -219,9 +219,9 @@ const BLOCK: usize = 64;
 /// μ and rstd saved as f32.
 ///
 /// # Safety
-/// The CPU supports `V`'s instruction set and the caller is compiled for it; `d > 0`, `o` and `x`
-/// have the same length, a multiple of d; `mu` and `rs` hold a value per row; `gamma` and `beta`
-/// are at least d long.
+/// The CPU supports `V`'s instruction set and the caller is compiled for it; `o` and `x` have the
+/// same length, a multiple of d; `mu` and `rs` hold a value per row; `gamma` and `beta` are at
+/// least d long. With d = 0 there is nothing to do.
 #[inline(always)]
 unsafe fn fwd_rows_on<V: Wide>(
     o: &mut [f32],
@@ -232,6 +232,9 @@ unsafe fn fwd_rows_on<V: Wide>(
     beta: &[f32],
     d: usize,
 ) {
+    if d == 0 {
+        return;
+    }
     let (gamma, beta) = (&gamma[..d], &beta[..d]);
     let full = d / 8 * 8;
     let mut stats = [(0f64, 0f64); BLOCK];
@@ -272,9 +275,9 @@ unsafe fn fwd_rows_on<V: Wide>(
 /// `dxhat` are scratch of length d.
 ///
 /// # Safety
-/// The CPU supports `V`'s instruction set and the caller is compiled for it; `d > 0`; `di`, `x` and
-/// `g` have the same length, a multiple of d; `gamma`, `xhat`, `dxhat` are at least d long and
-/// `acc` at least 2d.
+/// The CPU supports `V`'s instruction set and the caller is compiled for it; `di`, `x` and `g`
+/// have the same length, a multiple of d; `gamma`, `xhat`, `dxhat` are at least d long and
+/// `acc` at least 2d. With d = 0 there is nothing to do.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn bwd_rows_on<V: Wide, const ACC: bool>(
@@ -287,6 +290,9 @@ unsafe fn bwd_rows_on<V: Wide, const ACC: bool>(
     gamma: &[f32],
     d: usize,
 ) {
+    if d == 0 {
+        return;
+    }
     let gamma = &gamma[..d];
     let (xhat, dxhat) = (&mut xhat[..d], &mut dxhat[..d]);
     let (ag, ab) = acc[..2 * d].split_at_mut(d);
@@ -363,11 +369,14 @@ unsafe fn bwd_rows_on<V: Wide, const ACC: bool>(
 
 /// `fn $name(simd, args…) -> bool`: runs `$body::<__m512d>` compiled for AVX-512 or
 /// `$body::<D2>` compiled for AVX2 + FMA (with the const flag, when given, passed on) when `simd`
-/// is that path and this CPU has it, and returns true; otherwise does nothing and returns false.
+/// is that path and this CPU has it, and returns true; otherwise does nothing and returns false
+/// (the baseline loops of `mod.rs` run).
 macro_rules! per_isa {
-    (fn $name:ident$(<const $c:ident: bool>)?($($a:ident: $t:ty),* $(,)?) => $body:ident) => {
+    ($(#[$m:meta])* $vis:vis fn $name:ident$(<const $c:ident: bool>)?($($a:ident: $t:ty),* $(,)?)
+        => $body:ident) => {
+        $(#[$m])*
         #[allow(clippy::too_many_arguments)]
-        fn $name$(<const $c: bool>)?(simd: Simd, $($a: $t),*) -> bool {
+        $vis fn $name$(<const $c: bool>)?(simd: Simd, $($a: $t),*) -> bool {
             #[target_feature(enable = "avx512f,avx2,fma")]
             #[allow(clippy::too_many_arguments)]
             unsafe fn v512$(<const $c: bool>)?($($a: $t),*) {
@@ -393,33 +402,18 @@ macro_rules! per_isa {
     };
 }
 
-per_isa!(fn fwd_isa(o: &mut [f32], mu: &mut [f32], rs: &mut [f32], x: &[f32], gamma: &[f32],
-    beta: &[f32], d: usize) => fwd_rows_on);
+per_isa!(
+    /// [`fwd_rows_on`] for `simd`: `o` and `x` of the same length, a multiple of d, a `mu` and
+    /// `rs` value per row, `gamma` and `beta` at least d long (a shorter slice panics).
+    pub(super) fn fwd_rows(o: &mut [f32], mu: &mut [f32], rs: &mut [f32], x: &[f32],
+        gamma: &[f32], beta: &[f32], d: usize) => fwd_rows_on
+);
 per_isa!(fn bwd_isa<const ACC: bool>(di: &mut [f32], acc: &mut [f64], xhat: &mut [f64],
     dxhat: &mut [f64], x: &[f32], g: &[f32], gamma: &[f32], d: usize) => bwd_rows_on);
 
-/// [`fwd_rows_on`] compiled for `simd` when it is AVX-512 or AVX2 and this CPU has it (returns
-/// true); otherwise nothing is done and it returns false (the baseline loops run). Needs `d > 0`,
-/// `o` and `x` of the same length, a multiple of d, a `mu` and `rs` value per row, and `gamma`,
-/// `beta` at least d long (slices index past none of them; a shorter one panics).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn fwd_rows(
-    simd: Simd,
-    o: &mut [f32],
-    mu: &mut [f32],
-    rs: &mut [f32],
-    x: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
-    d: usize,
-) -> bool {
-    d > 0 && fwd_isa(simd, o, mu, rs, x, gamma, beta, d)
-}
-
-/// [`bwd_rows_on`] compiled for `simd` when it is AVX-512 or AVX2 and this CPU has it (returns
-/// true; dx added to `di` when `accumulate`, else written); otherwise nothing is done and it
-/// returns false. Needs `d > 0`, `di`, `x` and `g` of the same length, a multiple of d, `gamma`,
-/// `xhat`, `dxhat` at least d long and `acc` at least 2d.
+/// [`bwd_rows_on`] for `simd` (as `per_isa!` runs it), dx added to `di` when `accumulate`, else
+/// written: `di`, `x` and `g` of the same length, a multiple of d, `gamma`, `xhat`, `dxhat` at
+/// least d long and `acc` at least 2d.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn bwd_rows(
     simd: Simd,
@@ -433,10 +427,9 @@ pub(super) fn bwd_rows(
     gamma: &[f32],
     d: usize,
 ) -> bool {
-    d > 0
-        && if accumulate {
-            bwd_isa::<true>(simd, di, acc, xhat, dxhat, x, g, gamma, d)
-        } else {
-            bwd_isa::<false>(simd, di, acc, xhat, dxhat, x, g, gamma, d)
-        }
+    if accumulate {
+        bwd_isa::<true>(simd, di, acc, xhat, dxhat, x, g, gamma, d)
+    } else {
+        bwd_isa::<false>(simd, di, acc, xhat, dxhat, x, g, gamma, d)
+    }
 }
