@@ -8,6 +8,7 @@
 use eraengine::bench::random_era;
 use eraengine::device::Cpu;
 use eraengine::model::{Attention, Config};
+use eraengine::ops::gemm::Gemm;
 use eraengine::params::Adam;
 use eraengine::train::era::EraBatch;
 use eraengine::train::{train_step, train_step_owned, TrainOptions, Trained};
@@ -133,10 +134,52 @@ fn check(name: &str, cfg: Config, n: usize, fresh_pool: bool, loaded: bool) {
     }
 }
 
+/// A thread's GEMM packing scratch is reserved whole by its first GEMM: larger shapes later on the
+/// same thread allocate nothing of that size. (Else a step's allocations depend on which worker ran
+/// which parts of the steps before: a worker first given the largest product in step 3 grew it.)
+fn gemm_scratch_is_reserved_by_a_threads_first_gemm() {
+    let run = |ta: bool, tb: bool, m: usize, n: usize, k: usize| {
+        let g = Gemm {
+            threads: Some(1),
+            ..Gemm::new(ta, tb, m, n, k)
+        };
+        let (a, b, mut c) = (vec![0.5f32; m * k], vec![0.25f32; k * n], vec![0f32; m * n]);
+        ALLOCS.store(0, Relaxed);
+        LARGEST.store(0, Relaxed);
+        COUNTING.store(true, Relaxed);
+        let r = g.run(&a, &b, &mut c);
+        COUNTING.store(false, Relaxed);
+        r.unwrap();
+        assert!(
+            c.iter().all(|&v| v == (k as f32) / 8.0),
+            "{m}x{n}x{k}: wrong product"
+        );
+        LARGEST.load(Relaxed)
+    };
+    run(false, false, 3, 5, 7);
+    // blocked with A packed (n over 1,024), B packed whole (k over KC, B transposed), A read
+    // transposed in place, and a long, narrow k
+    for (ta, tb, m, n, k) in [
+        (false, false, 700, 4100, 600),
+        (false, true, 64, 128, 3000),
+        (true, false, 42, 64, 3000),
+        (true, true, 500, 2000, 300),
+        (false, false, 3000, 64, 42),
+    ] {
+        let largest = run(ta, tb, m, n, k);
+        assert!(
+            largest < MMAP_THRESHOLD,
+            "GEMM {m}x{n}x{k} (ta {ta}, tb {tb}) allocated {largest} bytes at once after a small \
+             GEMM on the same thread"
+        );
+    }
+}
+
 // One test function: the counters and the pool are global to the process, and tests in one binary
 // run side by side.
 #[test]
 fn a_steady_state_step_allocates_no_activation_sized_buffer() {
+    gemm_scratch_is_reserved_by_a_threads_first_gemm();
     // The bench model with dropout and the correlation loss (every backward of the default step).
     let mut cfg = Config::new(42, 1);
     cfg.dropout = 0.1;

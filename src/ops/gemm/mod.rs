@@ -392,6 +392,14 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The most packing scratch (f32 values) any problem needs of [`serial`]: a KC slice of B at NC
+/// columns and one of A at MC rows, or B packed whole ([`whole_b::WHOLE_B_MAX`], A read in place),
+/// and 64 values of alignment slack.
+fn scratch_bound<K: Kernel>() -> usize {
+    let blocked = K::KC * (K::NC.div_ceil(K::NR) * K::NR + K::MC.div_ceil(K::MR) * K::MR);
+    blocked.max(whole_b::WHOLE_B_MAX) + 64
+}
+
 /// Splits the problem over threads and runs each part.
 fn split<K: Kernel>(p: &Prob, out: Out, threads: usize) {
     // the work the microkernels do, not the useful flops: a narrow C still fills half-panels of
@@ -568,6 +576,11 @@ fn serial<K: Kernel>(p: &Prob, out: Out) {
     SCRATCH.with(|s| match s.try_borrow_mut() {
         Ok(mut buf) => {
             if buf.len() < total {
+                // a thread's first GEMM reserves the bound (pages untouched until used), so no
+                // later shape reallocates: a step's allocations do not depend on which thread ran
+                // which parts of the steps before it
+                let more = scratch_bound::<K>().max(total) - buf.len();
+                buf.reserve_exact(more);
                 buf.resize(total, 0.0);
             }
             run_blocks::<K>(p, out, &mut buf[..], b_len, mode, b_in_place);
