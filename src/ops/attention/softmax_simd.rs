@@ -111,9 +111,9 @@ unsafe fn fwd_tile<V: Lanes, const W: usize>(
         // (0: K is zero-padded) must not count, so its real ones are reduced alone
         let full = valid == KF;
         let bmax = if full {
-            scores::<V, KF, true>(sb, qs, kt, p, m.nkp, j0)
+            scores::<V, KF, true>(sb, qs, kt, p, m.ldt, j0)
         } else {
-            scores::<V, KF, false>(sb, qs, kt, p, m.nkp, j0)
+            scores::<V, KF, false>(sb, qs, kt, p, m.ldt, j0)
         };
         for r in 0..R {
             let row = &mut sb[r * KF..][..KF];
@@ -199,7 +199,7 @@ struct BwdHead<'a> {
     /// q·scale and dO rows [nqp][p]
     qs: &'a [f32],
     gp: &'a [f32],
-    /// K and V transposed [p][nkp], K rows [nkp][p]
+    /// K and V transposed [p][ldt], K rows [nkp][p]
     kt: &'a [f32],
     vt: &'a [f32],
     kr: &'a [f32],
@@ -265,8 +265,8 @@ unsafe fn bwd_block<V: Lanes, const W: usize>(
         let i0 = it * R;
         let qt = &x.qs[i0 * p..][..R * p];
         let gt = &x.gp[i0 * p..][..R * p];
-        scores::<V, KB, false>(&mut t.pb, qt, x.kt, p, m.nkp, j0);
-        scores::<V, KB, false>(&mut t.ds, gt, x.vt, p, m.nkp, j0);
+        scores::<V, KB, false>(&mut t.pb, qt, x.kt, p, m.ldt, j0);
+        scores::<V, KB, false>(&mut t.ds, gt, x.vt, p, m.ldt, j0);
         for r in 0..R {
             let (l, di) = (x.lse[i0 + r], x.dd[i0 + r]);
             let prow = &mut t.pb[r * KB..][..KB];
@@ -411,7 +411,7 @@ pub(super) unsafe fn fwd(
                 for t0 in (0..rows).step_by(R) {
                     for hd in 0..h {
                         let qh = &qs[(hd * m.nqp + r0 + t0) * m.p..][..R * m.p];
-                        let kh = &kt[hd * m.p * m.nkp..][..m.p * m.nkp];
+                        let kh = &kt[hd * m.p * m.ldt..][..m.p * m.ldt];
                         let vh = &vr[hd * m.nkp * m.p..][..m.nkp * m.p];
                         let sb = &mut sb.0;
                         // SAFETY: the caller guarantees the CPU supports `isa`.
@@ -536,8 +536,8 @@ pub(super) unsafe fn bwd(
                     let x = BwdHead {
                         qs: &qs[hd * m.nqp * m.p..][..m.nqp * m.p],
                         gp: &gp[hd * m.nqp * m.p..][..m.nqp * m.p],
-                        kt: &kt[hd * m.p * m.nkp..][..m.p * m.nkp],
-                        vt: &vt[hd * m.p * m.nkp..][..m.p * m.nkp],
+                        kt: &kt[hd * m.p * m.ldt..][..m.p * m.ldt],
+                        vt: &vt[hd * m.p * m.ldt..][..m.p * m.ldt],
                         kr: &kr[hd * m.nkp * m.p..][..m.nkp * m.p],
                         lse: &lp[hd * m.nqp..][..m.nqp],
                         dd: &dd[hd * m.nqp..][..m.nqp],
