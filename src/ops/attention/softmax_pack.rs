@@ -35,7 +35,7 @@ pub(super) struct Dims {
 
 impl Dims {
     pub(super) fn new(nq: usize, nkr: usize, d: usize, h: usize) -> Dims {
-        let dh = d / h;
+        let (dh, nkp) = (d / h, nkr.div_ceil(KF) * KF);
         Dims {
             d,
             h,
@@ -43,8 +43,9 @@ impl Dims {
             p: dh.div_ceil(16) * 16,
             nqp: nq.div_ceil(R) * R,
             nkr,
-            nkp: nkr.div_ceil(KF) * KF,
-            ldt: nkr.div_ceil(KF) * KF + 16,
+            nkp,
+            // one cache line (16 f32) past nkp
+            ldt: nkp + 16,
         }
     }
     /// Length of one row-major panel [h][nqp][p].
