@@ -1,12 +1,17 @@
 //! What this machine gives the CPU step (docs/cpu_limits.md): the f32 FMA peak and the memory's
 //! read bandwidth on one and on all threads, and whether threads slow each other's GEMMs: one
 //! single-threaded GEMM of cache-resident data alone and next to the same GEMM on another thread,
-//! and the spread (best, median) of the two-thread GEMM against one thread.
+//! and the spread (best, median) of the two-thread GEMM against one thread. Last, whether a
+//! layer's row-local chain of ops gains from running over row blocks that stay in the core's L2
+//! (the scheduler change docs/cpu_limits.md weighs): a feed-forward block's forward op by op over
+//! each thread's rows, as the engine runs it, against the same ops block by block.
 //!
 //! `cargo bench --bench machine`. Env: ERAENGINE_BENCH_MACHINE_SECS (default 1: seconds per
 //! timed loop).
 
+use eraengine::ops::elementwise::exp_f32;
 use eraengine::ops::gemm::{Gemm, Simd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 fn secs() -> f64 {
@@ -121,6 +126,225 @@ fn gemm_1t(rows: usize, x: &[f32], w: &[f32], out: &mut [f32]) {
     .expect("gemm shapes are consistent");
 }
 
+/// The mean of `g` over `x` (a multiple of 8 long) in eight partial sums, so that it vectorises.
+#[inline(always)]
+fn mean8(x: &[f32], g: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; 8];
+    for c in x.chunks_exact(8) {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += g(v);
+        }
+    }
+    acc.iter().sum::<f32>() / x.len() as f32
+}
+
+/// One thread's rows of the feed-forward chain's buffers: x, y [r, d]; ln [r, d]; h, a [r, 2d].
+struct Rows<'a> {
+    x: &'a [f32],
+    ln: &'a mut [f32],
+    h: &'a mut [f32],
+    a: &'a mut [f32],
+    y: &'a mut [f32],
+}
+
+/// The chain's weights: w1 [d, 2d] + b1, w2 [2d, d] + b2.
+struct Ffn {
+    d: usize,
+    w1: Vec<f32>,
+    b1: Vec<f32>,
+    w2: Vec<f32>,
+    b2: Vec<f32>,
+}
+
+impl Ffn {
+    /// Step `op` (0..4: layer norm, d → 2d, GELU, 2d → d + residual) of rows `r` of `t`, on
+    /// this thread alone.
+    fn op(&self, op: usize, t: &mut Rows, r: std::ops::Range<usize>) {
+        let (d, simd) = (self.d, Simd::detect());
+        let (n, f) = (r.len(), 2 * self.d);
+        let one = |m, k, nn, bias| Gemm {
+            threads: Some(1),
+            bias: Some(bias),
+            ..Gemm::new(false, false, m, nn, k)
+        };
+        match op {
+            0 => simd.run(
+                #[inline(always)]
+                || {
+                    for (o, x) in t.ln[r.start * d..r.end * d]
+                        .chunks_exact_mut(d)
+                        .zip(t.x[r.start * d..r.end * d].chunks_exact(d))
+                    {
+                        let mean = mean8(x, |v| v);
+                        let var = mean8(x, |v| (v - mean) * (v - mean));
+                        let rs = 1.0 / (var + 1e-5).sqrt();
+                        for (o, v) in o.iter_mut().zip(x) {
+                            *o = (v - mean) * rs;
+                        }
+                    }
+                },
+            ),
+            1 => one(n, d, f, &self.b1[..])
+                .run(
+                    &t.ln[r.start * d..r.end * d],
+                    &self.w1,
+                    &mut t.h[r.start * f..r.end * f],
+                )
+                .expect("gemm shapes are consistent"),
+            2 => simd.run(
+                #[inline(always)]
+                || {
+                    let (a, h) = (
+                        &mut t.a[r.start * f..r.end * f],
+                        &t.h[r.start * f..r.end * f],
+                    );
+                    for (o, &v) in a.iter_mut().zip(h) {
+                        let u = 0.797_884_6 * (0.044_715 * v * v).mul_add(v, v);
+                        *o = v / (1.0 + exp_f32(-2.0 * u));
+                    }
+                },
+            ),
+            _ => {
+                let y = &mut t.y[r.start * d..r.end * d];
+                one(n, f, d, &self.b2[..])
+                    .run(&t.a[r.start * f..r.end * f], &self.w2, y)
+                    .expect("gemm shapes are consistent");
+                simd.run(
+                    #[inline(always)]
+                    || {
+                        for (o, &v) in y.iter_mut().zip(&t.x[r.start * d..r.end * d]) {
+                            *o += v;
+                        }
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// A barrier whose waiters spin, as the engine's pool workers do between ops (a futex wake-up
+/// costs more than the short ops it separates).
+struct Spin {
+    threads: usize,
+    arrived: AtomicUsize,
+}
+
+impl Spin {
+    /// Waits for round `round` (0, 1, ...) to be reached by every thread.
+    fn wait(&self, round: usize) {
+        self.arrived.fetch_add(1, Ordering::AcqRel);
+        while self.arrived.load(Ordering::Acquire) < (round + 1) * self.threads {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// The feed-forward chain's forward over `n` rows at width `d` on `threads` threads, each with
+/// its contiguous share of the rows, every cache flushed before each call. Each entry of
+/// `blocks` is a way to run it: 0 runs each op over a thread's rows with the threads meeting
+/// between ops (as the engine's ops run); b > 0 runs each thread's rows through all the ops b
+/// rows at a time. The ways alternate call by call; returns each way's median milliseconds and
+/// its median ratio to the first way's call just before it.
+fn ffn_chain(secs: f64, n: usize, d: usize, threads: usize, blocks: &[usize]) -> Vec<(f64, f64)> {
+    let f = 2 * d;
+    let val = |len: usize, m: usize| -> Vec<f32> {
+        (0..len)
+            .map(|e| ((e * 7919) % m) as f32 / m as f32 - 0.5)
+            .collect()
+    };
+    let ffn = Ffn {
+        d,
+        w1: val(d * f, 89),
+        b1: val(f, 5),
+        w2: val(f * d, 83),
+        b2: val(d, 7),
+    };
+    let x = val(n * d, 97);
+    let (mut ln, mut h, mut a, mut y) = (
+        vec![0f32; n * d],
+        vec![0f32; n * f],
+        vec![0f32; n * f],
+        vec![0f32; n * d],
+    );
+    let mut junk = vec![0f32; 16 << 20];
+    let per = n.div_ceil(threads);
+    let mut call = |block: usize| -> f64 {
+        for j in junk.iter_mut() {
+            *j += 1.0;
+        }
+        let mut rows: Vec<Rows> = x
+            .chunks(per * d)
+            .zip(ln.chunks_mut(per * d))
+            .zip(h.chunks_mut(per * f).zip(a.chunks_mut(per * f)))
+            .zip(y.chunks_mut(per * d))
+            .map(|(((x, ln), (h, a)), y)| Rows { x, ln, h, a, y })
+            .collect();
+        let meet = Spin {
+            threads: rows.len(),
+            arrived: AtomicUsize::new(0),
+        };
+        // timed from the moment every thread has started (round 0) to the last one's end
+        let spans: Vec<(Instant, Instant)> = std::thread::scope(|sc| {
+            let hs: Vec<_> = rows
+                .iter_mut()
+                .map(|t| {
+                    let (ffn, meet) = (&ffn, &meet);
+                    sc.spawn(move || {
+                        let r = t.x.len() / d;
+                        meet.wait(0);
+                        let t0 = Instant::now();
+                        if block == 0 {
+                            for op in 0..4 {
+                                ffn.op(op, t, 0..r);
+                                meet.wait(op + 1);
+                            }
+                        } else {
+                            for b in (0..r).step_by(block) {
+                                for op in 0..4 {
+                                    ffn.op(op, t, b..(b + block).min(r));
+                                }
+                            }
+                        }
+                        (t0, Instant::now())
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().expect("bench thread panicked"))
+                .collect()
+        });
+        let t0 = spans
+            .iter()
+            .map(|s| s.0)
+            .min()
+            .expect("at least one thread");
+        let t1 = spans
+            .iter()
+            .map(|s| s.1)
+            .max()
+            .expect("at least one thread");
+        (t1 - t0).as_secs_f64() * 1e3
+    };
+    let mut times = vec![Vec::new(); blocks.len()];
+    let end = Instant::now() + Duration::from_secs_f64(secs * blocks.len() as f64);
+    while Instant::now() < end || times[0].len() < 5 {
+        for (t, &b) in times.iter_mut().zip(blocks) {
+            t.push(call(b));
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    times
+        .iter()
+        .map(|t| {
+            let ratios = t.iter().zip(&times[0]).map(|(x, w)| x / w).collect();
+            (median(t.clone()), median(ratios))
+        })
+        .collect()
+}
+
 fn main() {
     let s = secs();
     let all = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -180,4 +404,19 @@ fn main() {
         "GEMM 5000 x 128 x 128: 1 thread median {:.3} ms; all threads median {:.3} ms, best {:.3} ms",
         one.0, two.0, two.1
     );
+    for d in [64, 128] {
+        let ways = [0, 64, 256, 1024];
+        let r = ffn_chain(s, 5000, d, all, &ways);
+        let blocks: Vec<String> = ways[1..]
+            .iter()
+            .zip(&r[1..])
+            .map(|(b, (t, x))| format!("{b} rows {t:.3} ms ({x:.2}x)"))
+            .collect();
+        println!(
+            "feed-forward forward 5000 x {d} (layer norm, d -> 2d, GELU, 2d -> d, residual), \
+             {all} thread(s), caches flushed, median: op by op {:.3} ms; in row blocks of {}",
+            r[0].0,
+            blocks.join(", ")
+        );
+    }
 }
