@@ -2,6 +2,11 @@
 //! (`cli::progress`) decides how to show it (a line rewritten in place on a terminal, one line per
 //! stage otherwise, nothing under `--quiet`). The library itself never prints.
 
+/// "1 epoch", "2 epochs": a count of epochs as the messages print it.
+pub fn epochs(n: usize) -> String {
+    format!("{n} epoch{}", if n == 1 { "" } else { "s" })
+}
+
 /// Where one stage of long work stands.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Progress {
@@ -145,5 +150,12 @@ mod tests {
         };
         assert!(f.line().ends_with("done in 8.0 s"), "{}", f.line());
         assert_eq!(duration(125.0), "2 min 05 s");
+    }
+
+    #[test]
+    fn one_epoch_is_singular() {
+        assert_eq!(epochs(1), "1 epoch");
+        assert_eq!(epochs(0), "0 epochs");
+        assert_eq!(epochs(20), "20 epochs");
     }
 }

@@ -88,7 +88,7 @@ fn refit_equals_training_on_the_joined_eras_for_the_best_epoch_count() {
     );
     assert!(o.status.success(), "{}", text(&o));
     let out = text(&o);
-    // "best epoch E: ... (refit on the training and validation eras for E epochs)"
+    // "best epoch E: ... (refit on the training and validation eras for E epoch(s))"
     let best: usize = out
         .split("best epoch ")
         .nth(1)
@@ -96,7 +96,7 @@ fn refit_equals_training_on_the_joined_eras_for_the_best_epoch_count() {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or_else(|| panic!("no best epoch in: {out}"));
     assert!(
-        out.contains(&format!("for {best} epochs")),
+        out.contains(&format!("for {best} epoch")),
         "the default (recommended) did not refit: {out}"
     );
 

@@ -43,7 +43,8 @@ impl DeviceJob for Job<'_> {
                     valid_mse.map_or("n/a".to_string(), |v| format!("{v:.5}"))
                 ),
                 PretrainEvent::EarlyStop { patience } if !quiet => eprintln!(
-                    "early stop: no better validation reconstruction for {patience} epochs"
+                    "early stop: no better validation reconstruction for {}",
+                    crate::progress::epochs(*patience)
                 ),
                 _ => {}
             },

@@ -64,11 +64,11 @@ impl Refit<'_> {
         o.resume = None;
         if !self.quiet {
             eprintln!(
-                "refit: training again on {} + {} ({} eras) for {} epochs{} (--refit off skips this)",
+                "refit: training again on {} + {} ({} eras) for {}{} (--refit off skips this)",
                 self.train.path().display(),
                 self.valid.path().display(),
                 src.n_eras(),
-                self.epochs,
+                crate::progress::epochs(self.epochs),
                 match self.mode {
                     Mode::On => format!(
                         ", then once over the {} validation eras at lr {} x {RECENT_LR_SCALE}",

@@ -394,11 +394,12 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         ),
         (Some(e), Some(b), Some(r)) => println!(
             "best epoch {e}: validation mean corr {:+.4}, sharpe {:+.2} over {} eras; checkpoint {} \
-             (refit on the training and validation eras for {r} epochs)",
+             (refit on the training and validation eras for {})",
             b.mean,
             b.sharpe,
             b.eras,
-            out.display()
+            out.display(),
+            crate::progress::epochs(r),
         ),
         _ => println!("checkpoint {}", out.display()),
     }
@@ -593,7 +594,10 @@ fn pretrain_first(
     let max_rows = train_store.eras().map(|e| e.n_rows).max().unwrap_or(0);
     crate::memory::check_train(&cfg, max_rows, false, 1)?;
     if !a.quiet {
-        eprintln!("pretraining the encoder for up to {epochs} epochs first (--pretrain-epochs)");
+        eprintln!(
+            "pretraining the encoder for up to {} first (--pretrain-epochs)",
+            crate::progress::epochs(epochs)
+        );
     }
     let res = super::device::dispatch(
         device,

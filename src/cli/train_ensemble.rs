@@ -85,7 +85,7 @@ pub fn run(a: &TrainArgs, seeds: &[u64]) -> Result<()> {
                 m.seed,
                 m.best_epoch.unwrap_or(0),
                 match m.refit_epochs {
-                    Some(r) => format!(", refit for {r} epochs"),
+                    Some(r) => format!(", refit for {}", crate::progress::epochs(r)),
                     None => String::new(),
                 }
             ),

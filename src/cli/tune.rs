@@ -60,9 +60,9 @@ pub fn run(a: &TuneArgs) -> Result<()> {
         if let Some(best) = table.first() {
             match best.corr() {
                 Some(c) => println!(
-                    "best: trial {} ({} epochs) validation mean corr {c:+.4}; config {}",
+                    "best: trial {} ({}) validation mean corr {c:+.4}; config {}",
                     best.trial,
-                    best.epochs,
+                    crate::progress::epochs(best.epochs),
                     a.out.join("best.json").display()
                 ),
                 None => println!(

@@ -84,7 +84,10 @@ impl Event {
                 n_features,
             } => format_report(report, *epochs, *n_features),
             Event::EarlyStop { patience } => {
-                format!("early stop: no better validation corr for {patience} epochs")
+                format!(
+                    "early stop: no better validation corr for {}",
+                    crate::progress::epochs(*patience)
+                )
             }
             Event::Member { index, total, seed } => {
                 format!("ensemble member {}/{total}: seed {seed}", index + 1)
