@@ -3,20 +3,26 @@
 //! Reading: every needed column of a row group gets its own column reader, and rows are pulled in
 //! batches of a few thousand across all of them, so memory is one page per column plus a batch,
 //! whatever the row-group size. Writing (for `synth --parquet`): the Numerai schema, int8 features
-//! (INT32 with the INT(8, signed) annotation, as pyarrow writes them), float targets.
+//! (INT32 with the INT(8, signed) annotation, as pyarrow writes them), float targets, in
+//! `write.rs`.
+//!
+//! The feature columns are decoded on the worker threads, a run of columns each, each run writing
+//! its own columns of the batch; they share the file through positioned reads (`Shared`).
+
+mod write;
+pub use write::{write_numerai, NumeraiRows};
 
 use super::columns::{feature_from_float, feature_from_int, map_columns, target_value, EraSink};
 use super::store::MISSING;
 use crate::{Error, Result};
-use parquet::basic::{Compression, Type as Physical};
+use parquet::basic::Type as Physical;
 use parquet::column::reader::{ColumnReader, ColumnReaderImpl};
 use parquet::data_type::{
     ByteArray, ByteArrayType, DataType, DoubleType, FloatType, Int32Type, Int64Type,
 };
-use parquet::file::properties::WriterProperties;
-use parquet::file::reader::{FileReader, SerializedFileReader};
-use parquet::file::writer::SerializedFileWriter;
+use parquet::file::reader::{ChunkReader, FileReader, Length, SerializedFileReader};
 use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -24,9 +30,77 @@ fn pq_err(path: &Path, place: impl Into<String>, e: parquet::errors::ParquetErro
     Error::format(path, place, format!("parquet: {e}"))
 }
 
-fn open(path: &Path) -> Result<SerializedFileReader<File>> {
+/// The file as column readers on several threads share it: every read names its offset (the
+/// parquet crate's reader for `File` seeks a shared offset, then reads, so two threads reading
+/// columns at once would get each other's bytes).
+struct Shared {
+    file: Arc<Handle>,
+    len: u64,
+}
+
+#[cfg(unix)]
+type Handle = File;
+#[cfg(not(unix))]
+type Handle = std::sync::Mutex<File>;
+
+/// Up to `buf.len()` bytes of the file from `pos`, in one `pread`.
+#[cfg(unix)]
+fn read_at(file: &Handle, pos: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buf, pos)
+}
+
+/// Up to `buf.len()` bytes of the file from `pos`: a seek and a read under the lock.
+#[cfg(not(unix))]
+fn read_at(file: &Handle, pos: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::{Seek, SeekFrom};
+    // a poisoned lock only means another reader panicked; the file itself is unharmed
+    let mut f = file
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    f.seek(SeekFrom::Start(pos))?;
+    f.read(buf)
+}
+
+/// A reader of `Shared` from an offset on.
+struct At {
+    file: Arc<Handle>,
+    pos: u64,
+}
+
+impl Read for At {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = read_at(&self.file, self.pos, buf)?;
+        self.pos += k as u64;
+        Ok(k)
+    }
+}
+
+impl Length for Shared {
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl ChunkReader for Shared {
+    type T = At;
+    fn get_read(&self, start: u64) -> parquet::errors::Result<At> {
+        Ok(At {
+            file: Arc::clone(&self.file),
+            pos: start,
+        })
+    }
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        let mut buf = vec![0u8; length];
+        self.get_read(start)?.read_exact(&mut buf)?;
+        Ok(buf.into())
+    }
+}
+
+fn open(path: &Path) -> Result<SerializedFileReader<Shared>> {
     let f = File::open(path).map_err(|e| Error::io(path, e))?;
-    SerializedFileReader::new(f).map_err(|e| pq_err(path, "footer", e))
+    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    let file = Arc::new(Handle::from(f));
+    SerializedFileReader::new(Shared { file, len }).map_err(|e| pq_err(path, "footer", e))
 }
 
 /// Run `f`, turning a panic inside the parquet crate (it has a few on malformed files) into an
@@ -350,28 +424,34 @@ fn read_inner(
             })?;
             cols.push((c, schema.column(c).max_def_level(), col));
         }
+        // the feature columns' readers apart: they are decoded in parallel, a run of them a thread
+        let f0 = if map.data_type.is_some() { 3 } else { 2 };
+        let mut fcols: Vec<_> = cols.drain(f0..f0 + nf).collect();
+        let per = nf.div_ceil(crate::ops::par::threads()).max(1);
+        let read = |(c, max_def, col): &mut (usize, i16, Col), n: usize| -> Result<Vals> {
+            let v = col
+                .read(n, *max_def)
+                .map_err(|e| pq_err(path, format!("row group {g}, column {}", names[*c]), e))?;
+            if v.len() != n {
+                return Err(Error::format(
+                    path,
+                    format!("row group {g}, column {}", names[*c]),
+                    format!(
+                        "{} values where the row group promises {n} more rows",
+                        v.len()
+                    ),
+                ));
+            }
+            Ok(v)
+        };
         let mut done = 0usize;
         while done < rows {
             let n = batch.min(rows - done);
-            let mut vals = Vec::with_capacity(cols.len());
-            for (c, max_def, col) in cols.iter_mut() {
-                let v = col
-                    .read(n, *max_def)
-                    .map_err(|e| pq_err(path, format!("row group {g}, column {}", names[*c]), e))?;
-                if v.len() != n {
-                    return Err(Error::format(
-                        path,
-                        format!("row group {g}, column {}", names[*c]),
-                        format!(
-                            "{} values where the row group promises {n} more rows",
-                            v.len()
-                        ),
-                    ));
-                }
-                vals.push(v);
-            }
+            let vals = cols
+                .iter_mut()
+                .map(|c| read(c, n))
+                .collect::<Result<Vec<_>>>()?;
             let (id_v, era_v) = (&vals[0], &vals[1]);
-            let f0 = if map.data_type.is_some() { 3 } else { 2 };
             let first = file_row + done as u64;
             let at = |i: usize, c: usize| format!("row {}, column {}", first + i as u64, names[c]);
             // which rows pass the data_type filter
@@ -390,41 +470,41 @@ fn read_inner(
             // row-major rows touches a new cache line per value
             cb.clear();
             cb.resize(n * nf, 0);
-            for j in 0..nf {
-                let c = map.features[j];
-                features_into(
-                    &vals[f0 + j],
-                    &keep,
-                    &mut cb[j * n..(j + 1) * n],
-                    1,
-                    0,
-                    |i, v| match v {
-                        _ if matches!(vals[f0 + j], Vals::Str(_)) => Error::format(
-                            path,
-                            format!("column {}", names[c]),
-                            "a text feature column",
-                        ),
-                        Num::Int(v) => {
-                            feature_from_int(v, path, || at(i, c))
+            let (keep, at) = (&keep, &at);
+            let parts = crate::ops::par::run(
+                fcols.chunks_mut(per).zip(cb.chunks_mut(per * n)),
+                |(fc, out)| -> Result<()> {
+                    for (col, out) in fc.iter_mut().zip(out.chunks_mut(n)) {
+                        let (c, v) = (col.0, read(col, n)?);
+                        features_into(&v, keep, out, 1, 0, |i, x| match x {
+                            _ if matches!(v, Vals::Str(_)) => Error::format(
+                                path,
+                                format!("column {}", names[c]),
+                                "a text feature column",
+                            ),
+                            Num::Int(x) => feature_from_int(x, path, || at(i, c))
                                 .err()
                                 .unwrap_or_else(|| {
-                                    Error::format(path, at(i, c), format!("feature value {v}"))
-                                })
-                        }
-                        Num::Float(v) => feature_from_float(v, path, || at(i, c))
-                            .err()
-                            .unwrap_or_else(|| {
-                                Error::format(path, at(i, c), format!("feature value {v}"))
-                            }),
-                    },
-                )?;
-            }
+                                    Error::format(path, at(i, c), format!("feature value {x}"))
+                                }),
+                            Num::Float(x) => feature_from_float(x, path, || at(i, c))
+                                .err()
+                                .unwrap_or_else(|| {
+                                    Error::format(path, at(i, c), format!("feature value {x}"))
+                                }),
+                        })?;
+                    }
+                    Ok(())
+                },
+            );
+            // the first column in file order that failed, as one thread reading them all would say
+            parts.into_iter().collect::<Result<Vec<()>>>()?;
             fb.clear();
             fb.resize(n * nf, 0);
             transpose_i8(&cb, &mut fb, nf, n);
             tb.clear();
             tb.resize(n * nt, f32::NAN);
-            let mut k = f0 + nf;
+            let mut k = f0;
             for (j, tc) in map.targets.iter().enumerate() {
                 let Some(c) = *tc else { continue };
                 let v = &vals[k];
@@ -542,114 +622,4 @@ pub fn read_ids_and_values(path: &Path, column: &str) -> Result<(Vec<String>, Ve
         }
         Ok((ids, vals))
     })
-}
-
-/// Rows for a Numerai-schema parquet file.
-pub struct NumeraiRows<'a> {
-    pub ids: &'a [String],
-    pub eras: &'a [String],
-    pub data_type: &'a str,
-    pub feature_names: &'a [String],
-    /// [rows, F], `MISSING` written as null.
-    pub features: &'a [i8],
-    pub target_names: &'a [String],
-    /// [rows, T], NaN written as NaN (as pandas does).
-    pub targets: &'a [f32],
-}
-
-/// Write a Numerai-schema parquet file (temp file + rename): `id`, `era`, `data_type`,
-/// `feature_*` as nullable int8, targets as float.
-pub fn write_numerai(path: &Path, rows: &NumeraiRows) -> Result<()> {
-    let tmp = super::store::temp_path(path, "part");
-    let r = write_inner(&tmp, rows)
-        .and_then(|_| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r
-}
-
-fn write_inner(path: &Path, rows: &NumeraiRows) -> Result<()> {
-    let perr = |e: parquet::errors::ParquetError| Error::format(path, "", format!("parquet: {e}"));
-    let n = rows.ids.len();
-    let (nf, nt) = (rows.feature_names.len(), rows.target_names.len());
-    let mut msg = String::from("message schema {\n  required binary id (STRING);\n  required binary era (STRING);\n  required binary data_type (STRING);\n");
-    for f in rows.feature_names {
-        msg.push_str(&format!("  optional int32 {f} (INTEGER(8,true));\n"));
-    }
-    for t in rows.target_names {
-        msg.push_str(&format!("  optional float {t};\n"));
-    }
-    msg.push_str("}\n");
-    let schema = Arc::new(parquet::schema::parser::parse_message_type(&msg).map_err(perr)?);
-    let props = Arc::new(
-        WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .build(),
-    );
-    let file = File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut w = SerializedFileWriter::new(file, schema, props).map_err(perr)?;
-    // row groups of whole eras, about 50k rows each
-    let mut start = 0;
-    while start < n {
-        let mut end = (start + 50_000).min(n);
-        while end < n && rows.eras[end] == rows.eras[end - 1] {
-            end += 1;
-        }
-        let mut rg = w.next_row_group().map_err(perr)?;
-        let mut col_i = 0usize;
-        while let Some(mut col) = rg.next_column().map_err(perr)? {
-            match col_i {
-                0..=2 => {
-                    let v: Vec<ByteArray> = (start..end)
-                        .map(|r| {
-                            let s: &str = match col_i {
-                                0 => &rows.ids[r],
-                                1 => &rows.eras[r],
-                                _ => rows.data_type,
-                            };
-                            ByteArray::from(s.as_bytes().to_vec())
-                        })
-                        .collect();
-                    col.typed::<ByteArrayType>()
-                        .write_batch(&v, None, None)
-                        .map_err(perr)?;
-                }
-                c if c < 3 + nf => {
-                    let j = c - 3;
-                    let mut vals = Vec::with_capacity(end - start);
-                    let mut def = Vec::with_capacity(end - start);
-                    for r in start..end {
-                        let x = rows.features[r * nf + j];
-                        if x == MISSING {
-                            def.push(0i16);
-                        } else {
-                            def.push(1);
-                            vals.push(i32::from(x));
-                        }
-                    }
-                    col.typed::<Int32Type>()
-                        .write_batch(&vals, Some(&def), None)
-                        .map_err(perr)?;
-                }
-                c => {
-                    let j = c - 3 - nf;
-                    let vals: Vec<f32> = (start..end).map(|r| rows.targets[r * nt + j]).collect();
-                    let def = vec![1i16; vals.len()];
-                    col.typed::<FloatType>()
-                        .write_batch(&vals, Some(&def), None)
-                        .map_err(perr)?;
-                }
-            }
-            col.close().map_err(perr)?;
-            col_i += 1;
-        }
-        rg.close().map_err(perr)?;
-        start = end;
-    }
-    if n == 0 {
-        // an empty file still has its schema; nothing to write
-    }
-    w.close().map_err(perr)?;
-    Ok(())
 }
