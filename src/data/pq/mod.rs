@@ -6,8 +6,10 @@
 //! (INT32 with the INT(8, signed) annotation, as pyarrow writes them), float targets, in
 //! `write.rs`.
 //!
-//! The feature columns are decoded on the worker threads, a run of columns each, each run writing
-//! its own columns of the batch; they share the file through positioned reads (`Shared`).
+//! The feature columns of a batch are decoded on every thread (`ops::par`), a run of columns
+//! each, each run writing its own columns of the batch; the threads share the file through
+//! positioned reads (`Shared`). The ids, eras and targets, and the rows' way into the store, stay
+//! on the calling thread.
 
 mod write;
 pub use write::{write_numerai, NumeraiRows};
@@ -401,7 +403,8 @@ fn read_inner(
         }
     }
     let (nf, nt) = (features.len(), targets.len());
-    // rows per batch: about 16 MiB of decoded values
+    // rows per batch: about 2 M values (the batch's codes column by column, then row by row, 2 MiB
+    // each; one column's decoded values a thread)
     let batch = (1usize << 21)
         .checked_div(nf + nt + 3)
         .unwrap_or(4096)
