@@ -12,22 +12,22 @@ use eraengine::data::import::{import, ImportOptions};
 use eraengine::data::pq::{write_numerai, NumeraiRows};
 use eraengine::data::store::{Store, MISSING};
 
-/// A file of `eras` eras × `per` rows × `nf` features (value (r·31 + j·7 + r·j) mod 6, 5 meaning
-/// null), and two targets; `bad` puts a value out of 0..=4 at (row, feature).
+/// The code written at (row r, feature j): (r·31 + j·7 + r·j) mod 6, 5 meaning null.
+fn code(r: usize, j: usize) -> i8 {
+    match (r * 31 + j * 7 + r * j) % 6 {
+        5 => MISSING,
+        v => v as i8,
+    }
+}
+
+/// A file of `eras` eras × `per` rows × `nf` features (`code`), and two targets; `bad` puts a
+/// value out of 0..=4 at (row, feature).
 fn write(path: &std::path::Path, eras: usize, per: usize, nf: usize, bad: &[(usize, usize)]) {
     let n = eras * per;
     let ids: Vec<String> = (0..n).map(|r| format!("id{r}")).collect();
     let era_names: Vec<String> = (0..n).map(|r| format!("{:04}", r / per + 1)).collect();
     let fnames: Vec<String> = (0..nf).map(|j| format!("feature_{j:04}")).collect();
-    let mut features: Vec<i8> = (0..n * nf)
-        .map(|e| {
-            let (r, j) = (e / nf, e % nf);
-            match (r * 31 + j * 7 + r * j) % 6 {
-                5 => MISSING,
-                v => v as i8,
-            }
-        })
-        .collect();
+    let mut features: Vec<i8> = (0..n * nf).map(|e| code(e / nf, e % nf)).collect();
     for &(r, j) in bad {
         features[r * nf + j] = 9;
     }
@@ -70,11 +70,7 @@ fn a_wide_file_imports_every_value() {
     );
     for (e, &got) in s.features().iter().enumerate() {
         let (r, j) = (e / nf, e % nf);
-        let want = match (r * 31 + j * 7 + r * j) % 6 {
-            5 => MISSING,
-            v => v as i8,
-        };
-        assert_eq!(got, want, "row {r}, feature {j}");
+        assert_eq!(got, code(r, j), "row {r}, feature {j}");
     }
     for (e, &got) in s.targets().iter().enumerate() {
         assert_eq!(got, (e % 5) as f32 / 4.0, "target value {e}");

@@ -501,7 +501,7 @@ fn read_inner(
                 },
             );
             // the first column in file order that failed, as one thread reading them all would say
-            parts.into_iter().collect::<Result<Vec<()>>>()?;
+            parts.into_iter().collect::<Result<()>>()?;
             fb.clear();
             fb.resize(n * nf, 0);
             transpose_i8(&cb, &mut fb, nf, n);

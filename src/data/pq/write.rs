@@ -114,9 +114,7 @@ fn write_inner(path: &Path, rows: &NumeraiRows) -> Result<()> {
         rg.close().map_err(perr)?;
         start = end;
     }
-    if n == 0 {
-        // an empty file still has its schema; nothing to write
-    }
+    // an empty file (n = 0) still has its schema
     w.close().map_err(perr)?;
     Ok(())
 }

@@ -195,9 +195,9 @@ impl TuneEvent {
                 epochs,
                 trials,
             } => format!(
-                "rung {}/{rungs}: {trials} trials of {epochs} epoch{}",
+                "rung {}/{rungs}: {trials} trials of {}",
                 rung + 1,
-                if *epochs == 1 { "" } else { "s" }
+                crate::progress::epochs(*epochs)
             ),
             TuneEvent::Trial {
                 done,
